@@ -1,0 +1,110 @@
+# allocscope build: the BPF object (clang, bpf target, CO-RE) is embedded into the agent through
+# a bpftool skeleton; everything lands in build/. `make V=1` shows the commands.
+#
+#   make            build/allocscope
+#   make test       unit tests, then end-to-end tests with real BPF (as root)
+#   make bench      the overhead benchmark (as root); figures go in docs/performance.md
+#   make demo       profile the bundled demo workload and print the top table (as root)
+#   make install    binary, systemd unit and reference configuration under $(PREFIX)
+
+BUILD     ?= build
+CC        ?= cc
+CLANG     ?= clang
+BPFTOOL   ?= bpftool
+PREFIX    ?= /usr/local
+VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
+CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD) \
+	     -DALLOCSCOPE_VERSION='"$(VERSION)"' -DALLOCSCOPE_GIT_REV='"$(GIT_REV)"'
+LDLIBS    += -lbpf -lelf -ldw -lz -lm
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
+	      -I/usr/include/$(shell $(CC) -dumpmachine)
+
+ifeq ($(V),1)
+Q =
+msg =
+else
+Q = @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+AGENT_SRCS := $(shell find agent -name '*.c' ! -path agent/main.c | sort)
+AGENT_OBJS := $(AGENT_SRCS:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ   := $(BUILD)/obj/agent/main.o
+BPF_HDRS   := $(wildcard bpf/*.h)
+SKELETON   := $(BUILD)/alloc.skel.h
+DEPS_OK    := $(BUILD)/.deps-ok
+
+UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+WORKLOAD_SRCS := $(sort $(wildcard tests/workloads/*.c))
+WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%)
+# Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
+WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
+
+.PHONY: all test unit e2e bench demo install clean check-deps
+.DELETE_ON_ERROR:
+
+all: $(BUILD)/allocscope
+
+check-deps: $(DEPS_OK)
+$(DEPS_OK): scripts/check-deps
+	$(Q)scripts/check-deps
+	@mkdir -p $(@D) && touch $@
+
+$(BUILD)/alloc.bpf.o: bpf/alloc.bpf.c $(BPF_HDRS) | $(DEPS_OK)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(SKELETON): $(BUILD)/alloc.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name alloc_bpf > $@
+
+$(BUILD)/obj/%.o: %.c | $(SKELETON)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/allocscope: $(MAIN_OBJ) $(AGENT_OBJS)
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(AGENT_OBJS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $< $(AGENT_OBJS) $(LDLIBS) -o $@
+
+$(BUILD)/workloads/%: tests/workloads/%.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) $< -o $@ -lpthread
+
+-include tests/unit/fixtures.mk
+
+unit: $(UNIT_BINS) $(UNIT_FIXTURES)
+	$(Q)tests/run-unit $(UNIT_BINS)
+
+e2e: $(BUILD)/allocscope $(WORKLOAD_BINS)
+	$(Q)python3 tests/e2e/run.py
+
+test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
+	$(Q)tests/run-all
+
+bench: $(BUILD)/allocscope $(WORKLOAD_BINS)
+	$(Q)python3 tests/bench/overhead.py
+
+demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
+	$(Q)scripts/demo
+
+install: $(BUILD)/allocscope
+	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

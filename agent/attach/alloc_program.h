@@ -1,0 +1,32 @@
+/* The loaded BPF side of allocscope: opens the embedded object, sets the sampling rate, the
+ * log2 table and the ring buffer size, checks what the kernel must offer, and loads it. Other
+ * stages get the programs to attach, the ring buffer to drain and the counters to report. */
+#ifndef ALLOCSCOPE_ALLOC_PROGRAM_H
+#define ALLOCSCOPE_ALLOC_PROGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc.h"
+
+struct alloc_program;
+struct bpf_program;
+
+struct alloc_program_opts {
+	uint64_t sample_rate;    /* mean bytes between samples */
+	uint32_t ringbuf_bytes;  /* power of two, at least one page */
+};
+
+/* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On
+ * failure returns -errno and writes a sentence for the user into err: what failed and what to
+ * do about it. */
+int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_program **out,
+			char *err, size_t err_len);
+void alloc_program__free(struct alloc_program *prog);
+
+/* The program that handles an entry point's argument layout. */
+struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum alloc_entry entry);
+int alloc_program__ringbuf_fd(const struct alloc_program *prog);
+void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
+
+#endif

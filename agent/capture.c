@@ -1,0 +1,548 @@
+/* The one-off capture, in the order a user sees it: check the output can be written, load the
+ * BPF program, attach to each target (for a command: before it runs its first instruction),
+ * drain samples on a timer until the capture ends, detach, write the profile, summarize.
+ *
+ * Targets are watched through pidfds, so a target's exit ends its part of the capture at once
+ * and is never confused with a reused pid. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "capture.h"
+#include "log.h"
+#include "attach/alloc_program.h"
+#include "attach/allocators.h"
+#include "attach/process_probes.h"
+#include "collect/sample_reader.h"
+#include "config/units.h"
+#include "profile/alloc_profile.h"
+#include "symbolize/elf_file.h"
+#include "symbolize/symbolizer.h"
+
+#define DRAIN_INTERVAL_MS 100
+
+struct target {
+	pid_t pid;
+	int pidfd;
+	bool exited;
+	char comm[64];
+	struct process_probes *probes;
+};
+
+struct capture {
+	const struct capture_opts *opts;
+	struct alloc_program *program;
+	struct symbolizer *symbolizer;
+	struct alloc_profile *profile;
+	struct sample_reader *reader;
+	struct target targets[CAPTURE_MAX_PIDS];
+	size_t n_targets;
+	pid_t child;             /* the command's pid, or 0 */
+	char output[PATH_MAX];
+	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
+	struct timespec start_mono;
+	int64_t start_wall_ns;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static int64_t elapsed_ms(const struct capture *cap)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - cap->start_mono.tv_sec) * 1000 +
+	       (now.tv_nsec - cap->start_mono.tv_nsec) / 1000000;
+}
+
+static void read_comm(pid_t pid, char *comm, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(comm, len, "?");
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	if (fgets(comm, (int)len, f))
+		comm[strcspn(comm, "\n")] = '\0';
+	fclose(f);
+}
+
+/* Refuse early, before touching any process, when the profile could not be written. */
+static int prepare_output(struct capture *cap, pid_t first_pid)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	if (cap->opts->output) {
+		snprintf(cap->output, sizeof(cap->output), "%s", cap->opts->output);
+	} else {
+		time_t now = time(NULL);
+		struct tm tm;
+
+		gmtime_r(&now, &tm);
+		snprintf(cap->output, sizeof(cap->output), "alloc-%d-%04d%02d%02dT%02d%02d%02d.pb.gz",
+			 (int)first_pid, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			 tm.tm_min, tm.tm_sec);
+	}
+	if (stat(cap->output, &st) == 0 && S_ISDIR(st.st_mode)) {
+		log_error("cannot write the profile to %s: it is a directory (give a file name "
+			  "with --output)",
+			  cap->output);
+		return -EISDIR;
+	}
+	snprintf(dir, sizeof(dir), "%s", cap->output);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		log_error("cannot write the profile to %s: directory %s does not exist", cap->output,
+			  dir);
+		return -ENOENT;
+	}
+	if (access(dir, W_OK) != 0) {
+		log_error("cannot write the profile to %s: directory %s is not writable (%s)",
+			  cap->output, dir, strerror(errno));
+		return -EACCES;
+	}
+	return 0;
+}
+
+static int on_sample(const struct alloc_sample *sample, void *ctx)
+{
+	struct capture *cap = ctx;
+
+	if (alloc_profile__add(cap->profile, sample) != 0)
+		cap->handler_errors++;
+	return 0;
+}
+
+static int drain(struct capture *cap)
+{
+	int n = sample_reader__drain(cap->reader);
+
+	if (n < 0 && n != -EINTR)
+		log_warn("reading samples failed: %s", strerror(-n));
+	return n;
+}
+
+static int add_target(struct capture *cap, pid_t pid, const char *allocator_file,
+		      bool snapshot_now)
+{
+	struct target *t = &cap->targets[cap->n_targets];
+	char err[512] = "";
+	int ret;
+
+	t->pid = pid;
+	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (t->pidfd < 0) {
+		if (errno == ESRCH)
+			log_error("no process with pid %d", (int)pid);
+		else
+			log_error("cannot watch pid %d: %s", (int)pid, strerror(errno));
+		return -ESRCH;
+	}
+	read_comm(pid, t->comm, sizeof(t->comm));
+	ret = process_probes__attach(cap->program, pid, allocator_file, &t->probes, err,
+				     sizeof(err));
+	if (ret) {
+		log_error("%s", err);
+		close(t->pidfd);
+		return ret;
+	}
+	if (snapshot_now) {
+		ret = symbolizer__add_process(cap->symbolizer, pid);
+		if (ret)
+			log_warn("cannot read the memory map of pid %d: %s", (int)pid,
+				 strerror(-ret));
+	}
+	cap->n_targets++;
+	return 0;
+}
+
+static void describe_targets(const struct capture *cap)
+{
+	char rate[32];
+
+	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		const struct target *t = &cap->targets[i];
+		size_t stepped = process_probes__single_stepped(t->probes);
+
+		log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid, t->comm,
+			 process_probes__count(t->probes), process_probes__file(t->probes),
+			 stepped ? "some single-stepped (slower)" : "all on emulated instructions");
+		if (log_max_level >= LOG_DEBUG || stepped)
+			process_probes__describe(t->probes, stderr);
+	}
+	log_info("sampling every %s on average; %s", rate,
+		 cap->opts->duration_ms ? "stops after the duration, Ctrl-C, or when the targets exit"
+					: "Ctrl-C stops, or when the targets exit");
+}
+
+/* The command is forked, waits for the probes, then execs; the probes follow the process
+ * through exec because they are filtered by task, and libc is mapped after exec by inode. */
+struct command_start {
+	int go_pipe[2];     /* parent writes one byte when the probes are in place */
+	int status_pipe[2]; /* CLOEXEC: EOF means exec succeeded, else the child's errno */
+};
+
+static int resolve_command(const char *name, char *path, size_t len)
+{
+	const char *search = getenv("PATH");
+
+	if (strchr(name, '/')) {
+		snprintf(path, len, "%s", name);
+		return access(path, X_OK) == 0 ? 0 : -errno;
+	}
+	if (!search || !*search)
+		search = "/usr/local/bin:/usr/bin:/bin";
+	while (*search) {
+		size_t dir_len = strcspn(search, ":");
+		struct stat st;
+
+		snprintf(path, len, "%.*s/%s", (int)dir_len, dir_len ? search : ".", name);
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0)
+			return 0;
+		search += dir_len + (search[dir_len] == ':');
+	}
+	return -ENOENT;
+}
+
+static int start_command(struct capture *cap)
+{
+	char **argv = cap->opts->command;
+	char exe[PATH_MAX];
+	const char *allocator_file = NULL;
+	struct command_start cs;
+	struct elf_file *elf;
+	int ret, child_errno = 0;
+	pid_t pid;
+
+	ret = resolve_command(argv[0], exe, sizeof(exe));
+	if (ret) {
+		log_error("cannot run %s: %s", argv[0],
+			  ret == -ENOENT ? "command not found" : strerror(-ret));
+		return ret;
+	}
+	/* A statically linked program carries glibc's allocator in its executable. */
+	if (elf_file__open(exe, &elf) == 0) {
+		const char *kind = allocators__identify(elf);
+
+		if (kind && strcmp(kind, "glibc") == 0)
+			allocator_file = exe;
+		elf_file__free(elf);
+	}
+	if (pipe2(cs.go_pipe, O_CLOEXEC) || pipe2(cs.status_pipe, O_CLOEXEC)) {
+		log_error("cannot start %s: %s", argv[0], strerror(errno));
+		return -errno;
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_error("cannot start %s: %s", argv[0], strerror(errno));
+		return -errno;
+	}
+	if (pid == 0) {
+		char go;
+
+		close(cs.go_pipe[1]);
+		close(cs.status_pipe[0]);
+		if (read(cs.go_pipe[0], &go, 1) != 1)
+			_exit(127); /* the profiler gave up: do not run unprofiled */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		execv(exe, argv);
+		child_errno = errno;
+		if (write(cs.status_pipe[1], &child_errno, sizeof(child_errno)) < 0)
+			_exit(127);
+		_exit(127);
+	}
+	close(cs.go_pipe[0]);
+	close(cs.status_pipe[1]);
+	cap->child = pid;
+
+	ret = add_target(cap, pid, allocator_file, false);
+	if (ret) {
+		close(cs.go_pipe[1]); /* the child exits without running the command */
+		close(cs.status_pipe[0]);
+		waitpid(pid, NULL, 0);
+		cap->child = 0;
+		return ret;
+	}
+	if (write(cs.go_pipe[1], "g", 1) != 1)
+		log_warn("cannot release the command: %s", strerror(errno));
+	close(cs.go_pipe[1]);
+	ret = (int)read(cs.status_pipe[0], &child_errno, sizeof(child_errno));
+	close(cs.status_pipe[0]);
+	if (ret == (int)sizeof(child_errno)) {
+		log_error("cannot run %s: %s", exe, strerror(child_errno));
+		return -child_errno;
+	}
+	/* Exec'ed: snapshot the new image now (libraries the loader maps next are found by the
+	 * symbolizer's re-read on the first unknown address). */
+	read_comm(pid, cap->targets[cap->n_targets - 1].comm,
+		  sizeof(cap->targets[cap->n_targets - 1].comm));
+	ret = symbolizer__add_process(cap->symbolizer, pid);
+	if (ret)
+		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
+	return 0;
+}
+
+static bool all_exited(const struct capture *cap)
+{
+	for (size_t i = 0; i < cap->n_targets; i++)
+		if (!cap->targets[i].exited)
+			return false;
+	return true;
+}
+
+static void run_loop(struct capture *cap)
+{
+	const struct capture_opts *opts = cap->opts;
+	struct pollfd fds[CAPTURE_MAX_PIDS];
+	bool progress = isatty(STDERR_FILENO);
+	int64_t last_progress = 0;
+
+	while (!stop_signal && !all_exited(cap)) {
+		int64_t now = elapsed_ms(cap);
+		int timeout = DRAIN_INTERVAL_MS;
+		size_t n = 0;
+
+		if (opts->duration_ms && now >= (int64_t)opts->duration_ms)
+			break;
+		if (opts->duration_ms && (int64_t)opts->duration_ms - now < timeout)
+			timeout = (int)((int64_t)opts->duration_ms - now);
+		for (size_t i = 0; i < cap->n_targets; i++) {
+			if (cap->targets[i].exited)
+				continue;
+			fds[n].fd = cap->targets[i].pidfd;
+			fds[n].events = POLLIN;
+			fds[n].revents = 0;
+			n++;
+		}
+		if (poll(fds, n, timeout) > 0) {
+			for (size_t i = 0, k = 0; i < cap->n_targets; i++) {
+				if (cap->targets[i].exited)
+					continue;
+				if (fds[k++].revents) {
+					cap->targets[i].exited = true;
+					log_info("pid %d (%s) exited", (int)cap->targets[i].pid,
+						 cap->targets[i].comm);
+				}
+			}
+		}
+		drain(cap);
+		if (progress && now - last_progress >= 1000) {
+			struct alloc_profile_totals totals;
+
+			alloc_profile__totals(cap->profile, &totals);
+			fprintf(stderr, "\rallocscope: %5.1fs  %llu samples ", now / 1000.0,
+				(unsigned long long)totals.samples);
+			last_progress = now;
+		}
+	}
+	if (progress && last_progress)
+		fputc('\n', stderr);
+}
+
+static void print_summary(struct capture *cap, const struct alloc_counters *counters,
+			  int64_t duration_ms)
+{
+	struct alloc_site sites[64];
+	struct alloc_profile_totals totals;
+	size_t n = 0, rows = cap->opts->top;
+	char bytes[32], rate[32];
+
+	alloc_profile__totals(cap->profile, &totals);
+	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
+	printf("\nallocscope: %llu samples from %zu process%s in %.1fs (sample rate %s)\n",
+	       (unsigned long long)totals.samples, cap->n_targets, cap->n_targets == 1 ? "" : "es",
+	       duration_ms / 1000.0, rate);
+	if (rows > sizeof(sites) / sizeof(sites[0]))
+		rows = sizeof(sites) / sizeof(sites[0]);
+	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
+		printf("\n%14s %7s %15s  %s\n", "alloc_space", "share", "alloc_objects",
+		       "allocation site");
+		for (size_t i = 0; i < n; i++)
+			printf("%14s %6.1f%% %15.0f  %s\n",
+			       units_format_size(sites[i].bytes, bytes, sizeof(bytes)),
+			       totals.bytes > 0 ? 100.0 * sites[i].bytes / totals.bytes : 0.0,
+			       sites[i].objects, sites[i].function);
+		printf("%14s %6s  %15.0f  total\n",
+		       units_format_size(totals.bytes, bytes, sizeof(bytes)), "", totals.objects);
+	}
+	if (counters->ringbuf_full || counters->stack_errors || counters->caller_errors ||
+	    counters->storage_errors || cap->handler_errors ||
+	    sample_reader__malformed(cap->reader)) {
+		printf("\nlost or degraded:\n");
+		if (counters->ringbuf_full)
+			printf("  %llu samples dropped: ring buffer full (raise the sample rate or "
+			       "--ringbuf-size)\n",
+			       (unsigned long long)counters->ringbuf_full);
+		if (counters->stack_errors)
+			printf("  %llu stacks failed: kept with the direct caller only\n",
+			       (unsigned long long)counters->stack_errors);
+		if (counters->caller_errors)
+			printf("  %llu direct callers unreadable\n",
+			       (unsigned long long)counters->caller_errors);
+		if (counters->storage_errors)
+			printf("  %llu allocations not counted: no per-thread countdown\n",
+			       (unsigned long long)counters->storage_errors);
+		if (cap->handler_errors)
+			printf("  %llu samples dropped: out of memory\n",
+			       (unsigned long long)cap->handler_errors);
+		if (sample_reader__malformed(cap->reader))
+			printf("  %llu malformed records\n",
+			       (unsigned long long)sample_reader__malformed(cap->reader));
+	}
+}
+
+static int write_profile(struct capture *cap, int64_t duration_ms)
+{
+	char line1[128], line2[256];
+	const char *comments[] = { line1, line2, NULL };
+	size_t used = 0;
+	int ret;
+
+	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
+		 (unsigned long long)cap->opts->sample_rate);
+	used = (size_t)snprintf(line2, sizeof(line2), "targets:");
+	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
+		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",
+					 (int)cap->targets[i].pid, cap->targets[i].comm);
+	ret = alloc_profile__write_pprof(cap->profile, cap->output, cap->start_wall_ns,
+					 duration_ms * 1000000, comments);
+	if (ret)
+		log_error("cannot write the profile to %s: %s", cap->output, strerror(-ret));
+	return ret;
+}
+
+static int child_exit_status(pid_t child)
+{
+	int status;
+
+	while (waitpid(child, &status, 0) < 0) {
+		if (errno != EINTR)
+			return 1;
+	}
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return 1;
+}
+
+static void release_targets(struct capture *cap)
+{
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		process_probes__free(cap->targets[i].probes);
+		cap->targets[i].probes = NULL;
+	}
+}
+
+int capture_run(const struct capture_opts *opts)
+{
+	struct alloc_program_opts program_opts = {
+		.sample_rate = opts->sample_rate,
+		.ringbuf_bytes = opts->ringbuf_bytes,
+	};
+	struct capture cap = { .opts = opts };
+	struct alloc_counters counters;
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	char err[512] = "";
+	int64_t duration_ms;
+	int ret, status = 1;
+
+	if (prepare_output(&cap, opts->n_pids ? opts->pids[0] : getpid()) != 0)
+		return 1;
+	ret = alloc_program__load(&program_opts, &cap.program, err, sizeof(err));
+	if (ret) {
+		log_error("%s", err);
+		return 1;
+	}
+	cap.symbolizer = symbolizer__new();
+	if (!cap.symbolizer ||
+	    alloc_profile__new(opts->sample_rate, cap.symbolizer, &cap.profile) ||
+	    sample_reader__new(alloc_program__ringbuf_fd(cap.program), on_sample, &cap,
+			       &cap.reader)) {
+		log_error("cannot set up the capture: out of memory");
+		goto out;
+	}
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	clock_gettime(CLOCK_MONOTONIC, &cap.start_mono);
+	{
+		struct timespec wall;
+
+		clock_gettime(CLOCK_REALTIME, &wall);
+		cap.start_wall_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
+	}
+	for (size_t i = 0; i < opts->n_pids; i++) {
+		if (add_target(&cap, opts->pids[i], NULL, true) != 0)
+			goto out;
+	}
+	if (opts->command) {
+		if (start_command(&cap) != 0)
+			goto out;
+		if (!opts->output) {
+			/* The default name carries the command's pid, known only now. */
+			prepare_output(&cap, cap.child);
+		}
+	}
+	describe_targets(&cap);
+	run_loop(&cap);
+	if (stop_signal)
+		log_info("stopping on %s", stop_signal == SIGINT ? "Ctrl-C" : "SIGTERM");
+	duration_ms = elapsed_ms(&cap);
+
+	/* Detach first so targets run at full speed again, then take what is still queued. */
+	drain(&cap);
+	release_targets(&cap);
+	drain(&cap);
+	alloc_program__read_counters(cap.program, &counters);
+	if (write_profile(&cap, duration_ms) == 0) {
+		print_summary(&cap, &counters, duration_ms);
+		printf("\nprofile: %s\n", cap.output);
+		status = 0;
+	}
+out:
+	release_targets(&cap);
+	if (cap.child) {
+		if (stop_signal == SIGTERM)
+			kill(cap.child, SIGTERM);
+		int child_status = child_exit_status(cap.child);
+
+		if (status == 0)
+			status = child_status;
+	}
+	for (size_t i = 0; i < cap.n_targets; i++)
+		close(cap.targets[i].pidfd);
+	sample_reader__free(cap.reader);
+	alloc_profile__free(cap.profile);
+	symbolizer__free(cap.symbolizer);
+	alloc_program__free(cap.program);
+	fflush(stdout);
+	return status;
+}

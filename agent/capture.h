@@ -1,0 +1,28 @@
+/* A one-off capture: attach to running processes (--pid) or to a command started for the
+ * purpose (-- CMD), sample until a duration passes, Ctrl-C/SIGTERM, or every target exits,
+ * then write one pprof profile and print a summary with a top table of allocation sites. */
+#ifndef ALLOCSCOPE_CAPTURE_H
+#define ALLOCSCOPE_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CAPTURE_MAX_PIDS 64
+
+struct capture_opts {
+	pid_t pids[CAPTURE_MAX_PIDS];
+	size_t n_pids;
+	char **command;          /* argv of the command to run, NULL-terminated; or NULL */
+	uint64_t duration_ms;    /* 0: until interrupted or every target has exited */
+	uint64_t sample_rate;    /* mean bytes between samples */
+	uint32_t ringbuf_bytes;  /* ring buffer size, a power of two */
+	const char *output;      /* NULL: alloc-<pid>-<UTC time>.pb.gz in the current directory */
+	unsigned top;            /* rows in the summary's top table */
+};
+
+/* Runs the capture and returns the process exit status: 0 on success, 1 when the capture
+ * failed; with a command, the command's own exit status (128 + signal if killed). */
+int capture_run(const struct capture_opts *opts);
+
+#endif

@@ -1,0 +1,167 @@
+/* allocscope: command line, signals' defaults, and the choice of what to run. Everything else
+ * lives in the stages under agent/. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "capture.h"
+#include "log.h"
+#include "config/units.h"
+#include "sampling.h"
+
+#define DEFAULT_SAMPLE_RATE (512 * 1024)
+#define DEFAULT_RINGBUF_BYTES (8u << 20)
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
+	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
+	"\n"
+	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
+	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
+	"alloc_objects) that `go tool pprof`, Pyroscope and Parca read.\n"
+	"\n"
+	"Options:\n"
+	"  -p, --pid PID[,PID...]   profile running processes (repeatable)\n"
+	"  -d, --duration D         stop after D (e.g. 30s, 5m, 1h; default: until Ctrl-C\n"
+	"                           or every target has exited)\n"
+	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
+	"                           default 512KiB)\n"
+	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
+	"      --top N              rows in the summary's top table (default 10)\n"
+	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two, default 8MiB)\n"
+	"      --log-level LEVEL    error, warn, info (default) or debug\n"
+	"  -h, --help               show this help\n"
+	"  -V, --version            show the version\n"
+	"\n"
+	"With -- COMMAND, allocscope starts COMMAND with its probes already in place, profiles it\n"
+	"until it exits, and returns its exit status. Ctrl-C or SIGTERM ends a capture and still\n"
+	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
+	"\n"
+	"Read the profile with: go tool pprof -top FILE\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fputs("allocscope: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fputs("\nTry 'allocscope --help' for more information.\n", stderr);
+	return EXIT_USAGE;
+}
+
+static int parse_pids(const char *text, struct capture_opts *opts)
+{
+	const char *p = text;
+
+	while (*p) {
+		char *end;
+		long pid;
+
+		errno = 0;
+		pid = strtol(p, &end, 10);
+		if (errno || end == p || pid <= 0 || pid > INT_MAX || (*end && *end != ','))
+			return usage_error("invalid pid list '%s': expected PID[,PID...] with "
+					   "positive numbers",
+					   text);
+		if (opts->n_pids == CAPTURE_MAX_PIDS)
+			return usage_error("too many pids in '%s' (at most 64)", text);
+		opts->pids[opts->n_pids++] = (pid_t)pid;
+		p = *end ? end + 1 : end;
+		if (*end == ',' && !*p)
+			return usage_error("invalid pid list '%s': trailing comma", text);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL };
+	static const struct option options[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "sample-rate", required_argument, NULL, 'r' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "top", required_argument, NULL, OPT_TOP },
+		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
+		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct capture_opts opts = {
+		.sample_rate = DEFAULT_SAMPLE_RATE,
+		.ringbuf_bytes = DEFAULT_RINGBUF_BYTES,
+		.top = 10,
+	};
+	uint64_t value;
+	enum log_level level;
+	int c, ret;
+
+	/* '+': stop at the first non-option, so COMMAND's own options stay its own. */
+	while ((c = getopt_long(argc, argv, "+p:d:r:o:hV", options, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			ret = parse_pids(optarg, &opts);
+			if (ret)
+				return ret;
+			break;
+		case 'd':
+			if (units_parse_duration(optarg, &opts.duration_ms) != 0 ||
+			    opts.duration_ms == 0)
+				return usage_error("invalid duration '%s': expected a positive "
+						   "number with s, m or h (e.g. 30s, 5m)",
+						   optarg);
+			break;
+		case 'r':
+			if (units_parse_size(optarg, &value) != 0 || value == 0 ||
+			    value > SAMPLING_MAX_RATE)
+				return usage_error("invalid sample rate '%s': expected a size from "
+						   "1 byte to 1TiB, e.g. 64KiB or 1MiB",
+						   optarg);
+			opts.sample_rate = value;
+			break;
+		case 'o':
+			if (!*optarg)
+				return usage_error("empty --output%s", "");
+			opts.output = optarg;
+			break;
+		case OPT_TOP:
+			if (units_parse_size(optarg, &value) != 0 || value > 64)
+				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
+			opts.top = (unsigned)value;
+			break;
+		case OPT_RINGBUF:
+			if (units_parse_size(optarg, &value) != 0 || value < 4096 ||
+			    value > (1u << 30) || (value & (value - 1)))
+				return usage_error("invalid ring buffer size '%s': expected a power "
+						   "of two from 4KiB to 1GiB",
+						   optarg);
+			opts.ringbuf_bytes = (uint32_t)value;
+			break;
+		case OPT_LOG_LEVEL:
+			if (log_parse_level(optarg, &level) != 0)
+				return usage_error("invalid log level '%s': expected error, warn, "
+						   "info or debug",
+						   optarg);
+			log_set_level(level);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		case 'V':
+			printf("allocscope %s (%s)\n", ALLOCSCOPE_VERSION, ALLOCSCOPE_GIT_REV);
+			return 0;
+		default:
+			return usage_error("%s", "invalid option");
+		}
+	}
+	if (optind < argc)
+		opts.command = &argv[optind];
+	if (!opts.n_pids && !opts.command)
+		return usage_error("%s", "nothing to profile: give --pid PID or -- COMMAND");
+	if (opts.n_pids && opts.command)
+		return usage_error("%s", "give either --pid or -- COMMAND, not both");
+	return capture_run(&opts);
+}

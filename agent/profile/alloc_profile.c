@@ -1,0 +1,467 @@
+/* Aggregation of sampled allocations and their rendering as pprof.
+ *
+ * A stack is [allocator frame, direct caller, callers...]. The frame-pointer walk from an
+ * allocator's entry misses the direct caller (the allocator has not pushed its frame yet), so
+ * the BPF program reads it at *sp and it is put back here, once: kernels >= 6.12 already add
+ * it when the probed instruction is `push %rbp` or `endbr64`, and then stack[1] equals it. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc_profile.h"
+#include "pprof.h"
+#include "sampling.h"
+#include "symbolize/symbolizer.h"
+
+#define MAX_FRAMES (ALLOC_MAX_STACK_DEPTH + 1)
+
+struct stack_record {
+	struct stack_record *next; /* hash chain */
+	uint64_t hash;
+	uint32_t pid;
+	uint32_t n_frames;
+	double bytes, objects;
+	uint64_t samples;
+	uint64_t frames[];
+};
+
+struct alloc_profile {
+	uint64_t sample_rate;
+	struct symbolizer *symbolizer;
+	struct stack_record **buckets;
+	size_t n_buckets;
+	struct stack_record **stacks; /* insertion order, for deterministic output */
+	size_t n_stacks, cap_stacks;
+	struct alloc_profile_totals totals;
+	/* top_sites scratch, rebuilt on every call */
+	struct alloc_site *sites;
+	char (*site_names)[160];
+	size_t n_sites;
+};
+
+static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ pid;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= frames[i];
+		h *= 0x100000001b3ull;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
+static size_t build_frames(const struct alloc_sample *sample, uint64_t *frames, bool *caller_only)
+{
+	size_t depth = sample->stack_bytes > 0 ? (size_t)sample->stack_bytes / sizeof(__u64) : 0;
+	size_t n = 0;
+
+	if (depth > ALLOC_MAX_STACK_DEPTH)
+		depth = ALLOC_MAX_STACK_DEPTH;
+	*caller_only = depth == 0;
+	if (depth)
+		frames[n++] = sample->stack[0];
+	if (sample->caller_address)
+		frames[n++] = sample->caller_address;
+	for (size_t i = 1; i < depth; i++) {
+		if (i == 1 && sample->stack[1] == sample->caller_address)
+			continue;
+		frames[n++] = sample->stack[i];
+	}
+	return n;
+}
+
+int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
+		       struct alloc_profile **out)
+{
+	struct alloc_profile *profile = calloc(1, sizeof(*profile));
+
+	*out = NULL;
+	if (!profile)
+		return -ENOMEM;
+	profile->sample_rate = sample_rate;
+	profile->symbolizer = symbolizer;
+	profile->n_buckets = 1024;
+	profile->buckets = calloc(profile->n_buckets, sizeof(*profile->buckets));
+	if (!profile->buckets) {
+		free(profile);
+		return -ENOMEM;
+	}
+	*out = profile;
+	return 0;
+}
+
+void alloc_profile__free(struct alloc_profile *profile)
+{
+	if (!profile)
+		return;
+	for (size_t i = 0; i < profile->n_stacks; i++)
+		free(profile->stacks[i]);
+	free(profile->stacks);
+	free(profile->buckets);
+	free(profile->sites);
+	free(profile->site_names);
+	free(profile);
+}
+
+static int grow_buckets(struct alloc_profile *profile)
+{
+	size_t n = profile->n_buckets * 2;
+	struct stack_record **buckets = calloc(n, sizeof(*buckets));
+
+	if (!buckets)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		struct stack_record *rec = profile->stacks[i];
+
+		rec->next = buckets[rec->hash & (n - 1)];
+		buckets[rec->hash & (n - 1)] = rec;
+	}
+	free(profile->buckets);
+	profile->buckets = buckets;
+	profile->n_buckets = n;
+	return 0;
+}
+
+/* Resolve a new stack's frames now, while the process most likely still runs: a library it
+ * loaded after the capture began is found by re-reading its maps. Results are cached. */
+static void warm_symbols(struct alloc_profile *profile, const struct stack_record *rec)
+{
+	struct symbolized_frame frame;
+
+	for (uint32_t i = 0; i < rec->n_frames; i++)
+		symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0, &frame);
+}
+
+static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uint32_t pid,
+					      const uint64_t *frames, size_t n)
+{
+	uint64_t hash = hash_stack(pid, frames, n);
+	struct stack_record *rec;
+
+	for (rec = profile->buckets[hash & (profile->n_buckets - 1)]; rec; rec = rec->next) {
+		if (rec->hash == hash && rec->pid == pid && rec->n_frames == n &&
+		    memcmp(rec->frames, frames, n * sizeof(*frames)) == 0)
+			return rec;
+	}
+	if (profile->n_stacks == profile->cap_stacks) {
+		size_t cap = profile->cap_stacks ? profile->cap_stacks * 2 : 256;
+		struct stack_record **stacks = realloc(profile->stacks, cap * sizeof(*stacks));
+
+		if (!stacks)
+			return NULL;
+		profile->stacks = stacks;
+		profile->cap_stacks = cap;
+	}
+	if (profile->n_stacks >= profile->n_buckets && grow_buckets(profile) != 0)
+		return NULL;
+	rec = calloc(1, sizeof(*rec) + n * sizeof(*frames));
+	if (!rec)
+		return NULL;
+	rec->hash = hash;
+	rec->pid = pid;
+	rec->n_frames = (uint32_t)n;
+	memcpy(rec->frames, frames, n * sizeof(*frames));
+	rec->next = profile->buckets[hash & (profile->n_buckets - 1)];
+	profile->buckets[hash & (profile->n_buckets - 1)] = rec;
+	profile->stacks[profile->n_stacks++] = rec;
+	profile->totals.stacks++;
+	if (profile->symbolizer)
+		warm_symbols(profile, rec);
+	return rec;
+}
+
+int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)
+{
+	uint64_t frames[MAX_FRAMES];
+	bool caller_only;
+	size_t n = build_frames(sample, frames, &caller_only);
+	double p = sampling_probability(sample->size, profile->sample_rate);
+	double size = (double)(sample->size ? sample->size : 1);
+	struct stack_record *rec = find_or_add_stack(profile, sample->pid, frames, n);
+
+	if (!rec)
+		return -ENOMEM;
+	rec->bytes += size / p;
+	rec->objects += 1.0 / p;
+	rec->samples++;
+	profile->totals.samples++;
+	profile->totals.caller_only += caller_only;
+	profile->totals.bytes += size / p;
+	profile->totals.objects += 1.0 / p;
+	return 0;
+}
+
+void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out)
+{
+	*out = profile->totals;
+}
+
+/* operator new and friends (_Znwm, _Znam, aligned variants) forward to the allocator: the
+ * site is whoever called them. */
+static bool is_allocation_wrapper(const char *function)
+{
+	return function && strncmp(function, "_Zn", 3) == 0;
+}
+
+/* The allocation site of a stack: the first frame outside the allocator's own file and its
+ * wrappers; the allocator frame itself when there is nothing else. */
+static void stack_site(struct alloc_profile *profile, const struct stack_record *rec, char *name,
+		       size_t len)
+{
+	struct symbolized_frame leaf = { 0 }, frame;
+	bool have_leaf = false;
+
+	for (uint32_t i = 0; i < rec->n_frames; i++) {
+		bool ok = symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
+					      &frame) == 0;
+
+		if (i == 0) {
+			leaf = frame;
+			have_leaf = ok;
+			continue;
+		}
+		if (ok && have_leaf && frame.mapping_key && frame.mapping_key == leaf.mapping_key)
+			continue;
+		if (ok && is_allocation_wrapper(frame.function))
+			continue;
+		if (ok && frame.function)
+			snprintf(name, len, "%s", frame.function);
+		else
+			snprintf(name, len, "0x%" PRIx64 "%s%s", rec->frames[i],
+				 ok && frame.map_path ? " in " : "",
+				 ok && frame.map_path ? frame.map_path : "");
+		return;
+	}
+	if (have_leaf && leaf.function)
+		snprintf(name, len, "%s", leaf.function);
+	else
+		snprintf(name, len, "(unknown)");
+}
+
+static int compare_sites(const void *a, const void *b)
+{
+	const struct alloc_site *x = a, *y = b;
+
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return strcmp(x->function, y->function);
+}
+
+int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
+			     size_t *count)
+{
+	size_t n = 0;
+
+	*count = 0;
+	free(profile->sites);
+	free(profile->site_names);
+	profile->sites = calloc(profile->n_stacks + 1, sizeof(*profile->sites));
+	profile->site_names = calloc(profile->n_stacks + 1, sizeof(*profile->site_names));
+	if (!profile->sites || !profile->site_names)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		const struct stack_record *rec = profile->stacks[i];
+		char name[160];
+		size_t j;
+
+		stack_site(profile, rec, name, sizeof(name));
+		for (j = 0; j < n; j++)
+			if (strcmp(profile->site_names[j], name) == 0)
+				break;
+		if (j == n) {
+			snprintf(profile->site_names[n], sizeof(profile->site_names[n]), "%s", name);
+			profile->sites[n].function = profile->site_names[n];
+			n++;
+		}
+		profile->sites[j].bytes += rec->bytes;
+		profile->sites[j].objects += rec->objects;
+	}
+	profile->n_sites = n;
+	qsort(profile->sites, n, sizeof(*profile->sites), compare_sites);
+	for (size_t i = 0; i < n && i < max; i++)
+		out[i] = profile->sites[i];
+	*count = n < max ? n : max;
+	return 0;
+}
+
+/* Mapping identities seen while writing, in first-seen order, with whether any of their
+ * frames got a name (pprof's has_functions: servers re-symbolize mappings without it). */
+struct mapping_slot {
+	const void *key;
+	struct symbolized_frame first;
+	bool any_named;
+	uint64_t pprof_id;
+};
+
+struct mapping_table {
+	struct mapping_slot *slots;
+	size_t cap, count;
+	const void **order;
+};
+
+static uint64_t hash_pointer(const void *p)
+{
+	uint64_t h = (uint64_t)(uintptr_t)p;
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
+}
+
+static struct mapping_slot *mapping_lookup(struct mapping_table *t, const void *key, bool *added)
+{
+	size_t i = hash_pointer(key) & (t->cap - 1);
+
+	*added = false;
+	while (t->slots[i].key && t->slots[i].key != key)
+		i = (i + 1) & (t->cap - 1);
+	if (!t->slots[i].key) {
+		if (t->count + 1 >= t->cap / 2)
+			return NULL; /* sized up front: cannot happen */
+		t->slots[i].key = key;
+		t->order[t->count++] = key;
+		*added = true;
+	}
+	return &t->slots[i];
+}
+
+static int mapping_table_init(struct mapping_table *t, size_t frames)
+{
+	t->cap = 64;
+	while (t->cap < 2 * frames + 2)
+		t->cap *= 2;
+	t->slots = calloc(t->cap, sizeof(*t->slots));
+	t->order = calloc(t->cap, sizeof(*t->order));
+	t->count = 0;
+	return t->slots && t->order ? 0 : -ENOMEM;
+}
+
+static void mapping_table_free(struct mapping_table *t)
+{
+	free(t->slots);
+	free(t->order);
+}
+
+static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder *builder,
+			    struct mapping_table *mappings, const struct stack_record *rec)
+{
+	uint64_t location_ids[MAX_FRAMES];
+	struct symbolized_frame frame;
+	bool added;
+
+	for (uint32_t i = 0; i < rec->n_frames; i++) {
+		uint64_t mapping_id = 0, function_id = 0;
+		struct pprof_line line;
+
+		if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
+					&frame) != 0)
+			memset(&frame, 0, sizeof(frame));
+		if (frame.mapping_key) {
+			struct mapping_slot *slot =
+				mapping_lookup(mappings, frame.mapping_key, &added);
+
+			mapping_id = slot ? slot->pprof_id : 0;
+		}
+		if (frame.function) {
+			function_id = pprof_builder__function(builder, frame.function, frame.function,
+							      NULL, 0);
+			if (!function_id)
+				return -ENOMEM;
+			line.function_id = function_id;
+			line.line = 0;
+		}
+		location_ids[i] = pprof_builder__location(builder, mapping_id, rec->frames[i],
+							  function_id ? &line : NULL,
+							  function_id ? 1 : 0);
+		if (!location_ids[i])
+			return -ENOMEM;
+	}
+
+	int64_t values[2] = { (int64_t)(rec->objects + 0.5), (int64_t)(rec->bytes + 0.5) };
+	struct pprof_label label = { .key = "pid", .num = rec->pid };
+
+	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, &label, 1);
+}
+
+int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, int64_t start_ns,
+			       int64_t duration_ns, const char *const *comments)
+{
+	static const struct pprof_value_type sample_types[] = {
+		{ "alloc_objects", "count" },
+		{ "alloc_space", "bytes" },
+	};
+	struct pprof_value_type period_type = { "space", "bytes" };
+	struct mapping_table mappings = { 0 };
+	struct pprof_builder *builder;
+	struct symbolized_frame frame;
+	size_t total_frames = 0;
+	bool added;
+	int ret;
+
+	builder = pprof_builder__new(sample_types, 2, period_type, (int64_t)profile->sample_rate,
+				     "alloc_space");
+	if (!builder)
+		return -errno;
+	pprof_builder__set_time(builder, start_ns, duration_ns);
+	for (size_t i = 0; comments && comments[i]; i++) {
+		ret = pprof_builder__add_comment(builder, comments[i]);
+		if (ret)
+			goto out;
+	}
+
+	for (size_t i = 0; i < profile->n_stacks; i++)
+		total_frames += profile->stacks[i]->n_frames;
+	ret = mapping_table_init(&mappings, total_frames);
+	if (ret)
+		goto out;
+	/* First pass: which mappings appear, in order, and whether their frames have names. */
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		const struct stack_record *rec = profile->stacks[i];
+
+		for (uint32_t f = 0; f < rec->n_frames; f++) {
+			struct mapping_slot *slot;
+
+			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
+						f > 0, &frame) != 0 ||
+			    !frame.mapping_key)
+				continue;
+			slot = mapping_lookup(&mappings, frame.mapping_key, &added);
+			if (!slot)
+				continue;
+			if (added)
+				slot->first = frame;
+			slot->any_named |= frame.function != NULL;
+		}
+	}
+	for (size_t i = 0; i < mappings.count; i++) {
+		struct mapping_slot *slot = mapping_lookup(&mappings, mappings.order[i], &added);
+		struct pprof_mapping m = {
+			.memory_start = slot->first.map_start,
+			.memory_limit = slot->first.map_limit,
+			.file_offset = slot->first.map_file_offset,
+			.filename = slot->first.map_path,
+			.build_id = slot->first.build_id,
+			.has_functions = slot->any_named,
+		};
+
+		slot->pprof_id = pprof_builder__add_mapping(builder, &m);
+		if (!slot->pprof_id) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		ret = add_stack_sample(profile, builder, &mappings, profile->stacks[i]);
+		if (ret)
+			goto out;
+	}
+	ret = pprof_builder__write_file(builder, path);
+out:
+	mapping_table_free(&mappings);
+	pprof_builder__free(builder);
+	return ret;
+}

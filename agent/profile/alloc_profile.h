@@ -1,0 +1,49 @@
+/* Sampled allocations aggregated per (process, stack), unbiased as they arrive, and turned
+ * into a pprof allocation profile (alloc_objects/count, alloc_space/bytes) and a top table of
+ * allocation sites. */
+#ifndef ALLOCSCOPE_ALLOC_PROFILE_H
+#define ALLOCSCOPE_ALLOC_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc.h"
+
+struct alloc_profile;
+struct symbolizer;
+
+struct alloc_site {
+	const char *function;  /* owned by the profile; a hex address when unnamed */
+	double bytes;          /* alloc_space estimate */
+	double objects;        /* alloc_objects estimate */
+};
+
+struct alloc_profile_totals {
+	uint64_t samples;          /* records aggregated */
+	uint64_t stacks;           /* distinct (pid, stack) pairs */
+	uint64_t caller_only;      /* samples whose stack walk failed: kept with the caller only */
+	double bytes, objects;     /* estimates over everything */
+};
+
+/* sample_rate: the mean sampling interval R. The symbolizer resolves each new stack while its
+ * process is alive (so libraries loaded later are found); it must outlive the profile. */
+int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
+		       struct alloc_profile **out);
+void alloc_profile__free(struct alloc_profile *profile);
+
+/* Weights the sample by 1/p, p = 1 - exp(-size/R), and adds it to its stack. 0 or -ENOMEM. */
+int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample);
+
+void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
+
+/* The allocation sites (the first frame outside the allocator) by alloc_space, largest first.
+ * Fills up to max; *count gets how many were filled. Pointers live until the next call. */
+int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
+			     size_t *count);
+
+/* Writes the gzipped pprof atomically. start_ns: wall-clock start; comments: NULL-terminated
+ * lines shown by `pprof -comments` (may be NULL). Returns 0 or -errno. */
+int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, int64_t start_ns,
+			       int64_t duration_ns, const char *const *comments);
+
+#endif

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0
+/* allocscope's probes: one uprobe program per argument layout of the allocator entry points.
+ *
+ * The hot path is a per-thread byte countdown and nothing else: an allocation that does not
+ * exhaust the countdown costs one task-storage lookup and a subtraction on top of the uprobe
+ * trap. When it does, the allocation is sampled (probability 1 - exp(-size/R), the Poisson
+ * byte sampling of Go and jemalloc), a fresh exponential interval is drawn, and a record with
+ * the size, the direct caller (read at *sp) and the frame-pointer stack goes to a ring buffer
+ * without waking the agent, which drains it on a timer. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "alloc.h"
+#include "sampling.h"
+
+/* Mean bytes between samples (R), and the log2 table sampling_next_interval needs; both set
+ * by the agent before load. */
+const volatile __u64 sample_rate = 512 * 1024;
+const volatile __u32 log2_frac_q16[SAMPLING_TABLE_SIZE];
+
+struct alloc_counters counters;
+
+struct thread_countdown {
+	__u64 bytes_left;   /* bytes until the next sampled byte */
+	__u64 started;      /* 0 until the first interval has been drawn */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_countdown);
+} countdowns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the agent before load */
+} samples SEC(".maps");
+
+static __always_inline __u64 next_interval(void)
+{
+	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
+}
+
+/* The countdown ran out within this allocation (or was never started): decide, and when the
+ * allocation is sampled, record it. Kept out of line so the common path stays small. */
+static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
+					__u64 size)
+{
+	struct alloc_sample *rec;
+	long err;
+
+	if (!countdown->started) {
+		/* A new thread: its first interval starts at this allocation. */
+		countdown->started = 1;
+		countdown->bytes_left = next_interval();
+		if (countdown->bytes_left > size) {
+			countdown->bytes_left -= size;
+			return 0;
+		}
+	}
+	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
+	countdown->bytes_left = next_interval();
+
+	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		return 0;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	rec->pid = pid_tgid >> 32;
+	rec->tid = (__u32)pid_tgid;
+	rec->size = size;
+	rec->time_ns = bpf_ktime_get_ns();
+	rec->entry = (__u32)bpf_get_attach_cookie(ctx);
+	/* At entry the return address sits at *sp; the frame-pointer walk does not see it
+	 * because the allocator has not pushed its frame yet. */
+	err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
+				  (void *)PT_REGS_SP(ctx));
+	if (err) {
+		rec->caller_address = 0;
+		__sync_fetch_and_add(&counters.caller_errors, 1);
+	}
+	rec->stack_bytes = bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), BPF_F_USER_STACK);
+	if (rec->stack_bytes < 0)
+		__sync_fetch_and_add(&counters.stack_errors, 1);
+	__sync_fetch_and_add(&counters.samples, 1);
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+{
+	struct thread_countdown *countdown;
+
+	countdown = bpf_task_storage_get(&countdowns, bpf_get_current_task_btf(), 0,
+					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!countdown) {
+		__sync_fetch_and_add(&counters.storage_errors, 1);
+		return 0;
+	}
+	if (size == 0)
+		size = 1;
+	if (countdown->bytes_left > size) {
+		countdown->bytes_left -= size;
+		return 0;
+	}
+	return sample_allocation(ctx, countdown, size);
+}
+
+/* malloc, valloc, pvalloc, operator new: size is the first argument. */
+SEC("uprobe")
+int BPF_KPROBE(alloc_size_arg1, __u64 size)
+{
+	return on_allocation(ctx, size);
+}
+
+/* memalign, aligned_alloc (alignment, size). */
+SEC("uprobe")
+int BPF_KPROBE(alloc_size_arg2, __u64 alignment, __u64 size)
+{
+	return on_allocation(ctx, size);
+}
+
+/* posix_memalign (memptr, alignment, size). */
+SEC("uprobe")
+int BPF_KPROBE(alloc_size_arg3, void *memptr, __u64 alignment, __u64 size)
+{
+	return on_allocation(ctx, size);
+}
+
+/* calloc (nmemb, size): a product that overflows fails without allocating. */
+SEC("uprobe")
+int BPF_KPROBE(alloc_calloc, __u64 nmemb, __u64 size)
+{
+	/* Both factors below 2^32 cannot overflow; otherwise check by division (BPF has no
+	 * 128-bit multiply for the compiler's overflow builtin). */
+	if ((nmemb | size) >> 32 && size) {
+		__u64 max_nmemb = ~0ull / size;
+
+		barrier_var(max_nmemb); /* keeps clang from turning this into __multi3 */
+		if (nmemb > max_nmemb)
+			return 0;
+	}
+	return on_allocation(ctx, nmemb * size);
+}
+
+/* realloc (ptr, size): realloc(NULL, n) is glibc's malloc and is counted by the malloc probe;
+ * realloc(p, 0) frees. */
+SEC("uprobe")
+int BPF_KPROBE(alloc_realloc, void *ptr, __u64 size)
+{
+	if (!ptr || !size)
+		return 0;
+	return on_allocation(ctx, size);
+}
+
+char LICENSE[] SEC("license") = "GPL";

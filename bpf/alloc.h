@@ -1,0 +1,48 @@
+/* The one header shared by the BPF program and the agent: the sampled-allocation record that
+ * crosses the ring buffer, the counters the program keeps, and the entry points it knows.
+ * Only fixed-width kernel UAPI types here, so both sides see identical layouts. */
+#ifndef ALLOCSCOPE_ALLOC_H
+#define ALLOCSCOPE_ALLOC_H
+
+#include <linux/types.h>
+
+/* Frames a frame-pointer walk may return; the kernel caps it at perf_event_max_stack (127). */
+#define ALLOC_MAX_STACK_DEPTH 127
+
+/* Which allocator entry point a probe sits on: the attach cookie of every uprobe, reported in
+ * each sample. Keep alloc_entry_names[] in agent/attach/allocators.c in the same order. */
+enum alloc_entry {
+	ALLOC_ENTRY_MALLOC,
+	ALLOC_ENTRY_CALLOC,
+	ALLOC_ENTRY_REALLOC,
+	ALLOC_ENTRY_MEMALIGN,       /* memalign, aligned_alloc: size is the 2nd argument */
+	ALLOC_ENTRY_POSIX_MEMALIGN, /* size is the 3rd argument */
+	ALLOC_ENTRY_VALLOC,
+	ALLOC_ENTRY_PVALLOC,
+	ALLOC_ENTRY__COUNT,
+};
+
+/* One sampled allocation, as written to the ring buffer. stack[] holds the frame-pointer walk
+ * (leaf first, stack[0] is the probed instruction); the direct caller, which that walk misses
+ * at a function's entry, travels separately in caller_address. */
+struct alloc_sample {
+	__u32 pid;               /* tgid */
+	__u32 tid;
+	__u64 size;              /* requested bytes (0 counted as 1) */
+	__u64 caller_address;    /* *(u64 *)sp at entry: the return address into the caller */
+	__u64 time_ns;           /* bpf_ktime_get_ns() */
+	__u32 entry;             /* enum alloc_entry */
+	__s32 stack_bytes;       /* bytes of stack[] filled, or a negative errno */
+	__u64 stack[ALLOC_MAX_STACK_DEPTH];
+};
+
+/* Kept by the program on the sampled path only; read by the agent from the skeleton's .bss. */
+struct alloc_counters {
+	__u64 samples;           /* records submitted */
+	__u64 ringbuf_full;      /* sampled allocations lost: the ring buffer had no room */
+	__u64 stack_errors;      /* samples whose frame-pointer walk failed */
+	__u64 caller_errors;     /* samples whose caller could not be read at *sp */
+	__u64 storage_errors;    /* allocations not counted: no per-thread countdown could be made */
+};
+
+#endif

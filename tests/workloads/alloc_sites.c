@@ -1,0 +1,193 @@
+/* A workload with known allocation totals per call site, for the end-to-end tests and the
+ * demo. Each site_* function allocates through a different glibc entry point; the manifest it
+ * prints ("site NAME BYTES OBJECTS") is the truth the profile's estimates are checked against.
+ *
+ *   alloc_sites [--wait] [--scale N]
+ *     --wait     print "ready PID" and wait for SIGUSR1 before allocating (attach first)
+ *     --scale N  multiply every site's call count by N (default 1)
+ */
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static long scale = 1;
+static volatile sig_atomic_t started;
+
+/* Keeps the compiler from proving an allocation dead. */
+static void touch(void *p)
+{
+	if (!p)
+		abort();
+	__asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static void manifest(const char *site, unsigned long long bytes, unsigned long long objects)
+{
+	printf("site %s %llu %llu\n", site, bytes, objects);
+}
+
+__attribute__((noinline)) void site_malloc_small(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = malloc(100);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 100ull * n, n);
+}
+
+__attribute__((noinline)) void site_calloc(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = calloc(32, 128);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 4096ull * n, n);
+}
+
+__attribute__((noinline)) void site_malloc_large(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = malloc(1 << 20);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, (1ull << 20) * n, n);
+}
+
+/* malloc(16) then a realloc that grows it: both are this site's allocations. */
+__attribute__((noinline)) void site_realloc(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = malloc(16);
+		touch(p);
+		p = realloc(p, 65536);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, (16ull + 65536ull) * n, 2ull * n);
+}
+
+/* realloc(NULL, n) is malloc: it must be counted once, not twice. */
+__attribute__((noinline)) void site_realloc_null(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = realloc(NULL, 2048);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 2048ull * n, n);
+}
+
+__attribute__((noinline)) void site_aligned_alloc(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = aligned_alloc(64, 8192);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 8192ull * n, n);
+}
+
+__attribute__((noinline)) void site_posix_memalign(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = NULL;
+		if (posix_memalign(&p, 4096, 16384) != 0)
+			abort();
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 16384ull * n, n);
+}
+
+__attribute__((noinline)) void site_valloc(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = valloc(4096);
+		touch(p);
+		free(p);
+	}
+	manifest(__func__, 4096ull * n, n);
+}
+
+/* Two threads: each has its own countdown in the kernel. */
+static long thread_calls;
+
+__attribute__((noinline)) void site_thread_malloc(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = malloc(256);
+		touch(p);
+		free(p);
+	}
+}
+
+static void *thread_main(void *arg)
+{
+	site_thread_malloc(thread_calls);
+	return NULL;
+}
+
+static void run_threads(long n)
+{
+	pthread_t threads[2];
+
+	thread_calls = n;
+	for (int i = 0; i < 2; i++)
+		if (pthread_create(&threads[i], NULL, thread_main, NULL) != 0)
+			abort();
+	for (int i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	manifest("site_thread_malloc", 256ull * 2 * n, 2ull * n);
+}
+
+static void on_start(int sig)
+{
+	started = 1;
+}
+
+int main(int argc, char **argv)
+{
+	int wait = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--wait") == 0)
+			wait = 1;
+		else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
+			scale = atol(argv[++i]);
+		else {
+			fprintf(stderr, "usage: %s [--wait] [--scale N]\n", argv[0]);
+			return 2;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (wait) {
+		sigset_t block, old;
+
+		signal(SIGUSR1, on_start);
+		sigemptyset(&block);
+		sigaddset(&block, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &block, &old);
+		printf("ready %d\n", (int)getpid());
+		while (!started)
+			sigsuspend(&old);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
+	site_malloc_small(2000000 * scale);
+	site_calloc(100000 * scale);
+	site_malloc_large(300 * scale);
+	site_realloc(20000 * scale);
+	site_realloc_null(100000 * scale);
+	site_aligned_alloc(50000 * scale);
+	site_posix_memalign(20000 * scale);
+	site_valloc(20000 * scale);
+	run_threads(500000 * scale);
+	printf("done\n");
+	return 0;
+}
