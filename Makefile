@@ -86,6 +86,20 @@ $(BUILD)/workloads/%: tests/workloads/%.c | $(DEPS_OK)
 
 -include tests/unit/fixtures.mk
 
+# The benchmark's floor: an empty uprobe program and its loader.
+$(BUILD)/bench/empty_probe.bpf.o: tests/bench/empty_probe.bpf.c bpf/vmlinux.h | $(DEPS_OK)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/bench/empty_probe.skel.h: $(BUILD)/bench/empty_probe.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name empty_probe_bpf > $@
+
+$(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe.skel.h
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< -lbpf -o $@
+
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
 
@@ -95,7 +109,7 @@ e2e: $(BUILD)/allocscope $(WORKLOAD_BINS)
 test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
 	$(Q)tests/run-all
 
-bench: $(BUILD)/allocscope $(WORKLOAD_BINS)
+bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe
 	$(Q)python3 tests/bench/overhead.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)

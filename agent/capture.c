@@ -121,11 +121,21 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 			  dir);
 		return -ENOENT;
 	}
-	if (access(dir, W_OK) != 0) {
-		log_error("cannot write the profile to %s: directory %s is not writable (%s)",
-			  cap->output, dir, strerror(errno));
-		return -EACCES;
+	/* access() says yes to root everywhere; creating a file is the real test. */
+	char probe[PATH_MAX + 32];
+	int fd;
+
+	snprintf(probe, sizeof(probe), "%s/.allocscope-XXXXXX", dir);
+	fd = mkstemp(probe);
+	if (fd < 0) {
+		int err = errno;
+
+		log_error("cannot write the profile to %s: cannot create files in %s (%s)",
+			  cap->output, dir, strerror(err));
+		return -err;
 	}
+	close(fd);
+	unlink(probe);
 	return 0;
 }
 

@@ -25,7 +25,7 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 	/* libbpf's own chatter is for developers: show it only at debug level. */
 	if (log_max_level < LOG_DEBUG)
 		return 0;
-	fputs("allocscope: libbpf: ", stderr);
+	fputs("allocscope: ", stderr);
 	return vfprintf(stderr, fmt, ap);
 }
 

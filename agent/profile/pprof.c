@@ -172,15 +172,16 @@ struct pprof_builder {
 	size_t n_labels, labels_cap;
 };
 
-/* Make *items hold at least need elements, doubling. Returns the (maybe moved) array, or
- * NULL when out of memory, in which case the old array is untouched. */
-static void *array_reserve(void *items, size_t *cap, size_t need, size_t elem_size)
+/* Grow an array of *cap elements, `used` of them in use, to fit `extra` more, doubling.
+ * Returns the moved array, or NULL when out of memory (the old array is then untouched). */
+static void *array_grow(void *items, size_t *cap, size_t used, size_t extra, size_t elem_size)
 {
-	size_t new_cap;
+	size_t need, new_cap;
 	void *p;
 
-	if (need <= *cap)
-		return items;
+	if (extra > SIZE_MAX - used)
+		return NULL;
+	need = used + extra;
 	new_cap = *cap ? *cap : 16;
 	while (new_cap < need) {
 		if (new_cap > SIZE_MAX / 2)
@@ -196,14 +197,20 @@ static void *array_reserve(void *items, size_t *cap, size_t need, size_t elem_si
 	return p;
 }
 
-/* Reserve room for `extra` more elements of array field f (a pointer plus n_f and f_cap). */
-#define RESERVE(b, f, n, extra)                                                                 \
-	({                                                                                      \
-		void *reserve_p_ = array_reserve((b)->f, &(b)->f##_cap, (b)->n + (extra),       \
-						 sizeof(*(b)->f));                              \
-		if (reserve_p_)                                                                 \
-			(b)->f = reserve_p_;                                                    \
-		reserve_p_ ? 0 : -ENOMEM;                                                       \
+/* Make room for `extra` more elements in array field f of b, whose count is field n and
+ * whose capacity is f_cap. Evaluates to 0 or -ENOMEM. */
+#define RESERVE(b, f, n, extra)                                                                    \
+	({                                                                                         \
+		int reserve_err_ = 0;                                                              \
+		if ((extra) > (b)->f##_cap - (b)->n) {                                             \
+			void *reserve_p_ =                                                         \
+			    array_grow((b)->f, &(b)->f##_cap, (b)->n, (extra), sizeof(*(b)->f));   \
+			if (reserve_p_)                                                            \
+				(b)->f = reserve_p_;                                               \
+			else                                                                       \
+				reserve_err_ = -ENOMEM;                                            \
+		}                                                                                  \
+		reserve_err_;                                                                      \
 	})
 
 /* --- hashing ------------------------------------------------------------------------- */
@@ -630,13 +637,13 @@ int pprof_builder__add_comment(struct pprof_builder *b, const char *comment)
 uint64_t pprof_builder__add_mapping(struct pprof_builder *b, const struct pprof_mapping *m)
 {
 	struct mapping_rec rec = {
-		.memory_start = m->memory_start,
-		.memory_limit = m->memory_limit,
-		.file_offset = m->file_offset,
-		.has_functions = m->has_functions,
-		.has_filenames = m->has_filenames,
-		.has_line_numbers = m->has_line_numbers,
-		.has_inline_frames = m->has_inline_frames,
+	    .memory_start = m->memory_start,
+	    .memory_limit = m->memory_limit,
+	    .file_offset = m->file_offset,
+	    .has_functions = m->has_functions,
+	    .has_filenames = m->has_filenames,
+	    .has_line_numbers = m->has_line_numbers,
+	    .has_inline_frames = m->has_inline_frames,
 	};
 	int err;
 
@@ -673,10 +680,10 @@ static bool function_eq(const struct pprof_builder *b, uint32_t id, const void *
 	       f->filename == k->filename && f->start_line == k->start_line;
 }
 
-uint64_t pprof_builder__function(struct pprof_builder *b, const char *name,
-				 const char *system_name, const char *filename, int64_t start_line)
+uint64_t pprof_builder__function(struct pprof_builder *b, const char *name, const char *system_name,
+				 const char *filename, int64_t start_line)
 {
-	struct function_rec rec = { .start_line = start_line };
+	struct function_rec rec = {.start_line = start_line};
 	uint32_t hash, id;
 	int err;
 
@@ -723,7 +730,7 @@ static bool location_eq(const struct pprof_builder *b, uint32_t id, const void *
 uint64_t pprof_builder__location(struct pprof_builder *b, uint64_t mapping_id, uint64_t address,
 				 const struct pprof_line *lines, size_t n_lines)
 {
-	struct location_key key = { .mapping_id = mapping_id, .address = address };
+	struct location_key key = {.mapping_id = mapping_id, .address = address};
 	uint32_t hash, id;
 	size_t i;
 	int err;

@@ -7,7 +7,8 @@
  * interned through hash tables, so profiles with 100k+ distinct entries stay fast.
  *
  * Ownership: the builder copies every string and array it is given; callers keep theirs.
- * A builder is not thread safe. Failing calls leave it unchanged and still usable. */
+ * A builder is not thread safe. A failing call adds nothing the profile refers to (at most an
+ * unused string-table entry) and the builder stays usable. */
 #ifndef ALLOCSCOPE_PROFILE_PPROF_H
 #define ALLOCSCOPE_PROFILE_PPROF_H
 
@@ -49,7 +50,8 @@ struct pprof_label {
  * period describe the sampling (space/bytes, 524288). default_sample_type names one of the
  * sample types (NULL: readers pick the last; a name that is not a sample type is EINVAL).
  * time_nanos starts as the creation time.
- * Returns NULL with errno set (ENOMEM, EINVAL) on failure. */
+ * Pyroscope and Parca reject sample type names containing '-'. Returns NULL with errno set
+ * (ENOMEM, EINVAL) on failure. */
 struct pprof_builder *pprof_builder__new(const struct pprof_value_type *sample_types,
 					 size_t n_sample_types, struct pprof_value_type period_type,
 					 int64_t period, const char *default_sample_type);
@@ -62,12 +64,13 @@ void pprof_builder__set_time(struct pprof_builder *b, int64_t time_nanos, int64_
 int pprof_builder__add_comment(struct pprof_builder *b, const char *comment);
 
 /* Each of the next three returns the new 1-based id (ids run 1..N in insertion order), or 0
- * on error with errno set: ENOMEM, or EINVAL for a reference to an id that does not exist. */
+ * on error with errno set: ENOMEM, E2BIG (over 2^32-1 entries), or EINVAL for a reference to
+ * an id that does not exist. */
 uint64_t pprof_builder__add_mapping(struct pprof_builder *b, const struct pprof_mapping *m);
 /* Interned: the same (name, system_name, filename, start_line) returns the same id. NULL
  * strings count as "". */
-uint64_t pprof_builder__function(struct pprof_builder *b, const char *name,
-				 const char *system_name, const char *filename, int64_t start_line);
+uint64_t pprof_builder__function(struct pprof_builder *b, const char *name, const char *system_name,
+				 const char *filename, int64_t start_line);
 /* Interned by (mapping_id, address): the same pair returns the same id, and the lines of the
  * first call win. mapping_id may be 0 (no mapping). lines: innermost inline frame first;
  * every function_id must exist. Callers with address-less frames must give each a distinct

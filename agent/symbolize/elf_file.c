@@ -22,8 +22,7 @@
 
 /* One opened ELF: the main file or its separate debug file. */
 struct elf_image {
-	int fd;
-	Elf *elf;
+	Elf *elf; /* NULL when not open */
 	char *path;
 	size_t shstrndx;
 };
@@ -45,7 +44,7 @@ struct func_candidate {
 
 struct elf_file {
 	struct elf_image main;
-	struct elf_image debug; /* fd < 0 when there is none */
+	struct elf_image debug; /* elf NULL when there is none */
 	GElf_Ehdr ehdr;
 	GElf_Phdr *phdrs;
 	size_t phnum;
@@ -62,7 +61,7 @@ struct elf_file {
 
 #define DEFAULT_DEBUG_ROOT "/usr/lib/debug"
 
-static const char *const default_debug_roots[] = { DEFAULT_DEBUG_ROOT, NULL };
+static const char *const default_debug_roots[] = {DEFAULT_DEBUG_ROOT, NULL};
 static char **custom_debug_roots;
 static bool custom_debug_roots_set;
 
@@ -117,49 +116,64 @@ static void image_close(struct elf_image *img)
 {
 	if (img->elf)
 		elf_end(img->elf);
-	if (img->fd >= 0)
-		close(img->fd);
 	free(img->path);
 	img->elf = NULL;
-	img->fd = -1;
 	img->path = NULL;
 }
 
 static int image_open(const char *path, struct elf_image *img)
 {
-	int ret;
+	struct stat st;
+	int fd, ret;
 
-	img->fd = -1;
 	img->elf = NULL;
 	img->path = NULL;
+	img->shstrndx = SHN_UNDEF;
 
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOTSUP;
-	img->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (img->fd < 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
+	/* libelf would call a directory or a device "not ELF"; say what it really is. */
+	if (fstat(fd, &st) != 0) {
+		ret = -errno;
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -ENOEXEC;
+		goto err;
+	}
 	img->path = strdup(path);
 	if (!img->path) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	img->elf = elf_begin(img->fd, ELF_C_READ_MMAP, NULL);
+	img->elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
 	if (!img->elf || elf_kind(img->elf) != ELF_K_ELF) {
 		ret = -ENOEXEC;
 		goto err;
 	}
+	/* Pull the whole file in (with READ_MMAP that is the mapping libelf already made) and
+	 * let go of the descriptor: a daemon may hold thousands of files, and the mapping
+	 * keeps a deleted or replaced file readable just as well. */
+	if (elf_cntl(img->elf, ELF_C_FDREAD) != 0) {
+		ret = -EIO;
+		goto err;
+	}
+	close(fd);
 	/* A file without section headers (rare, but legal) has no names to offer; its
 	 * program headers still map addresses, so that is not an error. */
 	if (elf_getshdrstrndx(img->elf, &img->shstrndx) != 0)
 		img->shstrndx = SHN_UNDEF;
 	return 0;
 err:
+	close(fd);
 	image_close(img);
 	return ret;
 }
 
-static Elf_Scn *find_section_by_type(const struct elf_image *img, Elf64_Word type,
-				     GElf_Shdr *shdr)
+static Elf_Scn *find_section_by_type(const struct elf_image *img, Elf64_Word type, GElf_Shdr *shdr)
 {
 	Elf_Scn *scn = NULL;
 
@@ -172,8 +186,7 @@ static Elf_Scn *find_section_by_type(const struct elf_image *img, Elf64_Word typ
 	return NULL;
 }
 
-static Elf_Scn *find_section_by_name(const struct elf_image *img, const char *name,
-				     GElf_Shdr *shdr)
+static Elf_Scn *find_section_by_name(const struct elf_image *img, const char *name, GElf_Shdr *shdr)
 {
 	Elf_Scn *scn = NULL;
 
@@ -313,9 +326,10 @@ static int find_debug_by_build_id(struct elf_file *f)
 	/* Inside the container's root first: its debug packages match its binaries. */
 	for (pass = prefix_len ? 0 : 1; pass < 2; pass++) {
 		for (i = 0; roots[i]; i++) {
-			int n = snprintf(candidate, sizeof(candidate), "%.*s%s/.build-id/%.2s/%s.debug",
-					 pass == 0 ? (int)prefix_len : 0, f->main.path, roots[i],
-					 f->build_id, f->build_id + 2);
+			int n =
+			    snprintf(candidate, sizeof(candidate), "%.*s%s/.build-id/%.2s/%s.debug",
+				     pass == 0 ? (int)prefix_len : 0, f->main.path, roots[i],
+				     f->build_id, f->build_id + 2);
 
 			if (n <= 0 || (size_t)n >= sizeof(candidate))
 				continue;
@@ -458,8 +472,6 @@ int elf_file__open(const char *path, struct elf_file **out)
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	f->main.fd = -1;
-	f->debug.fd = -1;
 
 	ret = image_open(path, &f->main);
 	if (ret)
@@ -607,15 +619,18 @@ static int vaddr_to_offset(const struct elf_file *f, uint64_t vaddr, uint64_t *o
 
 int elf_file__find_function(struct elf_file *f, const char *name, struct elf_symbol *out)
 {
-	const struct elf_image *sources[3] = { &f->main, &f->main, &f->debug };
-	const Elf64_Word types[3] = { SHT_DYNSYM, SHT_SYMTAB, SHT_SYMTAB };
+	static const Elf64_Word types[3] = {SHT_DYNSYM, SHT_SYMTAB, SHT_SYMTAB};
+	const struct elf_image *sources[3];
 	size_t s, i;
 
 	if (!f || !name || !out)
 		return -EINVAL;
+	sources[0] = &f->main;
+	sources[1] = &f->main;
+	sources[2] = &f->debug;
 	for (s = 0; s < 3; s++) {
 		struct symtab tab;
-		GElf_Sym best_sym = { 0 };
+		GElf_Sym best_sym = {0};
 		const char *best_name = NULL;
 		int best_rank = 0;
 
@@ -660,7 +675,8 @@ int elf_file__read_vaddr(struct elf_file *f, uint64_t vaddr, void *buf, size_t l
 		const GElf_Phdr *ph = &f->phdrs[i];
 
 		if (ph->p_type == PT_LOAD && vaddr >= ph->p_vaddr &&
-		    vaddr - ph->p_vaddr < ph->p_filesz && len <= ph->p_filesz - (vaddr - ph->p_vaddr)) {
+		    vaddr - ph->p_vaddr < ph->p_filesz &&
+		    len <= ph->p_filesz - (vaddr - ph->p_vaddr)) {
 			offset = ph->p_offset + (vaddr - ph->p_vaddr);
 			found = true;
 		}
@@ -680,25 +696,11 @@ int elf_file__read_vaddr(struct elf_file *f, uint64_t vaddr, void *buf, size_t l
 		return -ERANGE;
 
 	image = elf_rawfile(f->main.elf, &file_size);
-	if (image) {
-		if (offset > file_size || len > file_size - offset)
-			return -ERANGE;
-		memcpy(buf, image + offset, len);
-		return 0;
-	}
-	/* libelf could not map the file: read it. */
-	for (i = 0; i < len;) {
-		ssize_t n = pread(f->main.fd, (char *)buf + i, len - i, (off_t)(offset + i));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ERANGE;
-		i += n;
-	}
+	if (!image)
+		return -EIO;
+	if (offset > file_size || len > file_size - offset)
+		return -ERANGE;
+	memcpy(buf, image + offset, len);
 	return 0;
 }
 
@@ -808,7 +810,8 @@ static int collect_candidates(struct elf_file *f, const struct elf_image *img, E
 			continue;
 		if (*count == *capacity) {
 			size_t new_capacity = *capacity ? *capacity * 2 : 256;
-			struct func_candidate *grown = realloc(*cands, new_capacity * sizeof(*grown));
+			struct func_candidate *grown =
+			    realloc(*cands, new_capacity * sizeof(*grown));
 
 			if (!grown)
 				return -ENOMEM;

@@ -16,15 +16,15 @@ struct elf_file;
 
 struct elf_symbol {
 	const char *name;     /* as in the symbol table, possibly with a version suffix */
-	uint64_t vaddr;       /* st_value */
-	uint64_t size;        /* st_size */
+	uint64_t vaddr;	      /* st_value */
+	uint64_t size;	      /* st_size */
 	uint64_t file_offset; /* where vaddr lies in the file: what a uprobe attach wants */
 };
 
 /* Opens and parses path. 0 or -errno: -ENOENT/-EACCES/... from open(), -ENOEXEC when the
- * file is not an ELF file (or is truncated beyond use), -ENOMEM. The file stays open (and
- * mapped) until elf_file__free, so symbols still resolve after the file is deleted or its
- * process exits.
+ * file is not an ELF file (or is truncated beyond use), -EISDIR, -ENOMEM. The file stays
+ * mapped (no descriptor is kept) until elf_file__free, so symbols still resolve after the
+ * file is deleted or replaced, or its process exits.
  *
  * When the file has no .symtab, a separate debug file is searched for, first by build id:
  *   <root>/.build-id/<first 2 hex>/<rest>.debug

@@ -51,8 +51,8 @@ static int parse_line(const char *line, size_t len, struct proc_map_entry *entry
 		return -ENOMEM;
 
 	memset(entry, 0, sizeof(*entry));
-	if (sscanf(copy, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %" SCNx32 ":%" SCNx32 " %" SCNu64
-		   "%n",
+	if (sscanf(copy,
+		   "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %" SCNx32 ":%" SCNx32 " %" SCNu64 "%n",
 		   &entry->start, &entry->end, perms, &entry->offset, &entry->dev_major,
 		   &entry->dev_minor, &entry->inode, &consumed) != 7 ||
 	    strlen(perms) != 4 || entry->end < entry->start) {

@@ -10,8 +10,8 @@
 #include <sys/types.h>
 
 struct proc_map_entry {
-	uint64_t start;  /* first address */
-	uint64_t end;    /* one past the last address */
+	uint64_t start;	 /* first address */
+	uint64_t end;	 /* one past the last address */
 	uint64_t offset; /* file offset of start (0 for anonymous memory) */
 	uint32_t dev_major, dev_minor;
 	uint64_t inode; /* 0 for anonymous memory */

@@ -147,8 +147,8 @@ struct resolved_chunk {
 
 struct symbolizer {
 	struct pair_map processes; /* (pid, 0) -> sym_process */
-	struct pair_map files;     /* (dev, inode) -> sym_file */
-	struct pair_map addrs;     /* (pid << 32 | epoch, addr) -> resolved_addr */
+	struct pair_map files;	   /* (dev, inode) -> sym_file */
+	struct pair_map addrs;	   /* (pid << 32 | epoch, addr) -> resolved_addr */
 
 	/* Everything allocated, for freeing. */
 	struct sym_mapping **all_mappings;
@@ -377,8 +377,8 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 
 			if (maps[i]->file || !proc_map_entry__is_file(e))
 				continue;
-			maps[i]->file = file_for_entry(s, proc->pid, e, pass == 0 && e->executable,
-						       &ret);
+			maps[i]->file =
+			    file_for_entry(s, proc->pid, e, pass == 0 && e->executable, &ret);
 			if (ret)
 				goto out;
 		}
@@ -435,8 +435,7 @@ static struct resolved_addr *alloc_resolved(struct symbolizer *s)
 	return &s->chunks->items[s->chunks->used++];
 }
 
-static void resolve_in_mapping(const struct sym_mapping *m, uint64_t addr,
-			       struct resolved_addr *r)
+static void resolve_in_mapping(const struct sym_mapping *m, uint64_t addr, struct resolved_addr *r)
 {
 	uint64_t vaddr, func_vaddr;
 	const char *name;

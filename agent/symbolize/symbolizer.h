@@ -25,8 +25,8 @@ struct symbolized_frame {
 	/* As in /proc/PID/maps ("/usr/lib/...", "[heap]", "[vdso]", ...); NULL for unnamed
 	 * anonymous memory (JIT code, for example). */
 	const char *map_path;
-	const char *build_id; /* lowercase hex, NULL when unknown */
-	const char *function; /* NULL when unknown */
+	const char *build_id;	 /* lowercase hex, NULL when unknown */
+	const char *function;	 /* NULL when unknown */
 	uint64_t function_start; /* runtime address of the function's entry, 0 when unknown */
 };
 

@@ -50,8 +50,8 @@ static void test_distribution(void)
 {
 	const int draws = 4000000;
 	const __u64 rate = 512 * 1024;
-	const double tail_points[] = { 0.1, 1, 2, 5, 10 };
-	long tail_counts[5] = { 0 };
+	const double tail_points[] = {0.1, 1, 2, 5, 10};
+	long tail_counts[5] = {0};
 	double sum = 0;
 
 	for (int i = 0; i < draws; i++) {
@@ -102,8 +102,8 @@ static void test_unbiased_estimates(void)
 	const struct {
 		__u64 size;
 		long count;
-	} cases[] = { { 1, 20000000 }, { 64, 4000000 }, { 4096, 400000 },
-		      { 100000, 20000 }, { 1 << 20, 1000 }, { 64 << 20, 10 } };
+	} cases[] = {{1, 20000000},   {64, 4000000},   {4096, 400000},
+		     {100000, 20000}, {1 << 20, 1000}, {64 << 20, 10}};
 	const __u64 rate = 512 * 1024;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,8 +1,9 @@
 /* The benchmark's workload: a tight malloc/free loop that reports nanoseconds per iteration.
  *
- *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--free-only]
- *     --wait  print "ready PID" and wait for SIGUSR1 (attach first), then run
- *     prints "ns_per_call X" on completion
+ *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned]
+ *     --wait     print "ready PID" and wait for SIGUSR1 (attach first), then run
+ *     --aligned  allocate with aligned_alloc(64, size) instead of malloc(size)
+ *   prints "ns_per_call X" on completion: one allocation plus its free
  */
 #include <signal.h>
 #include <stdio.h>
@@ -29,17 +30,20 @@ static double now_ns(void)
 int main(int argc, char **argv)
 {
 	long iterations = 2000000, size = 64;
-	int wait = 0;
+	int wait = 0, aligned = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--wait") == 0)
 			wait = 1;
+		else if (strcmp(argv[i], "--aligned") == 0)
+			aligned = 1;
 		else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
 			size = atol(argv[++i]);
 		else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
 			iterations = atol(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--wait] [--size B] [--iterations N]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--wait] [--size B] [--iterations N] [--aligned]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -58,7 +62,7 @@ int main(int argc, char **argv)
 	}
 	double start = now_ns();
 	for (long i = 0; i < iterations; i++) {
-		void *p = malloc(size);
+		void *p = aligned ? aligned_alloc(64, size) : malloc(size);
 		__asm__ volatile("" : : "r"(p) : "memory");
 		free(p);
 	}

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""`make bench`: what allocscope costs a process, per allocation call.
+
+A tight malloc/free loop (build/workloads/malloc_loop) reports ns per iteration. It runs:
+  - with nothing attached;
+  - under an empty uprobe on the instruction allocscope probes (the floor: the trap alone);
+  - under allocscope at the default sample rate (the countdown path);
+  - under allocscope sampling every allocation (--sample-rate 1: the sampled path);
+and, to show what placement is worth, an empty uprobe on aligned_alloc's first instruction
+(a cmpb the kernel must single-step) against one on the instruction allocscope moves to.
+
+Each figure is the median of several runs. Run as root; paste the table into
+docs/performance.md with the machine it ran on.
+"""
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
+ALLOCSCOPE = os.path.join(BUILD, "allocscope")
+LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
+EMPTY_PROBE = os.path.join(BUILD, "bench", "empty_probe")
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+PROBED_ITERATIONS = int(os.environ.get("BENCH_ITERATIONS", "200000"))
+
+
+def load_segments(path):
+    out = subprocess.run(["readelf", "-lW", path], capture_output=True, text=True).stdout
+    segs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "LOAD":
+            segs.append((int(parts[1], 16), int(parts[2], 16), int(parts[4], 16)))
+    return segs  # (file offset, vaddr, file size)
+
+
+def function_offset(path, name):
+    """File offset of a function's entry, as uprobes want it."""
+    out = subprocess.run(["readelf", "-Ws", "--dyn-syms", path], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[3] == "FUNC" and parts[7].split("@")[0] == name:
+            vaddr = int(parts[1], 16)
+            for off, va, size in load_segments(path):
+                if va <= vaddr < va + size:
+                    return vaddr - va + off
+    raise SystemExit(f"bench: {name} not found in {path}")
+
+
+def placements():
+    tmp = "/tmp/allocscope-bench-placement.pb.gz"
+    out = subprocess.run([ALLOCSCOPE, "--log-level", "debug", "-o", tmp, "--", "true"],
+                         capture_output=True, text=True).stderr
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    offsets = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+(\S+)\s+\+(\d+)\s", line)
+        if m:
+            for name in m.group(1).split("/"):
+                offsets[name] = int(m.group(2))
+    if "malloc" not in offsets:
+        raise SystemExit(f"bench: cannot read allocscope's probe placement:\n{out}")
+    return offsets
+
+
+def run_loop(extra_args, attach=None, iterations=PROBED_ITERATIONS):
+    """Starts the loop waiting, attaches with attach(pid) -> (process, ready marker), runs."""
+    loop = subprocess.Popen([LOOP, "--wait", "--iterations", str(iterations)] + extra_args,
+                            stdout=subprocess.PIPE, text=True)
+    assert loop.stdout.readline().startswith("ready")
+    tool = None
+    try:
+        if attach:
+            tool, marker, stream = attach(loop.pid)
+            while True:
+                line = getattr(tool, stream).readline()
+                if not line:
+                    raise SystemExit(f"bench: attaching failed: {tool.communicate()}")
+                if marker in line:
+                    break
+        os.kill(loop.pid, signal.SIGUSR1)
+        out, _ = loop.communicate(timeout=600)
+    finally:
+        if tool:
+            if tool.poll() is None:
+                tool.send_signal(signal.SIGINT)
+                if tool.stdin:
+                    tool.stdin.close()
+            tool.communicate(timeout=60)
+        if loop.poll() is None:
+            loop.kill()
+    return float(re.search(r"ns_per_call ([\d.]+)", out).group(1))
+
+
+def empty_probe_at(file_offset):
+    def attach(pid):
+        proc = subprocess.Popen([EMPTY_PROBE, str(pid), LIBC, str(file_offset)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return proc, "attached", "stdout"
+    return attach
+
+
+def allocscope_with(args):
+    def attach(pid):
+        proc = subprocess.Popen([ALLOCSCOPE, "--pid", str(pid), "-o",
+                                 "/tmp/allocscope-bench.pb.gz"] + args,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return proc, "sampling every", "stderr"
+    return attach
+
+
+def median_of(fn):
+    return statistics.median(fn() for _ in range(REPEATS))
+
+
+def main():
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (sudo make bench): it attaches uprobes")
+    offsets = placements()
+    malloc_entry = function_offset(LIBC, "malloc")
+    memalign_entry = function_offset(LIBC, "aligned_alloc")
+    rows = []
+
+    base = median_of(lambda: run_loop([], iterations=20000000))
+    rows.append(("malloc+free, nothing attached", base, None))
+    floor = median_of(lambda: run_loop([], empty_probe_at(malloc_entry + offsets["malloc"])))
+    rows.append((f"empty uprobe at malloc+{offsets['malloc']} (floor)", floor, None))
+    scope = median_of(lambda: run_loop([], allocscope_with([])))
+    rows.append(("allocscope, default rate 512KiB", scope, scope / floor))
+    sampled = median_of(lambda: run_loop([], allocscope_with(["--sample-rate", "1", "--ringbuf-size", "256MiB"])))
+    rows.append(("allocscope, every call sampled (--sample-rate 1)", sampled, sampled / floor))
+
+    stepped = median_of(lambda: run_loop(["--aligned"], empty_probe_at(memalign_entry)))
+    rows.append(("aligned_alloc: empty uprobe at +0 (cmpb, single-stepped)", stepped, None))
+    moved = median_of(lambda: run_loop(["--aligned"],
+                                       empty_probe_at(memalign_entry + offsets["aligned_alloc"])))
+    rows.append((f"aligned_alloc: empty uprobe at +{offsets['aligned_alloc']} "
+                 "(allocscope's placement)", moved, None))
+    scope_aligned = median_of(lambda: run_loop(["--aligned"], allocscope_with([])))
+    rows.append(("aligned_alloc: allocscope, default rate", scope_aligned, scope_aligned / moved))
+
+    print(f"\nmalloc_loop, 64-byte allocations, median of {REPEATS} runs "
+          f"({PROBED_ITERATIONS} iterations when probed)\n")
+    print("| configuration | ns per call | vs floor |")
+    print("|---|---:|---:|")
+    for name, ns, ratio in rows:
+        print(f"| {name} | {ns:,.1f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+    print(f"\nsampled-path cost: {sampled - scope:,.0f} ns per sampled allocation "
+          f"(every-call-sampled minus default rate)")
+    print(f"single-stepped / emulated placement: {stepped / moved:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""End-to-end tests: the real allocscope binary, real BPF, real processes, as root.
+
+Each test starts workloads from build/workloads, runs build/allocscope the way a user would,
+and checks what a user would check: exit status, messages, and the profile's contents read
+by an independent decoder (tests/e2e/pprof_reader.py) and by `go tool pprof`.
+
+    python3 tests/e2e/run.py [-k SUBSTRING]
+
+Prints "e2e: N passed, M failed" last; exits non-zero if anything failed.
+"""
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pprof_reader import Profile  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
+ALLOCSCOPE = os.path.join(BUILD, "allocscope")
+ALLOC_SITES = os.path.join(BUILD, "workloads", "alloc_sites")
+MALLOC_LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
+RATE = 16 * 1024
+RATE_ARG = "16KiB"
+SIGMAS = 5.0  # per-site tolerance: a false failure is ~1 in 10^6 per check
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+class Workload:
+    """A workload started with --wait: it prints 'ready PID' and allocates on SIGUSR1."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv + ["--wait"], stdout=subprocess.PIPE, text=True,
+                                     env=env)
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), f"workload did not start: {line!r}"
+        self.pid = self.proc.pid
+
+    def start(self):
+        os.kill(self.pid, signal.SIGUSR1)
+
+    def finish(self, timeout=120):
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"workload exited {self.proc.returncode}"
+        return out
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_allocscope(args):
+    """Starts allocscope and waits until it reports its probes are in place."""
+    proc = subprocess.Popen([ALLOCSCOPE] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"allocscope ended before attaching: {''.join(seen)}{err}")
+        seen.append(line)
+        if line.startswith("allocscope: sampling every"):
+            return proc, seen
+
+
+def finish_allocscope(proc, seen, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, "".join(seen) + err
+
+
+def run(args, timeout=120, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def parse_manifest(text):
+    """{site: [(size, count), ...]} from the workload's 'site NAME SIZE COUNT' lines."""
+    sites = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "site":
+            sites.setdefault(parts[1], []).append((int(parts[2]), int(parts[3])))
+    assert sites, f"no manifest in workload output: {text[:300]!r}"
+    return sites
+
+
+def expected_with_tolerance(classes, rate):
+    """Truth and allowed deviation for one site's bytes and objects.
+
+    Each allocation of s bytes is sampled independently with p = 1 - exp(-s/R) and weighted
+    by 1/p, so the estimate is unbiased with variance N s^2 (1-p)/p (bytes) and N (1-p)/p
+    (objects) per size class."""
+    bytes_truth = objects_truth = bytes_var = objects_var = 0.0
+    for size, count in classes:
+        p = -math.expm1(-size / rate)
+        bytes_truth += size * count
+        objects_truth += count
+        bytes_var += count * size * size * (1 - p) / p
+        objects_var += count * (1 - p) / p
+    # Values are rounded per stack when written: allow a few units for that.
+    return (bytes_truth, SIGMAS * math.sqrt(bytes_var) + 64,
+            objects_truth, SIGMAS * math.sqrt(objects_var) + 4)
+
+
+def check_sites(profile, manifest, rate):
+    assert [t for t, _ in profile.sample_types] == ["alloc_objects", "alloc_space"]
+    space = profile.totals_by_function(1)
+    objects = profile.totals_by_function(0)
+    problems = []
+    for site, classes in manifest.items():
+        b_truth, b_tol, o_truth, o_tol = expected_with_tolerance(classes, rate)
+        b_got, o_got = space.get(site, 0), objects.get(site, 0)
+        if abs(b_got - b_truth) > b_tol:
+            problems.append(f"{site}: alloc_space {b_got} vs truth {b_truth:.0f} "
+                            f"(tolerance {b_tol:.0f})")
+        if abs(o_got - o_truth) > o_tol:
+            problems.append(f"{site}: alloc_objects {o_got} vs truth {o_truth:.0f} "
+                            f"(tolerance {o_tol:.0f})")
+    assert not problems, "\n".join(problems)
+
+
+def go_pprof(args, tmp):
+    env = dict(os.environ, HOME=tmp, GOCACHE=os.path.join(tmp, "gocache"),
+               PPROF_TMPDIR=tmp, GOFLAGS="")
+    result = run(["go", "tool", "pprof"] + args, env=env, timeout=180)
+    assert result.returncode == 0, f"go tool pprof failed: {result.stderr}"
+    return result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+
+@test
+def command_mode_estimates_each_site(tmp):
+    out_path = os.path.join(tmp, "cmd.pb.gz")
+    result = run([ALLOCSCOPE, "--sample-rate", RATE_ARG, "-o", out_path, "--", ALLOC_SITES])
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    manifest = parse_manifest(result.stdout)
+    profile = Profile(out_path)
+    profile.check_ids()
+    assert profile.period_type == ("space", "bytes")
+    assert profile.period == RATE
+    assert profile.default_sample_type == "alloc_space"
+    assert profile.duration_nanos > 0
+    assert abs(profile.time_nanos / 1e9 - time.time()) < 600, "time_nanos is not now"
+    check_sites(profile, manifest, RATE)
+    # The summary names the biggest site and the profile path.
+    assert "allocation site" in result.stdout and "site_realloc" in result.stdout
+    assert f"profile: {out_path}" in result.stdout
+    # Every mapping with named frames says so; the allocator's mapping is libc.
+    assert any("libc.so" in m["filename"] and m["has_functions"] for m in profile.mappings)
+    assert any(m["build_id"] for m in profile.mappings), "no build ids in mappings"
+
+
+@test
+def pid_mode_on_running_process(tmp):
+    out_path = os.path.join(tmp, "pid.pb.gz")
+    workload = Workload([ALLOC_SITES])
+    try:
+        proc, seen = start_allocscope(["--pid", str(workload.pid), "--sample-rate", RATE_ARG,
+                                       "-o", out_path])
+        workload.start()
+        manifest = parse_manifest(workload.finish())
+        code, out, err = finish_allocscope(proc, seen)
+    finally:
+        workload.kill()
+    assert code == 0, f"exit {code}: {err}"
+    assert f"pid {workload.pid}" in err and "exited" in err
+    profile = Profile(out_path)
+    profile.check_ids()
+    check_sites(profile, manifest, RATE)
+    assert {s["labels"].get("pid") for s in profile.samples} == {workload.pid}
+
+
+@test
+def go_pprof_reads_the_profile(tmp):
+    out_path = os.path.join(tmp, "go.pb.gz")
+    result = run([ALLOCSCOPE, "-r", RATE_ARG, "-o", out_path, "--", ALLOC_SITES])
+    assert result.returncode == 0, result.stderr
+    top = go_pprof(["-top", "-cum", "-nodecount=200", "-sample_index=alloc_space", out_path],
+                   tmp)
+    for site in parse_manifest(result.stdout):
+        assert site in top, f"{site} missing from go tool pprof -top:\n{top}"
+    assert "malloc" in top
+    raw = go_pprof(["-raw", out_path], tmp)
+    assert "alloc_objects/count alloc_space/bytes" in raw
+    assert "PeriodType: space bytes" in raw and f"Period: {RATE}" in raw
+
+
+@test
+def untargeted_processes_are_not_profiled(tmp):
+    out_path = os.path.join(tmp, "only.pb.gz")
+    target = Workload([ALLOC_SITES])
+    bystander = Workload([ALLOC_SITES])
+    try:
+        proc, seen = start_allocscope(["--pid", str(target.pid), "-r", RATE_ARG, "-o", out_path])
+        bystander.start()
+        bystander.finish()
+        target.start()
+        target.finish()
+        code, out, err = finish_allocscope(proc, seen)
+    finally:
+        target.kill()
+        bystander.kill()
+    assert code == 0, err
+    pids = {s["labels"].get("pid") for s in Profile(out_path).samples}
+    assert pids == {target.pid}, f"samples from {pids}, expected only {target.pid}"
+
+
+@test
+def probes_sit_on_emulated_instructions(tmp):
+    out_path = os.path.join(tmp, "probes.pb.gz")
+    result = run([ALLOCSCOPE, "--log-level", "debug", "-o", out_path, "--", "/bin/true"])
+    assert result.returncode == 0, result.stderr
+    assert "all on emulated instructions" in result.stderr, result.stderr
+    # Debian 12's glibc: memalign starts with a cmpb (single-stepped); the probe moves to +7.
+    lines = [l for l in result.stderr.splitlines() if "memalign" in l and "aligned_alloc" in l]
+    assert lines and re.search(r"\+7\b", lines[0]), f"memalign placement: {lines}"
+
+
+@test
+def duration_ends_capture_and_sigint_still_writes(tmp):
+    for how in ("duration", "sigint", "sigterm"):
+        out_path = os.path.join(tmp, f"{how}.pb.gz")
+        workload = subprocess.Popen([MALLOC_LOOP, "--wait", "--iterations", "4000000000"],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            assert workload.stdout.readline().startswith("ready")
+            args = ["--pid", str(workload.pid), "-r", "4KiB", "-o", out_path]
+            if how == "duration":
+                args += ["--duration", "1s"]
+            proc, seen = start_allocscope(args)
+            os.kill(workload.pid, signal.SIGUSR1)
+            if how != "duration":
+                time.sleep(1)
+                proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGTERM)
+            code, out, err = finish_allocscope(proc, seen, timeout=30)
+            assert code == 0, f"{how}: exit {code}: {err}"
+            assert workload.poll() is None, f"{how}: the target died"
+            profile = Profile(out_path)
+            assert len(profile.samples) > 0 and "main" in profile.totals_by_function(1)
+        finally:
+            workload.kill()
+
+
+@test
+def command_exit_status_is_returned(tmp):
+    result = run([ALLOCSCOPE, "-o", os.path.join(tmp, "x.pb.gz"), "--", "sh", "-c", "exit 7"])
+    assert result.returncode == 7, f"exit {result.returncode}: {result.stderr}"
+    assert os.path.exists(os.path.join(tmp, "x.pb.gz"))
+
+
+@test
+def default_output_name(tmp):
+    result = run([ALLOCSCOPE, "--", "/bin/true"], cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    names = os.listdir(tmp)
+    assert len(names) == 1 and re.fullmatch(r"alloc-\d+-\d{8}T\d{6}\.pb\.gz", names[0]), names
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+def assert_refused(result, code, *phrases):
+    assert result.returncode == code, f"exit {result.returncode}, expected {code}: " \
+                                      f"{result.stderr}"
+    for phrase in phrases:
+        assert phrase in result.stderr, f"{phrase!r} not in: {result.stderr}"
+    assert "Segmentation" not in result.stderr
+
+
+@test
+def bad_arguments_are_refused(tmp):
+    cases = [
+        (["--pid", "abc"], "invalid pid list 'abc'"),
+        (["--pid", "12,"], "trailing comma"),
+        (["--pid", "-4"], "invalid pid list"),
+        (["--sample-rate", "12XB", "--pid", "1"], "invalid sample rate '12XB'"),
+        (["--sample-rate", "0", "--pid", "1"], "invalid sample rate '0'"),
+        (["--duration", "-5s", "--pid", "1"], "invalid duration '-5s'"),
+        (["--duration", "soon", "--pid", "1"], "invalid duration 'soon'"),
+        (["--ringbuf-size", "1000", "--pid", "1"], "power of two"),
+        ([], "nothing to profile"),
+        (["--pid", "1", "--", "true"], "not both"),
+        (["--bogus"], "invalid option"),
+    ]
+    for args, phrase in cases:
+        assert_refused(run([ALLOCSCOPE] + args, cwd=tmp), 2, phrase)
+    assert os.listdir(tmp) == [], "a refused run left files behind"
+    assert run([ALLOCSCOPE, "--help"]).returncode == 0
+    assert re.match(r"allocscope \d+\.\d+\.\d+", run([ALLOCSCOPE, "--version"]).stdout)
+
+
+@test
+def missing_pid_is_refused(tmp):
+    result = run([ALLOCSCOPE, "--pid", "999999999"], cwd=tmp)
+    assert_refused(result, 1, "no process with pid 999999999")
+    assert os.listdir(tmp) == []
+
+
+@test
+def unwritable_output_is_refused_before_attaching(tmp):
+    workload = Workload([MALLOC_LOOP])
+    try:
+        result = run([ALLOCSCOPE, "--pid", str(workload.pid), "-o", "/nonexistent/dir/p.pb.gz"])
+        assert_refused(result, 1, "directory /nonexistent/dir does not exist")
+        result = run([ALLOCSCOPE, "--pid", str(workload.pid), "-o", tmp])
+        assert_refused(result, 1, "is a directory")
+        result = run([ALLOCSCOPE, "--pid", str(workload.pid), "-o", "/proc/p.pb.gz"])
+        assert_refused(result, 1, "cannot write the profile to /proc/p.pb.gz")
+        assert "profiling pid" not in result.stderr, "attached before checking the output"
+        assert workload.proc.poll() is None
+    finally:
+        workload.kill()
+
+
+@test
+def unprivileged_user_is_told_what_is_needed(tmp):
+    workload = Workload([MALLOC_LOOP])
+    try:
+        os.chmod(tmp, 0o777)
+        result = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                      "--inh-caps=-all", ALLOCSCOPE, "--pid", str(workload.pid)], cwd=tmp)
+        assert_refused(result, 1, "CAP_BPF", "CAP_PERFMON")
+    finally:
+        workload.kill()
+
+
+@test
+def kernel_without_btf_or_uprobes_is_explained(tmp):
+    empty = os.path.join(tmp, "empty")
+    os.mkdir(empty)
+    for hide, phrase in (("/sys/kernel/btf", "no BTF"),
+                         ("/sys/bus/event_source/devices", "no uprobe support")):
+        script = f"mount --bind {empty} {hide} && exec {ALLOCSCOPE} -o {tmp}/k.pb.gz -- /bin/true"
+        result = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        assert_refused(result, 1, phrase)
+
+
+@test
+def target_with_another_allocator_is_named(tmp):
+    jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+    assert os.path.exists(jemalloc), "libjemalloc2 missing: run sudo scripts/install-deps"
+    workload = Workload([MALLOC_LOOP], env=dict(os.environ, LD_PRELOAD=jemalloc))
+    try:
+        result = run([ALLOCSCOPE, "--pid", str(workload.pid)], cwd=tmp)
+        assert_refused(result, 1, "allocates with jemalloc", "libjemalloc.so.2")
+        assert os.listdir(tmp) == []
+    finally:
+        workload.kill()
+
+
+@test
+def missing_command_is_refused(tmp):
+    result = run([ALLOCSCOPE, "--", "/no/such/program"], cwd=tmp)
+    assert_refused(result, 1, "cannot run /no/such/program")
+    result = run([ALLOCSCOPE, "--", "no-such-program-anywhere"], cwd=tmp)
+    assert_refused(result, 1, "command not found")
+
+
+@test
+def target_killed_mid_capture_still_gets_a_profile(tmp):
+    out_path = os.path.join(tmp, "killed.pb.gz")
+    workload = subprocess.Popen([MALLOC_LOOP, "--wait", "--iterations", "4000000000"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert workload.stdout.readline().startswith("ready")
+        proc, seen = start_allocscope(["--pid", str(workload.pid), "-r", "4KiB", "-o", out_path])
+        os.kill(workload.pid, signal.SIGUSR1)
+        time.sleep(1)
+        workload.kill()
+        workload.wait()
+        code, out, err = finish_allocscope(proc, seen, timeout=30)
+    finally:
+        if workload.poll() is None:
+            workload.kill()
+    assert code == 0, err
+    profile = Profile(out_path)
+    totals = profile.totals_by_function(1)
+    assert "main" in totals and "malloc" in totals, sorted(totals)[:20]
+
+
+def main():
+    if os.geteuid() != 0:
+        print("e2e: these tests load BPF programs: run them as root (sudo make test)")
+        print("e2e: 0 passed, 1 failed")
+        return 1
+    only = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else None
+    passed = failed = 0
+    for fn in TESTS:
+        if only and only not in fn.__name__:
+            continue
+        tmp = tempfile.mkdtemp(prefix=f"allocscope-{fn.__name__}-")
+        started = time.monotonic()
+        try:
+            fn(tmp)
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.monotonic() - started:.1f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}", flush=True)
+            traceback.print_exc()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"e2e: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

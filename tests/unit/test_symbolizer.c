@@ -1,0 +1,495 @@
+/* proc_maps parsing and the symbolizer on live processes: each fixture target (PIE, non-PIE,
+ * stripped with debug files) is started, prints the runtime addresses of its functions and of
+ * functions in its shared libraries, and the symbolizer must name them, before and after the
+ * process is killed and reaped. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "symbolize/elf_file.h"
+#include "symbolize/proc_maps.h"
+#include "symbolize/symbolizer.h"
+#include "unit.h"
+
+static const char *fixture(const char *name)
+{
+	static char paths[8][PATH_MAX];
+	static int next;
+	const char *dir = getenv("ALLOCSCOPE_FIXTURES");
+	char *path = paths[next++ % 8];
+
+	snprintf(path, PATH_MAX, "%s/%s", dir && *dir ? dir : "build/fixtures", name);
+	return path;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = s ? strlen(s) : 0, m = strlen(suffix);
+
+	return s && n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static void test_proc_maps_parse(void)
+{
+	static const char text[] =
+	    "55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234567                    "
+	    "/usr/bin/demo\n"
+	    "55d0c0a01000-55d0c0a02000 r-xp 00001000 fd:01 1234567                    "
+	    "/usr/bin/demo\n"
+	    "55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0                          [heap]\n"
+	    "7f0000000000-7f0000001000 rw-s 00000000 00:05 42                         "
+	    "/dev/shm/a file (deleted)\n"
+	    "7f0000002000-7f0000003000 rwxp 00000000 00:00 0 \n"
+	    "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]";
+	const struct proc_map_entry *e;
+	struct proc_maps *maps = NULL;
+
+	CHECK_EQ_U64(proc_maps__parse(text, strlen(text), &maps), 0);
+	CHECK_EQ_U64(proc_maps__count(maps), 6);
+	if (proc_maps__count(maps) != 6)
+		goto out;
+
+	e = proc_maps__entry(maps, 1);
+	CHECK_EQ_U64(e->start, 0x55d0c0a01000ULL);
+	CHECK_EQ_U64(e->end, 0x55d0c0a02000ULL);
+	CHECK_EQ_U64(e->offset, 0x1000);
+	CHECK_EQ_U64(e->dev_major, 0xfd);
+	CHECK_EQ_U64(e->dev_minor, 1);
+	CHECK_EQ_U64(e->inode, 1234567);
+	CHECK(e->readable && !e->writable && e->executable && e->private_ && !e->deleted);
+	CHECK_STR(e->path, "/usr/bin/demo");
+	CHECK(proc_map_entry__is_file(e));
+
+	e = proc_maps__entry(maps, 2);
+	CHECK_STR(e->path, "[heap]");
+	CHECK(!proc_map_entry__is_file(e));
+
+	e = proc_maps__entry(maps, 3);
+	CHECK_STR(e->path, "/dev/shm/a file");
+	CHECK(e->deleted && !e->private_ && e->writable);
+
+	e = proc_maps__entry(maps, 4);
+	CHECK_STR(e->path, "[anon]");
+	CHECK(e->executable && !proc_map_entry__is_file(e));
+	CHECK_STR(proc_maps__entry(maps, 5)->path, "[stack]");
+	CHECK(proc_maps__entry(maps, 6) == NULL);
+
+	/* Start inclusive, end exclusive, gaps empty. */
+	CHECK(proc_maps__find(maps, 0x55d0c0a00000ULL) == proc_maps__entry(maps, 0));
+	CHECK(proc_maps__find(maps, 0x55d0c0a00fffULL) == proc_maps__entry(maps, 0));
+	CHECK(proc_maps__find(maps, 0x55d0c0a01000ULL) == proc_maps__entry(maps, 1));
+	CHECK(proc_maps__find(maps, 0x55d0c0a02000ULL) == NULL);
+	CHECK(proc_maps__find(maps, 0x1000) == NULL);
+	CHECK(proc_maps__find(maps, 0x7ffd00020fffULL) == proc_maps__entry(maps, 5));
+	CHECK(proc_maps__find(maps, 0x7ffd00021000ULL) == NULL);
+out:
+	proc_maps__free(maps);
+
+	CHECK_EQ_U64(proc_maps__parse("garbage\n", 8, &maps), -EINVAL);
+	CHECK(maps == NULL);
+	proc_maps__free(NULL);
+}
+
+static void test_proc_maps_self(void)
+{
+	struct proc_maps *maps = NULL;
+	const struct proc_map_entry *e;
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	int on_stack = 0;
+
+	CHECK(n > 0);
+	exe[n > 0 ? n : 0] = '\0';
+	CHECK_EQ_U64(proc_maps__read(getpid(), &maps), 0);
+	e = proc_maps__find(maps, (uintptr_t)&test_proc_maps_self);
+	CHECK(e != NULL);
+	if (e) {
+		CHECK(e->executable);
+		CHECK_STR(e->path, exe);
+	}
+	/* Writable, not code (under valgrind the stack is not "[stack]", so no name check). */
+	e = proc_maps__find(maps, (uintptr_t)&on_stack);
+	CHECK(e && e->writable && !e->executable);
+	proc_maps__free(maps);
+}
+
+/* A started fixture target and the addresses it printed. */
+struct target {
+	pid_t pid;
+	int gate_fd; /* write end the child waits on before exec; -1 once released */
+	FILE *out;
+	char names[16][64];
+	uint64_t addrs[16];
+	int count;
+};
+
+/* Starts path with stdout on a pipe. With gated, the forked child waits for release_target()
+ * before exec, so its pre-exec layout can be snapshotted. */
+static bool start_target(const char *path, bool gated, struct target *t)
+{
+	int out_pipe[2], gate_pipe[2];
+
+	memset(t, 0, sizeof(*t));
+	t->gate_fd = -1;
+	if (pipe(out_pipe) != 0)
+		return false;
+	if (pipe(gate_pipe) != 0) {
+		close(out_pipe[0]);
+		close(out_pipe[1]);
+		return false;
+	}
+	t->pid = fork();
+	if (t->pid < 0)
+		return false;
+	if (t->pid == 0) {
+		char byte;
+
+		dup2(out_pipe[1], STDOUT_FILENO);
+		close(out_pipe[0]);
+		close(out_pipe[1]);
+		close(gate_pipe[1]);
+		if (gated && read(gate_pipe[0], &byte, 1) != 1)
+			_exit(126);
+		close(gate_pipe[0]);
+		execl(path, path, (char *)NULL);
+		_exit(127);
+	}
+	close(out_pipe[1]);
+	close(gate_pipe[0]);
+	t->gate_fd = gate_pipe[1];
+	t->out = fdopen(out_pipe[0], "r");
+	if (!gated) {
+		close(t->gate_fd);
+		t->gate_fd = -1;
+	}
+	return t->out != NULL;
+}
+
+/* Reads "name 0xADDR" lines up to "ready". */
+static bool read_target_addresses(struct target *t)
+{
+	char line[256];
+
+	if (t->gate_fd >= 0) {
+		CHECK(write(t->gate_fd, "g", 1) == 1);
+		close(t->gate_fd);
+		t->gate_fd = -1;
+	}
+	while (t->out && fgets(line, sizeof(line), t->out)) {
+		unsigned long long addr;
+
+		if (strncmp(line, "ready", 5) == 0)
+			return true;
+		if (t->count < 16 && sscanf(line, "%63s %llx", t->names[t->count], &addr) == 2)
+			t->addrs[t->count++] = addr;
+	}
+	return false;
+}
+
+static uint64_t target_addr(const struct target *t, const char *name)
+{
+	int i;
+
+	for (i = 0; i < t->count; i++) {
+		if (strcmp(t->names[i], name) == 0)
+			return t->addrs[i];
+	}
+	fprintf(stderr, "  the target printed no address for %s\n", name);
+	unit_case_failures++;
+	return 0;
+}
+
+static void stop_target(struct target *t)
+{
+	int status;
+
+	if (t->gate_fd >= 0)
+		close(t->gate_fd);
+	t->gate_fd = -1;
+	if (t->pid > 0) {
+		kill(t->pid, SIGKILL);
+		waitpid(t->pid, &status, 0);
+	}
+	if (t->out)
+		fclose(t->out);
+	t->out = NULL;
+}
+
+static struct symbolized_frame resolve(struct symbolizer *s, pid_t pid, uint64_t addr,
+				       bool is_return_address)
+{
+	struct symbolized_frame frame;
+
+	memset(&frame, 0xa5, sizeof(frame));
+	CHECK_EQ_U64(symbolizer__resolve(s, pid, addr, is_return_address, &frame), 0);
+	return frame;
+}
+
+/* Every printed function resolves to its name and entry, in the right file. */
+static void check_target_functions(struct symbolizer *s, const struct target *t,
+				   const char *exe_suffix)
+{
+	static const char *const exe_functions[] = {"fixture_alpha", "fixture_beta",
+						    "fixture_nosize", "fixture_after_nosize",
+						    "fixture_tail_caller"};
+	struct symbolized_frame frame;
+	uint64_t addr;
+	size_t i;
+
+	for (i = 0; i < sizeof(exe_functions) / sizeof(exe_functions[0]); i++) {
+		addr = target_addr(t, exe_functions[i]);
+		frame = resolve(s, t->pid, addr, false);
+		CHECK_STR(frame.function, exe_functions[i]);
+		CHECK_EQ_U64(frame.function_start, addr);
+		CHECK(ends_with(frame.map_path, exe_suffix));
+		CHECK(frame.mapping_key != NULL);
+		CHECK(frame.map_start <= addr && addr < frame.map_limit);
+
+		/* A return address 3 bytes in: the call is still inside the function. */
+		frame = resolve(s, t->pid, addr + 3, true);
+		CHECK_STR(frame.function, exe_functions[i]);
+		CHECK_EQ_U64(frame.function_start, addr);
+	}
+
+	addr = target_addr(t, "fixture_lib_function");
+	frame = resolve(s, t->pid, addr + 1, false);
+	CHECK_STR(frame.function, "fixture_lib_function");
+	CHECK_EQ_U64(frame.function_start, addr);
+	CHECK(ends_with(frame.map_path, "/libfixture.so"));
+
+	addr = target_addr(t, "malloc");
+	frame = resolve(s, t->pid, addr, false);
+	CHECK_STR(frame.function, "malloc");
+	CHECK(frame.map_path && strstr(frame.map_path, "libc.so.6"));
+
+	frame = resolve(s, t->pid, target_addr(t, "return_in_main"), true);
+	CHECK_STR(frame.function, "main");
+
+	/* The call to a noreturn function is fixture_tail_caller's last instruction: the
+	 * return address may be past its end, but the call instruction is not. */
+	addr = target_addr(t, "return_in_tail_caller");
+	frame = resolve(s, t->pid, addr, true);
+	CHECK_STR(frame.function, "fixture_tail_caller");
+	frame = resolve(s, t->pid, addr, false);
+	CHECK(!frame.function || strcmp(frame.function, "fixture_tail_caller") != 0);
+}
+
+static void check_symbolizer_on(const char *exe)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame alpha, beta, lib, again;
+	struct target t;
+	char build_id[128] = "";
+	struct elf_file *f = NULL;
+	pid_t pid;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture(exe), false, &t));
+	CHECK(read_target_addresses(&t));
+	if (!s || t.count == 0) {
+		stop_target(&t);
+		symbolizer__free(s);
+		return;
+	}
+	pid = t.pid;
+	CHECK_EQ_U64(symbolizer__add_process(s, pid), 0);
+	check_target_functions(s, &t, exe);
+
+	/* Build id of the executable, as elf_file reads it from the fixture directly. */
+	CHECK_EQ_U64(elf_file__open(fixture(exe), &f), 0);
+	if (f)
+		snprintf(build_id, sizeof(build_id), "%s", elf_file__build_id(f));
+	elf_file__free(f);
+	alpha = resolve(s, pid, target_addr(&t, "fixture_alpha"), false);
+	beta = resolve(s, pid, target_addr(&t, "fixture_beta"), false);
+	lib = resolve(s, pid, target_addr(&t, "fixture_lib_function"), false);
+	CHECK_STR(alpha.build_id, build_id);
+	CHECK(alpha.mapping_key == beta.mapping_key);
+	CHECK(alpha.mapping_key != lib.mapping_key);
+	CHECK(lib.build_id && strcmp(lib.build_id, build_id) != 0);
+
+	/* Still resolves once the process is gone: cached addresses and new ones alike. */
+	stop_target(&t);
+	CHECK_EQ_U64(symbolizer__add_process(s, pid), -ESRCH);
+	again = resolve(s, pid, target_addr(&t, "fixture_alpha"), false);
+	CHECK(again.mapping_key == alpha.mapping_key);
+	CHECK(again.function == alpha.function);
+	again = resolve(s, pid, target_addr(&t, "fixture_alpha") + 5, true);
+	CHECK_STR(again.function, "fixture_alpha");
+	again = resolve(s, pid, target_addr(&t, "fixture_lib_function") + 2, false);
+	CHECK_STR(again.function, "fixture_lib_function");
+	check_target_functions(s, &t, exe);
+	symbolizer__free(s);
+}
+
+static void test_symbolizer_pie(void)
+{
+	check_symbolizer_on("target_pie");
+}
+
+static void test_symbolizer_non_pie(void)
+{
+	struct elf_file *f = NULL;
+
+	/* Make sure the fixture really is ET_EXEC: function vaddr == runtime address. */
+	CHECK_EQ_U64(elf_file__open(fixture("target_nopie"), &f), 0);
+	CHECK(f && !elf_file__is_shared_object(f));
+	elf_file__free(f);
+	check_symbolizer_on("target_nopie");
+}
+
+static void test_symbolizer_stripped(void)
+{
+	const char *roots[] = {NULL, NULL};
+	char debug_root[PATH_MAX];
+
+	snprintf(debug_root, sizeof(debug_root), "%s", fixture("debug"));
+	roots[0] = debug_root;
+	CHECK_EQ_U64(elf_file__set_debug_roots(roots), 0);
+	check_symbolizer_on("target_debuglink");
+	check_symbolizer_on("target_buildid");
+	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
+}
+
+/* Two processes of one executable share its parsed file but not their mapping keys. */
+static void test_symbolizer_shares_files(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame a, b;
+	struct target t1, t2;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture("target_pie"), false, &t1));
+	CHECK(start_target(fixture("target_pie"), false, &t2));
+	CHECK(read_target_addresses(&t1));
+	CHECK(read_target_addresses(&t2));
+	if (s && t1.count && t2.count) {
+		CHECK_EQ_U64(symbolizer__add_process(s, t1.pid), 0);
+		CHECK_EQ_U64(symbolizer__add_process(s, t2.pid), 0);
+		a = resolve(s, t1.pid, target_addr(&t1, "fixture_lib_function"), false);
+		b = resolve(s, t2.pid, target_addr(&t2, "fixture_lib_function"), false);
+		CHECK(a.build_id != NULL && a.build_id == b.build_id);
+		CHECK(a.function != NULL && a.function == b.function);
+		CHECK(a.mapping_key != b.mapping_key);
+		a = resolve(s, t1.pid, target_addr(&t1, "fixture_alpha"), false);
+		b = resolve(s, t2.pid, target_addr(&t2, "fixture_alpha"), false);
+		CHECK(a.build_id != NULL && a.build_id == b.build_id);
+		CHECK(a.mapping_key != b.mapping_key);
+	}
+	stop_target(&t1);
+	stop_target(&t2);
+	symbolizer__free(s);
+}
+
+/* A snapshot taken before the process loaded its code (here: before exec) is re-read when
+ * an address falls outside it, as after a dlopen(). */
+static void test_symbolizer_rereads_maps_on_miss(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture("target_pie"), true, &t));
+	if (s && t.pid > 0) {
+		CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+		CHECK(read_target_addresses(&t));
+		frame = resolve(s, t.pid, target_addr(&t, "fixture_lib_function"), false);
+		CHECK_STR(frame.function, "fixture_lib_function");
+		frame = resolve(s, t.pid, target_addr(&t, "fixture_alpha"), false);
+		CHECK_STR(frame.function, "fixture_alpha");
+	}
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
+/* The executable was deleted (upgraded) after it started: maps says "(deleted)" and only
+ * /proc/PID/map_files/ still leads to it, which takes CAP_SYS_ADMIN. */
+static void test_symbolizer_deleted_executable(void)
+{
+	char dir[] = "/tmp/allocscope-sym-XXXXXX";
+	char exe[PATH_MAX], lib[PATH_MAX], cmd[3 * PATH_MAX];
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct target t = {.pid = -1, .gate_fd = -1};
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "  skipped: needs root for /proc/PID/map_files\n");
+		symbolizer__free(s);
+		return;
+	}
+	CHECK(s != NULL);
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(exe, sizeof(exe), "%s/target_pie", dir);
+	snprintf(lib, sizeof(lib), "%s/libfixture.so", dir);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' '%s'", fixture("target_pie"),
+		 fixture("libfixture.so"), dir);
+	CHECK(system(cmd) == 0);
+	CHECK(start_target(exe, false, &t));
+	CHECK(read_target_addresses(&t));
+	CHECK(unlink(exe) == 0);
+	CHECK(unlink(lib) == 0);
+	CHECK(rmdir(dir) == 0);
+	if (s && t.count) {
+		CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+		frame = resolve(s, t.pid, target_addr(&t, "fixture_alpha"), false);
+		CHECK_STR(frame.function, "fixture_alpha");
+		CHECK(ends_with(frame.map_path, "/target_pie"));
+		frame = resolve(s, t.pid, target_addr(&t, "fixture_lib_function"), false);
+		CHECK_STR(frame.function, "fixture_lib_function");
+	}
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
+static void test_symbolizer_bad_input(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct proc_maps *maps = NULL;
+	struct target t;
+	pid_t gone;
+
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	/* A pid that existed and was reaped. */
+	CHECK(start_target(fixture("target_pie"), false, &t));
+	CHECK(read_target_addresses(&t));
+	gone = t.pid;
+	stop_target(&t);
+	CHECK_EQ_U64(symbolizer__add_process(s, gone), -ESRCH);
+	CHECK_EQ_U64(symbolizer__resolve(s, gone, 0x1000, false, &frame), -ESRCH);
+	CHECK_EQ_U64(proc_maps__read(gone, &maps), -ESRCH);
+	CHECK(maps == NULL);
+	/* Beyond any pid_max. */
+	CHECK_EQ_U64(symbolizer__add_process(s, 0x7ffffff0), -ESRCH);
+	CHECK_EQ_U64(symbolizer__add_process(s, 0), -EINVAL);
+
+	/* An address no mapping holds, in a live process (this one). */
+	CHECK_EQ_U64(symbolizer__resolve(s, getpid(), 0x10, false, &frame), 0);
+	CHECK(frame.mapping_key == NULL && frame.function == NULL && frame.map_path == NULL);
+	symbolizer__free(s);
+	symbolizer__free(NULL);
+}
+
+int main(void)
+{
+	RUN(test_proc_maps_parse);
+	RUN(test_proc_maps_self);
+	RUN(test_symbolizer_pie);
+	RUN(test_symbolizer_non_pie);
+	RUN(test_symbolizer_stripped);
+	RUN(test_symbolizer_shares_files);
+	RUN(test_symbolizer_rereads_maps_on_miss);
+	RUN(test_symbolizer_deleted_executable);
+	RUN(test_symbolizer_bad_input);
+	return unit_summary("symbolizer");
+}
