@@ -42,7 +42,8 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKLOAD_SRCS := $(sort $(wildcard tests/workloads/*.c))
-WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%)
+WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
+		 $(BUILD)/workloads/alloc_sites_static
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
@@ -84,6 +85,12 @@ $(BUILD)/workloads/%: tests/workloads/%.c | $(DEPS_OK)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) $< -o $@ -lpthread
 
+# The same sites linked statically: glibc's allocator inside the executable.
+$(BUILD)/workloads/alloc_sites_static: tests/workloads/alloc_sites.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -static $< -o $@ -lpthread
+
 -include tests/unit/fixtures.mk
 
 # The benchmark's floor: an empty uprobe program and its loader.
@@ -113,7 +120,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe
 	$(Q)python3 tests/bench/overhead.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
-	$(Q)scripts/demo
+	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo
 
 install: $(BUILD)/allocscope
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope

@@ -118,7 +118,7 @@ int main(int argc, char **argv)
 			if (units_parse_size(optarg, &value) != 0 || value == 0 ||
 			    value > SAMPLING_MAX_RATE)
 				return usage_error("invalid sample rate '%s': expected a size from "
-						   "1 byte to 1TiB, e.g. 64KiB or 1MiB",
+						   "1 byte to 4GiB, e.g. 64KiB or 1MiB",
 						   optarg);
 			opts.sample_rate = value;
 			break;

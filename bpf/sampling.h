@@ -3,23 +3,28 @@
  *
  * Every allocated byte is sampled with probability 1/R, so the gap to the next sampled byte is
  * exponential with mean R: interval = R * -ln(U), U uniform in (0, 1). BPF has neither floating
- * point nor a count-leading-zeros instruction, so -ln(U) is built from integers: for a 32-bit
- * random x, -ln(x / 2^32) = ln2 * (32 - log2 x), and log2 x = msb(x) + log2(1.f) where the
- * fraction's top bits index a table of log2(1 + (i + 0.5) / 2^FRAC_BITS) in 16.16 fixed point.
- * The agent fills that table (sampling_fill_log2_table) into the program's read-only data
- * before load. */
+ * point nor a count-leading-zeros instruction, so -ln(U) is built from integers, and it must be
+ * right at both ends: the tail (long gaps) and near zero, because after a sampled allocation
+ * a fresh interval decides alone whether the next, small allocation is sampled (p = 1 -
+ * exp(-s/R) for s << R depends on the density of tiny intervals).
+ *   - U >= 15/16 (intervals under 0.065 R): -ln(1 - v) = v + v^2/2 + v^3/3 (+ < v^4/4), with
+ *     v = 1 - U in 32.32 fixed point: relative error below 1e-5.
+ *   - otherwise: -ln(U) = ln2 * (32 - log2 x) for the 32-bit random x; log2 x is the index of
+ *     the most significant bit plus log2 of the mantissa, interpolated linearly in a 257-entry
+ *     table of log2(1 + i/256) in 16.16 fixed point that the agent fills
+ *     (sampling_fill_log2_table) into the program's read-only data before load. */
 #ifndef ALLOCSCOPE_SAMPLING_H
 #define ALLOCSCOPE_SAMPLING_H
 
 #include <linux/types.h>
 
 #define SAMPLING_FRAC_BITS 8
-#define SAMPLING_TABLE_SIZE (1u << SAMPLING_FRAC_BITS)
+#define SAMPLING_TABLE_SIZE ((1u << SAMPLING_FRAC_BITS) + 1)
 #define SAMPLING_ONE_Q16 65536u
 #define SAMPLING_LN2_Q16 45426u /* ln(2) * 2^16, rounded */
 
-/* Largest mean interval accepted: keeps mean * (32 << 16) within 64 bits. */
-#define SAMPLING_MAX_RATE (1ull << 40)
+/* Largest mean interval accepted (4 GiB): keeps every product below within 64 bits. */
+#define SAMPLING_MAX_RATE (1ull << 32)
 
 /* Index of the most significant set bit of a nonzero 32-bit value, without a clz instruction. */
 static inline __u32 sampling_msb32(__u32 x)
@@ -47,31 +52,48 @@ static inline __u32 sampling_msb32(__u32 x)
 	return msb;
 }
 
-/* Next sampling interval in bytes, at least 1. random: a uniform 32-bit value (0 is read as
- * 1, a 2^-32 bias); mean: R, at most SAMPLING_MAX_RATE; log2_frac_q16: the filled table. */
+/* Next sampling interval in bytes, at least 1. random: a uniform 32-bit value, read as
+ * U = random / 2^32 (0 is read as 1); mean: R, at most SAMPLING_MAX_RATE; log2_q16: the
+ * filled table of SAMPLING_TABLE_SIZE entries. */
 static inline __u64 sampling_next_interval(__u32 random, __u64 mean,
-					   const volatile __u32 *log2_frac_q16)
+					   const volatile __u32 *log2_q16)
 {
 	__u32 x = random ? random : 1;
-	__u32 msb = sampling_msb32(x);
-	/* The bits right below the msb pick the table entry for log2 of the mantissa. */
-	__u32 frac_index = (__u32)(((__u64)x << (31 - msb)) >> (31 - SAMPLING_FRAC_BITS)) &
-			   (SAMPLING_TABLE_SIZE - 1);
-	__u64 neg_log2_q16 = ((__u64)32 << 16) - ((__u64)msb << 16) - log2_frac_q16[frac_index];
-	/* mean * -ln(U) = mean * ln2 * -log2(U), in two steps so nothing overflows 64 bits. */
-	__u64 interval = ((mean * neg_log2_q16) >> 16) * SAMPLING_LN2_Q16 >> 16;
+	__u64 interval;
 
+	if (x >= 0xf0000000u) {
+		/* v = 1 - U < 1/16, as a 32.32 fraction; the series needs no table. */
+		__u64 v = (1ull << 32) - x;
+		__u64 v2 = (v * v) >> 32;
+		__u64 v3 = (v2 * v) >> 32;
+		__u64 neg_ln_q32 = v + v2 / 2 + v3 / 3;
+
+		interval = (mean * neg_ln_q32) >> 32;
+	} else {
+		__u32 msb = sampling_msb32(x);
+		/* The 31 bits below the msb, left-aligned: 8 pick the entry, the next 16
+		 * interpolate towards the following one. */
+		__u32 mantissa = (__u32)(((__u64)x << (31 - msb)) & 0x7fffffffu);
+		__u32 index = (mantissa >> (31 - SAMPLING_FRAC_BITS)) & ((1u << SAMPLING_FRAC_BITS) - 1);
+		__u32 weight = (mantissa >> (31 - SAMPLING_FRAC_BITS - 16)) & 0xffffu;
+		__u32 low = log2_q16[index], high = log2_q16[index + 1];
+		__u64 log2_mantissa = low + (((__u64)(high - low) * weight) >> 16);
+		__u64 neg_log2_q16 = ((__u64)32 << 16) - ((__u64)msb << 16) - log2_mantissa;
+
+		/* mean * -ln(U) = mean * ln2 * -log2(U), in two steps within 64 bits. */
+		interval = ((mean * neg_log2_q16) >> 16) * SAMPLING_LN2_Q16 >> 16;
+	}
 	return interval ? interval : 1;
 }
 
 #ifndef __bpf__
 #include <math.h>
 
-/* Fill table[SAMPLING_TABLE_SIZE] with log2 of each mantissa bucket's midpoint, 16.16 fixed. */
+/* Fill table[SAMPLING_TABLE_SIZE] with log2(1 + i/256) in 16.16 fixed point. */
 static inline void sampling_fill_log2_table(__u32 *table)
 {
 	for (__u32 i = 0; i < SAMPLING_TABLE_SIZE; i++)
-		table[i] = (__u32)lround(log2(1.0 + (i + 0.5) / SAMPLING_TABLE_SIZE) *
+		table[i] = (__u32)lround(log2(1.0 + (double)i / (1u << SAMPLING_FRAC_BITS)) *
 					 SAMPLING_ONE_Q16);
 }
 

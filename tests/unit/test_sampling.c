@@ -37,12 +37,45 @@ static void test_known_points(void)
 	__u64 quarter = sampling_next_interval(0x40000000u, rate, log2_table);
 	__u64 near_one = sampling_next_interval(0xffffffffu, rate, log2_table);
 
-	/* Table entries are bucket midpoints: allow the bucket's half-width in log2 units. */
-	CHECK(fabs((double)half - M_LN2 * rate) < rate * 0.004);
-	CHECK(fabs((double)quarter - 2 * M_LN2 * rate) < rate * 0.004);
+	CHECK(fabs((double)half - M_LN2 * rate) < rate * 0.0005);
+	CHECK(fabs((double)quarter - 2 * M_LN2 * rate) < rate * 0.0005);
 	CHECK(near_one < rate / 100);
 	CHECK(sampling_next_interval(0, rate, log2_table) >= 1);
 	CHECK(sampling_next_interval(0x7fffffffu, 1, log2_table) >= 1);
+}
+
+/* Every part of the input range against the exact -ln(U) * R: the series near U = 1, the
+ * interpolated table elsewhere, the far tail. Relative error under 0.05%, or one byte. */
+static void test_accuracy_over_the_range(void)
+{
+	const __u64 rate = 1ull << 24;
+	double worst = 0;
+	__u32 worst_x = 0;
+
+	for (uint64_t x = 1; x < (1ull << 32); x += 40009) {
+		double exact = -log((double)x / 4294967296.0) * rate;
+		double got = (double)sampling_next_interval((__u32)x, rate, log2_table);
+		double err = fabs(got - exact) / (exact > 1 ? exact : 1);
+
+		if (fabs(got - exact) > 1.0 && err > worst) {
+			worst = err;
+			worst_x = (__u32)x;
+		}
+	}
+	/* The top of the range, where intervals are tiny, in small steps. */
+	for (uint64_t x = 0xfff00000ull; x < (1ull << 32); x += 97) {
+		double exact = -log((double)x / 4294967296.0) * rate;
+		double got = (double)sampling_next_interval((__u32)x, rate, log2_table);
+		double err = fabs(got - exact) / (exact > 1 ? exact : 1);
+
+		if (fabs(got - exact) > 1.0 && err > worst) {
+			worst = err;
+			worst_x = (__u32)x;
+		}
+	}
+	if (worst > 0.0005)
+		fprintf(stderr, "  worst relative error %.6f at x = 0x%08x\n", worst, worst_x);
+	CHECK(worst <= 0.0005);
 }
 
 /* Mean, and the tail P(X > kR) = e^-k, over many draws. */
@@ -50,21 +83,21 @@ static void test_distribution(void)
 {
 	const int draws = 4000000;
 	const __u64 rate = 512 * 1024;
-	const double tail_points[] = {0.1, 1, 2, 5, 10};
-	long tail_counts[5] = {0};
+	const double tail_points[] = { 0.001, 0.01, 0.1, 1, 2, 5, 10 };
+	long tail_counts[7] = { 0 };
 	double sum = 0;
 
 	for (int i = 0; i < draws; i++) {
 		__u64 x = sampling_next_interval(next_random(), rate, log2_table);
 
 		sum += (double)x;
-		for (int k = 0; k < 5; k++)
+		for (int k = 0; k < 7; k++)
 			tail_counts[k] += x > tail_points[k] * rate;
 	}
 	double mean = sum / draws;
 	/* The sample mean's standard error is rate / sqrt(draws) = 0.05%: allow 6 of them. */
 	CHECK(fabs(mean / rate - 1) < 6.0 / sqrt(draws));
-	for (int k = 0; k < 5; k++) {
+	for (int k = 0; k < 7; k++) {
 		double expected = exp(-tail_points[k]);
 		double observed = (double)tail_counts[k] / draws;
 		double sigma = sqrt(expected * (1 - expected) / draws);
@@ -123,6 +156,31 @@ static void test_unbiased_estimates(void)
 	}
 }
 
+/* A large allocation (always sampled, so the countdown restarts after it) followed by a small
+ * one: the small one is sampled only when the fresh interval is shorter than it, so this
+ * checks the density of tiny intervals, which a uniform stream never exercises. */
+static void test_small_after_large(void)
+{
+	const __u64 rate = 16384, small = 16, large = 1 << 20;
+	const long pairs = 2000000;
+	double p = sampling_probability(small, rate);
+	long sampled = 0;
+
+	for (long i = 0; i < pairs; i++) {
+		__u64 left = sampling_next_interval(next_random(), rate, log2_table);
+
+		(void)large; /* the large allocation was sampled: left is a fresh interval */
+		if (left <= small)
+			sampled++;
+	}
+	double expected = pairs * p, sigma = sqrt(pairs * p * (1 - p));
+
+	if (fabs(sampled - expected) > 6 * sigma)
+		fprintf(stderr, "  small after large: %ld sampled, expected %.0f +- %.0f\n",
+			sampled, expected, sigma);
+	CHECK(fabs(sampled - expected) <= 6 * sigma);
+}
+
 static void test_probability(void)
 {
 	CHECK(fabs(sampling_probability(512 * 1024, 512 * 1024) - (1 - exp(-1))) < 1e-12);
@@ -135,7 +193,9 @@ int main(void)
 	sampling_fill_log2_table(log2_table);
 	RUN(test_msb);
 	RUN(test_known_points);
+	RUN(test_accuracy_over_the_range);
 	RUN(test_distribution);
+	RUN(test_small_after_large);
 	RUN(test_unbiased_estimates);
 	RUN(test_probability);
 	return unit_summary("sampling");

@@ -61,17 +61,17 @@ __attribute__((noinline)) void site_malloc_large(long n)
 	manifest(__func__, 1 << 20, n);
 }
 
-/* malloc(16) then a realloc that grows it: both are this site's allocations. */
+/* malloc(1024) then a realloc that grows it: both are this site's allocations. */
 __attribute__((noinline)) void site_realloc(long n)
 {
 	for (long i = 0; i < n; i++) {
-		void *p = malloc(16);
+		void *p = malloc(1024);
 		touch(p);
 		p = realloc(p, 65536);
 		touch(p);
 		free(p);
 	}
-	manifest(__func__, 16, n);
+	manifest(__func__, 1024, n);
 	manifest(__func__, 65536, n);
 }
 
