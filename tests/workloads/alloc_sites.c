@@ -79,7 +79,9 @@ __attribute__((noinline)) void site_realloc(long n)
 __attribute__((noinline)) void site_realloc_null(long n)
 {
 	for (long i = 0; i < n; i++) {
-		void *p = realloc(NULL, 2048);
+		/* volatile: gcc would otherwise rewrite realloc(NULL, n) into malloc(n). */
+		void *volatile no_block = NULL;
+		void *p = realloc(no_block, 2048);
 		touch(p);
 		free(p);
 	}
