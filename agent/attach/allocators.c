@@ -6,14 +6,16 @@
  * entry, so nothing is counted twice. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "allocators.h"
 #include "log.h"
 #include "symbolize/elf_file.h"
 
-/* Enough to decode past a prologue and to check branches in a typical allocator entry. */
-#define ENTRY_CODE_BYTES 4096
+/* Placement decodes the whole function to find branches into its prologue; a symbol larger
+ * than this is probed at its entry. */
+#define MAX_ENTRY_CODE_BYTES (1u << 20)
 
 static const char *const entry_names[ALLOC_ENTRY__COUNT] = {
 	[ALLOC_ENTRY_MALLOC] = "malloc",
@@ -57,16 +59,17 @@ static struct entry_point *find_by_vaddr(struct entry_point *points, size_t n, u
 static int place_probe(struct elf_file *f, const struct elf_symbol *sym,
 		       struct probe_placement *placement)
 {
-	static uint8_t code[ENTRY_CODE_BYTES];
-	size_t len = sym->size && sym->size < sizeof(code) ? sym->size : sizeof(code);
+	size_t len = sym->size && sym->size <= MAX_ENTRY_CODE_BYTES ? sym->size : 64;
+	uint8_t *code = malloc(len);
 	int ret;
 
-	/* A short function near the end of its segment: retry with what is there. */
-	while ((ret = elf_file__read_vaddr(f, sym->vaddr, code, len)) != 0 && len > 16)
-		len /= 2;
-	if (ret)
-		return ret;
-	return probe_placement_choose(code, len, sym->size, placement);
+	if (!code)
+		return -ENOMEM;
+	ret = elf_file__read_vaddr(f, sym->vaddr, code, len);
+	if (ret == 0)
+		ret = probe_placement_choose(code, len, sym->size, placement);
+	free(code);
+	return ret;
 }
 
 int allocators__find_glibc(struct elf_file *f, struct entry_point *out, size_t max,

@@ -16,13 +16,13 @@
 #include "attach/x86_decode.h"
 
 /* What the BPF program reads at the probe (arguments) and what its stack walk starts from. */
-#define PROBE_READ_REGS                                                                     \
-	(X86_REG_BIT(X86_RDI) | X86_REG_BIT(X86_RSI) | X86_REG_BIT(X86_RDX) |               \
-	 X86_REG_BIT(X86_RCX) | X86_REG_BIT(X86_R8) | X86_REG_BIT(X86_R9) |                 \
-	 X86_REG_BIT(X86_RSP) | X86_REG_BIT(X86_RBP))
+#define PROBE_READ_REGS                                                                            \
+	(X86_REG_BIT(X86_RDI) | X86_REG_BIT(X86_RSI) | X86_REG_BIT(X86_RDX) |                      \
+	 X86_REG_BIT(X86_RCX) | X86_REG_BIT(X86_R8) | X86_REG_BIT(X86_R9) | X86_REG_BIT(X86_RSP) | \
+	 X86_REG_BIT(X86_RBP))
 
 static void set_reason(struct probe_placement *out, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void set_reason(struct probe_placement *out, const char *fmt, ...)
 {
@@ -36,11 +36,12 @@ static void set_reason(struct probe_placement *out, const char *fmt, ...)
 static void explain_decode_error(struct probe_placement *out, int err, const uint8_t *code,
 				 size_t pos, size_t limit, const char *while_doing)
 {
-	char bytes[3 * 4 + 1] = "";
-	size_t shown = limit - pos < 4 ? limit - pos : 4;
+	char bytes[3 * 4] = "";
+	size_t shown = limit - pos < 4 ? limit - pos : 4, used = 0;
 
 	for (size_t i = 0; i < shown; i++)
-		snprintf(bytes + 3 * i, sizeof(bytes) - 3 * i, "%s%02x", i ? " " : "", code[pos + i]);
+		used += (size_t)snprintf(bytes + used, sizeof(bytes) - used, "%s%02x", i ? " " : "",
+					 code[pos + i]);
 	if (err == -ENODATA)
 		set_reason(out, "the instruction at +%zu is cut off after %zu bytes (%s)%s", pos,
 			   limit - pos, bytes, while_doing);
@@ -77,7 +78,8 @@ static const char *blocker(const struct x86_insn *insn, char *buf, size_t size)
 	if (blocking) {
 		for (unsigned int reg = 0; reg < 16; reg++) {
 			if (blocking & X86_REG_BIT(reg)) {
-				snprintf(buf, size, "writes %%%s before the first emulated instruction",
+				snprintf(buf, size,
+					 "writes %%%s before the first emulated instruction",
 					 x86_reg_name(reg));
 				return buf;
 			}
@@ -88,8 +90,9 @@ static const char *blocker(const struct x86_insn *insn, char *buf, size_t size)
 
 /* Walks from +0 to the first emulated instruction; false (reason set) when one is not
  * reachable without skipping something that matters. */
-static bool find_emulated_site(const uint8_t *code, size_t limit, struct probe_placement *out,
-			       size_t *site, struct x86_insn *site_insn, unsigned int *skipped)
+static bool find_emulated_site(const uint8_t *code, size_t limit, size_t func_size,
+			       struct probe_placement *out, size_t *site,
+			       struct x86_insn *site_insn, unsigned int *skipped)
 {
 	struct x86_insn insn;
 	char desc[48], why_buf[80];
@@ -98,6 +101,11 @@ static bool find_emulated_site(const uint8_t *code, size_t limit, struct probe_p
 	int err;
 
 	for (unsigned int count = 0;; count++) {
+		if (pos == limit) {
+			set_reason(out, "no emulated instruction before +%zu, the end of the %s",
+				   pos, limit == func_size ? "function" : "bytes read");
+			return false;
+		}
 		err = x86_decode(code + pos, limit - pos, &insn);
 		if (err) {
 			explain_decode_error(out, err, code, pos, limit,
@@ -118,8 +126,9 @@ static bool find_emulated_site(const uint8_t *code, size_t limit, struct probe_p
 		}
 		if (count + 1 > PROBE_PLACEMENT_MAX_SKIP_INSNS ||
 		    pos + insn.length > PROBE_PLACEMENT_MAX_SKIP_BYTES) {
-			set_reason(out, "no emulated instruction within the first %u instructions "
-					"or %u bytes",
+			set_reason(out,
+				   "no emulated instruction within the first %u instructions "
+				   "or %u bytes",
 				   PROBE_PLACEMENT_MAX_SKIP_INSNS, PROBE_PLACEMENT_MAX_SKIP_BYTES);
 			return false;
 		}
@@ -130,8 +139,7 @@ static bool find_emulated_site(const uint8_t *code, size_t limit, struct probe_p
 /* True when no relative branch of the function lands in (0, site]: landing there would run
  * the probe twice (once from the entry, once from the branch) or skip it. */
 static bool no_branch_into_prologue(const uint8_t *code, size_t code_len, size_t func_size,
-				    size_t site, const char *site_desc,
-				    struct probe_placement *out)
+				    size_t site, const char *site_desc, struct probe_placement *out)
 {
 	struct x86_insn insn;
 	char desc[48];
@@ -139,13 +147,17 @@ static bool no_branch_into_prologue(const uint8_t *code, size_t code_len, size_t
 	int err;
 
 	if (func_size == 0) {
-		set_reason(out, "function size unknown: cannot rule out branches to %s at +%zu "
-				"or the bytes before it", site_desc, site);
+		set_reason(out,
+			   "function size unknown: cannot rule out branches to %s at +%zu "
+			   "or the bytes before it",
+			   site_desc, site);
 		return false;
 	}
 	if (code_len < func_size) {
-		set_reason(out, "only %zu of the function's %zu bytes were read: cannot rule out "
-				"branches to %s at +%zu", code_len, func_size, site_desc, site);
+		set_reason(out,
+			   "only %zu of the function's %zu bytes were read: cannot rule out "
+			   "branches to %s at +%zu",
+			   code_len, func_size, site_desc, site);
 		return false;
 	}
 	while (pos < func_size) {
@@ -160,8 +172,9 @@ static bool no_branch_into_prologue(const uint8_t *code, size_t code_len, size_t
 
 			if (target > 0 && target <= (int64_t)site) {
 				x86_insn_describe(&insn, desc, sizeof(desc));
-				set_reason(out, "%s at +%zu branches to +%" PRId64 ", inside the "
-						"prologue skipped to reach %s at +%zu",
+				set_reason(out,
+					   "%s at +%zu branches to +%" PRId64 ", inside the "
+					   "prologue skipped to reach %s at +%zu",
 					   desc, pos, target, site_desc, site);
 				return false;
 			}
@@ -201,12 +214,14 @@ int probe_placement_choose(const uint8_t *code, size_t code_len, size_t func_siz
 	if (first.emulated) {
 		out->emulated = true;
 		if (first.emulation_unsafe)
-			set_reason(out, "the kernel emulates %s at +0 as a nop: a probe there changes "
-					"what the program does", out->insn_desc);
+			set_reason(out,
+				   "the kernel emulates %s at +0 as a nop: a probe there changes "
+				   "what the program does",
+				   out->insn_desc);
 		return 0;
 	}
 
-	if (!find_emulated_site(code, limit, out, &site, &site_insn, &skipped))
+	if (!find_emulated_site(code, limit, func_size, out, &site, &site_insn, &skipped))
 		goto stay_at_entry;
 	x86_insn_describe(&site_insn, site_desc, sizeof(site_desc));
 	if (!no_branch_into_prologue(code, code_len, func_size, site, site_desc, out))
@@ -220,7 +235,8 @@ int probe_placement_choose(const uint8_t *code, size_t code_len, size_t func_siz
 	return 0;
 
 stay_at_entry:
-	if (first.kernel_refuses) {
+	/* Said once: a refused branch at +0 already explains itself. */
+	if (first.kernel_refuses && !strstr(out->reason, "refuses")) {
 		char why[sizeof(out->reason)];
 
 		snprintf(why, sizeof(why), "%s", out->reason);

@@ -16,11 +16,11 @@
 #define PROBE_PLACEMENT_MAX_SKIP_BYTES 32
 
 struct probe_placement {
-	uint32_t offset;	/* bytes from function entry where the probe goes */
-	bool emulated;		/* the kernel emulates the instruction at offset (cheap probe) */
-	uint8_t skipped_insns;	/* instructions between the entry and offset */
-	char insn_desc[48];	/* the instruction at offset: "push %r12", "jcc rel32", "cmp" */
-	char reason[160];	/* empty when emulated; else why no emulated site was usable */
+	uint32_t offset;       /* bytes from function entry where the probe goes */
+	bool emulated;	       /* the kernel emulates the instruction at offset (cheap probe) */
+	uint8_t skipped_insns; /* instructions between the entry and offset */
+	char insn_desc[48];    /* the instruction at offset: "push %r12", "jcc rel32", "cmp" */
+	char reason[160];      /* empty when emulated; else why no emulated site was usable */
 };
 
 /* code: the function's bytes starting at its entry; code_len: how many bytes are in code (may

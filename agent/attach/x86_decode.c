@@ -1,8 +1,10 @@
 /* x86-64 instruction length decoder with the few semantics probe placement needs.
  *
  * Probe placement walks a function's prologue and scans its whole body for branches, so a
- * single wrong length would make it reason about bytes that are not instructions. Every opcode
- * is therefore listed explicitly: what is not listed is -EILSEQ, never a guess.
+ * single wrong length would make it reason about bytes that are not instructions. Every legacy
+ * and VEX opcode is therefore listed explicitly and what is not listed is -EILSEQ, never a
+ * guess; only EVEX is accepted by format (maps 0f/0f38/0f3a), as its length never depends on
+ * the opcode beyond the map's immediate rule.
  *
  * What "emulated" means mirrors arch/x86/kernel/uprobes.c (branch_setup_xol_ops,
  * push_setup_xol_ops, is_prefix_bad) and was checked by timing uprobes on Linux 6.18: emulated
@@ -17,32 +19,32 @@ enum imm_kind {
 	IMM_NONE,
 	IMM_8,
 	IMM_16,
-	IMM_16_8,	/* enter: imm16 then imm8 */
-	IMM_Z,		/* 16 bits with 0x66, else 32 (REX.W keeps 32, sign-extended) */
-	IMM_V,		/* mov r, imm: 64 bits with REX.W, 16 with 0x66, else 32 */
-	IMM_MOFFS,	/* a0-a3 absolute address: 64 bits, 32 with 0x67 */
+	IMM_16_8,  /* enter: imm16 then imm8 */
+	IMM_Z,	   /* 16 bits with 0x66, else 32 (REX.W keeps 32, sign-extended) */
+	IMM_V,	   /* mov r, imm: 64 bits with REX.W, 16 with 0x66, else 32 */
+	IMM_MOFFS, /* a0-a3 absolute address: 64 bits, 32 with 0x67 */
 	REL_8,
-	REL_Z,		/* rel32; 0x66 makes the length vendor-dependent, so it is refused */
+	REL_Z, /* rel32; 0x66 makes the length vendor-dependent, so it is refused */
 };
 
 /* Which operand an instruction writes, beyond the registers it always writes. */
 enum write_rule {
 	WR_NONE,
-	WR_RM,		/* ModRM.rm when it names a register (mod == 3) */
-	WR_REG,		/* ModRM.reg */
-	WR_RM_REG,	/* both: xchg, xadd */
-	WR_OPREG,	/* the register in the low 3 opcode bits: 50+r style */
-	WR_ALL,		/* not modelled: assume everything */
+	WR_RM,	   /* ModRM.rm when it names a register (mod == 3) */
+	WR_REG,	   /* ModRM.reg */
+	WR_RM_REG, /* both: xchg, xadd */
+	WR_OPREG,  /* the register in the low 3 opcode bits: 50+r style */
+	WR_ALL,	   /* not modelled: assume everything */
 };
 
 struct opcode_info {
 	bool valid;
 	bool modrm;
-	bool byte_operands;	/* 8-bit register operands: without REX, 4-7 mean ah, ch, dh, bh */
-	bool modrm_always_reg;	/* mov to/from cr/dr: the operand is a register whatever mod says */
+	bool byte_operands;    /* 8-bit register operands: without REX, 4-7 mean ah, ch, dh, bh */
+	bool modrm_always_reg; /* mov to/from cr/dr: the operand is a register whatever mod says */
 	enum imm_kind imm;
 	enum write_rule rule;
-	uint16_t fixed_writes;	/* registers written whatever the operands */
+	uint16_t fixed_writes; /* registers written whatever the operands */
 	enum x86_insn_kind kind;
 	const char *mnemonic;
 };
@@ -52,20 +54,20 @@ struct decoder {
 	size_t avail;
 	size_t pos;
 	uint8_t prefix_count;
-	bool opsize;		/* 0x66 */
-	bool addrsize;		/* 0x67 */
-	bool rep;		/* 0xf3 */
-	bool repne;		/* 0xf2 */
-	bool lock;		/* 0xf0 */
-	bool refused_prefix;	/* lock, cs, ds, es, ss: the kernel refuses uprobes on these */
+	bool opsize;	     /* 0x66 */
+	bool addrsize;	     /* 0x67 */
+	bool rep;	     /* 0xf3 */
+	bool repne;	     /* 0xf2 */
+	bool lock;	     /* 0xf0 */
+	bool refused_prefix; /* lock, cs, ds, es, ss: the kernel refuses uprobes on these */
 	uint8_t rex;
 };
 
 #define BIT(reg) X86_REG_BIT(X86_##reg)
 
 static const char *const reg_names[16] = {
-	"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-	"r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15",
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15",
 };
 
 const char *x86_reg_name(unsigned int reg)
@@ -112,8 +114,17 @@ static int skip_bytes(struct decoder *d, unsigned int size)
 static bool is_legacy_prefix(uint8_t byte)
 {
 	switch (byte) {
-	case 0x26: case 0x2e: case 0x36: case 0x3e: case 0x64: case 0x65:
-	case 0x66: case 0x67: case 0xf0: case 0xf2: case 0xf3:
+	case 0x26:
+	case 0x2e:
+	case 0x36:
+	case 0x3e:
+	case 0x64:
+	case 0x65:
+	case 0x66:
+	case 0x67:
+	case 0xf0:
+	case 0xf2:
+	case 0xf3:
 		return true;
 	default:
 		return false;
@@ -140,10 +151,13 @@ static void note_prefix(struct decoder *d, uint8_t byte)
 		d->lock = true;
 		d->refused_prefix = true;
 		break;
-	case 0x26: case 0x2e: case 0x36: case 0x3e:
+	case 0x26:
+	case 0x2e:
+	case 0x36:
+	case 0x3e:
 		d->refused_prefix = true;
 		break;
-	default:	/* fs, gs */
+	default: /* fs, gs */
 		break;
 	}
 }
@@ -165,35 +179,32 @@ static bool in_ranges(const struct op_range *ranges, size_t count, uint8_t op)
 /* Defined opcodes of the three-byte maps without VEX (SSSE3, SSE4, AES, SHA, CRC32, MOVBE,
  * ADX, MOVDIR, INVPCID, Key Locker...). Every one has a ModRM byte; 0f3a adds an imm8. */
 static const struct op_range legacy_0f38_ops[] = {
-	{ 0x00, 0x0b }, { 0x10, 0x10 }, { 0x14, 0x15 }, { 0x17, 0x17 }, { 0x1c, 0x1e },
-	{ 0x20, 0x25 }, { 0x28, 0x2b }, { 0x30, 0x35 }, { 0x37, 0x41 }, { 0x80, 0x82 },
-	{ 0xc8, 0xcd }, { 0xcf, 0xcf }, { 0xd8, 0xdf }, { 0xf0, 0xf1 }, { 0xf5, 0xf6 },
-	{ 0xf8, 0xfc },
+    {0x00, 0x0b}, {0x10, 0x10}, {0x14, 0x15}, {0x17, 0x17}, {0x1c, 0x1e}, {0x20, 0x25},
+    {0x28, 0x2b}, {0x30, 0x35}, {0x37, 0x41}, {0x80, 0x82}, {0xc8, 0xcd}, {0xcf, 0xcf},
+    {0xd8, 0xdf}, {0xf0, 0xf1}, {0xf5, 0xf6}, {0xf8, 0xfc},
 };
 static const struct op_range legacy_0f3a_ops[] = {
-	{ 0x08, 0x0f }, { 0x14, 0x17 }, { 0x20, 0x22 }, { 0x40, 0x42 }, { 0x44, 0x44 },
-	{ 0x60, 0x63 }, { 0xcc, 0xcc }, { 0xce, 0xcf }, { 0xdf, 0xdf },
+    {0x08, 0x0f}, {0x14, 0x17}, {0x20, 0x22}, {0x40, 0x42}, {0x44, 0x44},
+    {0x60, 0x63}, {0xcc, 0xcc}, {0xce, 0xcf}, {0xdf, 0xdf},
 };
 
 /* Defined VEX opcodes per map (AVX, AVX2, FMA, F16C, BMI1/2, AVX-VNNI, AMX, mask ops...). */
 static const struct op_range vex_0f_ops[] = {
-	{ 0x10, 0x17 }, { 0x28, 0x2f }, { 0x41, 0x42 }, { 0x44, 0x47 }, { 0x4a, 0x4b },
-	{ 0x50, 0x77 }, { 0x7c, 0x7f }, { 0x90, 0x93 }, { 0x98, 0x99 }, { 0xae, 0xae },
-	{ 0xc2, 0xc6 }, { 0xd0, 0xfe },
+    {0x10, 0x17}, {0x28, 0x2f}, {0x41, 0x42}, {0x44, 0x47}, {0x4a, 0x4b}, {0x50, 0x77},
+    {0x7c, 0x7f}, {0x90, 0x93}, {0x98, 0x99}, {0xae, 0xae}, {0xc2, 0xc6}, {0xd0, 0xfe},
 };
 static const struct op_range vex_0f38_ops[] = {
-	{ 0x00, 0x0f }, { 0x13, 0x13 }, { 0x16, 0x1a }, { 0x1c, 0x1e }, { 0x20, 0x25 },
-	{ 0x28, 0x41 }, { 0x45, 0x47 }, { 0x49, 0x49 }, { 0x4b, 0x4b }, { 0x50, 0x53 },
-	{ 0x58, 0x5a }, { 0x5c, 0x5c }, { 0x5e, 0x5e }, { 0x72, 0x72 }, { 0x78, 0x79 },
-	{ 0x8c, 0x8c }, { 0x8e, 0x8e }, { 0x90, 0x93 }, { 0x96, 0x9f }, { 0xa6, 0xaf },
-	{ 0xb0, 0xb1 }, { 0xb4, 0xbf }, { 0xcb, 0xcd }, { 0xcf, 0xcf }, { 0xd2, 0xd3 },
-	{ 0xda, 0xdf }, { 0xe0, 0xef }, { 0xf2, 0xf3 }, { 0xf5, 0xf7 },
+    {0x00, 0x0f}, {0x13, 0x13}, {0x16, 0x1a}, {0x1c, 0x1e}, {0x20, 0x25}, {0x28, 0x41},
+    {0x45, 0x47}, {0x49, 0x49}, {0x4b, 0x4b}, {0x50, 0x53}, {0x58, 0x5a}, {0x5c, 0x5c},
+    {0x5e, 0x5e}, {0x72, 0x72}, {0x78, 0x79}, {0x8c, 0x8c}, {0x8e, 0x8e}, {0x90, 0x93},
+    {0x96, 0x9f}, {0xa6, 0xaf}, {0xb0, 0xb1}, {0xb4, 0xbf}, {0xcb, 0xcd}, {0xcf, 0xcf},
+    {0xd2, 0xd3}, {0xda, 0xdf}, {0xe0, 0xef}, {0xf2, 0xf3}, {0xf5, 0xf7},
 };
 static const struct op_range vex_0f3a_ops[] = {
-	{ 0x00, 0x02 }, { 0x04, 0x06 }, { 0x08, 0x0f }, { 0x14, 0x19 }, { 0x1d, 0x1d },
-	{ 0x20, 0x22 }, { 0x30, 0x33 }, { 0x38, 0x39 }, { 0x40, 0x42 }, { 0x44, 0x44 },
-	{ 0x46, 0x46 }, { 0x48, 0x4c }, { 0x5c, 0x5f }, { 0x60, 0x63 }, { 0x68, 0x6f },
-	{ 0x78, 0x7f }, { 0xce, 0xcf }, { 0xde, 0xdf }, { 0xf0, 0xf0 },
+    {0x00, 0x02}, {0x04, 0x06}, {0x08, 0x0f}, {0x14, 0x19}, {0x1d, 0x1d},
+    {0x20, 0x22}, {0x30, 0x33}, {0x38, 0x39}, {0x40, 0x42}, {0x44, 0x44},
+    {0x46, 0x46}, {0x48, 0x4c}, {0x5c, 0x5f}, {0x60, 0x63}, {0x68, 0x6f},
+    {0x78, 0x7f}, {0xce, 0xcf}, {0xde, 0xdf}, {0xf0, 0xf0},
 };
 
 /* In map 0f (VEX, EVEX and legacy alike) these take an imm8 after the ModRM operand. */
@@ -202,15 +213,20 @@ static bool map_0f_has_imm8(uint8_t op)
 	return (op >= 0x70 && op <= 0x73) || (op >= 0xc2 && op <= 0xc6 && op != 0xc3);
 }
 
-static const char *const arith_names[8] = { "add", "or", "adc", "sbb", "and", "sub", "xor", "cmp" };
-static const char *const shift_names[8] = { "rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar" };
-static const char *const grp3_names[8] = { "test", "test", "not", "neg", "mul", "imul", "div", "idiv" };
+static const char *const arith_names[8] = {"add", "or", "adc", "sbb", "and", "sub", "xor", "cmp"};
+static const char *const shift_names[8] = {"rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar"};
+static const char *const grp3_names[8] = {"test", "test", "not", "neg",
+					  "mul",  "imul", "div", "idiv"};
 
 static struct opcode_info op_info(bool modrm, enum imm_kind imm, enum write_rule rule,
 				  uint16_t fixed, const char *mnemonic)
 {
-	return (struct opcode_info){ .valid = true, .modrm = modrm, .imm = imm, .rule = rule,
-				     .fixed_writes = fixed, .mnemonic = mnemonic };
+	return (struct opcode_info){.valid = true,
+				    .modrm = modrm,
+				    .imm = imm,
+				    .rule = rule,
+				    .fixed_writes = fixed,
+				    .mnemonic = mnemonic};
 }
 
 static struct opcode_info flow_info(enum x86_insn_kind kind, enum imm_kind imm, uint16_t fixed,
@@ -225,7 +241,7 @@ static struct opcode_info flow_info(enum x86_insn_kind kind, enum imm_kind imm, 
 /* The one-byte map, before ModRM is known. Prefixes, REX, 0f, VEX and EVEX never get here. */
 static struct opcode_info one_byte_info(uint8_t op)
 {
-	struct opcode_info info = { 0 };
+	struct opcode_info info = {0};
 
 	if (op < 0x40) {
 		const char *name = arith_names[op >> 3];
@@ -246,7 +262,7 @@ static struct opcode_info one_byte_info(uint8_t op)
 			return op_info(false, IMM_8, WR_NONE, is_cmp ? 0 : BIT(RAX), name);
 		case 5:
 			return op_info(false, IMM_Z, WR_NONE, is_cmp ? 0 : BIT(RAX), name);
-		default:	/* push/pop of segments, daa, das, aaa, aas: invalid in 64-bit mode */
+		default: /* push/pop of segments, daa, das, aaa, aas: invalid in 64-bit mode */
 			return info;
 		}
 	}
@@ -268,7 +284,7 @@ static struct opcode_info one_byte_info(uint8_t op)
 	}
 	if (op >= 0xb8 && op <= 0xbf)
 		return op_info(false, IMM_V, WR_OPREG, 0, "mov");
-	if (op >= 0xd8 && op <= 0xdf)	/* x87; fnstsw %ax is handled once ModRM is known */
+	if (op >= 0xd8 && op <= 0xdf) /* x87; fnstsw %ax is handled once ModRM is known */
 		return op_info(true, IMM_NONE, WR_NONE, 0, "x87");
 	if (op >= 0xf8 && op <= 0xfd)
 		return op_info(false, IMM_NONE, WR_NONE, 0, "flag");
@@ -284,11 +300,14 @@ static struct opcode_info one_byte_info(uint8_t op)
 		return op_info(false, IMM_8, WR_NONE, BIT(RSP), "push");
 	case 0x6b:
 		return op_info(true, IMM_8, WR_REG, 0, "imul");
-	case 0x6c: case 0x6d: case 0x6e: case 0x6f:
+	case 0x6c:
+	case 0x6d:
+	case 0x6e:
+	case 0x6f:
 		return op_info(false, IMM_NONE, WR_ALL, 0, "ins/outs");
 	case 0x80:
 	case 0x81:
-	case 0x83:	/* group 1: the name and the write depend on ModRM.reg */
+	case 0x83: /* group 1: the name and the write depend on ModRM.reg */
 		info = op_info(true, op == 0x81 ? IMM_Z : IMM_8, WR_RM, 0, "group1");
 		info.byte_operands = op == 0x80;
 		return info;
@@ -316,11 +335,11 @@ static struct opcode_info one_byte_info(uint8_t op)
 		return op_info(true, IMM_NONE, WR_RM, 0, "mov");
 	case 0x8d:
 		return op_info(true, IMM_NONE, WR_REG, 0, "lea");
-	case 0x8e:	/* loads a segment register: not modelled */
+	case 0x8e: /* loads a segment register: not modelled */
 		return op_info(true, IMM_NONE, WR_ALL, 0, "mov sreg");
 	case 0x8f:
 		return op_info(true, IMM_NONE, WR_RM, BIT(RSP), "pop");
-	case 0x90:	/* nop, pause or xchg %eax,%r8d: decided once REX is known */
+	case 0x90: /* nop, pause or xchg %eax,%r8d: decided once REX is known */
 		return op_info(false, IMM_NONE, WR_NONE, 0, "nop");
 	case 0x98:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RAX), "cltq");
@@ -342,13 +361,20 @@ static struct opcode_info one_byte_info(uint8_t op)
 	case 0xa2:
 	case 0xa3:
 		return op_info(false, IMM_MOFFS, WR_NONE, 0, "mov");
-	case 0xa4: case 0xa5: case 0xa6: case 0xa7:
-		return op_info(false, IMM_NONE, WR_NONE, BIT(RSI) | BIT(RDI) | BIT(RCX), "movs/cmps");
+	case 0xa4:
+	case 0xa5:
+	case 0xa6:
+	case 0xa7:
+		return op_info(false, IMM_NONE, WR_NONE, BIT(RSI) | BIT(RDI) | BIT(RCX),
+			       "movs/cmps");
 	case 0xa8:
 		return op_info(false, IMM_8, WR_NONE, 0, "test");
 	case 0xa9:
 		return op_info(false, IMM_Z, WR_NONE, 0, "test");
-	case 0xaa: case 0xab: case 0xae: case 0xaf:
+	case 0xaa:
+	case 0xab:
+	case 0xae:
+	case 0xaf:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RDI) | BIT(RCX), "stos/scas");
 	case 0xac:
 	case 0xad:
@@ -382,13 +408,18 @@ static struct opcode_info one_byte_info(uint8_t op)
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_8, X86_REGS_ALL, "int");
 	case 0xcf:
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "iret");
-	case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+	case 0xd0:
+	case 0xd1:
+	case 0xd2:
+	case 0xd3:
 		info = op_info(true, IMM_NONE, WR_RM, 0, "shift");
 		info.byte_operands = op == 0xd0 || op == 0xd2;
 		return info;
 	case 0xd7:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RAX), "xlat");
-	case 0xe0: case 0xe1: case 0xe2:
+	case 0xe0:
+	case 0xe1:
+	case 0xe2:
 		return flow_info(X86_INSN_BRANCH_REL, REL_8, BIT(RCX), "loop");
 	case 0xe3:
 		return flow_info(X86_INSN_BRANCH_REL, REL_8, 0, "jrcxz");
@@ -417,7 +448,7 @@ static struct opcode_info one_byte_info(uint8_t op)
 	case 0xf5:
 		return op_info(false, IMM_NONE, WR_NONE, 0, "cmc");
 	case 0xf6:
-	case 0xf7:	/* group 3: test takes an immediate, the others none */
+	case 0xf7: /* group 3: test takes an immediate, the others none */
 		info = op_info(true, IMM_NONE, WR_RM, 0, "group3");
 		info.byte_operands = op == 0xf6;
 		return info;
@@ -427,7 +458,7 @@ static struct opcode_info one_byte_info(uint8_t op)
 		return info;
 	case 0xff:
 		return op_info(true, IMM_NONE, WR_RM, 0, "group5");
-	default:	/* 06/07/..., 60, 61, 82, 9a, ce, d4-d6, ea: invalid in 64-bit mode */
+	default: /* 06/07/..., 60, 61, 82, 9a, ce, d4-d6, ea: invalid in 64-bit mode */
 		return info;
 	}
 }
@@ -436,7 +467,7 @@ static struct opcode_info one_byte_info(uint8_t op)
  * writes (movd, pextrw, cvtsd2si, rdrand, ...) are not worth modelling for placement. */
 static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 {
-	struct opcode_info info = { 0 };
+	struct opcode_info info = {0};
 
 	if ((op >= 0x10 && op <= 0x17) || (op >= 0x28 && op <= 0x2f) ||
 	    (op >= 0x50 && op <= 0x76) || (op >= 0x7c && op <= 0x7f) ||
@@ -454,7 +485,7 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 	}
 	if (op >= 0xc8 && op <= 0xcf)
 		return op_info(false, IMM_NONE, WR_OPREG, 0, "bswap");
-	if (op >= 0x19 && op <= 0x1f)	/* hint nops; endbr, rdssp and MPX refined with ModRM */
+	if (op >= 0x19 && op <= 0x1f) /* hint nops; endbr, rdssp and MPX refined with ModRM */
 		return op_info(true, IMM_NONE, WR_NONE, 0, "nop");
 
 	switch (op) {
@@ -467,7 +498,10 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 		return op_info(true, IMM_NONE, WR_REG, 0, "lsl");
 	case 0x05:
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "syscall");
-	case 0x06: case 0x08: case 0x09: case 0x30:
+	case 0x06:
+	case 0x08:
+	case 0x09:
+	case 0x30:
 		return op_info(false, IMM_NONE, WR_ALL, 0, "system");
 	case 0x07:
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "sysret");
@@ -479,36 +513,49 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 	case 0x0e:
 	case 0x77:
 		return op_info(false, IMM_NONE, WR_NONE, 0, "emms");
-	case 0x20: case 0x21: case 0x22: case 0x23:
+	case 0x20:
+	case 0x21:
+	case 0x22:
+	case 0x23:
 		info = op_info(true, IMM_NONE, WR_ALL, 0, "mov cr/dr");
 		info.modrm_always_reg = true;
 		return info;
-	case 0x31: case 0x32: case 0x33:
+	case 0x31:
+	case 0x32:
+	case 0x33:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RAX) | BIT(RDX), "rdtsc/rdmsr");
-	case 0x34: case 0x35:
+	case 0x34:
+	case 0x35:
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "sysenter");
 	case 0x37:
 		return op_info(false, IMM_NONE, WR_ALL, 0, "getsec");
-	case 0x78:	/* vmread; with 66/f2 it is SSE4a extrq/insertq with two immediates */
+	case 0x78: /* vmread; with 66/f2 it is SSE4a extrq/insertq with two immediates */
 		if (d->opsize || d->repne)
 			return info;
 		return op_info(true, IMM_NONE, WR_ALL, 0, "vmread");
 	case 0x79:
 		return op_info(true, IMM_NONE, WR_ALL, 0, "vmwrite");
-	case 0xa0: case 0xa1: case 0xa8: case 0xa9:
+	case 0xa0:
+	case 0xa1:
+	case 0xa8:
+	case 0xa9:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RSP), "push/pop seg");
 	case 0xa2:
 		return op_info(false, IMM_NONE, WR_NONE, BIT(RAX) | BIT(RBX) | BIT(RCX) | BIT(RDX),
 			       "cpuid");
 	case 0xa3:
 		return op_info(true, IMM_NONE, WR_NONE, 0, "bt");
-	case 0xa4: case 0xac:
+	case 0xa4:
+	case 0xac:
 		return op_info(true, IMM_8, WR_RM, 0, "shld/shrd");
-	case 0xa5: case 0xad:
+	case 0xa5:
+	case 0xad:
 		return op_info(true, IMM_NONE, WR_RM, 0, "shld/shrd");
 	case 0xaa:
 		return flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "rsm");
-	case 0xab: case 0xb3: case 0xbb:
+	case 0xab:
+	case 0xb3:
+	case 0xbb:
 		return op_info(true, IMM_NONE, WR_RM, 0, "bts/btr/btc");
 	case 0xae:
 		return op_info(true, IMM_NONE, WR_ALL, 0, "group15");
@@ -519,13 +566,17 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 		info = op_info(true, IMM_NONE, WR_RM, BIT(RAX), "cmpxchg");
 		info.byte_operands = op == 0xb0;
 		return info;
-	case 0xb2: case 0xb4: case 0xb5:
+	case 0xb2:
+	case 0xb4:
+	case 0xb5:
 		return op_info(true, IMM_NONE, WR_REG, 0, "lss/lfs/lgs");
-	case 0xb6: case 0xb7:
+	case 0xb6:
+	case 0xb7:
 		return op_info(true, IMM_NONE, WR_REG, 0, "movzx");
-	case 0xbe: case 0xbf:
+	case 0xbe:
+	case 0xbf:
 		return op_info(true, IMM_NONE, WR_REG, 0, "movsx");
-	case 0xb8:	/* popcnt needs f3; without it is IA-64 jmpe, not an x86-64 instruction */
+	case 0xb8: /* popcnt needs f3; without it is IA-64 jmpe, not an x86-64 instruction */
 		if (!d->rep)
 			return info;
 		return op_info(true, IMM_NONE, WR_REG, 0, "popcnt");
@@ -535,7 +586,8 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 		return info;
 	case 0xba:
 		return op_info(true, IMM_8, WR_RM, 0, "bt");
-	case 0xbc: case 0xbd:
+	case 0xbc:
+	case 0xbd:
 		return op_info(true, IMM_NONE, WR_REG, 0, "bsf/bsr");
 	case 0xc0:
 	case 0xc1:
@@ -548,14 +600,14 @@ static struct opcode_info map_0f_info(const struct decoder *d, uint8_t op)
 		info = flow_info(X86_INSN_OTHER_FLOW, IMM_NONE, X86_REGS_ALL, "ud0");
 		info.modrm = true;
 		return info;
-	default:	/* 04, 0a, 0c, 0f (3DNow!), 24-27, 36, 39, 3b-3f, 7a, 7b, a6, a7 */
+	default: /* 04, 0a, 0c, 0f (3DNow!), 24-27, 36, 39, 3b-3f, 7a, 7b, a6, a7 */
 		return info;
 	}
 }
 
 static struct opcode_info three_byte_info(enum x86_opcode_map map, uint8_t op)
 {
-	struct opcode_info info = { 0 };
+	struct opcode_info info = {0};
 
 	if (map == X86_MAP_0F38 && IN_RANGES(legacy_0f38_ops, op))
 		info = op_info(true, IMM_NONE, WR_ALL, 0, "sse");
@@ -572,7 +624,9 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 
 	if (map == X86_MAP_ONE_BYTE) {
 		switch (op) {
-		case 0x80: case 0x81: case 0x83:
+		case 0x80:
+		case 0x81:
+		case 0x83:
 			info->mnemonic = arith_names[reg];
 			if (reg == 7)
 				info->rule = WR_NONE;
@@ -581,9 +635,14 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 			return reg <= 5;
 		case 0x8d:
 			return mod != 3;
-		case 0x8f:	/* other reg values are AMD XOP encodings */
+		case 0x8f: /* other reg values are AMD XOP encodings */
 			return reg == 0;
-		case 0xc0: case 0xc1: case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+		case 0xc0:
+		case 0xc1:
+		case 0xd0:
+		case 0xd1:
+		case 0xd2:
+		case 0xd3:
 			info->mnemonic = shift_names[reg];
 			return true;
 		case 0xc6:
@@ -592,7 +651,7 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 				return true;
 			if (modrm != 0xf8)
 				return false;
-			if (op == 0xc6) {	/* xabort: leaves a transaction, if any */
+			if (op == 0xc6) { /* xabort: leaves a transaction, if any */
 				info->rule = WR_ALL;
 				info->kind = X86_INSN_OTHER_FLOW;
 				info->mnemonic = "xabort";
@@ -604,7 +663,7 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 			}
 			return true;
 		case 0xdf:
-			if (modrm == 0xe0)	/* fnstsw %ax */
+			if (modrm == 0xe0) /* fnstsw %ax */
 				info->fixed_writes = BIT(RAX);
 			return true;
 		case 0xf6:
@@ -657,7 +716,7 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 	case 0x00:
 		return reg <= 5;
 	case 0x1a:
-	case 0x1b:	/* MPX bound-register operations (hint nops without MPX): no GPR written */
+	case 0x1b: /* MPX bound-register operations (hint nops without MPX): no GPR written */
 		info->mnemonic = "bnd";
 		return true;
 	case 0x1e:
@@ -674,10 +733,13 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 			info->kind = X86_INSN_NOP;
 		}
 		return true;
-	case 0x19: case 0x1c: case 0x1d: case 0x1f:
+	case 0x19:
+	case 0x1c:
+	case 0x1d:
+	case 0x1f:
 		info->kind = X86_INSN_NOP;
 		return true;
-	case 0xae:	/* only the fences and the state saves are known to write no register */
+	case 0xae: /* only the fences and the state saves are known to write no register */
 		if (mod != 3 || (!d->rep && !d->repne && !d->opsize && reg >= 5))
 			info->rule = WR_NONE;
 		info->mnemonic = mod == 3 && reg >= 5 ? "fence" : "group15";
@@ -688,7 +750,10 @@ static bool refine_with_modrm(const struct decoder *d, enum x86_opcode_map map, 
 		if (reg == 4)
 			info->rule = WR_NONE;
 		return true;
-	case 0xb2: case 0xb4: case 0xb5: case 0xc3:
+	case 0xb2:
+	case 0xb4:
+	case 0xb5:
+	case 0xc3:
 		return mod != 3;
 	default:
 		return true;
@@ -766,13 +831,13 @@ static unsigned int decode_reg(const struct decoder *d, unsigned int low3, bool 
 {
 	if (rex_bit)
 		return low3 + 8;
-	if (byte_operands && !d->rex && low3 >= 4)	/* ah, ch, dh, bh */
+	if (byte_operands && !d->rex && low3 >= 4) /* ah, ch, dh, bh */
 		return low3 - 4;
 	return low3;
 }
 
-static uint16_t operand_writes(const struct decoder *d, const struct opcode_info *info,
-			       uint8_t op, uint8_t modrm)
+static uint16_t operand_writes(const struct decoder *d, const struct opcode_info *info, uint8_t op,
+			       uint8_t modrm)
 {
 	bool rm_is_reg = (modrm >> 6) == 3 || info->modrm_always_reg;
 	uint16_t writes = info->fixed_writes;
@@ -807,14 +872,14 @@ static uint16_t operand_writes(const struct decoder *d, const struct opcode_info
 /* The kernel's x86_nops[] for 64-bit (ASM_NOP_MAX 8 usable: longer ones carry a cs prefix,
  * which is_prefix_bad() refuses): exact byte matches are emulated like a jmp +0. */
 static const uint8_t kernel_nops[9][8] = {
-	[1] = { 0x90 },
-	[2] = { 0x66, 0x90 },
-	[3] = { 0x0f, 0x1f, 0x00 },
-	[4] = { 0x0f, 0x1f, 0x40, 0x00 },
-	[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 },
-	[6] = { 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00 },
-	[7] = { 0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00 },
-	[8] = { 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
+    [1] = {0x90},
+    [2] = {0x66, 0x90},
+    [3] = {0x0f, 0x1f, 0x00},
+    [4] = {0x0f, 0x1f, 0x40, 0x00},
+    [5] = {0x0f, 0x1f, 0x44, 0x00, 0x00},
+    [6] = {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
+    [7] = {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
+    [8] = {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},
 };
 
 static void set_kernel_handling(const struct decoder *d, struct x86_insn *insn)
@@ -830,12 +895,12 @@ static void set_kernel_handling(const struct decoder *d, struct x86_insn *insn)
 	if (insn->encoding != X86_ENC_LEGACY)
 		return;
 	switch (insn->kind) {
-	case X86_INSN_PUSH_REG:	/* push_setup_xol_ops: 50+r alone or behind exactly REX 0x41 */
+	case X86_INSN_PUSH_REG: /* push_setup_xol_ops: 50+r alone or behind exactly REX 0x41 */
 		insn->emulated = insn->length == 1 || (insn->length == 2 && d->rex == 0x41);
 		return;
 	case X86_INSN_JMP_REL:
 	case X86_INSN_JCC_REL:
-	case X86_INSN_CALL_REL:	/* branch_setup_xol_ops rejects any 0x66 prefix */
+	case X86_INSN_CALL_REL: /* branch_setup_xol_ops rejects any 0x66 prefix */
 		if (d->opsize)
 			insn->kernel_refuses = true;
 		else
@@ -888,7 +953,7 @@ static int decode_vex_evex(struct decoder *d, uint8_t first, struct x86_insn *in
 	insn->map = map == 1 ? X86_MAP_0F : map == 2 ? X86_MAP_0F38 : X86_MAP_0F3A;
 	insn->opcode = op;
 	insn->mnemonic = first == 0x62 ? "avx512" : "avx";
-	insn->writes = X86_REGS_ALL;	/* BMI, kmov, vmovd, vpextr* write GPRs: not modelled */
+	insn->writes = X86_REGS_ALL; /* BMI, kmov, vmovd, vpextr* write GPRs: not modelled */
 
 	if (first == 0x62) {
 		/* EVEX lengths follow from the format alone (ModRM always; disp8 is scaled,
@@ -903,7 +968,7 @@ static int decode_vex_evex(struct decoder *d, uint8_t first, struct x86_insn *in
 	}
 	if (!valid)
 		return -EILSEQ;
-	if (first != 0x62 && map == 1 && op == 0x77) {	/* vzeroupper / vzeroall */
+	if (first != 0x62 && map == 1 && op == 0x77) { /* vzeroupper / vzeroall */
 		insn->mnemonic = "vzeroupper";
 		return 0;
 	}
@@ -1009,7 +1074,7 @@ static int decode(struct decoder *d, struct x86_insn *insn)
 
 int x86_decode(const uint8_t *code, size_t avail, struct x86_insn *insn)
 {
-	struct decoder d = { .code = code, .avail = avail };
+	struct decoder d = {.code = code, .avail = avail};
 	int err;
 
 	if (!code || !insn)
@@ -1039,7 +1104,8 @@ void x86_insn_describe(const struct x86_insn *insn, char *buf, size_t size)
 		break;
 	}
 	if (insn->reg >= 0)
-		snprintf(buf, size, "%s %%%s", insn->mnemonic, x86_reg_name((unsigned int)insn->reg));
+		snprintf(buf, size, "%s %%%s", insn->mnemonic,
+			 x86_reg_name((unsigned int)insn->reg));
 	else
 		snprintf(buf, size, "%s", insn->mnemonic);
 }

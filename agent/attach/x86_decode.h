@@ -40,16 +40,16 @@ enum x86_reg {
 #define X86_REGS_ALL 0xffffu
 
 enum x86_insn_kind {
-	X86_INSN_OTHER,		/* falls through to the next instruction */
-	X86_INSN_NOP,		/* 0x90 without REX.B, pause, 0f 1f /0, 0f 18-1f hint nops */
-	X86_INSN_ENDBR,		/* endbr64 / endbr32: CET landing pads, write nothing */
-	X86_INSN_PUSH_REG,	/* push %reg (50+r, optionally REX-prefixed); reg is set */
-	X86_INSN_JMP_REL,	/* jmp rel8 / rel32 */
-	X86_INSN_JCC_REL,	/* jcc rel8 / rel32 */
-	X86_INSN_CALL_REL,	/* call rel32 */
-	X86_INSN_BRANCH_REL,	/* other relative branches: loop*, jrcxz, xbegin */
-	X86_INSN_RET,		/* near ret, ret imm16 */
-	X86_INSN_OTHER_FLOW,	/* indirect jmp/call, far transfers, int3, int, syscall, ud*, hlt */
+	X86_INSN_OTHER,	     /* falls through to the next instruction */
+	X86_INSN_NOP,	     /* 0x90 without REX.B, pause, 0f 1f /0, 0f 18-1f hint nops */
+	X86_INSN_ENDBR,	     /* endbr64 / endbr32: CET landing pads, write nothing */
+	X86_INSN_PUSH_REG,   /* push %reg (50+r, optionally REX-prefixed); reg is set */
+	X86_INSN_JMP_REL,    /* jmp rel8 / rel32 */
+	X86_INSN_JCC_REL,    /* jcc rel8 / rel32 */
+	X86_INSN_CALL_REL,   /* call rel32 */
+	X86_INSN_BRANCH_REL, /* other relative branches: loop*, jrcxz, xbegin */
+	X86_INSN_RET,	     /* near ret, ret imm16 */
+	X86_INSN_OTHER_FLOW, /* indirect jmp/call, far transfers, int3, int, syscall, ud*, hlt */
 };
 
 enum x86_encoding {
@@ -66,23 +66,23 @@ enum x86_opcode_map {
 };
 
 struct x86_insn {
-	uint8_t length;			/* bytes, prefixes included */
-	uint8_t prefix_count;		/* legacy prefixes (not REX/VEX/EVEX) */
-	uint8_t rex;			/* REX byte, 0 when absent */
+	uint8_t length;	      /* bytes, prefixes included */
+	uint8_t prefix_count; /* legacy prefixes (not REX/VEX/EVEX) */
+	uint8_t rex;	      /* REX byte, 0 when absent */
 	enum x86_encoding encoding;
 	enum x86_opcode_map map;
-	uint8_t opcode;			/* the opcode byte within its map */
+	uint8_t opcode; /* the opcode byte within its map */
 	bool has_modrm;
 	uint8_t modrm;
 	enum x86_insn_kind kind;
-	const char *mnemonic;		/* static family name: "mov", "cmp", "push", "jcc", "avx" */
-	int8_t reg;			/* enum x86_reg of push/pop %reg, -1 otherwise */
-	bool rip_relative;		/* memory operand addressed relative to the next rip */
+	const char *mnemonic; /* static family name: "mov", "cmp", "push", "jcc", "avx" */
+	int8_t reg;	      /* enum x86_reg of push/pop %reg, -1 otherwise */
+	bool rip_relative;    /* memory operand addressed relative to the next rip */
 	/* Relative branches: where they land, counted from this instruction's first byte, so the
 	 * target's offset in a function is the instruction's offset plus target. */
 	bool has_target;
 	int64_t target;
-	uint8_t rel_size;		/* 1 or 4: size of the relative displacement */
+	uint8_t rel_size; /* 1 or 4: size of the relative displacement */
 	/* Registers the instruction may write (X86_REG_BIT); memory destinations write none;
 	 * X86_REGS_ALL when not modelled. rip and flags are not counted. */
 	uint16_t writes;

@@ -89,11 +89,13 @@ def run_loop(extra_args, attach=None, iterations=PROBED_ITERATIONS):
         out, _ = loop.communicate(timeout=600)
     finally:
         if tool:
-            if tool.poll() is None:
-                tool.send_signal(signal.SIGINT)
-                if tool.stdin:
-                    tool.stdin.close()
-            tool.communicate(timeout=60)
+            if tool.stdin:
+                tool.stdin.close()  # empty_probe detaches when its stdin closes
+                tool.wait(timeout=60)
+            else:
+                if tool.poll() is None:
+                    tool.send_signal(signal.SIGINT)
+                tool.communicate(timeout=60)
         if loop.poll() is None:
             loop.kill()
     return float(re.search(r"ns_per_call ([\d.]+)", out).group(1))

@@ -10,17 +10,17 @@
 #include "unit.h"
 
 #define B(reg) X86_REG_BIT(X86_##reg)
-#define ALL X86_REGS_ALL
+#define ALL    X86_REGS_ALL
 
-#define K_OTHER X86_INSN_OTHER
-#define K_NOP X86_INSN_NOP
-#define K_ENDBR X86_INSN_ENDBR
-#define K_PUSH X86_INSN_PUSH_REG
-#define K_JMP X86_INSN_JMP_REL
-#define K_JCC X86_INSN_JCC_REL
-#define K_CALL X86_INSN_CALL_REL
-#define K_BRANCH X86_INSN_BRANCH_REL
-#define K_RET X86_INSN_RET
+#define K_OTHER	     X86_INSN_OTHER
+#define K_NOP	     X86_INSN_NOP
+#define K_ENDBR	     X86_INSN_ENDBR
+#define K_PUSH	     X86_INSN_PUSH_REG
+#define K_JMP	     X86_INSN_JMP_REL
+#define K_JCC	     X86_INSN_JCC_REL
+#define K_CALL	     X86_INSN_CALL_REL
+#define K_BRANCH     X86_INSN_BRANCH_REL
+#define K_RET	     X86_INSN_RET
 #define K_OTHER_FLOW X86_INSN_OTHER_FLOW
 
 /* What a uprobe on the instruction does on Linux 6.18 (timed: ~0.5 us emulated, ~9.5 us
@@ -28,7 +28,7 @@
 enum kernel_handling { STEP, EMU, UNSAFE, REFUSED };
 
 struct decode_case {
-	const char *text;	/* objdump's rendering */
+	const char *text; /* objdump's rendering */
 	uint8_t bytes[X86_MAX_INSN_LEN];
 	uint8_t length;
 	enum x86_insn_kind kind;
@@ -36,6 +36,8 @@ struct decode_case {
 	uint16_t writes;
 };
 
+/* One instruction a row, kept out of the formatter's hands. */
+/* clang-format off */
 static const struct decode_case decode_cases[] = {
 	{ "push %rbx", { 0x53 }, 1, K_PUSH, EMU, B(RSP) },
 	{ "push %r12", { 0x41, 0x54 }, 2, K_PUSH, EMU, B(RSP) },
@@ -64,7 +66,8 @@ static const struct decode_case decode_cases[] = {
 	  { 0x4c, 0x8d, 0x84, 0x24, 0x80, 0x00, 0x00, 0x00 }, 8, K_OTHER, STEP, B(R8) },
 	{ "mov $0x16,%eax", { 0xb8, 0x16, 0x00, 0x00, 0x00 }, 5, K_OTHER, STEP, B(RAX) },
 	{ "movabs $0x1122334455667788,%rax",
-	  { 0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11 }, 10, K_OTHER, STEP, B(RAX) },
+	  { 0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11 },
+	  10, K_OTHER, STEP, B(RAX) },
 	{ "mov $0x1234,%ax", { 0x66, 0xb8, 0x34, 0x12 }, 4, K_OTHER, STEP, B(RAX) },
 	{ "mov $0xffffffffffffffff,%rax",
 	  { 0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff }, 7, K_OTHER, STEP, B(RAX) },
@@ -235,6 +238,7 @@ static const struct decode_case decode_cases[] = {
 	{ "vbroadcastss 0x0(%rip),%xmm0",
 	  { 0xc4, 0xe2, 0x79, 0x18, 0x05, 0x00, 0x00, 0x00, 0x00 }, 9, K_OTHER, STEP, ALL },
 };
+/* clang-format on */
 
 #define N_CASES (sizeof(decode_cases) / sizeof(decode_cases[0]))
 
@@ -290,7 +294,8 @@ static void truncated_instructions_are_enodata(void)
 			int err = x86_decode(c->bytes, avail, &insn);
 
 			if (err != -ENODATA) {
-				fprintf(stderr, "  %s cut to %zu bytes: got %d, expected -ENODATA\n",
+				fprintf(stderr,
+					"  %s cut to %zu bytes: got %d, expected -ENODATA\n",
 					c->text, avail, err);
 				unit_case_failures++;
 			}
@@ -306,16 +311,16 @@ static void branch_targets(void)
 		int64_t target;
 		uint8_t rel_size;
 	} branches[] = {
-		{ { 0x74, 0x07 }, 2, 9, 1 },					/* je +9 */
-		{ { 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00 }, 6, 6 + 0xbf, 4 },	/* je rel32 */
-		{ { 0xe9, 0x32, 0xf6, 0xff, 0xff }, 5, 5 - 0x9ce, 4 },		/* jmp back */
-		{ { 0xeb, 0xfe }, 2, 0, 1 },					/* jmp . */
-		{ { 0xe8, 0x00, 0x00, 0x00, 0x00 }, 5, 5, 4 },			/* call next */
-		{ { 0xf2, 0xe9, 0x10, 0x00, 0x00, 0x00 }, 6, 22, 4 },		/* bnd jmp */
-		{ { 0x66, 0x66, 0x48, 0xe8, 0xf5, 0x3a, 0xff, 0xff }, 8, 8 - 0xc50b, 4 },
-		{ { 0xe2, 0xfe }, 2, 0, 1 },					/* loop . */
-		{ { 0xe3, 0x80 }, 2, 2 - 128, 1 },				/* jrcxz */
-		{ { 0xc7, 0xf8, 0x00, 0x01, 0x00, 0x00 }, 6, 6 + 256, 4 },	/* xbegin */
+	    {{0x74, 0x07}, 2, 9, 1},				    /* je +9 */
+	    {{0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00}, 6, 6 + 0xbf, 4}, /* je rel32 */
+	    {{0xe9, 0x32, 0xf6, 0xff, 0xff}, 5, 5 - 0x9ce, 4},	    /* jmp back */
+	    {{0xeb, 0xfe}, 2, 0, 1},				    /* jmp . */
+	    {{0xe8, 0x00, 0x00, 0x00, 0x00}, 5, 5, 4},		    /* call next */
+	    {{0xf2, 0xe9, 0x10, 0x00, 0x00, 0x00}, 6, 22, 4},	    /* bnd jmp */
+	    {{0x66, 0x66, 0x48, 0xe8, 0xf5, 0x3a, 0xff, 0xff}, 8, 8 - 0xc50b, 4},
+	    {{0xe2, 0xfe}, 2, 0, 1},				   /* loop . */
+	    {{0xe3, 0x80}, 2, 2 - 128, 1},			   /* jrcxz */
+	    {{0xc7, 0xf8, 0x00, 0x01, 0x00, 0x00}, 6, 6 + 256, 4}, /* xbegin */
 	};
 	struct x86_insn insn;
 
@@ -326,9 +331,9 @@ static void branch_targets(void)
 		CHECK_EQ_U64(insn.rel_size, branches[i].rel_size);
 	}
 	/* Non-branches carry no target. */
-	CHECK_EQ_U64(x86_decode((const uint8_t[]){ 0xff, 0xe0 }, 2, &insn), 0);
+	CHECK_EQ_U64(x86_decode((const uint8_t[]){0xff, 0xe0}, 2, &insn), 0);
 	CHECK(!insn.has_target);
-	CHECK_EQ_U64(x86_decode((const uint8_t[]){ 0x48, 0x85, 0xff }, 3, &insn), 0);
+	CHECK_EQ_U64(x86_decode((const uint8_t[]){0x48, 0x85, 0xff}, 3, &insn), 0);
 	CHECK(!insn.has_target);
 }
 
@@ -340,29 +345,29 @@ static void descriptions_and_registers(void)
 		const char *desc;
 		int reg;
 	} cases[] = {
-		{ { 0x41, 0x54 }, 2, "push %r12", X86_R12 },
-		{ { 0x53 }, 1, "push %rbx", X86_RBX },
-		{ { 0x55 }, 1, "push %rbp", X86_RBP },
-		{ { 0x41, 0x5f }, 2, "pop %r15", X86_R15 },
-		{ { 0x74, 0x07 }, 2, "jcc rel8", -1 },
-		{ { 0x0f, 0x87, 0x93, 0x00, 0x00, 0x00 }, 6, "jcc rel32", -1 },
-		{ { 0xe9, 0x00, 0x00, 0x00, 0x00 }, 5, "jmp rel32", -1 },
-		{ { 0xeb, 0x00 }, 2, "jmp rel8", -1 },
-		{ { 0xe8, 0x00, 0x00, 0x00, 0x00 }, 5, "call rel32", -1 },
-		{ { 0xf3, 0x0f, 0x1e, 0xfa }, 4, "endbr64", -1 },
-		{ { 0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00 }, 7, "cmp", -1 },
-		{ { 0x80, 0x3d, 0x71, 0x0e, 0x14, 0x00, 0x00 }, 7, "cmp", -1 },
-		{ { 0x48, 0x83, 0xec, 0x18 }, 4, "sub", -1 },
-		{ { 0x48, 0x85, 0xff }, 3, "test", -1 },
-		{ { 0xf7, 0xc7, 0xff, 0x0f, 0x00, 0x00 }, 6, "test", -1 },
-		{ { 0x48, 0x89, 0xf8 }, 3, "mov", -1 },
-		{ { 0x48, 0x8d, 0x77, 0xf0 }, 4, "lea", -1 },
-		{ { 0x0f, 0x1f, 0x44, 0x00, 0x00 }, 5, "nop", -1 },
-		{ { 0xf3, 0x90 }, 2, "pause", -1 },
-		{ { 0x41, 0x90 }, 2, "xchg", -1 },
-		{ { 0xc1, 0xe8, 0x1a }, 3, "shr", -1 },
-		{ { 0xff, 0xe0 }, 2, "jmp indirect", -1 },
-		{ { 0xc3 }, 1, "ret", -1 },
+	    {{0x41, 0x54}, 2, "push %r12", X86_R12},
+	    {{0x53}, 1, "push %rbx", X86_RBX},
+	    {{0x55}, 1, "push %rbp", X86_RBP},
+	    {{0x41, 0x5f}, 2, "pop %r15", X86_R15},
+	    {{0x74, 0x07}, 2, "jcc rel8", -1},
+	    {{0x0f, 0x87, 0x93, 0x00, 0x00, 0x00}, 6, "jcc rel32", -1},
+	    {{0xe9, 0x00, 0x00, 0x00, 0x00}, 5, "jmp rel32", -1},
+	    {{0xeb, 0x00}, 2, "jmp rel8", -1},
+	    {{0xe8, 0x00, 0x00, 0x00, 0x00}, 5, "call rel32", -1},
+	    {{0xf3, 0x0f, 0x1e, 0xfa}, 4, "endbr64", -1},
+	    {{0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00}, 7, "cmp", -1},
+	    {{0x80, 0x3d, 0x71, 0x0e, 0x14, 0x00, 0x00}, 7, "cmp", -1},
+	    {{0x48, 0x83, 0xec, 0x18}, 4, "sub", -1},
+	    {{0x48, 0x85, 0xff}, 3, "test", -1},
+	    {{0xf7, 0xc7, 0xff, 0x0f, 0x00, 0x00}, 6, "test", -1},
+	    {{0x48, 0x89, 0xf8}, 3, "mov", -1},
+	    {{0x48, 0x8d, 0x77, 0xf0}, 4, "lea", -1},
+	    {{0x0f, 0x1f, 0x44, 0x00, 0x00}, 5, "nop", -1},
+	    {{0xf3, 0x90}, 2, "pause", -1},
+	    {{0x41, 0x90}, 2, "xchg", -1},
+	    {{0xc1, 0xe8, 0x1a}, 3, "shr", -1},
+	    {{0xff, 0xe0}, 2, "jmp indirect", -1},
+	    {{0xc3}, 1, "ret", -1},
 	};
 	struct x86_insn insn;
 	char desc[48];
@@ -385,13 +390,13 @@ static void rip_relative_operands(void)
 		size_t length;
 		bool rip_relative;
 	} cases[] = {
-		{ { 0x80, 0x3d, 0x71, 0x0e, 0x14, 0x00, 0x00 }, 7, true },	/* cmpb $0,x(%rip) */
-		{ { 0x48, 0x8b, 0x05, 0x59, 0xab, 0x00, 0x00 }, 7, true },	/* mov x(%rip),%rax */
-		{ { 0xc4, 0xe2, 0x79, 0x18, 0x05, 0, 0, 0, 0 }, 9, true },	/* vbroadcastss */
-		{ { 0x48, 0x89, 0x74, 0x24, 0x08 }, 5, false },			/* mov %rsi,8(%rsp) */
-		/* SIB without base: absolute disp32, not rip-relative. */
-		{ { 0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0x00, 0x00, 0x00 }, 9, false },
-		{ { 0x48, 0x8b, 0xc5 }, 3, false },				/* mod 3, rm 5 */
+	    {{0x80, 0x3d, 0x71, 0x0e, 0x14, 0x00, 0x00}, 7, true}, /* cmpb $0,x(%rip) */
+	    {{0x48, 0x8b, 0x05, 0x59, 0xab, 0x00, 0x00}, 7, true}, /* mov x(%rip),%rax */
+	    {{0xc4, 0xe2, 0x79, 0x18, 0x05, 0, 0, 0, 0}, 9, true}, /* vbroadcastss */
+	    {{0x48, 0x89, 0x74, 0x24, 0x08}, 5, false},		   /* mov %rsi,8(%rsp) */
+	    /* SIB without base: absolute disp32, not rip-relative. */
+	    {{0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0x00, 0x00, 0x00}, 9, false},
+	    {{0x48, 0x8b, 0xc5}, 3, false}, /* mod 3, rm 5 */
 	};
 	struct x86_insn insn;
 
@@ -409,36 +414,37 @@ static void unknown_encodings_are_refused(void)
 		uint8_t bytes[16];
 		size_t length;
 	} cases[] = {
-		{ "push %es (invalid in 64-bit mode)", { 0x06 }, 1 },
-		{ "aas (invalid in 64-bit mode)", { 0x3f }, 1 },
-		{ "3DNow!", { 0x0f, 0x0f, 0xc1, 0xb4 }, 4 },
-		{ "0f 04", { 0x0f, 0x04, 0x00 }, 3 },
-		{ "VIA PadLock xcrypt", { 0xf3, 0x0f, 0xa7, 0xc8 }, 4 },
-		{ "AMD XOP vprotd", { 0x8f, 0xe8, 0x78, 0xc2, 0xef, 0x02 }, 6 },
-		{ "REX before a legacy prefix", { 0x48, 0x66, 0x90 }, 3 },
-		{ "two REX prefixes", { 0x48, 0x41, 0x90 }, 3 },
-		{ "REX before VEX", { 0x4c, 0xc5, 0xa9, 0x7c, 0x02 }, 5 },
-		{ "0x66 before VEX", { 0x66, 0xc5, 0xf8, 0x77 }, 4 },
-		{ "jmpw: length differs between Intel and AMD", { 0x66, 0xe9, 0, 0, 0, 0 }, 6 },
-		{ "callw", { 0x66, 0xe8, 0, 0, 0, 0 }, 6 },
-		{ "jcc with 0x66", { 0x66, 0x0f, 0x84, 0, 0, 0, 0 }, 7 },
-		{ "ff /7", { 0xff, 0xff }, 2 },
-		{ "fe /2", { 0xfe, 0xd0 }, 2 },
-		{ "c6 /1", { 0xc6, 0xc8, 0x00 }, 3 },
-		{ "lea with a register operand", { 0x8d, 0xc0 }, 2 },
-		{ "mov to segment register 7", { 0x8c, 0xf8 }, 2 },
-		{ "jmpe (0f b8 without f3)", { 0x0f, 0xb8, 0xc0 }, 3 },
-		{ "bt group with /0", { 0x0f, 0xba, 0xc0, 0x03 }, 4 },
-		{ "SSE4a extrq with two immediates", { 0x66, 0x0f, 0x78, 0xc0, 0x08, 0x10 }, 6 },
-		{ "VEX map 0", { 0xc4, 0xe0, 0x7d, 0x10, 0xc0 }, 5 },
-		{ "VEX map 7", { 0xc4, 0xe7, 0x7b, 0xf8, 0xc0, 0, 0, 0, 0 }, 9 },
-		{ "VEX opcode not in map 0f", { 0xc5, 0xf8, 0x00, 0xc0 }, 4 },
-		{ "EVEX map 4 (APX)", { 0x62, 0xf4, 0x7c, 0x18, 0x01, 0xc8 }, 6 },
-		{ "EVEX with P1 bit 2 clear", { 0x62, 0xf1, 0x78, 0x48, 0x10, 0xc0 }, 6 },
-		{ "EVEX 0f 77", { 0x62, 0xf1, 0x7c, 0x48, 0x77, 0xc0 }, 6 },
-		{ "16 bytes",
-		  { 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
-		    0x66, 0x66, 0x66, 0x90 }, 16 },
+	    {"push %es (invalid in 64-bit mode)", {0x06}, 1},
+	    {"aas (invalid in 64-bit mode)", {0x3f}, 1},
+	    {"3DNow!", {0x0f, 0x0f, 0xc1, 0xb4}, 4},
+	    {"0f 04", {0x0f, 0x04, 0x00}, 3},
+	    {"VIA PadLock xcrypt", {0xf3, 0x0f, 0xa7, 0xc8}, 4},
+	    {"AMD XOP vprotd", {0x8f, 0xe8, 0x78, 0xc2, 0xef, 0x02}, 6},
+	    {"REX before a legacy prefix", {0x48, 0x66, 0x90}, 3},
+	    {"two REX prefixes", {0x48, 0x41, 0x90}, 3},
+	    {"REX before VEX", {0x4c, 0xc5, 0xa9, 0x7c, 0x02}, 5},
+	    {"0x66 before VEX", {0x66, 0xc5, 0xf8, 0x77}, 4},
+	    {"jmpw: length differs between Intel and AMD", {0x66, 0xe9, 0, 0, 0, 0}, 6},
+	    {"callw", {0x66, 0xe8, 0, 0, 0, 0}, 6},
+	    {"jcc with 0x66", {0x66, 0x0f, 0x84, 0, 0, 0, 0}, 7},
+	    {"ff /7", {0xff, 0xff}, 2},
+	    {"fe /2", {0xfe, 0xd0}, 2},
+	    {"c6 /1", {0xc6, 0xc8, 0x00}, 3},
+	    {"lea with a register operand", {0x8d, 0xc0}, 2},
+	    {"mov to segment register 7", {0x8c, 0xf8}, 2},
+	    {"jmpe (0f b8 without f3)", {0x0f, 0xb8, 0xc0}, 3},
+	    {"bt group with /0", {0x0f, 0xba, 0xc0, 0x03}, 4},
+	    {"SSE4a extrq with two immediates", {0x66, 0x0f, 0x78, 0xc0, 0x08, 0x10}, 6},
+	    {"VEX map 0", {0xc4, 0xe0, 0x7d, 0x10, 0xc0}, 5},
+	    {"VEX map 7", {0xc4, 0xe7, 0x7b, 0xf8, 0xc0, 0, 0, 0, 0}, 9},
+	    {"VEX opcode not in map 0f", {0xc5, 0xf8, 0x00, 0xc0}, 4},
+	    {"EVEX map 4 (APX)", {0x62, 0xf4, 0x7c, 0x18, 0x01, 0xc8}, 6},
+	    {"EVEX with P1 bit 2 clear", {0x62, 0xf1, 0x78, 0x48, 0x10, 0xc0}, 6},
+	    {"EVEX 0f 77", {0x62, 0xf1, 0x7c, 0x48, 0x77, 0xc0}, 6},
+	    {"16 bytes",
+	     {0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+	      0x66, 0x90},
+	     16},
 	};
 	struct x86_insn insn;
 
@@ -498,6 +504,7 @@ static void check_linear_decode(const char *what, const uint8_t *code, size_t si
 	CHECK_EQ_U64(n, count);
 }
 
+/* clang-format off */
 /* free (whole function): libc.so.6 (glibc 2.36-9+deb12u14) 0x98ef0-0x98ff1, 64 instructions,
  * from objdump -d. */
 static const uint8_t libc_free_bytes[] = {
@@ -595,8 +602,8 @@ static const uint16_t libc_avx2_starts[] = {
 	232, 236, 240, 244,
 };
 
-/* EVEX (AVX-512VL/BW) string code: libc.so.6 (glibc 2.36-9+deb12u14) 0x166040-0x1661ce, 70 instructions,
- * from objdump -d. */
+/* EVEX (AVX-512VL/BW) string code: libc.so.6 (glibc 2.36-9+deb12u14) 0x166040-0x1661ce,
+ * 70 instructions, from objdump -d. */
 static const uint8_t libc_evex_bytes[] = {
 	0x62, 0x93, 0x25, 0x20, 0x3e, 0xee, 0x01, 0x62, 0x93, 0x1d, 0x20, 0x3e,
 	0xf6, 0x01, 0x62, 0xa1, 0x05, 0x25, 0xfc, 0xc9, 0x62, 0xa1, 0x05, 0x26,
@@ -642,9 +649,10 @@ static const uint16_t libc_evex_starts[] = {
 	357, 361, 366, 371, 374, 378, 380, 385, 390, 394,
 };
 
+/* clang-format on */
 
-#define CROSS_CHECK(name)                                                                   \
-	check_linear_decode(#name, name##_bytes, sizeof(name##_bytes), name##_starts,      \
+#define CROSS_CHECK(name)                                                                          \
+	check_linear_decode(#name, name##_bytes, sizeof(name##_bytes), name##_starts,              \
 			    sizeof(name##_starts) / sizeof(name##_starts[0]))
 
 static void libc_code_matches_objdump(void)
