@@ -14,6 +14,7 @@ docs/performance.md with the machine it ran on.
 """
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
 ALLOCSCOPE = os.path.join(BUILD, "allocscope")
 LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
+SYSCALL_LOOP = os.path.join(BUILD, "workloads", "syscall_loop")
 EMPTY_PROBE = os.path.join(BUILD, "bench", "empty_probe")
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
@@ -118,6 +120,16 @@ def allocscope_with(args):
     return attach
 
 
+def bpftrace_stacks(pid):
+    """What users reach for without a sampling profiler: a stack and a sum on every call."""
+    # BEGIN runs once every probe is attached.
+    prog = (f"uprobe:{LIBC}:malloc {{ @bytes[ustack] = sum(arg0); }} "
+            'BEGIN { printf("ready\\n"); }')
+    proc = subprocess.Popen(["bpftrace", "-p", str(pid), "-e", prog], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    return proc, "ready", "stdout"
+
+
 def median_of(fn):
     return statistics.median(fn() for _ in range(REPEATS))
 
@@ -130,6 +142,12 @@ def main():
     memalign_entry = function_offset(LIBC, "aligned_alloc")
     rows = []
 
+    def syscall_cost():
+        out = subprocess.run([SYSCALL_LOOP], capture_output=True, text=True).stdout
+        return float(re.search(r"ns_per_call ([\d.]+)", out).group(1))
+
+    rows.append(("getppid() syscall (this machine's kernel entry cost)",
+                 median_of(syscall_cost), None))
     base = median_of(lambda: run_loop([], iterations=20000000))
     rows.append(("malloc+free, nothing attached", base, None))
     floor = median_of(lambda: run_loop([], empty_probe_at(malloc_entry + offsets["malloc"])))
@@ -138,6 +156,10 @@ def main():
     rows.append(("allocscope, default rate 512KiB", scope, scope / floor))
     sampled = median_of(lambda: run_loop([], allocscope_with(["--sample-rate", "1", "--ringbuf-size", "256MiB"])))
     rows.append(("allocscope, every call sampled (--sample-rate 1)", sampled, sampled / floor))
+
+    if shutil.which("bpftrace"):
+        bt = median_of(lambda: run_loop([], bpftrace_stacks))
+        rows.append(("bpftrace: malloc { @[ustack] = sum(arg0) } (every call)", bt, bt / floor))
 
     stepped = median_of(lambda: run_loop(["--aligned"], empty_probe_at(memalign_entry)))
     rows.append(("aligned_alloc: empty uprobe at +0 (cmpb, single-stepped)", stepped, None))
