@@ -402,29 +402,27 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		printf("%14s %6s  %15.0f  total\n",
 		       units_format_size(totals.bytes, bytes, sizeof(bytes)), "", totals.objects);
 	}
-	if (counters->ringbuf_full || counters->stack_errors || counters->caller_errors ||
-	    counters->storage_errors || cap->handler_errors ||
-	    sample_reader__malformed(cap->reader)) {
-		printf("\nlost or degraded:\n");
-		if (counters->ringbuf_full)
-			printf("  %llu samples dropped: ring buffer full (raise the sample rate or "
-			       "--ringbuf-size)\n",
-			       (unsigned long long)counters->ringbuf_full);
-		if (counters->stack_errors)
-			printf("  %llu stacks failed: kept with the direct caller only\n",
-			       (unsigned long long)counters->stack_errors);
-		if (counters->caller_errors)
-			printf("  %llu direct callers unreadable\n",
-			       (unsigned long long)counters->caller_errors);
-		if (counters->storage_errors)
-			printf("  %llu allocations not counted: no per-thread countdown\n",
-			       (unsigned long long)counters->storage_errors);
-		if (cap->handler_errors)
-			printf("  %llu samples dropped: out of memory\n",
-			       (unsigned long long)cap->handler_errors);
-		if (sample_reader__malformed(cap->reader))
-			printf("  %llu malformed records\n",
-			       (unsigned long long)sample_reader__malformed(cap->reader));
+	const struct {
+		uint64_t count;
+		const char *what;
+	} losses[] = {
+		{ counters->ringbuf_full,
+		  "samples dropped: ring buffer full (raise the sample rate or --ringbuf-size)" },
+		{ counters->stack_errors, "stacks failed: kept with the direct caller only" },
+		{ counters->caller_errors, "direct callers unreadable" },
+		{ counters->storage_errors, "allocations not counted: no per-thread countdown" },
+		{ cap->handler_errors, "samples dropped: out of memory" },
+		{ sample_reader__malformed(cap->reader), "malformed records" },
+	};
+	bool header = false;
+
+	for (size_t i = 0; i < sizeof(losses) / sizeof(losses[0]); i++) {
+		if (!losses[i].count)
+			continue;
+		if (!header)
+			printf("\nlost or degraded:\n");
+		header = true;
+		printf("  %llu %s\n", (unsigned long long)losses[i].count, losses[i].what);
 	}
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc_profile.h"
+#include "hash.h"
 #include "pprof.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
@@ -43,13 +44,10 @@ struct alloc_profile {
 
 static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ull ^ pid;
+	uint64_t h = hash_mix64(pid);
 
-	for (size_t i = 0; i < n; i++) {
-		h ^= frames[i];
-		h *= 0x100000001b3ull;
-		h ^= h >> 29;
-	}
+	for (size_t i = 0; i < n; i++)
+		h = hash_combine(h, frames[i]);
 	return h;
 }
 
@@ -302,19 +300,9 @@ struct mapping_table {
 	const void **order;
 };
 
-static uint64_t hash_pointer(const void *p)
-{
-	uint64_t h = (uint64_t)(uintptr_t)p;
-
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	return h;
-}
-
 static struct mapping_slot *mapping_lookup(struct mapping_table *t, const void *key, bool *added)
 {
-	size_t i = hash_pointer(key) & (t->cap - 1);
+	size_t i = hash_mix64((uint64_t)(uintptr_t)key) & (t->cap - 1);
 
 	*added = false;
 	while (t->slots[i].key && t->slots[i].key != key)

@@ -5,6 +5,7 @@
  * result with zlib at BestSpeed, as Go's runtime/pprof does. */
 #include "profile/pprof.h"
 #include "profile/protobuf.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -215,22 +216,6 @@ static void *array_grow(void *items, size_t *cap, size_t used, size_t extra, siz
 
 /* --- hashing ------------------------------------------------------------------------- */
 
-/* The splitmix64 finaliser: every input bit affects every output bit, which linear probing
- * on the low bits needs. */
-static uint64_t hash_fmix(uint64_t h)
-{
-	h ^= h >> 30;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 27;
-	h *= 0x94d049bb133111ebULL;
-	h ^= h >> 31;
-	return h;
-}
-
-static uint64_t hash_combine(uint64_t h, uint64_t v)
-{
-	return hash_fmix(h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6)));
-}
 
 static uint64_t hash_bytes(const char *s, size_t len)
 {
@@ -248,7 +233,7 @@ static uint64_t hash_bytes(const char *s, size_t len)
 	word = 0;
 	memcpy(&word, s, len);
 	h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
-	return hash_fmix(h);
+	return hash_mix64(h);
 }
 
 static uint32_t hash_fold(uint64_t h)
@@ -735,7 +720,7 @@ uint64_t pprof_builder__location(struct pprof_builder *b, uint64_t mapping_id, u
 	size_t i;
 	int err;
 
-	hash = hash_fold(hash_combine(hash_fmix(mapping_id), address));
+	hash = hash_fold(hash_combine(hash_mix64(mapping_id), address));
 	id = id_table__find(&b->location_index, hash, location_eq, b, &key);
 	if (id)
 		return id;

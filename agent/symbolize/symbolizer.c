@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "symbolize/elf_file.h"
+#include "hash.h"
 #include "symbolize/proc_maps.h"
 
 /* An open-addressing hash table from a pair of u64 to a pointer. Values are never removed
@@ -32,20 +33,9 @@ struct pair_map {
 	size_t count;
 };
 
-static uint64_t mix64(uint64_t x)
-{
-	/* splitmix64's finalizer: addresses differ mostly in low and middle bits. */
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
 static size_t pair_hash(uint64_t a, uint64_t b)
 {
-	return (size_t)mix64(a * 0x9e3779b97f4a7c15ULL ^ mix64(b));
+	return (size_t)hash_mix64(a * 0x9e3779b97f4a7c15ULL ^ hash_mix64(b));
 }
 
 static void *pair_map__get(const struct pair_map *map, uint64_t a, uint64_t b)

@@ -273,6 +273,19 @@ def duration_ends_capture_and_sigint_still_writes(tmp):
 
 
 @test
+def dropped_samples_are_counted_and_reported(tmp):
+    out_path = os.path.join(tmp, "drops.pb.gz")
+    result = run([ALLOCSCOPE, "--sample-rate", "1", "--ringbuf-size", "4KiB", "-o", out_path,
+                  "--", MALLOC_LOOP, "--iterations", "20000"])
+    assert result.returncode == 0, result.stderr
+    m = re.search(r"(\d+) samples dropped: ring buffer full", result.stdout)
+    assert m and int(m.group(1)) > 0, result.stdout
+    samples = int(re.search(r"(\d+) samples from", result.stdout).group(1))
+    # Every call was sampled: what arrived and what was dropped add up to the calls made.
+    assert samples + int(m.group(1)) >= 20000, result.stdout
+
+
+@test
 def command_exit_status_is_returned(tmp):
     result = run([ALLOCSCOPE, "-o", os.path.join(tmp, "x.pb.gz"), "--", "sh", "-c", "exit 7"])
     assert result.returncode == 7, f"exit {result.returncode}: {result.stderr}"
