@@ -43,7 +43,8 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKLOAD_SRCS := $(sort $(wildcard tests/workloads/*.c))
 WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
-		 $(BUILD)/workloads/alloc_sites_static
+		 $(BUILD)/workloads/alloc_sites_static $(BUILD)/workloads/alloc_sites_nofp \
+		 $(BUILD)/workloads/cxx_sites
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
@@ -90,6 +91,18 @@ $(BUILD)/workloads/alloc_sites_static: tests/workloads/alloc_sites.c | $(DEPS_OK
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -static $< -o $@ -lpthread
+
+# Built as distributions build: -O2, no frame pointers; only CFI unwinding gets these right.
+NOFP_CFLAGS := -O2 -g -fomit-frame-pointer -Wall -Werror
+$(BUILD)/workloads/alloc_sites_nofp: tests/workloads/alloc_sites.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(NOFP_CFLAGS) $< -o $@ -lpthread
+
+$(BUILD)/workloads/cxx_sites: tests/workloads/cxx_sites.cc | $(DEPS_OK)
+	$(call msg,CXX,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CXX) $(NOFP_CFLAGS) $< -o $@
 
 -include tests/unit/fixtures.mk
 

@@ -330,7 +330,7 @@ static bool all_exited(const struct capture *cap)
 static void run_loop(struct capture *cap)
 {
 	const struct capture_opts *opts = cap->opts;
-	struct pollfd fds[CAPTURE_MAX_PIDS];
+	struct pollfd fds[CAPTURE_MAX_PIDS + 1];
 	bool progress = isatty(STDERR_FILENO);
 	int64_t last_progress = 0;
 
@@ -351,7 +351,11 @@ static void run_loop(struct capture *cap)
 			fds[n].revents = 0;
 			n++;
 		}
-		if (poll(fds, n, timeout) > 0) {
+		/* Last: the ring buffer, readable when the program wants an early drain. */
+		fds[n].fd = sample_reader__fd(cap->reader);
+		fds[n].events = POLLIN;
+		fds[n].revents = 0;
+		if (poll(fds, n + 1, timeout) > 0) {
 			for (size_t i = 0, k = 0; i < cap->n_targets; i++) {
 				if (cap->targets[i].exited)
 					continue;
@@ -474,6 +478,8 @@ int capture_run(const struct capture_opts *opts)
 	struct alloc_program_opts program_opts = {
 		.sample_rate = opts->sample_rate,
 		.ringbuf_bytes = opts->ringbuf_bytes,
+		.walk_frame_pointers = true,
+		.stack_copy_bytes = 16384,
 	};
 	struct capture cap = { .opts = opts };
 	struct alloc_counters counters;

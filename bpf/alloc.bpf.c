@@ -7,16 +7,24 @@
  * byte sampling of Go and jemalloc), a fresh exponential interval is drawn, and a record with
  * the size, the direct caller (read at *sp) and the frame-pointer stack goes to a ring buffer
  * without waking the agent, which drains it on a timer. */
+#include <stdbool.h>
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "alloc.h"
 #include "sampling.h"
 
-/* Mean bytes between samples (R), and the log2 table sampling_next_interval needs; both set
- * by the agent before load. */
+/* Set by the agent before load: the mean bytes between samples (R), the log2 table
+ * sampling_next_interval needs, and what a sample carries for unwinding: the kernel's
+ * frame-pointer walk, and/or registers plus a copy of the top of the user stack (bytes, a
+ * power of two up to ALLOC_MAX_STACK_COPY; 0 for none). */
 const volatile __u64 sample_rate = 512 * 1024;
 const volatile __u32 log2_frac_q16[SAMPLING_TABLE_SIZE];
+const volatile bool walk_frame_pointers = true;
+const volatile __u32 stack_copy_size = 0;
+/* Wake the agent only when this much is queued: no wakeup per sample (a wakeup costs more than
+ * the trap), yet a burst cannot fill the ring between two timed drains. */
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 struct alloc_counters counters;
 
@@ -42,6 +50,40 @@ static __always_inline __u64 next_interval(void)
 	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
 }
 
+/* Registers and the top of the user stack, for CFI unwinding in the agent. The copy is as
+ * long as configured or, when the stack ends sooner (a read crossing the end of the mapping
+ * fails), the longest halving of it that fits. Each size tried is a constant for the
+ * verifier. */
+static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sample *rec)
+{
+	__u64 sp = PT_REGS_SP(ctx);
+	__u32 size = stack_copy_size;
+
+	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
+	rec->regs[ALLOC_REG_SP] = sp;
+	rec->regs[ALLOC_REG_BP] = ctx->bp;
+	rec->regs[ALLOC_REG_BX] = ctx->bx;
+	rec->regs[ALLOC_REG_R12] = ctx->r12;
+	rec->regs[ALLOC_REG_R13] = ctx->r13;
+	rec->regs[ALLOC_REG_R14] = ctx->r14;
+	rec->regs[ALLOC_REG_R15] = ctx->r15;
+	rec->stack_copy_bytes = 0;
+	rec->reserved = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		__u32 try_size = size >> i;
+
+		if (try_size < 256 || try_size > ALLOC_MAX_STACK_COPY)
+			break;
+		if (bpf_probe_read_user(rec->stack_copy, try_size, (void *)sp) == 0) {
+			rec->stack_copy_bytes = try_size;
+			return;
+		}
+	}
+	if (size)
+		__sync_fetch_and_add(&counters.stack_copy_errors, 1);
+}
+
 /* The countdown ran out within this allocation (or was never started): decide, and when the
  * allocation is sampled, record it. Kept out of line so the common path stays small. */
 static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
@@ -62,7 +104,7 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
 	countdown->bytes_left = next_interval();
 
-	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec), 0);
+	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
 		return 0;
@@ -82,11 +124,19 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 		rec->caller_address = 0;
 		__sync_fetch_and_add(&counters.caller_errors, 1);
 	}
-	rec->stack_bytes = bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), BPF_F_USER_STACK);
-	if (rec->stack_bytes < 0)
-		__sync_fetch_and_add(&counters.stack_errors, 1);
+	if (walk_frame_pointers) {
+		rec->stack_bytes =
+			bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), BPF_F_USER_STACK);
+		if (rec->stack_bytes < 0)
+			__sync_fetch_and_add(&counters.stack_errors, 1);
+	} else {
+		rec->stack_bytes = 0;
+	}
+	copy_user_stack(ctx, rec);
 	__sync_fetch_and_add(&counters.samples, 1);
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
+					? BPF_RB_FORCE_WAKEUP
+					: BPF_RB_NO_WAKEUP);
 	return 0;
 }
 

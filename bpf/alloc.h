@@ -22,9 +22,28 @@ enum alloc_entry {
 	ALLOC_ENTRY__COUNT,
 };
 
+/* User registers captured on a sampled allocation for CFI unwinding in user space, in this
+ * order. At an allocator's entry the callee-saved ones still hold the caller's values. */
+enum alloc_reg {
+	ALLOC_REG_IP,
+	ALLOC_REG_SP,
+	ALLOC_REG_BP,
+	ALLOC_REG_BX,
+	ALLOC_REG_R12,
+	ALLOC_REG_R13,
+	ALLOC_REG_R14,
+	ALLOC_REG_R15,
+	ALLOC_REG__COUNT,
+};
+
+/* Largest copy of the user stack a sample may carry (--stack-copy-size). */
+#define ALLOC_MAX_STACK_COPY (64 * 1024)
+
 /* One sampled allocation, as written to the ring buffer. stack[] holds the frame-pointer walk
  * (leaf first, stack[0] is the probed instruction); the direct caller, which that walk misses
- * at a function's entry, travels separately in caller_address. */
+ * at a function's entry, travels separately in caller_address. When the agent unwinds with
+ * CFI, regs[] and stack_copy[] carry what it needs: the record then is
+ * sizeof(struct alloc_sample) + the configured stack copy size. */
 struct alloc_sample {
 	__u32 pid;               /* tgid */
 	__u32 tid;
@@ -34,6 +53,10 @@ struct alloc_sample {
 	__u32 entry;             /* enum alloc_entry */
 	__s32 stack_bytes;       /* bytes of stack[] filled, or a negative errno */
 	__u64 stack[ALLOC_MAX_STACK_DEPTH];
+	__u64 regs[ALLOC_REG__COUNT];
+	__u32 stack_copy_bytes;  /* bytes of stack_copy[] filled, from regs[ALLOC_REG_SP] up */
+	__u32 reserved;
+	__u8 stack_copy[];       /* the top of the user stack (the record is sized for it) */
 };
 
 /* Kept by the program on the sampled path only; read by the agent from the skeleton's .bss. */
@@ -43,6 +66,7 @@ struct alloc_counters {
 	__u64 stack_errors;      /* samples whose frame-pointer walk failed */
 	__u64 caller_errors;     /* samples whose caller could not be read at *sp */
 	__u64 storage_errors;    /* allocations not counted: no per-thread countdown could be made */
+	__u64 stack_copy_errors; /* samples that carry no stack copy: the stack was unreadable */
 };
 
 #endif

@@ -102,6 +102,9 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 		goto fail;
 	}
 	prog->skel->rodata->sample_rate = opts->sample_rate;
+	prog->skel->rodata->walk_frame_pointers = opts->walk_frame_pointers;
+	prog->skel->rodata->stack_copy_size = opts->stack_copy_bytes;
+	prog->skel->rodata->wakeup_bytes = opts->ringbuf_bytes / 4;
 	sampling_fill_log2_table(table);
 	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
 	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);

@@ -4,6 +4,7 @@
 #ifndef ALLOCSCOPE_ALLOC_PROGRAM_H
 #define ALLOCSCOPE_ALLOC_PROGRAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,8 +14,11 @@ struct alloc_program;
 struct bpf_program;
 
 struct alloc_program_opts {
-	uint64_t sample_rate;    /* mean bytes between samples */
-	uint32_t ringbuf_bytes;  /* power of two, at least one page */
+	uint64_t sample_rate;        /* mean bytes between samples */
+	uint32_t ringbuf_bytes;      /* power of two, at least one page */
+	bool walk_frame_pointers;    /* the kernel's frame-pointer walk in every sample */
+	uint32_t stack_copy_bytes;   /* registers + this much user stack per sample (0: none);
+					a power of two up to ALLOC_MAX_STACK_COPY */
 };
 
 /* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On

@@ -59,6 +59,11 @@ int sample_reader__drain(struct sample_reader *reader)
 	return ring_buffer__consume(reader->ring);
 }
 
+int sample_reader__fd(const struct sample_reader *reader)
+{
+	return ring_buffer__epoll_fd(reader->ring);
+}
+
 uint64_t sample_reader__malformed(const struct sample_reader *reader)
 {
 	return reader->malformed;

@@ -1,5 +1,6 @@
-/* Drains the BPF ring buffer of sampled allocations. The program submits without waking us, so
- * the owner calls sample_reader__drain on a timer (and once more at the end of a capture). */
+/* Drains the BPF ring buffer of sampled allocations. The program submits without waking us
+ * unless the ring is a quarter full, so the owner calls sample_reader__drain on a timer, when
+ * sample_reader__fd polls readable, and once more at the end of a capture. */
 #ifndef ALLOCSCOPE_SAMPLE_READER_H
 #define ALLOCSCOPE_SAMPLE_READER_H
 
@@ -18,6 +19,10 @@ void sample_reader__free(struct sample_reader *reader);
 
 /* Hands every record now in the buffer to the handler. Returns how many, or -errno. */
 int sample_reader__drain(struct sample_reader *reader);
+
+/* A descriptor that polls readable when the program asks for an early drain (the ring is
+ * filling up); add it to the owner's poll set. */
+int sample_reader__fd(const struct sample_reader *reader);
 
 /* Records rejected because their size did not match struct alloc_sample (a mismatched build). */
 uint64_t sample_reader__malformed(const struct sample_reader *reader);

@@ -171,25 +171,37 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	return rec;
 }
 
+int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			     size_t n_frames, uint64_t size)
+{
+	double p = sampling_probability(size, profile->sample_rate);
+	double bytes = (double)(size ? size : 1);
+	struct stack_record *rec;
+
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	rec = find_or_add_stack(profile, pid, frames, n_frames);
+	if (!rec)
+		return -ENOMEM;
+	rec->bytes += bytes / p;
+	rec->objects += 1.0 / p;
+	rec->samples++;
+	profile->totals.samples++;
+	profile->totals.bytes += bytes / p;
+	profile->totals.objects += 1.0 / p;
+	return 0;
+}
+
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)
 {
 	uint64_t frames[MAX_FRAMES];
 	bool caller_only;
 	size_t n = build_frames(sample, frames, &caller_only);
-	double p = sampling_probability(sample->size, profile->sample_rate);
-	double size = (double)(sample->size ? sample->size : 1);
-	struct stack_record *rec = find_or_add_stack(profile, sample->pid, frames, n);
+	int ret = alloc_profile__add_stack(profile, sample->pid, frames, n, sample->size);
 
-	if (!rec)
-		return -ENOMEM;
-	rec->bytes += size / p;
-	rec->objects += 1.0 / p;
-	rec->samples++;
-	profile->totals.samples++;
-	profile->totals.caller_only += caller_only;
-	profile->totals.bytes += size / p;
-	profile->totals.objects += 1.0 / p;
-	return 0;
+	if (ret == 0)
+		profile->totals.caller_only += caller_only;
+	return ret;
 }
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out)

@@ -31,8 +31,15 @@ int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
 		       struct alloc_profile **out);
 void alloc_profile__free(struct alloc_profile *profile);
 
-/* Weights the sample by 1/p, p = 1 - exp(-size/R), and adds it to its stack. 0 or -ENOMEM. */
+/* Weights the sample by 1/p, p = 1 - exp(-size/R), and adds it to its stack, built from the
+ * kernel's frame-pointer walk and the caller read at *sp. 0 or -ENOMEM. */
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample);
+
+/* The same for a stack unwound elsewhere: frames leaf first (frames[0] in the allocator,
+ * frames[1] the return address into its caller, ...). At most ALLOC_MAX_STACK_DEPTH + 1
+ * frames are kept. */
+int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			     size_t n_frames, uint64_t size);
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 

@@ -120,6 +120,23 @@ __attribute__((noinline)) void site_valloc(long n)
 	manifest(__func__, 4096, n);
 }
 
+/* An allocation in a helper that is always inlined: with DWARF, the profile shows
+ * make_buffer as an inline frame inside site_inlined. */
+static inline __attribute__((always_inline)) void *make_buffer(size_t size)
+{
+	void *p = malloc(size);
+
+	touch(p);
+	return p;
+}
+
+__attribute__((noinline)) void site_inlined(long n)
+{
+	for (long i = 0; i < n; i++)
+		free(make_buffer(3000));
+	manifest(__func__, 3000, n);
+}
+
 /* Two threads: each has its own countdown in the kernel. */
 static long thread_calls;
 
@@ -192,6 +209,7 @@ int main(int argc, char **argv)
 	site_aligned_alloc(10000 * scale);
 	site_posix_memalign(5000 * scale);
 	site_valloc(5000 * scale);
+	site_inlined(10000 * scale);
 	run_threads(50000 * scale);
 	printf("done\n");
 	return 0;
