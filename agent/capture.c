@@ -45,11 +45,13 @@ struct capture {
 	struct symbolizer *symbolizer;
 	struct alloc_profile *profile;
 	struct sample_reader *reader;
+	struct unwinder *unwinder;   /* NULL with --unwind fp */
 	struct target targets[CAPTURE_MAX_PIDS];
 	size_t n_targets;
 	pid_t child;             /* the command's pid, or 0 */
 	char output[PATH_MAX];
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
+	uint64_t truncated_unwinds; /* CFI/frame-pointer walks that stopped early */
 	struct timespec start_mono;
 	int64_t start_wall_ns;
 };
@@ -139,11 +141,45 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 	return 0;
 }
 
+/* Walks the sample's copied stack in user space. A walk that cannot get past the allocator
+ * still has the direct caller the program read at *sp. */
+static int add_unwound_sample(struct capture *cap, const struct alloc_sample *sample)
+{
+	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
+	struct unwind_input input = {
+		.pid = (pid_t)sample->pid,
+		.tid = (pid_t)sample->tid,
+		.regs = (const uint64_t *)sample->regs,
+		.stack = sample->stack_copy,
+		.stack_len = sample->stack_copy_bytes,
+	};
+	struct unwind_result result = { 0 };
+	int ret;
+
+	ret = unwinder__unwind(cap->unwinder, &input, cap->opts->unwind, pcs,
+			       sizeof(pcs) / sizeof(pcs[0]), &result);
+	if (ret)
+		return ret;
+	if (result.n_pcs < 2 && sample->caller_address) {
+		pcs[0] = sample->regs[ALLOC_REG_IP];
+		pcs[1] = sample->caller_address;
+		result.n_pcs = 2;
+	}
+	cap->truncated_unwinds += result.truncated;
+	return alloc_profile__add_stack(cap->profile, sample->pid, pcs, result.n_pcs,
+					sample->size);
+}
+
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct capture *cap = ctx;
+	int ret;
 
-	if (alloc_profile__add(cap->profile, sample) != 0)
+	if (cap->unwinder)
+		ret = add_unwound_sample(cap, sample);
+	else
+		ret = alloc_profile__add(cap->profile, sample);
+	if (ret)
 		cap->handler_errors++;
 	return 0;
 }
@@ -155,6 +191,18 @@ static int drain(struct capture *cap)
 	if (n < 0 && n != -EINTR)
 		log_warn("reading samples failed: %s", strerror(-n));
 	return n;
+}
+
+/* Both the symbolizer and the unwinder keep their own view of the process's memory map, taken
+ * now so that samples still resolve after the process exits. */
+static void snapshot_process(struct capture *cap, pid_t pid)
+{
+	int ret = symbolizer__add_process(cap->symbolizer, pid);
+
+	if (ret == 0 && cap->unwinder)
+		ret = unwinder__add_process(cap->unwinder, pid);
+	if (ret)
+		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
 }
 
 static int add_target(struct capture *cap, pid_t pid, const char *allocator_file,
@@ -181,12 +229,8 @@ static int add_target(struct capture *cap, pid_t pid, const char *allocator_file
 		close(t->pidfd);
 		return ret;
 	}
-	if (snapshot_now) {
-		ret = symbolizer__add_process(cap->symbolizer, pid);
-		if (ret)
-			log_warn("cannot read the memory map of pid %d: %s", (int)pid,
-				 strerror(-ret));
-	}
+	if (snapshot_now)
+		snapshot_process(cap, pid);
 	cap->n_targets++;
 	return 0;
 }
@@ -313,9 +357,7 @@ static int start_command(struct capture *cap)
 	 * symbolizer's re-read on the first unknown address). */
 	read_comm(pid, cap->targets[cap->n_targets - 1].comm,
 		  sizeof(cap->targets[cap->n_targets - 1].comm));
-	ret = symbolizer__add_process(cap->symbolizer, pid);
-	if (ret)
-		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
+	snapshot_process(cap, pid);
 	return 0;
 }
 
@@ -416,6 +458,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->caller_errors, "direct callers unreadable" },
 		{ counters->storage_errors, "allocations not counted: no per-thread countdown" },
 		{ cap->handler_errors, "samples dropped: out of memory" },
+		{ counters->stack_copy_errors, "samples without a stack copy: stack unreadable" },
+		{ cap->truncated_unwinds, "stacks cut short: kept the frames found (a larger "
+					  "--stack-copy-size or debug info may help)" },
 		{ sample_reader__malformed(cap->reader), "malformed records" },
 	};
 	bool header = false;
@@ -478,8 +523,8 @@ int capture_run(const struct capture_opts *opts)
 	struct alloc_program_opts program_opts = {
 		.sample_rate = opts->sample_rate,
 		.ringbuf_bytes = opts->ringbuf_bytes,
-		.walk_frame_pointers = true,
-		.stack_copy_bytes = 16384,
+		.walk_frame_pointers = opts->unwind == UNWIND_FP,
+		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
 	};
 	struct capture cap = { .opts = opts };
 	struct alloc_counters counters;
@@ -496,6 +541,10 @@ int capture_run(const struct capture_opts *opts)
 		return 1;
 	}
 	cap.symbolizer = symbolizer__new();
+	if (opts->unwind != UNWIND_FP && unwinder__new(&cap.unwinder) != 0) {
+		log_error("cannot set up the unwinder: out of memory");
+		goto out;
+	}
 	if (!cap.symbolizer ||
 	    alloc_profile__new(opts->sample_rate, cap.symbolizer, &cap.profile) ||
 	    sample_reader__new(alloc_program__ringbuf_fd(cap.program), on_sample, &cap,
@@ -555,6 +604,7 @@ out:
 		close(cap.targets[i].pidfd);
 	sample_reader__free(cap.reader);
 	alloc_profile__free(cap.profile);
+	unwinder__free(cap.unwinder);
 	symbolizer__free(cap.symbolizer);
 	alloc_program__free(cap.program);
 	fflush(stdout);

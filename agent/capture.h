@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "symbolize/unwind.h"
+
 #define CAPTURE_MAX_PIDS 64
 
 struct capture_opts {
@@ -18,6 +20,8 @@ struct capture_opts {
 	uint64_t sample_rate;    /* mean bytes between samples */
 	uint32_t ringbuf_bytes;  /* ring buffer size, a power of two */
 	const char *output;      /* NULL: alloc-<pid>-<UTC time>.pb.gz in the current directory */
+	enum unwind_mode unwind; /* how stacks are walked */
+	uint32_t stack_copy_bytes; /* user stack copied per sample for CFI unwinding */
 	unsigned top;            /* rows in the summary's top table */
 };
 

@@ -10,10 +10,12 @@
 #include "capture.h"
 #include "log.h"
 #include "config/units.h"
+#include "alloc.h"
 #include "sampling.h"
 
 #define DEFAULT_SAMPLE_RATE (512 * 1024)
-#define DEFAULT_RINGBUF_BYTES (8u << 20)
+#define DEFAULT_RINGBUF_BYTES (16u << 20)
+#define DEFAULT_STACK_COPY_BYTES (16u << 10)
 #define EXIT_USAGE 2
 
 static const char usage_text[] =
@@ -31,8 +33,13 @@ static const char usage_text[] =
 	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
 	"                           default 512KiB)\n"
 	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
+	"      --unwind MODE        how stacks are walked: auto (default: CFI from .eh_frame and\n"
+	"                           debug info, frame pointers where there is none), dwarf (CFI\n"
+	"                           only) or fp (frame pointers only, cheapest)\n"
+	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (1KiB to\n"
+	"                           64KiB, a power of two; default 16KiB)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
-	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two, default 8MiB)\n"
+	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two, default 16MiB)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -77,13 +84,15 @@ static int parse_pids(const char *text, struct capture_opts *opts)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL };
+	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY };
 	static const struct option options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "sample-rate", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "top", required_argument, NULL, OPT_TOP },
+		{ "unwind", required_argument, NULL, OPT_UNWIND },
+		{ "stack-copy-size", required_argument, NULL, OPT_STACK_COPY },
 		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
@@ -93,6 +102,8 @@ int main(int argc, char **argv)
 	struct capture_opts opts = {
 		.sample_rate = DEFAULT_SAMPLE_RATE,
 		.ringbuf_bytes = DEFAULT_RINGBUF_BYTES,
+		.unwind = UNWIND_AUTO,
+		.stack_copy_bytes = DEFAULT_STACK_COPY_BYTES,
 		.top = 10,
 	};
 	uint64_t value;
@@ -139,6 +150,19 @@ int main(int argc, char **argv)
 						   "of two from 4KiB to 1GiB",
 						   optarg);
 			opts.ringbuf_bytes = (uint32_t)value;
+			break;
+		case OPT_UNWIND:
+			if (unwind_mode_parse(optarg, &opts.unwind) != 0)
+				return usage_error("invalid --unwind '%s': expected auto, dwarf or fp",
+						   optarg);
+			break;
+		case OPT_STACK_COPY:
+			if (units_parse_size(optarg, &value) != 0 || value < 1024 ||
+			    value > ALLOC_MAX_STACK_COPY || (value & (value - 1)))
+				return usage_error("invalid stack copy size '%s': expected a power "
+						   "of two from 1KiB to 64KiB",
+						   optarg);
+			opts.stack_copy_bytes = (uint32_t)value;
 			break;
 		case OPT_LOG_LEVEL:
 			if (log_parse_level(optarg, &level) != 0)

@@ -211,13 +211,14 @@ void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_pro
 
 /* operator new and friends (_Znwm, _Znam, aligned variants) forward to the allocator: the
  * site is whoever called them. */
-static bool is_allocation_wrapper(const char *function)
+static bool is_allocation_wrapper(const struct symbolized_frame *frame)
 {
-	return function && strncmp(function, "_Zn", 3) == 0;
+	return frame->system_name && strncmp(frame->system_name, "_Zn", 3) == 0;
 }
 
 /* The allocation site of a stack: the first frame outside the allocator's own file and its
- * wrappers; the allocator frame itself when there is nothing else. */
+ * wrappers (its innermost inline frame when there are several); the allocator frame itself
+ * when there is nothing else. */
 static void stack_site(struct alloc_profile *profile, const struct stack_record *rec, char *name,
 		       size_t len)
 {
@@ -235,9 +236,11 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 		}
 		if (ok && have_leaf && frame.mapping_key && frame.mapping_key == leaf.mapping_key)
 			continue;
-		if (ok && is_allocation_wrapper(frame.function))
+		if (ok && is_allocation_wrapper(&frame))
 			continue;
-		if (ok && frame.function)
+		if (ok && frame.n_lines)
+			snprintf(name, len, "%s", frame.lines[0].function);
+		else if (ok && frame.function)
 			snprintf(name, len, "%s", frame.function);
 		else
 			snprintf(name, len, "0x%" PRIx64 "%s%s", rec->frames[i],
@@ -346,6 +349,32 @@ static void mapping_table_free(struct mapping_table *t)
 	free(t->order);
 }
 
+/* One pprof Location per frame address, with a Line per inline level, innermost first. */
+static uint64_t frame_location(struct pprof_builder *builder, uint64_t mapping_id,
+			       uint64_t address, const struct symbolized_frame *frame)
+{
+	struct pprof_line lines[16];
+	size_t n = 0;
+
+	for (size_t i = 0; i < frame->n_lines && n < sizeof(lines) / sizeof(lines[0]); i++) {
+		const struct symbolized_line *line = &frame->lines[i];
+
+		lines[n].function_id = pprof_builder__function(builder, line->function,
+							       line->system_name, line->file, 0);
+		if (!lines[n].function_id)
+			return 0;
+		lines[n++].line = line->line;
+	}
+	if (n == 0 && frame->function) {
+		lines[0].function_id = pprof_builder__function(builder, frame->function,
+							       frame->system_name, NULL, 0);
+		if (!lines[0].function_id)
+			return 0;
+		lines[n++].line = 0;
+	}
+	return pprof_builder__location(builder, mapping_id, address, n ? lines : NULL, n);
+}
+
 static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder *builder,
 			    struct mapping_table *mappings, const struct stack_record *rec)
 {
@@ -354,8 +383,7 @@ static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder 
 	bool added;
 
 	for (uint32_t i = 0; i < rec->n_frames; i++) {
-		uint64_t mapping_id = 0, function_id = 0;
-		struct pprof_line line;
+		uint64_t mapping_id = 0;
 
 		if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
 					&frame) != 0)
@@ -366,17 +394,7 @@ static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder 
 
 			mapping_id = slot ? slot->pprof_id : 0;
 		}
-		if (frame.function) {
-			function_id = pprof_builder__function(builder, frame.function, frame.function,
-							      NULL, 0);
-			if (!function_id)
-				return -ENOMEM;
-			line.function_id = function_id;
-			line.line = 0;
-		}
-		location_ids[i] = pprof_builder__location(builder, mapping_id, rec->frames[i],
-							  function_id ? &line : NULL,
-							  function_id ? 1 : 0);
+		location_ids[i] = frame_location(builder, mapping_id, rec->frames[i], &frame);
 		if (!location_ids[i])
 			return -ENOMEM;
 	}
@@ -446,6 +464,9 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 			.filename = slot->first.map_path,
 			.build_id = slot->first.build_id,
 			.has_functions = slot->any_named,
+			.has_filenames = slot->any_named && slot->first.has_filenames,
+			.has_line_numbers = slot->any_named && slot->first.has_line_numbers,
+			.has_inline_frames = slot->any_named && slot->first.has_inline_frames,
 		};
 
 		slot->pprof_id = pprof_builder__add_mapping(builder, &m);

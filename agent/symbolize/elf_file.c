@@ -1,8 +1,11 @@
 /* ELF files through libelf: build id, program headers, function lookup by name (for the attach
  * stage) and by address (for symbolization), and the separate debug file that provides names
- * when distributions strip .symtab. Files are mapped with ELF_C_READ_MMAP and kept open, so
- * a parsed file keeps working after it is deleted or replaced on disk and after the processes
- * that mapped it exit. The address table is built lazily: the attach stage never needs it. */
+ * and DWARF when distributions strip them. Files are mapped with ELF_C_READ_MMAP and kept
+ * open, so a parsed file keeps working after it is deleted or replaced on disk and after the
+ * processes that mapped it exit. The address table and the DWARF are loaded lazily: the
+ * attach stage never needs them. Source lines come from dwarf_lines; this file decides which
+ * image holds the DWARF and finds dwz supplementary files, and falls back to the symbol
+ * tables (demangled) where DWARF has nothing to say. */
 #include "symbolize/elf_file.h"
 
 #include <errno.h>
@@ -15,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include "symbolize/demangle.h"
 
 #ifndef NT_GNU_BUILD_ID
 #define NT_GNU_BUILD_ID 3
@@ -31,6 +36,7 @@ struct func_entry {
 	uint64_t start;
 	uint64_t end; /* one past the last byte */
 	const char *name;
+	const char *readable; /* demangled name, or name; NULL until first asked for */
 };
 
 /* A function symbol gathered while building the address table. */
@@ -42,9 +48,13 @@ struct func_candidate {
 	int bind_rank;
 };
 
+enum dwarf_state { DWARF_UNTRIED, DWARF_READY, DWARF_NONE };
+
 struct elf_file {
 	struct elf_image main;
-	struct elf_image debug; /* elf NULL when there is none */
+	struct elf_image debug;	  /* found locally; elf NULL when there is none */
+	struct elf_image fetched; /* handed in by elf_file__use_debug_file (debuginfod) */
+	struct elf_image alt;	  /* dwz supplementary file of the DWARF image */
 	GElf_Ehdr ehdr;
 	GElf_Phdr *phdrs;
 	size_t phnum;
@@ -54,9 +64,19 @@ struct elf_file {
 	struct func_entry *funcs;
 	size_t func_count;
 
-	/* Names made here (version suffixes stripped), freed with the file. */
+	/* Names made here (version suffixes stripped, demangled), freed with the file. */
 	char **owned_names;
 	size_t owned_count, owned_capacity;
+
+	enum dwarf_state dwarf_state;
+	struct dwarf_lines *dwarf; /* of the first of main, debug, fetched with .debug_info */
+	/* The DWARF as read before its supplementary file arrived: kept for the strings it
+	 * handed out. */
+	struct dwarf_lines *retired_dwarf;
+	const struct elf_image *dwarf_image;
+	const char *missing_alt_build_id; /* owned by dwarf */
+	struct source_line *lines;	  /* elf_file__lines_at's answer */
+	size_t lines_capacity;
 };
 
 #define DEFAULT_DEBUG_ROOT "/usr/lib/debug"
@@ -212,6 +232,22 @@ static bool image_has_symtab(const struct elf_image *img)
 	return scn && shdr.sh_size > 0 && shdr.sh_entsize > 0;
 }
 
+static bool image_has_debug_info(const struct elf_image *img)
+{
+	GElf_Shdr shdr;
+	Elf_Scn *scn = find_section_by_name(img, ".debug_info", &shdr);
+
+	if (!scn)
+		scn = find_section_by_name(img, ".zdebug_info", &shdr);
+	return scn && shdr.sh_type != SHT_NOBITS && shdr.sh_size > 0;
+}
+
+/* What a debug file is for: names (.symtab) or DWARF. */
+static bool image_is_useful_debug_file(const struct elf_image *img)
+{
+	return image_has_symtab(img) || image_has_debug_info(img);
+}
+
 /* Returns the build id note's descriptor found in data, or NULL. */
 static const unsigned char *note_build_id(Elf_Data *data, size_t *len)
 {
@@ -297,20 +333,32 @@ static size_t sysroot_prefix_len(const char *path)
 	return (size_t)(p + 5 - path);
 }
 
-/* Opens candidate as the debug image when it carries the wanted build id and a .symtab. */
-static bool try_debug_by_build_id(struct elf_file *f, const char *candidate)
+/* Opens candidate into img when it carries the build id want; with need_content, only when it
+ * also has names or DWARF. 0, -errno from opening, -EINVAL when it is another file. */
+static int open_with_build_id(const char *candidate, const char *want, bool need_content,
+			      struct elf_image *img)
 {
 	char *candidate_id = NULL;
-	bool ok;
+	int ret;
 
-	if (image_open(candidate, &f->debug) != 0)
-		return false;
-	ok = image_build_id(&f->debug, &candidate_id) == 0 && candidate_id &&
-	     strcmp(candidate_id, f->build_id) == 0 && image_has_symtab(&f->debug);
+	ret = image_open(candidate, img);
+	if (ret)
+		return ret;
+	ret = image_build_id(img, &candidate_id);
+	if (!ret && (!candidate_id || strcmp(candidate_id, want) != 0 ||
+		     (need_content && !image_is_useful_debug_file(img))))
+		ret = -EINVAL;
 	free(candidate_id);
-	if (!ok)
-		image_close(&f->debug);
-	return ok;
+	if (ret)
+		image_close(img);
+	return ret;
+}
+
+/* Opens candidate as the debug image when it carries the wanted build id and names or
+ * DWARF. */
+static bool try_debug_by_build_id(struct elf_file *f, const char *candidate)
+{
+	return open_with_build_id(candidate, f->build_id, true, &f->debug) == 0;
 }
 
 static int find_debug_by_build_id(struct elf_file *f)
@@ -378,7 +426,7 @@ static bool try_debug_by_link(struct elf_file *f, const char *candidate, uint32_
 		return false;
 	if (image_open(candidate, &f->debug) != 0)
 		return false;
-	if (!image_has_symtab(&f->debug)) {
+	if (!image_is_useful_debug_file(&f->debug)) {
 		image_close(&f->debug);
 		return false;
 	}
@@ -451,8 +499,14 @@ void elf_file__free(struct elf_file *f)
 
 	if (!f)
 		return;
+	/* DWARF first: it reads from the images. */
+	dwarf_lines__free(f->dwarf);
+	dwarf_lines__free(f->retired_dwarf);
+	free(f->lines);
 	image_close(&f->main);
 	image_close(&f->debug);
+	image_close(&f->fetched);
+	image_close(&f->alt);
 	free(f->phdrs);
 	free(f->build_id);
 	free(f->funcs);
@@ -501,8 +555,10 @@ int elf_file__open(const char *path, struct elf_file **out)
 	if (ret)
 		goto err;
 
-	/* Only a stripped file needs its debug file: a .symtab has every name already. */
-	if (!image_has_symtab(&f->main) && find_debug_by_build_id(f) != 0)
+	/* A file with both .symtab and DWARF has everything already; a stripped one (or one
+	 * built without -g) may have a debug file with what it lacks. */
+	if ((!image_has_symtab(&f->main) || !image_has_debug_info(&f->main)) &&
+	    find_debug_by_build_id(f) != 0)
 		find_debug_by_link(f);
 
 	*out = f;
@@ -529,6 +585,8 @@ const char *elf_file__path(const struct elf_file *f)
 
 const char *elf_file__debug_file_path(const struct elf_file *f)
 {
+	if (f && f->fetched.elf)
+		return f->fetched.path;
 	return f && f->debug.elf ? f->debug.path : NULL;
 }
 
@@ -722,28 +780,34 @@ int elf_file__offset_to_vaddr(const struct elf_file *f, uint64_t file_offset, ui
 	return -ENOENT;
 }
 
-/* Returns name without its version suffix; copies are owned by f. NULL on -ENOMEM. */
-static const char *unversioned_name(struct elf_file *f, const char *name)
+/* Hands copy (malloc'd) to f, which frees it with the file. NULL (copy freed) on -ENOMEM. */
+static const char *own_name(struct elf_file *f, char *copy)
 {
-	const char *at = strchr(name, '@');
-	char *copy;
-
-	if (!at || at == name)
-		return name;
+	if (!copy)
+		return NULL;
 	if (f->owned_count == f->owned_capacity) {
 		size_t capacity = f->owned_capacity ? f->owned_capacity * 2 : 16;
 		char **grown = realloc(f->owned_names, capacity * sizeof(*grown));
 
-		if (!grown)
+		if (!grown) {
+			free(copy);
 			return NULL;
+		}
 		f->owned_names = grown;
 		f->owned_capacity = capacity;
 	}
-	copy = strndup(name, (size_t)(at - name));
-	if (!copy)
-		return NULL;
 	f->owned_names[f->owned_count++] = copy;
 	return copy;
+}
+
+/* Returns name without its version suffix; copies are owned by f. NULL on -ENOMEM. */
+static const char *unversioned_name(struct elf_file *f, const char *name)
+{
+	const char *at = strchr(name, '@');
+
+	if (!at || at == name)
+		return name;
+	return own_name(f, strndup(name, (size_t)(at - name)));
 }
 
 static int bind_rank(const GElf_Sym *sym)
@@ -848,6 +912,8 @@ static int build_function_table(struct elf_file *f)
 		ret = collect_candidates(f, &f->main, SHT_DYNSYM, &cands, &count, &capacity);
 	if (!ret)
 		ret = collect_candidates(f, &f->debug, SHT_SYMTAB, &cands, &count, &capacity);
+	if (!ret)
+		ret = collect_candidates(f, &f->fetched, SHT_SYMTAB, &cands, &count, &capacity);
 	if (ret)
 		goto out;
 	if (count == 0) {
@@ -872,6 +938,7 @@ static int build_function_table(struct elf_file *f)
 		}
 		f->funcs[n].start = cands[i].start;
 		f->funcs[n].name = cands[i].name;
+		f->funcs[n].readable = NULL;
 		if (size) {
 			f->funcs[n].end = cands[i].start + size;
 		} else {
@@ -893,12 +960,10 @@ out:
 /* How far back to look for a function that encloses a smaller symbol inside it. */
 #define ENCLOSING_SCAN 8
 
-const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *func_start)
+static struct func_entry *function_entry_at(struct elf_file *f, uint64_t vaddr)
 {
 	size_t lo = 0, hi, k;
 
-	if (!f)
-		return NULL;
 	if (!f->table_built && build_function_table(f) != 0) {
 		/* Out of memory: leave the table unbuilt so a later call can retry. */
 		free(f->funcs);
@@ -916,13 +981,266 @@ const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *
 			hi = mid;
 	}
 	for (k = 0; k < ENCLOSING_SCAN && k < lo; k++) {
-		const struct func_entry *e = &f->funcs[lo - 1 - k];
+		struct func_entry *e = &f->funcs[lo - 1 - k];
 
-		if (vaddr < e->end) {
-			if (func_start)
-				*func_start = e->start;
-			return e->name;
-		}
+		if (vaddr < e->end)
+			return e;
 	}
 	return NULL;
+}
+
+const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *func_start)
+{
+	const struct func_entry *e;
+
+	if (!f)
+		return NULL;
+	e = function_entry_at(f, vaddr);
+	if (!e)
+		return NULL;
+	if (func_start)
+		*func_start = e->start;
+	return e->name;
+}
+
+/* The readable (demangled) name of a symbol-table entry, made once; the symbol's own name when
+ * it is not mangled (or memory ran out). */
+static const char *entry_readable_name(struct elf_file *f, struct func_entry *e)
+{
+	if (!e->readable) {
+		char *demangled = demangle__cxx(e->name);
+		const char *owned = demangled ? own_name(f, demangled) : NULL;
+
+		e->readable = owned ? owned : e->name;
+	}
+	return e->readable;
+}
+
+/* Looks for the dwz supplementary file the DWARF refers to, as the container sees it first:
+ * the recorded path (absolute, or relative to the DWARF file), then the build-id trees. Each
+ * candidate must carry the recorded build id. */
+static void find_alt_file(struct elf_file *f)
+{
+	const char *const *roots = debug_roots();
+	size_t prefix_len = sysroot_prefix_len(f->main.path);
+	const char *dwarf_path = f->dwarf_image->path, *alt_path, *alt_id, *slash;
+	char candidate[PATH_MAX];
+	size_t i;
+	int n, pass;
+
+	if (dwarf_lines__alt_link(f->dwarf, &alt_path, &alt_id) != 0)
+		return;
+	f->missing_alt_build_id = alt_id;
+	for (pass = prefix_len ? 0 : 1; pass < 2; pass++) {
+		int sysroot_len = pass == 0 ? (int)prefix_len : 0;
+
+		if (alt_path[0] == '/') {
+			n = snprintf(candidate, sizeof(candidate), "%.*s%s", sysroot_len,
+				     f->main.path, alt_path);
+		} else if (pass == 0) {
+			n = 0; /* relative to the DWARF file: one place, tried in the last pass */
+		} else {
+			slash = strrchr(dwarf_path, '/');
+			n = snprintf(candidate, sizeof(candidate), "%.*s/%s",
+				     slash ? (int)(slash - dwarf_path) : 1,
+				     slash ? dwarf_path : ".", alt_path);
+		}
+		if (n > 0 && (size_t)n < sizeof(candidate) &&
+		    open_with_build_id(candidate, alt_id, false, &f->alt) == 0)
+			break;
+		for (i = 0; roots[i] && strlen(alt_id) > 2; i++) {
+			n = snprintf(candidate, sizeof(candidate), "%.*s%s/.build-id/%.2s/%s.debug",
+				     sysroot_len, f->main.path, roots[i], alt_id, alt_id + 2);
+			if (n > 0 && (size_t)n < sizeof(candidate) &&
+			    open_with_build_id(candidate, alt_id, false, &f->alt) == 0)
+				break;
+		}
+		if (f->alt.elf)
+			break;
+	}
+	if (f->alt.elf && dwarf_lines__set_alt(f->dwarf, f->alt.elf) == 0)
+		f->missing_alt_build_id = NULL;
+	else
+		image_close(&f->alt);
+}
+
+/* Opens the DWARF on first need. Only -ENOMEM is an error; no DWARF is a state. */
+static int ensure_dwarf(struct elf_file *f)
+{
+	const struct elf_image *images[3] = {&f->main, &f->debug, &f->fetched};
+	size_t i;
+	int ret;
+
+	if (f->dwarf_state != DWARF_UNTRIED)
+		return 0;
+	f->dwarf_state = DWARF_NONE;
+	for (i = 0; i < 3; i++) {
+		if (images[i]->elf && image_has_debug_info(images[i]))
+			break;
+	}
+	if (i == 3)
+		return 0;
+	ret = dwarf_lines__new(images[i]->elf, &f->dwarf);
+	if (ret == -ENOMEM) {
+		f->dwarf_state = DWARF_UNTRIED;
+		return ret;
+	}
+	if (ret)
+		return 0;
+	f->dwarf_image = images[i];
+	f->dwarf_state = DWARF_READY;
+	find_alt_file(f);
+	return 0;
+}
+
+bool elf_file__has_dwarf(struct elf_file *f)
+{
+	return f && ensure_dwarf(f) == 0 && f->dwarf_state == DWARF_READY;
+}
+
+bool elf_file__has_line_table(struct elf_file *f)
+{
+	return elf_file__has_dwarf(f) && dwarf_lines__has_line_table(f->dwarf);
+}
+
+int elf_file__use_debug_file(struct elf_file *f, const char *path)
+{
+	int ret;
+
+	if (!f || !path)
+		return -EINVAL;
+	if (!f->build_id)
+		return -ENOENT;
+	ret = ensure_dwarf(f);
+	if (ret)
+		return ret;
+	if (f->dwarf_state == DWARF_READY || f->fetched.elf)
+		return -EEXIST;
+	ret = open_with_build_id(path, f->build_id, true, &f->fetched);
+	if (ret)
+		return ret;
+	/* Names from its .symtab join the table on the next lookup; earlier answers stay
+	 * valid (their strings live in images that stay open). */
+	free(f->funcs);
+	f->funcs = NULL;
+	f->func_count = 0;
+	f->table_built = false;
+	f->dwarf_state = DWARF_UNTRIED;
+	return 0;
+}
+
+const char *elf_file__missing_alt_build_id(struct elf_file *f)
+{
+	if (!f || ensure_dwarf(f) != 0)
+		return NULL;
+	return f->missing_alt_build_id;
+}
+
+int elf_file__use_alt_file(struct elf_file *f, const char *path)
+{
+	struct dwarf_lines *fresh = NULL;
+	int ret;
+
+	if (!f || !path)
+		return -EINVAL;
+	if (!elf_file__missing_alt_build_id(f))
+		return -EEXIST;
+	ret = open_with_build_id(path, f->missing_alt_build_id, false, &f->alt);
+	if (ret)
+		return ret;
+	/* Lookups made without it cached what they could not name: start over from a fresh
+	 * reading of the same DWARF. */
+	ret = dwarf_lines__new(f->dwarf_image->elf, &fresh);
+	if (!ret)
+		ret = dwarf_lines__set_alt(fresh, f->alt.elf);
+	if (ret) {
+		dwarf_lines__free(fresh);
+		image_close(&f->alt);
+		return ret;
+	}
+	f->retired_dwarf = f->dwarf;
+	f->dwarf = fresh;
+	f->missing_alt_build_id = NULL;
+	return 0;
+}
+
+/* DWARF's answer at vaddr into f->lines: the line count, 0 when DWARF has none. */
+static int dwarf_lines_at(struct elf_file *f, uint64_t vaddr, uint64_t *entry, size_t *count)
+{
+	struct source_line *grown;
+	int ret;
+
+	*count = 0;
+	if (f->dwarf_state != DWARF_READY)
+		return 0;
+	for (;;) {
+		ret =
+		    dwarf_lines__lookup(f->dwarf, vaddr, f->lines, f->lines_capacity, count, entry);
+		if (ret != -E2BIG)
+			break;
+		/* A deeper inline chain than the buffer holds: grow to fit and ask again. */
+		grown = realloc(f->lines, (*count + 8) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		f->lines = grown;
+		f->lines_capacity = *count + 8;
+	}
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret)
+		*count = 0;
+	return 0;
+}
+
+int elf_file__lines_at(struct elf_file *f, uint64_t vaddr, const struct source_line **lines,
+		       size_t *count, uint64_t *func_start)
+{
+	struct func_entry *sym;
+	struct source_line *outer;
+	uint64_t entry = 0;
+	size_t n = 0;
+	int ret;
+
+	if (!f || !lines || !count)
+		return -EINVAL;
+	*lines = NULL;
+	*count = 0;
+	if (!f->lines) {
+		f->lines = calloc(16, sizeof(*f->lines));
+		if (!f->lines)
+			return -ENOMEM;
+		f->lines_capacity = 16;
+	}
+	ret = ensure_dwarf(f);
+	if (!ret)
+		ret = dwarf_lines_at(f, vaddr, &entry, &n);
+	if (ret)
+		return ret;
+	sym = function_entry_at(f, vaddr);
+	if (n) {
+		outer = &f->lines[n - 1];
+		/* The symbol at the function's entry names it as the linker and the user know
+		 * it: the public alias rather than the definition's internal name (malloc, not
+		 * __libc_malloc), the qualified C++ name where DWARF has only the bare one
+		 * (internal linkage), the clone (f.constprop.0) that really runs. A symbol that
+		 * starts elsewhere (f.cold) names a part of the function DWARF names whole. */
+		if (sym && (!outer->function || sym->start == entry)) {
+			outer->function = entry_readable_name(f, sym);
+			outer->system_name = sym->name;
+			entry = sym->start;
+		}
+		if (!outer->function)
+			return 0;
+		if (func_start)
+			*func_start = entry;
+	} else if (sym) {
+		f->lines[0] = (struct source_line){.function = entry_readable_name(f, sym),
+						   .system_name = sym->name};
+		if (func_start)
+			*func_start = sym->start;
+		n = 1;
+	}
+	*lines = f->lines;
+	*count = n;
+	return 0;
 }

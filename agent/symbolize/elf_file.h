@@ -1,7 +1,8 @@
-/* One parsed ELF file (libelf): build id, program headers, function symbols and the separate
- * debug file that stripped distribution binaries point to. Parsing is the expensive part of
- * symbolization, so a file is opened once and reused for every process that maps it; the
- * attach stage uses the same object to find allocator entry points.
+/* One parsed ELF file (libelf): build id, program headers, function symbols, the separate
+ * debug file that stripped distribution binaries point to, and source lines with inline frames
+ * from its DWARF (libdw, through dwarf_lines). Parsing is the expensive part of symbolization,
+ * so a file is opened once and reused for every process that maps it; the attach stage uses
+ * the same object to find allocator entry points.
  *
  * Ownership: every string returned is owned by the elf_file and lives until elf_file__free.
  * Not thread-safe: one elf_file is used by one thread at a time. */
@@ -11,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "symbolize/dwarf_lines.h"
 
 struct elf_file;
 
@@ -26,7 +29,8 @@ struct elf_symbol {
  * mapped (no descriptor is kept) until elf_file__free, so symbols still resolve after the
  * file is deleted or replaced, or its process exits.
  *
- * When the file has no .symtab, a separate debug file is searched for, first by build id:
+ * When the file lacks .symtab or DWARF (.debug_info), a separate debug file with what it
+ * lacks is searched for, first by build id:
  *   <root>/.build-id/<first 2 hex>/<rest>.debug
  * then through .gnu_debuglink (the debug file's CRC32 must match):
  *   <dir of path>/<link>, <dir of path>/.debug/<link>, <root>/<dir of path>/<link>
@@ -47,7 +51,8 @@ const char *elf_file__build_id(const struct elf_file *f);
 bool elf_file__is_shared_object(const struct elf_file *f);
 /* The path the file was opened with. */
 const char *elf_file__path(const struct elf_file *f);
-/* The separate debug file whose .symtab is used, or NULL when none was needed or found. */
+/* The separate debug file in use: the one elf_file__use_debug_file accepted, else the one found
+ * at open; NULL when none was needed or found. */
 const char *elf_file__debug_file_path(const struct elf_file *f);
 
 /* A defined function (STT_FUNC or STT_GNU_IFUNC) named exactly name, searched in .dynsym,
@@ -71,5 +76,37 @@ const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *
 /* Maps a file offset (addr - map_start + map_offset from /proc/PID/maps) to the vaddr at
  * that place, through the PT_LOAD segments. -ENOENT when no segment holds the offset. */
 int elf_file__offset_to_vaddr(const struct elf_file *f, uint64_t file_offset, uint64_t *vaddr);
+
+/* Source lines at vaddr, innermost first (see dwarf_lines.h): from DWARF when it covers
+ * vaddr, else one line from the symbol tables (no file, line 0). function is readable
+ * (demangled for C++), system_name the linkage name. The physical function is named by the
+ * symbol starting at its DWARF entry when there is one (as elf_file__function_at would name
+ * it), else by DWARF. *func_start (may be NULL) gets the physical function's entry vaddr.
+ * *count is 0 when nothing names vaddr. The lines live in f until the next call, their
+ * strings until elf_file__free. DWARF is opened on the first call. 0, -EINVAL, -ENOMEM. */
+int elf_file__lines_at(struct elf_file *f, uint64_t vaddr, const struct source_line **lines,
+		       size_t *count, uint64_t *func_start);
+
+/* Whether the file's DWARF (in it or in a debug file) was opened: inline frames and function
+ * names from .debug_info. Opens it on the first call. */
+bool elf_file__has_dwarf(struct elf_file *f);
+/* Whether that DWARF has a line table: file names and line numbers. */
+bool elf_file__has_line_table(struct elf_file *f);
+
+/* Uses path (fetched from debuginfod, say) as the separate debug file, when f has no DWARF
+ * yet. path must carry f's build id and .symtab or DWARF. Answers given before stay valid;
+ * later lookups use its names and lines. 0, -EEXIST when f has DWARF already, -ENOENT
+ * when f has no build id to check against, -EINVAL when path is another file's or empty, or
+ * the errors of elf_file__open. */
+int elf_file__use_debug_file(struct elf_file *f, const char *path);
+
+/* When the DWARF refers to a dwz supplementary file (.gnu_debugaltlink) that was not found
+ * (at its recorded path or in the build-id trees), that file's build id; else NULL. Names
+ * of inlined functions may live in it. */
+const char *elf_file__missing_alt_build_id(struct elf_file *f);
+/* Uses path as that supplementary file; it must carry the missing build id. Answers given
+ * before stay valid; later lookups see the names it holds. 0, -EEXIST when none is missing,
+ * -EINVAL when path is another file, or the errors of elf_file__open. */
+int elf_file__use_alt_file(struct elf_file *f, const char *path);
 
 #endif

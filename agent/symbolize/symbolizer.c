@@ -1,5 +1,7 @@
 /* The symbolizer: per-process maps snapshots, a cache of parsed ELF files keyed by (device,
- * inode) and a cache of resolved addresses keyed by (pid, snapshot epoch, address).
+ * inode) and a cache of resolved addresses keyed by (pid, snapshot epoch, address). Source
+ * lines of resolved addresses are copied into chunks owned by the symbolizer, so a cached
+ * answer is complete without going back to the file.
  *
  * Mappings are allocated one by one and never freed before the symbolizer: their addresses
  * are the mapping_key callers use to group frames, and a re-read of /proc/PID/maps reuses the
@@ -16,8 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "symbolize/elf_file.h"
 #include "hash.h"
+#include "symbolize/debuginfo.h"
+#include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
 
 /* An open-addressing hash table from a pair of u64 to a pointer. Values are never removed
@@ -99,6 +102,9 @@ static int pair_map__put(struct pair_map *map, uint64_t a, uint64_t b, void *val
 struct sym_file {
 	struct elf_file *elf;
 	int open_error;
+	/* Missing debug information was looked for (debuginfod) before the first lookup. */
+	bool debug_checked;
+	bool has_line_table, has_dwarf;
 };
 
 struct sym_mapping {
@@ -108,6 +114,9 @@ struct sym_mapping {
 	char *path; /* NULL for unnamed anonymous memory */
 	bool executable, deleted;
 	struct sym_file *file; /* NULL when not a file or not parsed */
+	/* No truthful name: anonymous memory, or a changed file that could not be opened. */
+	bool unnamed;
+	char *shown_path; /* map_path when it differs from path ("[anon:jit]", "... (deleted)") */
 };
 
 struct sym_process {
@@ -123,8 +132,18 @@ struct sym_process {
 /* What the address cache holds for one (pid, epoch, address). */
 struct resolved_addr {
 	struct sym_mapping *mapping; /* NULL when no mapping holds the address */
-	const char *function;
 	uint64_t function_start;
+	const struct symbolized_line *lines; /* in a line_chunk */
+	uint32_t n_lines;
+	bool has_filenames, has_line_numbers, has_inline_frames;
+};
+
+#define LINE_CHUNK 4096
+
+struct line_chunk {
+	struct line_chunk *next;
+	size_t used, capacity;
+	struct symbolized_line items[];
 };
 
 #define RESOLVED_CHUNK 1024
@@ -144,11 +163,55 @@ struct symbolizer {
 	struct sym_mapping **all_mappings;
 	size_t mapping_count, mapping_capacity;
 	struct resolved_chunk *chunks;
+	struct line_chunk *line_chunks;
+
+	/* debuginfod: configured (else DEBUGINFOD_URLS decides on first need). */
+	bool debuginfod_set;
+	char *debuginfod_urls; /* NULL or "": never ask */
+	unsigned debuginfod_timeout;
+	bool debuginfod_ready; /* client made (or found unwanted) */
+	struct debuginfo_client *debuginfod;
 };
 
 struct symbolizer *symbolizer__new(void)
 {
 	return calloc(1, sizeof(struct symbolizer));
+}
+
+int symbolizer__set_debuginfod(struct symbolizer *s, const char *urls, unsigned timeout_seconds)
+{
+	char *copy = NULL;
+
+	if (!s)
+		return -EINVAL;
+	if (urls) {
+		copy = strdup(urls);
+		if (!copy)
+			return -ENOMEM;
+	}
+	free(s->debuginfod_urls);
+	debuginfo_client__free(s->debuginfod);
+	s->debuginfod = NULL;
+	s->debuginfod_ready = false;
+	s->debuginfod_urls = copy;
+	s->debuginfod_set = urls != NULL;
+	s->debuginfod_timeout = timeout_seconds;
+	return 0;
+}
+
+/* The debuginfod client, made on first need; NULL when no server is configured. */
+static struct debuginfo_client *debuginfod_client(struct symbolizer *s)
+{
+	const char *urls;
+
+	if (s->debuginfod_ready)
+		return s->debuginfod;
+	s->debuginfod_ready = true;
+	urls = s->debuginfod_set ? s->debuginfod_urls : getenv("DEBUGINFOD_URLS");
+	/* -EINVAL (no URL) means "none configured"; -ENOMEM just loses debuginfod. */
+	if (urls && urls[0])
+		debuginfo_client__new(urls, s->debuginfod_timeout, &s->debuginfod);
+	return s->debuginfod;
 }
 
 void symbolizer__free(struct symbolizer *s)
@@ -175,6 +238,7 @@ void symbolizer__free(struct symbolizer *s)
 	}
 	for (i = 0; i < s->mapping_count; i++) {
 		free(s->all_mappings[i]->path);
+		free(s->all_mappings[i]->shown_path);
 		free(s->all_mappings[i]);
 	}
 	free(s->all_mappings);
@@ -184,6 +248,14 @@ void symbolizer__free(struct symbolizer *s)
 		free(s->chunks);
 		s->chunks = next;
 	}
+	while (s->line_chunks) {
+		struct line_chunk *next = s->line_chunks->next;
+
+		free(s->line_chunks);
+		s->line_chunks = next;
+	}
+	debuginfo_client__free(s->debuginfod);
+	free(s->debuginfod_urls);
 	free(s->processes.slots);
 	free(s->files.slots);
 	free(s->addrs.slots);
@@ -198,6 +270,23 @@ static uint64_t entry_dev(const struct proc_map_entry *e)
 static const char *entry_path(const struct proc_map_entry *e)
 {
 	return strcmp(e->path, "[anon]") == 0 ? NULL : e->path;
+}
+
+/* Memory no file backs. The kernel's own images ([vdso], [vsyscall], [vvar], [uprobes]) are
+ * named by what they are; everything else there (JIT code, heap, stack) has no function name
+ * to give. */
+static bool is_anonymous(const struct proc_map_entry *e)
+{
+	static const char *const kernel_images[] = {"[vdso]", "[vsyscall]", "[vvar]", "[uprobes]"};
+	size_t i;
+
+	if (e->inode != 0)
+		return false;
+	for (i = 0; i < sizeof(kernel_images) / sizeof(kernel_images[0]); i++) {
+		if (strcmp(e->path, kernel_images[i]) == 0)
+			return false;
+	}
+	return true;
 }
 
 static bool same_mapping(const struct sym_mapping *m, const struct proc_map_entry *e)
@@ -264,8 +353,37 @@ static struct sym_mapping *new_mapping(struct symbolizer *s, pid_t pid,
 	m->inode = e->inode;
 	m->executable = e->executable;
 	m->deleted = e->deleted;
+	if (is_anonymous(e)) {
+		m->unnamed = true;
+		/* Say what unnamed code most likely is, rather than leave the mapping blank. */
+		if (!path && e->executable) {
+			m->shown_path = strdup("[anon:jit]");
+			if (!m->shown_path) {
+				free(m->path);
+				free(m);
+				return NULL;
+			}
+		}
+	}
 	s->all_mappings[s->mapping_count++] = m;
 	return m;
+}
+
+/* A file mapping whose file changed on disk and could not be opened as mapped: the path now
+ * names other contents (or none), so it gets no names and says so. 0 or -ENOMEM. */
+static int mark_changed_file(struct sym_mapping *m)
+{
+	const char *what = m->deleted ? "deleted" : "replaced";
+
+	if (m->unnamed || !m->file || m->file->elf || !m->path ||
+	    (!m->deleted && m->file->open_error != -ESTALE))
+		return 0;
+	if (asprintf(&m->shown_path, "%s (%s)", m->path, what) < 0) {
+		m->shown_path = NULL;
+		return -ENOMEM;
+	}
+	m->unnamed = true;
+	return 0;
 }
 
 /* Opens the file behind e as the process sees it. The path in maps may since have been
@@ -274,21 +392,28 @@ static struct sym_mapping *new_mapping(struct symbolizer *s, pid_t pid,
 static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct elf_file **out)
 {
 	char path[PATH_MAX + 64];
+	bool replaced = false;
 	struct stat st;
-	int n;
+	int n, ret;
 
 	*out = NULL;
 	if (!e->deleted) {
 		n = snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
-		if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 &&
-		    (uint64_t)st.st_ino == e->inode)
-			return elf_file__open(path, out);
+		if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0) {
+			if ((uint64_t)st.st_ino == e->inode)
+				return elf_file__open(path, out);
+			replaced = true;
+		}
 	}
 	n = snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid,
 		     e->start, e->end);
 	if (n <= 0 || (size_t)n >= sizeof(path))
 		return -ENAMETOOLONG;
-	return elf_file__open(path, out);
+	ret = elf_file__open(path, out);
+	/* The path holds another file now and the mapped one is out of reach. */
+	if (ret && ret != -ENOMEM && replaced)
+		ret = -ESTALE;
+	return ret;
 }
 
 /* The shared sym_file for e, opening it when open_new is set. NULL when not cached and not
@@ -373,6 +498,11 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 				goto out;
 		}
 	}
+	for (i = 0; i < count; i++) {
+		ret = mark_changed_file(maps[i]);
+		if (ret)
+			goto out;
+	}
 	free(proc->maps);
 	proc->maps = maps;
 	proc->count = count;
@@ -425,24 +555,90 @@ static struct resolved_addr *alloc_resolved(struct symbolizer *s)
 	return &s->chunks->items[s->chunks->used++];
 }
 
-static void resolve_in_mapping(const struct sym_mapping *m, uint64_t addr, struct resolved_addr *r)
+/* Room for n lines that live as long as the symbolizer. */
+static struct symbolized_line *alloc_lines(struct symbolizer *s, size_t n)
 {
-	uint64_t vaddr, func_vaddr;
-	const char *name;
+	struct line_chunk *chunk = s->line_chunks;
 
-	r->function = NULL;
-	r->function_start = 0;
-	if (!m->file || !m->file->elf)
+	if (!chunk || chunk->capacity - chunk->used < n) {
+		size_t capacity = n > LINE_CHUNK ? n : LINE_CHUNK;
+
+		chunk = malloc(sizeof(*chunk) + capacity * sizeof(chunk->items[0]));
+		if (!chunk)
+			return NULL;
+		chunk->used = 0;
+		chunk->capacity = capacity;
+		chunk->next = s->line_chunks;
+		s->line_chunks = chunk;
+	}
+	chunk->used += n;
+	return &chunk->items[chunk->used - n];
+}
+
+/* Before a file's first lookup: fetch what its debug information lacks from debuginfod (the
+ * DWARF, or the dwz file the DWARF refers to). Once per file; the client remembers answers
+ * per build id, so the same build id in another inode (another container) is not asked
+ * again. Failing to fetch only leaves the file with the names it has. */
+static void complete_debug_info(struct symbolizer *s, struct sym_file *file)
+{
+	struct debuginfo_client *client;
+	const char *build_id, *alt_id, *path;
+
+	if (file->debug_checked)
 		return;
+	file->debug_checked = true;
+	build_id = elf_file__build_id(file->elf);
+	if (build_id && !elf_file__has_dwarf(file->elf)) {
+		client = debuginfod_client(s);
+		if (client && debuginfo_client__find_debuginfo(client, build_id, &path) == 0)
+			elf_file__use_debug_file(file->elf, path);
+	}
+	alt_id = elf_file__missing_alt_build_id(file->elf);
+	if (alt_id) {
+		client = debuginfod_client(s);
+		if (client && debuginfo_client__find_debuginfo(client, alt_id, &path) == 0)
+			elf_file__use_alt_file(file->elf, path);
+	}
+	file->has_dwarf = elf_file__has_dwarf(file->elf);
+	file->has_line_table = elf_file__has_line_table(file->elf);
+}
+
+/* Names addr (a runtime address in m) into r. 0 or -ENOMEM. */
+static int resolve_in_mapping(struct symbolizer *s, const struct sym_mapping *m, uint64_t addr,
+			      struct resolved_addr *r)
+{
+	const struct source_line *lines;
+	struct symbolized_line *copy;
+	uint64_t vaddr, func_vaddr = 0;
+	size_t n = 0, i;
+	int ret;
+
+	if (m->unnamed || !m->file || !m->file->elf)
+		return 0;
+	complete_debug_info(s, m->file);
+	r->has_inline_frames = m->file->has_dwarf;
+	r->has_filenames = r->has_line_numbers = m->file->has_line_table;
 	/* maps arithmetic gives the file offset; the program headers give the vaddr there.
 	 * This is right for every segment of PIE, non-PIE (vaddr == addr) and libraries. */
 	if (elf_file__offset_to_vaddr(m->file->elf, addr - m->start + m->offset, &vaddr) != 0)
-		return;
-	name = elf_file__function_at(m->file->elf, vaddr, &func_vaddr);
-	if (!name)
-		return;
-	r->function = name;
+		return 0;
+	ret = elf_file__lines_at(m->file->elf, vaddr, &lines, &n, &func_vaddr);
+	if (ret || !n)
+		return ret == -ENOMEM ? ret : 0;
+	copy = alloc_lines(s, n);
+	if (!copy)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		copy[i].function = lines[i].function;
+		copy[i].system_name = lines[i].system_name;
+		copy[i].file = lines[i].file;
+		copy[i].line = lines[i].line;
+	}
+	r->lines = copy;
+	r->n_lines = (uint32_t)n;
+	/* Unsigned wrap-around keeps this right for code placed below its entry (.cold). */
 	r->function_start = addr - (vaddr - func_vaddr);
+	return 0;
 }
 
 static void fill_frame(const struct resolved_addr *r, struct symbolized_frame *out)
@@ -456,10 +652,19 @@ static void fill_frame(const struct resolved_addr *r, struct symbolized_frame *o
 	out->map_start = m->start;
 	out->map_limit = m->end;
 	out->map_file_offset = m->offset;
-	out->map_path = m->path;
+	out->map_path = m->shown_path ? m->shown_path : m->path;
 	out->build_id = m->file && m->file->elf ? elf_file__build_id(m->file->elf) : NULL;
-	out->function = r->function;
-	out->function_start = r->function_start;
+	out->lines = r->lines;
+	out->n_lines = r->n_lines;
+	if (r->n_lines) {
+		out->function = r->lines[r->n_lines - 1].function;
+		out->system_name = r->lines[r->n_lines - 1].system_name;
+		out->function_start = r->function_start;
+	}
+	out->has_filenames = r->has_filenames;
+	out->has_line_numbers = r->has_line_numbers;
+	out->has_inline_frames = r->has_inline_frames;
+	out->unnamed_memory = m->unnamed;
 }
 
 int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_return_address,
@@ -493,8 +698,7 @@ int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_
 	r = alloc_resolved(s);
 	if (!r)
 		return -ENOMEM;
-	r->function = NULL;
-	r->function_start = 0;
+	memset(r, 0, sizeof(*r));
 	r->mapping = find_mapping(proc->maps, proc->count, lookup);
 	if (!r->mapping && !proc->gone) {
 		/* Not in the snapshot: maybe a library loaded since. A failure here (the process
@@ -504,8 +708,11 @@ int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_
 			return ret;
 		r->mapping = find_mapping(proc->maps, proc->count, lookup);
 	}
-	if (r->mapping)
-		resolve_in_mapping(r->mapping, lookup, r);
+	if (r->mapping) {
+		ret = resolve_in_mapping(s, r->mapping, lookup, r);
+		if (ret)
+			return ret;
+	}
 	/* Misses are cached too, so a stray address re-reads the maps only once. */
 	ret = pair_map__put(&s->addrs, cache_key, lookup, r);
 	if (ret)

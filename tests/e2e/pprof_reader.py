@@ -2,6 +2,7 @@
 wire format by hand (no generated code, nothing shared with the C encoder), and resolve
 samples to function names."""
 import gzip
+import os
 
 
 def _varint(buf, pos):
@@ -89,23 +90,32 @@ class Profile:
         for _, body in top.get(5, []):
             m = _message(body)
             self.functions.append({"id": m.get(1, 0), "name": s[m.get(2, 0)],
-                                   "system_name": s[m.get(3, 0)]})
+                                   "system_name": s[m.get(3, 0)],
+                                   "filename": s[m.get(4, 0)]})
         self.mappings = []
         for _, body in top.get(3, []):
             m = _message(body)
             self.mappings.append({"id": m.get(1, 0), "start": m.get(2, 0), "limit": m.get(3, 0),
                                   "offset": m.get(4, 0), "filename": s[m.get(5, 0)],
                                   "build_id": s[m.get(6, 0)],
-                                  "has_functions": bool(m.get(7, 0))})
+                                  "has_functions": bool(m.get(7, 0)),
+                                  "has_filenames": bool(m.get(8, 0)),
+                                  "has_line_numbers": bool(m.get(9, 0)),
+                                  "has_inline_frames": bool(m.get(10, 0))})
         self.locations = []
         for _, body in top.get(4, []):
             m = _message(body, repeated=(4,))
-            lines = []
+            lines, details = [], []
             for _, line_body in m.get(4, []):
                 lm = _message(line_body)
-                lines.append(self.functions[lm.get(1) - 1]["name"] if lm.get(1) else "?")
+                fn = self.functions[lm.get(1) - 1] if lm.get(1) else None
+                lines.append(fn["name"] if fn else "?")
+                details.append((fn["name"] if fn else "?",
+                                os.path.basename(fn["filename"]) if fn else "",
+                                _signed(lm.get(2, 0))))
             self.locations.append({"id": m.get(1, 0), "mapping_id": m.get(2, 0),
-                                   "address": m.get(3, 0), "functions": lines})
+                                   "address": m.get(3, 0), "functions": lines,
+                                   "lines": details})
         self.samples = []
         for _, body in top.get(2, []):
             m = _message(body, repeated=(1, 2, 3))
@@ -128,6 +138,10 @@ class Profile:
             assert len(sample["values"]) == len(self.sample_types)
             for loc in sample["locations"]:
                 assert 1 <= loc <= len(self.locations), f"bad location id {loc}"
+
+    def location_lines(self, loc):
+        """[(function, source file basename, line), ...] innermost first."""
+        return loc["lines"]
 
     def stack_functions(self, sample):
         """Function names of a sample, leaf first (inline frames expanded)."""

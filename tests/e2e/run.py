@@ -28,6 +28,8 @@ BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
 ALLOCSCOPE = os.path.join(BUILD, "allocscope")
 ALLOC_SITES = os.path.join(BUILD, "workloads", "alloc_sites")
 MALLOC_LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
+ALLOC_SITES_NOFP = os.path.join(BUILD, "workloads", "alloc_sites_nofp")
+CXX_SITES = os.path.join(BUILD, "workloads", "cxx_sites")
 RATE = 16 * 1024
 RATE_ARG = "16KiB"
 SIGMAS = 5.0  # per-site tolerance: a false failure is ~1 in 10^6 per check
@@ -181,6 +183,75 @@ def static_executable_is_profiled(tmp):
     check_sites(profile, parse_manifest(result.stdout), RATE)
 
 
+# --- stacks on binaries built the way distributions build them ----------------------------
+
+@test
+def no_frame_pointer_build_is_attributed_right(tmp):
+    """-O2 -fomit-frame-pointer: CFI unwinding (the default) finds every site's totals."""
+    out_path = os.path.join(tmp, "nofp.pb.gz")
+    result = run([ALLOCSCOPE, "--sample-rate", RATE_ARG, "-o", out_path, "--", ALLOC_SITES_NOFP])
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    profile = Profile(out_path)
+    profile.check_ids()
+    check_sites(profile, parse_manifest(result.stdout), RATE)
+    # Whole stacks: each site's samples reach main (or the thread entry), not a cut-off frame.
+    for site in parse_manifest(result.stdout):
+        total = complete = 0
+        for sample in profile.samples:
+            names = profile.stack_functions(sample)
+            if site in names:
+                total += sample["values"][0]
+                complete += sample["values"][0] if ("main" in names or
+                                                    "start_thread" in names) else 0
+        assert complete >= 0.99 * total, f"{site}: {complete} of {total} reach main"
+
+
+@test
+def cxx_new_is_attributed_to_its_caller(tmp):
+    """libstdc++'s operator new keeps no frame pointer; CFI finds the function that called it,
+    with its demangled name and the mangled one as system_name."""
+    out_path = os.path.join(tmp, "cxx.pb.gz")
+    result = run([ALLOCSCOPE, "--sample-rate", RATE_ARG, "-o", out_path, "--", CXX_SITES])
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    profile = Profile(out_path)
+    profile.check_ids()
+    check_sites(profile, parse_manifest(result.stdout), RATE)
+    systems = {f["name"]: f["system_name"] for f in profile.functions}
+    assert systems.get("workload::new_orders(long)") \
+        == "_ZN8workload10new_ordersEl", systems
+    # The summary names the C++ sites, not operator new or malloc.
+    assert "workload::new_orders" in result.stdout, result.stdout
+
+
+@test
+def inline_frames_and_source_lines(tmp):
+    out_path = os.path.join(tmp, "inline.pb.gz")
+    result = run([ALLOCSCOPE, "--sample-rate", RATE_ARG, "-o", out_path, "--", ALLOC_SITES_NOFP])
+    assert result.returncode == 0, result.stderr
+    profile = Profile(out_path)
+    source = os.path.join(ROOT, "tests", "workloads", "alloc_sites.c")
+    with open(source) as f:
+        malloc_line = next(i + 1 for i, line in enumerate(f) if "void *p = malloc(size);" in line)
+    found = [loc for loc in profile.locations
+             if loc["functions"][:2] == ["make_buffer", "site_inlined"]]
+    assert found, "no location with make_buffer inlined into site_inlined"
+    lines = profile.location_lines(found[0])
+    assert lines[0] == ("make_buffer", "alloc_sites.c", malloc_line), lines
+    assert any(m["has_inline_frames"] and m["has_line_numbers"] and m["has_filenames"]
+               for m in profile.mappings if m["filename"].endswith("alloc_sites_nofp"))
+
+
+@test
+def unwind_modes_are_selectable(tmp):
+    for mode in ("fp", "dwarf", "auto"):
+        out_path = os.path.join(tmp, f"{mode}.pb.gz")
+        result = run([ALLOCSCOPE, "--unwind", mode, "-r", RATE_ARG, "-o", out_path, "--",
+                      ALLOC_SITES])
+        assert result.returncode == 0, f"{mode}: {result.stderr}"
+        # The frame-pointer build is right whichever way it is walked.
+        check_sites(Profile(out_path), parse_manifest(result.stdout), RATE)
+
+
 @test
 def pid_mode_on_running_process(tmp):
     out_path = os.path.join(tmp, "pid.pb.gz")
@@ -321,6 +392,9 @@ def bad_arguments_are_refused(tmp):
         (["--duration", "-5s", "--pid", "1"], "invalid duration '-5s'"),
         (["--duration", "soon", "--pid", "1"], "invalid duration 'soon'"),
         (["--ringbuf-size", "1000", "--pid", "1"], "power of two"),
+        (["--unwind", "lbr", "--pid", "1"], "invalid --unwind 'lbr'"),
+        (["--stack-copy-size", "3000", "--pid", "1"], "invalid stack copy size '3000'"),
+        (["--stack-copy-size", "1MiB", "--pid", "1"], "invalid stack copy size '1MiB'"),
         ([], "nothing to profile"),
         (["--pid", "1", "--", "true"], "not both"),
         (["--bogus"], "invalid option"),

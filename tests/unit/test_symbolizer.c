@@ -1,7 +1,10 @@
 /* proc_maps parsing and the symbolizer on live processes: each fixture target (PIE, non-PIE,
  * stripped with debug files) is started, prints the runtime addresses of its functions and of
  * functions in its shared libraries, and the symbolizer must name them, before and after the
- * process is killed and reaped. */
+ * process is killed and reaped. The -O2 -g fixtures also print the source lines of their
+ * calls, which must come back as frames with inline callees, lines and readable C++ names.
+ * Memory that cannot be named (anonymous code, a deleted file out of reach) must say so
+ * rather than borrow a name. Prints what a cold and a cached resolution cost. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -10,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "symbolize/elf_file.h"
@@ -128,6 +134,10 @@ struct target {
 	char names[16][64];
 	uint64_t addrs[16];
 	int count;
+	/* "line name N": the source line of a call, as the fixture's __LINE__ said. */
+	char line_names[8][64];
+	int64_t lines[8];
+	int line_count;
 };
 
 /* Starts path with stdout on a pipe. With gated, the forked child waits for release_target()
@@ -184,13 +194,33 @@ static bool read_target_addresses(struct target *t)
 	}
 	while (t->out && fgets(line, sizeof(line), t->out)) {
 		unsigned long long addr;
+		long long number;
 
 		if (strncmp(line, "ready", 5) == 0)
 			return true;
+		if (strncmp(line, "line ", 5) == 0) {
+			if (t->line_count < 8 && sscanf(line + 5, "%63s %lld",
+							t->line_names[t->line_count], &number) == 2)
+				t->lines[t->line_count++] = number;
+			continue;
+		}
 		if (t->count < 16 && sscanf(line, "%63s %llx", t->names[t->count], &addr) == 2)
 			t->addrs[t->count++] = addr;
 	}
 	return false;
+}
+
+static int64_t target_line(const struct target *t, const char *name)
+{
+	int i;
+
+	for (i = 0; i < t->line_count; i++) {
+		if (strcmp(t->line_names[i], name) == 0)
+			return t->lines[i];
+	}
+	fprintf(stderr, "  the target printed no line for %s\n", name);
+	unit_case_failures++;
+	return -1;
 }
 
 static uint64_t target_addr(const struct target *t, const char *name)
@@ -247,7 +277,13 @@ static void check_target_functions(struct symbolizer *s, const struct target *t,
 		addr = target_addr(t, exe_functions[i]);
 		frame = resolve(s, t->pid, addr, false);
 		CHECK_STR(frame.function, exe_functions[i]);
+		CHECK_STR(frame.system_name, exe_functions[i]);
 		CHECK_EQ_U64(frame.function_start, addr);
+		/* The fixtures are built -O1 -g -fno-inline: one line, the function's own. */
+		CHECK_EQ_U64(frame.n_lines, 1);
+		if (frame.n_lines == 1)
+			CHECK(frame.lines[0].function == frame.function);
+		CHECK(!frame.unnamed_memory);
 		CHECK(ends_with(frame.map_path, exe_suffix));
 		CHECK(frame.mapping_key != NULL);
 		CHECK(frame.map_start <= addr && addr < frame.map_limit);
@@ -480,8 +516,281 @@ static void test_symbolizer_bad_input(void)
 	symbolizer__free(NULL);
 }
 
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* lines.c through the symbolizer: a return address in an inlined call is two frames, the
+ * callee's line then the caller's at the call; the frame's function is the caller. */
+static void check_lines_target(const char *exe)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	uint64_t outer, addr;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture(exe), false, &t));
+	CHECK(read_target_addresses(&t));
+	if (!s || !t.count)
+		goto out;
+	outer = target_addr(&t, "lines_outer");
+	addr = target_addr(&t, "return_in_inlined");
+	frame = resolve(s, t.pid, addr, true);
+	CHECK_EQ_U64(frame.n_lines, 2);
+	CHECK_STR(frame.function, "lines_outer");
+	CHECK_STR(frame.system_name, "lines_outer");
+	CHECK_EQ_U64(frame.function_start, outer);
+	CHECK(frame.has_filenames && frame.has_line_numbers && frame.has_inline_frames);
+	CHECK(!frame.unnamed_memory);
+	CHECK(ends_with(frame.map_path, exe));
+	if (frame.n_lines == 2) {
+		CHECK_STR(frame.lines[0].function, "lines_inlined_leaf");
+		CHECK(ends_with(frame.lines[0].file, "/tests/unit/fixtures/lines.c"));
+		CHECK_EQ_U64(frame.lines[0].line, target_line(&t, "inlined_call"));
+		CHECK_STR(frame.lines[1].function, "lines_outer");
+		CHECK(ends_with(frame.lines[1].file, "/tests/unit/fixtures/lines.c"));
+		CHECK_EQ_U64(frame.lines[1].line, target_line(&t, "outer_call"));
+		CHECK(frame.lines[1].function == frame.function);
+	}
+	/* The same address as a leaf (no -1) may be the next line, never another function. */
+	frame = resolve(s, t.pid, addr, false);
+	CHECK_STR(frame.function, "lines_outer");
+
+	addr = target_addr(&t, "return_in_known");
+	frame = resolve(s, t.pid, addr, true);
+	CHECK_EQ_U64(frame.n_lines, 1);
+	CHECK_STR(frame.function, "lines_known");
+	if (frame.n_lines == 1)
+		CHECK_EQ_U64(frame.lines[0].line, target_line(&t, "known_call"));
+
+	/* After the process is gone, the cached answer is whole. */
+	stop_target(&t);
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_inlined"), true);
+	CHECK_EQ_U64(frame.n_lines, 2);
+	if (frame.n_lines == 2)
+		CHECK_EQ_U64(frame.lines[1].line, target_line(&t, "outer_call"));
+out:
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
+static void test_symbolizer_lines(void)
+{
+	check_lines_target("lines");
+}
+
+static void test_symbolizer_lines_from_debug_files(void)
+{
+	const char *roots[] = {NULL, NULL};
+	char debug_root[PATH_MAX];
+
+	check_lines_target("lines_debuglink");
+	snprintf(debug_root, sizeof(debug_root), "%s", fixture("debug"));
+	roots[0] = debug_root;
+	CHECK_EQ_U64(elf_file__set_debug_roots(roots), 0);
+	check_lines_target("lines_buildid");
+	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
+}
+
+/* Readable C++ names with the mangled one beside, from DWARF and from a bare symbol table. */
+static void check_cxx_target(const char *exe, bool dwarf)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture(exe), false, &t));
+	CHECK(read_target_addresses(&t));
+	if (!s || !t.count)
+		goto out;
+	frame = resolve(s, t.pid, target_addr(&t, "f_int"), false);
+	CHECK_STR(frame.function, "ns::f(int)");
+	CHECK_STR(frame.system_name, "_ZN2ns1fEi");
+	CHECK_EQ_U64(frame.function_start, target_addr(&t, "f_int"));
+	CHECK(frame.has_inline_frames == dwarf && frame.has_line_numbers == dwarf &&
+	      frame.has_filenames == dwarf);
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_f_double"), true);
+	CHECK_STR(frame.function, "ns::f(double)");
+	CHECK_STR(frame.system_name, "_ZN2ns1fEd");
+	CHECK_EQ_U64(frame.n_lines, 1);
+	if (frame.n_lines == 1) {
+		CHECK_STR(frame.lines[0].system_name, "_ZN2ns1fEd");
+		CHECK(dwarf ? ends_with(frame.lines[0].file, "/fixtures/lines_cxx.cc")
+			    : frame.lines[0].file == NULL);
+		CHECK(dwarf ? frame.lines[0].line > 0 : frame.lines[0].line == 0);
+	}
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_grow"), true);
+	CHECK_STR(frame.function, "ns::Widget::grow(long)");
+	if (dwarf && frame.n_lines == 1)
+		CHECK_EQ_U64(frame.lines[0].line, target_line(&t, "grow_call"));
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_twice"), true);
+	CHECK_STR(frame.function, "ns::uses_twice(long)");
+	CHECK_EQ_U64(frame.n_lines, dwarf ? 2 : 1);
+	if (dwarf && frame.n_lines == 2) {
+		CHECK_STR(frame.lines[0].function, "long ns::twice<long>(long)");
+		CHECK_STR(frame.lines[0].system_name, "_ZN2ns5twiceIlEET_S1_");
+	}
+out:
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
+static void test_symbolizer_cxx(void)
+{
+	check_cxx_target("lines_cxx", true);
+	check_cxx_target("lines_cxx_nodwarf", false);
+}
+
+/* Code in anonymous memory (what a JIT makes) has no name to give: it says so. */
+static void test_symbolizer_anonymous_code(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	long page = sysconf(_SC_PAGESIZE);
+	struct symbolized_frame frame;
+	unsigned char *code, *data;
+
+	CHECK(s != NULL);
+	code = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	data = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(code != MAP_FAILED && data != MAP_FAILED);
+	if (!s || code == MAP_FAILED || data == MAP_FAILED)
+		goto out;
+	code[0] = 0xc3; /* ret */
+	CHECK(mprotect(code, (size_t)page, PROT_READ | PROT_EXEC) == 0);
+	frame = resolve(s, getpid(), (uintptr_t)code + 1, true);
+	CHECK(frame.mapping_key != NULL);
+	CHECK(frame.unnamed_memory);
+	CHECK_STR(frame.map_path, "[anon:jit]");
+	CHECK(frame.function == NULL && frame.system_name == NULL && frame.n_lines == 0);
+	CHECK(frame.build_id == NULL);
+	CHECK(!frame.has_filenames && !frame.has_line_numbers && !frame.has_inline_frames);
+
+	frame = resolve(s, getpid(), (uintptr_t)data + 8, false);
+	CHECK(frame.mapping_key != NULL && frame.unnamed_memory);
+	CHECK(frame.map_path == NULL && frame.function == NULL && frame.n_lines == 0);
+
+	/* Control: this test's own code is named. */
+	frame = resolve(s, getpid(), (uintptr_t)&test_symbolizer_anonymous_code, false);
+	CHECK_STR(frame.function, "test_symbolizer_anonymous_code");
+	CHECK(!frame.unnamed_memory);
+out:
+	if (code != MAP_FAILED)
+		munmap(code, (size_t)page);
+	if (data != MAP_FAILED)
+		munmap(data, (size_t)page);
+	symbolizer__free(s);
+}
+
+/* The executable was deleted and the agent cannot reach the mapping (no CAP_SYS_ADMIN for
+ * /proc/PID/map_files): no name, and the mapping says "(deleted)". Returns the failures. */
+static int check_deleted_out_of_reach(const char *dir)
+{
+	char exe[PATH_MAX];
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct target t = {.pid = -1, .gate_fd = -1};
+
+	snprintf(exe, sizeof(exe), "%s/lines", dir);
+	CHECK(s != NULL);
+	CHECK(start_target(exe, false, &t));
+	CHECK(read_target_addresses(&t));
+	CHECK(unlink(exe) == 0);
+	if (s && t.count) {
+		CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+		frame = resolve(s, t.pid, target_addr(&t, "return_in_known"), true);
+		CHECK(frame.mapping_key != NULL);
+		CHECK(frame.unnamed_memory);
+		CHECK(frame.function == NULL && frame.n_lines == 0);
+		CHECK(ends_with(frame.map_path, "/lines (deleted)"));
+	}
+	stop_target(&t);
+	symbolizer__free(s);
+	return unit_case_failures;
+}
+
+static void test_symbolizer_deleted_out_of_reach(void)
+{
+	char dir[] = "/tmp/allocscope-del-XXXXXX";
+	char cmd[2 * PATH_MAX + 32];
+	int status = -1;
+	pid_t child;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s/lines' && chmod 0777 '%s'", fixture("lines"), dir,
+		 dir);
+	CHECK(system(cmd) == 0);
+	if (geteuid() != 0) {
+		check_deleted_out_of_reach(dir);
+	} else {
+		/* Root reaches every mapping: drop to nobody, as an unprivileged agent runs. */
+		fflush(NULL);
+		child = fork();
+		CHECK(child >= 0);
+		if (child == 0) {
+			unit_case_failures = 0;
+			if (setgid(65534) != 0 || setuid(65534) != 0)
+				_exit(100);
+			_exit(check_deleted_out_of_reach(dir) ? 1 : 0);
+		}
+		CHECK(child > 0 && waitpid(child, &status, 0) == child);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
+/* What resolving costs: the first address of a process (maps snapshot and file opening are
+ * in add_process; here the DWARF is opened and a unit walked), another new address, and one
+ * already seen (a hash lookup). Printed, not asserted. */
+static void test_symbolizer_cost(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	double t0, add, cold, second, warm;
+	uint64_t inlined, known;
+	struct target t;
+	int i, rounds = 100000;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture("lines_cxx"), false, &t));
+	CHECK(read_target_addresses(&t));
+	if (!s || !t.count)
+		goto out;
+	inlined = target_addr(&t, "return_in_twice");
+	known = target_addr(&t, "return_in_grow");
+	t0 = now_us();
+	CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+	add = now_us() - t0;
+	t0 = now_us();
+	frame = resolve(s, t.pid, inlined, true);
+	cold = now_us() - t0;
+	CHECK_EQ_U64(frame.n_lines, 2);
+	t0 = now_us();
+	frame = resolve(s, t.pid, known, true);
+	second = now_us() - t0;
+	CHECK(frame.function != NULL);
+	t0 = now_us();
+	for (i = 0; i < rounds; i++)
+		symbolizer__resolve(s, t.pid, (i & 1) ? inlined : known, true, &frame);
+	warm = (now_us() - t0) / rounds;
+	printf("symbolizer cost: add_process %.0f us, first address %.0f us (DWARF opened), "
+	       "another new address %.1f us, cached address %.3f us\n",
+	       add, cold, second, warm);
+out:
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
 int main(void)
 {
+	/* Hermetic: debuginfod is test_debuginfo's business. */
+	unsetenv("DEBUGINFOD_URLS");
 	RUN(test_proc_maps_parse);
 	RUN(test_proc_maps_self);
 	RUN(test_symbolizer_pie);
@@ -491,5 +800,11 @@ int main(void)
 	RUN(test_symbolizer_rereads_maps_on_miss);
 	RUN(test_symbolizer_deleted_executable);
 	RUN(test_symbolizer_bad_input);
+	RUN(test_symbolizer_lines);
+	RUN(test_symbolizer_lines_from_debug_files);
+	RUN(test_symbolizer_cxx);
+	RUN(test_symbolizer_anonymous_code);
+	RUN(test_symbolizer_deleted_out_of_reach);
+	RUN(test_symbolizer_cost);
 	return unit_summary("symbolizer");
 }

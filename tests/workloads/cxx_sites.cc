@@ -33,7 +33,7 @@ __attribute__((noinline)) void new_orders(long n)
 		keep(order);
 		delete order;
 	}
-	manifest("workload::new_orders", sizeof(Order), n);
+	manifest("workload::new_orders(long)", sizeof(Order), n);
 }
 
 __attribute__((noinline)) void new_buffers(long n)
@@ -43,7 +43,7 @@ __attribute__((noinline)) void new_buffers(long n)
 		keep(buffer);
 		delete[] buffer;
 	}
-	manifest("workload::new_buffers", 5000, n);
+	manifest("workload::new_buffers(long)", 5000, n);
 }
 
 __attribute__((noinline)) void malloc_records(long n)
@@ -53,7 +53,7 @@ __attribute__((noinline)) void malloc_records(long n)
 		keep(record);
 		std::free(record);
 	}
-	manifest("workload::malloc_records", 1200, n);
+	manifest("workload::malloc_records(long)", 1200, n);
 }
 
 } // namespace workload
