@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -432,9 +433,16 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 
 	alloc_profile__totals(cap->profile, &totals);
 	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
-	printf("\nallocscope: %llu samples from %zu process%s in %.1fs (sample rate %s)\n",
+	struct rusage usage;
+	double agent_ms = 0;
+
+	if (getrusage(RUSAGE_SELF, &usage) == 0)
+		agent_ms = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
+			   (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
+	printf("\nallocscope: %llu samples from %zu process%s in %.1fs (sample rate %s; agent CPU "
+	       "%.0f ms)\n",
 	       (unsigned long long)totals.samples, cap->n_targets, cap->n_targets == 1 ? "" : "es",
-	       duration_ms / 1000.0, rate);
+	       duration_ms / 1000.0, rate, agent_ms);
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
@@ -541,6 +549,11 @@ int capture_run(const struct capture_opts *opts)
 		return 1;
 	}
 	cap.symbolizer = symbolizer__new();
+	if (cap.symbolizer && opts->debuginfod_urls &&
+	    symbolizer__set_debuginfod(cap.symbolizer, opts->debuginfod_urls, 0) != 0) {
+		log_error("cannot use the debuginfod servers '%s'", opts->debuginfod_urls);
+		goto out;
+	}
 	if (opts->unwind != UNWIND_FP && unwinder__new(&cap.unwinder) != 0) {
 		log_error("cannot set up the unwinder: out of memory");
 		goto out;

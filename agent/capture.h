@@ -23,6 +23,7 @@ struct capture_opts {
 	enum unwind_mode unwind; /* how stacks are walked */
 	uint32_t stack_copy_bytes; /* user stack copied per sample for CFI unwinding */
 	unsigned top;            /* rows in the summary's top table */
+	const char *debuginfod_urls; /* NULL: DEBUGINFOD_URLS from the environment; "": none */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

@@ -38,6 +38,8 @@ static const char usage_text[] =
 	"                           only) or fp (frame pointers only, cheapest)\n"
 	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (1KiB to\n"
 	"                           64KiB, a power of two; default 16KiB)\n"
+	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
+	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two, default 16MiB)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
@@ -84,7 +86,8 @@ static int parse_pids(const char *text, struct capture_opts *opts)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY };
+	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY,
+	       OPT_DEBUGINFOD };
 	static const struct option options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -93,6 +96,7 @@ int main(int argc, char **argv)
 		{ "top", required_argument, NULL, OPT_TOP },
 		{ "unwind", required_argument, NULL, OPT_UNWIND },
 		{ "stack-copy-size", required_argument, NULL, OPT_STACK_COPY },
+		{ "debuginfod", required_argument, NULL, OPT_DEBUGINFOD },
 		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
@@ -163,6 +167,9 @@ int main(int argc, char **argv)
 						   "of two from 1KiB to 64KiB",
 						   optarg);
 			opts.stack_copy_bytes = (uint32_t)value;
+			break;
+		case OPT_DEBUGINFOD:
+			opts.debuginfod_urls = optarg;
 			break;
 		case OPT_LOG_LEVEL:
 			if (log_parse_level(optarg, &level) != 0)
