@@ -436,11 +436,13 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 	ret = mapping_table_init(&mappings, total_frames);
 	if (ret)
 		goto out;
-	/* First pass: which mappings appear, in order, and whether their frames have names. */
+	/* First pass: which mappings appear and whether their frames have names. Stacks are read
+	 * from the root, so the executable (home of _start and main) usually comes first, which
+	 * is where pprof tools look for "the" binary. */
 	for (size_t i = 0; i < profile->n_stacks; i++) {
 		const struct stack_record *rec = profile->stacks[i];
 
-		for (uint32_t f = 0; f < rec->n_frames; f++) {
+		for (uint32_t f = rec->n_frames; f-- > 0;) {
 			struct mapping_slot *slot;
 
 			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],

@@ -282,6 +282,8 @@ def go_pprof_reads_the_profile(tmp):
     for site in parse_manifest(result.stdout):
         assert site in top, f"{site} missing from go tool pprof -top:\n{top}"
     assert "malloc" in top
+    # The executable is the profile's first mapping: pprof's "File:" names it.
+    assert "File: alloc_sites" in top, top[:200]
     raw = go_pprof(["-raw", out_path], tmp)
     assert "alloc_objects/count alloc_space/bytes" in raw
     assert "PeriodType: space bytes" in raw and f"Period: {RATE}" in raw
