@@ -25,23 +25,13 @@
 #include "symbolize/elf_file.h"
 #include "symbolize/symbolizer.h"
 #include "unit.h"
+#include "fixtures.h"
 
 /* Generous: the local server answers in milliseconds, but a slow machine (or valgrind) must not
  * turn a fetch into a timeout. */
 #define REAL_SERVER_TIMEOUT 30
 
 #define INSTALL_HINT "run sudo scripts/install-deps (packages debuginfod, libdebuginfod-dev, dwz)"
-
-static const char *fixture(const char *name)
-{
-	static char paths[8][PATH_MAX];
-	static int next;
-	const char *dir = getenv("ALLOCSCOPE_FIXTURES");
-	char *path = paths[next++ % 8];
-
-	snprintf(path, PATH_MAX, "%s/%s", dir && *dir ? dir : "build/fixtures", name);
-	return path;
-}
 
 static double now_s(void)
 {

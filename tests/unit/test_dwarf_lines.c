@@ -23,24 +23,7 @@
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
 #include "unit.h"
-
-static const char *fixture(const char *name)
-{
-	static char paths[8][PATH_MAX];
-	static int next;
-	const char *dir = getenv("ALLOCSCOPE_FIXTURES");
-	char *path = paths[next++ % 8];
-
-	snprintf(path, PATH_MAX, "%s/%s", dir && *dir ? dir : "build/fixtures", name);
-	return path;
-}
-
-static bool ends_with(const char *s, const char *suffix)
-{
-	size_t n = s ? strlen(s) : 0, m = strlen(suffix);
-
-	return s && n >= m && strcmp(s + n - m, suffix) == 0;
-}
+#include "fixtures.h"
 
 static double now_us(void)
 {

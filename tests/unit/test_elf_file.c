@@ -17,17 +17,7 @@
 
 #include "symbolize/elf_file.h"
 #include "unit.h"
-
-static const char *fixture(const char *name)
-{
-	static char paths[8][PATH_MAX];
-	static int next;
-	const char *dir = getenv("ALLOCSCOPE_FIXTURES");
-	char *path = paths[next++ % 8];
-
-	snprintf(path, PATH_MAX, "%s/%s", dir && *dir ? dir : "build/fixtures", name);
-	return path;
-}
+#include "fixtures.h"
 
 /* Runs cmd and hands each output line to fn until fn returns true. false when cmd failed. */
 static bool each_output_line(const char *cmd, bool (*fn)(const char *line, void *arg), void *arg)

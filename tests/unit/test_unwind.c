@@ -25,20 +25,10 @@
 #include "alloc.h"
 #include "symbolize/unwind.h"
 #include "unit.h"
+#include "fixtures.h"
 
 #define MAX_PCS	    128
 #define STACK_BYTES (16 * 1024)
-
-static const char *fixture(const char *name)
-{
-	static char paths[8][PATH_MAX];
-	static int next;
-	const char *dir = getenv("ALLOCSCOPE_FIXTURES");
-	char *path = paths[next++ % 8];
-
-	snprintf(path, PATH_MAX, "%s/%s", dir && *dir ? dir : "build/fixtures", name);
-	return path;
-}
 
 static uint64_t now_ns(void)
 {
