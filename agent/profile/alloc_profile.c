@@ -332,6 +332,14 @@ static struct mapping_slot *mapping_lookup(struct mapping_table *t, const void *
 	return &t->slots[i];
 }
 
+static size_t index_of(const struct mapping_table *t, const void *key)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (t->order[i] == key)
+			return i;
+	return 0;
+}
+
 static int mapping_table_init(struct mapping_table *t, size_t frames)
 {
 	t->cap = 64;
@@ -436,13 +444,15 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 	ret = mapping_table_init(&mappings, total_frames);
 	if (ret)
 		goto out;
-	/* First pass: which mappings appear and whether their frames have names. Stacks are read
-	 * from the root, so the executable (home of _start and main) usually comes first, which
-	 * is where pprof tools look for "the" binary. */
+	/* First pass: which mappings appear, in order, and whether their frames have names; and
+	 * which one holds main: pprof tools take the first mapping for "the" binary, so the
+	 * executable goes first. */
+	const void *main_key = NULL;
+
 	for (size_t i = 0; i < profile->n_stacks; i++) {
 		const struct stack_record *rec = profile->stacks[i];
 
-		for (uint32_t f = rec->n_frames; f-- > 0;) {
+		for (uint32_t f = 0; f < rec->n_frames; f++) {
 			struct mapping_slot *slot;
 
 			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
@@ -455,9 +465,16 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 			if (added)
 				slot->first = frame;
 			slot->any_named |= frame.function != NULL;
+			if (!main_key && frame.function && strcmp(frame.function, "main") == 0)
+				main_key = frame.mapping_key;
 		}
 	}
-	for (size_t i = 0; i < mappings.count; i++) {
+	size_t main_index = main_key ? index_of(&mappings, main_key) : 0;
+
+	for (size_t n = 0; n < mappings.count; n++) {
+		/* main's mapping first, then the others in the order they were seen. */
+		size_t i = n == 0 ? main_index : n <= main_index ? n - 1 : n;
+
 		struct mapping_slot *slot = mapping_lookup(&mappings, mappings.order[i], &added);
 		struct pprof_mapping m = {
 			.memory_start = slot->first.map_start,
