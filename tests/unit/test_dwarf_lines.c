@@ -24,6 +24,7 @@
 #include "symbolize/proc_maps.h"
 #include "unit.h"
 #include "fixtures.h"
+#include "fixture_process.h"
 
 static double now_us(void)
 {
@@ -33,84 +34,6 @@ static double now_us(void)
 	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
-/* A fixture process and what it printed: "name 0xADDR" and "line name N". */
-struct run {
-	pid_t pid;
-	FILE *out;
-	char names[24][64];
-	uint64_t values[24];
-	bool is_line[24];
-	int count;
-};
-
-static bool start_run(const char *path, struct run *r)
-{
-	int out_pipe[2];
-	char text[256];
-
-	memset(r, 0, sizeof(*r));
-	r->pid = -1;
-	if (pipe(out_pipe) != 0)
-		return false;
-	r->pid = fork();
-	if (r->pid < 0)
-		return false;
-	if (r->pid == 0) {
-		dup2(out_pipe[1], STDOUT_FILENO);
-		close(out_pipe[0]);
-		close(out_pipe[1]);
-		execl(path, path, (char *)NULL);
-		_exit(127);
-	}
-	close(out_pipe[1]);
-	r->out = fdopen(out_pipe[0], "r");
-	while (r->out && fgets(text, sizeof(text), r->out)) {
-		unsigned long long value;
-		char name[64];
-
-		if (strncmp(text, "ready", 5) == 0)
-			return true;
-		if (r->count >= 24)
-			continue;
-		if (strncmp(text, "line ", 5) == 0 &&
-		    sscanf(text + 5, "%63s %llu", name, &value) == 2) {
-			r->is_line[r->count] = true;
-		} else if (sscanf(text, "%63s %llx", name, &value) != 2) {
-			continue;
-		}
-		snprintf(r->names[r->count], sizeof(r->names[0]), "%s", name);
-		r->values[r->count++] = value;
-	}
-	fprintf(stderr, "  %s did not start (run make unit to build fixtures)\n", path);
-	return false;
-}
-
-static void stop_run(struct run *r)
-{
-	int status;
-
-	if (r->pid > 0) {
-		kill(r->pid, SIGKILL);
-		waitpid(r->pid, &status, 0);
-	}
-	if (r->out)
-		fclose(r->out);
-	r->pid = -1;
-	r->out = NULL;
-}
-
-static uint64_t run_value(const struct run *r, const char *name, bool line)
-{
-	int i;
-
-	for (i = 0; i < r->count; i++) {
-		if (r->is_line[i] == line && strcmp(r->names[i], name) == 0)
-			return r->values[i];
-	}
-	fprintf(stderr, "  the fixture printed no %s%s\n", line ? "line " : "", name);
-	unit_case_failures++;
-	return 0;
-}
 
 /* The link-time address of a runtime address in the fixture, as the symbolizer computes it. */
 static uint64_t to_vaddr(const struct run *r, struct elf_file *f, uint64_t addr)
