@@ -51,14 +51,13 @@ static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
 	return h;
 }
 
-static size_t build_frames(const struct alloc_sample *sample, uint64_t *frames, bool *caller_only)
+static size_t build_frames(const struct alloc_sample *sample, uint64_t *frames)
 {
 	size_t depth = sample->stack_bytes > 0 ? (size_t)sample->stack_bytes / sizeof(__u64) : 0;
 	size_t n = 0;
 
 	if (depth > ALLOC_MAX_STACK_DEPTH)
 		depth = ALLOC_MAX_STACK_DEPTH;
-	*caller_only = depth == 0;
 	if (depth)
 		frames[n++] = sample->stack[0];
 	if (sample->caller_address)
@@ -195,13 +194,9 @@ int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const 
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)
 {
 	uint64_t frames[MAX_FRAMES];
-	bool caller_only;
-	size_t n = build_frames(sample, frames, &caller_only);
-	int ret = alloc_profile__add_stack(profile, sample->pid, frames, n, sample->size);
+	size_t n = build_frames(sample, frames);
 
-	if (ret == 0)
-		profile->totals.caller_only += caller_only;
-	return ret;
+	return alloc_profile__add_stack(profile, sample->pid, frames, n, sample->size);
 }
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out)

@@ -21,7 +21,6 @@ struct alloc_site {
 struct alloc_profile_totals {
 	uint64_t samples;          /* records aggregated */
 	uint64_t stacks;           /* distinct (pid, stack) pairs */
-	uint64_t caller_only;      /* samples whose stack walk failed: kept with the caller only */
 	double bytes, objects;     /* estimates over everything */
 };
 
