@@ -1,0 +1,46 @@
+/* Which processes the continuous agent profiles and under which service name. A process is a
+ * target when it matches at least one include rule (or there are none) and no exclude rule;
+ * the agent itself and kernel threads never are. Pure matching over facts read from /proc
+ * (collect/process_info.h), so it is unit-tested without privileges. */
+#ifndef ALLOCSCOPE_TARGET_RULES_H
+#define ALLOCSCOPE_TARGET_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct process_info;
+
+/* Every field given must match (AND); NULL fields match anything. A rule with no matcher is
+ * rejected by the configuration loader. */
+struct target_rule {
+	char *service;      /* service name for what this rule matches; NULL: derived */
+	char *executable;   /* fnmatch(3) glob on the executable path as the process sees it */
+	char *process_name; /* fnmatch(3) glob on the process name (comm, at most 15 chars) */
+	char *cgroup;       /* cgroup path prefix, whole components: "/system.slice" matches
+			       "/system.slice/a.service" and itself, not "/system.slice2" */
+	char *systemd_unit; /* fnmatch(3) glob on the systemd unit, e.g. "redis*.service" */
+};
+
+struct target_rules {
+	struct target_rule *include; /* none: every process */
+	size_t n_include;
+	struct target_rule *exclude;
+	size_t n_exclude;
+};
+
+/* Decides for one process. Returns true when it is a target, with its service name in
+ * service (always NUL-terminated, truncated to len): the first matching include rule's
+ * `service`, else the systemd unit without its ".service" suffix (only for .service units),
+ * else the executable's base name, else the process name. */
+bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
+			 char *service, size_t len);
+
+/* The service name a process gets when no rule names one (the derivation above). */
+void target_rules__default_service(const struct process_info *process, char *service,
+				   size_t len);
+
+/* Frees every string of every rule and the arrays; the struct itself is the caller's.
+ * Accepts NULL and zeroes what it frees. */
+void target_rules__clear(struct target_rules *rules);
+
+#endif

@@ -1,0 +1,84 @@
+/* The agent's configuration: one struct, loaded from YAML (libyaml) through a declarative
+ * table of keys (name, type, bounds, default, field), so the reference file, the defaults and
+ * the validation cannot drift apart. Errors name the file, line, column and key and say what
+ * was expected; unknown keys are errors. Nothing here touches the running agent: a reload
+ * loads a new struct and the agent swaps it in only when loading succeeded. */
+#ifndef ALLOCSCOPE_CONFIG_H
+#define ALLOCSCOPE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "collect/target_rules.h"
+#include "symbolize/unwind.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/allocscope/allocscope.yaml"
+#define CONFIG_MAX_STATIC_LABELS 16
+
+enum sink_type {
+	SINK_TYPE_DIRECTORY,
+};
+
+struct sink_config {
+	enum sink_type type;
+	/* directory */
+	char *path;                /* default /var/lib/allocscope/profiles */
+	uint64_t max_total_bytes;  /* default 1 GiB; 0: unlimited */
+	uint64_t max_age_ms;       /* default 7 days; 0: unlimited */
+};
+
+struct config_label {
+	char *key;
+	char *value;
+};
+
+struct agent_config {
+	char *source;              /* the file it was loaded from; "(defaults)" when none */
+
+	/* sampling: needs a restart to change (the BPF program is loaded with it) */
+	uint64_t sample_rate;      /* default 512 KiB; 1 .. 4 GiB */
+	enum unwind_mode unwind;   /* default auto */
+	uint32_t stack_copy_bytes; /* default 16 KiB; power of two, 1 KiB .. 64 KiB */
+	uint32_t ringbuf_bytes;    /* default 16 MiB; power of two, 64 KiB .. 1 GiB */
+
+	struct target_rules targets;
+
+	/* profiles */
+	uint64_t interval_ms;      /* default 15 s; 1 s .. 1 h */
+	char *hostname;            /* default: gethostname() at load */
+	struct config_label *labels; /* static labels, at most CONFIG_MAX_STATIC_LABELS */
+	size_t n_labels;
+	bool pid_label;            /* default false: a pid label on every sample */
+
+	/* limits */
+	uint32_t max_processes;    /* default 1024: processes attached at once; 1 .. 65536 */
+	uint32_t max_services;     /* default 256: services per interval, the rest go to the
+				      overflow service "other"; 1 .. 100000 */
+	uint32_t max_label_value_bytes; /* default 128: longer values are cut; 16 .. 1024 */
+
+	struct sink_config *sinks; /* default: one directory sink */
+	size_t n_sinks;
+
+	char *metrics_listen;      /* default "127.0.0.1:9464"; "" disables */
+	enum log_level log_level;  /* default info */
+	char *debuginfod_urls;     /* default NULL: the DEBUGINFOD_URLS environment variable */
+};
+
+/* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */
+int config_defaults(struct agent_config **out);
+
+/* Loads a YAML file over the defaults. Returns 0; -ENOENT when the file does not exist (err
+ * says so); -EINVAL with "FILE:LINE:COLUMN: KEY: what was expected, what was found" in err
+ * for anything invalid; other -errno when it cannot be read. */
+int config_load_file(const char *path, struct agent_config **out, char *err, size_t err_len);
+
+/* The same from text in memory; name stands for the file in messages. */
+int config_load_string(const char *yaml, size_t len, const char *name,
+		       struct agent_config **out, char *err, size_t err_len);
+
+/* Accepts NULL. */
+void config_free(struct agent_config *config);
+
+#endif
