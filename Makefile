@@ -19,7 +19,7 @@ CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD) \
 	     -DALLOCSCOPE_VERSION='"$(VERSION)"' -DALLOCSCOPE_GIT_REV='"$(GIT_REV)"'
-LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lz -lm -lstdc++
+LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lz -lm -lpthread -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
 	      -I/usr/include/$(shell $(CC) -dumpmachine)
 
