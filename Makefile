@@ -135,8 +135,21 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo
 
+# The unit names /usr/local/bin/allocscope; another PREFIX gets the path rewritten. An
+# existing /etc/allocscope/allocscope.yaml is kept: the reference goes next to it as .default.
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+CONFIG_DIR       ?= /etc/allocscope
 install: $(BUILD)/allocscope
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(CONFIG_DIR)
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/allocscope.service \
+		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/allocscope.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/allocscope.service
+	install -m 0644 config/allocscope.yaml $(DESTDIR)$(CONFIG_DIR)/allocscope.yaml.default
+	test -e $(DESTDIR)$(CONFIG_DIR)/allocscope.yaml || \
+		install -m 0644 config/allocscope.yaml $(DESTDIR)$(CONFIG_DIR)/allocscope.yaml
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/allocscope/README.md
+	@echo "installed; start with: systemctl daemon-reload && systemctl enable --now allocscope"
 
 clean:
 	rm -rf $(BUILD)

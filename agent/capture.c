@@ -496,8 +496,14 @@ static int write_profile(struct capture *cap, int64_t duration_ms)
 	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
 		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",
 					 (int)cap->targets[i].pid, cap->targets[i].comm);
-	ret = alloc_profile__write_pprof(cap->profile, cap->output, cap->start_wall_ns,
-					 duration_ms * 1000000, comments);
+	struct alloc_profile_output output = {
+		.start_ns = cap->start_wall_ns,
+		.duration_ns = duration_ms * 1000000,
+		.comments = comments,
+		.pid_label = true,
+	};
+
+	ret = alloc_profile__write_pprof(cap->profile, cap->output, &output);
 	if (ret)
 		log_error("cannot write the profile to %s: %s", cap->output, strerror(-ret));
 	return ret;

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "capture.h"
+#include "daemon.h"
 #include "log.h"
+#include "config/config.h"
 #include "config/units.h"
 #include "alloc.h"
 #include "sampling.h"
@@ -21,12 +23,22 @@
 static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
+	"       allocscope [--config FILE] [--check-config]\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
 	"alloc_objects) that `go tool pprof`, Pyroscope and Parca read.\n"
 	"\n"
-	"Options:\n"
+	"Without --pid or COMMAND, allocscope runs as the continuous agent: it profiles the\n"
+	"processes its configuration selects (default " CONFIG_DEFAULT_PATH ";\n"
+	"built-in defaults when that file does not exist) and writes a profile per service\n"
+	"every interval. SIGHUP reloads the configuration; SIGTERM stops.\n"
+	"\n"
+	"Agent options:\n"
+	"  -c, --config FILE        configuration file (YAML; see config/allocscope.yaml)\n"
+	"      --check-config       check the configuration file and exit (0: valid)\n"
+	"\n"
+	"Capture options:\n"
 	"  -p, --pid PID[,PID...]   profile running processes (repeatable)\n"
 	"  -d, --duration D         stop after D (e.g. 30s, 5m, 1h; default: until Ctrl-C\n"
 	"                           or every target has exited)\n"
@@ -87,7 +99,7 @@ static int parse_pids(const char *text, struct capture_opts *opts)
 int main(int argc, char **argv)
 {
 	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY,
-	       OPT_DEBUGINFOD };
+	       OPT_DEBUGINFOD, OPT_CHECK_CONFIG };
 	static const struct option options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -99,6 +111,8 @@ int main(int argc, char **argv)
 		{ "debuginfod", required_argument, NULL, OPT_DEBUGINFOD },
 		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -110,13 +124,25 @@ int main(int argc, char **argv)
 		.stack_copy_bytes = DEFAULT_STACK_COPY_BYTES,
 		.top = 10,
 	};
+	const char *config_path = NULL;
+	bool check_config = false, capture_option = false;
 	uint64_t value;
 	enum log_level level;
 	int c, ret;
 
 	/* '+': stop at the first non-option, so COMMAND's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+p:d:r:o:hV", options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+p:d:r:o:c:hV", options, NULL)) != -1) {
+		if (c != 'c' && c != OPT_CHECK_CONFIG && c != OPT_LOG_LEVEL && c != 'h' && c != 'V')
+			capture_option = true;
 		switch (c) {
+		case 'c':
+			if (!*optarg)
+				return usage_error("empty --config%s", "");
+			config_path = optarg;
+			break;
+		case OPT_CHECK_CONFIG:
+			check_config = true;
+			break;
 		case 'p':
 			ret = parse_pids(optarg, &opts);
 			if (ret)
@@ -190,8 +216,20 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		opts.command = &argv[optind];
-	if (!opts.n_pids && !opts.command)
-		return usage_error("%s", "nothing to profile: give --pid PID or -- COMMAND");
+	if (config_path || check_config) {
+		if (capture_option || opts.command)
+			return usage_error("%s", "--config runs the agent: capture options (--pid, "
+						 "-- COMMAND, --duration, ...) do not apply to it");
+		if (check_config)
+			return daemon_check_config(config_path ? config_path : CONFIG_DEFAULT_PATH);
+		return daemon_run(config_path, false);
+	}
+	if (!opts.n_pids && !opts.command) {
+		if (capture_option)
+			return usage_error("%s", "nothing to profile: give --pid PID or -- COMMAND "
+						 "(or no capture options to run the agent)");
+		return daemon_run(CONFIG_DEFAULT_PATH, true);
+	}
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	return capture_run(&opts);

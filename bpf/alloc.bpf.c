@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /* allocscope's probes: one uprobe program per argument layout of the allocator entry points.
  *
- * The hot path is a per-thread byte countdown and nothing else: an allocation that does not
- * exhaust the countdown costs one task-storage lookup and a subtraction on top of the uprobe
- * trap. When it does, the allocation is sampled (probability 1 - exp(-size/R), the Poisson
+ * The hot path is a per-thread byte countdown and a per-CPU hit count: an allocation that does
+ * not exhaust the countdown costs an array and a task-storage lookup and two arithmetic ops on
+ * top of the uprobe trap. When it does, the allocation is sampled (probability 1 - exp(-size/R), the Poisson
  * byte sampling of Go and jemalloc), a fresh exponential interval is drawn, and a record with
  * the size, the direct caller (read at *sp) and the frame-pointer stack goes to a ring buffer
  * without waking the agent, which drains it on a timer. */
 #include <stdbool.h>
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "alloc.h"
@@ -44,6 +45,30 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* resized by the agent before load */
 } samples SEC(".maps");
+
+/* Probe hits, one slot per CPU so the hot path never shares a cache line: what the agent
+ * multiplies by the measured cost of a hit to report its overhead. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_hits SEC(".maps");
+
+/* Continuous mode: processes being profiled (tgid -> 1), kept by the agent, so forks are
+ * reported only for them; and the ring their exec and fork notices travel through. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} profiled_processes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} process_events SEC(".maps");
 
 static __always_inline __u64 next_interval(void)
 {
@@ -143,7 +168,11 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
 {
 	struct thread_countdown *countdown;
+	__u32 zero = 0;
+	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &zero);
 
+	if (hits)
+		*hits += 1;
 	countdown = bpf_task_storage_get(&countdowns, bpf_get_current_task_btf(), 0,
 					 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!countdown) {
@@ -204,6 +233,47 @@ int BPF_KPROBE(alloc_realloc, void *ptr, __u64 size)
 	if (!ptr || !size)
 		return 0;
 	return on_allocation(ctx, size);
+}
+
+static __always_inline void send_process_event(__u32 type, __u32 pid, __u32 parent_pid)
+{
+	struct process_event *event;
+
+	event = bpf_ringbuf_reserve(&process_events, sizeof(*event), 0);
+	if (!event) {
+		__sync_fetch_and_add(&counters.process_events_lost, 1);
+		return;
+	}
+	event->type = type;
+	event->pid = pid;
+	event->parent_pid = parent_pid;
+	event->reserved = 0;
+	bpf_ringbuf_submit(event, 0);
+}
+
+/* Attached only by the continuous agent. After exec the caller is the new image's task, and
+ * its tgid is the process's pid even when a non-leader thread exec'ed. */
+SEC("raw_tp/sched_process_exec")
+int process_exec(void *ctx)
+{
+	send_process_event(PROCESS_EVENT_EXEC, bpf_get_current_pid_tgid() >> 32, 0);
+	return 0;
+}
+
+/* Runs in the parent. New threads (pid != tgid) are not processes. */
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
+	int child_pid = BPF_CORE_READ(child, pid);
+	int child_tgid = BPF_CORE_READ(child, tgid);
+
+	if (child_pid != child_tgid)
+		return 0;
+	if (!bpf_map_lookup_elem(&profiled_processes, &parent_tgid))
+		return 0;
+	send_process_event(PROCESS_EVENT_FORK, (__u32)child_tgid, parent_tgid);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

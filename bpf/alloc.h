@@ -67,6 +67,23 @@ struct alloc_counters {
 	__u64 caller_errors;     /* samples whose caller could not be read at *sp */
 	__u64 storage_errors;    /* allocations not counted: no per-thread countdown could be made */
 	__u64 stack_copy_errors; /* samples that carry no stack copy: the stack was unreadable */
+	__u64 process_events_lost; /* exec/fork notices lost: their ring buffer was full */
+};
+
+/* What the continuous agent learns about processes from the kernel, through a ring buffer of
+ * its own: every exec on the host (the agent decides from /proc whether the new image is a
+ * target), and forks of processes it profiles (a forked worker inherits its parent's target
+ * status but not its probes). Exits are watched with pidfds. */
+enum process_event_type {
+	PROCESS_EVENT_EXEC = 1,
+	PROCESS_EVENT_FORK = 2,
+};
+
+struct process_event {
+	__u32 type;              /* enum process_event_type */
+	__u32 pid;               /* the process that exec'ed, or the new child */
+	__u32 parent_pid;        /* FORK: the profiled parent; EXEC: 0 */
+	__u32 reserved;
 };
 
 #endif

@@ -38,8 +38,11 @@ struct pt_regs {
 	unsigned long ss;
 };
 
-/* Only ever handled through pointers the kernel gives us (task storage). */
-struct task_struct;
+/* Only the two fields the fork tracepoint reads; every access is relocated by field name. */
+struct task_struct {
+	int pid;
+	int tgid;
+};
 
 #pragma clang attribute pop
 

@@ -18,6 +18,8 @@
 
 struct alloc_program {
 	struct alloc_bpf *skel;
+	struct bpf_link *exec_link, *fork_link;
+	int n_cpus;
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -95,6 +97,12 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 	prog = calloc(1, sizeof(*prog));
 	if (!prog)
 		return -ENOMEM;
+	prog->n_cpus = libbpf_num_possible_cpus();
+	if (prog->n_cpus <= 0) {
+		ret = prog->n_cpus ? prog->n_cpus : -EINVAL;
+		snprintf(err, err_len, "cannot count this machine's CPUs: %s", strerror(-ret));
+		goto fail;
+	}
 	prog->skel = alloc_bpf__open();
 	if (!prog->skel) {
 		ret = -errno;
@@ -133,6 +141,8 @@ void alloc_program__free(struct alloc_program *prog)
 {
 	if (!prog)
 		return;
+	bpf_link__destroy(prog->exec_link);
+	bpf_link__destroy(prog->fork_link);
 	alloc_bpf__destroy(prog->skel);
 	free(prog);
 }
@@ -168,4 +178,61 @@ void alloc_program__read_counters(const struct alloc_program *prog, struct alloc
 	/* The program updates these with atomic adds; a plain copy is a consistent-enough read
 	 * of monotonically growing counters. */
 	memcpy(out, &prog->skel->bss->counters, sizeof(*out));
+}
+
+uint64_t alloc_program__probe_hits(const struct alloc_program *prog)
+{
+	uint64_t per_cpu[prog->n_cpus];
+	uint32_t zero = 0;
+	uint64_t total = 0;
+
+	if (bpf_map__lookup_elem(prog->skel->maps.probe_hits, &zero, sizeof(zero), per_cpu,
+				 sizeof(per_cpu), 0) != 0)
+		return 0;
+	for (int i = 0; i < prog->n_cpus; i++)
+		total += per_cpu[i];
+	return total;
+}
+
+int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t err_len)
+{
+	int ret;
+
+	prog->exec_link = bpf_program__attach(prog->skel->progs.process_exec);
+	if (!prog->exec_link) {
+		ret = -errno;
+		snprintf(err, err_len, "cannot attach to the sched_process_exec tracepoint: %s "
+			 "(the agent needs it to notice new processes)", strerror(-ret));
+		return ret;
+	}
+	prog->fork_link = bpf_program__attach(prog->skel->progs.process_fork);
+	if (!prog->fork_link) {
+		ret = -errno;
+		snprintf(err, err_len, "cannot attach to the sched_process_fork tracepoint: %s "
+			 "(the agent needs it to follow forked workers)", strerror(-ret));
+		bpf_link__destroy(prog->exec_link);
+		prog->exec_link = NULL;
+		return ret;
+	}
+	return 0;
+}
+
+int alloc_program__process_events_fd(const struct alloc_program *prog)
+{
+	return bpf_map__fd(prog->skel->maps.process_events);
+}
+
+int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool profiled)
+{
+	uint32_t key = (uint32_t)pid;
+	uint8_t one = 1;
+	int ret;
+
+	if (profiled)
+		ret = bpf_map__update_elem(prog->skel->maps.profiled_processes, &key, sizeof(key),
+					   &one, sizeof(one), BPF_ANY);
+	else
+		ret = bpf_map__delete_elem(prog->skel->maps.profiled_processes, &key,
+					   sizeof(key), 0);
+	return ret == -ENOENT && !profiled ? 0 : ret;
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "alloc.h"
 
@@ -32,5 +33,14 @@ void alloc_program__free(struct alloc_program *prog);
 struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum alloc_entry entry);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
+/* Allocator calls that hit a probe, summed over CPUs. */
+uint64_t alloc_program__probe_hits(const struct alloc_program *prog);
+
+/* Continuous mode: attach the exec and fork tracepoints whose notices (struct process_event)
+ * arrive through the ring buffer process_events_fd names. 0 or -errno with a sentence. */
+int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t err_len);
+int alloc_program__process_events_fd(const struct alloc_program *prog);
+/* Forks of a profiled process are reported; of others not. 0 or -errno. */
+int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool profiled);
 
 #endif

@@ -17,6 +17,8 @@
 #include "symbolize/symbolizer.h"
 
 #define MAX_FRAMES (ALLOC_MAX_STACK_DEPTH + 1)
+/* Labels a sample may carry: service_name, hostname and the configured static labels. */
+#define ALLOC_PROFILE_MAX_LABELS 24
 
 struct stack_record {
 	struct stack_record *next; /* hash chain */
@@ -379,7 +381,8 @@ static uint64_t frame_location(struct pprof_builder *builder, uint64_t mapping_i
 }
 
 static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder *builder,
-			    struct mapping_table *mappings, const struct stack_record *rec)
+			    struct mapping_table *mappings, const struct stack_record *rec,
+			    const struct alloc_profile_output *output)
 {
 	uint64_t location_ids[MAX_FRAMES];
 	struct symbolized_frame frame;
@@ -403,13 +406,20 @@ static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder 
 	}
 
 	int64_t values[2] = { (int64_t)(rec->objects + 0.5), (int64_t)(rec->bytes + 0.5) };
-	struct pprof_label label = { .key = "pid", .num = rec->pid };
+	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1];
+	size_t n_labels = 0;
 
-	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, &label, 1);
+	for (size_t i = 0; i < output->n_labels && n_labels < ALLOC_PROFILE_MAX_LABELS; i++)
+		labels[n_labels++] = output->labels[i];
+	if (output->pid_label)
+		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
+	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
+					 n_labels);
 }
 
-int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, int64_t start_ns,
-			       int64_t duration_ns, const char *const *comments)
+/* Builds the pprof; *out is the caller's to free. */
+static int build_pprof(struct alloc_profile *profile, const struct alloc_profile_output *output,
+		       struct pprof_builder **out)
 {
 	static const struct pprof_value_type sample_types[] = {
 		{ "alloc_objects", "count" },
@@ -427,9 +437,9 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 				     "alloc_space");
 	if (!builder)
 		return -errno;
-	pprof_builder__set_time(builder, start_ns, duration_ns);
-	for (size_t i = 0; comments && comments[i]; i++) {
-		ret = pprof_builder__add_comment(builder, comments[i]);
+	pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
+	for (size_t i = 0; output->comments && output->comments[i]; i++) {
+		ret = pprof_builder__add_comment(builder, output->comments[i]);
 		if (ret)
 			goto out;
 	}
@@ -490,13 +500,71 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, 
 		}
 	}
 	for (size_t i = 0; i < profile->n_stacks; i++) {
-		ret = add_stack_sample(profile, builder, &mappings, profile->stacks[i]);
+		ret = add_stack_sample(profile, builder, &mappings, profile->stacks[i], output);
 		if (ret)
 			goto out;
 	}
-	ret = pprof_builder__write_file(builder, path);
 out:
 	mapping_table_free(&mappings);
+	if (ret) {
+		pprof_builder__free(builder);
+		return ret;
+	}
+	*out = builder;
+	return 0;
+}
+
+int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path,
+			       const struct alloc_profile_output *output)
+{
+	struct pprof_builder *builder;
+	int ret = build_pprof(profile, output, &builder);
+
+	if (ret)
+		return ret;
+	ret = pprof_builder__write_file(builder, path);
 	pprof_builder__free(builder);
 	return ret;
+}
+
+int alloc_profile__encode_pprof(struct alloc_profile *profile,
+				const struct alloc_profile_output *output, uint8_t **data,
+				size_t *len)
+{
+	struct pprof_builder *builder;
+	int ret = build_pprof(profile, output, &builder);
+
+	*data = NULL;
+	*len = 0;
+	if (ret)
+		return ret;
+	ret = pprof_builder__encode_gzip(builder, data, len);
+	pprof_builder__free(builder);
+	return ret;
+}
+
+static int compare_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+size_t alloc_profile__process_count(const struct alloc_profile *profile)
+{
+	uint32_t *pids;
+	size_t count = 0;
+
+	if (!profile->n_stacks)
+		return 0;
+	pids = malloc(profile->n_stacks * sizeof(*pids));
+	if (!pids)
+		return 0;
+	for (size_t i = 0; i < profile->n_stacks; i++)
+		pids[i] = profile->stacks[i]->pid;
+	qsort(pids, profile->n_stacks, sizeof(*pids), compare_u32);
+	for (size_t i = 0; i < profile->n_stacks; i++)
+		count += i == 0 || pids[i] != pids[i - 1];
+	free(pids);
+	return count;
 }

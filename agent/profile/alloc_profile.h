@@ -4,12 +4,14 @@
 #ifndef ALLOCSCOPE_ALLOC_PROFILE_H
 #define ALLOCSCOPE_ALLOC_PROFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "alloc.h"
 
 struct alloc_profile;
+struct pprof_label;
 struct symbolizer;
 
 struct alloc_site {
@@ -47,9 +49,26 @@ void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_pro
 int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
 			     size_t *count);
 
-/* Writes the gzipped pprof atomically. start_ns: wall-clock start; comments: NULL-terminated
- * lines shown by `pprof -comments` (may be NULL). Returns 0 or -errno. */
-int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path, int64_t start_ns,
-			       int64_t duration_ns, const char *const *comments);
+/* How a profile is rendered. labels go on every sample (the continuous agent's service_name,
+ * hostname and static labels); pid_label adds a numeric pid label per sample. */
+struct alloc_profile_output {
+	int64_t start_ns;                 /* wall-clock start */
+	int64_t duration_ns;
+	const char *const *comments;      /* NULL-terminated lines for `pprof -comments`, or NULL */
+	const struct pprof_label *labels; /* may be NULL */
+	size_t n_labels;
+	bool pid_label;
+};
+
+/* Writes the gzipped pprof atomically. Returns 0 or -errno. */
+int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path,
+			       const struct alloc_profile_output *output);
+/* The gzipped pprof in memory; the caller frees *data. Returns 0 or -errno. */
+int alloc_profile__encode_pprof(struct alloc_profile *profile,
+				const struct alloc_profile_output *output, uint8_t **data,
+				size_t *len);
+
+/* Distinct processes whose samples this profile holds. */
+size_t alloc_profile__process_count(const struct alloc_profile *profile);
 
 #endif

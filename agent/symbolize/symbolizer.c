@@ -1,13 +1,22 @@
 /* The symbolizer: per-process maps snapshots, a cache of parsed ELF files keyed by (device,
- * inode) and a cache of resolved addresses keyed by (pid, snapshot epoch, address). Source
- * lines of resolved addresses are copied into chunks owned by the symbolizer, so a cached
- * answer is complete without going back to the file.
+ * inode) and, per process, a cache of resolved addresses keyed by (snapshot epoch, address).
+ * Source lines of resolved addresses are copied into chunks owned by their process, so a
+ * cached answer is complete without going back to the file.
  *
- * Mappings are allocated one by one and never freed before the symbolizer: their addresses
- * are the mapping_key callers use to group frames, and a re-read of /proc/PID/maps reuses the
- * object of every mapping that did not change, so keys stay stable across dlopen(). Files are
- * opened when a process is added, not when its first sample is resolved, because by then the
- * process (and its /proc/PID/root) may be gone. */
+ * Everything a process brings is owned by its sym_process and freed together when the
+ * process is removed: its mappings (allocated one by one and kept for the process's life,
+ * because their addresses are the mapping_key callers group frames by, and a re-read of
+ * /proc/PID/maps reuses the object of every mapping that did not change, so keys stay stable
+ * across dlopen()), its resolved addresses and its lines. Files are shared: every mapping
+ * holds a reference to its file; a parsed file no mapping refers to waits on a short
+ * least-recently-released list for the next process to map it (a restarted service maps the
+ * same libraries again) and is closed when the list is full. The parsed file keeps its inode
+ * mapped, so the (device, inode) key cannot come to name another file while it is cached. A
+ * file that could not be parsed holds no such reference, so it is forgotten as soon as it is
+ * unused.
+ *
+ * Files are opened when a process is added, not when its first sample is resolved, because
+ * by then the process (and its /proc/PID/root) may be gone. */
 #include "symbolize/symbolizer.h"
 
 #include <errno.h>
@@ -23,8 +32,10 @@
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
 
-/* An open-addressing hash table from a pair of u64 to a pointer. Values are never removed
- * (everything lives until the symbolizer is freed), which keeps probing simple. */
+/* An open-addressing hash table (linear probing) from a pair of u64 to a pointer. Removal
+ * shifts the entries after the freed slot back instead of leaving tombstones, so a table
+ * with many insert/remove cycles (processes come and go for days) keeps short probes and
+ * never needs a rebuild. */
 struct pair_map_slot {
 	uint64_t a, b;
 	void *value; /* NULL: empty slot */
@@ -97,14 +108,54 @@ static int pair_map__put(struct pair_map *map, uint64_t a, uint64_t b, void *val
 	return 0;
 }
 
+/* Removes (a, b); returns its value, NULL when absent. Lookups stop at the first empty slot,
+ * so the hole left behind is refilled by each later entry of the run whose home slot lies at
+ * or before the hole (cyclically): an entry whose home lies after the hole is never probed
+ * from before it and stays where it is. */
+static void *pair_map__remove(struct pair_map *map, uint64_t a, uint64_t b)
+{
+	size_t mask, hole, i;
+	void *value;
+
+	if (!map->capacity)
+		return NULL;
+	mask = map->capacity - 1;
+	for (hole = pair_hash(a, b) & mask;; hole = (hole + 1) & mask) {
+		if (!map->slots[hole].value)
+			return NULL;
+		if (map->slots[hole].a == a && map->slots[hole].b == b)
+			break;
+	}
+	value = map->slots[hole].value;
+	for (i = (hole + 1) & mask; map->slots[i].value; i = (i + 1) & mask) {
+		size_t home = pair_hash(map->slots[i].a, map->slots[i].b) & mask;
+
+		/* Distances back from i: the entry may move when the hole is no further from i
+		 * than its home is. */
+		if (((i - home) & mask) >= ((i - hole) & mask)) {
+			map->slots[hole] = map->slots[i];
+			hole = i;
+		}
+	}
+	map->slots[hole].value = NULL;
+	map->count--;
+	return value;
+}
+
 /* A parsed file shared by every mapping of it; elf is NULL when it could not be parsed (the
- * failure is remembered so it is not retried for every process). */
+ * failure is remembered while some mapping refers to it, so it is not retried for every
+ * process). */
 struct sym_file {
+	uint64_t dev, inode; /* its key in symbolizer.files */
 	struct elf_file *elf;
 	int open_error;
 	/* Missing debug information was looked for (debuginfod) before the first lookup. */
 	bool debug_checked;
 	bool has_line_table, has_dwarf;
+	size_t users; /* mappings referring to it */
+	/* On the unused list (users == 0): oldest first. */
+	bool unused;
+	struct sym_file *unused_prev, *unused_next;
 };
 
 struct sym_mapping {
@@ -113,23 +164,13 @@ struct sym_mapping {
 	uint64_t dev, inode;
 	char *path; /* NULL for unnamed anonymous memory */
 	bool executable, deleted;
-	struct sym_file *file; /* NULL when not a file or not parsed */
+	struct sym_file *file; /* NULL when not a file or not parsed; holds a reference */
 	/* No truthful name: anonymous memory, or a changed file that could not be opened. */
 	bool unnamed;
 	char *shown_path; /* map_path when it differs from path ("[anon:jit]", "... (deleted)") */
 };
 
-struct sym_process {
-	pid_t pid;
-	bool gone;
-	/* Bumped by symbolizer__add_process: cached addresses of an older epoch may belong to
-	 * the image the process had before an exec. */
-	uint32_t epoch;
-	struct sym_mapping **maps; /* sorted by start */
-	size_t count;
-};
-
-/* What the address cache holds for one (pid, epoch, address). */
+/* What the address cache holds for one (epoch, address) of a process. */
 struct resolved_addr {
 	struct sym_mapping *mapping; /* NULL when no mapping holds the address */
 	uint64_t function_start;
@@ -138,7 +179,12 @@ struct resolved_addr {
 	bool has_filenames, has_line_numbers, has_inline_frames;
 };
 
-#define LINE_CHUNK 4096
+/* Chunks start small and double up to these sizes: most traced processes resolve a few
+ * hundred addresses, and hundreds of processes are known at once. */
+#define LINE_CHUNK_MIN	   64
+#define LINE_CHUNK	   4096
+#define RESOLVED_CHUNK_MIN 32
+#define RESOLVED_CHUNK	   1024
 
 struct line_chunk {
 	struct line_chunk *next;
@@ -146,24 +192,34 @@ struct line_chunk {
 	struct symbolized_line items[];
 };
 
-#define RESOLVED_CHUNK 1024
-
 struct resolved_chunk {
 	struct resolved_chunk *next;
-	size_t used;
-	struct resolved_addr items[RESOLVED_CHUNK];
+	size_t used, capacity;
+	struct resolved_addr items[];
+};
+
+struct sym_process {
+	pid_t pid;
+	bool gone;
+	/* Bumped by symbolizer__add_process: cached addresses of an older epoch may belong to
+	 * the image the process had before an exec. */
+	uint32_t epoch;
+	struct sym_mapping **maps; /* the current snapshot, sorted by start */
+	size_t count;
+
+	/* Owned by the process, freed with it: */
+	struct sym_mapping **mappings; /* every mapping of every snapshot */
+	size_t mapping_count, mapping_capacity;
+	struct pair_map addrs; /* (epoch, addr) -> resolved_addr */
+	struct resolved_chunk *chunks;
+	struct line_chunk *line_chunks;
 };
 
 struct symbolizer {
 	struct pair_map processes; /* (pid, 0) -> sym_process */
 	struct pair_map files;	   /* (dev, inode) -> sym_file */
-	struct pair_map addrs;	   /* (pid << 32 | epoch, addr) -> resolved_addr */
-
-	/* Everything allocated, for freeing. */
-	struct sym_mapping **all_mappings;
-	size_t mapping_count, mapping_capacity;
-	struct resolved_chunk *chunks;
-	struct line_chunk *line_chunks;
+	size_t unused_count;	   /* files on the unused list */
+	struct sym_file *unused_oldest, *unused_newest;
 
 	/* debuginfod: configured (else DEBUGINFOD_URLS decides on first need). */
 	bool debuginfod_set;
@@ -214,6 +270,100 @@ static struct debuginfo_client *debuginfod_client(struct symbolizer *s)
 	return s->debuginfod;
 }
 
+static void file_free(struct sym_file *file)
+{
+	elf_file__free(file->elf);
+	free(file);
+}
+
+static void unused_unlink(struct symbolizer *s, struct sym_file *file)
+{
+	if (file->unused_prev)
+		file->unused_prev->unused_next = file->unused_next;
+	else
+		s->unused_oldest = file->unused_next;
+	if (file->unused_next)
+		file->unused_next->unused_prev = file->unused_prev;
+	else
+		s->unused_newest = file->unused_prev;
+	file->unused_prev = file->unused_next = NULL;
+	file->unused = false;
+	s->unused_count--;
+}
+
+/* Drops file from the cache and closes it. */
+static void file_evict(struct symbolizer *s, struct sym_file *file)
+{
+	if (file->unused)
+		unused_unlink(s, file);
+	pair_map__remove(&s->files, file->dev, file->inode);
+	file_free(file);
+}
+
+/* One more mapping refers to file. */
+static void file_hold(struct symbolizer *s, struct sym_file *file)
+{
+	if (file->unused)
+		unused_unlink(s, file);
+	file->users++;
+}
+
+/* One mapping fewer refers to file. An unused parsed file waits on the unused list, newest
+ * last, and the oldest one is closed beyond SYMBOLIZER_UNUSED_FILES. An unused failure is
+ * forgotten: it holds no reference to its inode, which may come to be another file's. */
+static void file_release(struct symbolizer *s, struct sym_file *file)
+{
+	if (!file || --file->users)
+		return;
+	if (!file->elf) {
+		file_evict(s, file);
+		return;
+	}
+	file->unused = true;
+	file->unused_prev = s->unused_newest;
+	file->unused_next = NULL;
+	if (s->unused_newest)
+		s->unused_newest->unused_next = file;
+	else
+		s->unused_oldest = file;
+	s->unused_newest = file;
+	s->unused_count++;
+	if (s->unused_count > SYMBOLIZER_UNUSED_FILES)
+		file_evict(s, s->unused_oldest);
+}
+
+/* Frees proc and everything it owns, and releases its files. proc need not be in
+ * s->processes (a process whose first snapshot failed). */
+static void process_free(struct symbolizer *s, struct sym_process *proc)
+{
+	size_t i;
+
+	for (i = 0; i < proc->mapping_count; i++) {
+		struct sym_mapping *m = proc->mappings[i];
+
+		file_release(s, m->file);
+		free(m->path);
+		free(m->shown_path);
+		free(m);
+	}
+	free(proc->mappings);
+	free(proc->maps);
+	free(proc->addrs.slots);
+	while (proc->chunks) {
+		struct resolved_chunk *next = proc->chunks->next;
+
+		free(proc->chunks);
+		proc->chunks = next;
+	}
+	while (proc->line_chunks) {
+		struct line_chunk *next = proc->line_chunks->next;
+
+		free(proc->line_chunks);
+		proc->line_chunks = next;
+	}
+	free(proc);
+}
+
 void symbolizer__free(struct symbolizer *s)
 {
 	size_t i;
@@ -221,45 +371,40 @@ void symbolizer__free(struct symbolizer *s)
 	if (!s)
 		return;
 	for (i = 0; i < s->processes.capacity; i++) {
-		struct sym_process *proc = s->processes.slots[i].value;
-
-		if (proc) {
-			free(proc->maps);
-			free(proc);
-		}
+		if (s->processes.slots[i].value)
+			process_free(s, s->processes.slots[i].value);
 	}
+	/* Every file is unused now. */
 	for (i = 0; i < s->files.capacity; i++) {
-		struct sym_file *file = s->files.slots[i].value;
-
-		if (file) {
-			elf_file__free(file->elf);
-			free(file);
-		}
-	}
-	for (i = 0; i < s->mapping_count; i++) {
-		free(s->all_mappings[i]->path);
-		free(s->all_mappings[i]->shown_path);
-		free(s->all_mappings[i]);
-	}
-	free(s->all_mappings);
-	while (s->chunks) {
-		struct resolved_chunk *next = s->chunks->next;
-
-		free(s->chunks);
-		s->chunks = next;
-	}
-	while (s->line_chunks) {
-		struct line_chunk *next = s->line_chunks->next;
-
-		free(s->line_chunks);
-		s->line_chunks = next;
+		if (s->files.slots[i].value)
+			file_free(s->files.slots[i].value);
 	}
 	debuginfo_client__free(s->debuginfod);
 	free(s->debuginfod_urls);
 	free(s->processes.slots);
 	free(s->files.slots);
-	free(s->addrs.slots);
 	free(s);
+}
+
+void symbolizer__remove_process(struct symbolizer *s, pid_t pid)
+{
+	struct sym_process *proc;
+
+	if (!s || pid <= 0)
+		return;
+	proc = pair_map__remove(&s->processes, (uint64_t)pid, 0);
+	if (proc)
+		process_free(s, proc);
+}
+
+size_t symbolizer__process_count(const struct symbolizer *s)
+{
+	return s ? s->processes.count : 0;
+}
+
+size_t symbolizer__file_count(const struct symbolizer *s)
+{
+	return s ? s->files.count : 0;
 }
 
 static uint64_t entry_dev(const struct proc_map_entry *e)
@@ -320,20 +465,20 @@ static struct sym_mapping *find_mapping(struct sym_mapping *const *maps, size_t 
 	return NULL;
 }
 
-static struct sym_mapping *new_mapping(struct symbolizer *s, pid_t pid,
-				       const struct proc_map_entry *e)
+/* A mapping of e owned by proc (its file is attached later). */
+static struct sym_mapping *new_mapping(struct sym_process *proc, const struct proc_map_entry *e)
 {
 	const char *path = entry_path(e);
 	struct sym_mapping *m;
 
-	if (s->mapping_count == s->mapping_capacity) {
-		size_t capacity = s->mapping_capacity ? s->mapping_capacity * 2 : 256;
-		struct sym_mapping **grown = realloc(s->all_mappings, capacity * sizeof(*grown));
+	if (proc->mapping_count == proc->mapping_capacity) {
+		size_t capacity = proc->mapping_capacity ? proc->mapping_capacity * 2 : 32;
+		struct sym_mapping **grown = realloc(proc->mappings, capacity * sizeof(*grown));
 
 		if (!grown)
 			return NULL;
-		s->all_mappings = grown;
-		s->mapping_capacity = capacity;
+		proc->mappings = grown;
+		proc->mapping_capacity = capacity;
 	}
 	m = calloc(1, sizeof(*m));
 	if (!m)
@@ -345,7 +490,7 @@ static struct sym_mapping *new_mapping(struct symbolizer *s, pid_t pid,
 			return NULL;
 		}
 	}
-	m->pid = pid;
+	m->pid = proc->pid;
 	m->start = e->start;
 	m->end = e->end;
 	m->offset = e->offset;
@@ -365,7 +510,7 @@ static struct sym_mapping *new_mapping(struct symbolizer *s, pid_t pid,
 			}
 		}
 	}
-	s->all_mappings[s->mapping_count++] = m;
+	proc->mappings[proc->mapping_count++] = m;
 	return m;
 }
 
@@ -417,7 +562,7 @@ static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct el
 }
 
 /* The shared sym_file for e, opening it when open_new is set. NULL when not cached and not
- * opened; *err is -ENOMEM when memory ran out. */
+ * opened; *err is -ENOMEM when memory ran out. The caller takes a reference (file_hold). */
 static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid,
 				       const struct proc_map_entry *e, bool open_new, int *err)
 {
@@ -433,16 +578,17 @@ static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid,
 		*err = -ENOMEM;
 		return NULL;
 	}
+	file->dev = entry_dev(e);
+	file->inode = e->inode;
 	file->open_error = open_mapped_file(pid, e, &file->elf);
 	if (file->open_error == -ENOMEM) {
 		free(file);
 		*err = -ENOMEM;
 		return NULL;
 	}
-	*err = pair_map__put(&s->files, entry_dev(e), e->inode, file);
+	*err = pair_map__put(&s->files, file->dev, file->inode, file);
 	if (*err) {
-		elf_file__free(file->elf);
-		free(file);
+		file_free(file);
 		return NULL;
 	}
 	return file;
@@ -464,7 +610,7 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 	}
 	proc->gone = false;
 	count = proc_maps__count(pm);
-	maps = calloc(count, sizeof(*maps));
+	maps = calloc(count ? count : 1, sizeof(*maps));
 	if (!maps) {
 		ret = -ENOMEM;
 		goto out;
@@ -477,7 +623,8 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 			maps[i] = old;
 			continue;
 		}
-		maps[i] = new_mapping(s, proc->pid, e);
+		/* Owned by proc from here on, so an error below loses nothing. */
+		maps[i] = new_mapping(proc, e);
 		if (!maps[i]) {
 			ret = -ENOMEM;
 			goto out;
@@ -489,13 +636,17 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 	for (pass = 0; pass < 2; pass++) {
 		for (i = 0; i < count; i++) {
 			const struct proc_map_entry *e = proc_maps__entry(pm, i);
+			struct sym_file *file;
 
 			if (maps[i]->file || !proc_map_entry__is_file(e))
 				continue;
-			maps[i]->file =
-			    file_for_entry(s, proc->pid, e, pass == 0 && e->executable, &ret);
+			file = file_for_entry(s, proc->pid, e, pass == 0 && e->executable, &ret);
 			if (ret)
 				goto out;
+			if (file) {
+				file_hold(s, file);
+				maps[i]->file = file;
+			}
 		}
 	}
 	for (i = 0; i < count; i++) {
@@ -534,42 +685,50 @@ int symbolizer__add_process(struct symbolizer *s, pid_t pid)
 	ret = snapshot_process(s, proc);
 	if (!ret)
 		ret = pair_map__put(&s->processes, (uint64_t)pid, 0, proc);
-	if (ret) {
-		free(proc->maps);
-		free(proc);
-	}
+	if (ret)
+		process_free(s, proc);
 	return ret;
 }
 
-static struct resolved_addr *alloc_resolved(struct symbolizer *s)
+static struct resolved_addr *alloc_resolved(struct sym_process *proc)
 {
-	if (!s->chunks || s->chunks->used == RESOLVED_CHUNK) {
-		struct resolved_chunk *chunk = malloc(sizeof(*chunk));
+	struct resolved_chunk *chunk = proc->chunks;
 
+	if (!chunk || chunk->used == chunk->capacity) {
+		size_t capacity = chunk ? chunk->capacity * 2 : RESOLVED_CHUNK_MIN;
+
+		if (capacity > RESOLVED_CHUNK)
+			capacity = RESOLVED_CHUNK;
+		chunk = malloc(sizeof(*chunk) + capacity * sizeof(chunk->items[0]));
 		if (!chunk)
 			return NULL;
-		chunk->next = s->chunks;
+		chunk->next = proc->chunks;
 		chunk->used = 0;
-		s->chunks = chunk;
+		chunk->capacity = capacity;
+		proc->chunks = chunk;
 	}
-	return &s->chunks->items[s->chunks->used++];
+	return &chunk->items[chunk->used++];
 }
 
-/* Room for n lines that live as long as the symbolizer. */
-static struct symbolized_line *alloc_lines(struct symbolizer *s, size_t n)
+/* Room for n lines that live as long as proc. */
+static struct symbolized_line *alloc_lines(struct sym_process *proc, size_t n)
 {
-	struct line_chunk *chunk = s->line_chunks;
+	struct line_chunk *chunk = proc->line_chunks;
 
 	if (!chunk || chunk->capacity - chunk->used < n) {
-		size_t capacity = n > LINE_CHUNK ? n : LINE_CHUNK;
+		size_t capacity = chunk ? chunk->capacity * 2 : LINE_CHUNK_MIN;
 
+		if (capacity > LINE_CHUNK)
+			capacity = LINE_CHUNK;
+		if (capacity < n)
+			capacity = n;
 		chunk = malloc(sizeof(*chunk) + capacity * sizeof(chunk->items[0]));
 		if (!chunk)
 			return NULL;
 		chunk->used = 0;
 		chunk->capacity = capacity;
-		chunk->next = s->line_chunks;
-		s->line_chunks = chunk;
+		chunk->next = proc->line_chunks;
+		proc->line_chunks = chunk;
 	}
 	chunk->used += n;
 	return &chunk->items[chunk->used - n];
@@ -604,8 +763,8 @@ static void complete_debug_info(struct symbolizer *s, struct sym_file *file)
 }
 
 /* Names addr (a runtime address in m) into r. 0 or -ENOMEM. */
-static int resolve_in_mapping(struct symbolizer *s, const struct sym_mapping *m, uint64_t addr,
-			      struct resolved_addr *r)
+static int resolve_in_mapping(struct symbolizer *s, struct sym_process *proc,
+			      const struct sym_mapping *m, uint64_t addr, struct resolved_addr *r)
 {
 	const struct source_line *lines;
 	struct symbolized_line *copy;
@@ -625,7 +784,7 @@ static int resolve_in_mapping(struct symbolizer *s, const struct sym_mapping *m,
 	ret = elf_file__lines_at(m->file->elf, vaddr, &lines, &n, &func_vaddr);
 	if (ret || !n)
 		return ret == -ENOMEM ? ret : 0;
-	copy = alloc_lines(s, n);
+	copy = alloc_lines(proc, n);
 	if (!copy)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
@@ -672,7 +831,7 @@ int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_
 {
 	struct sym_process *proc;
 	struct resolved_addr *r;
-	uint64_t lookup, cache_key;
+	uint64_t lookup;
 	int ret;
 
 	if (!s || !out || pid <= 0)
@@ -688,14 +847,13 @@ int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_
 			return -ENOMEM;
 	}
 	lookup = is_return_address && addr ? addr - 1 : addr;
-	cache_key = (uint64_t)(uint32_t)pid << 32 | proc->epoch;
-	r = pair_map__get(&s->addrs, cache_key, lookup);
+	r = pair_map__get(&proc->addrs, proc->epoch, lookup);
 	if (r) {
 		fill_frame(r, out);
 		return 0;
 	}
 
-	r = alloc_resolved(s);
+	r = alloc_resolved(proc);
 	if (!r)
 		return -ENOMEM;
 	memset(r, 0, sizeof(*r));
@@ -709,12 +867,12 @@ int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_
 		r->mapping = find_mapping(proc->maps, proc->count, lookup);
 	}
 	if (r->mapping) {
-		ret = resolve_in_mapping(s, r->mapping, lookup, r);
+		ret = resolve_in_mapping(s, proc, r->mapping, lookup, r);
 		if (ret)
 			return ret;
 	}
 	/* Misses are cached too, so a stray address re-reads the maps only once. */
-	ret = pair_map__put(&s->addrs, cache_key, lookup, r);
+	ret = pair_map__put(&proc->addrs, proc->epoch, lookup, r);
 	if (ret)
 		return ret;
 	fill_frame(r, out);

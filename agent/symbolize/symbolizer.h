@@ -1,18 +1,29 @@
 /* Turns runtime addresses of traced processes into (mapping, build id, function, source lines
  * with inline frames). This is the face the profile stage calls. A symbolizer lives for one
- * capture: it snapshots each process's maps when told about the process, parses each ELF file
- * once (shared by every process mapping it, keyed by device and inode), reads DWARF lazily
- * (a file's on its first address, a compilation unit's on its first address) and caches
- * every resolved address, so samples of processes that exited before their stacks were
- * symbolized still resolve and a repeated address costs one hash lookup.
+ * capture, or for the daemon's whole run: it snapshots each process's maps when told about
+ * the process, parses each ELF file once (shared by every process mapping it, keyed by device
+ * and inode), reads DWARF lazily (a file's on its first address, a compilation unit's on its
+ * first address) and caches every resolved address, so samples of processes that exited
+ * before their stacks were symbolized still resolve and a repeated address costs one hash
+ * lookup.
  *
  * Debug information comes from the file itself, its separate debug file (build-id tree or
  * .gnu_debuglink, with dwz supplementary files; see elf_file.h) or a debuginfod server (see
  * symbolizer__set_debuginfod), asked once per build id per capture with a bounded wait.
  *
- * Ownership: every pointer handed out lives until symbolizer__free. Memory grows with the
- * number of distinct (process, address) pairs seen; free the symbolizer at the end of each
- * capture. Not thread-safe. */
+ * Memory: a process's snapshot, mappings and resolved addresses are kept until
+ * symbolizer__remove_process (or symbolizer__free), so memory grows with the number of
+ * (process, address) pairs of the processes known. Files are reference-counted by the
+ * mappings of known processes. A parsed file no known process maps any more stays parsed
+ * (a restarted service maps the same libc again, and re-parsing symbols costs milliseconds,
+ * DWARF up to ~100 ms) on a least-recently-released list of at most SYMBOLIZER_UNUSED_FILES
+ * files; beyond that the file released longest ago is closed. A file that could not be
+ * parsed is forgotten once unused. So the files held are those of the known processes plus
+ * at most SYMBOLIZER_UNUSED_FILES; no file descriptor is kept open for any of them.
+ *
+ * Ownership: every pointer handed out for a pid (mapping_key, strings, lines) lives until
+ * that pid is removed or the symbolizer is freed; a removed pid's mapping keys may be reused
+ * by later mappings. Not thread-safe. */
 #ifndef ALLOCSCOPE_SYMBOLIZE_SYMBOLIZER_H
 #define ALLOCSCOPE_SYMBOLIZE_SYMBOLIZER_H
 
@@ -62,6 +73,9 @@ struct symbolized_frame {
 	bool unnamed_memory;
 };
 
+/* Parsed files kept for reuse after no known process maps them (see above). */
+#define SYMBOLIZER_UNUSED_FILES 64
+
 /* NULL on out of memory. Debuginfod is used when DEBUGINFOD_URLS is set (read on first
  * need) with a 10-second bound per query, unless symbolizer__set_debuginfod says otherwise. */
 struct symbolizer *symbolizer__new(void);
@@ -81,14 +95,28 @@ int symbolizer__set_debuginfod(struct symbolizer *s, const char *urls, unsigned 
  * A file that cannot be opened or parsed is not an error: its frames have no function. */
 int symbolizer__add_process(struct symbolizer *s, pid_t pid);
 
+/* Forgets pid: its maps snapshot, mappings and resolved addresses. Files still mapped by
+ * other known processes stay cached; files no known process maps any more are kept or closed
+ * as described above, so memory and descriptors stay bounded. Call once the pid's samples are
+ * symbolized for good (after the last profile holding them was built): its pointers die
+ * here. A later add or resolve for the pid (pid reuse) starts from a new snapshot with no
+ * cached addresses. Unknown pid: no-op. */
+void symbolizer__remove_process(struct symbolizer *s, pid_t pid);
+
+/* Processes known (added and not removed), for the agent's self-metrics. */
+size_t symbolizer__process_count(const struct symbolizer *s);
+/* ELF files held parsed (or remembered as unparseable) in the cache: those of the known
+ * processes, plus at most SYMBOLIZER_UNUSED_FILES no known process maps. */
+size_t symbolizer__file_count(const struct symbolizer *s);
+
 /* Resolves addr, a runtime address in pid. For a non-leaf frame pass is_return_address: the
  * caller's call instruction is at addr - 1, and addr itself may already belong to the next
  * function (or the next line). An address outside the snapshot makes the symbolizer re-read
  * /proc/PID/maps once (the process may have loaded a library since) when the process is
- * alive. A pid never added is added first. The first address in a file lacking debug
- * information may wait on debuginfod (bounded, once per build id). Returns 0 with out
- * filled (out->mapping_key NULL when no mapping holds the address), -ESRCH for an unknown
- * pid that is gone, -EINVAL, -ENOMEM. */
+ * alive. A pid never added (or removed since) is added first. The first address in a file
+ * lacking debug information may wait on debuginfod (bounded, once per build id). Returns 0
+ * with out filled (out->mapping_key NULL when no mapping holds the address), -ESRCH for an
+ * unknown (or removed) pid that is gone, -EINVAL, -ENOMEM. */
 int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_return_address,
 			struct symbolized_frame *out);
 

@@ -101,8 +101,11 @@ struct unwinder {
 	struct unwind_process **buckets;
 	size_t n_buckets; /* a power of two */
 	size_t n_processes;
-	struct unwind_process *last; /* consecutive samples mostly come from one process */
+	/* Consecutive samples mostly come from one process. Cleared when that process is
+	 * removed. */
+	struct unwind_process *last;
 	struct unwind_file *files[FILE_BUCKETS];
+	size_t n_files;
 	uint32_t next_epoch;
 	struct cfi_cache_slot cfi_cache[CFI_CACHE_SLOTS];
 };
@@ -591,6 +594,7 @@ static struct unwind_file *file_get(struct unwinder *u, pid_t pid, const struct 
 	f->users = 1;
 	f->next = u->files[b];
 	u->files[b] = f;
+	u->n_files++;
 	return f;
 }
 
@@ -607,6 +611,7 @@ static void file_put(struct unwinder *u, struct unwind_file *f)
 			break;
 		}
 	}
+	u->n_files--;
 	file_free(f);
 }
 
@@ -738,8 +743,12 @@ static int process_install_maps(struct unwinder *u, struct unwind_process *p,
 	/* libdwfl takes the architecture from the modules; the callback argument is fixed here,
 	 * the sample changes through p->walk. */
 	p->attached = s.dwfl && dwfl_attach_state(s.dwfl, NULL, p->pid, &thread_callbacks, p);
-	if (++u->next_epoch == 0) /* 0 marks an empty cache slot */
+	if (++u->next_epoch == 0) {
+		/* 0 marks an empty cache slot. A daemon that rebuilt 2^32 sessions would meet
+		 * its old epochs again: start the cache over. */
+		memset(u->cfi_cache, 0, sizeof(u->cfi_cache));
 		u->next_epoch = 1;
+	}
 	p->epoch = u->next_epoch;
 	return 1;
 }
@@ -825,6 +834,25 @@ static void process_free(struct unwinder *u, struct unwind_process *p)
 	free(p);
 }
 
+/* Unlinks p from the table and frees it, with its session; files no other session uses are
+ * closed. Its CFI cache entries need no clearing: no later session gets its epoch. */
+static void process_remove(struct unwinder *u, struct unwind_process *p)
+{
+	struct unwind_process **link;
+
+	for (link = &u->buckets[hash_mix64((uint64_t)p->pid) & (u->n_buckets - 1)]; *link;
+	     link = &(*link)->next) {
+		if (*link == p) {
+			*link = p->next;
+			break;
+		}
+	}
+	if (u->last == p)
+		u->last = NULL;
+	u->n_processes--;
+	process_free(u, p);
+}
+
 int unwinder__new(struct unwinder **out)
 {
 	struct unwinder *u;
@@ -863,21 +891,32 @@ void unwinder__free(struct unwinder *u)
 	free(u);
 }
 
-/* Finds or creates pid's entry and reads its maps. A new pid whose maps cannot be read still
- * gets an entry (marked gone), so its samples do not retry /proc each time. */
+/* Finds or creates pid's entry and reads its maps; *out is NULL when there is no entry. A new
+ * pid that has exited gets none: samples keep arriving for a while after a process exits
+ * (and was removed), and an entry for each would grow the table for good, while a miss only
+ * costs a failed open of /proc/PID/maps. A new pid whose maps cannot be read for another
+ * reason (no permission) gets an entry marked gone, so its samples do not retry /proc each
+ * time; it goes when the process is removed. */
 static int process_add(struct unwinder *u, pid_t pid, struct unwind_process **out)
 {
 	struct unwind_process *p = process_find(u, pid);
+	bool created = false;
 	int ret;
 
+	*out = NULL;
 	if (!p) {
 		ret = process_insert(u, pid, &p);
 		if (ret)
 			return ret;
 		u->last = p;
+		created = true;
+	}
+	ret = process_refresh(u, p);
+	if (ret == -ESRCH && created) {
+		process_remove(u, p);
+		return ret;
 	}
 	*out = p;
-	ret = process_refresh(u, p);
 	if (ret < 0 && ret != -ENOMEM)
 		p->gone = true;
 	return ret < 0 ? ret : 0;
@@ -890,6 +929,27 @@ int unwinder__add_process(struct unwinder *u, pid_t pid)
 	if (!u || pid <= 0)
 		return -EINVAL;
 	return process_add(u, pid, &p);
+}
+
+void unwinder__remove_process(struct unwinder *u, pid_t pid)
+{
+	struct unwind_process *p;
+
+	if (!u || pid <= 0)
+		return;
+	p = process_find(u, pid);
+	if (p)
+		process_remove(u, p);
+}
+
+size_t unwinder__process_count(const struct unwinder *u)
+{
+	return u ? u->n_processes : 0;
+}
+
+size_t unwinder__file_count(const struct unwinder *u)
+{
+	return u ? u->n_files : 0;
 }
 
 /* True when some pc lies outside every mapping of p's snapshot: the process may have mapped

@@ -6,8 +6,11 @@
  *
  * An unwinder keeps one libdwfl session per process, built from a /proc/PID/maps snapshot with
  * every module's file opened at once, so samples of a process still unwind after it exited.
- * Memory grows with the number of processes added; free the unwinder at the end of a capture.
- * Not thread-safe. */
+ * Memory grows with the number of processes known: unwinder__remove_process forgets one (a
+ * daemon calls it once an exited process's samples are unwound), unwinder__free all of them.
+ * Files are shared by the sessions mapping them and closed as soon as no session does: no
+ * file descriptor is kept, and reopening one costs little (a mapping and its program headers;
+ * the CFI tables libdwfl reads belong to each session anyway). Not thread-safe. */
 #ifndef ALLOCSCOPE_SYMBOLIZE_UNWIND_H
 #define ALLOCSCOPE_SYMBOLIZE_UNWIND_H
 
@@ -65,8 +68,18 @@ void unwinder__free(struct unwinder *u);
  * an exec, or pid reuse) takes a new snapshot; the libdwfl session is rebuilt only when the
  * executable file mappings changed. A file that cannot be opened is not an error: its frames
  * have no CFI. Returns 0, -ESRCH when the process is gone (a known pid keeps its old
- * snapshot), -EINVAL, -ENOMEM. */
+ * snapshot; an unknown one is not added), -EINVAL, -ENOMEM. */
 int unwinder__add_process(struct unwinder *u, pid_t pid);
+
+/* Forgets pid: its libdwfl session and maps snapshot. Files other known processes map stay
+ * open; the others are closed. A later sample or add for the pid (pid reuse) starts from a
+ * new snapshot. Unknown pid: no-op. */
+void unwinder__remove_process(struct unwinder *u, pid_t pid);
+
+/* Processes known (added, or met in a sample, and not removed), for self-metrics. */
+size_t unwinder__process_count(const struct unwinder *u);
+/* ELF files held open: those the known processes' sessions use. */
+size_t unwinder__file_count(const struct unwinder *u);
 
 /* Unwinds one sample into pcs (at most max_pcs entries). pcs[1] is the return address into
  * the allocator's direct caller, pcs[2] into its caller, ... (return addresses as they are, not
@@ -75,9 +88,10 @@ int unwinder__add_process(struct unwinder *u, pid_t pid);
  *   UNWIND_FP: the return address at sp, then the rbp chain through the copy.
  *   UNWIND_AUTO: CFI for every frame whose code has it, the frame pointer for the others.
  * Stack memory is read from the copy only; any other read fails and ends the walk. A pid never
- * added is added first (UNWIND_FP needs no process). A pc outside the process's snapshot makes
- * it re-read /proc/PID/maps (at most every UNWIND_REREAD_INTERVAL_MS while it lives) and, when
- * that found new modules, unwind again. An incomplete walk is never an error: what was found is
+ * added (or removed since) is added first, unless it has exited (then it gets no CFI and is
+ * not kept); UNWIND_FP needs no process. A pc outside the process's snapshot makes it re-read
+ * /proc/PID/maps (at most every UNWIND_REREAD_INTERVAL_MS while it lives) and, when that
+ * found new modules, unwind again. An incomplete walk is never an error: what was found is
  * returned, with truncated set. Returns 0, -EINVAL (NULL arguments, an unknown mode), -ENOMEM. */
 int unwinder__unwind(struct unwinder *u, const struct unwind_input *in, enum unwind_mode mode,
 		     uint64_t *pcs, size_t max_pcs, struct unwind_result *out);

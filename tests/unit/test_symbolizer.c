@@ -4,9 +4,14 @@
  * process is killed and reaped. The -O2 -g fixtures also print the source lines of their
  * calls, which must come back as frames with inline callees, lines and readable C++ names.
  * Memory that cannot be named (anonymous code, a deleted file out of reach) must say so
- * rather than borrow a name. Prints what a cold and a cached resolution cost. */
+ * rather than borrow a name. Removing processes (as the daemon does when they exit) must
+ * forget them, keep what other processes share, start a reused pid afresh and keep memory,
+ * files and descriptors bounded over hundreds of processes. Prints what a cold and a cached
+ * resolution cost. */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -499,6 +504,364 @@ static void test_symbolizer_bad_input(void)
 	symbolizer__free(NULL);
 }
 
+/* Entries in /proc/self/fd (the directory's own descriptor included, every time alike). */
+static int open_fd_count(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!dir)
+		return -1;
+	for (;;) {
+		struct dirent *entry = readdir(dir);
+
+		if (!entry)
+			break;
+		if (entry->d_name[0] != '.')
+			n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Bytes malloc has handed out and not had back (constant under valgrind, which replaces
+ * malloc: the growth checks then pass and valgrind's own leak check takes over). */
+static size_t heap_in_use(void)
+{
+	return mallinfo2().uordblks;
+}
+
+/* Removing one of two processes of the same executable forgets it and nothing else: the other
+ * still resolves through the shared files, the removed pid is added again from scratch while
+ * it lives and refused once it is gone, and unknown pids change nothing. */
+static void test_symbolizer_remove_process(void)
+{
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame a, b, again;
+	struct target t1, t2, t3;
+	size_t files = 0;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture("target_pie"), false, &t1));
+	CHECK(start_target(fixture("target_pie"), false, &t2));
+	CHECK(read_target_addresses(&t1));
+	CHECK(read_target_addresses(&t2));
+	if (!s || !t1.count || !t2.count)
+		goto out;
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+	CHECK_EQ_U64(symbolizer__file_count(s), 0);
+	CHECK_EQ_U64(symbolizer__add_process(s, t1.pid), 0);
+	CHECK_EQ_U64(symbolizer__add_process(s, t2.pid), 0);
+	CHECK_EQ_U64(symbolizer__process_count(s), 2);
+	files = symbolizer__file_count(s);
+	/* target_pie, libfixture.so, libc and the dynamic loader, shared by both. */
+	CHECK(files >= 4);
+	a = resolve(s, t1.pid, target_addr(&t1, "fixture_alpha"), false);
+	CHECK_STR(a.function, "fixture_alpha");
+	b = resolve(s, t2.pid, target_addr(&t2, "fixture_lib_function"), false);
+	CHECK_STR(b.function, "fixture_lib_function");
+
+	symbolizer__remove_process(s, t1.pid);
+	CHECK_EQ_U64(symbolizer__process_count(s), 1);
+	CHECK_EQ_U64(symbolizer__file_count(s), files);
+	/* t2's answers, given before and new, still stand (valgrind watches b's strings). */
+	CHECK_STR(b.function, "fixture_lib_function");
+	CHECK(b.build_id != NULL && strlen(b.build_id) > 10);
+	again = resolve(s, t2.pid, target_addr(&t2, "fixture_lib_function"), false);
+	CHECK(again.function == b.function && again.mapping_key == b.mapping_key);
+	again = resolve(s, t2.pid, target_addr(&t2, "fixture_alpha"), false);
+	CHECK_STR(again.function, "fixture_alpha");
+	again = resolve(s, t2.pid, target_addr(&t2, "malloc"), false);
+	CHECK_STR(again.function, "malloc");
+
+	/* Unknown pids, a second removal included: nothing changes. */
+	symbolizer__remove_process(s, t1.pid);
+	symbolizer__remove_process(s, 0);
+	symbolizer__remove_process(s, -1);
+	symbolizer__remove_process(s, 0x7ffffff0);
+	symbolizer__remove_process(NULL, t2.pid);
+	CHECK_EQ_U64(symbolizer__process_count(s), 1);
+	CHECK_EQ_U64(symbolizer__file_count(s), files);
+	again = resolve(s, t2.pid, target_addr(&t2, "fixture_alpha"), false);
+	CHECK_STR(again.function, "fixture_alpha");
+
+	/* t1 still lives: resolving adds it again. */
+	a = resolve(s, t1.pid, target_addr(&t1, "fixture_alpha") + 3, true);
+	CHECK_STR(a.function, "fixture_alpha");
+	CHECK_EQ_U64(symbolizer__process_count(s), 2);
+	symbolizer__remove_process(s, t1.pid);
+	CHECK_EQ_U64(symbolizer__process_count(s), 1);
+
+	/* Gone and removed: unknown for good, and not kept. */
+	stop_target(&t1);
+	CHECK_EQ_U64(symbolizer__resolve(s, t1.pid, target_addr(&t1, "fixture_alpha"), false, &a),
+		     -ESRCH);
+	CHECK(a.mapping_key == NULL && a.function == NULL);
+	CHECK_EQ_U64(symbolizer__add_process(s, t1.pid), -ESRCH);
+	CHECK_EQ_U64(symbolizer__process_count(s), 1);
+
+	/* The last process gone: none known, and the files wait for the next process. */
+	symbolizer__remove_process(s, t2.pid);
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+	CHECK_EQ_U64(symbolizer__file_count(s), files);
+	CHECK(start_target(fixture("target_pie"), false, &t3));
+	CHECK(read_target_addresses(&t3));
+	if (t3.count) {
+		CHECK_EQ_U64(symbolizer__add_process(s, t3.pid), 0);
+		CHECK_EQ_U64(symbolizer__file_count(s), files);
+		again = resolve(s, t3.pid, target_addr(&t3, "fixture_lib_function"), false);
+		CHECK_STR(again.function, "fixture_lib_function");
+		again = resolve(s, t3.pid, target_addr(&t3, "fixture_beta"), false);
+		CHECK_STR(again.function, "fixture_beta");
+		symbolizer__remove_process(s, t3.pid);
+	}
+	stop_target(&t3);
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+out:
+	stop_target(&t1);
+	stop_target(&t2);
+	symbolizer__free(s);
+}
+
+/* A removed pid met again (pid reuse; here the same pid after its exec) starts from nothing:
+ * an address resolved for the old image does not answer for the new one. The forked child is
+ * a copy of this test until it is released to exec target_pie. */
+static void test_symbolizer_removed_pid_starts_fresh(void)
+{
+	uint64_t old_code = (uintptr_t)&test_symbolizer_removed_pid_starts_fresh;
+	struct symbolizer *s = symbolizer__new();
+	struct symbolized_frame frame;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(start_target(fixture("target_pie"), true, &t));
+	if (!s || t.pid <= 0)
+		goto out;
+	frame = resolve(s, t.pid, old_code, false);
+	CHECK_STR(frame.function, "test_symbolizer_removed_pid_starts_fresh");
+	symbolizer__remove_process(s, t.pid);
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+	CHECK(read_target_addresses(&t));
+	frame = resolve(s, t.pid, old_code, false);
+	CHECK(!frame.function ||
+	      strcmp(frame.function, "test_symbolizer_removed_pid_starts_fresh") != 0);
+	frame = resolve(s, t.pid, target_addr(&t, "fixture_alpha"), false);
+	CHECK_STR(frame.function, "fixture_alpha");
+	CHECK(ends_with(frame.map_path, "/target_pie"));
+	CHECK_EQ_U64(symbolizer__process_count(s), 1);
+out:
+	stop_target(&t);
+	symbolizer__free(s);
+}
+
+#define MANY_PROCESSES 200
+
+/* A daemon's life in small: short-lived processes added, resolved and removed one after the
+ * other. Nothing accumulates: no process stays known, the file cache holds just what the next
+ * process maps, and neither descriptors nor the heap grow. */
+static void test_symbolizer_many_processes(void)
+{
+	static const char *const names[] = {"fixture_alpha", "fixture_lib_function", "malloc"};
+	struct symbolizer *s = symbolizer__new();
+	size_t files = 0, heap_warm = 0, heap_end, i, k;
+	int fds_before = open_fd_count(), misnamed = 0, left_known = 0, file_changes = 0;
+	struct symbolized_frame frame;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(fds_before > 0);
+	for (i = 0; s && i < MANY_PROCESSES; i++) {
+		if (!start_target(fixture("target_pie"), false, &t) || !read_target_addresses(&t)) {
+			CHECK(!"target started");
+			stop_target(&t);
+			break;
+		}
+		CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+		for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+			if (symbolizer__resolve(s, t.pid, target_addr(&t, names[k]), false,
+						&frame) != 0 ||
+			    !frame.function || strcmp(frame.function, names[k]) != 0)
+				misnamed++;
+		}
+		symbolizer__remove_process(s, t.pid);
+		stop_target(&t);
+		if (symbolizer__process_count(s) != 0)
+			left_known++;
+		if (i == 0)
+			files = symbolizer__file_count(s);
+		else if (symbolizer__file_count(s) != files)
+			file_changes++;
+		/* Once every cache of libc and libelf is warm. */
+		if (i == 9)
+			heap_warm = heap_in_use();
+	}
+	heap_end = heap_in_use();
+	CHECK_EQ_U64(i, MANY_PROCESSES);
+	CHECK_EQ_U64(misnamed, 0);
+	CHECK_EQ_U64(left_known, 0);
+	CHECK_EQ_U64(file_changes, 0);
+	CHECK(files >= 4 && files <= SYMBOLIZER_UNUSED_FILES);
+	CHECK_EQ_U64(open_fd_count(), fds_before);
+	/* What one process leaves behind when it is not freed (mappings, addresses, lines) is
+	 * several KiB; 190 of them would be far above this. */
+	if (heap_end > heap_warm + 64 * 1024)
+		fprintf(stderr, "  heap grew by %zu bytes over %d processes\n",
+			heap_end - heap_warm, MANY_PROCESSES - 10);
+	CHECK(heap_end <= heap_warm + 64 * 1024);
+	symbolizer__free(s);
+	CHECK_EQ_U64(open_fd_count(), fds_before);
+}
+
+/* Unused files are kept up to SYMBOLIZER_UNUSED_FILES, the ones released longest ago closed
+ * first: processes of SYMBOLIZER_UNUSED_FILES + 8 copies of one executable (a file each)
+ * come and go. */
+static void test_symbolizer_unused_files_bounded(void)
+{
+	enum { COPIES = SYMBOLIZER_UNUSED_FILES + 8 };
+	char dir[] = "/tmp/allocscope-lru-XXXXXX";
+	char path[PATH_MAX], cmd[2 * PATH_MAX + 64];
+	struct symbolizer *s = symbolizer__new();
+	int fds_before = open_fd_count(), misnamed = 0, i;
+	struct symbolized_frame frame;
+	size_t most = 0;
+	struct target t;
+
+	CHECK(s != NULL);
+	CHECK(mkdtemp(dir) != NULL);
+	for (i = 0; i < COPIES; i++) {
+		snprintf(cmd, sizeof(cmd), "cp '%s' '%s/lines%d'", fixture("lines"), dir, i);
+		CHECK(system(cmd) == 0);
+	}
+	for (i = 0; s && i < COPIES; i++) {
+		snprintf(path, sizeof(path), "%s/lines%d", dir, i);
+		if (!start_target(path, false, &t) || !read_target_addresses(&t)) {
+			CHECK(!"target started");
+			stop_target(&t);
+			goto out;
+		}
+		CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+		if (symbolizer__resolve(s, t.pid, target_addr(&t, "return_in_known"), true,
+					&frame) != 0 ||
+		    !frame.function || strcmp(frame.function, "lines_known") != 0)
+			misnamed++;
+		if (symbolizer__file_count(s) > most)
+			most = symbolizer__file_count(s);
+		symbolizer__remove_process(s, t.pid);
+		stop_target(&t);
+	}
+	CHECK_EQ_U64(misnamed, 0);
+	/* The copy, libc and the loader while a process lived; a full list once they are gone. */
+	CHECK(most <= SYMBOLIZER_UNUSED_FILES + 3);
+	CHECK_EQ_U64(symbolizer__file_count(s), SYMBOLIZER_UNUSED_FILES);
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+
+	/* The last copy was released last: still parsed, so its new process opens nothing. */
+	snprintf(path, sizeof(path), "%s/lines%d", dir, COPIES - 1);
+	CHECK(start_target(path, false, &t));
+	CHECK(read_target_addresses(&t));
+	CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+	CHECK_EQ_U64(symbolizer__file_count(s), SYMBOLIZER_UNUSED_FILES);
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_known"), true);
+	CHECK_STR(frame.function, "lines_known");
+	symbolizer__remove_process(s, t.pid);
+	stop_target(&t);
+
+	/* The first was released longest ago: closed, so it is opened again. */
+	snprintf(path, sizeof(path), "%s/lines0", dir);
+	CHECK(start_target(path, false, &t));
+	CHECK(read_target_addresses(&t));
+	CHECK_EQ_U64(symbolizer__add_process(s, t.pid), 0);
+	CHECK_EQ_U64(symbolizer__file_count(s), SYMBOLIZER_UNUSED_FILES + 1);
+	frame = resolve(s, t.pid, target_addr(&t, "return_in_known"), true);
+	CHECK_STR(frame.function, "lines_known");
+	symbolizer__remove_process(s, t.pid);
+	stop_target(&t);
+	CHECK_EQ_U64(symbolizer__file_count(s), SYMBOLIZER_UNUSED_FILES);
+	CHECK_EQ_U64(open_fd_count(), fds_before);
+out:
+	symbolizer__free(s);
+	CHECK_EQ_U64(open_fd_count(), fds_before);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
+#define CHURN_CHILDREN 192
+#define CHURN_STEPS    3000
+
+/* Many processes known at once, removed and added back in random order, as the process table
+ * sees them in a busy daemon: every known pid must stay findable after each removal (a lost
+ * one would be added again by resolve, raising the count), and the count must follow. The
+ * children are forks of this test, paused. */
+static void test_symbolizer_process_churn(void)
+{
+	uint64_t code = (uintptr_t)&test_symbolizer_process_churn, seed = 0x2545f4914f6cdd1dULL;
+	struct symbolizer *s = symbolizer__new();
+	pid_t children[CHURN_CHILDREN];
+	bool known[CHURN_CHILDREN] = {false};
+	size_t expected = 0, lost = 0, wrong_count = 0, misnamed = 0, step, i;
+	struct symbolized_frame frame;
+	int started = 0;
+
+	CHECK(s != NULL);
+	fflush(NULL);
+	for (i = 0; i < CHURN_CHILDREN; i++) {
+		children[i] = fork();
+		if (children[i] == 0) {
+			alarm(60);
+			for (;;)
+				pause();
+		}
+		if (children[i] < 0)
+			break;
+		started++;
+	}
+	CHECK_EQ_U64(started, CHURN_CHILDREN);
+	for (step = 0; s && started == CHURN_CHILDREN && step < CHURN_STEPS; step++) {
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		i = seed % CHURN_CHILDREN;
+		if (known[i]) {
+			symbolizer__remove_process(s, children[i]);
+			expected--;
+		} else {
+			CHECK_EQ_U64(symbolizer__add_process(s, children[i]), 0);
+			expected++;
+		}
+		known[i] = !known[i];
+		if (symbolizer__process_count(s) != expected)
+			wrong_count++;
+		if (step % 64)
+			continue;
+		for (i = 0; i < CHURN_CHILDREN; i++) {
+			if (!known[i])
+				continue;
+			if (symbolizer__resolve(s, children[i], code, false, &frame) != 0 ||
+			    !frame.function ||
+			    strcmp(frame.function, "test_symbolizer_process_churn") != 0)
+				misnamed++;
+		}
+		if (symbolizer__process_count(s) != expected)
+			lost++;
+	}
+	CHECK_EQ_U64(wrong_count, 0);
+	CHECK_EQ_U64(lost, 0);
+	CHECK_EQ_U64(misnamed, 0);
+	for (i = 0; i < (size_t)started; i++) {
+		if (known[i]) {
+			symbolizer__remove_process(s, children[i]);
+			expected--;
+		}
+	}
+	CHECK_EQ_U64(symbolizer__process_count(s), 0);
+	CHECK_EQ_U64(expected, 0);
+	for (i = 0; i < (size_t)started; i++) {
+		kill(children[i], SIGKILL);
+		waitpid(children[i], NULL, 0);
+	}
+	symbolizer__free(s);
+}
+
 static double now_us(void)
 {
 	struct timespec ts;
@@ -783,6 +1146,11 @@ int main(void)
 	RUN(test_symbolizer_rereads_maps_on_miss);
 	RUN(test_symbolizer_deleted_executable);
 	RUN(test_symbolizer_bad_input);
+	RUN(test_symbolizer_remove_process);
+	RUN(test_symbolizer_removed_pid_starts_fresh);
+	RUN(test_symbolizer_many_processes);
+	RUN(test_symbolizer_unused_files_bounded);
+	RUN(test_symbolizer_process_churn);
 	RUN(test_symbolizer_lines);
 	RUN(test_symbolizer_lines_from_debug_files);
 	RUN(test_symbolizer_cxx);

@@ -1,8 +1,10 @@
 /* The benchmark's workload: a tight malloc/free loop that reports nanoseconds per iteration.
  *
- *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned]
+ *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned] [--exec PROG ARGS...]
  *     --wait     print "ready PID" and wait for SIGUSR1 (attach first), then run
  *     --aligned  allocate with aligned_alloc(64, size) instead of malloc(size)
+ *     --exec     after the loop, replace this process with PROG ARGS (a target that execs
+ *                something else)
  *   prints "ns_per_call X" on completion: one allocation plus its free
  */
 #include <signal.h>
@@ -31,6 +33,7 @@ int main(int argc, char **argv)
 {
 	long iterations = 2000000, size = 64;
 	int wait = 0, aligned = 0;
+	char **exec_argv = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--wait") == 0)
@@ -41,7 +44,10 @@ int main(int argc, char **argv)
 			size = atol(argv[++i]);
 		else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
 			iterations = atol(argv[++i]);
-		else {
+		else if (strcmp(argv[i], "--exec") == 0 && i + 1 < argc) {
+			exec_argv = &argv[i + 1];
+			break;
+		} else {
 			fprintf(stderr, "usage: %s [--wait] [--size B] [--iterations N] [--aligned]\n",
 				argv[0]);
 			return 2;
@@ -68,5 +74,10 @@ int main(int argc, char **argv)
 	}
 	double elapsed = now_ns() - start;
 	printf("ns_per_call %.1f\n", elapsed / iterations);
+	if (exec_argv) {
+		execv(exec_argv[0], exec_argv);
+		perror("exec");
+		return 1;
+	}
 	return 0;
 }

@@ -1,0 +1,152 @@
+/* Target rules applied to one process's facts: include rules (none means every process), then
+ * exclude rules, then the service name. Pure string matching, no system calls, so the daemon
+ * can re-decide every tracked process on each configuration reload.
+ *
+ * The agent's own process is not excluded here: the facts carry nothing that identifies it
+ * reliably (another copy of the binary could run as a target), so callers compare pids before
+ * asking.
+ *
+ * Globs are fnmatch(3) with flags 0, the shell syntax the configuration reference describes,
+ * except that '*' and '?' also match '/': "/opt/app*" matches "/opt/app/bin/server" as well
+ * as "/opt/app-2". FNM_PATHNAME would make users spell out every directory level of trees
+ * such as /usr/lib/jvm, and a pattern that matches more is easier to notice and narrow than
+ * one that silently profiles nothing. A leading '.' is not special and '\' escapes the next
+ * character. */
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "process_info.h"
+#include "target_rules.h"
+
+static void copy_truncated(char *dst, size_t len, const char *src, size_t n)
+{
+	if (len == 0)
+		return;
+	if (n > len - 1)
+		n = len - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static bool glob_matches(const char *pattern, const char *text)
+{
+	/* An unknown fact ("" when /proc would not tell) matches no pattern, not even "*":
+	 * a rule about executables must not catch processes whose executable is hidden. */
+	return text[0] != '\0' && fnmatch(pattern, text, 0) == 0;
+}
+
+/* Prefix on whole components: "/system.slice" and "/system.slice/" match "/system.slice" and
+ * everything under it, never "/system.slice2"; "/" matches every cgroup. */
+static bool cgroup_under(const char *rule_path, const char *cgroup)
+{
+	size_t n = strlen(rule_path);
+
+	if (cgroup[0] != '/')
+		return false;
+	while (n > 0 && rule_path[n - 1] == '/')
+		n--;
+	if (strncmp(cgroup, rule_path, n) != 0)
+		return false;
+	return cgroup[n] == '\0' || cgroup[n] == '/';
+}
+
+static bool rule_matches(const struct target_rule *rule, const struct process_info *process)
+{
+	if (rule->executable && !glob_matches(rule->executable, process->exe))
+		return false;
+	/* comm is matched even when empty, unlike the other facts: the kernel always has one,
+	 * and "" is what a process that set an empty name really is called. */
+	if (rule->process_name && fnmatch(rule->process_name, process->comm, 0) != 0)
+		return false;
+	if (rule->cgroup && !cgroup_under(rule->cgroup, process->cgroup))
+		return false;
+	if (rule->systemd_unit && !glob_matches(rule->systemd_unit, process->unit))
+		return false;
+	return true;
+}
+
+bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
+			 char *service, size_t len)
+{
+	const struct target_rule *included_by = NULL;
+
+	copy_truncated(service, len, "", 0);
+	/* Kernel threads run no user-space allocator to attach to. */
+	if (process->kernel_thread)
+		return false;
+	if (rules->n_include > 0) {
+		for (size_t i = 0; i < rules->n_include && !included_by; i++) {
+			if (rule_matches(&rules->include[i], process))
+				included_by = &rules->include[i];
+		}
+		if (!included_by)
+			return false;
+	}
+	for (size_t i = 0; i < rules->n_exclude; i++) {
+		if (rule_matches(&rules->exclude[i], process))
+			return false;
+	}
+	/* The first matching rule decides alone: a later rule naming a service does not apply
+	 * to a process an earlier, unnamed rule already took, so rule order is all a reader of
+	 * the configuration needs to follow. */
+	if (included_by && included_by->service)
+		copy_truncated(service, len, included_by->service, strlen(included_by->service));
+	else
+		target_rules__default_service(process, service, len);
+	return true;
+}
+
+void target_rules__default_service(const struct process_info *process, char *service,
+				   size_t len)
+{
+	size_t unit_len = strlen(process->unit);
+	size_t suffix_len = strlen(".service");
+	const char *base;
+
+	/* A .service unit is what operators already call the service; a .scope is a transient
+	 * group (a login session, a container) whose name says nothing stable. */
+	if (unit_len > suffix_len &&
+	    strcmp(process->unit + unit_len - suffix_len, ".service") == 0) {
+		copy_truncated(service, len, process->unit, unit_len - suffix_len);
+		return;
+	}
+	base = strrchr(process->exe, '/');
+	base = base ? base + 1 : process->exe;
+	if (base[0] != '\0') {
+		copy_truncated(service, len, base, strlen(base));
+		return;
+	}
+	if (process->comm[0] != '\0') {
+		copy_truncated(service, len, process->comm,
+			       strnlen(process->comm, sizeof(process->comm)));
+		return;
+	}
+	copy_truncated(service, len, "unknown", strlen("unknown"));
+}
+
+static void free_rule_array(struct target_rule *rules, size_t n)
+{
+	if (!rules)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(rules[i].service);
+		free(rules[i].executable);
+		free(rules[i].process_name);
+		free(rules[i].cgroup);
+		free(rules[i].systemd_unit);
+	}
+	free(rules);
+}
+
+void target_rules__clear(struct target_rules *rules)
+{
+	if (!rules)
+		return;
+	free_rule_array(rules->include, rules->n_include);
+	free_rule_array(rules->exclude, rules->n_exclude);
+	rules->include = NULL;
+	rules->n_include = 0;
+	rules->exclude = NULL;
+	rules->n_exclude = 0;
+}

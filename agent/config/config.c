@@ -1,0 +1,1268 @@
+/* Loads the agent's YAML configuration into struct agent_config. One table per mapping shape
+ * (the agent as a whole, a target rule, a sink) lists every key with its type, bounds, default
+ * and field; that table alone drives the defaults, the parsing, the validation and the "known
+ * keys" hints, so a key cannot be parsed one way and defaulted another. The file is read with
+ * libyaml's document API because it keeps every node's position: each message names the file,
+ * line, column and key, so an operator can fix the file from the message alone. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "config/config.h"
+#include "config/units.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#define KIB	   (1024ull)
+#define MIB	   (1024ull * KIB)
+#define GIB	   (1024ull * MIB)
+#define MS_PER_DAY (24ull * 3600 * 1000)
+
+/* A service name becomes a label value and part of file names; beyond this it is a mistake. */
+#define SERVICE_NAME_MAX 128
+/* Text quoted back in a message is cut here, so one huge scalar does not flood the log. */
+#define QUOTE_MAX 60
+/* Far above any real configuration: a guard against --config pointing at a disk image. */
+#define CONFIG_FILE_MAX (4 * MIB)
+/* Longest key path shown in a message ("targets.include[12].systemd_unit"). */
+#define PATH_MAX_LEN 256
+
+enum key_type {
+	KEY_SIZE,      /* bytes as units_parse_size() reads them, into a uint32_t or uint64_t */
+	KEY_DURATION,  /* milliseconds: units_parse_duration() text, or days ("7d"); uint64_t */
+	KEY_UINT,      /* a decimal whole number, into a uint32_t or uint64_t */
+	KEY_BOOL,      /* YAML 1.1 spellings: true/false, yes/no, on/off */
+	KEY_STRING,    /* any text, "" included */
+	KEY_GLOB,      /* an fnmatch(3) pattern; must not be empty */
+	KEY_ABS_PATH,  /* must start with '/' */
+	KEY_SERVICE,   /* 1 .. SERVICE_NAME_MAX bytes */
+	KEY_UNWIND,    /* enum unwind_mode through unwind_mode_parse() */
+	KEY_LOG_LEVEL, /* enum log_level through log_parse_level() */
+	KEY_SINK_TYPE, /* enum sink_type */
+	KEY_RULES,     /* a list of target rules: pointer at offset, size_t count at count_offset */
+	KEY_LABELS,    /* a mapping of static labels: pointer and count as for KEY_RULES */
+	KEY_SINKS,     /* a list of sinks: pointer and count as for KEY_RULES */
+};
+
+enum key_flags {
+	KEY_POWER_OF_TWO = 1 << 0,  /* sizes the kernel wants as powers of two */
+	KEY_REQUIRED = 1 << 1,	    /* an item of a list is incomplete without it */
+	KEY_EXCLUDE_RULES = 1 << 2, /* KEY_RULES: these rules exclude, so they name no service */
+	KEY_INCLUDE_ONLY = 1 << 3,  /* a rule key that only an include rule may have */
+};
+
+struct config_key {
+	const char *name; /* dotted path from the table's root: "sampling.rate" */
+	enum key_type type;
+	unsigned flags;		  /* enum key_flags */
+	uint64_t min, max;	  /* KEY_SIZE, KEY_DURATION, KEY_UINT, inclusive */
+	const char *default_text; /* parsed exactly like text from the file; NULL: zero/NULL */
+	const char *example;	  /* shown in messages; default_text when NULL */
+	size_t offset;		  /* of the field in the table's struct */
+	size_t width;		  /* sizeof the field, for integers */
+	size_t count_offset;	  /* KEY_RULES, KEY_LABELS, KEY_SINKS: of the size_t count */
+};
+
+/* A set of keys that one kind of YAML mapping may hold. */
+struct key_table {
+	const struct config_key *keys;
+	size_t n_keys;
+	const char *where;	   /* "at the top level", "in a rule": for unknown-key hints */
+	unsigned forbidden_flags;  /* keys with any of these flags are refused here ... */
+	const char *forbidden_why; /* ... with this explanation */
+};
+
+#define CONFIG_FIELD(f)                                                                            \
+	.offset = offsetof(struct agent_config, f), .width = sizeof(((struct agent_config *)0)->f)
+#define CONFIG_ARRAY(f, n)                                                                         \
+	.offset = offsetof(struct agent_config, f), .count_offset = offsetof(struct agent_config, n)
+#define RULE_FIELD(f) .offset = offsetof(struct target_rule, f)
+#define SINK_FIELD(f)                                                                              \
+	.offset = offsetof(struct sink_config, f), .width = sizeof(((struct sink_config *)0)->f)
+
+static const struct config_key agent_keys[] = {
+	{ "sampling.rate", KEY_SIZE, .min = 1, .max = 4 * GIB, .default_text = "512KiB",
+	  CONFIG_FIELD(sample_rate) },
+	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(unwind) },
+	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB, .max = 64 * KIB,
+	  .default_text = "16KiB", CONFIG_FIELD(stack_copy_bytes) },
+	{ "sampling.ringbuf_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 64 * KIB, .max = 1 * GIB,
+	  .default_text = "16MiB", CONFIG_FIELD(ringbuf_bytes) },
+	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
+	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
+	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },
+	{ "profiles.interval", KEY_DURATION, .min = 1000, .max = 3600 * 1000,
+	  .default_text = "15s", CONFIG_FIELD(interval_ms) },
+	/* No default text: "" or absence means gethostname(), filled in after loading. */
+	{ "profiles.hostname", KEY_STRING, CONFIG_FIELD(hostname) },
+	{ "profiles.labels", KEY_LABELS, CONFIG_ARRAY(labels, n_labels) },
+	{ "profiles.pid_label", KEY_BOOL, .default_text = "false", CONFIG_FIELD(pid_label) },
+	{ "limits.max_processes", KEY_UINT, .min = 1, .max = 65536, .default_text = "1024",
+	  CONFIG_FIELD(max_processes) },
+	{ "limits.max_services", KEY_UINT, .min = 1, .max = 100000, .default_text = "256",
+	  CONFIG_FIELD(max_services) },
+	{ "limits.max_label_value_bytes", KEY_UINT, .min = 16, .max = 1024,
+	  .default_text = "128", CONFIG_FIELD(max_label_value_bytes) },
+	/* The default, one directory sink with the sink defaults, comes from make_default_sinks. */
+	{ "sinks", KEY_SINKS, CONFIG_ARRAY(sinks, n_sinks) },
+	{ "metrics.listen", KEY_STRING, .default_text = "127.0.0.1:9464",
+	  CONFIG_FIELD(metrics_listen) },
+	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level) },
+	/* No default text: NULL tells the symbolizer to read DEBUGINFOD_URLS itself. */
+	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(debuginfod_urls) },
+};
+
+static const struct config_key rule_keys[] = {
+	{ "service", KEY_SERVICE, KEY_INCLUDE_ONLY, RULE_FIELD(service) },
+	{ "executable", KEY_GLOB, .example = "/usr/bin/redis-*", RULE_FIELD(executable) },
+	{ "process_name", KEY_GLOB, .example = "nginx", RULE_FIELD(process_name) },
+	{ "cgroup", KEY_ABS_PATH, .example = "/system.slice/app.service", RULE_FIELD(cgroup) },
+	{ "systemd_unit", KEY_GLOB, .example = "redis*.service", RULE_FIELD(systemd_unit) },
+};
+
+static const struct config_key sink_keys[] = {
+	{ "type", KEY_SINK_TYPE, KEY_REQUIRED, SINK_FIELD(type) },
+	{ "path", KEY_ABS_PATH, .default_text = "/var/lib/allocscope/profiles", SINK_FIELD(path) },
+	{ "max_total_size", KEY_SIZE, .min = 0, .max = UINT64_MAX, .default_text = "1GiB",
+	  SINK_FIELD(max_total_bytes) },
+	{ "max_age", KEY_DURATION, .min = 0, .max = UINT64_MAX, .default_text = "7d",
+	  SINK_FIELD(max_age_ms) },
+};
+
+/* walk_mapping() records the keys it saw in a 64-bit mask. */
+_Static_assert(ARRAY_SIZE(agent_keys) <= 64, "too many keys for the seen mask");
+_Static_assert(ARRAY_SIZE(rule_keys) <= 64, "too many keys for the seen mask");
+_Static_assert(ARRAY_SIZE(sink_keys) <= 64, "too many keys for the seen mask");
+
+static const struct key_table agent_table = {
+	.keys = agent_keys,
+	.n_keys = ARRAY_SIZE(agent_keys),
+	.where = "at the top level",
+};
+static const struct key_table include_rule_table = {
+	.keys = rule_keys,
+	.n_keys = ARRAY_SIZE(rule_keys),
+	.where = "in a rule",
+};
+static const struct key_table exclude_rule_table = {
+	.keys = rule_keys,
+	.n_keys = ARRAY_SIZE(rule_keys),
+	.where = "in an exclude rule",
+	.forbidden_flags = KEY_INCLUDE_ONLY,
+	.forbidden_why = "not allowed in an exclude rule (excluded processes are never profiled, "
+			 "so they have no service)",
+};
+static const struct key_table sink_table = {
+	.keys = sink_keys,
+	.n_keys = ARRAY_SIZE(sink_keys),
+	.where = "in a sink",
+};
+
+static const char *const sink_type_names[] = {
+	[SINK_TYPE_DIRECTORY] = "directory",
+};
+
+/* Label names the agent sets itself on every profile. */
+static const char *const reserved_label_names[] = { "service_name", "hostname" };
+
+struct load_ctx {
+	const char *name; /* the file, as messages call it */
+	yaml_document_t *doc;
+	char *err;
+	size_t err_len;
+};
+
+/* Writes "NAME:LINE:COLUMN: PATH: message" into the error buffer (libyaml counts from 0,
+ * editors from 1) and returns -EINVAL, so callers can `return fail(...)`. */
+__attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, yaml_mark_t mark,
+						      const char *path, const char *fmt, ...)
+{
+	char message[512];
+	va_list ap;
+
+	if (!ctx->err || !ctx->err_len)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	if (path && path[0])
+		snprintf(ctx->err, ctx->err_len, "%s:%zu:%zu: %s: %s", ctx->name, mark.line + 1,
+			 mark.column + 1, path, message);
+	else
+		snprintf(ctx->err, ctx->err_len, "%s:%zu:%zu: %s", ctx->name, mark.line + 1,
+			 mark.column + 1, message);
+	return -EINVAL;
+}
+
+static yaml_node_t *node_at(struct load_ctx *ctx, int index)
+{
+	return yaml_document_get_node(ctx->doc, index);
+}
+
+/* "~", "null" and nothing at all are YAML's null; a quoted "" is an empty string. */
+static bool is_null(const yaml_node_t *node)
+{
+	const char *text;
+
+	if (!node)
+		return true;
+	if (node->type != YAML_SCALAR_NODE)
+		return false;
+	if (node->tag && strcmp((const char *)node->tag, YAML_NULL_TAG) == 0)
+		return true;
+	if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	text = (const char *)node->data.scalar.value;
+	return !text[0] || strcmp(text, "~") == 0 || strcmp(text, "null") == 0 ||
+	       strcmp(text, "Null") == 0 || strcmp(text, "NULL") == 0;
+}
+
+/* Quotes text for a message, cut at QUOTE_MAX, control characters shown as '?'. */
+static const char *quote(const char *text, char *buf, size_t len)
+{
+	size_t n = 0, i;
+
+	if (len < QUOTE_MAX + 8)
+		return "";
+	buf[n++] = '"';
+	for (i = 0; text[i] && i < QUOTE_MAX; i++)
+		buf[n++] = iscntrl((unsigned char)text[i]) ? '?' : text[i];
+	if (text[i]) {
+		memcpy(buf + n, "...", 3);
+		n += 3;
+	}
+	buf[n++] = '"';
+	buf[n] = '\0';
+	return buf;
+}
+
+/* What a node is, for the "got ..." half of a message. */
+static const char *describe_node(const yaml_node_t *node, char *buf, size_t len)
+{
+	if (!node)
+		return "nothing";
+	if (node->type == YAML_SEQUENCE_NODE)
+		return "a list";
+	if (node->type == YAML_MAPPING_NODE)
+		return "a mapping";
+	if (is_null(node))
+		return node->data.scalar.length ? "null" : "nothing";
+	return quote((const char *)node->data.scalar.value, buf, len);
+}
+
+/* Exact binary sizes read back the way users write them: 4GiB, 64KiB, 1B. */
+static const char *format_size(uint64_t bytes, char *buf, size_t len)
+{
+	if (bytes && bytes % GIB == 0)
+		snprintf(buf, len, "%lluGiB", (unsigned long long)(bytes / GIB));
+	else if (bytes && bytes % MIB == 0)
+		snprintf(buf, len, "%lluMiB", (unsigned long long)(bytes / MIB));
+	else if (bytes && bytes % KIB == 0)
+		snprintf(buf, len, "%lluKiB", (unsigned long long)(bytes / KIB));
+	else
+		snprintf(buf, len, "%lluB", (unsigned long long)bytes);
+	return buf;
+}
+
+static const char *format_duration(uint64_t ms, char *buf, size_t len)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t ms;
+	} units[] = { { "d", MS_PER_DAY }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 } };
+
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+		if (ms && ms % units[i].ms == 0) {
+			snprintf(buf, len, "%llu%s", (unsigned long long)(ms / units[i].ms),
+				 units[i].suffix);
+			return buf;
+		}
+	}
+	snprintf(buf, len, "%llums", (unsigned long long)ms);
+	return buf;
+}
+
+/* The "expected ..." half of a message for a value of the wrong form. */
+static const char *expected_phrase(const struct config_key *key, char *buf, size_t len)
+{
+	const char *example = key->example ? key->example : key->default_text;
+
+	switch (key->type) {
+	case KEY_SIZE:
+		snprintf(buf, len, "a size like %s", example);
+		break;
+	case KEY_DURATION:
+		snprintf(buf, len, "a duration like %s", example);
+		break;
+	case KEY_UINT:
+		snprintf(buf, len, "a whole number from %llu to %llu", (unsigned long long)key->min,
+			 (unsigned long long)key->max);
+		break;
+	case KEY_BOOL:
+		snprintf(buf, len, "true or false");
+		break;
+	case KEY_STRING:
+		snprintf(buf, len, "a string");
+		break;
+	case KEY_GLOB:
+		snprintf(buf, len, "a non-empty glob like %s", example);
+		break;
+	case KEY_ABS_PATH:
+		snprintf(buf, len, "an absolute path like %s", example);
+		break;
+	case KEY_SERVICE:
+		snprintf(buf, len, "a service name of 1 to %d bytes", SERVICE_NAME_MAX);
+		break;
+	case KEY_UNWIND:
+		snprintf(buf, len, "an unwind mode (auto, dwarf or fp)");
+		break;
+	case KEY_LOG_LEVEL:
+		snprintf(buf, len, "a log level (error, warn, info or debug)");
+		break;
+	case KEY_SINK_TYPE:
+		snprintf(buf, len, "a sink type (directory)");
+		break;
+	case KEY_RULES:
+		snprintf(buf, len, "a list of target rules");
+		break;
+	case KEY_LABELS:
+		snprintf(buf, len, "a mapping of label names to values");
+		break;
+	case KEY_SINKS:
+		snprintf(buf, len, "a list of sinks");
+		break;
+	}
+	return buf;
+}
+
+static int fail_expected(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			 yaml_mark_t mark, const char *found)
+{
+	char expected[128];
+
+	return fail(ctx, mark, path, "expected %s, got %s",
+		    expected_phrase(key, expected, sizeof(expected)), found);
+}
+
+static int fail_expected_text(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			      yaml_mark_t mark, const char *text)
+{
+	char quoted[QUOTE_MAX + 8];
+
+	return fail_expected(ctx, key, path, mark, quote(text, quoted, sizeof(quoted)));
+}
+
+/* Paths only ever appear in messages, so a path cut at the buffer's end is acceptable. */
+static void join_path(char *buf, size_t len, const char *prefix, const char *name)
+{
+	int written;
+
+	if (prefix && prefix[0])
+		written = snprintf(buf, len, "%s.%s", prefix, name);
+	else
+		written = snprintf(buf, len, "%s", name);
+	if (written < 0 && len)
+		buf[0] = '\0';
+}
+
+/* units_parse_duration() stops at hours; retention is naturally said in days ("7d"), so the
+ * day suffix is taken here, where only the configuration file wants it. */
+static int parse_duration_ms(const char *text, uint64_t *ms)
+{
+	char number[32];
+	size_t len = strlen(text);
+	uint64_t seconds_as_ms;
+	int ret;
+
+	if (len < 2 || (text[len - 1] != 'd' && text[len - 1] != 'D'))
+		return units_parse_duration(text, ms);
+	len--;
+	while (len && text[len - 1] == ' ')
+		len--;
+	if (!len || len >= sizeof(number) || !isdigit((unsigned char)text[len - 1]))
+		return -EINVAL;
+	memcpy(number, text, len);
+	number[len] = '\0';
+	/* A bare number is seconds to units_parse_duration(): scale seconds to days. */
+	ret = units_parse_duration(number, &seconds_as_ms);
+	if (ret)
+		return ret;
+	if (seconds_as_ms > UINT64_MAX / (24 * 3600))
+		return -ERANGE;
+	*ms = seconds_as_ms * 24 * 3600;
+	return 0;
+}
+
+/* Decimal only: "0x10" and "1e3" are refused, and so is "010", which a YAML 1.1 reader would
+ * take for octal 8. */
+static int parse_decimal(const char *text, uint64_t *value)
+{
+	unsigned long long parsed;
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]) || (text[0] == '0' && text[1]))
+		return -EINVAL;
+	errno = 0;
+	parsed = strtoull(text, &end, 10);
+	if (errno)
+		return -ERANGE;
+	if (*end)
+		return -EINVAL;
+	*value = parsed;
+	return 0;
+}
+
+static int parse_bool(const char *text, bool *value)
+{
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (strcasecmp(text, yes[i]) == 0) {
+			*value = true;
+			return 0;
+		}
+		if (strcasecmp(text, no[i]) == 0) {
+			*value = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static void set_uint(void *field, size_t width, uint64_t value)
+{
+	if (width == sizeof(uint32_t)) {
+		uint32_t narrow = (uint32_t)value;
+
+		memcpy(field, &narrow, sizeof(narrow));
+	} else {
+		memcpy(field, &value, sizeof(value));
+	}
+}
+
+static int set_string(char **field, const char *text)
+{
+	char *copy = strdup(text);
+
+	if (!copy)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+/* Sizes and durations share their checks: form, then range, then (sizes) power of two. */
+static int set_quantity(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			const char *text, yaml_mark_t mark, void *field)
+{
+	char quoted[QUOTE_MAX + 8], low[32], high[32];
+	bool is_size = key->type == KEY_SIZE;
+	uint64_t value;
+	int ret;
+
+	ret = is_size ? units_parse_size(text, &value) : parse_duration_ms(text, &value);
+	if (ret)
+		return fail_expected_text(ctx, key, path, mark, text);
+	quote(text, quoted, sizeof(quoted));
+	if (is_size) {
+		format_size(key->min, low, sizeof(low));
+		format_size(key->max, high, sizeof(high));
+	} else {
+		format_duration(key->min, low, sizeof(low));
+		format_duration(key->max, high, sizeof(high));
+	}
+	if (key->flags & KEY_POWER_OF_TWO) {
+		if (value < key->min || value > key->max || (value & (value - 1)))
+			return fail(ctx, mark, path,
+				    "expected a power of two from %s to %s, got %s", low, high,
+				    quoted);
+	} else if (value < key->min || value > key->max) {
+		return fail(ctx, mark, path, "expected a %s from %s to %s, got %s",
+			    is_size ? "size" : "duration", low, high, quoted);
+	}
+	set_uint(field, key->width, value);
+	return 0;
+}
+
+/* Parses one scalar's text into its field. The defaults go through here too, so a default that
+ * its own key would refuse cannot exist. */
+static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		      const char *text, yaml_mark_t mark, void *base)
+{
+	void *field = (char *)base + key->offset;
+	enum unwind_mode unwind;
+	enum log_level level;
+	uint64_t number;
+	bool flag;
+
+	switch (key->type) {
+	case KEY_SIZE:
+	case KEY_DURATION:
+		return set_quantity(ctx, key, path, text, mark, field);
+	case KEY_UINT:
+		if (parse_decimal(text, &number) || number < key->min || number > key->max)
+			return fail_expected_text(ctx, key, path, mark, text);
+		set_uint(field, key->width, number);
+		return 0;
+	case KEY_BOOL:
+		if (parse_bool(text, &flag))
+			return fail_expected_text(ctx, key, path, mark, text);
+		*(bool *)field = flag;
+		return 0;
+	case KEY_STRING:
+		return set_string(field, text);
+	case KEY_GLOB:
+		if (!text[0])
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_ABS_PATH:
+		if (text[0] != '/')
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_SERVICE:
+		if (!text[0] || strlen(text) > SERVICE_NAME_MAX)
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_UNWIND:
+		if (unwind_mode_parse(text, &unwind))
+			return fail_expected_text(ctx, key, path, mark, text);
+		*(enum unwind_mode *)field = unwind;
+		return 0;
+	case KEY_LOG_LEVEL:
+		if (log_parse_level(text, &level))
+			return fail_expected_text(ctx, key, path, mark, text);
+		*(enum log_level *)field = level;
+		return 0;
+	case KEY_SINK_TYPE:
+		for (size_t i = 0; i < ARRAY_SIZE(sink_type_names); i++) {
+			if (strcmp(text, sink_type_names[i]) == 0) {
+				*(enum sink_type *)field = (enum sink_type)i;
+				return 0;
+			}
+		}
+		return fail_expected_text(ctx, key, path, mark, text);
+	case KEY_RULES:
+	case KEY_LABELS:
+	case KEY_SINKS:
+		break;
+	}
+	return fail(ctx, mark, path, "internal error: key type %d is not a scalar", key->type);
+}
+
+/* The text of a scalar node that must hold a value: lists, mappings and nulls are refused. */
+static int scalar_text(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		       const yaml_node_t *node, const char **text)
+{
+	char found[QUOTE_MAX + 8], expected[128];
+
+	if (node->type != YAML_SCALAR_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	if (is_null(node))
+		return fail(ctx, node->start_mark, path, "expected a value (%s), got %s",
+			    expected_phrase(key, expected, sizeof(expected)),
+			    describe_node(node, found, sizeof(found)));
+	/* A double-quoted "\0" would silently cut the value short in every C string use. */
+	if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
+		return fail(ctx, node->start_mark, path, "expected %s, got text with a NUL byte",
+			    expected_phrase(key, expected, sizeof(expected)));
+	*text = (const char *)node->data.scalar.value;
+	return 0;
+}
+
+static void free_rules(struct target_rule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rules[i].service);
+		free(rules[i].executable);
+		free(rules[i].process_name);
+		free(rules[i].cgroup);
+		free(rules[i].systemd_unit);
+	}
+	free(rules);
+}
+
+static void free_labels(struct config_label *labels, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(labels[i].key);
+		free(labels[i].value);
+	}
+	free(labels);
+}
+
+static void free_sinks(struct sink_config *sinks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(sinks[i].path);
+	free(sinks);
+}
+
+/* Sets every key of a table that has a default; list defaults are built separately. */
+static int apply_defaults(struct load_ctx *ctx, const struct key_table *table, void *base)
+{
+	yaml_mark_t no_mark = { 0 };
+	int ret;
+
+	for (size_t i = 0; i < table->n_keys; i++) {
+		const struct config_key *key = &table->keys[i];
+
+		if (!key->default_text)
+			continue;
+		ret = set_scalar(ctx, key, key->name, key->default_text, no_mark, base);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Without a `sinks:` list the agent writes to one directory sink with the sink defaults. */
+static int make_default_sinks(struct load_ctx *ctx, struct agent_config *config)
+{
+	free_sinks(config->sinks, config->n_sinks);
+	config->sinks = calloc(1, sizeof(*config->sinks));
+	config->n_sinks = config->sinks ? 1 : 0;
+	if (!config->sinks)
+		return -ENOMEM;
+	config->sinks[0].type = SINK_TYPE_DIRECTORY;
+	return apply_defaults(ctx, &sink_table, &config->sinks[0]);
+}
+
+/* The name under a table prefix that key stands for ("rate" for "sampling.rate" under
+ * "sampling"), with its length up to the next dot; NULL when the key is elsewhere. */
+static const char *component_under(const struct config_key *key, const char *prefix, size_t *len)
+{
+	size_t prefix_len = strlen(prefix);
+	const char *rest = key->name;
+
+	if (prefix_len) {
+		if (strncmp(rest, prefix, prefix_len) != 0 || rest[prefix_len] != '.')
+			return NULL;
+		rest += prefix_len + 1;
+	}
+	*len = strcspn(rest, ".");
+	return rest;
+}
+
+/* "interval, hostname, labels, pid_label": the names a mapping at prefix may hold. */
+static void known_keys(const struct key_table *table, const char *prefix, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < table->n_keys; i++) {
+		const struct config_key *key = &table->keys[i];
+		const char *name, *earlier;
+		size_t name_len, earlier_len;
+		bool listed = false;
+
+		if (key->flags & table->forbidden_flags)
+			continue;
+		name = component_under(key, prefix, &name_len);
+		if (!name)
+			continue;
+		for (size_t j = 0; j < i && !listed; j++) {
+			earlier = component_under(&table->keys[j], prefix, &earlier_len);
+			listed = earlier && earlier_len == name_len &&
+				 memcmp(earlier, name, name_len) == 0;
+		}
+		if (listed)
+			continue;
+		if (used + 1 >= len)
+			break;
+		used += snprintf(buf + used, len - used, "%s%.*s", used ? ", " : "", (int)name_len,
+				 name);
+	}
+}
+
+/* True when some key lives below full_name, which makes it a section ("sampling"). */
+static bool is_section(const struct key_table *table, const char *full_name)
+{
+	size_t len = strlen(full_name);
+
+	for (size_t i = 0; i < table->n_keys; i++) {
+		if (strncmp(table->keys[i].name, full_name, len) == 0 &&
+		    table->keys[i].name[len] == '.')
+			return true;
+	}
+	return false;
+}
+
+/* A mapping's key as text. Keys that are lists or mappings name nothing here, and a key given
+ * twice is invalid YAML that libyaml nevertheless loads, so the second value would be taken
+ * or ignored depending on the reader; both are refused. */
+static int pair_key(struct load_ctx *ctx, const yaml_node_t *mapping, const yaml_node_pair_t *pair,
+		    const char *path, const char **name)
+{
+	yaml_node_t *key = node_at(ctx, pair->key);
+	char found[QUOTE_MAX + 8], full[PATH_MAX_LEN];
+
+	if (!key || key->type != YAML_SCALAR_NODE)
+		return fail(ctx, key ? key->start_mark : mapping->start_mark, path,
+			    "expected a key name, got %s",
+			    describe_node(key, found, sizeof(found)));
+	for (const yaml_node_pair_t *earlier = mapping->data.mapping.pairs.start; earlier < pair;
+	     earlier++) {
+		yaml_node_t *other = node_at(ctx, earlier->key);
+
+		if (other && other->type == YAML_SCALAR_NODE &&
+		    other->data.scalar.length == key->data.scalar.length &&
+		    memcmp(other->data.scalar.value, key->data.scalar.value,
+			   key->data.scalar.length) == 0) {
+			join_path(full, sizeof(full), path, (const char *)key->data.scalar.value);
+			return fail(ctx, key->start_mark, full,
+				    "duplicate key (first given at line %zu)",
+				    other->start_mark.line + 1);
+		}
+	}
+	*name = (const char *)key->data.scalar.value;
+	return 0;
+}
+
+static int parse_value(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		       const yaml_node_t *node, void *base);
+
+/* Walks one mapping against a table. table_prefix is where the mapping sits in the table's
+ * names ("sampling"), path where it sits in the file as messages show it ("sinks[1]"). Keys
+ * seen are set in *seen by table index. */
+static int walk_mapping(struct load_ctx *ctx, const yaml_node_t *mapping,
+			const struct key_table *table, const char *table_prefix, const char *path,
+			void *base, uint64_t *seen)
+{
+	char full_name[PATH_MAX_LEN], full_path[PATH_MAX_LEN], known[256];
+
+	for (const yaml_node_pair_t *pair = mapping->data.mapping.pairs.start;
+	     pair < mapping->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key_node = node_at(ctx, pair->key), *value = node_at(ctx, pair->value);
+		const struct config_key *key = NULL;
+		const char *name;
+		int ret;
+
+		ret = pair_key(ctx, mapping, pair, path, &name);
+		if (ret)
+			return ret;
+		join_path(full_name, sizeof(full_name), table_prefix, name);
+		join_path(full_path, sizeof(full_path), path, name);
+		for (size_t i = 0; i < table->n_keys && !key; i++) {
+			if (strcmp(table->keys[i].name, full_name) == 0) {
+				key = &table->keys[i];
+				if (seen)
+					*seen |= 1ull << i;
+			}
+		}
+		if (key && (key->flags & table->forbidden_flags))
+			return fail(ctx, key_node->start_mark, full_path, "%s",
+				    table->forbidden_why);
+		if (key) {
+			ret = parse_value(ctx, key, full_path, value, base);
+		} else if (is_section(table, full_name)) {
+			/* A section whose keys are all commented out is empty, not an error. */
+			if (is_null(value))
+				continue;
+			if (value->type != YAML_MAPPING_NODE) {
+				char found[QUOTE_MAX + 8];
+
+				known_keys(table, full_name, known, sizeof(known));
+				return fail(ctx, value->start_mark, full_path,
+					    "expected a mapping (with keys %s), got %s", known,
+					    describe_node(value, found, sizeof(found)));
+			}
+			ret = walk_mapping(ctx, value, table, full_name, full_path, base, seen);
+		} else {
+			known_keys(table, table_prefix, known, sizeof(known));
+			if (table_prefix[0])
+				return fail(ctx, key_node->start_mark, full_path,
+					    "unknown key (known keys under %s: %s)", table_prefix,
+					    known);
+			return fail(ctx, key_node->start_mark, full_path,
+				    "unknown key (known keys %s: %s)", table->where, known);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* The item at index of a list, refused unless it is a mapping. */
+static int list_item(struct load_ctx *ctx, const yaml_node_t *list, size_t index, const char *what,
+		     const char *path, char *item_path, size_t item_path_len,
+		     const yaml_node_t **item)
+{
+	char found[QUOTE_MAX + 8];
+
+	snprintf(item_path, item_path_len, "%s[%zu]", path, index);
+	*item = node_at(ctx, list->data.sequence.items.start[index]);
+	if (!*item || (*item)->type != YAML_MAPPING_NODE)
+		return fail(ctx, *item ? (*item)->start_mark : list->start_mark, item_path,
+			    "expected %s, got %s", what,
+			    describe_node(*item, found, sizeof(found)));
+	return 0;
+}
+
+static int parse_rules(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		       const yaml_node_t *node, void *base)
+{
+	struct target_rule **rules = (struct target_rule **)((char *)base + key->offset);
+	size_t *count = (size_t *)((char *)base + key->count_offset);
+	bool exclude = key->flags & KEY_EXCLUDE_RULES;
+	const struct key_table *table = exclude ? &exclude_rule_table : &include_rule_table;
+	char item_path[PATH_MAX_LEN], found[QUOTE_MAX + 8];
+	size_t n;
+
+	free_rules(*rules, *count);
+	*rules = NULL;
+	*count = 0;
+	if (is_null(node))
+		return 0;
+	if (node->type != YAML_SEQUENCE_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.sequence.items.top - node->data.sequence.items.start;
+	if (!n)
+		return 0;
+	/* Counted up front and zeroed, so config_free() can free a list cut short by an error. */
+	*rules = calloc(n, sizeof(**rules));
+	if (!*rules)
+		return -ENOMEM;
+	*count = n;
+	for (size_t i = 0; i < n; i++) {
+		struct target_rule *rule = &(*rules)[i];
+		const yaml_node_t *item;
+		int ret;
+
+		ret = list_item(ctx, node, i,
+				exclude ? "a rule (a mapping like process_name: bash)"
+					: "a rule (a mapping like process_name: nginx)",
+				path, item_path, sizeof(item_path), &item);
+		if (!ret)
+			ret = walk_mapping(ctx, item, table, "", item_path, rule, NULL);
+		if (ret)
+			return ret;
+		/* A rule of only a service name would match every process: surely a mistake. */
+		if (!rule->executable && !rule->process_name && !rule->cgroup &&
+		    !rule->systemd_unit)
+			return fail(
+			    ctx, item->start_mark, item_path,
+			    "a rule needs at least one of executable, process_name, cgroup, "
+			    "systemd_unit");
+	}
+	return 0;
+}
+
+static bool label_name_valid(const char *name)
+{
+	if (!isalpha((unsigned char)name[0]) && name[0] != '_')
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_')
+			return false;
+	}
+	return true;
+}
+
+/* Static labels: names follow the Prometheus/pprof label rules, "__" names are reserved by
+ * Prometheus, and the agent's own labels cannot be overridden. */
+static int parse_labels(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			const yaml_node_t *node, void *base)
+{
+	struct config_label **labels = (struct config_label **)((char *)base + key->offset);
+	size_t *count = (size_t *)((char *)base + key->count_offset);
+	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
+	size_t n;
+
+	free_labels(*labels, *count);
+	*labels = NULL;
+	*count = 0;
+	if (is_null(node))
+		return 0;
+	if (node->type != YAML_MAPPING_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
+	if (n > CONFIG_MAX_STATIC_LABELS)
+		return fail(ctx, node->start_mark, path, "expected at most %d labels, got %zu",
+			    CONFIG_MAX_STATIC_LABELS, n);
+	if (!n)
+		return 0;
+	*labels = calloc(n, sizeof(**labels));
+	if (!*labels)
+		return -ENOMEM;
+	*count = n;
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
+		yaml_node_t *name_node = node_at(ctx, pair->key),
+			    *value = node_at(ctx, pair->value);
+		const char *name;
+		int ret;
+
+		ret = pair_key(ctx, node, pair, path, &name);
+		if (ret)
+			return ret;
+		quote(name, found, sizeof(found));
+		if (!label_name_valid(name))
+			return fail(ctx, name_node->start_mark, path,
+				    "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, got %s",
+				    found);
+		if (strncmp(name, "__", 2) == 0)
+			return fail(ctx, name_node->start_mark, path,
+				    "expected a label name not starting with __ (reserved), got %s",
+				    found);
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++) {
+			if (strcmp(name, reserved_label_names[r]) == 0)
+				return fail(ctx, name_node->start_mark, path,
+					    "expected a label name other than service_name and "
+					    "hostname (the agent sets those), got %s",
+					    found);
+		}
+		join_path(value_path, sizeof(value_path), path, name);
+		if (!value || value->type != YAML_SCALAR_NODE || is_null(value))
+			return fail(ctx, value ? value->start_mark : name_node->start_mark,
+				    value_path,
+				    "expected a label value (a non-empty string), got %s",
+				    describe_node(value, found, sizeof(found)));
+		if (!value->data.scalar.value[0] ||
+		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length)
+			return fail(ctx, value->start_mark, value_path,
+				    "expected a label value (a non-empty string), got %s",
+				    describe_node(value, found, sizeof(found)));
+		(*labels)[i].key = strdup(name);
+		(*labels)[i].value = strdup((const char *)value->data.scalar.value);
+		if (!(*labels)[i].key || !(*labels)[i].value)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		       const yaml_node_t *node, void *base)
+{
+	struct agent_config *config = base;
+	char item_path[PATH_MAX_LEN], found[QUOTE_MAX + 8];
+	size_t n;
+
+	/* An absent or null `sinks:` keeps the default sink; an explicit [] would write nothing. */
+	if (is_null(node))
+		return make_default_sinks(ctx, config);
+	if (node->type != YAML_SEQUENCE_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.sequence.items.top - node->data.sequence.items.start;
+	if (!n)
+		return fail(ctx, node->start_mark, path,
+			    "expected at least one sink, got an empty list");
+	free_sinks(config->sinks, config->n_sinks);
+	config->sinks = calloc(n, sizeof(*config->sinks));
+	config->n_sinks = config->sinks ? n : 0;
+	if (!config->sinks)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct sink_config *sink = &config->sinks[i];
+		const yaml_node_t *item;
+		uint64_t seen = 0;
+		int ret;
+
+		ret = apply_defaults(ctx, &sink_table, sink);
+		if (!ret)
+			ret = list_item(ctx, node, i, "a sink (a mapping like type: directory)",
+					path, item_path, sizeof(item_path), &item);
+		if (!ret)
+			ret = walk_mapping(ctx, item, &sink_table, "", item_path, sink, &seen);
+		if (ret)
+			return ret;
+		for (size_t k = 0; k < ARRAY_SIZE(sink_keys); k++) {
+			char key_path[PATH_MAX_LEN], expected[128];
+
+			if (!(sink_keys[k].flags & KEY_REQUIRED) || (seen & (1ull << k)))
+				continue;
+			join_path(key_path, sizeof(key_path), item_path, sink_keys[k].name);
+			return fail(ctx, item->start_mark, key_path,
+				    "expected %s, got nothing (the key is required)",
+				    expected_phrase(&sink_keys[k], expected, sizeof(expected)));
+		}
+	}
+	return 0;
+}
+
+static int parse_value(struct load_ctx *ctx, const struct config_key *key, const char *path,
+		       const yaml_node_t *node, void *base)
+{
+	const char *text = NULL;
+	int ret;
+
+	switch (key->type) {
+	case KEY_RULES:
+		return parse_rules(ctx, key, path, node, base);
+	case KEY_LABELS:
+		return parse_labels(ctx, key, path, node, base);
+	case KEY_SINKS:
+		return parse_sinks(ctx, key, path, node, base);
+	default:
+		break;
+	}
+	ret = scalar_text(ctx, key, path, node, &text);
+	if (ret)
+		return ret;
+	return set_scalar(ctx, key, path, text, node->start_mark, base);
+}
+
+/* "" and absence both mean the machine's name, read at load so a reload picks up a rename. */
+static int fill_hostname(struct agent_config *config)
+{
+	char name[HOST_NAME_MAX + 1];
+
+	if (config->hostname && config->hostname[0])
+		return 0;
+	if (gethostname(name, sizeof(name)) != 0 || !name[0])
+		snprintf(name, sizeof(name), "localhost");
+	name[sizeof(name) - 1] = '\0';
+	return set_string(&config->hostname, name);
+}
+
+void config_free(struct agent_config *config)
+{
+	if (!config)
+		return;
+	free(config->source);
+	free_rules(config->targets.include, config->targets.n_include);
+	free_rules(config->targets.exclude, config->targets.n_exclude);
+	free(config->hostname);
+	free_labels(config->labels, config->n_labels);
+	free_sinks(config->sinks, config->n_sinks);
+	free(config->metrics_listen);
+	free(config->debuginfod_urls);
+	free(config);
+}
+
+static int build_defaults(struct load_ctx *ctx, const char *source, struct agent_config **out)
+{
+	struct agent_config *config = calloc(1, sizeof(*config));
+	int ret;
+
+	*out = NULL;
+	if (!config)
+		return -ENOMEM;
+	ret = apply_defaults(ctx, &agent_table, config);
+	if (!ret)
+		ret = make_default_sinks(ctx, config);
+	if (!ret)
+		ret = fill_hostname(config);
+	if (!ret)
+		ret = set_string(&config->source, source);
+	if (ret) {
+		config_free(config);
+		return ret;
+	}
+	*out = config;
+	return 0;
+}
+
+int config_defaults(struct agent_config **out)
+{
+	char err[256];
+	struct load_ctx ctx = { .name = "(defaults)", .err = err, .err_len = sizeof(err) };
+
+	return build_defaults(&ctx, "(defaults)", out);
+}
+
+/* libyaml's reader errors carry a byte offset, not a line and column. */
+static yaml_mark_t mark_at_offset(const char *text, size_t len, size_t offset)
+{
+	yaml_mark_t mark = { .index = offset };
+
+	for (size_t i = 0; i < offset && i < len; i++) {
+		if (text[i] == '\n') {
+			mark.line++;
+			mark.column = 0;
+		} else {
+			mark.column++;
+		}
+	}
+	return mark;
+}
+
+static int syntax_error(struct load_ctx *ctx, const yaml_parser_t *parser, const char *yaml,
+			size_t len)
+{
+	const char *problem = parser->problem ? parser->problem : "unknown problem";
+	yaml_mark_t mark = parser->problem_mark;
+	char detail[32] = "";
+
+	if (parser->error == YAML_MEMORY_ERROR)
+		return -ENOMEM;
+	if (parser->error == YAML_READER_ERROR) {
+		mark = mark_at_offset(yaml, len, parser->problem_offset);
+		if (parser->problem_value != -1)
+			snprintf(detail, sizeof(detail), " (byte 0x%02x)",
+				 (unsigned)parser->problem_value & 0xff);
+	}
+	if (parser->context)
+		return fail(ctx, mark, NULL, "YAML syntax error: %s%s (%s at %zu:%zu)", problem,
+			    detail, parser->context, parser->context_mark.line + 1,
+			    parser->context_mark.column + 1);
+	return fail(ctx, mark, NULL, "YAML syntax error: %s%s", problem, detail);
+}
+
+/* Parses the text and walks its one document over a defaults struct. */
+static int load_document(struct load_ctx *ctx, yaml_parser_t *parser, const char *yaml, size_t len,
+			 struct agent_config *config)
+{
+	yaml_document_t doc, extra;
+	yaml_node_t *root, *extra_root;
+	char found[QUOTE_MAX + 8], known[256];
+	int ret = 0;
+
+	if (!yaml_parser_load(parser, &doc))
+		return syntax_error(ctx, parser, yaml, len);
+	ctx->doc = &doc;
+	root = yaml_document_get_root_node(&doc);
+	if (root && !is_null(root)) {
+		if (root->type != YAML_MAPPING_NODE) {
+			known_keys(&agent_table, "", known, sizeof(known));
+			ret = fail(ctx, root->start_mark, NULL,
+				   "expected a mapping with keys %s, got %s", known,
+				   describe_node(root, found, sizeof(found)));
+		} else {
+			ret = walk_mapping(ctx, root, &agent_table, "", "", config, NULL);
+		}
+	}
+	/* A second document ("---") would otherwise be ignored without a word. */
+	if (!ret && root) {
+		if (!yaml_parser_load(parser, &extra)) {
+			ret = syntax_error(ctx, parser, yaml, len);
+		} else {
+			extra_root = yaml_document_get_root_node(&extra);
+			if (extra_root)
+				ret = fail(ctx, extra.start_mark, NULL,
+					   "expected one YAML document, got a second one");
+			yaml_document_delete(&extra);
+		}
+	}
+	ctx->doc = NULL;
+	yaml_document_delete(&doc);
+	return ret;
+}
+
+int config_load_string(const char *yaml, size_t len, const char *name, struct agent_config **out,
+		       char *err, size_t err_len)
+{
+	struct load_ctx ctx = {
+		.name = name ? name : "(string)",
+		.err = err,
+		.err_len = err_len,
+	};
+	struct agent_config *config;
+	yaml_parser_t parser;
+	int ret;
+
+	*out = NULL;
+	if (err && err_len)
+		err[0] = '\0';
+	ret = build_defaults(&ctx, ctx.name, &config);
+	if (ret)
+		return ret;
+	if (!yaml_parser_initialize(&parser)) {
+		config_free(config);
+		return -ENOMEM;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	ret = load_document(&ctx, &parser, yaml, len, config);
+	yaml_parser_delete(&parser);
+	/* hostname: "" in the file means the machine's name, as absence does. */
+	if (!ret)
+		ret = fill_hostname(config);
+	if (ret) {
+		config_free(config);
+		return ret;
+	}
+	*out = config;
+	return 0;
+}
+
+/* Reads a whole file into a NUL-terminated buffer. Returns 0 or -errno (-EFBIG past
+ * CONFIG_FILE_MAX). */
+static int read_whole_file(const char *path, char **text, size_t *len)
+{
+	size_t used = 0, capacity = 4096;
+	char *buf, *grown;
+	ssize_t n;
+	int fd, ret = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	buf = malloc(capacity);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (;;) {
+		if (used + 1 >= capacity) {
+			if (capacity >= CONFIG_FILE_MAX) {
+				ret = -EFBIG;
+				break;
+			}
+			grown = realloc(buf, capacity * 2);
+			if (!grown) {
+				ret = -ENOMEM;
+				break;
+			}
+			buf = grown;
+			capacity *= 2;
+		}
+		n = read(fd, buf + used, capacity - used - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+	}
+	close(fd);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	buf[used] = '\0';
+	*text = buf;
+	*len = used;
+	return 0;
+}
+
+int config_load_file(const char *path, struct agent_config **out, char *err, size_t err_len)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int ret;
+
+	*out = NULL;
+	ret = read_whole_file(path, &text, &len);
+	if (ret) {
+		if (err && err_len) {
+			if (ret == -ENOENT)
+				snprintf(err, err_len, "%s: no such file", path);
+			else if (ret == -EFBIG)
+				snprintf(err, err_len,
+					 "%s: larger than %llu MiB, not a configuration "
+					 "file",
+					 path, CONFIG_FILE_MAX / MIB);
+			else
+				snprintf(err, err_len, "%s: cannot read: %s", path, strerror(-ret));
+		}
+		return ret;
+	}
+	ret = config_load_string(text, len, path, out, err, err_len);
+	free(text);
+	return ret;
+}

@@ -1,0 +1,1337 @@
+/* The continuous agent's life: configuration, sinks and the metrics endpoint first (so a bad
+ * file or a busy port stops it before it touches any process), then the BPF program, the
+ * probe-cost calibration, the exec/fork tracepoints, a scan of the processes already running,
+ * and one epoll loop until SIGTERM.
+ *
+ * Processes. Each target is tracked with a pidfd (exits are never confused with a reused
+ * pid) and its probes; exec and fork notices come from the kernel, so a new process is
+ * attached within milliseconds. Right after exec the dynamic loader has not mapped libc yet,
+ * so attaching retries on a short backoff until the allocator appears. Before any process is
+ * released (exit, exec, rules changed) the sample ring is drained, so its last samples still
+ * land in its service; its symbolization state is forgotten only after the interval's
+ * profiles are written, because the profiles resolve their stacks then.
+ *
+ * Services. Processes are grouped by service name (from the rules, the systemd unit or the
+ * executable); each service gets one delta profile per interval. The number of services is
+ * capped: past the cap new services fold into "other", counted. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "attach/alloc_program.h"
+#include "attach/probe_cost.h"
+#include "attach/process_probes.h"
+#include "collect/process_events.h"
+#include "collect/process_info.h"
+#include "collect/sample_reader.h"
+#include "collect/target_rules.h"
+#include "config/config.h"
+#include "config/units.h"
+#include "export/directory_sink.h"
+#include "export/metrics_server.h"
+#include "export/sink.h"
+#include "profile/alloc_profile.h"
+#include "profile/pprof.h"
+#include "symbolize/symbolizer.h"
+#include "symbolize/unwind.h"
+
+#define PROCESS_BUCKETS 4096
+#define DRAIN_INTERVAL_MS 100
+#define PUBLISH_INTERVAL_MS 1000
+#define OVERFLOW_SERVICE "other"
+/* Descriptors one profiled process holds: a pidfd and one perf event per probe. */
+#define FDS_PER_PROCESS 10
+
+/* After exec, how long to wait before each new look for the allocator: the loader maps libc
+ * within a millisecond or two; a program that never maps a known allocator is given up on
+ * after ~10 s in total. */
+static const int attach_retry_ms[] = { 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 6000 };
+#define ATTACH_RETRIES (sizeof(attach_retry_ms) / sizeof(attach_retry_ms[0]))
+
+/* epoll tags: the fixed descriptors, or a pid (tag = PID_TAG | pid) for a pidfd. */
+enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS };
+#define PID_TAG (1ull << 32)
+
+struct service {
+	struct service *next;
+	char *name;                    /* already cut to the label length limit */
+	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
+	size_t n_processes;            /* processes tracked under this name */
+};
+
+struct tracked_process {
+	struct tracked_process *next; /* hash chain */
+	pid_t pid;
+	int pidfd;
+	char comm[16];
+	struct service *service;
+	struct process_probes *probes; /* NULL while waiting for its allocator */
+	unsigned attach_attempts;
+	int64_t next_attempt_ms;
+	bool waiting;                  /* counted in n_waiting */
+	bool snapshotted;              /* the symbolizer knows it: forget it later */
+};
+
+enum not_profiled_reason {
+	NOT_PROFILED_UNSUPPORTED, /* another allocator (jemalloc, tcmalloc, ...) */
+	NOT_PROFILED_NO_ALLOCATOR,
+	NOT_PROFILED_OVER_LIMIT,
+	NOT_PROFILED_ERROR,
+	NOT_PROFILED__COUNT,
+};
+
+static const char *const not_profiled_names[NOT_PROFILED__COUNT] = {
+	"unsupported_allocator", "no_allocator", "over_limit", "error",
+};
+
+struct agent_stats {
+	uint64_t samples;
+	uint64_t samples_unattributed; /* from a process no longer tracked */
+	uint64_t samples_out_of_memory;
+	uint64_t truncated_unwinds;
+	uint64_t attaches;
+	uint64_t not_profiled[NOT_PROFILED__COUNT];
+	uint64_t services_overflowed;  /* processes put under "other" */
+	uint64_t label_values_truncated;
+	uint64_t profiles_built;
+	uint64_t encode_errors;
+	uint64_t intervals;
+	uint64_t reloads_ok, reloads_failed;
+	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
+};
+
+struct daemon {
+	const char *config_path;
+	bool path_is_default;
+	struct agent_config *config;
+	struct alloc_program *program;
+	struct symbolizer *symbolizer;
+	struct unwinder *unwinder; /* NULL with unwind: fp */
+	struct sample_reader *samples;
+	struct process_events *events;
+	struct sink **sinks;
+	size_t n_sinks;
+	struct metrics_server *metrics;
+	int epoll_fd, signal_fd;
+
+	struct tracked_process *buckets[PROCESS_BUCKETS];
+	size_t n_processes, n_waiting, n_probes;
+	struct service *services;
+	size_t n_services;
+	pid_t *forget;             /* released pids whose symbols go after the next flush */
+	size_t n_forget, cap_forget;
+
+	pid_t self;
+	double probe_cost_ns;
+	uint64_t calibration_hits;
+	int64_t interval_start_ms, interval_start_wall_ns;
+	int64_t next_drain_ms, next_publish_ms;
+	bool last_flush_failed;
+	bool over_limit_warned;
+	struct agent_stats stats;
+	bool stop;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- services ---------------------------------------------------------------------- */
+
+static struct service *find_service(struct daemon *d, const char *name)
+{
+	for (struct service *s = d->services; s; s = s->next)
+		if (strcmp(s->name, name) == 0)
+			return s;
+	return NULL;
+}
+
+/* The service a new process goes to: by name, created if the cap allows, else "other". */
+static struct service *service_for(struct daemon *d, const char *wanted)
+{
+	char name[1025];
+	struct service *s;
+	size_t max = d->config->max_label_value_bytes;
+
+	snprintf(name, sizeof(name), "%s", wanted);
+	if (strlen(name) > max) {
+		name[max] = '\0';
+		d->stats.label_values_truncated++;
+	}
+	s = find_service(d, name);
+	if (s)
+		return s;
+	if (d->n_services >= d->config->max_services) {
+		d->stats.services_overflowed++;
+		s = find_service(d, OVERFLOW_SERVICE);
+		if (s)
+			return s;
+		snprintf(name, sizeof(name), "%s", OVERFLOW_SERVICE);
+		log_warn("more than %u services: new ones are profiled as service \"%s\" "
+			 "(raise limits.max_services)",
+			 d->config->max_services, OVERFLOW_SERVICE);
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->name = strdup(name);
+	if (!s->name) {
+		free(s);
+		return NULL;
+	}
+	s->next = d->services;
+	d->services = s;
+	d->n_services++;
+	return s;
+}
+
+static void free_service(struct service *s)
+{
+	alloc_profile__free(s->profile);
+	free(s->name);
+	free(s);
+}
+
+/* ---- tracked processes ------------------------------------------------------------- */
+
+static struct tracked_process **bucket_of(struct daemon *d, pid_t pid)
+{
+	return &d->buckets[(uint32_t)pid % PROCESS_BUCKETS];
+}
+
+static struct tracked_process *find_process(struct daemon *d, pid_t pid)
+{
+	for (struct tracked_process *p = *bucket_of(d, pid); p; p = p->next)
+		if (p->pid == pid)
+			return p;
+	return NULL;
+}
+
+static void remember_to_forget(struct daemon *d, pid_t pid)
+{
+	if (d->n_forget == d->cap_forget) {
+		size_t cap = d->cap_forget ? d->cap_forget * 2 : 64;
+		pid_t *forget = realloc(d->forget, cap * sizeof(*forget));
+
+		if (!forget)
+			return; /* its symbols stay until the agent stops: memory, not correctness */
+		d->forget = forget;
+		d->cap_forget = cap;
+	}
+	d->forget[d->n_forget++] = pid;
+}
+
+static void drain_samples(struct daemon *d)
+{
+	int n = sample_reader__drain(d->samples);
+
+	if (n < 0 && n != -EINTR)
+		log_warn("reading samples failed: %s", strerror(-n));
+}
+
+/* Detaches and forgets a tracked process. The caller has drained the sample ring. */
+static void release_process(struct daemon *d, struct tracked_process *p)
+{
+	struct tracked_process **link = bucket_of(d, p->pid);
+
+	while (*link != p)
+		link = &(*link)->next;
+	*link = p->next;
+	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, p->pidfd, NULL);
+	close(p->pidfd);
+	if (p->probes) {
+		d->n_probes -= process_probes__count(p->probes);
+		process_probes__free(p->probes);
+		alloc_program__set_profiled(d->program, p->pid, false);
+	}
+	if (p->waiting)
+		d->n_waiting--;
+	if (p->snapshotted)
+		remember_to_forget(d, p->pid);
+	p->service->n_processes--;
+	d->n_processes--;
+	free(p);
+}
+
+static void snapshot_process(struct daemon *d, struct tracked_process *p)
+{
+	int ret = symbolizer__add_process(d->symbolizer, p->pid);
+
+	if (ret == 0 && d->unwinder)
+		ret = unwinder__add_process(d->unwinder, p->pid);
+	if (ret && ret != -ESRCH)
+		log_warn("cannot read the memory map of pid %d: %s", (int)p->pid, strerror(-ret));
+	p->snapshotted = true;
+}
+
+static void not_profiled(struct daemon *d, enum not_profiled_reason reason)
+{
+	d->stats.not_profiled[reason]++;
+}
+
+/* Attaches now, or schedules another look when the allocator is not mapped yet. Returns
+ * false when the process was released. */
+static bool try_attach(struct daemon *d, struct tracked_process *p)
+{
+	char err[512] = "";
+	int ret;
+
+	ret = process_probes__attach(d->program, p->pid, NULL, &p->probes, err, sizeof(err));
+	if (ret == 0) {
+		size_t stepped = process_probes__single_stepped(p->probes);
+
+		if (p->waiting)
+			d->n_waiting--;
+		p->waiting = false;
+		d->n_probes += process_probes__count(p->probes);
+		d->stats.attaches++;
+		alloc_program__set_profiled(d->program, p->pid, true);
+		snapshot_process(d, p);
+		if (p->service->n_processes == 1)
+			log_info("service %s: profiling pid %d (%s)", p->service->name, (int)p->pid,
+				 p->comm);
+		log_debug("pid %d (%s): %zu probes on %s%s", (int)p->pid, p->comm,
+			  process_probes__count(p->probes), process_probes__file(p->probes),
+			  stepped ? ", some single-stepped" : "");
+		return true;
+	}
+	if (ret == -ENOENT && p->attach_attempts < ATTACH_RETRIES) {
+		if (!p->waiting)
+			d->n_waiting++;
+		p->waiting = true;
+		p->next_attempt_ms = now_ms() + attach_retry_ms[p->attach_attempts++];
+		return true;
+	}
+	if (ret == -ENOTSUP) {
+		log_info("pid %d (%s) is not profiled: %s", (int)p->pid, p->comm, err);
+		not_profiled(d, NOT_PROFILED_UNSUPPORTED);
+	} else if (ret == -ENOENT) {
+		log_debug("pid %d (%s) is not profiled: no allocator allocscope knows is mapped",
+			  (int)p->pid, p->comm);
+		not_profiled(d, NOT_PROFILED_NO_ALLOCATOR);
+	} else if (ret != -ESRCH) {
+		log_warn("pid %d (%s) is not profiled: %s", (int)p->pid, p->comm, err);
+		not_profiled(d, NOT_PROFILED_ERROR);
+	}
+	release_process(d, p);
+	return false;
+}
+
+static void read_comm(pid_t pid, char *comm, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(comm, len, "?");
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (fgets(comm, (int)len, f))
+		comm[strcspn(comm, "\n")] = '\0';
+	fclose(f);
+}
+
+static void track_process(struct daemon *d, pid_t pid, const char *service_name,
+			  const char *comm)
+{
+	struct tracked_process *p;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = PID_TAG | (uint32_t)pid };
+	int pidfd;
+
+	if (d->n_processes >= d->config->max_processes) {
+		not_profiled(d, NOT_PROFILED_OVER_LIMIT);
+		if (!d->over_limit_warned)
+			log_warn("already profiling %zu processes: pid %d (%s) and others past "
+				 "the limit are not profiled (raise limits.max_processes)",
+				 d->n_processes, (int)pid, comm);
+		d->over_limit_warned = true;
+		return;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return; /* gone already */
+	p = calloc(1, sizeof(*p));
+	if (p)
+		p->service = service_for(d, service_name);
+	if (!p || !p->service || epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
+		log_warn("cannot track pid %d: %s", (int)pid, p ? strerror(errno) : "out of memory");
+		not_profiled(d, NOT_PROFILED_ERROR);
+		free(p);
+		close(pidfd);
+		return;
+	}
+	p->pid = pid;
+	p->pidfd = pidfd;
+	snprintf(p->comm, sizeof(p->comm), "%s", comm);
+	p->next = *bucket_of(d, pid);
+	*bucket_of(d, pid) = p;
+	p->service->n_processes++;
+	d->n_processes++;
+	try_attach(d, p);
+}
+
+/* Decides from /proc whether pid is a target, and tracks it if so. */
+static void consider_process(struct daemon *d, pid_t pid)
+{
+	struct process_info info;
+	char service[1024];
+
+	if (pid == d->self || find_process(d, pid))
+		return;
+	if (process_info__read("/proc", pid, &info) != 0)
+		return;
+	if (!target_rules__match(&d->config->targets, &info, service, sizeof(service)))
+		return;
+	track_process(d, pid, service, info.comm);
+}
+
+static void scan_processes(struct daemon *d)
+{
+	DIR *dir = opendir("/proc");
+	struct dirent *entry;
+
+	if (!dir) {
+		log_error("cannot list /proc: %s", strerror(errno));
+		return;
+	}
+	while ((entry = readdir(dir))) {
+		char *end;
+		long pid = strtol(entry->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid > INT_MAX)
+			continue;
+		consider_process(d, (pid_t)pid);
+	}
+	closedir(dir);
+}
+
+static void retry_waiting(struct daemon *d, int64_t now)
+{
+	if (!d->n_waiting)
+		return;
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		struct tracked_process *p = d->buckets[b], *next;
+
+		for (; p; p = next) {
+			next = p->next;
+			if (!p->probes && p->next_attempt_ms <= now)
+				try_attach(d, p);
+		}
+	}
+}
+
+static int64_t next_retry_ms(struct daemon *d)
+{
+	int64_t next = INT64_MAX;
+
+	if (!d->n_waiting)
+		return next;
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++)
+		for (struct tracked_process *p = d->buckets[b]; p; p = p->next)
+			if (!p->probes && p->next_attempt_ms < next)
+				next = p->next_attempt_ms;
+	return next;
+}
+
+/* A fork followed by an exec in the same batch is decided by the exec. */
+static bool execs_later(const struct process_event *batch, size_t n, size_t from, uint32_t pid)
+{
+	for (size_t i = from + 1; i < n; i++)
+		if (batch[i].type == PROCESS_EVENT_EXEC && batch[i].pid == pid)
+			return true;
+	return false;
+}
+
+static void handle_process_events(struct daemon *d)
+{
+	const struct process_event *batch;
+	size_t n;
+	int ret = process_events__drain(d->events, &batch, &n);
+
+	if (ret < 0 && ret != -EINTR)
+		log_warn("reading process notices failed: %s", strerror(-ret));
+	if (!n)
+		return;
+	/* Samples first: a process released below keeps what it allocated before. */
+	drain_samples(d);
+	for (size_t i = 0; i < n; i++) {
+		const struct process_event *event = &batch[i];
+		pid_t pid = (pid_t)event->pid;
+		struct tracked_process *p = find_process(d, pid);
+
+		if (event->type == PROCESS_EVENT_EXEC) {
+			if (p)
+				release_process(d, p); /* a new image: decided afresh */
+			consider_process(d, pid);
+		} else if (event->type == PROCESS_EVENT_FORK && !p &&
+			   !execs_later(batch, n, i, event->pid)) {
+			struct tracked_process *parent = find_process(d, (pid_t)event->parent_pid);
+			char comm[16];
+
+			if (!parent || pid == d->self)
+				continue;
+			/* A forked worker is its parent's image: same rules, same service. */
+			read_comm(pid, comm, sizeof(comm));
+			track_process(d, pid, parent->service->name, comm);
+		}
+	}
+}
+
+static void handle_exit(struct daemon *d, pid_t pid)
+{
+	struct tracked_process *p = find_process(d, pid);
+
+	if (!p)
+		return;
+	drain_samples(d);
+	log_debug("pid %d (%s) exited", (int)pid, p->comm);
+	release_process(d, p);
+}
+
+/* ---- samples ----------------------------------------------------------------------- */
+
+static int add_sample(struct daemon *d, struct alloc_profile *profile,
+		      const struct alloc_sample *sample)
+{
+	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
+	struct unwind_input input = {
+		.pid = (pid_t)sample->pid,
+		.tid = (pid_t)sample->tid,
+		.regs = (const uint64_t *)sample->regs,
+		.stack = sample->stack_copy,
+		.stack_len = sample->stack_copy_bytes,
+	};
+	struct unwind_result result = { 0 };
+	int ret;
+
+	if (!d->unwinder)
+		return alloc_profile__add(profile, sample);
+	ret = unwinder__unwind(d->unwinder, &input, d->config->unwind, pcs,
+			       sizeof(pcs) / sizeof(pcs[0]), &result);
+	if (ret)
+		return ret;
+	if (result.n_pcs < 2 && sample->caller_address) {
+		pcs[0] = sample->regs[ALLOC_REG_IP];
+		pcs[1] = sample->caller_address;
+		result.n_pcs = 2;
+	}
+	d->stats.truncated_unwinds += result.truncated;
+	return alloc_profile__add_stack(profile, sample->pid, pcs, result.n_pcs, sample->size);
+}
+
+static int on_sample(const struct alloc_sample *sample, void *ctx)
+{
+	struct daemon *d = ctx;
+	struct tracked_process *p;
+	struct service *s;
+
+	if ((pid_t)sample->pid == d->self)
+		return 0; /* the start-up calibration's rare sample */
+	d->stats.samples++;
+	p = find_process(d, (pid_t)sample->pid);
+	if (!p) {
+		d->stats.samples_unattributed++;
+		return 0;
+	}
+	s = p->service;
+	if (!s->profile &&
+	    alloc_profile__new(d->config->sample_rate, d->symbolizer, &s->profile) != 0) {
+		d->stats.samples_out_of_memory++;
+		return 0;
+	}
+	if (add_sample(d, s->profile, sample) != 0)
+		d->stats.samples_out_of_memory++;
+	return 0;
+}
+
+/* ---- intervals --------------------------------------------------------------------- */
+
+static int submit_profile(struct daemon *d, struct service *s, int64_t duration_ns)
+{
+	const struct agent_config *c = d->config;
+	struct pprof_label sample_labels[2 + CONFIG_MAX_STATIC_LABELS];
+	struct profile_label labels[2 + CONFIG_MAX_STATIC_LABELS];
+	char values[CONFIG_MAX_STATIC_LABELS + 1][1025];
+	char line1[128], line2[1200];
+	const char *comments[] = { line1, line2, NULL };
+	size_t n = 0, max = c->max_label_value_bytes;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int ret, failures = 0;
+
+	snprintf(values[0], sizeof(values[0]), "%s", c->hostname);
+	labels[n++] = (struct profile_label){ "service_name", s->name };
+	labels[n++] = (struct profile_label){ "hostname", values[0] };
+	for (size_t i = 0; i < c->n_labels; i++) {
+		snprintf(values[i + 1], sizeof(values[i + 1]), "%s", c->labels[i].value);
+		labels[n++] = (struct profile_label){ c->labels[i].key, values[i + 1] };
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strlen(labels[i].value) > max) {
+			((char *)labels[i].value)[max] = '\0';
+			d->stats.label_values_truncated++;
+		}
+		sample_labels[i] = (struct pprof_label){ .key = labels[i].key,
+							 .str = labels[i].value };
+	}
+	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
+		 (unsigned long long)c->sample_rate);
+	snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
+
+	struct alloc_profile_output output = {
+		.start_ns = d->interval_start_wall_ns,
+		.duration_ns = duration_ns,
+		.comments = comments,
+		.labels = sample_labels,
+		.n_labels = n,
+		.pid_label = c->pid_label,
+	};
+
+	ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
+	if (ret) {
+		d->stats.encode_errors++;
+		log_error("cannot encode the profile of service %s: %s", s->name, strerror(-ret));
+		return ret;
+	}
+	d->stats.profiles_built++;
+
+	struct profile_record record = {
+		.service = s->name,
+		.labels = labels,
+		.n_labels = n,
+		.start_ns = d->interval_start_wall_ns,
+		.duration_ns = duration_ns,
+		.pprof_gz = data,
+		.pprof_gz_len = len,
+	};
+
+	for (size_t i = 0; i < d->n_sinks; i++)
+		failures += sink__submit(d->sinks[i], &record) != 0;
+	free(data);
+	return failures == (int)d->n_sinks ? -EIO : 0;
+}
+
+static void flush_interval(struct daemon *d, int64_t now)
+{
+	int64_t duration_ns = (now - d->interval_start_ms) * 1000000;
+	size_t written = 0, failed = 0;
+	struct service **link;
+
+	drain_samples(d);
+	for (struct service *s = d->services; s; s = s->next) {
+		struct alloc_profile_totals totals;
+
+		if (!s->profile)
+			continue;
+		alloc_profile__totals(s->profile, &totals);
+		if (totals.samples) {
+			if (submit_profile(d, s, duration_ns) == 0)
+				written++;
+			else
+				failed++;
+		}
+		alloc_profile__free(s->profile);
+		s->profile = NULL;
+	}
+	d->last_flush_failed = failed && !written;
+	/* The profiles are written: released processes' symbols can go. */
+	for (size_t i = 0; i < d->n_forget; i++) {
+		if (find_process(d, d->forget[i]))
+			continue; /* the pid came back as a new target: its snapshot is fresh */
+		symbolizer__remove_process(d->symbolizer, d->forget[i]);
+		if (d->unwinder)
+			unwinder__remove_process(d->unwinder, d->forget[i]);
+	}
+	d->n_forget = 0;
+	link = &d->services;
+	while (*link) {
+		struct service *s = *link;
+
+		if (s->n_processes == 0) {
+			*link = s->next;
+			free_service(s);
+			d->n_services--;
+		} else {
+			link = &s->next;
+		}
+	}
+	d->stats.intervals++;
+	log_debug("interval: %zu profiles written, %zu failed; %zu processes in %zu services",
+		  written, failed, d->n_processes, d->n_services);
+	d->interval_start_ms = now;
+	d->interval_start_wall_ns = wall_ns();
+}
+
+/* ---- self-metrics ------------------------------------------------------------------ */
+
+static void sink_totals(const struct daemon *d, struct sink_stats *out)
+{
+	*out = d->stats.retired_sinks;
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		struct sink_stats s;
+
+		sink__stats(d->sinks[i], &s);
+		out->profiles_written += s.profiles_written;
+		out->bytes_written += s.bytes_written;
+		out->errors += s.errors;
+		out->profiles_dropped += s.profiles_dropped;
+		out->files_removed += s.files_removed;
+	}
+}
+
+static size_t count_open_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	size_t n = 0;
+
+	if (!dir)
+		return 0;
+	while (readdir(dir))
+		n++;
+	closedir(dir);
+	return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
+}
+
+static double resident_bytes(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "re");
+	int n;
+
+	if (!f)
+		return 0;
+	n = fscanf(f, "%lu %lu", &size, &resident);
+	fclose(f);
+	return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static void counter(struct metrics_text *t, const char *name, const char *help, double value)
+{
+	metrics_text__family(t, name, "counter", help);
+	metrics_text__sample(t, name, NULL, value);
+}
+
+static void gauge(struct metrics_text *t, const char *name, const char *help, double value)
+{
+	metrics_text__family(t, name, "gauge", help);
+	metrics_text__sample(t, name, NULL, value);
+}
+
+static void render_metrics(struct daemon *d, struct metrics_text *t)
+{
+	struct alloc_counters bpf;
+	struct sink_stats sinks;
+	struct rusage usage;
+	uint64_t hits = alloc_program__probe_hits(d->program);
+	double cpu = 0;
+
+	alloc_program__read_counters(d->program, &bpf);
+	sink_totals(d, &sinks);
+	hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0;
+	if (getrusage(RUSAGE_SELF, &usage) == 0)
+		cpu = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+		      (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+
+	metrics_text__family(t, "allocscope_build_info", "gauge",
+			     "The agent's version and source revision.");
+	metrics_text__sample(t, "allocscope_build_info",
+			     (const char *const[]){ "version", ALLOCSCOPE_VERSION, "revision",
+						    ALLOCSCOPE_GIT_REV, NULL },
+			     1);
+	counter(t, "allocscope_samples_total", "Sampled allocations received from the kernel.",
+		(double)d->stats.samples);
+	metrics_text__family(t, "allocscope_samples_dropped_total", "counter",
+			     "Sampled allocations lost, by reason.");
+	const struct {
+		const char *reason;
+		uint64_t value;
+	} drops[] = {
+		{ "ringbuf_full", bpf.ringbuf_full },
+		{ "out_of_memory", d->stats.samples_out_of_memory },
+		{ "malformed", sample_reader__malformed(d->samples) },
+		{ "unattributed", d->stats.samples_unattributed },
+	};
+	for (size_t i = 0; i < sizeof(drops) / sizeof(drops[0]); i++)
+		metrics_text__sample(t, "allocscope_samples_dropped_total",
+				     (const char *const[]){ "reason", drops[i].reason, NULL },
+				     (double)drops[i].value);
+	metrics_text__family(t, "allocscope_stacks_degraded_total", "counter",
+			     "Samples whose stack is incomplete, by reason.");
+	const struct {
+		const char *reason;
+		uint64_t value;
+	} degraded[] = {
+		{ "frame_pointer_walk_failed", bpf.stack_errors },
+		{ "caller_unreadable", bpf.caller_errors },
+		{ "no_stack_copy", bpf.stack_copy_errors },
+		{ "truncated", d->stats.truncated_unwinds },
+	};
+	for (size_t i = 0; i < sizeof(degraded) / sizeof(degraded[0]); i++)
+		metrics_text__sample(t, "allocscope_stacks_degraded_total",
+				     (const char *const[]){ "reason", degraded[i].reason, NULL },
+				     (double)degraded[i].value);
+	counter(t, "allocscope_allocations_uncounted_total",
+		"Allocations not counted: no per-thread countdown could be created.",
+		(double)bpf.storage_errors);
+	counter(t, "allocscope_probe_hits_total", "Allocator calls that hit a probe.",
+		(double)hits);
+	gauge(t, "allocscope_probe_hit_cost_seconds",
+	      "Measured cost of one probe hit on this machine (calibrated at start).",
+	      d->probe_cost_ns / 1e9);
+	counter(t, "allocscope_estimated_overhead_seconds_total",
+		"CPU time the probes cost the profiled processes: hits times the measured cost.",
+		(double)hits * d->probe_cost_ns / 1e9);
+	metrics_text__family(t, "allocscope_processes", "gauge",
+			     "Processes tracked: attached, or waiting for their allocator.");
+	metrics_text__sample(t, "allocscope_processes",
+			     (const char *const[]){ "state", "attached", NULL },
+			     (double)(d->n_processes - d->n_waiting));
+	metrics_text__sample(t, "allocscope_processes",
+			     (const char *const[]){ "state", "waiting", NULL },
+			     (double)d->n_waiting);
+	gauge(t, "allocscope_probes", "Uprobes attached (one per entry point per process).",
+	      (double)d->n_probes);
+	gauge(t, "allocscope_services", "Services with tracked processes.",
+	      (double)d->n_services);
+	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
+		(double)d->stats.attaches);
+	metrics_text__family(t, "allocscope_processes_not_profiled_total", "counter",
+			     "Target processes that were not profiled, by reason.");
+	for (int i = 0; i < NOT_PROFILED__COUNT; i++)
+		metrics_text__sample(t, "allocscope_processes_not_profiled_total",
+				     (const char *const[]){ "reason", not_profiled_names[i], NULL },
+				     (double)d->stats.not_profiled[i]);
+	counter(t, "allocscope_process_events_lost_total",
+		"Exec and fork notices lost (a process may have been missed).",
+		(double)(bpf.process_events_lost + process_events__lost(d->events) +
+			 process_events__malformed(d->events)));
+	counter(t, "allocscope_services_overflowed_total",
+		"Processes profiled as service \"other\" because of limits.max_services.",
+		(double)d->stats.services_overflowed);
+	counter(t, "allocscope_label_values_truncated_total",
+		"Label values cut to limits.max_label_value_bytes.",
+		(double)d->stats.label_values_truncated);
+	counter(t, "allocscope_profiles_built_total", "Interval profiles encoded.",
+		(double)d->stats.profiles_built);
+	counter(t, "allocscope_profile_encode_errors_total", "Interval profiles that failed to encode.",
+		(double)d->stats.encode_errors);
+	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
+		(double)d->stats.intervals);
+
+	const struct {
+		const char *name, *help;
+		uint64_t value;
+	} sink_metrics[] = {
+		{ "allocscope_sink_profiles_written_total", "Profiles delivered by sinks.",
+		  sinks.profiles_written },
+		{ "allocscope_sink_bytes_written_total", "Profile bytes delivered by sinks.",
+		  sinks.bytes_written },
+		{ "allocscope_sink_errors_total", "Sink deliveries that failed.", sinks.errors },
+		{ "allocscope_sink_profiles_dropped_total", "Profiles sinks gave up on.",
+		  sinks.profiles_dropped },
+		{ "allocscope_sink_files_removed_total", "Files removed by a retention limit.",
+		  sinks.files_removed },
+	};
+	for (size_t i = 0; i < sizeof(sink_metrics) / sizeof(sink_metrics[0]); i++) {
+		metrics_text__family(t, sink_metrics[i].name, "counter", sink_metrics[i].help);
+		metrics_text__sample(t, sink_metrics[i].name,
+				     (const char *const[]){ "sink", "directory", NULL },
+				     (double)sink_metrics[i].value);
+	}
+	metrics_text__family(t, "allocscope_config_reloads_total", "counter",
+			     "Configuration reloads (SIGHUP), by result.");
+	metrics_text__sample(t, "allocscope_config_reloads_total",
+			     (const char *const[]){ "result", "success", NULL },
+			     (double)d->stats.reloads_ok);
+	metrics_text__sample(t, "allocscope_config_reloads_total",
+			     (const char *const[]){ "result", "failure", NULL },
+			     (double)d->stats.reloads_failed);
+	gauge(t, "allocscope_symbolizer_processes", "Processes the symbolizer holds maps of.",
+	      (double)symbolizer__process_count(d->symbolizer));
+	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
+	      (double)symbolizer__file_count(d->symbolizer));
+	gauge(t, "allocscope_sample_rate_bytes", "Mean bytes between samples.",
+	      (double)d->config->sample_rate);
+	gauge(t, "allocscope_interval_seconds", "Profile interval.",
+	      d->config->interval_ms / 1000.0);
+	counter(t, "process_cpu_seconds_total", "User and system CPU time of the agent.", cpu);
+	gauge(t, "process_resident_memory_bytes", "Resident memory of the agent.",
+	      resident_bytes());
+	gauge(t, "process_open_fds", "Open file descriptors of the agent.",
+	      (double)count_open_fds());
+}
+
+static void publish_metrics(struct daemon *d)
+{
+	struct metrics_text text = { 0 };
+
+	if (!d->metrics)
+		return;
+	render_metrics(d, &text);
+	if (metrics_text__error(&text) == 0)
+		metrics_server__publish(d->metrics, text.data, text.len);
+	metrics_text__free(&text);
+	if (d->last_flush_failed)
+		metrics_server__set_health(d->metrics, false,
+					   "every sink failed at the last interval (see the log)");
+	else
+		metrics_server__set_health(d->metrics, true, NULL);
+}
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+static int make_sinks(const struct agent_config *c, struct sink ***out)
+{
+	struct sink **sinks = calloc(c->n_sinks, sizeof(*sinks));
+	char err[512] = "";
+	int ret = 0;
+
+	if (!sinks)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_sinks && !ret; i++) {
+		const struct sink_config *sc = &c->sinks[i];
+		struct directory_sink_opts opts = {
+			.path = sc->path,
+			.max_total_bytes = sc->max_total_bytes,
+			.max_age_ms = sc->max_age_ms,
+		};
+
+		switch (sc->type) {
+		case SINK_TYPE_DIRECTORY:
+			ret = directory_sink__new(&opts, &sinks[i], err, sizeof(err));
+			if (ret)
+				log_error("sink %zu: %s", i + 1, err);
+			break;
+		}
+	}
+	if (ret) {
+		for (size_t i = 0; i < c->n_sinks; i++)
+			sink__free(sinks[i]);
+		free(sinks);
+		return ret;
+	}
+	*out = sinks;
+	return 0;
+}
+
+static void free_sinks(struct daemon *d, bool keep_stats)
+{
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		if (keep_stats) {
+			struct sink_stats s;
+
+			sink__stats(d->sinks[i], &s);
+			d->stats.retired_sinks.profiles_written += s.profiles_written;
+			d->stats.retired_sinks.bytes_written += s.bytes_written;
+			d->stats.retired_sinks.errors += s.errors;
+			d->stats.retired_sinks.profiles_dropped += s.profiles_dropped;
+			d->stats.retired_sinks.files_removed += s.files_removed;
+		}
+		sink__free(d->sinks[i]);
+	}
+	free(d->sinks);
+	d->sinks = NULL;
+	d->n_sinks = 0;
+}
+
+static int make_metrics_server(const struct agent_config *c, struct metrics_server **out)
+{
+	char err[512] = "";
+	int ret;
+
+	*out = NULL;
+	if (!c->metrics_listen || !*c->metrics_listen)
+		return 0;
+	ret = metrics_server__new(c->metrics_listen, false, out, err, sizeof(err));
+	if (ret) {
+		log_error("%s", err);
+		return ret;
+	}
+	log_info("self-metrics on http://%s/metrics (port %u)", c->metrics_listen,
+		 (unsigned)metrics_server__port(*out));
+	return 0;
+}
+
+static bool same_string(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Sampling settings are baked into the loaded BPF program: a reload keeps the running ones. */
+static void keep_sampling_settings(const struct agent_config *running, struct agent_config *next)
+{
+	if (running->sample_rate != next->sample_rate || running->unwind != next->unwind ||
+	    running->stack_copy_bytes != next->stack_copy_bytes ||
+	    running->ringbuf_bytes != next->ringbuf_bytes)
+		log_warn("reload: sampling.* settings change only on restart; keeping the running "
+			 "ones");
+	next->sample_rate = running->sample_rate;
+	next->unwind = running->unwind;
+	next->stack_copy_bytes = running->stack_copy_bytes;
+	next->ringbuf_bytes = running->ringbuf_bytes;
+}
+
+/* Rules changed: drop what is no longer a target, move what changed service, add what newly
+ * matches. */
+static void reapply_rules(struct daemon *d)
+{
+	drain_samples(d);
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		struct tracked_process *p = d->buckets[b], *next;
+
+		for (; p; p = next) {
+			struct process_info info;
+			char service[1024];
+
+			next = p->next;
+			if (process_info__read("/proc", p->pid, &info) != 0 ||
+			    !target_rules__match(&d->config->targets, &info, service,
+						 sizeof(service))) {
+				release_process(d, p);
+				continue;
+			}
+			struct service *s = service_for(d, service);
+
+			if (s && s != p->service) {
+				p->service->n_processes--;
+				p->service = s;
+				s->n_processes++;
+			}
+		}
+	}
+	scan_processes(d);
+}
+
+static void reload(struct daemon *d)
+{
+	struct agent_config *next = NULL;
+	struct metrics_server *metrics = d->metrics;
+	struct sink **sinks = NULL;
+	char err[1024] = "";
+	int ret;
+
+	log_info("reloading %s", d->config_path);
+	ret = config_load_file(d->config_path, &next, err, sizeof(err));
+	if (ret == -ENOENT && d->path_is_default)
+		ret = config_defaults(&next);
+	if (ret) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		d->stats.reloads_failed++;
+		return;
+	}
+	keep_sampling_settings(d->config, next);
+	ret = make_sinks(next, &sinks);
+	if (ret == 0 && !same_string(next->metrics_listen, d->config->metrics_listen)) {
+		metrics_server__free(d->metrics); /* frees the port for a server on it */
+		d->metrics = NULL;
+		ret = make_metrics_server(next, &metrics);
+		if (ret) /* the old address again, so the endpoint does not vanish */
+			make_metrics_server(d->config, &d->metrics);
+	}
+	if (ret) {
+		log_error("reload failed, keeping the running configuration (see above)");
+		if (sinks) {
+			for (size_t i = 0; i < next->n_sinks; i++)
+				sink__free(sinks[i]);
+			free(sinks);
+		}
+		config_free(next);
+		d->stats.reloads_failed++;
+		return;
+	}
+	free_sinks(d, true);
+	d->sinks = sinks;
+	d->n_sinks = next->n_sinks;
+	d->metrics = metrics;
+	config_free(d->config);
+	d->config = next;
+	log_set_level(next->log_level);
+	reapply_rules(d);
+	d->stats.reloads_ok++;
+	log_info("reloaded: profiling %zu processes in %zu services", d->n_processes,
+		 d->n_services);
+}
+
+/* ---- start and loop ---------------------------------------------------------------- */
+
+static void raise_fd_limit(const struct agent_config *c)
+{
+	struct rlimit limit;
+	rlim_t wanted = (rlim_t)c->max_processes * FDS_PER_PROCESS + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted)
+		return;
+	limit.rlim_cur = limit.rlim_max < wanted ? limit.rlim_max : wanted;
+	setrlimit(RLIMIT_NOFILE, &limit);
+	if (limit.rlim_cur < wanted)
+		log_warn("open-file limit %llu is below the %llu that limits.max_processes=%u "
+			 "may need (LimitNOFILE= in the unit)",
+			 (unsigned long long)limit.rlim_cur, (unsigned long long)wanted,
+			 c->max_processes);
+}
+
+static int load_program(struct daemon *d)
+{
+	const struct agent_config *c = d->config;
+	struct alloc_program_opts opts = {
+		.sample_rate = c->sample_rate,
+		.ringbuf_bytes = c->ringbuf_bytes,
+		.walk_frame_pointers = c->unwind == UNWIND_FP,
+		.stack_copy_bytes = c->unwind == UNWIND_FP ? 0 : c->stack_copy_bytes,
+	};
+	char err[512] = "";
+	int ret;
+
+	ret = alloc_program__load(&opts, &d->program, err, sizeof(err));
+	if (ret) {
+		log_error("%s", err);
+		return ret;
+	}
+	ret = probe_cost__measure(d->program, &d->probe_cost_ns);
+	if (ret)
+		log_warn("cannot measure the probe cost (%s): overhead estimates read 0",
+			 strerror(-ret));
+	else
+		log_info("one probe hit costs %.0f ns on this machine", d->probe_cost_ns);
+	d->calibration_hits = alloc_program__probe_hits(d->program);
+	d->symbolizer = symbolizer__new();
+	if (!d->symbolizer)
+		return -ENOMEM;
+	if (c->debuginfod_urls && symbolizer__set_debuginfod(d->symbolizer, c->debuginfod_urls, 0))
+		return -ENOMEM;
+	if (c->unwind != UNWIND_FP) {
+		ret = unwinder__new(&d->unwinder);
+		if (ret)
+			return ret;
+	}
+	ret = sample_reader__new(alloc_program__ringbuf_fd(d->program), on_sample, d, &d->samples);
+	if (ret)
+		return ret;
+	ret = process_events__new(alloc_program__process_events_fd(d->program), &d->events);
+	if (ret)
+		return ret;
+	ret = alloc_program__watch_processes(d->program, err, sizeof(err));
+	if (ret)
+		log_error("%s", err);
+	return ret;
+}
+
+static int watch(struct daemon *d, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	return epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+static void handle_signals(struct daemon *d)
+{
+	struct signalfd_siginfo info;
+
+	while (read(d->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
+		if (info.ssi_signo == SIGHUP) {
+			reload(d);
+		} else {
+			log_info("stopping on %s", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+			d->stop = true;
+		}
+	}
+}
+
+static void run_loop(struct daemon *d)
+{
+	struct epoll_event events[64];
+
+	while (!d->stop) {
+		int64_t now = now_ms();
+		int64_t deadline = d->interval_start_ms + (int64_t)d->config->interval_ms;
+		int64_t retry = next_retry_ms(d);
+		int timeout;
+		int n;
+
+		if (d->next_drain_ms < deadline)
+			deadline = d->next_drain_ms;
+		if (d->metrics && d->next_publish_ms < deadline)
+			deadline = d->next_publish_ms;
+		if (retry < deadline)
+			deadline = retry;
+		timeout = deadline > now ? (int)(deadline - now) : 0;
+		n = epoll_wait(d->epoll_fd, events, 64, timeout);
+		if (n < 0 && errno != EINTR) {
+			log_error("waiting for events failed: %s", strerror(errno));
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = events[i].data.u64;
+
+			if (tag == TAG_SAMPLES)
+				drain_samples(d);
+			else if (tag == TAG_EVENTS)
+				handle_process_events(d);
+			else if (tag == TAG_SIGNALS)
+				handle_signals(d);
+			else if (tag & PID_TAG)
+				handle_exit(d, (pid_t)(uint32_t)tag);
+		}
+		now = now_ms();
+		if (now >= d->next_drain_ms) {
+			drain_samples(d);
+			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
+		}
+		retry_waiting(d, now);
+		if (now >= d->interval_start_ms + (int64_t)d->config->interval_ms)
+			flush_interval(d, now);
+		if (d->metrics && now >= d->next_publish_ms) {
+			publish_metrics(d);
+			d->next_publish_ms = now + PUBLISH_INTERVAL_MS;
+		}
+	}
+}
+
+static void shut_down(struct daemon *d)
+{
+	/* Detach first so targets run at full speed, then the partial interval. */
+	if (d->samples)
+		drain_samples(d);
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		while (d->buckets[b])
+			release_process(d, d->buckets[b]);
+	}
+	if (d->samples && d->program && d->sinks)
+		flush_interval(d, now_ms());
+	while (d->services) {
+		struct service *s = d->services;
+
+		d->services = s->next;
+		free_service(s);
+	}
+	free_sinks(d, false);
+	metrics_server__free(d->metrics);
+	process_events__free(d->events);
+	sample_reader__free(d->samples);
+	unwinder__free(d->unwinder);
+	symbolizer__free(d->symbolizer);
+	alloc_program__free(d->program);
+	if (d->epoll_fd >= 0)
+		close(d->epoll_fd);
+	if (d->signal_fd >= 0)
+		close(d->signal_fd);
+	free(d->forget);
+	config_free(d->config);
+}
+
+static int load_config(const char *path, bool path_is_default, struct agent_config **out)
+{
+	char err[1024] = "";
+	int ret = config_load_file(path, out, err, sizeof(err));
+
+	if (ret == -ENOENT && path_is_default) {
+		log_info("no %s: running with the built-in defaults", path);
+		return config_defaults(out);
+	}
+	if (ret)
+		log_error("%s", err);
+	return ret;
+}
+
+int daemon_check_config(const char *config_path)
+{
+	struct agent_config *config;
+	char err[1024] = "";
+
+	if (config_load_file(config_path, &config, err, sizeof(err)) != 0) {
+		fprintf(stderr, "allocscope: %s\n", err);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", config_path);
+	config_free(config);
+	return 0;
+}
+
+int daemon_run(const char *config_path, bool path_is_default)
+{
+	struct daemon d = {
+		.config_path = config_path,
+		.path_is_default = path_is_default,
+		.epoll_fd = -1,
+		.signal_fd = -1,
+		.self = getpid(),
+	};
+	sigset_t signals;
+	char rate[32];
+	int status = 1;
+
+	/* Blocked before any thread starts, so every thread inherits the mask and only the
+	 * signalfd sees them. */
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGHUP);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigprocmask(SIG_BLOCK, &signals, NULL);
+
+	if (load_config(config_path, path_is_default, &d.config) != 0)
+		goto out;
+	log_set_level(d.config->log_level);
+	raise_fd_limit(d.config);
+	if (make_sinks(d.config, &d.sinks) != 0)
+		goto out;
+	d.n_sinks = d.config->n_sinks;
+	if (make_metrics_server(d.config, &d.metrics) != 0)
+		goto out;
+	d.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	d.signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d.epoll_fd < 0 || d.signal_fd < 0) {
+		log_error("cannot set up the event loop: %s", strerror(errno));
+		goto out;
+	}
+	if (load_program(&d) != 0)
+		goto out;
+	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
+	    watch(&d, process_events__fd(d.events), TAG_EVENTS) ||
+	    watch(&d, d.signal_fd, TAG_SIGNALS)) {
+		log_error("cannot set up the event loop: %s", strerror(errno));
+		goto out;
+	}
+	d.interval_start_ms = now_ms();
+	d.interval_start_wall_ns = wall_ns();
+	d.next_drain_ms = d.interval_start_ms + DRAIN_INTERVAL_MS;
+	scan_processes(&d);
+	/* Exec notices queued during the scan are handled in the loop; a process seen twice is
+	 * tracked once. */
+	units_format_size((double)d.config->sample_rate, rate, sizeof(rate));
+	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
+		 "a profile per service every %.0fs (configuration: %s)",
+		 d.n_processes, d.n_services, rate, d.config->interval_ms / 1000.0,
+		 d.config->source);
+	publish_metrics(&d);
+	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
+	run_loop(&d);
+	status = 0;
+out:
+	shut_down(&d);
+	return status;
+}

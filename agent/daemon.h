@@ -1,0 +1,19 @@
+/* The continuous agent: load the configuration, find target processes as they start, exec
+ * and fork (and those already running), attach probes to each, and every interval write one
+ * delta allocation profile per service to the configured sinks, with self-metrics on a
+ * loopback HTTP address. SIGHUP reloads the configuration (an invalid file keeps the running
+ * one); SIGTERM and SIGINT flush the partial interval, detach everything and exit 0. */
+#ifndef ALLOCSCOPE_DAEMON_H
+#define ALLOCSCOPE_DAEMON_H
+
+#include <stdbool.h>
+
+/* config_path: the file to load; when it does not exist and path_is_default, the built-in
+ * defaults are used (a missing file given explicitly is an error). Returns the exit status:
+ * 0 after a clean stop, 1 when the agent could not start. */
+int daemon_run(const char *config_path, bool path_is_default);
+
+/* Loads the file and reports whether it is valid, for `--check-config`. 0 or 1. */
+int daemon_check_config(const char *config_path);
+
+#endif

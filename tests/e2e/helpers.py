@@ -1,0 +1,136 @@
+"""Shared pieces of the end-to-end tests: the test registry, workload and allocscope process
+helpers, and the statistics that turn a workload's manifest into per-site tolerances."""
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from pprof_reader import Profile  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
+ALLOCSCOPE = os.path.join(BUILD, "allocscope")
+ALLOC_SITES = os.path.join(BUILD, "workloads", "alloc_sites")
+MALLOC_LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
+ALLOC_SITES_NOFP = os.path.join(BUILD, "workloads", "alloc_sites_nofp")
+CXX_SITES = os.path.join(BUILD, "workloads", "cxx_sites")
+RATE = 16 * 1024
+RATE_ARG = "16KiB"
+SIGMAS = 5.0  # per-site tolerance: a false failure is ~1 in 10^6 per check
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+class Workload:
+    """A workload started with --wait: it prints 'ready PID' and allocates on SIGUSR1."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv + ["--wait"], stdout=subprocess.PIPE, text=True,
+                                     env=env)
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), f"workload did not start: {line!r}"
+        self.pid = self.proc.pid
+
+    def start(self):
+        os.kill(self.pid, signal.SIGUSR1)
+
+    def finish(self, timeout=120):
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"workload exited {self.proc.returncode}"
+        return out
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_allocscope(args):
+    """Starts allocscope and waits until it reports its probes are in place."""
+    proc = subprocess.Popen([ALLOCSCOPE] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"allocscope ended before attaching: {''.join(seen)}{err}")
+        seen.append(line)
+        if line.startswith("allocscope: sampling every"):
+            return proc, seen
+
+
+def finish_allocscope(proc, seen, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, "".join(seen) + err
+
+
+def run(args, timeout=120, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def parse_manifest(text):
+    """{site: [(size, count), ...]} from the workload's 'site NAME SIZE COUNT' lines."""
+    sites = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "site":
+            sites.setdefault(parts[1], []).append((int(parts[2]), int(parts[3])))
+    assert sites, f"no manifest in workload output: {text[:300]!r}"
+    return sites
+
+
+def expected_with_tolerance(classes, rate):
+    """Truth and allowed deviation for one site's bytes and objects.
+
+    Each allocation of s bytes is sampled independently with p = 1 - exp(-s/R) and weighted
+    by 1/p, so the estimate is unbiased with variance N s^2 (1-p)/p (bytes) and N (1-p)/p
+    (objects) per size class."""
+    bytes_truth = objects_truth = bytes_var = objects_var = 0.0
+    for size, count in classes:
+        p = -math.expm1(-size / rate)
+        # The normal approximation behind the tolerance needs enough expected samples.
+        assert count * p >= 50, f"workload class {size}x{count} is too rare at rate {rate}"
+        bytes_truth += size * count
+        objects_truth += count
+        bytes_var += count * size * size * (1 - p) / p
+        objects_var += count * (1 - p) / p
+    # Values are rounded per stack when written: allow a few units for that.
+    return (bytes_truth, SIGMAS * math.sqrt(bytes_var) + 64,
+            objects_truth, SIGMAS * math.sqrt(objects_var) + 4)
+
+
+def check_sites(profile, manifest, rate):
+    assert [t for t, _ in profile.sample_types] == ["alloc_objects", "alloc_space"]
+    space = profile.totals_by_function(1)
+    objects = profile.totals_by_function(0)
+    problems = []
+    for site, classes in manifest.items():
+        b_truth, b_tol, o_truth, o_tol = expected_with_tolerance(classes, rate)
+        b_got, o_got = space.get(site, 0), objects.get(site, 0)
+        if abs(b_got - b_truth) > b_tol:
+            problems.append(f"{site}: alloc_space {b_got} vs truth {b_truth:.0f} "
+                            f"(tolerance {b_tol:.0f})")
+        if abs(o_got - o_truth) > o_tol:
+            problems.append(f"{site}: alloc_objects {o_got} vs truth {o_truth:.0f} "
+                            f"(tolerance {o_tol:.0f})")
+    assert not problems, "\n".join(problems)
+
+
+def go_pprof(args, tmp):
+    env = dict(os.environ, HOME=tmp, GOCACHE=os.path.join(tmp, "gocache"),
+               PPROF_TMPDIR=tmp, GOFLAGS="")
+    result = run(["go", "tool", "pprof"] + args, env=env, timeout=180)
+    assert result.returncode == 0, f"go tool pprof failed: {result.stderr}"
+    return result.stdout

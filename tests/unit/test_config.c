@@ -1,0 +1,729 @@
+/* The configuration loader as an operator meets it: the defaults, the reference file (which
+ * must equal the defaults), every key, and the exact message for each kind of mistake,
+ * position included. Runs from the repository root (tests/run-all cds there). */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "config/config.h"
+
+#define REFERENCE_FILE "config/allocscope.yaml"
+
+static char err[1024];
+
+static struct agent_config *load(const char *yaml)
+{
+	struct agent_config *config = NULL;
+	int ret;
+
+	err[0] = '\0';
+	ret = config_load_string(yaml, strlen(yaml), "x.yaml", &config, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "  unexpected error %d: %s\n", ret, err);
+		CHECK(ret == 0);
+	}
+	return config;
+}
+
+/* Loading yaml must fail with -EINVAL and exactly this message. */
+#define CHECK_ERROR(yaml, message)                                                                 \
+	do {                                                                                       \
+		struct agent_config *bad_ = (struct agent_config *)1;                              \
+		int ret_;                                                                          \
+											   \
+		err[0] = '\0';                                                                     \
+		ret_ =                                                                             \
+		    config_load_string((yaml), strlen(yaml), "x.yaml", &bad_, err, sizeof(err));   \
+		CHECK(ret_ == -EINVAL);                                                            \
+		CHECK(bad_ == NULL);                                                               \
+		CHECK_STR(err, (message));                                                         \
+		if (ret_ == 0)                                                                     \
+			config_free(bad_);                                                         \
+	} while (0)
+
+static char *machine_hostname(void)
+{
+	static char name[256];
+
+	if (gethostname(name, sizeof(name)) != 0 || !name[0])
+		snprintf(name, sizeof(name), "localhost");
+	name[sizeof(name) - 1] = '\0';
+	return name;
+}
+
+/* Every field against the documented defaults (source aside). */
+static void check_defaults(const struct agent_config *c)
+{
+	CHECK_EQ_U64(c->sample_rate, 512 * 1024);
+	CHECK_EQ_U64(c->unwind, UNWIND_AUTO);
+	CHECK_EQ_U64(c->stack_copy_bytes, 16 * 1024);
+	CHECK_EQ_U64(c->ringbuf_bytes, 16 * 1024 * 1024);
+	CHECK_EQ_U64(c->targets.n_include, 0);
+	CHECK(c->targets.include == NULL);
+	CHECK_EQ_U64(c->targets.n_exclude, 0);
+	CHECK(c->targets.exclude == NULL);
+	CHECK_EQ_U64(c->interval_ms, 15000);
+	CHECK_STR(c->hostname, machine_hostname());
+	CHECK_EQ_U64(c->n_labels, 0);
+	CHECK(c->labels == NULL);
+	CHECK(c->pid_label == false);
+	CHECK_EQ_U64(c->max_processes, 1024);
+	CHECK_EQ_U64(c->max_services, 256);
+	CHECK_EQ_U64(c->max_label_value_bytes, 128);
+	CHECK_EQ_U64(c->n_sinks, 1);
+	if (c->n_sinks == 1) {
+		CHECK_EQ_U64(c->sinks[0].type, SINK_TYPE_DIRECTORY);
+		CHECK_STR(c->sinks[0].path, "/var/lib/allocscope/profiles");
+		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 1ull << 30);
+		CHECK_EQ_U64(c->sinks[0].max_age_ms, 7ull * 24 * 3600 * 1000);
+	}
+	CHECK_STR(c->metrics_listen, "127.0.0.1:9464");
+	CHECK_EQ_U64(c->log_level, LOG_INFO);
+	CHECK(c->debuginfod_urls == NULL);
+}
+
+static void test_defaults(void)
+{
+	struct agent_config *config = NULL;
+
+	CHECK(config_defaults(&config) == 0);
+	if (!config)
+		return;
+	check_defaults(config);
+	CHECK_STR(config->source, "(defaults)");
+	config_free(config);
+	config_free(NULL);
+}
+
+static void test_reference_file_is_the_defaults(void)
+{
+	struct agent_config *config = NULL;
+	int ret;
+
+	ret = config_load_file(REFERENCE_FILE, &config, err, sizeof(err));
+	if (ret)
+		fprintf(stderr, "  %s: %s\n", REFERENCE_FILE, err);
+	CHECK(ret == 0);
+	if (!config)
+		return;
+	check_defaults(config);
+	CHECK_STR(config->source, REFERENCE_FILE);
+	config_free(config);
+}
+
+static void test_empty_means_defaults(void)
+{
+	static const char *const texts[] = {
+		"",
+		"\n",
+		"# only a comment\n\n# and another\n",
+		"---\n",
+		"sampling:\n",
+		"sampling: {}\ntargets:\n  include: []\nprofiles:\n  labels: {}\n",
+	};
+	char path[] = "/tmp/allocscope-test-config-XXXXXX";
+	struct agent_config *config;
+	int fd;
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		config = load(texts[i]);
+		if (!config)
+			continue;
+		check_defaults(config);
+		CHECK_STR(config->source, "x.yaml");
+		config_free(config);
+	}
+
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return;
+	close(fd);
+	config = NULL;
+	CHECK(config_load_file(path, &config, err, sizeof(err)) == 0);
+	if (config) {
+		check_defaults(config);
+		CHECK_STR(config->source, path);
+		config_free(config);
+	}
+	unlink(path);
+}
+
+static void test_missing_file(void)
+{
+	struct agent_config *config = (struct agent_config *)1;
+
+	CHECK(config_load_file("/nonexistent/allocscope.yaml", &config, err, sizeof(err)) ==
+	      -ENOENT);
+	CHECK(config == NULL);
+	CHECK_STR(err, "/nonexistent/allocscope.yaml: no such file");
+	/* A directory is not a file: read() fails with EISDIR. */
+	CHECK(config_load_file("/tmp", &config, err, sizeof(err)) == -EISDIR);
+	CHECK_STR(err, "/tmp: cannot read: Is a directory");
+}
+
+static void test_file_errors_name_the_file(void)
+{
+	static const char text[] = "# comment\nsampling:\n  rate: fast\n";
+	char path[] = "/tmp/allocscope-test-config-XXXXXX";
+	struct agent_config *config = (struct agent_config *)1;
+	char expected[256];
+	int fd;
+
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return;
+	CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1));
+	close(fd);
+	CHECK(config_load_file(path, &config, err, sizeof(err)) == -EINVAL);
+	CHECK(config == NULL);
+	snprintf(expected, sizeof(expected),
+		 "%s:3:9: sampling.rate: expected a size like 512KiB, got \"fast\"", path);
+	CHECK_STR(err, expected);
+	unlink(path);
+}
+
+static const char every_key[] = "sampling:\n"
+				"  rate: 1MiB\n"
+				"  unwind: dwarf\n"
+				"  stack_copy_size: 32KiB\n"
+				"  ringbuf_size: \"64MiB\"\n"
+				"targets:\n"
+				"  include:\n"
+				"    - service: checkout\n"
+				"      executable: /usr/bin/redis-*\n"
+				"      process_name: nginx\n"
+				"      cgroup: /system.slice/app.service\n"
+				"      systemd_unit: \"redis*.service\"\n"
+				"    - process_name: java\n"
+				"  exclude:\n"
+				"    - process_name: \"bash\"\n"
+				"    - cgroup: /user.slice\n"
+				"profiles:\n"
+				"  interval: 1m\n"
+				"  hostname: web-1\n"
+				"  labels:\n"
+				"    env: prod\n"
+				"    region: 'eu-west-1'\n"
+				"    _team: \"payments\"\n"
+				"  pid_label: yes\n"
+				"limits:\n"
+				"  max_processes: 65536\n"
+				"  max_services: 1\n"
+				"  max_label_value_bytes: 16\n"
+				"sinks:\n"
+				"  - type: directory\n"
+				"    path: /srv/profiles\n"
+				"    max_total_size: 0\n"
+				"    max_age: 0\n"
+				"  - type: directory\n"
+				"    path: /srv/other\n"
+				"    max_total_size: 512MiB\n"
+				"    max_age: 36h\n"
+				"  - {type: directory}\n"
+				"metrics:\n"
+				"  listen: \"\"\n"
+				"log:\n"
+				"  level: debug\n"
+				"symbolize:\n"
+				"  debuginfod_urls: https://debuginfod.debian.net\n";
+
+static void test_every_key(void)
+{
+	struct agent_config *c = load(every_key);
+	const struct target_rule *rule;
+
+	if (!c)
+		return;
+	CHECK_EQ_U64(c->sample_rate, 1024 * 1024);
+	CHECK_EQ_U64(c->unwind, UNWIND_DWARF);
+	CHECK_EQ_U64(c->stack_copy_bytes, 32 * 1024);
+	CHECK_EQ_U64(c->ringbuf_bytes, 64 * 1024 * 1024);
+
+	CHECK_EQ_U64(c->targets.n_include, 2);
+	if (c->targets.n_include == 2) {
+		rule = &c->targets.include[0];
+		CHECK_STR(rule->service, "checkout");
+		CHECK_STR(rule->executable, "/usr/bin/redis-*");
+		CHECK_STR(rule->process_name, "nginx");
+		CHECK_STR(rule->cgroup, "/system.slice/app.service");
+		CHECK_STR(rule->systemd_unit, "redis*.service");
+		rule = &c->targets.include[1];
+		CHECK(rule->service == NULL);
+		CHECK(rule->executable == NULL);
+		CHECK_STR(rule->process_name, "java");
+		CHECK(rule->cgroup == NULL);
+		CHECK(rule->systemd_unit == NULL);
+	}
+	CHECK_EQ_U64(c->targets.n_exclude, 2);
+	if (c->targets.n_exclude == 2) {
+		CHECK_STR(c->targets.exclude[0].process_name, "bash");
+		CHECK(c->targets.exclude[0].service == NULL);
+		CHECK_STR(c->targets.exclude[1].cgroup, "/user.slice");
+	}
+
+	CHECK_EQ_U64(c->interval_ms, 60000);
+	CHECK_STR(c->hostname, "web-1");
+	CHECK_EQ_U64(c->n_labels, 3);
+	if (c->n_labels == 3) {
+		CHECK_STR(c->labels[0].key, "env");
+		CHECK_STR(c->labels[0].value, "prod");
+		CHECK_STR(c->labels[1].key, "region");
+		CHECK_STR(c->labels[1].value, "eu-west-1");
+		CHECK_STR(c->labels[2].key, "_team");
+		CHECK_STR(c->labels[2].value, "payments");
+	}
+	CHECK(c->pid_label == true);
+
+	CHECK_EQ_U64(c->max_processes, 65536);
+	CHECK_EQ_U64(c->max_services, 1);
+	CHECK_EQ_U64(c->max_label_value_bytes, 16);
+
+	CHECK_EQ_U64(c->n_sinks, 3);
+	if (c->n_sinks == 3) {
+		CHECK_EQ_U64(c->sinks[0].type, SINK_TYPE_DIRECTORY);
+		CHECK_STR(c->sinks[0].path, "/srv/profiles");
+		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 0);
+		CHECK_EQ_U64(c->sinks[0].max_age_ms, 0);
+		CHECK_STR(c->sinks[1].path, "/srv/other");
+		CHECK_EQ_U64(c->sinks[1].max_total_bytes, 512ull << 20);
+		CHECK_EQ_U64(c->sinks[1].max_age_ms, 36ull * 3600 * 1000);
+		/* A sink gives only what it changes; the rest are the sink defaults. */
+		CHECK_STR(c->sinks[2].path, "/var/lib/allocscope/profiles");
+		CHECK_EQ_U64(c->sinks[2].max_total_bytes, 1ull << 30);
+		CHECK_EQ_U64(c->sinks[2].max_age_ms, 7ull * 24 * 3600 * 1000);
+	}
+	CHECK_STR(c->metrics_listen, "");
+	CHECK_EQ_U64(c->log_level, LOG_DEBUG);
+	CHECK_STR(c->debuginfod_urls, "https://debuginfod.debian.net");
+	CHECK_STR(c->source, "x.yaml");
+	config_free(c);
+}
+
+static void test_value_forms(void)
+{
+	static const struct {
+		const char *yaml;
+		bool value;
+	} bools[] = {
+		{ "profiles: {pid_label: true}", true },
+		{ "profiles: {pid_label: False}", false },
+		{ "profiles: {pid_label: YES}", true },
+		{ "profiles: {pid_label: no}", false },
+		{ "profiles: {pid_label: On}", true },
+		{ "profiles: {pid_label: off}", false },
+		{ "profiles: {pid_label: 'true'}", true },
+	};
+	struct agent_config *c;
+
+	for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		c = load(bools[i].yaml);
+		if (!c)
+			continue;
+		if (c->pid_label != bools[i].value)
+			fprintf(stderr, "  %s: pid_label %d\n", bools[i].yaml, c->pid_label);
+		CHECK(c->pid_label == bools[i].value);
+		config_free(c);
+	}
+
+	/* Bounds are inclusive; days are accepted; a bare number of seconds too. */
+	c = load("sampling: {rate: 4GiB, stack_copy_size: 1KiB, ringbuf_size: 1GiB}\n"
+		 "profiles: {interval: 3600}\n"
+		 "sinks: [{type: directory, max_age: 1.5d, max_total_size: 100}]\n");
+	if (c) {
+		CHECK_EQ_U64(c->sample_rate, 4ull << 30);
+		CHECK_EQ_U64(c->stack_copy_bytes, 1024);
+		CHECK_EQ_U64(c->ringbuf_bytes, 1u << 30);
+		CHECK_EQ_U64(c->interval_ms, 3600 * 1000);
+		CHECK_EQ_U64(c->sinks[0].max_age_ms, 36ull * 3600 * 1000);
+		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 100);
+		config_free(c);
+	}
+	c = load("sampling: {rate: 1, stack_copy_size: 64KiB, ringbuf_size: 64KiB}\n"
+		 "profiles: {interval: 1000ms}\n"
+		 "limits: {max_label_value_bytes: 1024, max_services: 100000}\n");
+	if (c) {
+		CHECK_EQ_U64(c->sample_rate, 1);
+		CHECK_EQ_U64(c->stack_copy_bytes, 64 * 1024);
+		CHECK_EQ_U64(c->ringbuf_bytes, 64 * 1024);
+		CHECK_EQ_U64(c->interval_ms, 1000);
+		CHECK_EQ_U64(c->max_label_value_bytes, 1024);
+		CHECK_EQ_U64(c->max_services, 100000);
+		config_free(c);
+	}
+	c = load("sampling:\n  unwind: fp\nlog: {level: error}\n");
+	if (c) {
+		CHECK_EQ_U64(c->unwind, UNWIND_FP);
+		CHECK_EQ_U64(c->log_level, LOG_ERROR);
+		config_free(c);
+	}
+}
+
+static void test_empty_strings(void)
+{
+	struct agent_config *c;
+
+	/* hostname "" is the machine's name; debuginfod_urls "" is "no server", unlike absence. */
+	c = load("profiles:\n  hostname: \"\"\nsymbolize:\n  debuginfod_urls: ''\n");
+	if (!c)
+		return;
+	CHECK_STR(c->hostname, machine_hostname());
+	CHECK_STR(c->debuginfod_urls, "");
+	config_free(c);
+}
+
+/* Anchors and aliases are plain YAML: a rule written once and reused. */
+static void test_aliases(void)
+{
+	struct agent_config *c;
+
+	c = load("targets:\n"
+		 "  include:\n"
+		 "    - &web {process_name: nginx, service: web}\n"
+		 "    - *web\n");
+	if (!c)
+		return;
+	CHECK_EQ_U64(c->targets.n_include, 2);
+	if (c->targets.n_include == 2)
+		CHECK_STR(c->targets.include[1].service, "web");
+	config_free(c);
+}
+
+static void test_syntax_errors(void)
+{
+	CHECK_ERROR("sampling:\n  rate: [1, 2\n",
+		    "x.yaml:3:1: YAML syntax error: did not find expected ',' or ']' "
+		    "(while parsing a flow sequence at 2:9)");
+	CHECK_ERROR("sampling:\n  rate: 1\n rate: 2\n",
+		    "x.yaml:3:2: YAML syntax error: did not find expected key "
+		    "(while parsing a block mapping at 1:1)");
+	CHECK_ERROR("a: @b\n",
+		    "x.yaml:1:4: YAML syntax error: found character that cannot start any token "
+		    "(while scanning for the next token at 1:4)");
+	CHECK_ERROR("log:\n  level: \xff\n",
+		    "x.yaml:2:10: YAML syntax error: invalid leading UTF-8 octet (byte 0xff)");
+	CHECK_ERROR("log: {level: info}\n---\nlog: {level: warn}\n",
+		    "x.yaml:2:1: expected one YAML document, got a second one");
+	CHECK_ERROR("- sampling\n",
+		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
+		    "sinks, metrics, log, symbolize, got a list");
+}
+
+static void test_unknown_keys(void)
+{
+	CHECK_ERROR("profiles:\n  intervl: 10s\n",
+		    "x.yaml:2:3: profiles.intervl: unknown key (known keys under profiles: "
+		    "interval, hostname, labels, pid_label)");
+	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
+		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
+		    "targets, profiles, limits, sinks, metrics, log, symbolize)");
+	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
+		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
+		    "service, executable, process_name, cgroup, systemd_unit)");
+	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
+		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
+		    "rule: executable, process_name, cgroup, systemd_unit)");
+	CHECK_ERROR("sinks:\n  - type: directory\n    pth: /x\n",
+		    "x.yaml:3:5: sinks[0].pth: unknown key (known keys in a sink: type, path, "
+		    "max_total_size, max_age)");
+	CHECK_ERROR("targets: {incude: []}\n",
+		    "x.yaml:1:11: targets.incude: unknown key (known keys under targets: include, "
+		    "exclude)");
+}
+
+static void test_duplicate_keys(void)
+{
+	CHECK_ERROR("sampling:\n  rate: 1KiB\n  unwind: fp\n  rate: 2KiB\n",
+		    "x.yaml:4:3: sampling.rate: duplicate key (first given at line 2)");
+	CHECK_ERROR("log: {level: info}\nmetrics: {listen: ''}\nlog: {level: warn}\n",
+		    "x.yaml:3:1: log: duplicate key (first given at line 1)");
+	CHECK_ERROR("profiles:\n  labels:\n    env: a\n    env: b\n",
+		    "x.yaml:4:5: profiles.labels.env: duplicate key (first given at line 3)");
+	CHECK_ERROR("targets:\n  include:\n    - process_name: a\n      process_name: b\n",
+		    "x.yaml:4:7: targets.include[0].process_name: duplicate key (first given at "
+		    "line 3)");
+}
+
+static void test_wrong_kinds(void)
+{
+	CHECK_ERROR("sampling: [1]\n",
+		    "x.yaml:1:11: sampling: expected a mapping (with keys rate, unwind, "
+		    "stack_copy_size, ringbuf_size), got a list");
+	CHECK_ERROR(
+	    "limits: 5\n",
+	    "x.yaml:1:9: limits: expected a mapping (with keys max_processes, max_services, "
+	    "max_label_value_bytes), got \"5\"");
+	CHECK_ERROR("sampling:\n  rate: {a: 1}\n",
+		    "x.yaml:2:9: sampling.rate: expected a size like 512KiB, got a mapping");
+	CHECK_ERROR("targets:\n  include:\n    process_name: x\n",
+		    "x.yaml:3:5: targets.include: expected a list of target rules, got a mapping");
+	CHECK_ERROR("targets:\n  include:\n    - nginx\n",
+		    "x.yaml:3:7: targets.include[0]: expected a rule (a mapping like process_name: "
+		    "nginx), got \"nginx\"");
+	CHECK_ERROR("profiles:\n  labels: [env]\n",
+		    "x.yaml:2:11: profiles.labels: expected a mapping of label names to values, "
+		    "got a list");
+	CHECK_ERROR("sinks: {type: directory}\n",
+		    "x.yaml:1:8: sinks: expected a list of sinks, got a mapping");
+	CHECK_ERROR("sinks:\n  - directory\n",
+		    "x.yaml:2:5: sinks[0]: expected a sink (a mapping like type: directory), got "
+		    "\"directory\"");
+	CHECK_ERROR("metrics:\n  listen: [a, b]\n",
+		    "x.yaml:2:11: metrics.listen: expected a string, got a list");
+	CHECK_ERROR("{[a]: 1}\n", "x.yaml:1:2: expected a key name, got a list");
+}
+
+static void test_missing_values(void)
+{
+	CHECK_ERROR(
+	    "sampling:\n  rate:\n  unwind: fp\n",
+	    "x.yaml:2:8: sampling.rate: expected a value (a size like 512KiB), got nothing");
+	CHECK_ERROR("profiles:\n  hostname: ~\n",
+		    "x.yaml:2:13: profiles.hostname: expected a value (a string), got null");
+	CHECK_ERROR("log: {level: null}\n",
+		    "x.yaml:1:14: log.level: expected a value (a log level (error, warn, info or "
+		    "debug)), got null");
+}
+
+static void test_out_of_range(void)
+{
+	CHECK_ERROR("limits:\n  max_processes: 0\n",
+		    "x.yaml:2:18: limits.max_processes: expected a whole number from 1 to 65536, "
+		    "got \"0\"");
+	CHECK_ERROR("limits:\n  max_services: 100001\n",
+		    "x.yaml:2:17: limits.max_services: expected a whole number from 1 to 100000, "
+		    "got \"100001\"");
+	CHECK_ERROR("limits:\n  max_label_value_bytes: 0x40\n",
+		    "x.yaml:2:26: limits.max_label_value_bytes: expected a whole number from 16 to "
+		    "1024, got \"0x40\"");
+	CHECK_ERROR("limits:\n  max_label_value_bytes: 064\n",
+		    "x.yaml:2:26: limits.max_label_value_bytes: expected a whole number from 16 to "
+		    "1024, got \"064\"");
+	CHECK_ERROR("limits:\n  max_processes: 99999999999999999999999\n",
+		    "x.yaml:2:18: limits.max_processes: expected a whole number from 1 to 65536, "
+		    "got \"99999999999999999999999\"");
+	CHECK_ERROR("sampling:\n  rate: 8GiB\n",
+		    "x.yaml:2:9: sampling.rate: expected a size from 1B to 4GiB, got \"8GiB\"");
+	CHECK_ERROR("sampling:\n  rate: 0\n",
+		    "x.yaml:2:9: sampling.rate: expected a size from 1B to 4GiB, got \"0\"");
+	CHECK_ERROR(
+	    "profiles:\n  interval: 2h\n",
+	    "x.yaml:2:13: profiles.interval: expected a duration from 1s to 1h, got \"2h\"");
+	CHECK_ERROR("profiles:\n  interval: 500ms\n",
+		    "x.yaml:2:13: profiles.interval: expected a duration from 1s to 1h, got "
+		    "\"500ms\"");
+	CHECK_ERROR("sampling:\n  ringbuf_size: 2GiB\n",
+		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 64KiB to "
+		    "1GiB, got \"2GiB\"");
+}
+
+static void test_not_power_of_two(void)
+{
+	CHECK_ERROR("sampling:\n  stack_copy_size: 12KiB\n",
+		    "x.yaml:2:20: sampling.stack_copy_size: expected a power of two from 1KiB to "
+		    "64KiB, got \"12KiB\"");
+	CHECK_ERROR("sampling:\n  ringbuf_size: 100000\n",
+		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 64KiB to "
+		    "1GiB, got \"100000\"");
+}
+
+static void test_bad_values(void)
+{
+	CHECK_ERROR("# the example from the documentation\n\n\n\n\nsampling:\n  rate: fast\n",
+		    "x.yaml:7:9: sampling.rate: expected a size like 512KiB, got \"fast\"");
+	CHECK_ERROR("sampling:\n  rate: 1.5MiB\n",
+		    "x.yaml:2:9: sampling.rate: expected a size like 512KiB, got \"1.5MiB\"");
+	CHECK_ERROR("profiles:\n  interval: soon\n",
+		    "x.yaml:2:13: profiles.interval: expected a duration like 15s, got \"soon\"");
+	CHECK_ERROR("sinks:\n  - type: directory\n    max_age: 7days\n",
+		    "x.yaml:3:14: sinks[0].max_age: expected a duration like 7d, got \"7days\"");
+	CHECK_ERROR(
+	    "sinks:\n  - type: directory\n    max_total_size: lots\n",
+	    "x.yaml:3:21: sinks[0].max_total_size: expected a size like 1GiB, got \"lots\"");
+	CHECK_ERROR("profiles:\n  pid_label: maybe\n",
+		    "x.yaml:2:14: profiles.pid_label: expected true or false, got \"maybe\"");
+	CHECK_ERROR("profiles:\n  pid_label: 1\n",
+		    "x.yaml:2:14: profiles.pid_label: expected true or false, got \"1\"");
+	CHECK_ERROR(
+	    "sampling:\n  unwind: lbr\n",
+	    "x.yaml:2:11: sampling.unwind: expected an unwind mode (auto, dwarf or fp), got "
+	    "\"lbr\"");
+	CHECK_ERROR(
+	    "log:\n  level: verbose\n",
+	    "x.yaml:2:10: log.level: expected a log level (error, warn, info or debug), got "
+	    "\"verbose\"");
+	/* Long values are cut in the message. */
+	CHECK_ERROR(
+	    "log:\n  level: "
+	    "aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffffgggggggggg\n",
+	    "x.yaml:2:10: log.level: expected a log level (error, warn, info or debug), got "
+	    "\"aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff...\"");
+}
+
+static void test_rule_errors(void)
+{
+	CHECK_ERROR("targets:\n  include:\n    - process_name: nginx\n    - service: checkout\n",
+		    "x.yaml:4:7: targets.include[1]: a rule needs at least one of executable, "
+		    "process_name, cgroup, systemd_unit");
+	CHECK_ERROR("targets:\n  include:\n    - {}\n",
+		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
+		    "process_name, cgroup, systemd_unit");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      service: shell\n",
+		    "x.yaml:4:7: targets.exclude[0].service: not allowed in an exclude rule "
+		    "(excluded processes are never profiled, so they have no service)");
+	CHECK_ERROR("targets:\n  include:\n    - cgroup: system.slice\n",
+		    "x.yaml:3:15: targets.include[0].cgroup: expected an absolute path like "
+		    "/system.slice/app.service, got \"system.slice\"");
+	CHECK_ERROR("targets:\n  include:\n    - executable: \"\"\n",
+		    "x.yaml:3:19: targets.include[0].executable: expected a non-empty glob like "
+		    "/usr/bin/redis-*, got \"\"");
+	CHECK_ERROR("targets:\n  include:\n    - {process_name: x, service: ''}\n",
+		    "x.yaml:3:34: targets.include[0].service: expected a service name of 1 to 128 "
+		    "bytes, got \"\"");
+	CHECK_ERROR("targets:\n  include:\n    -\n",
+		    "x.yaml:3:6: targets.include[0]: expected a rule (a mapping like process_name: "
+		    "nginx), got nothing");
+}
+
+static void test_long_service_name(void)
+{
+	char yaml[512], name[130], expected[512];
+
+	memset(name, 's', 129);
+	name[129] = '\0';
+	snprintf(yaml, sizeof(yaml), "targets:\n  include:\n    - {process_name: x, service: %s}\n",
+		 name);
+	snprintf(expected, sizeof(expected),
+		 "x.yaml:3:34: targets.include[0].service: expected a service name of 1 to 128 "
+		 "bytes, got \"%.60s...\"",
+		 name);
+	CHECK_ERROR(yaml, expected);
+	/* 128 bytes is fine. */
+	name[128] = '\0';
+	snprintf(yaml, sizeof(yaml), "targets:\n  include:\n    - {process_name: x, service: %s}\n",
+		 name);
+	struct agent_config *c = load(yaml);
+	if (c) {
+		CHECK_EQ_U64(strlen(c->targets.include[0].service), 128);
+		config_free(c);
+	}
+}
+
+static void test_label_errors(void)
+{
+	char yaml[1024];
+	size_t used;
+
+	CHECK_ERROR(
+	    "profiles:\n  labels:\n    service_name: x\n",
+	    "x.yaml:3:5: profiles.labels: expected a label name other than service_name and "
+	    "hostname (the agent sets those), got \"service_name\"");
+	CHECK_ERROR(
+	    "profiles:\n  labels:\n    env: prod\n    hostname: x\n",
+	    "x.yaml:4:5: profiles.labels: expected a label name other than service_name and "
+	    "hostname (the agent sets those), got \"hostname\"");
+	CHECK_ERROR("profiles:\n  labels:\n    __meta: x\n",
+		    "x.yaml:3:5: profiles.labels: expected a label name not starting with __ "
+		    "(reserved), got \"__meta\"");
+	CHECK_ERROR("profiles:\n  labels:\n    9env: x\n",
+		    "x.yaml:3:5: profiles.labels: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"9env\"");
+	CHECK_ERROR("profiles:\n  labels:\n    my-env: x\n",
+		    "x.yaml:3:5: profiles.labels: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"my-env\"");
+	CHECK_ERROR(
+	    "profiles:\n  labels:\n    env: \"\"\n",
+	    "x.yaml:3:10: profiles.labels.env: expected a label value (a non-empty string), "
+	    "got \"\"");
+	CHECK_ERROR("profiles:\n  labels:\n    env:\n",
+		    "x.yaml:3:9: profiles.labels.env: expected a label value (a non-empty string), "
+		    "got nothing");
+	CHECK_ERROR(
+	    "profiles:\n  labels:\n    env: [a]\n",
+	    "x.yaml:3:10: profiles.labels.env: expected a label value (a non-empty string), "
+	    "got a list");
+
+	used = snprintf(yaml, sizeof(yaml), "profiles:\n  labels:\n");
+	for (int i = 0; i < CONFIG_MAX_STATIC_LABELS + 1; i++)
+		used += snprintf(yaml + used, sizeof(yaml) - used, "    l%d: v\n", i);
+	CHECK_ERROR(yaml, "x.yaml:3:5: profiles.labels: expected at most 16 labels, got 17");
+
+	/* Exactly the maximum is fine. */
+	used = snprintf(yaml, sizeof(yaml), "profiles:\n  labels:\n");
+	for (int i = 0; i < CONFIG_MAX_STATIC_LABELS; i++)
+		used += snprintf(yaml + used, sizeof(yaml) - used, "    l%d: v%d\n", i, i);
+	struct agent_config *c = load(yaml);
+	if (c) {
+		CHECK_EQ_U64(c->n_labels, CONFIG_MAX_STATIC_LABELS);
+		CHECK_STR(c->labels[15].key, "l15");
+		CHECK_STR(c->labels[15].value, "v15");
+		config_free(c);
+	}
+}
+
+static void test_sink_errors(void)
+{
+	CHECK_ERROR("sinks: []\n",
+		    "x.yaml:1:8: sinks: expected at least one sink, got an empty list");
+	CHECK_ERROR("sinks:\n  - type: s3\n",
+		    "x.yaml:2:11: sinks[0].type: expected a sink type (directory), got \"s3\"");
+	CHECK_ERROR("sinks:\n  - type: directory\n    path: profiles\n",
+		    "x.yaml:3:11: sinks[0].path: expected an absolute path like "
+		    "/var/lib/allocscope/profiles, got \"profiles\"");
+	CHECK_ERROR("sinks:\n  - type: directory\n  - path: /srv/p\n",
+		    "x.yaml:3:5: sinks[1].type: expected a sink type (directory), got nothing (the "
+		    "key is required)");
+}
+
+/* Every error path frees what it built; valgrind or ASan turns a leak here into a failure. */
+static void test_no_output_without_error_buffer(void)
+{
+	struct agent_config *c = (struct agent_config *)1;
+
+	CHECK(config_load_string("sinks: []", 9, "x.yaml", &c, NULL, 0) == -EINVAL);
+	CHECK(c == NULL);
+	CHECK(config_load_file("/nonexistent", &c, NULL, 0) == -ENOENT);
+	/* Partially built rules, labels and sinks are freed on the error. */
+	CHECK(config_load_string(every_key, sizeof(every_key) - 1, "x.yaml", &c, err,
+				 sizeof(err)) == 0);
+	config_free(c);
+	CHECK_ERROR("targets:\n  include:\n    - {process_name: a, service: b}\n    - {exe: c}\n"
+		    "profiles:\n  labels: {a: b}\n",
+		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
+		    "service, executable, process_name, cgroup, systemd_unit)");
+	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
+		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name "
+		    "and hostname (the agent sets those), got \"service_name\"");
+	CHECK_ERROR("sinks:\n  - {type: directory, path: /a}\n  - {type: directory, path: b}\n",
+		    "x.yaml:3:29: sinks[1].path: expected an absolute path like "
+		    "/var/lib/allocscope/profiles, got \"b\"");
+}
+
+int main(void)
+{
+	RUN(test_defaults);
+	RUN(test_reference_file_is_the_defaults);
+	RUN(test_empty_means_defaults);
+	RUN(test_missing_file);
+	RUN(test_file_errors_name_the_file);
+	RUN(test_every_key);
+	RUN(test_value_forms);
+	RUN(test_empty_strings);
+	RUN(test_aliases);
+	RUN(test_syntax_errors);
+	RUN(test_unknown_keys);
+	RUN(test_duplicate_keys);
+	RUN(test_wrong_kinds);
+	RUN(test_missing_values);
+	RUN(test_out_of_range);
+	RUN(test_not_power_of_two);
+	RUN(test_bad_values);
+	RUN(test_rule_errors);
+	RUN(test_long_service_name);
+	RUN(test_label_errors);
+	RUN(test_sink_errors);
+	RUN(test_no_output_without_error_buffer);
+	return unit_summary("config");
+}
