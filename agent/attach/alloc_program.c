@@ -73,8 +73,9 @@ static int check_privileges(char *err, size_t err_len)
 	if (sys_admin || (has_capability(CAP_BPF) && has_capability(CAP_PERFMON)))
 		return 0;
 	snprintf(err, err_len,
-		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON "
-		 "(run it with sudo, or: setcap cap_bpf,cap_perfmon+ep allocscope)");
+		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON, and on "
+		 "kernels whose uprobe events want it (Linux 6.18 does) CAP_SYS_ADMIN (run it "
+		 "with sudo, or: setcap cap_bpf,cap_perfmon,cap_sys_admin+ep allocscope)");
 	return -EPERM;
 }
 

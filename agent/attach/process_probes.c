@@ -153,10 +153,20 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *al
 		probe->point = points[i];
 		ret = attach_entry(prog, pid, path, probe);
 		if (ret) {
-			if (ret == -ESRCH || kill(pid, 0) != 0)
+			if (ret == -ESRCH || (kill(pid, 0) != 0 && errno == ESRCH)) {
 				snprintf(err, err_len, "process %d exited while attaching",
 					 (int)pid);
-			else
+				ret = -ESRCH;
+			} else if (ret == -EACCES || ret == -EPERM) {
+				/* Measured on Linux 6.18: the uprobe PMU refuses CAP_PERFMON
+				 * alone, although loading the program accepts it. */
+				snprintf(err, err_len,
+					 "cannot attach a uprobe to %s in %s for pid %d: %s (this "
+					 "kernel wants CAP_SYS_ADMIN for uprobe perf events: run as "
+					 "root or grant cap_sys_admin too)",
+					 probe->point.names, probes->file, (int)pid,
+					 strerror(-ret));
+			} else
 				snprintf(err, err_len,
 					 "cannot attach a uprobe to %s in %s (offset 0x%llx) for "
 					 "pid %d: %s",

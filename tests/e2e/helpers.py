@@ -33,11 +33,16 @@ def test(fn):
 
 
 class Workload:
-    """A workload started with --wait: it prints 'ready PID' and allocates on SIGUSR1."""
+    """A workload started with --wait: it prints 'ready PID' and allocates on SIGUSR1. The
+    runner kills whatever a test left running (kill_leftovers), so a failed test cannot leave
+    processes behind for the next one to find."""
+
+    running = []
 
     def __init__(self, argv, env=None):
         self.proc = subprocess.Popen(argv + ["--wait"], stdout=subprocess.PIPE, text=True,
                                      env=env)
+        Workload.running.append(self)
         line = self.proc.stdout.readline()
         assert line.startswith("ready"), f"workload did not start: {line!r}"
         self.pid = self.proc.pid
@@ -54,6 +59,12 @@ class Workload:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def kill_leftovers():
+    for workload in Workload.running:
+        workload.kill()
+    Workload.running.clear()
 
 
 def start_allocscope(args):

@@ -401,6 +401,7 @@ def main():
             print(f"FAIL {fn.__name__}", flush=True)
             traceback.print_exc()
         finally:
+            kill_leftovers()
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"e2e: {passed} passed, {failed} failed")
     return 1 if failed else 0
