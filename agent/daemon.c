@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "attach/alloc_program.h"
+#include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
 #include "attach/process_probes.h"
 #include "collect/process_events.h"
@@ -51,8 +52,11 @@
 #define DRAIN_INTERVAL_MS 100
 #define PUBLISH_INTERVAL_MS 1000
 #define OVERFLOW_SERVICE "other"
-/* Descriptors one profiled process holds: a pidfd and one perf event per probe. */
-#define FDS_PER_PROCESS 10
+/* Threads detaching probes of released processes (see attach/detach_queue.h). */
+#define DETACH_WORKERS 8
+/* Descriptors one profiled process holds: a pidfd, and a perf event plus a BPF link per probe
+ * (7 probes on glibc). */
+#define FDS_PER_PROCESS 16
 
 /* After exec, how long to wait before each new look for the allocator: the loader maps libc
  * within a millisecond or two; a program that never maps a known allocator is given up on
@@ -121,6 +125,7 @@ struct daemon {
 	struct unwinder *unwinder; /* NULL with unwind: fp */
 	struct sample_reader *samples;
 	struct process_events *events;
+	struct detach_queue *detacher;
 	struct sink **sinks;
 	size_t n_sinks;
 	struct metrics_server *metrics;
@@ -265,8 +270,8 @@ static void release_process(struct daemon *d, struct tracked_process *p)
 	close(p->pidfd);
 	if (p->probes) {
 		d->n_probes -= process_probes__count(p->probes);
-		process_probes__free(p->probes);
 		alloc_program__set_profiled(d->program, p->pid, false);
+		detach_queue__push(d->detacher, p->probes);
 	}
 	if (p->waiting)
 		d->n_waiting--;
@@ -816,6 +821,10 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 			     (double)d->n_waiting);
 	gauge(t, "allocscope_probes", "Uprobes attached (one per entry point per process).",
 	      (double)d->n_probes);
+	gauge(t, "allocscope_processes_detaching",
+	      "Released processes whose probes are still being removed (the kernel waits for "
+	      "a grace period per removal).",
+	      (double)detach_queue__pending(d->detacher));
 	gauge(t, "allocscope_services", "Services with tracked processes.",
 	      (double)d->n_services);
 	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
@@ -1135,6 +1144,9 @@ static int load_program(struct daemon *d)
 	ret = process_events__new(alloc_program__process_events_fd(d->program), &d->events);
 	if (ret)
 		return ret;
+	ret = detach_queue__new(DETACH_WORKERS, &d->detacher);
+	if (ret)
+		return ret;
 	ret = alloc_program__watch_processes(d->program, err, sizeof(err));
 	if (ret)
 		log_error("%s", err);
@@ -1221,6 +1233,8 @@ static void shut_down(struct daemon *d)
 		while (d->buckets[b])
 			release_process(d, d->buckets[b]);
 	}
+	detach_queue__free(d->detacher); /* waits until every probe is gone */
+	d->detacher = NULL;
 	if (d->samples && d->program && d->sinks)
 		flush_interval(d, now_ms());
 	while (d->services) {

@@ -591,3 +591,53 @@ def agent_runs_with_only_the_units_capabilities(tmp):
         workload.kill()
     totals = merged_totals(profiles_of(sinks, "nobody-loop"), 1)
     assert totals.get("main", 0) > 100000 * 2000 * 0.8, totals
+
+
+@test
+def agent_handles_hundreds_of_processes_with_bounded_resources(tmp):
+    """200 target processes: all attached, descriptors and symbol state reported, and every
+    per-process resource given back once they exit."""
+    count = 200
+    sinks = os.path.join(tmp, "profiles")
+    agent = Agent(tmp, agent_config(sinks, include_executable(MALLOC_LOOP, "many"),
+                                    interval="1s", extra="limits:\n  max_processes: 1000\n"))
+    workloads = []
+    try:
+        base_fds = agent.metric("process_open_fds")
+        started = time.monotonic()
+        for _ in range(count):
+            workloads.append(Workload([MALLOC_LOOP, "--iterations", "2000"]))
+        m = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            m = agent.metrics()
+            if m['allocscope_processes{state="attached"}'] == count:
+                break
+            time.sleep(0.2)
+        print(f"     {count} processes attached {time.monotonic() - started:.1f}s after the "
+              f"first started; {m['process_open_fds'] - base_fds:.0f} descriptors, "
+              f"{m['process_resident_memory_bytes'] / 2**20:.0f} MiB resident")
+        assert m['allocscope_processes{state="attached"}'] == count, m
+        probes = m["allocscope_probes"]
+        assert probes >= count * 5, probes  # one per glibc entry point (7 on Debian 12)
+        # A pidfd per process plus, per probe, a perf event and its BPF link; nothing else
+        # grows with them.
+        assert m["process_open_fds"] - base_fds <= 2 * probes + count + 16, m
+        assert m["allocscope_symbolizer_processes"] == count, m
+        for w in workloads:
+            w.start()
+        for w in workloads:
+            w.finish()
+        agent.wait_all_exited_and_flushed(timeout=60)
+        agent.wait_metric("allocscope_symbolizer_processes", lambda v: v == 0)
+        agent.wait_metric("allocscope_processes_detaching", lambda v: v == 0, timeout=120)
+        m = agent.metrics()
+        assert m["allocscope_probes"] == 0 and m["allocscope_services"] == 0, m
+        assert m["process_open_fds"] <= base_fds + 2, (m["process_open_fds"], base_fds)
+        assert m['allocscope_samples_dropped_total{reason="unattributed"}'] == 0, m
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+        for w in workloads:
+            w.kill()
+    assert profiles_of(sinks, "many")
