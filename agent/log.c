@@ -31,6 +31,8 @@ void log_write(enum log_level level, const char *fmt, ...)
 {
 	va_list ap;
 
+	/* One line at a time even with the metrics and detach threads logging too. */
+	flockfile(stderr);
 	if (level == LOG_ERROR)
 		fputs("allocscope: error: ", stderr);
 	else if (level == LOG_WARN)
@@ -43,4 +45,5 @@ void log_write(enum log_level level, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }

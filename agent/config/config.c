@@ -171,7 +171,7 @@ static const char *const sink_type_names[] = {
 };
 
 /* Label names the agent sets itself on every profile. */
-static const char *const reserved_label_names[] = { "service_name", "hostname" };
+static const char *const reserved_label_names[] = { "service_name", "hostname", "pid" };
 
 struct load_ctx {
 	const char *name; /* the file, as messages call it */
@@ -919,8 +919,8 @@ static int parse_labels(struct load_ctx *ctx, const struct config_key *key, cons
 		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++) {
 			if (strcmp(name, reserved_label_names[r]) == 0)
 				return fail(ctx, name_node->start_mark, path,
-					    "expected a label name other than service_name and "
-					    "hostname (the agent sets those), got %s",
+					    "expected a label name other than service_name, "
+					    "hostname and pid (the agent sets those), got %s",
 					    found);
 		}
 		join_path(value_path, sizeof(value_path), path, name);

@@ -618,12 +618,15 @@ static void test_label_errors(void)
 
 	CHECK_ERROR(
 	    "profiles:\n  labels:\n    service_name: x\n",
-	    "x.yaml:3:5: profiles.labels: expected a label name other than service_name and "
-	    "hostname (the agent sets those), got \"service_name\"");
+	    "x.yaml:3:5: profiles.labels: expected a label name other than service_name, "
+	    "hostname and pid (the agent sets those), got \"service_name\"");
 	CHECK_ERROR(
 	    "profiles:\n  labels:\n    env: prod\n    hostname: x\n",
-	    "x.yaml:4:5: profiles.labels: expected a label name other than service_name and "
-	    "hostname (the agent sets those), got \"hostname\"");
+	    "x.yaml:4:5: profiles.labels: expected a label name other than service_name, "
+	    "hostname and pid (the agent sets those), got \"hostname\"");
+	CHECK_ERROR("profiles:\n  labels:\n    pid: x\n",
+		    "x.yaml:3:5: profiles.labels: expected a label name other than service_name, "
+		    "hostname and pid (the agent sets those), got \"pid\"");
 	CHECK_ERROR("profiles:\n  labels:\n    __meta: x\n",
 		    "x.yaml:3:5: profiles.labels: expected a label name not starting with __ "
 		    "(reserved), got \"__meta\"");
@@ -694,8 +697,8 @@ static void test_no_output_without_error_buffer(void)
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
-		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name "
-		    "and hostname (the agent sets those), got \"service_name\"");
+		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
+		    "hostname and pid (the agent sets those), got \"service_name\"");
 	CHECK_ERROR("sinks:\n  - {type: directory, path: /a}\n  - {type: directory, path: b}\n",
 		    "x.yaml:3:29: sinks[1].path: expected an absolute path like "
 		    "/var/lib/allocscope/profiles, got \"b\"");
