@@ -131,6 +131,7 @@ test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe
 	$(Q)python3 tests/bench/overhead.py
+	$(Q)python3 tests/bench/agent.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

@@ -146,6 +146,7 @@ struct daemon {
 	bool last_flush_failed;
 	bool over_limit_warned;
 	struct agent_stats stats;
+	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
 	bool stop;
 };
 
@@ -329,6 +330,8 @@ static bool try_attach(struct daemon *d, struct tracked_process *p)
 			d->n_waiting++;
 		p->waiting = true;
 		p->next_attempt_ms = now_ms() + attach_retry_ms[p->attach_attempts++];
+		log_debug("pid %d (%s): %s; looking again in %d ms", (int)p->pid, p->comm, err,
+			  attach_retry_ms[p->attach_attempts - 1]);
 		return true;
 	}
 	if (ret == -ENOTSUP) {
@@ -914,6 +917,8 @@ static void publish_metrics(struct daemon *d)
 
 /* ---- configuration ----------------------------------------------------------------- */
 
+static void apply_log_level(struct daemon *d);
+
 static int make_sinks(const struct agent_config *c, struct sink ***out)
 {
 	struct sink **sinks = calloc(c->n_sinks, sizeof(*sinks));
@@ -1079,7 +1084,7 @@ static void reload(struct daemon *d)
 	d->metrics = metrics;
 	config_free(d->config);
 	d->config = next;
-	log_set_level(next->log_level);
+	apply_log_level(d);
 	reapply_rules(d);
 	d->stats.reloads_ok++;
 	log_info("reloaded: profiling %zu processes in %zu services", d->n_processes,
@@ -1087,6 +1092,14 @@ static void reload(struct daemon *d)
 }
 
 /* ---- start and loop ---------------------------------------------------------------- */
+
+static void apply_log_level(struct daemon *d)
+{
+	if (d->log_level_override >= 0)
+		log_set_level((enum log_level)d->log_level_override);
+	else
+		log_set_level(d->config->log_level);
+}
 
 static void raise_fd_limit(const struct agent_config *c)
 {
@@ -1226,17 +1239,17 @@ static void run_loop(struct daemon *d)
 
 static void shut_down(struct daemon *d)
 {
-	/* Detach first so targets run at full speed, then the partial interval. */
-	if (d->samples)
-		drain_samples(d);
+	/* The partial interval first, so a slow detach (a grace period per link) can never cost
+	 * the profiles; then detach everything and wait until the kernel has let go. Samples that
+	 * arrive in between belong to no written profile and are not counted anywhere. */
+	if (d->samples && d->program && d->sinks)
+		flush_interval(d, now_ms());
 	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
 		while (d->buckets[b])
 			release_process(d, d->buckets[b]);
 	}
 	detach_queue__free(d->detacher); /* waits until every probe is gone */
 	d->detacher = NULL;
-	if (d->samples && d->program && d->sinks)
-		flush_interval(d, now_ms());
 	while (d->services) {
 		struct service *s = d->services;
 
@@ -1272,12 +1285,18 @@ static int load_config(const char *path, bool path_is_default, struct agent_conf
 	return ret;
 }
 
-int daemon_check_config(const char *config_path)
+int daemon_check_config(const char *config_path, bool path_is_default)
 {
 	struct agent_config *config;
 	char err[1024] = "";
+	int ret = config_load_file(config_path, &config, err, sizeof(err));
 
-	if (config_load_file(config_path, &config, err, sizeof(err)) != 0) {
+	if (ret == -ENOENT && path_is_default) {
+		printf("%s does not exist: the agent would run with the built-in defaults\n",
+		       config_path);
+		return 0;
+	}
+	if (ret != 0) {
 		fprintf(stderr, "allocscope: %s\n", err);
 		return 1;
 	}
@@ -1286,7 +1305,7 @@ int daemon_check_config(const char *config_path)
 	return 0;
 }
 
-int daemon_run(const char *config_path, bool path_is_default)
+int daemon_run(const char *config_path, bool path_is_default, int log_level_override)
 {
 	struct daemon d = {
 		.config_path = config_path,
@@ -1307,9 +1326,10 @@ int daemon_run(const char *config_path, bool path_is_default)
 	sigaddset(&signals, SIGINT);
 	sigprocmask(SIG_BLOCK, &signals, NULL);
 
+	d.log_level_override = log_level_override;
 	if (load_config(config_path, path_is_default, &d.config) != 0)
 		goto out;
-	log_set_level(d.config->log_level);
+	apply_log_level(&d);
 	raise_fd_limit(d.config);
 	if (make_sinks(d.config, &d.sinks) != 0)
 		goto out;

@@ -126,6 +126,7 @@ int main(int argc, char **argv)
 	};
 	const char *config_path = NULL;
 	bool check_config = false, capture_option = false;
+	int log_level_override = -1;
 	uint64_t value;
 	enum log_level level;
 	int c, ret;
@@ -203,6 +204,7 @@ int main(int argc, char **argv)
 						   "info or debug",
 						   optarg);
 			log_set_level(level);
+			log_level_override = (int)level;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -221,14 +223,15 @@ int main(int argc, char **argv)
 			return usage_error("%s", "--config runs the agent: capture options (--pid, "
 						 "-- COMMAND, --duration, ...) do not apply to it");
 		if (check_config)
-			return daemon_check_config(config_path ? config_path : CONFIG_DEFAULT_PATH);
-		return daemon_run(config_path, false);
+			return daemon_check_config(config_path ? config_path : CONFIG_DEFAULT_PATH,
+						   !config_path);
+		return daemon_run(config_path, false, log_level_override);
 	}
 	if (!opts.n_pids && !opts.command) {
 		if (capture_option)
 			return usage_error("%s", "nothing to profile: give --pid PID or -- COMMAND "
 						 "(or no capture options to run the agent)");
-		return daemon_run(CONFIG_DEFAULT_PATH, true);
+		return daemon_run(CONFIG_DEFAULT_PATH, true, log_level_override);
 	}
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
