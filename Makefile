@@ -17,8 +17,7 @@ GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
-CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD) \
-	     -DALLOCSCOPE_VERSION='"$(VERSION)"' -DALLOCSCOPE_GIT_REV='"$(GIT_REV)"'
+CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD)
 LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lz -lm -lpthread -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
 	      -I/usr/include/$(shell $(CC) -dumpmachine)
@@ -48,7 +47,7 @@ WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
-.PHONY: all test unit e2e bench demo install clean check-deps
+.PHONY: all test unit e2e bench demo install clean check-deps FORCE
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/allocscope
@@ -67,7 +66,16 @@ $(SKELETON): $(BUILD)/alloc.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name alloc_bpf > $@
 
-$(BUILD)/obj/%.o: %.c | $(SKELETON)
+# Version and revision, rewritten only when they change so that a new commit rebuilds exactly
+# the files that print them (their dependency files name this header).
+BUILD_INFO := $(BUILD)/build_info.h
+$(BUILD_INFO): FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)printf '#define ALLOCSCOPE_VERSION "%s"\n#define ALLOCSCOPE_GIT_REV "%s"\n' \
+		'$(VERSION)' '$(GIT_REV)' > $@.new
+	$(Q)if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+
+$(BUILD)/obj/%.o: %.c | $(SKELETON) $(BUILD_INFO)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@

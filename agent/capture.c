@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "build_info.h"
 #include "capture.h"
 #include "log.h"
 #include "attach/alloc_program.h"

@@ -28,6 +28,7 @@
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 
+#include "build_info.h"
 #include "daemon.h"
 #include "log.h"
 #include "attach/alloc_program.h"
@@ -132,7 +133,7 @@ struct daemon {
 	int epoll_fd, signal_fd;
 
 	struct tracked_process *buckets[PROCESS_BUCKETS];
-	size_t n_processes, n_waiting, n_probes;
+	size_t n_processes, n_waiting, n_probes, n_probe_links;
 	struct service *services;
 	size_t n_services;
 	pid_t *forget;             /* released pids whose symbols go after the next flush */
@@ -271,6 +272,7 @@ static void release_process(struct daemon *d, struct tracked_process *p)
 	close(p->pidfd);
 	if (p->probes) {
 		d->n_probes -= process_probes__count(p->probes);
+		d->n_probe_links -= process_probes__links(p->probes);
 		alloc_program__set_profiled(d->program, p->pid, false);
 		detach_queue__push(d->detacher, p->probes);
 	}
@@ -314,6 +316,7 @@ static bool try_attach(struct daemon *d, struct tracked_process *p)
 			d->n_waiting--;
 		p->waiting = false;
 		d->n_probes += process_probes__count(p->probes);
+		d->n_probe_links += process_probes__links(p->probes);
 		d->stats.attaches++;
 		alloc_program__set_profiled(d->program, p->pid, true);
 		snapshot_process(d, p);
@@ -824,6 +827,10 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 			     (double)d->n_waiting);
 	gauge(t, "allocscope_probes", "Uprobes attached (one per entry point per process).",
 	      (double)d->n_probes);
+	gauge(t, "allocscope_probe_links",
+	      "Kernel links holding those uprobes: one uprobe_multi link per process, or one "
+	      "perf-event link per uprobe on kernels without uprobe_multi.",
+	      (double)d->n_probe_links);
 	gauge(t, "allocscope_processes_detaching",
 	      "Released processes whose probes are still being removed (the kernel waits for "
 	      "a grace period per removal).",

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "build_info.h"
 #include "capture.h"
 #include "daemon.h"
 #include "log.h"

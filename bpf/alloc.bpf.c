@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* allocscope's probes: one uprobe program per argument layout of the allocator entry points.
+/* allocscope's probes: one uprobe program per argument layout of the allocator entry points,
+ * attached as one perf-event uprobe per entry point, and alloc_multi, which serves every entry
+ * point of a process from a single uprobe_multi link (one descriptor and one RCU grace period
+ * per process instead of one per entry point) and reads the size where the entry's layout puts
+ * it. The agent uses alloc_multi when the kernel offers uprobe_multi links.
  *
  * The hot path is a per-thread byte countdown and a per-CPU hit count: an allocation that does
  * not exhaust the countdown costs an array and a task-storage lookup and two arithmetic ops on
@@ -209,9 +213,9 @@ int BPF_KPROBE(alloc_size_arg3, void *memptr, __u64 alignment, __u64 size)
 	return on_allocation(ctx, size);
 }
 
-/* calloc (nmemb, size): a product that overflows fails without allocating. */
-SEC("uprobe")
-int BPF_KPROBE(alloc_calloc, __u64 nmemb, __u64 size)
+/* calloc (nmemb, size): a product that overflows fails without allocating, so it is not an
+ * allocation. */
+static __always_inline bool calloc_overflows(__u64 nmemb, __u64 size)
 {
 	/* Both factors below 2^32 cannot overflow; otherwise check by division (BPF has no
 	 * 128-bit multiply for the compiler's overflow builtin). */
@@ -219,19 +223,75 @@ int BPF_KPROBE(alloc_calloc, __u64 nmemb, __u64 size)
 		__u64 max_nmemb = ~0ull / size;
 
 		barrier_var(max_nmemb); /* keeps clang from turning this into __multi3 */
-		if (nmemb > max_nmemb)
-			return 0;
+		return nmemb > max_nmemb;
 	}
+	return false;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(alloc_calloc, __u64 nmemb, __u64 size)
+{
+	if (calloc_overflows(nmemb, size))
+		return 0;
 	return on_allocation(ctx, nmemb * size);
 }
 
 /* realloc (ptr, size): realloc(NULL, n) is glibc's malloc and is counted by the malloc probe;
  * realloc(p, 0) frees. */
+static __always_inline bool realloc_allocates(const void *ptr, __u64 size)
+{
+	return ptr && size;
+}
+
 SEC("uprobe")
 int BPF_KPROBE(alloc_realloc, void *ptr, __u64 size)
 {
-	if (!ptr || !size)
+	if (!realloc_allocates(ptr, size))
 		return 0;
+	return on_allocation(ctx, size);
+}
+
+/* Every entry point at once, for a uprobe_multi link: the agent loads it with the uprobe_multi
+ * attach type (libbpf 1.1 has no section name for it). A multi link runs one program for all
+ * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
+ * compare or two before the same countdown as the per-layout programs. */
+SEC("uprobe")
+int alloc_multi(struct pt_regs *ctx)
+{
+	__u64 entry = bpf_get_attach_cookie(ctx);
+	__u64 nmemb, size;
+
+	switch (entry) {
+	case ALLOC_ENTRY_MALLOC:
+	case ALLOC_ENTRY_VALLOC:
+	case ALLOC_ENTRY_PVALLOC:
+		size = PT_REGS_PARM1(ctx);
+		break;
+	case ALLOC_ENTRY_MEMALIGN:
+		size = PT_REGS_PARM2(ctx);
+		break;
+	case ALLOC_ENTRY_POSIX_MEMALIGN:
+		size = PT_REGS_PARM3(ctx);
+		break;
+	case ALLOC_ENTRY_CALLOC:
+		nmemb = PT_REGS_PARM1(ctx);
+		size = PT_REGS_PARM2(ctx);
+		/* Left alone, clang merges the two branches' register reads into ctx + a
+		 * variable offset, which the verifier refuses to dereference. */
+		barrier_var(nmemb);
+		barrier_var(size);
+		if (calloc_overflows(nmemb, size))
+			return 0;
+		size *= nmemb;
+		break;
+	case ALLOC_ENTRY_REALLOC:
+		if (!realloc_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
+			return 0;
+		size = PT_REGS_PARM2(ctx);
+		break;
+	default:
+		return 0;
+	}
 	return on_allocation(ctx, size);
 }
 

@@ -1,5 +1,9 @@
 /* Loading the BPF object: the kernel checks come first so a missing feature is reported as
- * that, not as an opaque verifier or perf_event_open failure later. */
+ * that, not as an opaque verifier or perf_event_open failure later. Also the choice between
+ * one uprobe_multi link per process and one perf-event uprobe per entry point: each perf-event
+ * uprobe costs two descriptors and, on detach, an RCU grace period (~80 ms here), so 7 entry
+ * points took ~0.56 s to detach; a multi link costs one descriptor and one grace period. The
+ * choice is made from what the kernel does, never from its version. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <linux/bpf.h>
 #include <linux/capability.h>
 
 #include <bpf/libbpf.h>
@@ -16,10 +21,47 @@
 #include "log.h"
 #include "sampling.h"
 
+/* Debian 12's UAPI headers predate uprobe_multi links (Linux 6.6): the attach type as
+ * numbered in enum bpf_attach_type, and BPF_LINK_CREATE's attributes for it, laid out as
+ * union bpf_attr's link_create.uprobe_multi (include/uapi/linux/bpf.h). */
+#define UPROBE_MULTI_ATTACH_TYPE 48
+
+struct uprobe_multi_link_attr {
+	__u32 prog_fd;
+	__u32 target_fd;         /* unused by uprobe_multi */
+	__u32 attach_type;
+	__u32 link_flags;        /* must be 0 */
+	__aligned_u64 path;      /* const char *: the file the offsets are in */
+	__aligned_u64 offsets;   /* const unsigned long[cnt]: file offsets */
+	__aligned_u64 ref_ctr_offsets; /* USDT semaphores: none here */
+	__aligned_u64 cookies;   /* const __u64[cnt]: bpf_get_attach_cookie() at offsets[i] */
+	__u32 cnt;
+	__u32 flags;             /* 1 would make them return probes */
+	__u32 pid;               /* breakpoints in this process only; 0 for every process */
+};
+
+_Static_assert(offsetof(struct uprobe_multi_link_attr, path) == 16, "bpf_attr layout");
+_Static_assert(offsetof(struct uprobe_multi_link_attr, cookies) == 40, "bpf_attr layout");
+_Static_assert(offsetof(struct uprobe_multi_link_attr, cnt) == 48, "bpf_attr layout");
+_Static_assert(offsetof(struct uprobe_multi_link_attr, pid) == 56, "bpf_attr layout");
+
+/* The kernel's internal "not supported", which some BPF paths let out. */
+#define KERNEL_ENOTSUPP 524
+
+/* More offsets than any allocator has entry points; the kernel takes up to 1 << 20. */
+#define MULTI_MAX_OFFSETS 64
+
+enum multi_support {
+	MULTI_UNTRIED,  /* the program loaded; no link made yet */
+	MULTI_WORKS,    /* a link was made: a refusal now is about that process, not the kernel */
+	MULTI_MISSING,  /* per-entry perf-event uprobes from now on */
+};
+
 struct alloc_program {
 	struct alloc_bpf *skel;
 	struct bpf_link *exec_link, *fork_link;
 	int n_cpus;
+	enum multi_support multi;
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -73,17 +115,67 @@ static int check_privileges(char *err, size_t err_len)
 	if (sys_admin || (has_capability(CAP_BPF) && has_capability(CAP_PERFMON)))
 		return 0;
 	snprintf(err, err_len,
-		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON, and on "
-		 "kernels whose uprobe events want it (Linux 6.18 does) CAP_SYS_ADMIN (run it "
-		 "with sudo, or: setcap cap_bpf,cap_perfmon,cap_sys_admin+ep allocscope)");
+		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON (run it with "
+		 "sudo, or: setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep allocscope; kernels "
+		 "before 6.6, without uprobe_multi links, want cap_sys_admin too)");
 	return -EPERM;
+}
+
+/* Opens the embedded object into prog->skel, configures it and loads it; with_multi says
+ * whether alloc_multi is loaded too. On failure prog->skel may be left open: the caller
+ * destroys it. */
+static int open_and_load(struct alloc_program *prog, const struct alloc_program_opts *opts,
+			 bool with_multi, char *err, size_t err_len)
+{
+	__u32 table[SAMPLING_TABLE_SIZE];
+	int ret;
+
+	prog->skel = alloc_bpf__open();
+	if (!prog->skel) {
+		ret = -errno;
+		snprintf(err, err_len, "cannot open the embedded BPF object: %s", strerror(-ret));
+		return ret;
+	}
+	prog->skel->rodata->sample_rate = opts->sample_rate;
+	prog->skel->rodata->walk_frame_pointers = opts->walk_frame_pointers;
+	prog->skel->rodata->stack_copy_size = opts->stack_copy_bytes;
+	prog->skel->rodata->wakeup_bytes = opts->ringbuf_bytes / 4;
+	sampling_fill_log2_table(table);
+	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
+	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);
+	if (ret) {
+		snprintf(err, err_len, "cannot size the ring buffer to %u bytes: %s",
+			 opts->ringbuf_bytes, strerror(-ret));
+		return ret;
+	}
+	/* libbpf 1.1 knows no section name for uprobe_multi programs: the attach type is set
+	 * by hand. The per-layout programs keep the plain uprobe type perf events need. */
+	if (with_multi)
+		ret = bpf_program__set_expected_attach_type(
+			prog->skel->progs.alloc_multi, (enum bpf_attach_type)UPROBE_MULTI_ATTACH_TYPE);
+	else
+		ret = bpf_program__set_autoload(prog->skel->progs.alloc_multi, false);
+	if (ret) {
+		snprintf(err, err_len, "cannot prepare the uprobe_multi program: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	ret = alloc_bpf__load(prog->skel);
+	if (ret) {
+		snprintf(err, err_len,
+			 "the kernel refused allocscope's BPF program: %s (run with --log-level "
+			 "debug to see the verifier's log; the kernel needs BPF task storage, ring "
+			 "buffers and bpf_get_attach_cookie, Linux 5.15 or newer)",
+			 strerror(-ret));
+		return ret;
+	}
+	return 0;
 }
 
 int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_program **out,
 			char *err, size_t err_len)
 {
 	struct alloc_program *prog;
-	__u32 table[SAMPLING_TABLE_SIZE];
 	int ret;
 
 	*out = NULL;
@@ -104,32 +196,19 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 		snprintf(err, err_len, "cannot count this machine's CPUs: %s", strerror(-ret));
 		goto fail;
 	}
-	prog->skel = alloc_bpf__open();
-	if (!prog->skel) {
-		ret = -errno;
-		snprintf(err, err_len, "cannot open the embedded BPF object: %s", strerror(-ret));
-		goto fail;
-	}
-	prog->skel->rodata->sample_rate = opts->sample_rate;
-	prog->skel->rodata->walk_frame_pointers = opts->walk_frame_pointers;
-	prog->skel->rodata->stack_copy_size = opts->stack_copy_bytes;
-	prog->skel->rodata->wakeup_bytes = opts->ringbuf_bytes / 4;
-	sampling_fill_log2_table(table);
-	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
-	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);
+	prog->multi = MULTI_UNTRIED;
+	ret = open_and_load(prog, opts, true, err, err_len);
 	if (ret) {
-		snprintf(err, err_len, "cannot size the ring buffer to %u bytes: %s",
-			 opts->ringbuf_bytes, strerror(-ret));
-		goto fail;
-	}
-	ret = alloc_bpf__load(prog->skel);
-	if (ret) {
-		snprintf(err, err_len,
-			 "the kernel refused allocscope's BPF program: %s (run with --log-level "
-			 "debug to see the verifier's log; the kernel needs BPF task storage, ring "
-			 "buffers and bpf_get_attach_cookie, Linux 5.15 or newer)",
-			 strerror(-ret));
-		goto fail;
+		/* A kernel or verifier that refuses the multi program can still run the
+		 * per-layout ones: an object is loaded once, so start over without it. */
+		alloc_bpf__destroy(prog->skel);
+		prog->skel = NULL;
+		ret = open_and_load(prog, opts, false, err, err_len);
+		if (ret)
+			goto fail;
+		prog->multi = MULTI_MISSING;
+		log_debug("the uprobe_multi program did not load: attaching one perf-event "
+			  "uprobe per allocator entry point");
 	}
 	*out = prog;
 	return 0;
@@ -167,6 +246,63 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 		break;
 	}
 	return NULL;
+}
+
+bool alloc_program__has_multi(const struct alloc_program *prog)
+{
+	return prog->multi != MULTI_MISSING;
+}
+
+/* What a kernel without uprobe_multi links answers: an attach type it does not know, or
+ * attributes past the end of the ones it knows, are EINVAL. */
+static bool link_kind_unknown(int err)
+{
+	return err == -EINVAL || err == -EOPNOTSUPP || err == -KERNEL_ENOTSUPP ||
+	       err == -ENOSYS || err == -E2BIG;
+}
+
+int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
+				const uint64_t *offsets, const enum alloc_entry *entries,
+				size_t count)
+{
+	struct uprobe_multi_link_attr attr;
+	__u64 cookies[MULTI_MAX_OFFSETS];
+	int fd, ret;
+
+	if (prog->multi == MULTI_MISSING)
+		return -EOPNOTSUPP;
+	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
+		return -EINVAL;
+	for (size_t i = 0; i < count; i++)
+		cookies[i] = entries[i];
+
+	/* Zeroed as a whole: the kernel refuses nonzero bytes past the fields it knows,
+	 * padding included. */
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = bpf_program__fd(prog->skel->progs.alloc_multi);
+	attr.attach_type = UPROBE_MULTI_ATTACH_TYPE;
+	attr.path = (__u64)(uintptr_t)path;
+	attr.offsets = (__u64)(uintptr_t)offsets;
+	attr.cookies = (__u64)(uintptr_t)cookies;
+	attr.cnt = (__u32)count;
+	attr.pid = (__u32)pid;
+	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	if (fd >= 0) {
+		if (prog->multi == MULTI_UNTRIED) {
+			prog->multi = MULTI_WORKS;
+			log_debug("attaching one uprobe_multi link per process");
+		}
+		return fd;
+	}
+	ret = -errno;
+	if (prog->multi == MULTI_UNTRIED && link_kind_unknown(ret)) {
+		prog->multi = MULTI_MISSING;
+		log_debug("this kernel refused a uprobe_multi link (%s): attaching one perf-event "
+			  "uprobe per allocator entry point",
+			  strerror(-ret));
+		return -EOPNOTSUPP;
+	}
+	return ret;
 }
 
 int alloc_program__ringbuf_fd(const struct alloc_program *prog)

@@ -29,8 +29,22 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 			char *err, size_t err_len);
 void alloc_program__free(struct alloc_program *prog);
 
-/* The program that handles an entry point's argument layout. */
+/* The program that handles an entry point's argument layout, for one perf-event uprobe per
+ * entry point: the fallback where uprobe_multi links are missing. */
 struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum alloc_entry entry);
+
+/* Whether processes are attached with one uprobe_multi link each. True until the kernel is
+ * known to lack them: the multi program did not load, or the first link was refused as an
+ * unknown kind. From then on every process gets one perf-event uprobe per entry point. */
+bool alloc_program__has_multi(const struct alloc_program *prog);
+/* One link serving every entry point of pid: offsets[i] (file offsets into path, the file as
+ * the process sees it) report entries[i]. Breakpoints go into pid's address space only.
+ * Returns the link's descriptor (the caller closes it to detach) or -errno. When the kernel
+ * refuses the first link ever made as a kind it does not know, returns -EOPNOTSUPP and
+ * alloc_program__has_multi turns false: attach per entry point instead. */
+int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
+				const uint64_t *offsets, const enum alloc_entry *entries,
+				size_t count);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
 /* Allocator calls that hit a probe, summed over CPUs. */

@@ -2,6 +2,8 @@
  * its first instruction is exactly `push %rbp` whatever the compiler flags: the same
  * instruction, the same emulation, as the allocator entries the agent probes. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,20 +50,81 @@ static int compare_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The file offset of the calibration function in /proc/self/exe, from the mapping that holds
+ * it (the agent may be position-independent or not; the mapping says either way). */
+static int calibration_file_offset(uint64_t *offset)
+{
+	uintptr_t address = (uintptr_t)allocscope_probe_calibration;
+	char line[512];
+	FILE *maps = fopen("/proc/self/maps", "re");
+	int ret = -ENOENT;
+
+	if (!maps)
+		return -errno;
+	while (fgets(line, sizeof(line), maps)) {
+		uintptr_t start, end;
+		uint64_t file_offset;
+
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %*s %" SCNx64, &start, &end,
+			   &file_offset) != 3)
+			continue;
+		if (address >= start && address < end) {
+			*offset = address - start + file_offset;
+			ret = 0;
+			break;
+		}
+	}
+	fclose(maps);
+	return ret;
+}
+
+/* The probe the way targets get theirs: a uprobe_multi link where the kernel has them, else a
+ * perf-event uprobe. Returns 0 with *link_fd or *link set, or -errno. */
+static int attach_calibration_probe(struct alloc_program *prog, uint64_t offset, int *link_fd,
+				    struct bpf_link **link)
+{
+	const enum alloc_entry entry = ALLOC_ENTRY_MALLOC;
+	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = entry);
+
+	*link_fd = -1;
+	*link = NULL;
+	if (alloc_program__has_multi(prog)) {
+		int fd = alloc_program__attach_multi(prog, getpid(), "/proc/self/exe", &offset,
+						     &entry, 1);
+
+		if (fd >= 0) {
+			*link_fd = fd;
+			return 0;
+		}
+		if (fd != -EOPNOTSUPP)
+			return fd;
+	}
+	*link = bpf_program__attach_uprobe_opts(alloc_program__for_entry(prog, entry), getpid(),
+						"/proc/self/exe", offset, &opts);
+	if (!*link)
+		return errno ? -errno : -EINVAL;
+	return 0;
+}
+
 int probe_cost__measure(struct alloc_program *prog, double *ns_per_hit)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = "allocscope_probe_calibration");
-	struct bpf_program *program = alloc_program__for_entry(prog, ALLOC_ENTRY_MALLOC);
 	double plain[ROUNDS], probed[ROUNDS];
 	struct bpf_link *link;
+	uint64_t offset = 0;
+	int link_fd, ret;
 
+	ret = calibration_file_offset(&offset);
+	if (ret)
+		return ret;
 	for (int i = 0; i < ROUNDS; i++)
 		plain[i] = round_ns();
-	link = bpf_program__attach_uprobe_opts(program, getpid(), "/proc/self/exe", 0, &opts);
-	if (!link)
-		return errno ? -errno : -EINVAL;
+	ret = attach_calibration_probe(prog, offset, &link_fd, &link);
+	if (ret)
+		return ret;
 	for (int i = 0; i < ROUNDS; i++)
 		probed[i] = round_ns();
+	if (link_fd >= 0)
+		close(link_fd);
 	bpf_link__destroy(link);
 	qsort(plain, ROUNDS, sizeof(plain[0]), compare_double);
 	qsort(probed, ROUNDS, sizeof(probed[0]), compare_double);

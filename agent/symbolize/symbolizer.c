@@ -533,7 +533,8 @@ static int mark_changed_file(struct sym_mapping *m)
 
 /* Opens the file behind e as the process sees it. The path in maps may since have been
  * replaced (a package upgrade) or deleted: then the mapping itself, /proc/PID/map_files/,
- * is the only way to the right inode (it needs CAP_SYS_ADMIN, which the agent has). */
+ * is the only way to the right inode (it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN: the
+ * unit grants the former). */
 static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct elf_file **out)
 {
 	char path[PATH_MAX + 64];
