@@ -172,10 +172,10 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	return rec;
 }
 
-int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
-			     size_t n_frames, uint64_t size)
+int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
+				      const uint64_t *frames, size_t n_frames, uint64_t size,
+				      double weighted_bytes)
 {
-	double p = sampling_probability(size, profile->sample_rate);
 	double bytes = (double)(size ? size : 1);
 	struct stack_record *rec;
 
@@ -184,13 +184,23 @@ int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const 
 	rec = find_or_add_stack(profile, pid, frames, n_frames);
 	if (!rec)
 		return -ENOMEM;
-	rec->bytes += bytes / p;
-	rec->objects += 1.0 / p;
+	/* weighted_bytes / size is the same 1/p the kernel path's weight gives. */
+	rec->bytes += weighted_bytes;
+	rec->objects += weighted_bytes / bytes;
 	rec->samples++;
 	profile->totals.samples++;
-	profile->totals.bytes += bytes / p;
-	profile->totals.objects += 1.0 / p;
+	profile->totals.bytes += weighted_bytes;
+	profile->totals.objects += weighted_bytes / bytes;
 	return 0;
+}
+
+int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			     size_t n_frames, uint64_t size)
+{
+	double p = sampling_probability(size, profile->sample_rate);
+	double bytes = (double)(size ? size : 1);
+
+	return alloc_profile__add_weighted_stack(profile, pid, frames, n_frames, size, bytes / p);
 }
 
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)

@@ -41,6 +41,12 @@ int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample 
  * frames are kept. */
 int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
 			     size_t n_frames, uint64_t size);
+/* The same with the weight given: a cooperative in-process sampler (the otel_memory:alloc
+ * USDT) samples at its own rate and reports the bytes each sample stands for, size / p. The
+ * sample counts weighted_bytes towards alloc_space and weighted_bytes / size objects. */
+int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
+				      const uint64_t *frames, size_t n_frames, uint64_t size,
+				      double weighted_bytes);
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
