@@ -112,7 +112,74 @@ $(BUILD)/workloads/cxx_sites: tests/workloads/cxx_sites.cc | $(DEPS_OK)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CXX) $(NOFP_CFLAGS) $< -o $@
 
+# ---- workloads on other allocators: tests/workloads/allocator_sites.cc, one build each ----
+# (Debian's libjemalloc-dev, libgoogle-perftools-dev, libmimalloc-dev). sites_rjem links a copy
+# of libjemalloc_pic.a whose public symbols carry Rust's _rjem_ prefix, without its operator
+# new (a Rust build has none), beside glibc's malloc.
+JEMALLOC_PIC := /usr/lib/x86_64-linux-gnu/libjemalloc_pic.a
+RJEM_SYMBOLS := malloc calloc realloc free posix_memalign aligned_alloc memalign valloc mallocx \
+		rallocx xallocx sallocx dallocx sdallocx nallocx mallctl mallctlnametomib \
+		mallctlbymib malloc_stats_print malloc_usable_size malloc_message malloc_conf \
+		malloc_conf_2_conf_harder
+ALLOCATOR_SITES := $(addprefix $(BUILD)/workloads/sites_,jemalloc jemalloc_static tcmalloc \
+		   mimalloc rjem)
+WORKLOAD_BINS += $(ALLOCATOR_SITES)
+sites_link_jemalloc := -ljemalloc
+sites_link_jemalloc_static := $(JEMALLOC_PIC) -lpthread -ldl -lm
+sites_link_tcmalloc := -ltcmalloc_minimal
+sites_link_mimalloc := -lmimalloc
+sites_link_rjem := $(BUILD)/workloads/librjem.a -lpthread -ldl -lm
+sites_define = SITES_$(shell echo $(patsubst %_static,%,$(1)) | tr a-z A-Z)
+
+$(BUILD)/workloads/librjem.a: $(JEMALLOC_PIC) | $(DEPS_OK)
+	$(call msg,OBJCOPY,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)printf '%s _rjem_%s\n' $(foreach s,$(RJEM_SYMBOLS),$(s) $(s)) > $@.syms
+	$(Q)objcopy --redefine-syms=$@.syms $< $@
+	$(Q)ar d $@ jemalloc_cpp.pic.o
+
+$(BUILD)/workloads/sites_rjem: $(BUILD)/workloads/librjem.a
+$(ALLOCATOR_SITES): $(BUILD)/workloads/sites_%: tests/workloads/allocator_sites.cc | $(DEPS_OK)
+	$(call msg,CXX,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CXX) $(WORKLOAD_CFLAGS) -D$(call sites_define,$*) $< -o $@ $(sites_link_$*)
+# ---- end of workloads on other allocators ----
+
 -include tests/unit/fixtures.mk
+
+# ---- liballocscope-sampler.so: in-process sampling for LD_PRELOAD (docs/cooperative.md) ----
+# Own flags rather than $(CFLAGS): the library runs inside other programs, so it is always
+# optimised and PIC, and exports only the allocator entry points and its stats function
+# (hidden by default). -fno-builtin keeps the compiler from turning code inside malloc into
+# calls to malloc or calloc; frame pointers let a frame-pointer unwinder walk from the probe
+# (in the cold path) to the caller (the hot entry points stay frameless tail jumps); -z now
+# binds dlsym and log() at load time instead of at the first sampled allocation; -z nodelete
+# keeps it mapped if it was dlopen()ed and then dlclosed.
+# Its workload is built by the $(BUILD)/workloads/% rule.
+SAMPLER_SRCS     := $(sort $(wildcard sampler/*.c))
+SAMPLER_HDRS     := $(wildcard sampler/*.h)
+SAMPLER_LIB      := $(BUILD)/liballocscope-sampler.so
+SAMPLER_WORKLOAD := $(BUILD)/workloads/sampler_workload
+SAMPLER_CFLAGS   := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -fno-builtin -D_GNU_SOURCE \
+		    -fno-omit-frame-pointer -Wall -Wextra -Werror
+SAMPLER_LDFLAGS  := -shared -Wl,-soname,liballocscope-sampler.so -Wl,-z,now -Wl,-z,nodelete
+
+all: $(SAMPLER_LIB)
+
+$(SAMPLER_LIB): $(SAMPLER_SRCS) $(SAMPLER_HDRS)
+	$(call msg,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(SAMPLER_CFLAGS) $(SAMPLER_LDFLAGS) $(SAMPLER_SRCS) -o $@ -ldl -lm -pthread
+
+# The test uses no agent code: its own rule, so it builds without the agent's objects.
+$(BUILD)/tests/test_sampler: tests/unit/test_sampler.c $(wildcard tests/unit/*.h) $(SAMPLER_HDRS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -D_GNU_SOURCE -Itests/unit $(CFLAGS) $< -o $@ -lm
+
+$(SAMPLER_WORKLOAD): sampler/allocscope_sampler.h
+unit test: $(SAMPLER_LIB) $(SAMPLER_WORKLOAD)
+# ---- end of liballocscope-sampler.so ----
 
 # The benchmark's floor: an empty uprobe program and its loader.
 $(BUILD)/bench/empty_probe.bpf.o: tests/bench/empty_probe.bpf.c bpf/vmlinux.h | $(DEPS_OK)

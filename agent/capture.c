@@ -23,12 +23,10 @@
 #include "capture.h"
 #include "log.h"
 #include "attach/alloc_program.h"
-#include "attach/allocators.h"
 #include "attach/process_probes.h"
 #include "collect/sample_reader.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
-#include "symbolize/elf_file.h"
 #include "symbolize/symbolizer.h"
 
 #define DRAIN_INTERVAL_MS 100
@@ -39,6 +37,7 @@ struct target {
 	bool exited;
 	char comm[64];
 	struct process_probes *probes;
+	char allocators[512]; /* "jemalloc in /usr/lib/.../libjemalloc.so.2": for the summary */
 };
 
 struct capture {
@@ -207,8 +206,20 @@ static void snapshot_process(struct capture *cap, pid_t pid)
 		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
 }
 
-static int add_target(struct capture *cap, pid_t pid, const char *allocator_file,
-		      bool snapshot_now)
+/* "jemalloc in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2; glibc in /lib/.../libc.so.6". */
+static void describe_allocators(const struct process_probes *probes, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < process_probes__file_count(probes) && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s in %s", i ? "; " : "",
+					 process_probes__file_allocators(probes, i),
+					 process_probes__file_at(probes, i));
+}
+
+/* command: the program pid is about to exec (its files are examined), or NULL. */
+static int add_target(struct capture *cap, pid_t pid, const char *command, bool snapshot_now)
 {
 	struct target *t = &cap->targets[cap->n_targets];
 	char err[512] = "";
@@ -224,13 +235,13 @@ static int add_target(struct capture *cap, pid_t pid, const char *allocator_file
 		return -ESRCH;
 	}
 	read_comm(pid, t->comm, sizeof(t->comm));
-	ret = process_probes__attach(cap->program, pid, allocator_file, &t->probes, err,
-				     sizeof(err));
+	ret = process_probes__attach(cap->program, pid, command, &t->probes, err, sizeof(err));
 	if (ret) {
 		log_error("%s", err);
 		close(t->pidfd);
 		return ret;
 	}
+	describe_allocators(t->probes, t->allocators, sizeof(t->allocators));
 	if (snapshot_now)
 		snapshot_process(cap, pid);
 	cap->n_targets++;
@@ -246,8 +257,16 @@ static void describe_targets(const struct capture *cap)
 		const struct target *t = &cap->targets[i];
 		size_t stepped = process_probes__single_stepped(t->probes);
 
+		char files[1024] = "";
+		size_t used = 0;
+
+		for (size_t k = 0; k < process_probes__file_count(t->probes) && used < sizeof(files);
+		     k++)
+			used += (size_t)snprintf(files + used, sizeof(files) - used, "%s%s (%s)",
+						 k ? ", " : "", process_probes__file_at(t->probes, k),
+						 process_probes__file_allocators(t->probes, k));
 		log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid, t->comm,
-			 process_probes__count(t->probes), process_probes__file(t->probes),
+			 process_probes__count(t->probes), files,
 			 stepped ? "some single-stepped (slower)" : "all on emulated instructions");
 		if (log_max_level >= LOG_DEBUG || stepped)
 			process_probes__describe(t->probes, stderr);
@@ -290,9 +309,7 @@ static int start_command(struct capture *cap)
 {
 	char **argv = cap->opts->command;
 	char exe[PATH_MAX];
-	const char *allocator_file = NULL;
 	struct command_start cs;
-	struct elf_file *elf;
 	int ret, child_errno = 0;
 	pid_t pid;
 
@@ -301,14 +318,6 @@ static int start_command(struct capture *cap)
 		log_error("cannot run %s: %s", argv[0],
 			  ret == -ENOENT ? "command not found" : strerror(-ret));
 		return ret;
-	}
-	/* A statically linked program carries glibc's allocator in its executable. */
-	if (elf_file__open(exe, &elf) == 0) {
-		const char *kind = allocators__identify(elf);
-
-		if (kind && strcmp(kind, "glibc") == 0)
-			allocator_file = exe;
-		elf_file__free(elf);
 	}
 	if (pipe2(cs.go_pipe, O_CLOEXEC) || pipe2(cs.status_pipe, O_CLOEXEC)) {
 		log_error("cannot start %s: %s", argv[0], strerror(errno));
@@ -338,7 +347,8 @@ static int start_command(struct capture *cap)
 	close(cs.status_pipe[1]);
 	cap->child = pid;
 
-	ret = add_target(cap, pid, allocator_file, false);
+	/* Its allocator is found from its executable and the libraries it will load. */
+	ret = add_target(cap, pid, exe, false);
 	if (ret) {
 		close(cs.go_pipe[1]); /* the child exits without running the command */
 		close(cs.status_pipe[0]);
@@ -444,6 +454,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	       "%.0f ms)\n",
 	       (unsigned long long)totals.samples, cap->n_targets, cap->n_targets == 1 ? "" : "es",
 	       duration_ms / 1000.0, rate, agent_ms);
+	for (size_t i = 0; i < cap->n_targets; i++)
+		printf("allocator of pid %d (%s): %s\n", (int)cap->targets[i].pid,
+		       cap->targets[i].comm, cap->targets[i].allocators);
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {

@@ -192,7 +192,7 @@ static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
 	return sample_allocation(ctx, countdown, size);
 }
 
-/* malloc, valloc, pvalloc, operator new: size is the first argument. */
+/* malloc, valloc, pvalloc, operator new, mallocx: size is the first argument. */
 SEC("uprobe")
 int BPF_KPROBE(alloc_size_arg1, __u64 size)
 {
@@ -251,6 +251,22 @@ int BPF_KPROBE(alloc_realloc, void *ptr, __u64 size)
 	return on_allocation(ctx, size);
 }
 
+/* A realloc that serves realloc(NULL, n) in its own body, not through a probed malloc
+ * (jemalloc, tcmalloc, mimalloc; also rallocx and xallocx, whose pointer is never NULL):
+ * everything but realloc(p, 0), which frees, is an allocation. */
+static __always_inline bool realloc_any_allocates(const void *ptr, __u64 size)
+{
+	return !ptr || size;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(alloc_realloc_any, void *ptr, __u64 size)
+{
+	if (!realloc_any_allocates(ptr, size))
+		return 0;
+	return on_allocation(ctx, size);
+}
+
 /* Every entry point at once, for a uprobe_multi link: the agent loads it with the uprobe_multi
  * attach type (libbpf 1.1 has no section name for it). A multi link runs one program for all
  * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
@@ -265,6 +281,7 @@ int alloc_multi(struct pt_regs *ctx)
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:
 	case ALLOC_ENTRY_PVALLOC:
+	case ALLOC_ENTRY_NEW:
 		size = PT_REGS_PARM1(ctx);
 		break;
 	case ALLOC_ENTRY_MEMALIGN:
@@ -286,6 +303,11 @@ int alloc_multi(struct pt_regs *ctx)
 		break;
 	case ALLOC_ENTRY_REALLOC:
 		if (!realloc_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
+			return 0;
+		size = PT_REGS_PARM2(ctx);
+		break;
+	case ALLOC_ENTRY_REALLOC_ANY:
+		if (!realloc_any_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
 			return 0;
 		size = PT_REGS_PARM2(ctx);
 		break;

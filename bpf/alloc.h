@@ -10,15 +10,22 @@
 #define ALLOC_MAX_STACK_DEPTH 127
 
 /* Which allocator entry point a probe sits on: the attach cookie of every uprobe, reported in
- * each sample. Keep alloc_entry_names[] in agent/attach/allocators.c in the same order. */
+ * each sample. A kind is an argument layout (where the size is) plus a name for display; every
+ * allocator's functions map onto these (jemalloc's mallocx is a MALLOC, rallocx a realloc).
+ * Keep entry_names[] in agent/attach/allocators.c, the switch in alloc_multi and
+ * alloc_program__for_entry in step with it. */
 enum alloc_entry {
-	ALLOC_ENTRY_MALLOC,
-	ALLOC_ENTRY_CALLOC,
-	ALLOC_ENTRY_REALLOC,
+	ALLOC_ENTRY_MALLOC,         /* size is the 1st argument */
+	ALLOC_ENTRY_CALLOC,         /* (nmemb, size) */
+	ALLOC_ENTRY_REALLOC,        /* (ptr, size); realloc(NULL, n) reaches a probed malloc and
+				       is skipped here (glibc); size 0 frees */
 	ALLOC_ENTRY_MEMALIGN,       /* memalign, aligned_alloc: size is the 2nd argument */
 	ALLOC_ENTRY_POSIX_MEMALIGN, /* size is the 3rd argument */
 	ALLOC_ENTRY_VALLOC,
 	ALLOC_ENTRY_PVALLOC,
+	ALLOC_ENTRY_NEW,            /* operator new and new[], every variant: size is the 1st */
+	ALLOC_ENTRY_REALLOC_ANY,    /* (ptr, size) where realloc(NULL, n) allocates in realloc's
+				       own body (jemalloc, tcmalloc, mimalloc): counted here */
 	ALLOC_ENTRY__COUNT,
 };
 

@@ -48,7 +48,9 @@ _Static_assert(offsetof(struct uprobe_multi_link_attr, pid) == 56, "bpf_attr lay
 /* The kernel's internal "not supported", which some BPF paths let out. */
 #define KERNEL_ENOTSUPP 524
 
-/* More offsets than any allocator has entry points; the kernel takes up to 1 << 20. */
+/* More offsets than the allocators of one file have entry points (glibc plus a prefixed
+ * jemalloc and operator new in one static executable stay under 40); the kernel takes up to
+ * 1 << 20. */
 #define MULTI_MAX_OFFSETS 64
 
 enum multi_support {
@@ -233,6 +235,7 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:
 	case ALLOC_ENTRY_PVALLOC:
+	case ALLOC_ENTRY_NEW:
 		return prog->skel->progs.alloc_size_arg1;
 	case ALLOC_ENTRY_MEMALIGN:
 		return prog->skel->progs.alloc_size_arg2;
@@ -242,6 +245,8 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 		return prog->skel->progs.alloc_calloc;
 	case ALLOC_ENTRY_REALLOC:
 		return prog->skel->progs.alloc_realloc;
+	case ALLOC_ENTRY_REALLOC_ANY:
+		return prog->skel->progs.alloc_realloc_any;
 	case ALLOC_ENTRY__COUNT:
 		break;
 	}

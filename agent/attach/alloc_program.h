@@ -37,8 +37,8 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
  * known to lack them: the multi program did not load, or the first link was refused as an
  * unknown kind. From then on every process gets one perf-event uprobe per entry point. */
 bool alloc_program__has_multi(const struct alloc_program *prog);
-/* One link serving every entry point of pid: offsets[i] (file offsets into path, the file as
- * the process sees it) report entries[i]. Breakpoints go into pid's address space only.
+/* One link serving every entry point of pid in one file: offsets[i] (file offsets into path,
+ * the file as the process sees it) report entries[i]; at most 64. Breakpoints go into pid's address space only.
  * Returns the link's descriptor (the caller closes it to detach) or -errno. When the kernel
  * refuses the first link ever made as a kind it does not know, returns -EOPNOTSUPP and
  * alloc_program__has_multi turns false: attach per entry point instead. */

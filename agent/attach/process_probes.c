@@ -1,37 +1,67 @@
 /* Per-process attach. Files are opened through /proc/PID/root so that a process in another
  * mount namespace (a container) is probed on its own copy of the library; uprobes are keyed by
- * inode, so the kernel also catches the library if it is mapped again later. Every entry point
- * goes into one uprobe_multi link when the kernel has them: detaching then waits for one RCU
- * grace period instead of one per entry point. */
+ * inode, so the kernel also catches the library if it is mapped again later. Each file's entry
+ * points go into one uprobe_multi link when the kernel has them (a link takes one path):
+ * detaching then waits for one RCU grace period per file instead of one per entry point. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <bpf/libbpf.h>
 
 #include "process_probes.h"
 #include "allocators.h"
 #include "alloc_program.h"
+#include "attach/linked_files.h"
 #include "log.h"
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
 
-#define MAX_ENTRY_POINTS 16
+/* Files with allocators in one process: the malloc in use, a prefixed allocator or two, an
+ * operator new; more means something unusual is mapped, and the first ones are probed. */
+#define MAX_FILES 8
 
 struct attached_probe {
 	struct entry_point point;
 	struct bpf_link *link;      /* its perf-event uprobe; NULL under a multi link */
 };
 
+struct probed_file {
+	char path[PATH_MAX];        /* as the process sees it */
+	char allocators[128];       /* "glibc, jemalloc (_rjem_ prefix)" */
+	size_t first, count;        /* its probes: probes[first, first + count) */
+	size_t first_skipped, n_skipped; /* its unprobed entry points in skipped[] */
+	int multi_link_fd;          /* the uprobe_multi link serving its probes, or -1 */
+};
+
 struct process_probes {
 	pid_t pid;
-	char file[PATH_MAX];
-	struct attached_probe probes[MAX_ENTRY_POINTS];
+	struct probed_file files[MAX_FILES];
+	size_t n_files;
+	struct attached_probe *probes;
 	size_t count;
-	int multi_link_fd;          /* the uprobe_multi link serving every probe, or -1 */
+	struct entry_point *skipped; /* entry points left unprobed, for describe */
+	size_t n_skipped;
+	char file_list[MAX_FILES * 128];
+};
+
+/* A file the process maps (or will map) that holds allocators. */
+struct candidate {
+	char path[PATH_MAX];        /* as the process sees it */
+	char open_path[PATH_MAX + 32]; /* what this process opens: through /proc/PID/root */
+	bool is_exe;
+	struct elf_file *elf;
+	struct file_allocators set;
+};
+
+struct candidates {
+	struct candidate files[MAX_FILES];
+	size_t count;
 };
 
 /* The file the kernel should resolve: the process's own view of path. */
@@ -40,18 +70,59 @@ static void root_path(pid_t pid, const char *path, char *out, size_t len)
 	snprintf(out, len, "/proc/%d/root%s", (int)pid, path);
 }
 
-/* What the process allocates with: the glibc file to probe, or an error naming what it uses.
- * Another allocator that defines malloc wins over glibc (it was linked or preloaded in front
- * of it), so it is reported rather than silently profiling nothing. */
-static int find_allocator_file(pid_t pid, char *glibc_file, size_t glibc_len, char *err,
-			       size_t err_len)
+static void candidates_free(struct candidates *c)
 {
+	for (size_t i = 0; i < c->count; i++)
+		elf_file__free(c->files[i].elf);
+	c->count = 0;
+}
+
+/* Opens path and keeps it when it holds an allocator. The executable goes first. */
+static void consider_file(struct candidates *c, const char *path, const char *open_path,
+			  bool is_exe)
+{
+	struct candidate *cand;
+	struct elf_file *elf;
+	struct file_allocators set;
+
+	if (c->count == MAX_FILES) {
+		log_debug("more than %d files with allocators: %s is not examined", MAX_FILES,
+			  path);
+		return;
+	}
+	if (elf_file__open(open_path, &elf) != 0)
+		return;
+	allocators__identify_file(elf, &set);
+	if (set.count == 0) {
+		elf_file__free(elf);
+		return;
+	}
+	if (is_exe && c->count) {
+		memmove(&c->files[1], &c->files[0], c->count * sizeof(c->files[0]));
+		cand = &c->files[0];
+	} else {
+		cand = &c->files[c->count];
+	}
+	c->count++;
+	memset(cand, 0, sizeof(*cand));
+	snprintf(cand->path, sizeof(cand->path), "%s", path);
+	snprintf(cand->open_path, sizeof(cand->open_path), "%s", open_path);
+	cand->is_exe = is_exe;
+	cand->elf = elf;
+	cand->set = set;
+}
+
+static int files_from_maps(pid_t pid, struct candidates *c, char *err, size_t err_len)
+{
+	struct { uint32_t major, minor; uint64_t inode; } seen[256];
+	size_t n_seen = 0;
+	char link[64], exe_path[PATH_MAX] = "";
 	struct proc_maps *maps;
-	char other[PATH_MAX] = "", other_kind[64] = "";
-	uint64_t last_inode = 0;
+	struct stat exe_st;
+	bool have_exe;
+	ssize_t len;
 	int ret;
 
-	glibc_file[0] = '\0';
 	ret = proc_maps__read(pid, &maps);
 	if (ret == -ESRCH) {
 		snprintf(err, err_len, "no process with pid %d", (int)pid);
@@ -61,42 +132,122 @@ static int find_allocator_file(pid_t pid, char *glibc_file, size_t glibc_len, ch
 		snprintf(err, err_len, "cannot read /proc/%d/maps: %s", (int)pid, strerror(-ret));
 		return ret;
 	}
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	have_exe = stat(link, &exe_st) == 0;
+	len = readlink(link, exe_path, sizeof(exe_path) - 1);
+	exe_path[len > 0 ? len : 0] = '\0';
+
 	for (size_t i = 0; i < proc_maps__count(maps); i++) {
 		const struct proc_map_entry *entry = proc_maps__entry(maps, i);
 		char path[PATH_MAX + 32];
-		struct elf_file *elf;
-		const char *kind;
+		bool is_exe, dup = false;
 
 		/* Each file once: its executable mapping holds the code. */
-		if (!proc_map_entry__is_file(entry) || !entry->executable || entry->deleted ||
-		    entry->inode == last_inode)
+		if (!proc_map_entry__is_file(entry) || !entry->executable || entry->deleted)
 			continue;
-		last_inode = entry->inode;
-		root_path(pid, entry->path, path, sizeof(path));
-		if (elf_file__open(path, &elf) != 0)
+		for (size_t k = 0; k < n_seen && !dup; k++)
+			dup = seen[k].inode == entry->inode && seen[k].major == entry->dev_major &&
+			      seen[k].minor == entry->dev_minor;
+		if (dup)
 			continue;
-		kind = allocators__identify(elf);
-		if (kind && strcmp(kind, "glibc") == 0 && !glibc_file[0])
-			snprintf(glibc_file, glibc_len, "%s", entry->path);
-		else if (kind && strcmp(kind, "glibc") != 0 && !other[0]) {
-			snprintf(other, sizeof(other), "%s", entry->path);
-			snprintf(other_kind, sizeof(other_kind), "%s", kind);
+		if (n_seen < sizeof(seen) / sizeof(seen[0])) {
+			seen[n_seen].major = entry->dev_major;
+			seen[n_seen].minor = entry->dev_minor;
+			seen[n_seen].inode = entry->inode;
+			n_seen++;
 		}
-		elf_file__free(elf);
+		is_exe = have_exe && entry->inode == exe_st.st_ino &&
+			 ((major(exe_st.st_dev) == entry->dev_major &&
+			   minor(exe_st.st_dev) == entry->dev_minor) ||
+			  strcmp(entry->path, exe_path) == 0);
+		root_path(pid, entry->path, path, sizeof(path));
+		consider_file(c, entry->path, path, is_exe);
 	}
 	proc_maps__free(maps);
+	return 0;
+}
 
-	if (other[0]) {
+/* *dynamic: the command is dynamically linked (or a script), so the C library this process
+ * maps now is a fair guess when its own files name no malloc. */
+static int files_of_command(pid_t pid, const char *command, struct candidates *c,
+			    bool *dynamic, char *err, size_t err_len)
+{
+	struct linked_files files;
+	int ret = linked_files__list(command, &files);
+
+	*dynamic = true;
+	if (ret == -ENOEXEC) /* a script: its interpreter is not known yet */
+		return files_from_maps(pid, c, err, err_len);
+	if (ret) {
+		snprintf(err, err_len, "cannot list the libraries of %s: %s", command,
+			 strerror(-ret));
+		return ret;
+	}
+	*dynamic = files.dynamic;
+	for (size_t i = 0; i < files.count; i++)
+		consider_file(c, files.paths[i], files.paths[i], i == 0);
+	linked_files__free(&files);
+	return 0;
+}
+
+static enum allocator_family owner_family(const struct candidate *cand)
+{
+	const struct allocator_id *owner = file_allocators__malloc_owner(&cand->set);
+
+	return owner ? owner->family : ALLOCATOR_GLIBC;
+}
+
+/* Marks in winner[] the files whose malloc the process calls (see process_probes.h). Several
+ * libraries other than glibc's may define malloc (one preloaded, one linked); only one wins,
+ * but the others' functions are never reached through malloc, so probing all of them counts
+ * nothing twice. */
+static int choose_malloc(pid_t pid, const struct candidates *c, bool *winner, char *err,
+			 size_t err_len)
+{
+	const struct candidate *unrecognized = NULL;
+	bool found = false;
+	size_t glibc = c->count;
+
+	for (size_t i = 0; i < c->count; i++)
+		winner[i] = false;
+	for (size_t i = 0; i < c->count; i++) {
+		const struct candidate *cand = &c->files[i];
+
+		if (!file_allocators__malloc_owner(&cand->set))
+			continue;
+		if (cand->is_exe) {
+			winner[i] = true;
+			found = true;
+			if (owner_family(cand) == ALLOCATOR_UNRECOGNIZED)
+				unrecognized = cand;
+			break;
+		}
+		if (owner_family(cand) == ALLOCATOR_GLIBC) {
+			if (glibc == c->count)
+				glibc = i;
+			continue;
+		}
+		winner[i] = true;
+		found = true;
+		if (owner_family(cand) == ALLOCATOR_UNRECOGNIZED && !unrecognized)
+			unrecognized = cand;
+	}
+	if (unrecognized) {
 		snprintf(err, err_len,
-			 "pid %d allocates with %s (%s), which this version of allocscope does not "
-			 "probe: it supports glibc malloc only",
-			 (int)pid, other_kind, other);
+			 "pid %d allocates with a malloc allocscope does not recognize, in %s (it "
+			 "knows glibc, jemalloc, tcmalloc and mimalloc; that malloc is none of "
+			 "them, so no probe would see its allocations)",
+			 (int)pid, unrecognized->path);
 		return -ENOTSUP;
 	}
-	if (!glibc_file[0]) {
+	if (!found && glibc < c->count) {
+		winner[glibc] = true;
+		found = true;
+	}
+	if (!found) {
 		snprintf(err, err_len,
-			 "pid %d maps no allocator allocscope recognizes (no glibc malloc in its "
-			 "executable or libraries; a stripped static binary has no symbols to find)",
+			 "pid %d maps no malloc allocscope recognizes (none in its executable or "
+			 "libraries; a stripped static binary has no symbols to find)",
 			 (int)pid);
 		return -ENOENT;
 	}
@@ -121,36 +272,12 @@ static int attach_entry(struct alloc_program *prog, pid_t pid, const char *path,
 	return 0;
 }
 
-/* Every point in one link. Returns 0, -EOPNOTSUPP when this kernel turned out to have no
- * uprobe_multi links (attach per entry point instead), or another -errno. */
-static int attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
-			struct process_probes *probes, const struct entry_point *points,
-			size_t n_points)
-{
-	uint64_t offsets[MAX_ENTRY_POINTS];
-	enum alloc_entry entries[MAX_ENTRY_POINTS];
-	int fd;
-
-	for (size_t i = 0; i < n_points; i++) {
-		offsets[i] = probe_offset(&points[i]);
-		entries[i] = points[i].entry;
-	}
-	fd = alloc_program__attach_multi(prog, pid, path, offsets, entries, n_points);
-	if (fd < 0)
-		return fd;
-	probes->multi_link_fd = fd;
-	for (size_t i = 0; i < n_points; i++)
-		probes->probes[i].point = points[i];
-	probes->count = n_points;
-	return 0;
-}
-
-/* The sentence for a failed attach of point, or of every point in one link when point is
- * NULL. Returns the error to report: -ESRCH whenever the process is gone by now, since
- * that, not the attach, is what the caller must act on. */
+/* The sentence for a failed attach of point, or of every point of file in one link when
+ * point is NULL. Returns the error to report: -ESRCH whenever the process is gone by now,
+ * since that, not the attach, is what the caller must act on. */
 static int attach_error(int ret, const struct process_probes *probes,
-			const struct entry_point *points, size_t n_points,
-			const struct entry_point *point, char *err, size_t err_len)
+			const struct probed_file *file, const struct entry_point *point, char *err,
+			size_t err_len)
 {
 	char names[256] = "";
 	size_t used = 0;
@@ -162,9 +289,13 @@ static int attach_error(int ret, const struct process_probes *probes,
 	if (point) {
 		snprintf(names, sizeof(names), "%s", point->names);
 	} else {
-		for (size_t i = 0; i < n_points && used < sizeof(names); i++)
-			used += snprintf(names + used, sizeof(names) - used, "%s%s",
-					 i ? ", " : "", points[i].names);
+		for (size_t i = file->first; i < file->first + file->count && used < sizeof(names);
+		     i++) {
+			const char *sep = i > file->first ? ", " : "";
+
+			used += snprintf(names + used, sizeof(names) - used, "%s%s", sep,
+					 probes->probes[i].point.names);
+		}
 	}
 	if ((ret == -EACCES || ret == -EPERM) && point) {
 		/* Measured on Linux 6.18: the uprobe PMU refuses CAP_PERFMON alone, although
@@ -173,96 +304,220 @@ static int attach_error(int ret, const struct process_probes *probes,
 			 "cannot attach a uprobe to %s in %s for pid %d: %s (this kernel wants "
 			 "CAP_SYS_ADMIN for uprobe perf events: run as root or grant cap_sys_admin "
 			 "too)",
-			 names, probes->file, (int)probes->pid, strerror(-ret));
+			 names, file->path, (int)probes->pid, strerror(-ret));
 	} else if (point) {
 		snprintf(err, err_len,
 			 "cannot attach a uprobe to %s in %s (offset 0x%llx) for pid %d: %s",
-			 names, probes->file, (unsigned long long)probe_offset(point),
+			 names, file->path, (unsigned long long)probe_offset(point),
 			 (int)probes->pid, strerror(-ret));
 	} else {
-		snprintf(err, err_len, "cannot attach a uprobe to %s in %s for pid %d: %s",
-			 names, probes->file, (int)probes->pid, strerror(-ret));
+		snprintf(err, err_len, "cannot attach a uprobe to %s in %s for pid %d: %s", names,
+			 file->path, (int)probes->pid, strerror(-ret));
 	}
 	return ret;
 }
 
-int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *allocator_file,
+/* Attaches the probes of file (already in probes->probes) through open_path. */
+static int attach_file(struct alloc_program *prog, struct process_probes *probes,
+		       struct probed_file *file, const char *open_path, char *err,
+		       size_t err_len)
+{
+	uint64_t offsets[ALLOCATORS_MAX_ENTRY_POINTS];
+	enum alloc_entry entries[ALLOCATORS_MAX_ENTRY_POINTS];
+	int ret, fd;
+
+	if (alloc_program__has_multi(prog)) {
+		for (size_t i = 0; i < file->count; i++) {
+			offsets[i] = probe_offset(&probes->probes[file->first + i].point);
+			entries[i] = probes->probes[file->first + i].point.entry;
+		}
+		fd = alloc_program__attach_multi(prog, probes->pid, open_path, offsets, entries,
+						 file->count);
+		if (fd >= 0) {
+			file->multi_link_fd = fd;
+			return 0;
+		}
+		/* Still true: the kernel has multi links and refused this one for a reason of
+		 * its own. False: it has none, and this file is attached per entry point. */
+		if (alloc_program__has_multi(prog))
+			return attach_error(fd, probes, file, NULL, err, err_len);
+	}
+	for (size_t i = 0; i < file->count; i++) {
+		struct attached_probe *probe = &probes->probes[file->first + i];
+
+		ret = attach_entry(prog, probes->pid, open_path, probe);
+		if (ret)
+			return attach_error(ret, probes, file, &probe->point, err, err_len);
+	}
+	return 0;
+}
+
+static void describe_ids(const struct allocator_id *ids, size_t n, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < n && used < len; i++) {
+		char one[64];
+
+		allocator_id__describe(&ids[i], one, sizeof(one));
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", one);
+	}
+}
+
+/* Finds the entry points of the allocators chosen in cand and, when any is to be probed, adds
+ * the file to probes and attaches them. */
+static int add_file(struct alloc_program *prog, struct process_probes *probes,
+		    struct candidate *cand, bool wins, char *err, size_t err_len)
+{
+	struct entry_point points[ALLOCATORS_MAX_ENTRY_POINTS];
+	struct allocator_id ids[ALLOCATORS_MAX_PER_FILE];
+	struct attached_probe *grown_probes;
+	struct entry_point *grown_skipped;
+	struct probed_file *file;
+	size_t n_ids = 0, n_points, n_probed = 0;
+	int ret;
+
+	for (size_t i = 0; i < cand->set.count; i++)
+		if (wins || !cand->set.ids[i].owns_malloc)
+			ids[n_ids++] = cand->set.ids[i];
+	if (n_ids == 0)
+		return 0;
+	ret = allocators__find_entry_points(cand->elf, ids, n_ids, points,
+					    ALLOCATORS_MAX_ENTRY_POINTS, &n_points);
+	if (ret) {
+		snprintf(err, err_len, "cannot find the allocation functions in %s: %s", cand->path,
+			 strerror(-ret));
+		return ret;
+	}
+	for (size_t i = 0; i < n_points; i++)
+		n_probed += points[i].probed;
+	if (n_probed == 0)
+		return 0; /* e.g. libstdc++: its operator new calls malloc */
+	if (probes->n_files == MAX_FILES)
+		return 0;
+
+	grown_probes = realloc(probes->probes, (probes->count + n_probed) * sizeof(*grown_probes));
+	if (!grown_probes)
+		return -ENOMEM;
+	probes->probes = grown_probes;
+	grown_skipped = realloc(probes->skipped, (probes->n_skipped + n_points - n_probed + 1) *
+							 sizeof(*grown_skipped));
+	if (!grown_skipped)
+		return -ENOMEM;
+	probes->skipped = grown_skipped;
+
+	file = &probes->files[probes->n_files++];
+	memset(file, 0, sizeof(*file));
+	file->multi_link_fd = -1;
+	snprintf(file->path, sizeof(file->path), "%s", cand->path);
+	file->first = probes->count;
+	file->first_skipped = probes->n_skipped;
+	for (size_t i = 0; i < n_points; i++) {
+		if (points[i].probed) {
+			probes->probes[probes->count].point = points[i];
+			probes->probes[probes->count].link = NULL;
+			probes->count++;
+			file->count++;
+		} else {
+			probes->skipped[probes->n_skipped++] = points[i];
+			file->n_skipped++;
+		}
+	}
+	/* Name only the allocators that have probes here. */
+	{
+		struct allocator_id used[ALLOCATORS_MAX_PER_FILE];
+		size_t n_used = 0;
+
+		for (size_t k = 0; k < n_ids; k++) {
+			char name[40];
+
+			allocator_id__describe(&ids[k], name, sizeof(name));
+			for (size_t i = file->first; i < probes->count; i++) {
+				if (strcmp(probes->probes[i].point.allocator, name) == 0) {
+					used[n_used++] = ids[k];
+					break;
+				}
+			}
+		}
+		describe_ids(used, n_used, file->allocators, sizeof(file->allocators));
+	}
+	return attach_file(prog, probes, file, cand->open_path, err, err_len);
+}
+
+int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len)
 {
-	struct entry_point points[MAX_ENTRY_POINTS];
+	struct candidates *cands;
+	bool winner[MAX_FILES], dynamic = false;
 	struct process_probes *probes;
-	char path[PATH_MAX + 32];
-	struct elf_file *elf = NULL;
-	size_t n_points;
+	size_t used = 0;
 	int ret;
 
 	*out = NULL;
 	probes = calloc(1, sizeof(*probes));
-	if (!probes)
+	cands = calloc(1, sizeof(*cands));
+	if (!probes || !cands) {
+		free(probes);
+		free(cands);
 		return -ENOMEM;
-	probes->multi_link_fd = -1;
+	}
 	probes->pid = pid;
-	if (allocator_file) {
-		snprintf(probes->file, sizeof(probes->file), "%s", allocator_file);
-		snprintf(path, sizeof(path), "%s", allocator_file);
-	} else {
-		ret = find_allocator_file(pid, probes->file, sizeof(probes->file), err, err_len);
-		if (ret)
-			goto fail;
-		root_path(pid, probes->file, path, sizeof(path));
-	}
-
-	ret = elf_file__open(path, &elf);
-	if (ret) {
-		snprintf(err, err_len, "cannot read %s: %s", path, strerror(-ret));
-		goto fail;
-	}
-	ret = allocators__find_glibc(elf, points, MAX_ENTRY_POINTS, &n_points);
-	if (ret) {
-		snprintf(err, err_len, "no glibc allocation functions found in %s", probes->file);
-		goto fail;
-	}
-	if (alloc_program__has_multi(prog)) {
-		ret = attach_multi(prog, pid, path, probes, points, n_points);
+	if (command)
+		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
+	else
+		ret = files_from_maps(pid, cands, err, err_len);
+	if (ret == 0)
+		ret = choose_malloc(pid, cands, winner, err, err_len);
+	if (ret == -ENOENT && command && dynamic) {
+		/* Its loader listed no malloc (it failed, or the program finds its libraries in
+		 * some other way): the C library this process maps now is the best guess, as the
+		 * command will most likely map the same one. */
+		log_debug("no malloc among the files of %s: probing the C library pid %d maps now",
+			  command, (int)pid);
+		candidates_free(cands);
+		ret = files_from_maps(pid, cands, err, err_len);
 		if (ret == 0)
-			goto attached;
-		/* Still true: the kernel has multi links and refused this one for a reason of
-		 * its own. False: it has none, and this process is attached per entry point. */
-		if (alloc_program__has_multi(prog)) {
-			ret = attach_error(ret, probes, points, n_points, NULL, err, err_len);
-			goto fail;
-		}
+			ret = choose_malloc(pid, cands, winner, err, err_len);
 	}
-	for (size_t i = 0; i < n_points; i++) {
-		struct attached_probe *probe = &probes->probes[probes->count];
-
-		probe->point = points[i];
-		ret = attach_entry(prog, pid, path, probe);
-		if (ret) {
-			ret = attach_error(ret, probes, points, n_points, &probe->point, err,
-					   err_len);
-			goto fail;
-		}
-		probes->count++;
+	/* The file whose malloc wins first: it names the process's allocator. */
+	for (int pass = 0; pass < 2 && ret == 0; pass++)
+		for (size_t i = 0; i < cands->count && ret == 0; i++)
+			if (winner[i] == (pass == 0))
+				ret = add_file(prog, probes, &cands->files[i], winner[i], err,
+					       err_len);
+	if (ret == -ENOMEM)
+		snprintf(err, err_len, "out of memory");
+	if (ret == 0 && probes->count == 0) {
+		snprintf(err, err_len, "no allocation functions found in the files pid %d maps",
+			 (int)pid);
+		ret = -ENOENT;
 	}
-attached:
-	elf_file__free(elf);
+	for (size_t i = 0; i < probes->n_files && ret == 0 && used < sizeof(probes->file_list);
+	     i++)
+		used += (size_t)snprintf(probes->file_list + used, sizeof(probes->file_list) - used,
+					 "%s%s", i ? ", " : "", probes->files[i].path);
+	candidates_free(cands);
+	free(cands);
+	if (ret) {
+		process_probes__free(probes);
+		return ret;
+	}
 	*out = probes;
 	return 0;
-fail:
-	elf_file__free(elf);
-	process_probes__free(probes);
-	return ret;
 }
 
 void process_probes__free(struct process_probes *probes)
 {
 	if (!probes)
 		return;
-	if (probes->multi_link_fd >= 0)
-		close(probes->multi_link_fd);
+	for (size_t i = 0; i < probes->n_files; i++)
+		if (probes->files[i].multi_link_fd >= 0)
+			close(probes->files[i].multi_link_fd);
 	for (size_t i = 0; i < probes->count; i++)
 		bpf_link__destroy(probes->probes[i].link);
+	free(probes->probes);
+	free(probes->skipped);
 	free(probes);
 }
 
@@ -273,12 +528,31 @@ size_t process_probes__count(const struct process_probes *probes)
 
 size_t process_probes__links(const struct process_probes *probes)
 {
-	return probes->multi_link_fd >= 0 ? 1 : probes->count;
+	size_t n = 0;
+
+	for (size_t i = 0; i < probes->n_files; i++)
+		n += probes->files[i].multi_link_fd >= 0 ? 1 : probes->files[i].count;
+	return n;
 }
 
 const char *process_probes__file(const struct process_probes *probes)
 {
-	return probes->file;
+	return probes->file_list;
+}
+
+size_t process_probes__file_count(const struct process_probes *probes)
+{
+	return probes->n_files;
+}
+
+const char *process_probes__file_at(const struct process_probes *probes, size_t i)
+{
+	return i < probes->n_files ? probes->files[i].path : NULL;
+}
+
+const char *process_probes__file_allocators(const struct process_probes *probes, size_t i)
+{
+	return i < probes->n_files ? probes->files[i].allocators : NULL;
 }
 
 size_t process_probes__single_stepped(const struct process_probes *probes)
@@ -292,12 +566,24 @@ size_t process_probes__single_stepped(const struct process_probes *probes)
 
 void process_probes__describe(const struct process_probes *probes, FILE *out)
 {
-	for (size_t i = 0; i < probes->count; i++) {
-		const struct entry_point *point = &probes->probes[i].point;
+	for (size_t f = 0; f < probes->n_files; f++) {
+		const struct probed_file *file = &probes->files[f];
 
-		fprintf(out, "  %-24s +%-3u %-20s %s%s\n", point->names, point->placement.offset,
-			point->placement.insn_desc,
-			point->placement.emulated ? "emulated" : "single-stepped: ",
-			point->placement.emulated ? "" : point->placement.reason);
+		fprintf(out, "  %s (%s): %zu probes, %s\n", file->path, file->allocators,
+			file->count,
+			file->multi_link_fd >= 0 ? "one uprobe_multi link" : "one link each");
+		for (size_t i = file->first; i < file->first + file->count; i++) {
+			const struct entry_point *point = &probes->probes[i].point;
+
+			fprintf(out, "    %-24s %-14s +%-3u %-20s %s%s\n", point->names,
+				alloc_entry_name(point->entry), point->placement.offset,
+				point->placement.insn_desc,
+				point->placement.emulated ? "emulated" : "single-stepped: ",
+				point->placement.emulated ? "" : point->placement.reason);
+		}
+		for (size_t i = file->first_skipped; i < file->first_skipped + file->n_skipped;
+		     i++)
+			fprintf(out, "    %-24s not probed: reaches %s, which counts it\n",
+				probes->skipped[i].names, probes->skipped[i].counted_by);
 	}
 }

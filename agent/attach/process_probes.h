@@ -1,8 +1,14 @@
-/* Probes for one target process: find the allocator among the files the process maps, and
+/* Probes for one target process: find the allocators among the files the process maps, and
  * attach a uprobe on each entry point with the process's pid, so breakpoints exist only in its
- * address space and every other process using the same library runs untouched. All of them
- * share one uprobe_multi link where the kernel has those (Linux 6.6+), else each entry point
- * gets a perf-event uprobe of its own. */
+ * address space and every other process using the same library runs untouched.
+ *
+ * Which malloc a process calls: its executable's when the executable defines one (a static
+ * glibc, jemalloc or tcmalloc), else a library's other than glibc's (linked or preloaded, it
+ * interposes glibc), else glibc's. Allocators with prefixed names (jemalloc as je_* or Rust's
+ * _rjem_*, mimalloc's mi_* and tcmalloc's tc_* built without overriding malloc) and operator
+ * new where it does not reach malloc are probed beside it, in whichever file they are. So a
+ * process may have probes in several files: each file's entry points share one uprobe_multi
+ * link where the kernel has those (Linux 6.6+), else each gets a perf-event uprobe of its own. */
 #ifndef ALLOCSCOPE_PROCESS_PROBES_H
 #define ALLOCSCOPE_PROCESS_PROBES_H
 
@@ -13,27 +19,36 @@
 struct alloc_program;
 struct process_probes;
 
-/* Attaches to pid. When allocator_file is not NULL, that ELF file is probed instead of the
- * allocator found in /proc/PID/maps (a command not yet exec'ed: its future executable).
+/* Attaches to pid. When command is not NULL, pid has not exec'ed it yet: the files examined
+ * are command's executable and the libraries its dynamic loader will load, instead of those in
+ * /proc/PID/maps (for a script, /proc/PID/maps is used, as the interpreter is not known).
  * Returns 0, or -errno with a sentence for the user in err:
- *   -ESRCH no such process; -ENOTSUP its allocator is not glibc's (the sentence names it);
- *   -ENOENT no allocator found; others: the attach itself failed. */
-int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *allocator_file,
+ *   -ESRCH no such process; -ENOTSUP its malloc comes from an allocator allocscope does not
+ *   recognize (the sentence names the file); -ENOENT no malloc found (not mapped yet, or a
+ *   stripped static binary); others: the attach itself failed. */
+int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len);
 /* Detaches every probe; accepts NULL. */
 void process_probes__free(struct process_probes *probes);
 
-/* Entry points probed. */
+/* Entry points probed, over all files. */
 size_t process_probes__count(const struct process_probes *probes);
-/* Kernel links the process holds: 1 with a uprobe_multi link, else one per entry point (each
- * of those also holds a perf event: two descriptors). Each costs an RCU grace period (~80 ms)
- * to detach. */
+/* Kernel links the process holds: 1 per probed file with uprobe_multi links, else one per
+ * entry point (each of those also holds a perf event: two descriptors). Each costs an RCU
+ * grace period (~80 ms) to detach. */
 size_t process_probes__links(const struct process_probes *probes);
-/* The probed file as the process sees it, e.g. /lib/x86_64-linux-gnu/libc.so.6. */
+/* The probed files as the process sees them, e.g. /lib/x86_64-linux-gnu/libc.so.6; several
+ * are separated by ", ", the one whose malloc the process calls first. */
 const char *process_probes__file(const struct process_probes *probes);
+/* The probed files one by one (i < file_count), and the allocators probed in each:
+ * "jemalloc", "glibc, jemalloc (_rjem_ prefix)". */
+size_t process_probes__file_count(const struct process_probes *probes);
+const char *process_probes__file_at(const struct process_probes *probes, size_t i);
+const char *process_probes__file_allocators(const struct process_probes *probes, size_t i);
 /* How many probes sit on an instruction the kernel must single-step (each ~20x dearer). */
 size_t process_probes__single_stepped(const struct process_probes *probes);
-/* One line per probe: entry names, offset, instruction, and why when not emulated. */
+/* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),
+ * then the entry points left unprobed and the function that counts for each. */
 void process_probes__describe(const struct process_probes *probes, FILE *out);
 
 #endif

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -335,16 +336,238 @@ def kernel_without_btf_or_uprobes_is_explained(tmp):
 
 
 @test
-def target_with_another_allocator_is_named(tmp):
-    jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-    assert os.path.exists(jemalloc), "libjemalloc2 missing: run sudo scripts/install-deps"
-    workload = Workload([MALLOC_LOOP], env=dict(os.environ, LD_PRELOAD=jemalloc))
+def unrecognized_allocator_is_refused_with_its_file(tmp):
+    """A library that defines malloc but is none of the allocators allocscope knows (glibc's
+    malloc-debugging library here) would take every allocation past the probes: refused, with
+    the file named."""
+    debug_malloc = "/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"
+    assert os.path.exists(debug_malloc), "glibc's libc_malloc_debug.so.0 is missing"
+    workload = Workload([MALLOC_LOOP], env=dict(os.environ, LD_PRELOAD=debug_malloc))
     try:
         result = run([ALLOCSCOPE, "--pid", str(workload.pid)], cwd=tmp)
-        assert_refused(result, 1, "allocates with jemalloc", "libjemalloc.so.2")
+        assert_refused(result, 1, "does not recognize", "libc_malloc_debug.so.0")
         assert os.listdir(tmp) == []
     finally:
         workload.kill()
+
+
+# --- other allocators ----------------------------------------------------------------------
+
+SITES = {name: os.path.join(BUILD, "workloads", "sites_" + name)
+         for name in ("jemalloc", "jemalloc_static", "tcmalloc", "mimalloc", "rjem")}
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+JEMALLOC_SO = os.path.join(LIBDIR, "libjemalloc.so.2")
+
+
+def real_name(library):
+    """The file name a profile's mapping shows for a library (symlinks resolved)."""
+    return os.path.basename(os.path.realpath(os.path.join(LIBDIR, library)))
+
+
+def allocator_line(stdout):
+    """The summary's 'allocator of pid N (comm): NAME in FILE; ...' line."""
+    lines = [l for l in stdout.splitlines() if l.startswith("allocator of pid")]
+    assert len(lines) == 1, f"no allocator line in the summary:\n{stdout}"
+    return lines[0]
+
+
+def leaves_by_site(profile, site):
+    """{(file basename, function): bytes} of the probed functions under one site."""
+    leaves = {}
+    for sample in profile.samples:
+        if site not in profile.stack_functions(sample):
+            continue
+        loc = profile.locations[sample["locations"][0] - 1]
+        mapping = profile.mappings[loc["mapping_id"] - 1]["filename"] if loc["mapping_id"] \
+            else "?"
+        function = loc["functions"][-1] if loc["functions"] else hex(loc["address"])
+        key = (os.path.basename(mapping), function)
+        leaves[key] = leaves.get(key, 0) + sample["values"][1]
+    return leaves
+
+
+def check_leaves(profile, site, expected, share=0.99):
+    """At least `share` of site's bytes sit on the (file, function) pairs in expected."""
+    leaves = leaves_by_site(profile, site)
+    total = sum(leaves.values())
+    on_expected = sum(v for k, v in leaves.items() if k in expected)
+    assert total > 0 and on_expected >= share * total, \
+        f"{site}: {on_expected} of {total} bytes on {sorted(expected)}; leaves: {leaves}"
+
+
+def profile_allocator_workload(tmp, name, mode, env=None):
+    """Runs sites_NAME under allocscope (command or pid mode). Returns (stdout, stderr,
+    manifest, profile)."""
+    out_path = os.path.join(tmp, name + ".pb.gz")
+    args = ["--sample-rate", RATE_ARG, "--log-level", "debug", "-o", out_path]
+    if mode == "command":
+        result = run([ALLOCSCOPE] + args + ["--", SITES[name]], env=env)
+        assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+        stdout, stderr, manifest = result.stdout, result.stderr, parse_manifest(result.stdout)
+    else:
+        workload = Workload([SITES[name]], env=env)
+        try:
+            proc, seen = start_allocscope(["--pid", str(workload.pid)] + args)
+            workload.start()
+            manifest = parse_manifest(workload.finish())
+            code, stdout, stderr = finish_allocscope(proc, seen)
+        finally:
+            workload.kill()
+        assert code == 0, f"exit {code}: {stderr}"
+    profile = Profile(out_path)
+    profile.check_ids()
+    check_sites(profile, manifest, RATE)
+    return stdout, stderr, manifest, profile
+
+
+def probe_line(stderr, names):
+    """The describe line of the probe whose names column is exactly names."""
+    for line in stderr.splitlines():
+        fields = line.split()
+        if fields and fields[0] == names and "not probed" not in line:
+            return line
+    raise AssertionError(f"no probe on {names}:\n{stderr}")
+
+
+@test
+def jemalloc_linked_program_is_profiled(tmp):
+    """-ljemalloc, as a command: its library is found before it runs; every entry point of
+    jemalloc's own API and operator new counts, on jemalloc's functions, malloc's probe on the
+    `ja` at +7."""
+    stdout, stderr, manifest, profile = profile_allocator_workload(tmp, "jemalloc", "command")
+    assert "jemalloc in " in allocator_line(stdout) and "libjemalloc.so.2" in allocator_line(stdout)
+    assert "(jemalloc)" in stderr and "libc.so.6" not in stderr.split("sampling every")[0]
+    line = probe_line(stderr, "malloc")
+    assert re.search(r"\+7\s+jcc rel32\s+emulated", line), line
+    # Wrappers are left to what they call: no allocation counted twice.
+    assert re.search(r"_Znam\s+not probed: reaches _Znwm", stderr), stderr
+    assert re.search(r"_ZnwmSt11align_val_t\s+not probed: reaches aligned_alloc", stderr)
+    lib = real_name("libjemalloc.so.2")
+    check_leaves(profile, "site_mallocx", {(lib, "mallocx")})
+    check_leaves(profile, "site_rallocx", {(lib, "mallocx"), (lib, "rallocx")})
+    check_leaves(profile, "site_xallocx", {(lib, "mallocx"), (lib, "xallocx")})
+    check_leaves(profile, "site_realloc_null", {(lib, "realloc")})
+    check_leaves(profile, "site_new", {(lib, "operator new(unsigned long)")})
+    check_leaves(profile, "site_new_aligned", {(lib, "aligned_alloc")})
+    assert "site_realloc" in stdout
+
+
+@test
+def jemalloc_static_executable_is_profiled(tmp):
+    """jemalloc linked into the executable: the executable's malloc wins over glibc's."""
+    stdout, stderr, manifest, profile = profile_allocator_workload(tmp, "jemalloc_static",
+                                                                    "pid")
+    line = allocator_line(stdout)
+    assert f"jemalloc in {SITES['jemalloc_static']}" in line and "glibc" not in line, line
+    exe = os.path.basename(SITES["jemalloc_static"])
+    check_leaves(profile, "site_malloc", {(exe, "malloc")})
+    check_leaves(profile, "site_new_nothrow",
+                 {(exe, "operator new(unsigned long, std::nothrow_t const&)")})
+    check_leaves(profile, "site_rallocx", {(exe, "mallocx"), (exe, "rallocx")})
+
+
+@test
+def tcmalloc_linked_program_is_profiled(tmp):
+    stdout, stderr, manifest, profile = profile_allocator_workload(tmp, "tcmalloc", "pid")
+    line = allocator_line(stdout)
+    assert "tcmalloc in " in line and "libtcmalloc_minimal.so.4" in line, line
+    # Aliases share one probe; posix_memalign and valloc call tc_memalign, which counts them.
+    assert "malloc/tc_malloc" in stderr and "_Znwm/_Znam/tc_new/tc_newarray" in stderr
+    assert re.search(r"posix_memalign/tc_posix_memalign\s+not probed: reaches memalign", stderr)
+    lib = real_name("libtcmalloc_minimal.so.4")
+    check_leaves(profile, "site_valloc", {(lib, "memalign")})
+    check_leaves(profile, "site_realloc_null", {(lib, "realloc")})
+    # Aliases: the profile names the function by whichever alias the symbolizer prefers.
+    check_leaves(profile, "site_new_array", {(lib, "tc_new"), (lib, "operator new(unsigned long)")})
+
+
+@test
+def mimalloc_linked_program_is_profiled(tmp):
+    stdout, stderr, manifest, profile = profile_allocator_workload(tmp, "mimalloc", "command")
+    line = allocator_line(stdout)
+    assert "mimalloc in " in line and "libmimalloc.so.2" in line, line
+    assert re.search(r"posix_memalign\s+not probed: reaches mi_malloc_aligned", stderr), stderr
+    lib = real_name("libmimalloc.so.2")
+    check_leaves(profile, "site_mi_zalloc", {(lib, "mi_zalloc")})
+    check_leaves(profile, "site_mi_malloc_aligned", {(lib, "mi_malloc_aligned")})
+    check_leaves(profile, "site_aligned_alloc", {(lib, "mi_malloc_aligned")})
+    check_leaves(profile, "site_mi_realloc_null", {(lib, "mi_realloc"), (lib, "realloc")})
+
+
+@test
+def prefixed_jemalloc_is_probed_beside_glibc(tmp):
+    """A Rust-style executable: jemalloc renamed to _rjem_* inside it, glibc's malloc for the
+    rest. Both files are probed; each site is counted on its own allocator."""
+    stdout, stderr, manifest, profile = profile_allocator_workload(tmp, "rjem", "pid")
+    line = allocator_line(stdout)
+    assert "glibc in /" in line and "libc.so.6" in line, line
+    assert f"jemalloc (_rjem_ prefix) in {SITES['rjem']}" in line, line
+    exe = os.path.basename(SITES["rjem"])
+    check_leaves(profile, "site_rjem_malloc", {(exe, "_rjem_malloc")})
+    check_leaves(profile, "site_rjem_mallocx", {(exe, "_rjem_mallocx"), (exe, "_rjem_rallocx")})
+    check_leaves(profile, "site_rjem_realloc", {(exe, "_rjem_realloc")})
+    check_leaves(profile, "site_malloc", {("libc.so.6", "malloc")})
+
+
+@test
+def preloaded_jemalloc_is_probed(tmp):
+    """LD_PRELOAD=libjemalloc.so.2 takes malloc from glibc: jemalloc is probed, glibc not."""
+    assert os.path.exists(JEMALLOC_SO), "libjemalloc2 missing: run sudo scripts/install-deps"
+    out_path = os.path.join(tmp, "preload.pb.gz")
+    workload = Workload([ALLOC_SITES], env=dict(os.environ, LD_PRELOAD=JEMALLOC_SO))
+    try:
+        proc, seen = start_allocscope(["--pid", str(workload.pid), "-r", RATE_ARG,
+                                       "-o", out_path])
+        workload.start()
+        manifest = parse_manifest(workload.finish())
+        code, stdout, stderr = finish_allocscope(proc, seen)
+    finally:
+        workload.kill()
+    assert code == 0, stderr
+    line = allocator_line(stdout)
+    assert "jemalloc in " in line and "libc.so.6" not in line, line
+    check_sites(Profile(out_path), manifest, RATE)
+
+
+@test
+def redis_server_is_profiled_on_jemalloc(tmp):
+    """Debian's redis-server (linked with jemalloc) under redis-benchmark: samples land in
+    redis's own allocation paths and the probes sit on jemalloc's functions."""
+    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
+        assert shutil.which(tool), f"{tool} missing: run sudo scripts/install-deps"
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    out_path = os.path.join(tmp, "redis.pb.gz")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--daemonize", "no",
+                               "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")])
+    try:
+        deadline = time.monotonic() + 10
+        while run(["redis-cli", "-p", str(port), "ping"]).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline and server.poll() is None, "redis did not start"
+            time.sleep(0.1)
+        proc, seen = start_allocscope(["--pid", str(server.pid), "-r", "16KiB",
+                                       "--log-level", "debug", "-o", out_path])
+        bench = run(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "20000", "-q"],
+                    timeout=60)
+        assert bench.returncode == 0, bench.stderr
+        run(["redis-cli", "-p", str(port), "shutdown", "nosave"])
+        server.wait(timeout=10)
+        code, stdout, stderr = finish_allocscope(proc, seen)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert code == 0, stderr
+    assert "jemalloc in " in allocator_line(stdout), stdout
+    line = probe_line(stderr, "malloc")
+    assert re.search(r"\+7\s+jcc rel32\s+emulated", line), line
+    assert "libjemalloc.so.2 (jemalloc)" in stderr, stderr
+    top = go_pprof(["-top", "-cum", "-nodecount=300", "-sample_index=alloc_space", out_path], tmp)
+    for function in ("zmalloc", "readQueryFromClient", "processInputBuffer", "processCommand"):
+        assert function in top, f"{function} missing from the redis profile:\n{top}"
+    assert "libjemalloc.so.2" in top or "malloc" in top
 
 
 @test
