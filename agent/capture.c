@@ -167,8 +167,7 @@ static int add_unwound_sample(struct capture *cap, const struct alloc_sample *sa
 		result.n_pcs = 2;
 	}
 	cap->truncated_unwinds += result.truncated;
-	return alloc_profile__add_stack(cap->profile, sample->pid, pcs, result.n_pcs,
-					sample->size);
+	return alloc_profile__add_unwound(cap->profile, sample, pcs, result.n_pcs);
 }
 
 static int on_sample(const struct alloc_sample *sample, void *ctx)
@@ -250,7 +249,8 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 
 static void describe_targets(const struct capture *cap)
 {
-	char rate[32];
+	char rate[32], how[160];
+	size_t cooperative = 0;
 
 	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
 	for (size_t i = 0; i < cap->n_targets; i++) {
@@ -271,7 +271,18 @@ static void describe_targets(const struct capture *cap)
 		if (log_max_level >= LOG_DEBUG || stepped)
 			process_probes__describe(t->probes, stderr);
 	}
-	log_info("sampling every %s on average; %s", rate,
+	for (size_t i = 0; i < cap->n_targets; i++)
+		if (process_probes__cooperative(cap->targets[i].probes))
+			cooperative++;
+	if (cooperative == cap->n_targets)
+		snprintf(how, sizeof(how), "sampling in-process: the targets' own sampler fires "
+			 "otel_memory:alloc, each sample weighted at its rate");
+	else if (cooperative)
+		snprintf(how, sizeof(how), "sampling every %s on average, in-process in the targets "
+			 "that fire otel_memory:alloc", rate);
+	else
+		snprintf(how, sizeof(how), "sampling every %s on average", rate);
+	log_info("%s; %s", how,
 		 cap->opts->duration_ms ? "stops after the duration, Ctrl-C, or when the targets exit"
 					: "Ctrl-C stops, or when the targets exit");
 }

@@ -552,7 +552,7 @@ static int add_sample(struct daemon *d, struct alloc_profile *profile,
 		result.n_pcs = 2;
 	}
 	d->stats.truncated_unwinds += result.truncated;
-	return alloc_profile__add_stack(profile, sample->pid, pcs, result.n_pcs, sample->size);
+	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
 }
 
 static int on_sample(const struct alloc_sample *sample, void *ctx)

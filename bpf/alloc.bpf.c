@@ -18,6 +18,7 @@
 #include <bpf/bpf_tracing.h>
 #include "alloc.h"
 #include "sampling.h"
+#include "usdt_args.h"
 
 /* Set by the agent before load: the mean bytes between samples (R), the log2 table
  * sampling_next_interval needs, and what a sample carries for unwinding: the kernel's
@@ -74,6 +75,15 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } process_events SEC(".maps");
 
+/* The cooperative path: how to read otel_memory:alloc's arguments at each probe site, set by
+ * the agent; a probe's attach cookie is ALLOC_COOKIE_USDT + its index here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ALLOC_MAX_USDT_SPECS);
+	__type(key, __u32);
+	__type(value, struct usdt_probe_spec);
+} usdt_specs SEC(".maps");
+
 static __always_inline __u64 next_interval(void)
 {
 	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
@@ -113,45 +123,36 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 		__sync_fetch_and_add(&counters.stack_copy_errors, 1);
 }
 
-/* The countdown ran out within this allocation (or was never started): decide, and when the
- * allocation is sampled, record it. Kept out of line so the common path stays small. */
-static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
-					__u64 size)
+/* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
+ * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
+ * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
+static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
+				    __u32 entry, bool at_entry)
 {
 	struct alloc_sample *rec;
+	__u64 pid_tgid;
 	long err;
-
-	if (!countdown->started) {
-		/* A new thread: its first interval starts at this allocation. */
-		countdown->started = 1;
-		countdown->bytes_left = next_interval();
-		if (countdown->bytes_left > size) {
-			countdown->bytes_left -= size;
-			return 0;
-		}
-	}
-	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
-	countdown->bytes_left = next_interval();
 
 	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
 		return 0;
 	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
+	pid_tgid = bpf_get_current_pid_tgid();
 	rec->pid = pid_tgid >> 32;
 	rec->tid = (__u32)pid_tgid;
 	rec->size = size;
 	rec->time_ns = bpf_ktime_get_ns();
-	rec->entry = (__u32)bpf_get_attach_cookie(ctx);
-	/* At entry the return address sits at *sp; the frame-pointer walk does not see it
-	 * because the allocator has not pushed its frame yet. */
-	err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
-				  (void *)PT_REGS_SP(ctx));
-	if (err) {
-		rec->caller_address = 0;
-		__sync_fetch_and_add(&counters.caller_errors, 1);
+	rec->weighted_bytes = weighted_bytes;
+	rec->entry = entry;
+	rec->caller_address = 0;
+	if (at_entry) {
+		err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
+					  (void *)PT_REGS_SP(ctx));
+		if (err) {
+			rec->caller_address = 0;
+			__sync_fetch_and_add(&counters.caller_errors, 1);
+		}
 	}
 	if (walk_frame_pointers) {
 		rec->stack_bytes =
@@ -169,14 +170,39 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	return 0;
 }
 
-static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+/* The countdown ran out within this allocation (or was never started): decide, and when the
+ * allocation is sampled, record it. Kept out of line so the common path stays small. */
+static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
+					__u64 size)
 {
-	struct thread_countdown *countdown;
+	if (!countdown->started) {
+		/* A new thread: its first interval starts at this allocation. */
+		countdown->started = 1;
+		countdown->bytes_left = next_interval();
+		if (countdown->bytes_left > size) {
+			countdown->bytes_left -= size;
+			return 0;
+		}
+	}
+	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
+	countdown->bytes_left = next_interval();
+	return submit_sample(ctx, size, 0, (__u32)bpf_get_attach_cookie(ctx), true);
+}
+
+static __always_inline void count_probe_hit(void)
+{
 	__u32 zero = 0;
 	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &zero);
 
 	if (hits)
 		*hits += 1;
+}
+
+static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+{
+	struct thread_countdown *countdown;
+
+	count_probe_hit();
 	countdown = bpf_task_storage_get(&countdowns, bpf_get_current_task_btf(), 0,
 					 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!countdown) {
@@ -267,6 +293,36 @@ int BPF_KPROBE(alloc_realloc_any, void *ptr, __u64 size)
 	return on_allocation(ctx, size);
 }
 
+/* The cooperative path: otel_memory:alloc(ptr, size, weighted_bytes), which an in-process
+ * sampler fires only for the allocations it sampled. No countdown here: the sampler did that
+ * at a few ns per allocation, and its weight says what the sample stands for. */
+static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
+{
+	__u32 index = (__u32)(cookie - ALLOC_COOKIE_USDT);
+	struct usdt_probe_spec *spec;
+	__u64 size, weighted_bytes;
+
+	count_probe_hit();
+	spec = bpf_map_lookup_elem(&usdt_specs, &index);
+	if (!spec || spec->n_args < 3 || usdt_arg_fetch(ctx, &spec->args[1], &size) ||
+	    usdt_arg_fetch(ctx, &spec->args[2], &weighted_bytes)) {
+		__sync_fetch_and_add(&counters.usdt_errors, 1);
+		return 0;
+	}
+	if (size == 0)
+		size = 1;
+	if (weighted_bytes < size)
+		weighted_bytes = size; /* a sample stands for at least itself */
+	return submit_sample(ctx, size, weighted_bytes, ALLOC_ENTRY_USDT_ALLOC, false);
+}
+
+/* The USDT for one perf-event uprobe per site, where uprobe_multi links are missing. */
+SEC("uprobe")
+int alloc_usdt(struct pt_regs *ctx)
+{
+	return on_usdt_alloc(ctx, bpf_get_attach_cookie(ctx));
+}
+
 /* Every entry point at once, for a uprobe_multi link: the agent loads it with the uprobe_multi
  * attach type (libbpf 1.1 has no section name for it). A multi link runs one program for all
  * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
@@ -277,6 +333,8 @@ int alloc_multi(struct pt_regs *ctx)
 	__u64 entry = bpf_get_attach_cookie(ctx);
 	__u64 nmemb, size;
 
+	if (entry >= ALLOC_COOKIE_USDT)
+		return on_usdt_alloc(ctx, entry);
 	switch (entry) {
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:

@@ -26,6 +26,9 @@ enum alloc_entry {
 	ALLOC_ENTRY_NEW,            /* operator new and new[], every variant: size is the 1st */
 	ALLOC_ENTRY_REALLOC_ANY,    /* (ptr, size) where realloc(NULL, n) allocates in realloc's
 				       own body (jemalloc, tcmalloc, mimalloc): counted here */
+	ALLOC_ENTRY_USDT_ALLOC,     /* the cooperative path: otel_memory:alloc(ptr, size,
+				       weighted_bytes), fired by an in-process sampler only for
+				       sampled allocations */
 	ALLOC_ENTRY__COUNT,
 };
 
@@ -57,6 +60,9 @@ struct alloc_sample {
 	__u64 size;              /* requested bytes (0 counted as 1) */
 	__u64 caller_address;    /* *(u64 *)sp at entry: the return address into the caller */
 	__u64 time_ns;           /* bpf_ktime_get_ns() */
+	__u64 weighted_bytes;    /* ALLOC_ENTRY_USDT_ALLOC: the bytes the in-process sampler
+				    says this sample stands for (size / p at its rate); 0 for
+				    the kernel's own samples, weighted by the agent's rate */
 	__u32 entry;             /* enum alloc_entry */
 	__s32 stack_bytes;       /* bytes of stack[] filled, or a negative errno */
 	__u64 stack[ALLOC_MAX_STACK_DEPTH];
@@ -75,7 +81,14 @@ struct alloc_counters {
 	__u64 storage_errors;    /* allocations not counted: no per-thread countdown could be made */
 	__u64 stack_copy_errors; /* samples that carry no stack copy: the stack was unreadable */
 	__u64 process_events_lost; /* exec/fork notices lost: their ring buffer was full */
+	__u64 usdt_errors;       /* cooperative samples lost: no spec for the probe, or an
+				    argument could not be read */
 };
+
+/* The cooperative path's probes are told apart from entry points by their attach cookie:
+ * ALLOC_COOKIE_USDT + the index of their argument spec in the usdt_specs map. */
+#define ALLOC_COOKIE_USDT (1ull << 32)
+#define ALLOC_MAX_USDT_SPECS 256
 
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a

@@ -64,6 +64,10 @@ struct alloc_program {
 	struct bpf_link *exec_link, *fork_link;
 	int n_cpus;
 	enum multi_support multi;
+	/* The USDT argument specs written to the usdt_specs map so far, by index: processes
+	 * running the same sampler share one. */
+	struct usdt_probe_spec usdt_specs[ALLOC_MAX_USDT_SPECS];
+	uint32_t n_usdt_specs;
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -247,6 +251,8 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 		return prog->skel->progs.alloc_realloc;
 	case ALLOC_ENTRY_REALLOC_ANY:
 		return prog->skel->progs.alloc_realloc_any;
+	case ALLOC_ENTRY_USDT_ALLOC:
+		return prog->skel->progs.alloc_usdt;
 	case ALLOC_ENTRY__COUNT:
 		break;
 	}
@@ -266,21 +272,19 @@ static bool link_kind_unknown(int err)
 	       err == -ENOSYS || err == -E2BIG;
 }
 
-int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
-				const uint64_t *offsets, const enum alloc_entry *entries,
-				size_t count)
+/* One uprobe_multi link for pid over offsets[count] in path, each reporting cookies[i], with
+ * USDT semaphores at ref_ctr_offsets[i] (NULL: none). */
+static int create_multi_link(struct alloc_program *prog, pid_t pid, const char *path,
+			     const uint64_t *offsets, const uint64_t *ref_ctr_offsets,
+			     const uint64_t *cookies, size_t count)
 {
 	struct uprobe_multi_link_attr attr;
-	__u64 cookies[MULTI_MAX_OFFSETS];
 	int fd, ret;
 
 	if (prog->multi == MULTI_MISSING)
 		return -EOPNOTSUPP;
 	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
 		return -EINVAL;
-	for (size_t i = 0; i < count; i++)
-		cookies[i] = entries[i];
-
 	/* Zeroed as a whole: the kernel refuses nonzero bytes past the fields it knows,
 	 * padding included. */
 	memset(&attr, 0, sizeof(attr));
@@ -288,6 +292,7 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 	attr.attach_type = UPROBE_MULTI_ATTACH_TYPE;
 	attr.path = (__u64)(uintptr_t)path;
 	attr.offsets = (__u64)(uintptr_t)offsets;
+	attr.ref_ctr_offsets = (__u64)(uintptr_t)ref_ctr_offsets;
 	attr.cookies = (__u64)(uintptr_t)cookies;
 	attr.cnt = (__u32)count;
 	attr.pid = (__u32)pid;
@@ -295,7 +300,7 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 	if (fd >= 0) {
 		if (prog->multi == MULTI_UNTRIED) {
 			prog->multi = MULTI_WORKS;
-			log_debug("attaching one uprobe_multi link per process");
+			log_debug("attaching one uprobe_multi link per probed file");
 		}
 		return fd;
 	}
@@ -303,11 +308,59 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 	if (prog->multi == MULTI_UNTRIED && link_kind_unknown(ret)) {
 		prog->multi = MULTI_MISSING;
 		log_debug("this kernel refused a uprobe_multi link (%s): attaching one perf-event "
-			  "uprobe per allocator entry point",
+			  "uprobe per probe",
 			  strerror(-ret));
 		return -EOPNOTSUPP;
 	}
 	return ret;
+}
+
+int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
+				const uint64_t *offsets, const enum alloc_entry *entries,
+				size_t count)
+{
+	uint64_t cookies[MULTI_MAX_OFFSETS];
+
+	if (count > MULTI_MAX_OFFSETS)
+		return -EINVAL;
+	for (size_t i = 0; i < count; i++)
+		cookies[i] = entries[i];
+	return create_multi_link(prog, pid, path, offsets, NULL, cookies, count);
+}
+
+int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
+			     uint64_t *cookie)
+{
+	uint32_t index;
+	int ret;
+
+	for (index = 0; index < prog->n_usdt_specs; index++)
+		if (memcmp(&prog->usdt_specs[index], spec, sizeof(*spec)) == 0)
+			goto found;
+	if (prog->n_usdt_specs == ALLOC_MAX_USDT_SPECS)
+		return -ENOSPC;
+	index = prog->n_usdt_specs;
+	ret = bpf_map__update_elem(prog->skel->maps.usdt_specs, &index, sizeof(index), spec,
+				   sizeof(*spec), BPF_ANY);
+	if (ret)
+		return ret;
+	prog->usdt_specs[index] = *spec;
+	prog->n_usdt_specs++;
+found:
+	*cookie = ALLOC_COOKIE_USDT + index;
+	return 0;
+}
+
+int alloc_program__attach_usdt_multi(struct alloc_program *prog, pid_t pid, const char *path,
+				     const uint64_t *offsets, const uint64_t *semaphore_offsets,
+				     const uint64_t *cookies, size_t count)
+{
+	bool any_semaphore = false;
+
+	for (size_t i = 0; i < count; i++)
+		any_semaphore |= semaphore_offsets[i] != 0;
+	return create_multi_link(prog, pid, path, offsets, any_semaphore ? semaphore_offsets : NULL,
+				 cookies, count);
 }
 
 int alloc_program__ringbuf_fd(const struct alloc_program *prog)

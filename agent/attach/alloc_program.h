@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "alloc.h"
+#include "usdt_args.h"
 
 struct alloc_program;
 struct bpf_program;
@@ -45,6 +46,19 @@ bool alloc_program__has_multi(const struct alloc_program *prog);
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
 				const uint64_t *offsets, const enum alloc_entry *entries,
 				size_t count);
+/* The cooperative path (otel_memory:alloc USDT). A probe site's argument spec goes into the
+ * program's table once (identical specs share an entry; at most ALLOC_MAX_USDT_SPECS
+ * distinct ones, then -ENOSPC); *cookie is what its probe must report. */
+int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
+			     uint64_t *cookie);
+/* One uprobe_multi link for the USDT sites offsets[i] in path, reporting cookies[i] (from
+ * alloc_program__usdt_spec); semaphore_offsets[i] (0: none) are raised by the kernel while the
+ * link exists, which turns the sampler on. Returns and falls back like
+ * alloc_program__attach_multi; per site, the fallback is alloc_program__for_entry(
+ * ALLOC_ENTRY_USDT_ALLOC) with the cookie and the semaphore as ref_ctr_offset. */
+int alloc_program__attach_usdt_multi(struct alloc_program *prog, pid_t pid, const char *path,
+				     const uint64_t *offsets, const uint64_t *semaphore_offsets,
+				     const uint64_t *cookies, size_t count);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
 /* Allocator calls that hit a probe, summed over CPUs. */

@@ -41,6 +41,7 @@ static const char *const entry_names[ALLOC_ENTRY__COUNT] = {
 	[ALLOC_ENTRY_PVALLOC] = "pvalloc",
 	[ALLOC_ENTRY_NEW] = "operator new",
 	[ALLOC_ENTRY_REALLOC_ANY] = "realloc",
+	[ALLOC_ENTRY_USDT_ALLOC] = "otel_memory:alloc",
 };
 
 struct entry_symbol {

@@ -2,8 +2,14 @@
  * mount namespace (a container) is probed on its own copy of the library; uprobes are keyed by
  * inode, so the kernel also catches the library if it is mapped again later. Each file's entry
  * points go into one uprobe_multi link when the kernel has them (a link takes one path):
- * detaching then waits for one RCU grace period per file instead of one per entry point. */
+ * detaching then waits for one RCU grace period per file instead of one per entry point.
+ *
+ * A process whose files fire OpenTelemetry's otel_memory:alloc USDT (an in-process sampler such
+ * as liballocscope-sampler.so, preloaded) gets probes on those sites instead of its entry
+ * points: the sampler counts down in-process at a few ns per allocation and only its samples
+ * trap. Attaching raises the probes' semaphores, which is what turns the sampler on. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,6 +24,7 @@
 #include "allocators.h"
 #include "alloc_program.h"
 #include "attach/linked_files.h"
+#include "attach/usdt_notes.h"
 #include "log.h"
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
@@ -29,6 +36,20 @@
 struct attached_probe {
 	struct entry_point point;
 	struct bpf_link *link;      /* its perf-event uprobe; NULL under a multi link */
+	uint64_t cookie;            /* what the probe reports: the entry kind, or for a USDT
+				       site ALLOC_COOKIE_USDT + its argument spec */
+	uint64_t semaphore_offset;  /* USDT: the semaphore the kernel raises (0: none) */
+};
+
+/* Sites of otel_memory:alloc in one file: offsets and semaphores in the file, argument specs. */
+#define MAX_USDT_SITES 16
+
+struct usdt_candidate {
+	char path[PATH_MAX];        /* as the process sees it */
+	char open_path[PATH_MAX + 32];
+	uint64_t offsets[MAX_USDT_SITES], semaphores[MAX_USDT_SITES];
+	struct usdt_probe_spec specs[MAX_USDT_SITES];
+	size_t n_sites;
 };
 
 struct probed_file {
@@ -41,6 +62,7 @@ struct probed_file {
 
 struct process_probes {
 	pid_t pid;
+	bool cooperative;           /* probes on otel_memory:alloc sites, not entry points */
 	struct probed_file files[MAX_FILES];
 	size_t n_files;
 	struct attached_probe *probes;
@@ -62,6 +84,8 @@ struct candidate {
 struct candidates {
 	struct candidate files[MAX_FILES];
 	size_t count;
+	struct usdt_candidate usdt[MAX_FILES];
+	size_t n_usdt;
 };
 
 /* The file the kernel should resolve: the process's own view of path. */
@@ -77,6 +101,37 @@ static void candidates_free(struct candidates *c)
 	c->count = 0;
 }
 
+/* Keeps path's otel_memory:alloc sites whose arguments can be read. */
+static void find_usdt_sites(struct candidates *c, const char *path, const char *open_path)
+{
+	struct usdt_candidate *cand = &c->usdt[c->n_usdt];
+	const struct usdt_probe *probe = NULL;
+	struct usdt_notes *notes;
+
+	if (c->n_usdt == MAX_FILES || usdt_notes__read(open_path, &notes) != 0)
+		return;
+	cand->n_sites = 0;
+	while ((probe = usdt_notes__find(notes, "otel_memory", "alloc", probe)) &&
+	       cand->n_sites < MAX_USDT_SITES) {
+		char why[256];
+
+		if (usdt_probe__spec(probe, 3, &cand->specs[cand->n_sites], why, sizeof(why))) {
+			log_debug("%s: otel_memory:alloc at 0x%llx is not used: %s", path,
+				  (unsigned long long)probe->file_offset, why);
+			continue;
+		}
+		cand->offsets[cand->n_sites] = probe->file_offset;
+		cand->semaphores[cand->n_sites] = probe->semaphore_offset;
+		cand->n_sites++;
+	}
+	usdt_notes__free(notes);
+	if (cand->n_sites == 0)
+		return;
+	snprintf(cand->path, sizeof(cand->path), "%s", path);
+	snprintf(cand->open_path, sizeof(cand->open_path), "%s", open_path);
+	c->n_usdt++;
+}
+
 /* Opens path and keeps it when it holds an allocator. The executable goes first. */
 static void consider_file(struct candidates *c, const char *path, const char *open_path,
 			  bool is_exe)
@@ -84,6 +139,8 @@ static void consider_file(struct candidates *c, const char *path, const char *op
 	struct candidate *cand;
 	struct elf_file *elf;
 	struct file_allocators set;
+
+	find_usdt_sites(c, path, open_path);
 
 	if (c->count == MAX_FILES) {
 		log_debug("more than %d files with allocators: %s is not examined", MAX_FILES,
@@ -262,7 +319,8 @@ static uint64_t probe_offset(const struct entry_point *point)
 static int attach_entry(struct alloc_program *prog, pid_t pid, const char *path,
 			struct attached_probe *probe)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = probe->point.entry);
+	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = probe->cookie,
+		    .ref_ctr_offset = probe->semaphore_offset);
 	struct bpf_program *bpf_prog = alloc_program__for_entry(prog, probe->point.entry);
 
 	probe->link = bpf_program__attach_uprobe_opts(bpf_prog, pid, path,
@@ -322,17 +380,19 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 		       struct probed_file *file, const char *open_path, char *err,
 		       size_t err_len)
 {
-	uint64_t offsets[ALLOCATORS_MAX_ENTRY_POINTS];
-	enum alloc_entry entries[ALLOCATORS_MAX_ENTRY_POINTS];
+	uint64_t offsets[ALLOCATORS_MAX_ENTRY_POINTS], semaphores[ALLOCATORS_MAX_ENTRY_POINTS];
+	uint64_t cookies[ALLOCATORS_MAX_ENTRY_POINTS];
 	int ret, fd;
 
 	if (alloc_program__has_multi(prog)) {
 		for (size_t i = 0; i < file->count; i++) {
 			offsets[i] = probe_offset(&probes->probes[file->first + i].point);
-			entries[i] = probes->probes[file->first + i].point.entry;
+			semaphores[i] = probes->probes[file->first + i].semaphore_offset;
+			cookies[i] = probes->probes[file->first + i].cookie;
 		}
-		fd = alloc_program__attach_multi(prog, probes->pid, open_path, offsets, entries,
-						 file->count);
+		/* The same link either way; only USDT sites have semaphores. */
+		fd = alloc_program__attach_usdt_multi(prog, probes->pid, open_path, offsets,
+						      semaphores, cookies, file->count);
 		if (fd >= 0) {
 			file->multi_link_fd = fd;
 			return 0;
@@ -417,6 +477,8 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		if (points[i].probed) {
 			probes->probes[probes->count].point = points[i];
 			probes->probes[probes->count].link = NULL;
+			probes->probes[probes->count].cookie = points[i].entry;
+			probes->probes[probes->count].semaphore_offset = 0;
 			probes->count++;
 			file->count++;
 		} else {
@@ -445,6 +507,86 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 	return attach_file(prog, probes, file, cand->open_path, err, err_len);
 }
 
+/* What sits at a USDT site: a nop the kernel emulates (or, a 5-byte one, replaces with a call
+ * on Linux 6.18), or something else, single-stepped. */
+static void usdt_site_placement(const char *open_path, uint64_t offset,
+				struct probe_placement *out)
+{
+	static const uint8_t nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+	uint8_t code[5] = { 0 };
+	ssize_t n = -1;
+	int fd = open(open_path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		n = pread(fd, code, sizeof(code), (off_t)offset);
+		close(fd);
+	}
+	memset(out, 0, sizeof(*out));
+	out->emulated = true;
+	if (n == (ssize_t)sizeof(code) && memcmp(code, nop5, sizeof(nop5)) == 0) {
+		snprintf(out->insn_desc, sizeof(out->insn_desc), "nop5 (USDT)");
+	} else if (n >= 1 && code[0] == 0x90) {
+		snprintf(out->insn_desc, sizeof(out->insn_desc), "nop (USDT)");
+	} else {
+		out->emulated = false;
+		snprintf(out->insn_desc, sizeof(out->insn_desc), "USDT site");
+		snprintf(out->reason, sizeof(out->reason), "the USDT site is not a nop");
+	}
+}
+
+/* The cooperative path: every otel_memory:alloc site in every file that has them. */
+static int attach_usdt_files(struct alloc_program *prog, struct process_probes *probes,
+			     const struct candidates *c, char *err, size_t err_len)
+{
+	size_t total = 0;
+	int ret;
+
+	for (size_t f = 0; f < c->n_usdt; f++)
+		total += c->usdt[f].n_sites;
+	probes->probes = calloc(total, sizeof(*probes->probes));
+	if (!probes->probes)
+		return -ENOMEM;
+	for (size_t f = 0; f < c->n_usdt && probes->n_files < MAX_FILES; f++) {
+		const struct usdt_candidate *cand = &c->usdt[f];
+		struct probed_file *file = &probes->files[probes->n_files++];
+
+		memset(file, 0, sizeof(*file));
+		file->multi_link_fd = -1;
+		snprintf(file->path, sizeof(file->path), "%s", cand->path);
+		snprintf(file->allocators, sizeof(file->allocators),
+			 "otel_memory:alloc USDT, cooperative sampling");
+		file->first = probes->count;
+		for (size_t i = 0; i < cand->n_sites; i++) {
+			struct attached_probe *probe = &probes->probes[probes->count];
+
+			ret = alloc_program__usdt_spec(prog, &cand->specs[i], &probe->cookie);
+			if (ret) {
+				snprintf(err, err_len,
+					 "cannot register the otel_memory:alloc arguments of %s: %s",
+					 cand->path, strerror(-ret));
+				return ret;
+			}
+			probe->point.entry = ALLOC_ENTRY_USDT_ALLOC;
+			snprintf(probe->point.names, sizeof(probe->point.names),
+				 "otel_memory:alloc");
+			snprintf(probe->point.allocator, sizeof(probe->point.allocator),
+				 "otel_memory");
+			probe->point.file_offset = cand->offsets[i];
+			probe->point.probed = true;
+			usdt_site_placement(cand->open_path, cand->offsets[i],
+					    &probe->point.placement);
+			probe->semaphore_offset = cand->semaphores[i];
+			probes->count++;
+			file->count++;
+		}
+		ret = attach_file(prog, probes, file, cand->open_path, err, err_len);
+		if (ret)
+			return ret;
+	}
+	probes->cooperative = true;
+	return 0;
+}
+
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len)
 {
@@ -467,6 +609,10 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
 	else
 		ret = files_from_maps(pid, cands, err, err_len);
+	if (ret == 0 && cands->n_usdt) {
+		ret = attach_usdt_files(prog, probes, cands, err, err_len);
+		goto listed;
+	}
 	if (ret == 0)
 		ret = choose_malloc(pid, cands, winner, err, err_len);
 	if (ret == -ENOENT && command && dynamic) {
@@ -486,6 +632,7 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 			if (winner[i] == (pass == 0))
 				ret = add_file(prog, probes, &cands->files[i], winner[i], err,
 					       err_len);
+listed:
 	if (ret == -ENOMEM)
 		snprintf(err, err_len, "out of memory");
 	if (ret == 0 && probes->count == 0) {
@@ -553,6 +700,11 @@ const char *process_probes__file_at(const struct process_probes *probes, size_t 
 const char *process_probes__file_allocators(const struct process_probes *probes, size_t i)
 {
 	return i < probes->n_files ? probes->files[i].allocators : NULL;
+}
+
+bool process_probes__cooperative(const struct process_probes *probes)
+{
+	return probes->cooperative;
 }
 
 size_t process_probes__single_stepped(const struct process_probes *probes)

@@ -12,6 +12,7 @@
 #ifndef ALLOCSCOPE_PROCESS_PROBES_H
 #define ALLOCSCOPE_PROCESS_PROBES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -45,6 +46,10 @@ const char *process_probes__file(const struct process_probes *probes);
 size_t process_probes__file_count(const struct process_probes *probes);
 const char *process_probes__file_at(const struct process_probes *probes, size_t i);
 const char *process_probes__file_allocators(const struct process_probes *probes, size_t i);
+/* Whether the probes sit on otel_memory:alloc USDT sites (an in-process sampler such as
+ * liballocscope-sampler.so) instead of the allocator's entry points: then only sampled
+ * allocations trap, and each sample carries its own weight. */
+bool process_probes__cooperative(const struct process_probes *probes);
 /* How many probes sit on an instruction the kernel must single-step (each ~20x dearer). */
 size_t process_probes__single_stepped(const struct process_probes *probes);
 /* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),

@@ -677,7 +677,8 @@ int usdt_notes__read(const char *path, struct usdt_notes **out)
 		if (ret)
 			goto out;
 	}
-	log_debug("%s: %zu USDT probes", path, notes->count);
+	if (notes->count)
+		log_debug("%s: %zu USDT probes", path, notes->count);
 	*out = notes;
 	notes = NULL;
 	ret = 0;

@@ -203,12 +203,22 @@ int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const 
 	return alloc_profile__add_weighted_stack(profile, pid, frames, n_frames, size, bytes / p);
 }
 
+int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
+			       const uint64_t *frames, size_t n_frames)
+{
+	if (sample->weighted_bytes)
+		return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
+							 sample->size,
+							 (double)sample->weighted_bytes);
+	return alloc_profile__add_stack(profile, sample->pid, frames, n_frames, sample->size);
+}
+
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)
 {
 	uint64_t frames[MAX_FRAMES];
 	size_t n = build_frames(sample, frames);
 
-	return alloc_profile__add_stack(profile, sample->pid, frames, n, sample->size);
+	return alloc_profile__add_unwound(profile, sample, frames, n);
 }
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out)

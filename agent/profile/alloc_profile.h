@@ -32,8 +32,9 @@ int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
 		       struct alloc_profile **out);
 void alloc_profile__free(struct alloc_profile *profile);
 
-/* Weights the sample by 1/p, p = 1 - exp(-size/R), and adds it to its stack, built from the
- * kernel's frame-pointer walk and the caller read at *sp. 0 or -ENOMEM. */
+/* Weights the sample by 1/p, p = 1 - exp(-size/R) (or by the weight it carries, for the
+ * cooperative path's samples), and adds it to its stack, built from the kernel's
+ * frame-pointer walk and the caller read at *sp. 0 or -ENOMEM. */
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample);
 
 /* The same for a stack unwound elsewhere: frames leaf first (frames[0] in the allocator,
@@ -41,6 +42,10 @@ int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample 
  * frames are kept. */
 int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
 			     size_t n_frames, uint64_t size);
+/* A sample whose stack was unwound elsewhere (frames as for alloc_profile__add_stack),
+ * weighted like alloc_profile__add. */
+int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
+			       const uint64_t *frames, size_t n_frames);
 /* The same with the weight given: a cooperative in-process sampler (the otel_memory:alloc
  * USDT) samples at its own rate and reports the bytes each sample stands for, size / p. The
  * sample counts weighted_bytes towards alloc_space and weighted_bytes / size objects. */

@@ -78,7 +78,7 @@ def start_allocscope(args):
             out, err = proc.communicate(timeout=30)
             raise AssertionError(f"allocscope ended before attaching: {''.join(seen)}{err}")
         seen.append(line)
-        if line.startswith("allocscope: sampling every"):
+        if line.startswith("allocscope: sampling "):
             return proc, seen
 
 

@@ -601,6 +601,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 
 
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
+import cooperative_tests  # noqa: E402,F401
 
 
 def main():
