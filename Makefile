@@ -204,9 +204,11 @@ e2e: $(BUILD)/allocscope $(WORKLOAD_BINS)
 test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
 	$(Q)tests/run-all
 
-bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe
+bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
+       $(SAMPLER_WORKLOAD)
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
+	$(Q)python3 tests/bench/cooperative.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo
@@ -215,8 +217,9 @@ demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 # existing /etc/allocscope/allocscope.yaml is kept: the reference goes next to it as .default.
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 CONFIG_DIR       ?= /etc/allocscope
-install: $(BUILD)/allocscope
+install: $(BUILD)/allocscope $(SAMPLER_LIB)
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
+	install -D -m 0755 $(SAMPLER_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-sampler.so
 	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(CONFIG_DIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/allocscope.service \
 		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/allocscope.service

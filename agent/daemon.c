@@ -323,8 +323,11 @@ static bool try_attach(struct daemon *d, struct tracked_process *p)
 		if (p->service->n_processes == 1)
 			log_info("service %s: profiling pid %d (%s)", p->service->name, (int)p->pid,
 				 p->comm);
-		log_debug("pid %d (%s): %zu probes on %s%s", (int)p->pid, p->comm,
+		log_debug("pid %d (%s): %zu probes on %s%s%s", (int)p->pid, p->comm,
 			  process_probes__count(p->probes), process_probes__file(p->probes),
+			  process_probes__cooperative(p->probes)
+				  ? " (otel_memory:alloc USDT: it samples in-process)"
+				  : "",
 			  stepped ? ", some single-stepped" : "");
 		return true;
 	}

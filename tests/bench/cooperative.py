@@ -78,7 +78,7 @@ def loop_under(mode, tmp, iterations):
     # -P: the workload stops itself (SIGSTOP) once started, so a profiler can attach first.
     args = ["taskset", "-c", SERVER_CPU, WORKLOAD, "-B", str(iterations)]
     if mode in ("cooperative", "transparent"):
-        args.insert(3, "-P")
+        args.insert(4, "-P")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     capture = None

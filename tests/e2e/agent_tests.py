@@ -560,6 +560,7 @@ def agent_runs_with_only_the_units_capabilities(tmp):
     unit = os.path.join(destdir, "etc", "systemd", "system", "allocscope.service")
     config = os.path.join(destdir, "etc", "allocscope", "allocscope.yaml")
     assert os.access(binary, os.X_OK) and os.path.exists(config)
+    assert os.path.exists(os.path.join(root, "lib", "liballocscope-sampler.so"))
     text = open(unit).read()
     assert f"ExecStart={prefix}/bin/allocscope --config /etc/allocscope/allocscope.yaml" in text
     if shutil.which("systemd-analyze"):

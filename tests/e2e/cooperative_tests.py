@@ -127,3 +127,29 @@ def cooperative_and_transparent_targets_in_one_capture(tmp):
     # 2,000 x 4 KiB at 16 KiB: p = 0.22, relative sd 4.2%: 20% is about 5 sigma.
     truth = 2000 * 4096
     assert abs(loop_bytes - truth) < 0.2 * truth, (loop_bytes, truth)
+
+
+@test
+def agent_uses_the_cooperative_path_of_a_preloaded_service(tmp):
+    """The continuous agent attaches to the USDT of a preloaded target it discovers after
+    exec, like the one-off capture; its interval profiles carry the sampler's weights."""
+    from agent_tests import (Agent, MergedProfile, agent_config, include_executable,
+                             profiles_of)
+
+    sinks = os.path.join(tmp, "profiles")
+    # A ring that holds the burst (see cooperative_sampler_estimates_each_site).
+    config = agent_config(sinks, include_executable(ALLOC_SITES, "coop-sites"))
+    config = config.replace("sampling:\n", "sampling:\n  ringbuf_size: 256MiB\n", 1)
+    agent = Agent(tmp, config)
+    try:
+        workload = Workload([ALLOC_SITES], env=preloaded(COOP_RATE_ARG))
+        agent.wait_attached(workload.pid, "coop-sites")
+        workload.start()
+        manifest = parse_manifest(workload.finish())
+        agent.wait_all_exited_and_flushed()
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    log = agent.log()
+    assert "otel_memory:alloc" in log, log[-2000:]
+    check_sites(MergedProfile(profiles_of(sinks, "coop-sites")), manifest, COOP_RATE)
