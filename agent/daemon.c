@@ -43,6 +43,7 @@
 #include "config/units.h"
 #include "export/directory_sink.h"
 #include "export/metrics_server.h"
+#include "export/push_sink.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
 #include "profile/pprof.h"
@@ -703,19 +704,32 @@ static void flush_interval(struct daemon *d, int64_t now)
 
 /* ---- self-metrics ------------------------------------------------------------------ */
 
-static void sink_totals(const struct daemon *d, struct sink_stats *out)
+/* The counters of the sinks of sink i's type and name (unnamed sinks of one type share
+ * theirs), those of the sinks they replaced at reloads included; their gauges. False when an
+ * earlier sink has the same type and name: its sample already holds sink i's. */
+static bool sink_totals(const struct daemon *d, size_t i, struct sink_stats *out)
 {
-	*out = d->stats.retired_sinks;
-	for (size_t i = 0; i < d->n_sinks; i++) {
-		struct sink_stats s;
+	const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
 
-		sink__stats(d->sinks[i], &s);
-		out->profiles_written += s.profiles_written;
-		out->bytes_written += s.bytes_written;
-		out->errors += s.errors;
-		out->profiles_dropped += s.profiles_dropped;
-		out->files_removed += s.files_removed;
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(sink__type(d->sinks[j]), type) == 0 &&
+		    strcmp(sink__name(d->sinks[j]), name) == 0)
+			return false;
 	}
+	sink__totals(d->sinks[i], out);
+	for (size_t j = i + 1; j < d->n_sinks; j++) {
+		struct sink_stats more;
+
+		if (strcmp(sink__type(d->sinks[j]), type) != 0 ||
+		    strcmp(sink__name(d->sinks[j]), name) != 0)
+			continue;
+		sink__stats(d->sinks[j], &more);
+		sink_stats__add_counters(out, &more);
+		out->queue_length += more.queue_length;
+		out->spool_profiles += more.spool_profiles;
+		out->spool_bytes += more.spool_bytes;
+	}
+	return true;
 }
 
 static size_t count_open_fds(void)
@@ -759,13 +773,11 @@ static void gauge(struct metrics_text *t, const char *name, const char *help, do
 static void render_metrics(struct daemon *d, struct metrics_text *t)
 {
 	struct alloc_counters bpf;
-	struct sink_stats sinks;
 	struct rusage usage;
 	uint64_t hits = alloc_program__probe_hits(d->program);
 	double cpu = 0;
 
 	alloc_program__read_counters(d->program, &bpf);
-	sink_totals(d, &sinks);
 	hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0;
 	if (getrusage(RUSAGE_SELF, &usage) == 0)
 		cpu = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
@@ -865,25 +877,74 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
 		(double)d->stats.intervals);
 
+	/* One sample per sink, labelled sink="TYPE", plus name="NAME" when the sink was given
+	 * a name other than its type. */
 	const struct {
-		const char *name, *help;
-		uint64_t value;
+		const char *name, *type, *help;
+		size_t offset;
 	} sink_metrics[] = {
-		{ "allocscope_sink_profiles_written_total", "Profiles delivered by sinks.",
-		  sinks.profiles_written },
-		{ "allocscope_sink_bytes_written_total", "Profile bytes delivered by sinks.",
-		  sinks.bytes_written },
-		{ "allocscope_sink_errors_total", "Sink deliveries that failed.", sinks.errors },
-		{ "allocscope_sink_profiles_dropped_total", "Profiles sinks gave up on.",
-		  sinks.profiles_dropped },
-		{ "allocscope_sink_files_removed_total", "Files removed by a retention limit.",
-		  sinks.files_removed },
+		{ "allocscope_sink_profiles_written_total", "counter",
+		  "Profiles delivered by sinks.", offsetof(struct sink_stats, profiles_written) },
+		{ "allocscope_sink_bytes_written_total", "counter",
+		  "Profile bytes delivered by sinks.", offsetof(struct sink_stats, bytes_written) },
+		{ "allocscope_sink_errors_total", "counter",
+		  "Sink writes or delivery attempts that failed.",
+		  offsetof(struct sink_stats, errors) },
+		{ "allocscope_sink_profiles_dropped_total", "counter",
+		  "Profiles sinks gave up on (queue or spool full, undeliverable at exit, damaged "
+		  "in the spool).", offsetof(struct sink_stats, profiles_dropped) },
+		{ "allocscope_sink_files_removed_total", "counter",
+		  "Files removed by a retention limit.", offsetof(struct sink_stats, files_removed) },
+		{ "allocscope_sink_retries_total", "counter",
+		  "Failed push attempts that are tried again later.",
+		  offsetof(struct sink_stats, retries) },
+		{ "allocscope_sink_profiles_rejected_total", "counter",
+		  "Profiles the server refused, or over max_profile_size: not retried.",
+		  offsetof(struct sink_stats, profiles_rejected) },
+		{ "allocscope_sink_profiles_spooled_total", "counter",
+		  "Profiles written to the on-disk spool to be delivered later.",
+		  offsetof(struct sink_stats, profiles_spooled) },
+		{ "allocscope_sink_spool_corrupt_total", "counter",
+		  "Spool files that could not be read back (removed; counted as dropped too).",
+		  offsetof(struct sink_stats, spool_corrupt) },
+		{ "allocscope_sink_queue_length", "gauge",
+		  "Profiles waiting in memory to be pushed, the one in flight included.",
+		  offsetof(struct sink_stats, queue_length) },
+		{ "allocscope_sink_spool_profiles", "gauge", "Profiles waiting in the spool.",
+		  offsetof(struct sink_stats, spool_profiles) },
+		{ "allocscope_sink_spool_bytes", "gauge", "Bytes of the spool's files.",
+		  offsetof(struct sink_stats, spool_bytes) },
 	};
-	for (size_t i = 0; i < sizeof(sink_metrics) / sizeof(sink_metrics[0]); i++) {
-		metrics_text__family(t, sink_metrics[i].name, "counter", sink_metrics[i].help);
-		metrics_text__sample(t, sink_metrics[i].name,
-				     (const char *const[]){ "sink", "directory", NULL },
-				     (double)sink_metrics[i].value);
+	for (size_t m = 0; m < sizeof(sink_metrics) / sizeof(sink_metrics[0]); m++) {
+		metrics_text__family(t, sink_metrics[m].name, sink_metrics[m].type,
+				     sink_metrics[m].help);
+		for (size_t i = 0; i < d->n_sinks; i++) {
+			const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
+			const char *const labels[] = { "sink", type,
+						       strcmp(name, type) ? "name" : NULL, name,
+						       NULL };
+			struct sink_stats stats;
+			uint64_t value;
+
+			if (!sink_totals(d, i, &stats))
+				continue;
+			memcpy(&value, (const char *)&stats + sink_metrics[m].offset, sizeof(value));
+			metrics_text__sample(t, sink_metrics[m].name, labels, (double)value);
+		}
+	}
+	metrics_text__family(t, "allocscope_sink_push_duration_seconds_total", "counter",
+			     "Time spent in successful pushes; divided by the profiles written, the "
+			     "mean push latency.");
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
+		const char *const labels[] = { "sink", type, strcmp(name, type) ? "name" : NULL,
+					       name, NULL };
+		struct sink_stats stats;
+
+		if (!sink_totals(d, i, &stats))
+			continue;
+		metrics_text__sample(t, "allocscope_sink_push_duration_seconds_total", labels,
+				     (double)stats.push_ns / 1e9);
 	}
 	metrics_text__family(t, "allocscope_config_reloads_total", "counter",
 			     "Configuration reloads (SIGHUP), by result.");
@@ -944,14 +1005,48 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 			.max_total_bytes = sc->max_total_bytes,
 			.max_age_ms = sc->max_age_ms,
 		};
+		struct push_header headers[CONFIG_MAX_HEADERS];
+		struct push_sink_opts push = {
+			.protocol = sc->type == SINK_TYPE_PARCA ? PUSH_PARCA : PUSH_PYROSCOPE,
+			.name = sc->name,
+			.url = sc->url,
+			.timeout_ms = sc->timeout_ms,
+			.queue_size = sc->queue_size,
+			.spool_dir = sc->spool_dir,
+			.spool_max_bytes = sc->spool_max_bytes,
+			.shutdown_timeout_ms = sc->shutdown_timeout_ms,
+			.max_profile_bytes = sc->max_profile_bytes,
+			.max_backoff_ms = sc->max_backoff_ms,
+			.username = sc->username,
+			.password_file = sc->password_file,
+			.password_env = sc->password_env,
+			.token_file = sc->token_file,
+			.token_env = sc->token_env,
+			.tenant = sc->tenant,
+			.headers = headers,
+			.n_headers = sc->n_headers,
+			.ca_file = sc->ca_file,
+			.cert_file = sc->cert_file,
+			.key_file = sc->key_file,
+			.server_name = sc->server_name,
+			.insecure_skip_verify = sc->insecure_skip_verify,
+		};
 
+		for (size_t h = 0; h < sc->n_headers && h < CONFIG_MAX_HEADERS; h++)
+			headers[h] = (struct push_header){ sc->headers[h].name, sc->headers[h].value };
 		switch (sc->type) {
 		case SINK_TYPE_DIRECTORY:
 			ret = directory_sink__new(&opts, &sinks[i], err, sizeof(err));
-			if (ret)
-				log_error("sink %zu: %s", i + 1, err);
+			break;
+		case SINK_TYPE_PYROSCOPE:
+		case SINK_TYPE_PARCA:
+			ret = push_sink__new(&push, &sinks[i], err, sizeof(err));
 			break;
 		}
+		if (ret)
+			log_error("sink %zu: %s", i + 1, err);
+		else
+			sink__set_name(sinks[i], sc->name);
 	}
 	if (ret) {
 		for (size_t i = 0; i < c->n_sinks; i++)

@@ -47,9 +47,15 @@ enum key_type {
 	KEY_UNWIND,    /* enum unwind_mode through unwind_mode_parse() */
 	KEY_LOG_LEVEL, /* enum log_level through log_parse_level() */
 	KEY_SINK_TYPE, /* enum sink_type */
+	KEY_SINK_NAME, /* 1 .. SINK_NAME_MAX of [A-Za-z0-9_.-] */
+	KEY_URL,       /* http:// or https://, host, optional path; no credentials or query */
+	KEY_ENV_NAME,  /* an environment variable's name */
+	KEY_TEXT,      /* one line of printable text, not empty */
+	KEY_SECRET,    /* a secret written inline: always refused, with where to put it */
 	KEY_RULES,     /* a list of target rules: pointer at offset, size_t count at count_offset */
 	KEY_LABELS,    /* a mapping of static labels: pointer and count as for KEY_RULES */
 	KEY_SINKS,     /* a list of sinks: pointer and count as for KEY_RULES */
+	KEY_HEADERS,   /* a mapping of HTTP headers: pointer and count as for KEY_RULES */
 };
 
 enum key_flags {
@@ -57,6 +63,10 @@ enum key_flags {
 	KEY_REQUIRED = 1 << 1,	    /* an item of a list is incomplete without it */
 	KEY_EXCLUDE_RULES = 1 << 2, /* KEY_RULES: these rules exclude, so they name no service */
 	KEY_INCLUDE_ONLY = 1 << 3,  /* a rule key that only an include rule may have */
+	KEY_DIRECTORY_ONLY = 1 << 4, /* sink keys by the sink types that have them */
+	KEY_PUSH_ONLY = 1 << 5,      /* pyroscope and parca */
+	KEY_PYROSCOPE_ONLY = 1 << 6,
+	KEY_HIDDEN = 1 << 7,         /* never listed among the known keys */
 };
 
 struct config_key {
@@ -87,6 +97,16 @@ struct key_table {
 #define RULE_FIELD(f) .offset = offsetof(struct target_rule, f)
 #define SINK_FIELD(f)                                                                              \
 	.offset = offsetof(struct sink_config, f), .width = sizeof(((struct sink_config *)0)->f)
+#define SINK_ARRAY(f, n)                                                                           \
+	.offset = offsetof(struct sink_config, f), .count_offset = offsetof(struct sink_config, n)
+
+/* The longest sink name (export/sink.h's SINK_NAME_MAX). */
+#define SINK_NAME_LEN 63
+/* Pyroscope's default limit of labels per series; the agent adds __name__ and __delta__ to
+ * service_name, hostname and the static labels. */
+#define PYROSCOPE_MAX_LABELS 30
+_Static_assert(CONFIG_MAX_STATIC_LABELS + 4 <= PYROSCOPE_MAX_LABELS,
+	       "static labels could exceed Pyroscope's label limit");
 
 static const struct config_key agent_keys[] = {
 	{ "sampling.rate", KEY_SIZE, .min = 1, .max = 4 * GIB, .default_text = "512KiB",
@@ -130,11 +150,57 @@ static const struct config_key rule_keys[] = {
 
 static const struct config_key sink_keys[] = {
 	{ "type", KEY_SINK_TYPE, KEY_REQUIRED, SINK_FIELD(type) },
-	{ "path", KEY_ABS_PATH, .default_text = "/var/lib/allocscope/profiles", SINK_FIELD(path) },
-	{ "max_total_size", KEY_SIZE, .min = 0, .max = UINT64_MAX, .default_text = "1GiB",
-	  SINK_FIELD(max_total_bytes) },
-	{ "max_age", KEY_DURATION, .min = 0, .max = UINT64_MAX, .default_text = "7d",
-	  SINK_FIELD(max_age_ms) },
+	/* No default text: absence means the type's name, filled in after loading. */
+	{ "name", KEY_SINK_NAME, .example = "grafana-cloud", SINK_FIELD(name) },
+	{ "path", KEY_ABS_PATH, KEY_DIRECTORY_ONLY, .default_text = "/var/lib/allocscope/profiles",
+	  SINK_FIELD(path) },
+	{ "max_total_size", KEY_SIZE, KEY_DIRECTORY_ONLY, .min = 0, .max = UINT64_MAX,
+	  .default_text = "1GiB", SINK_FIELD(max_total_bytes) },
+	{ "max_age", KEY_DURATION, KEY_DIRECTORY_ONLY, .min = 0, .max = UINT64_MAX,
+	  .default_text = "7d", SINK_FIELD(max_age_ms) },
+	{ "url", KEY_URL, KEY_PUSH_ONLY | KEY_REQUIRED, .example = "https://profiles.example.com",
+	  SINK_FIELD(url) },
+	{ "timeout", KEY_DURATION, KEY_PUSH_ONLY, .min = 1000, .max = 300 * 1000,
+	  .default_text = "10s", SINK_FIELD(timeout_ms) },
+	{ "queue_size", KEY_UINT, KEY_PUSH_ONLY, .min = 1, .max = 100000, .default_text = "64",
+	  SINK_FIELD(queue_size) },
+	{ "spool_dir", KEY_ABS_PATH, KEY_PUSH_ONLY, .example = "/var/lib/allocscope/spool/cloud",
+	  SINK_FIELD(spool_dir) },
+	{ "spool_max_bytes", KEY_SIZE, KEY_PUSH_ONLY, .min = 4 * KIB, .max = 1024 * GIB,
+	  .default_text = "256MiB", SINK_FIELD(spool_max_bytes) },
+	{ "shutdown_timeout", KEY_DURATION, KEY_PUSH_ONLY, .min = 0, .max = 300 * 1000,
+	  .default_text = "5s", SINK_FIELD(shutdown_timeout_ms) },
+	{ "max_profile_size", KEY_SIZE, KEY_PUSH_ONLY, .min = 0, .max = 1 * GIB,
+	  .default_text = "4MiB", SINK_FIELD(max_profile_bytes) },
+	{ "max_backoff", KEY_DURATION, KEY_PUSH_ONLY, .min = 1000, .max = 3600 * 1000,
+	  .default_text = "60s", SINK_FIELD(max_backoff_ms) },
+	{ "username", KEY_TEXT, KEY_PYROSCOPE_ONLY, .example = "123456",
+	  SINK_FIELD(username) },
+	{ "password_file", KEY_ABS_PATH, KEY_PYROSCOPE_ONLY,
+	  .example = "/etc/allocscope/pyroscope-password", SINK_FIELD(password_file) },
+	{ "password_env", KEY_ENV_NAME, KEY_PYROSCOPE_ONLY, .example = "PYROSCOPE_PASSWORD",
+	  SINK_FIELD(password_env) },
+	{ "token_file", KEY_ABS_PATH, KEY_PUSH_ONLY, .example = "/etc/allocscope/token",
+	  SINK_FIELD(token_file) },
+	{ "token_env", KEY_ENV_NAME, KEY_PUSH_ONLY, .example = "PARCA_TOKEN",
+	  SINK_FIELD(token_env) },
+	{ "tenant", KEY_TEXT, KEY_PYROSCOPE_ONLY, .example = "team-a", SINK_FIELD(tenant) },
+	{ "headers", KEY_HEADERS, KEY_PUSH_ONLY, SINK_ARRAY(headers, n_headers) },
+	{ "ca_file", KEY_ABS_PATH, KEY_PUSH_ONLY, .example = "/etc/allocscope/ca.pem",
+	  SINK_FIELD(ca_file) },
+	{ "cert_file", KEY_ABS_PATH, KEY_PUSH_ONLY, .example = "/etc/allocscope/client.pem",
+	  SINK_FIELD(cert_file) },
+	{ "key_file", KEY_ABS_PATH, KEY_PUSH_ONLY, .example = "/etc/allocscope/client-key.pem",
+	  SINK_FIELD(key_file) },
+	{ "server_name", KEY_TEXT, KEY_PUSH_ONLY, .example = "profiles.internal",
+	  SINK_FIELD(server_name) },
+	{ "insecure_skip_verify", KEY_BOOL, KEY_PUSH_ONLY, .default_text = "false",
+	  SINK_FIELD(insecure_skip_verify) },
+	/* Secrets written into the file itself are refused, with a pointer to the keys that
+	 * take them from elsewhere (.example names the family). */
+	{ "password", KEY_SECRET, KEY_PYROSCOPE_ONLY | KEY_HIDDEN, .example = "password" },
+	{ "token", KEY_SECRET, KEY_PUSH_ONLY | KEY_HIDDEN, .example = "token" },
+	{ "bearer_token", KEY_SECRET, KEY_PUSH_ONLY | KEY_HIDDEN, .example = "token" },
 };
 
 /* walk_mapping() records the keys it saw in a 64-bit mask. */
@@ -160,14 +226,42 @@ static const struct key_table exclude_rule_table = {
 	.forbidden_why = "not allowed in an exclude rule (excluded processes are never profiled, "
 			 "so they have no service)",
 };
+/* Before its type is known, a sink is walked against every sink key (defaults). */
 static const struct key_table sink_table = {
 	.keys = sink_keys,
 	.n_keys = ARRAY_SIZE(sink_keys),
 	.where = "in a sink",
 };
+static const struct key_table sink_tables[] = {
+	[SINK_TYPE_DIRECTORY] = {
+		.keys = sink_keys,
+		.n_keys = ARRAY_SIZE(sink_keys),
+		.where = "in a directory sink",
+		.forbidden_flags = KEY_PUSH_ONLY | KEY_PYROSCOPE_ONLY,
+		.forbidden_why = "not a key of a directory sink (it belongs to pyroscope and "
+				 "parca sinks)",
+	},
+	[SINK_TYPE_PYROSCOPE] = {
+		.keys = sink_keys,
+		.n_keys = ARRAY_SIZE(sink_keys),
+		.where = "in a pyroscope sink",
+		.forbidden_flags = KEY_DIRECTORY_ONLY,
+		.forbidden_why = "not a key of a pyroscope sink (it belongs to directory sinks)",
+	},
+	[SINK_TYPE_PARCA] = {
+		.keys = sink_keys,
+		.n_keys = ARRAY_SIZE(sink_keys),
+		.where = "in a parca sink",
+		.forbidden_flags = KEY_DIRECTORY_ONLY | KEY_PYROSCOPE_ONLY,
+		.forbidden_why = "not a key of a parca sink (it belongs to directory or "
+				 "pyroscope sinks)",
+	},
+};
 
 static const char *const sink_type_names[] = {
 	[SINK_TYPE_DIRECTORY] = "directory",
+	[SINK_TYPE_PYROSCOPE] = "pyroscope",
+	[SINK_TYPE_PARCA] = "parca",
 };
 
 /* Label names the agent sets itself on every profile. */
@@ -185,7 +279,7 @@ struct load_ctx {
 __attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, yaml_mark_t mark,
 						      const char *path, const char *fmt, ...)
 {
-	char message[512];
+	char message[768];
 	va_list ap;
 
 	if (!ctx->err || !ctx->err_len)
@@ -328,7 +422,26 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a log level (error, warn, info or debug)");
 		break;
 	case KEY_SINK_TYPE:
-		snprintf(buf, len, "a sink type (directory)");
+		snprintf(buf, len, "a sink type (directory, pyroscope or parca)");
+		break;
+	case KEY_SINK_NAME:
+		snprintf(buf, len, "a name of 1 to %d letters, digits, '_', '.' or '-' like %s",
+			 SINK_NAME_LEN, example);
+		break;
+	case KEY_URL:
+		snprintf(buf, len, "an http:// or https:// URL like %s", example);
+		break;
+	case KEY_ENV_NAME:
+		snprintf(buf, len, "an environment variable name like %s", example);
+		break;
+	case KEY_TEXT:
+		snprintf(buf, len, "one line of text like %s", example);
+		break;
+	case KEY_SECRET:
+		snprintf(buf, len, "nothing (secrets are not accepted here)");
+		break;
+	case KEY_HEADERS:
+		snprintf(buf, len, "a mapping of header names to values");
 		break;
 	case KEY_RULES:
 		snprintf(buf, len, "a list of target rules");
@@ -460,6 +573,76 @@ static int set_string(char **field, const char *text)
 	return 0;
 }
 
+static bool sink_name_valid(const char *text)
+{
+	size_t len = strlen(text);
+
+	if (!len || len > SINK_NAME_LEN)
+		return false;
+	for (const char *p = text; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.' && *p != '-')
+			return false;
+	}
+	return true;
+}
+
+static bool env_name_valid(const char *text)
+{
+	if (!isalpha((unsigned char)text[0]) && text[0] != '_')
+		return false;
+	for (const char *p = text; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_')
+			return false;
+	}
+	return strlen(text) <= 255;
+}
+
+/* Printable, one line: the text ends up in HTTP headers and log lines. */
+static bool text_valid(const char *text)
+{
+	if (!text[0] || strlen(text) > 1024)
+		return false;
+	for (const char *p = text; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c < 0x20 || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* The form of a push URL; libcurl's parser checks the rest when the sink is made. Credentials
+ * are refused here so they never sit in a file that is usually world-readable. Returns NULL
+ * when fine, else what is wrong. */
+static const char *url_problem(const char *text)
+{
+	const char *authority, *end;
+
+	if (strncmp(text, "http://", 7) == 0)
+		authority = text + 7;
+	else if (strncmp(text, "https://", 8) == 0)
+		authority = text + 8;
+	else
+		return "the scheme must be http:// or https://";
+	for (const char *p = text; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c <= 0x20 || c == 0x7f)
+			return "it holds a space or a control character";
+	}
+	end = authority + strcspn(authority, "/?#");
+	if (end == authority)
+		return "it names no host";
+	if (memchr(authority, '@', (size_t)(end - authority)))
+		return "credentials in the URL are refused (use username with password_file or "
+		       "password_env, or token_file or token_env)";
+	if (strpbrk(text, "?#"))
+		return "a query or fragment is not allowed (the push path is appended to the URL)";
+	if (strlen(text) > 2048)
+		return "it is longer than 2048 bytes";
+	return NULL;
+}
+
 /* Sizes and durations share their checks: form, then range, then (sizes) power of two. */
 static int set_quantity(struct load_ctx *ctx, const struct config_key *key, const char *path,
 			const char *text, yaml_mark_t mark, void *field)
@@ -550,9 +733,36 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 			}
 		}
 		return fail_expected_text(ctx, key, path, mark, text);
+	case KEY_SINK_NAME:
+		if (!sink_name_valid(text))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_URL: {
+		const char *problem = url_problem(text);
+		char quoted[QUOTE_MAX + 8];
+
+		/* The URL is not quoted back: it may be the one place a user put a secret. */
+		if (problem && strncmp(problem, "credentials", 11) == 0)
+			return fail(ctx, mark, path, "%s", problem);
+		if (problem)
+			return fail(ctx, mark, path, "expected an http:// or https:// URL like %s, "
+				    "got %s: %s", key->example, quote(text, quoted, sizeof(quoted)),
+				    problem);
+		return set_string(field, text);
+	}
+	case KEY_ENV_NAME:
+		if (!env_name_valid(text))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_TEXT:
+		if (!text_valid(text))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_SECRET:
 	case KEY_RULES:
 	case KEY_LABELS:
 	case KEY_SINKS:
+	case KEY_HEADERS:
 		break;
 	}
 	return fail(ctx, mark, path, "internal error: key type %d is not a scalar", key->type);
@@ -600,10 +810,36 @@ static void free_labels(struct config_label *labels, size_t n)
 	free(labels);
 }
 
+static void free_headers(struct config_header *headers, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(headers[i].name);
+		free(headers[i].value);
+	}
+	free(headers);
+}
+
 static void free_sinks(struct sink_config *sinks, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		free(sinks[i].path);
+	for (size_t i = 0; i < n; i++) {
+		struct sink_config *s = &sinks[i];
+
+		free(s->name);
+		free(s->path);
+		free(s->url);
+		free(s->spool_dir);
+		free(s->username);
+		free(s->password_file);
+		free(s->password_env);
+		free(s->token_file);
+		free(s->token_env);
+		free(s->tenant);
+		free_headers(s->headers, s->n_headers);
+		free(s->ca_file);
+		free(s->cert_file);
+		free(s->key_file);
+		free(s->server_name);
+	}
 	free(sinks);
 }
 
@@ -634,6 +870,8 @@ static int make_default_sinks(struct load_ctx *ctx, struct agent_config *config)
 	if (!config->sinks)
 		return -ENOMEM;
 	config->sinks[0].type = SINK_TYPE_DIRECTORY;
+	if (set_string(&config->sinks[0].name, sink_type_names[SINK_TYPE_DIRECTORY]))
+		return -ENOMEM;
 	return apply_defaults(ctx, &sink_table, &config->sinks[0]);
 }
 
@@ -665,7 +903,7 @@ static void known_keys(const struct key_table *table, const char *prefix, char *
 		size_t name_len, earlier_len;
 		bool listed = false;
 
-		if (key->flags & table->forbidden_flags)
+		if (key->flags & (table->forbidden_flags | KEY_HIDDEN))
 			continue;
 		name = component_under(key, prefix, &name_len);
 		if (!name)
@@ -738,7 +976,7 @@ static int walk_mapping(struct load_ctx *ctx, const yaml_node_t *mapping,
 			const struct key_table *table, const char *table_prefix, const char *path,
 			void *base, uint64_t *seen)
 {
-	char full_name[PATH_MAX_LEN], full_path[PATH_MAX_LEN], known[256];
+	char full_name[PATH_MAX_LEN], full_path[PATH_MAX_LEN], known[512];
 
 	for (const yaml_node_pair_t *pair = mapping->data.mapping.pairs.start;
 	     pair < mapping->data.mapping.pairs.top; pair++) {
@@ -942,6 +1180,206 @@ static int parse_labels(struct load_ctx *ctx, const struct config_key *key, cons
 	return 0;
 }
 
+/* HTTP header names are tokens (RFC 9110); these ones the sink sets itself, or they carry
+ * secrets, which belong in token_file and the like. */
+static const char *const reserved_headers[] = {
+	"authorization", "proxy-authorization", "cookie", "host", "content-type",
+	"content-length", "content-encoding", "transfer-encoding", "connection", "te", "expect",
+	"upgrade", "keep-alive", "connect-protocol-version", "x-scope-orgid",
+};
+
+static bool header_name_valid(const char *name)
+{
+	if (!name[0] || strlen(name) > 128)
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+			return false;
+	}
+	return true;
+}
+
+static int parse_headers(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			 const yaml_node_t *node, void *base)
+{
+	struct config_header **headers = (struct config_header **)((char *)base + key->offset);
+	size_t *count = (size_t *)((char *)base + key->count_offset);
+	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
+	size_t n;
+
+	free_headers(*headers, *count);
+	*headers = NULL;
+	*count = 0;
+	if (is_null(node))
+		return 0;
+	if (node->type != YAML_MAPPING_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
+	if (n > CONFIG_MAX_HEADERS)
+		return fail(ctx, node->start_mark, path, "expected at most %d headers, got %zu",
+			    CONFIG_MAX_HEADERS, n);
+	if (!n)
+		return 0;
+	*headers = calloc(n, sizeof(**headers));
+	if (!*headers)
+		return -ENOMEM;
+	*count = n;
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
+		yaml_node_t *name_node = node_at(ctx, pair->key), *value = node_at(ctx, pair->value);
+		const char *name;
+		int ret;
+
+		ret = pair_key(ctx, node, pair, path, &name);
+		if (ret)
+			return ret;
+		quote(name, found, sizeof(found));
+		if (!header_name_valid(name))
+			return fail(ctx, name_node->start_mark, path,
+				    "expected a header name (letters, digits and !#$%%&'*+-.^_`|~), "
+				    "got %s", found);
+		if (strncasecmp(name, "grpc-", 5) == 0)
+			return fail(ctx, name_node->start_mark, path,
+				    "expected a header name not starting with grpc- (reserved by "
+				    "gRPC), got %s", found);
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_headers); r++) {
+			if (strcasecmp(name, reserved_headers[r]) != 0)
+				continue;
+			if (r < 3)
+				return fail(ctx, name_node->start_mark, path,
+					    "%s: credentials are not accepted in the configuration "
+					    "file (use token_file or token_env, or username with "
+					    "password_file or password_env)", found);
+			if (strcasecmp(name, "x-scope-orgid") == 0)
+				return fail(ctx, name_node->start_mark, path,
+					    "%s: set the tenant key instead", found);
+			return fail(ctx, name_node->start_mark, path,
+				    "expected a header the sink does not set itself, got %s",
+				    found);
+		}
+		join_path(value_path, sizeof(value_path), path, name);
+		if (!value || value->type != YAML_SCALAR_NODE || is_null(value) ||
+		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length ||
+		    !text_valid((const char *)value->data.scalar.value))
+			return fail(ctx, value ? value->start_mark : name_node->start_mark,
+				    value_path, "expected a header value (one line of text), got %s",
+				    describe_node(value, found, sizeof(found)));
+		(*headers)[i].name = strdup(name);
+		(*headers)[i].value = strdup((const char *)value->data.scalar.value);
+		if (!(*headers)[i].name || !(*headers)[i].value)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The node of key name in a mapping, for the position of a message; NULL when absent. */
+static const yaml_node_t *find_key(struct load_ctx *ctx, const yaml_node_t *mapping,
+				   const char *name, const yaml_node_t **value)
+{
+	for (const yaml_node_pair_t *pair = mapping->data.mapping.pairs.start;
+	     pair < mapping->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = node_at(ctx, pair->key);
+
+		if (key && key->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *)key->data.scalar.value, name) == 0) {
+			if (value)
+				*value = node_at(ctx, pair->value);
+			return key;
+		}
+	}
+	return NULL;
+}
+
+/* Fails at key name of item (or at the item when absent) with "PATH.name: message". */
+__attribute__((format(printf, 5, 6))) static int fail_at_key(struct load_ctx *ctx,
+							   const yaml_node_t *item,
+							   const char *item_path, const char *name,
+							   const char *fmt, ...)
+{
+	const yaml_node_t *key = find_key(ctx, item, name, NULL);
+	char key_path[PATH_MAX_LEN], message[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	join_path(key_path, sizeof(key_path), item_path, name);
+	return fail(ctx, key ? key->start_mark : item->start_mark, key_path, "%s", message);
+}
+
+static bool is_set(const char *s)
+{
+	return s && s[0];
+}
+
+/* Rules between a push sink's keys that no single key can check. */
+static int check_push_sink(struct load_ctx *ctx, const yaml_node_t *item, const char *item_path,
+			   const struct sink_config *sink)
+{
+	bool https = strncmp(sink->url, "https://", 8) == 0;
+	static const char *const tls_keys[] = { "ca_file", "cert_file", "key_file",
+						"server_name" };
+	const char *const tls_values[] = { sink->ca_file, sink->cert_file, sink->key_file,
+					   sink->server_name };
+
+	if (is_set(sink->password_file) && is_set(sink->password_env))
+		return fail_at_key(ctx, item, item_path, "password_env",
+				   "give password_file or password_env, not both");
+	if (is_set(sink->token_file) && is_set(sink->token_env))
+		return fail_at_key(ctx, item, item_path, "token_env",
+				   "give token_file or token_env, not both");
+	if (is_set(sink->username) && strchr(sink->username, ':'))
+		return fail_at_key(ctx, item, item_path, "username",
+				   "expected a user name without ':' (basic authentication "
+				   "cannot carry one)");
+	if (is_set(sink->username) && !is_set(sink->password_file) && !is_set(sink->password_env))
+		return fail_at_key(ctx, item, item_path, "username",
+				   "basic authentication needs password_file or password_env too");
+	if (!is_set(sink->username) && (is_set(sink->password_file) || is_set(sink->password_env)))
+		return fail_at_key(ctx, item, item_path,
+				   is_set(sink->password_file) ? "password_file" : "password_env",
+				   "a password needs a username");
+	if (is_set(sink->username) && (is_set(sink->token_file) || is_set(sink->token_env)))
+		return fail_at_key(ctx, item, item_path,
+				   is_set(sink->token_file) ? "token_file" : "token_env",
+				   "choose basic authentication (username) or a bearer token, "
+				   "not both");
+	if (is_set(sink->cert_file) != is_set(sink->key_file))
+		return fail_at_key(ctx, item, item_path,
+				   is_set(sink->cert_file) ? "cert_file" : "key_file",
+				   "a client certificate needs both cert_file and key_file");
+	for (size_t i = 0; i < ARRAY_SIZE(tls_keys) && !https; i++) {
+		if (is_set(tls_values[i]))
+			return fail_at_key(ctx, item, item_path, tls_keys[i],
+					   "only applies to an https:// url");
+	}
+	if (!https && sink->insecure_skip_verify)
+		return fail_at_key(ctx, item, item_path, "insecure_skip_verify",
+				   "only applies to an https:// url");
+	return 0;
+}
+
+/* The sink's type, read before its other keys so they are checked against that type. */
+static int sink_type_of(struct load_ctx *ctx, const yaml_node_t *item, const char *item_path,
+			struct sink_config *sink)
+{
+	const yaml_node_t *value = NULL, *key = find_key(ctx, item, "type", &value);
+	char key_path[PATH_MAX_LEN], expected[128];
+	const char *text;
+	int ret;
+
+	join_path(key_path, sizeof(key_path), item_path, "type");
+	if (!key)
+		return fail(ctx, item->start_mark, key_path,
+			    "expected %s, got nothing (the key is required)",
+			    expected_phrase(&sink_keys[0], expected, sizeof(expected)));
+	ret = scalar_text(ctx, &sink_keys[0], key_path, value, &text);
+	if (ret)
+		return ret;
+	return set_scalar(ctx, &sink_keys[0], key_path, text, value->start_mark, sink);
+}
+
 static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const char *path,
 		       const yaml_node_t *node, void *base)
 {
@@ -966,6 +1404,7 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct sink_config *sink = &config->sinks[i];
+		const struct key_table *table;
 		const yaml_node_t *item;
 		uint64_t seen = 0;
 		int ret;
@@ -975,18 +1414,54 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 			ret = list_item(ctx, node, i, "a sink (a mapping like type: directory)",
 					path, item_path, sizeof(item_path), &item);
 		if (!ret)
-			ret = walk_mapping(ctx, item, &sink_table, "", item_path, sink, &seen);
+			ret = sink_type_of(ctx, item, item_path, sink);
+		if (ret)
+			return ret;
+		table = &sink_tables[sink->type];
+		ret = walk_mapping(ctx, item, table, "", item_path, sink, &seen);
 		if (ret)
 			return ret;
 		for (size_t k = 0; k < ARRAY_SIZE(sink_keys); k++) {
 			char key_path[PATH_MAX_LEN], expected[128];
 
-			if (!(sink_keys[k].flags & KEY_REQUIRED) || (seen & (1ull << k)))
+			if (!(sink_keys[k].flags & KEY_REQUIRED) || (seen & (1ull << k)) ||
+			    (sink_keys[k].flags & table->forbidden_flags))
 				continue;
 			join_path(key_path, sizeof(key_path), item_path, sink_keys[k].name);
 			return fail(ctx, item->start_mark, key_path,
 				    "expected %s, got nothing (the key is required)",
 				    expected_phrase(&sink_keys[k], expected, sizeof(expected)));
+		}
+		if (sink->type != SINK_TYPE_DIRECTORY) {
+			ret = check_push_sink(ctx, item, item_path, sink);
+			if (ret)
+				return ret;
+		}
+		if (!sink->name) {
+			ret = set_string(&sink->name, sink_type_names[sink->type]);
+			if (ret)
+				return ret;
+		}
+		/* Names tell sinks apart in metrics and messages: two sinks given the same name
+		 * are a mistake (unnamed sinks of one type share their metrics, as they always
+		 * did). Spool directories are each owned by one sink. */
+		for (size_t j = 0; j < i; j++) {
+			const struct sink_config *other = &config->sinks[j];
+			const yaml_node_t *other_item =
+			    node_at(ctx, node->data.sequence.items.start[j]);
+
+			if (strcmp(other->name, sink->name) == 0 &&
+			    find_key(ctx, item, "name", NULL) &&
+			    find_key(ctx, other_item, "name", NULL))
+				return fail_at_key(ctx, item, item_path, "name",
+						   "sinks[%zu] is already called \"%s\" (set a "
+						   "different name: on one of them)", j, sink->name);
+			if (is_set(sink->spool_dir) && is_set(other->spool_dir) &&
+			    strcmp(other->spool_dir, sink->spool_dir) == 0)
+				return fail_at_key(ctx, item, item_path, "spool_dir",
+						   "sinks[%zu] already spools to %s: each sink "
+						   "needs its own spool directory", j,
+						   sink->spool_dir);
 		}
 	}
 	return 0;
@@ -1005,6 +1480,15 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 		return parse_labels(ctx, key, path, node, base);
 	case KEY_SINKS:
 		return parse_sinks(ctx, key, path, node, base);
+	case KEY_HEADERS:
+		return parse_headers(ctx, key, path, node, base);
+	case KEY_SECRET:
+		/* Nothing of the value is quoted back: it is a secret. */
+		return fail(ctx, node->start_mark, path,
+			    "secrets are not accepted in the configuration file (it is often "
+			    "readable by everyone and copied around): put the %s in a file and "
+			    "set %s_file, or name an environment variable holding it in %s_env",
+			    key->example, key->example, key->example);
 	default:
 		break;
 	}

@@ -19,14 +19,42 @@
 
 enum sink_type {
 	SINK_TYPE_DIRECTORY,
+	SINK_TYPE_PYROSCOPE,
+	SINK_TYPE_PARCA,
+};
+
+#define CONFIG_MAX_HEADERS 16
+
+struct config_header {
+	char *name;
+	char *value;
 };
 
 struct sink_config {
 	enum sink_type type;
+	char *name;                /* default: the type; unique among the sinks */
 	/* directory */
 	char *path;                /* default /var/lib/allocscope/profiles */
 	uint64_t max_total_bytes;  /* default 1 GiB; 0: unlimited */
 	uint64_t max_age_ms;       /* default 7 days; 0: unlimited */
+	/* pyroscope and parca */
+	char *url;                 /* required */
+	uint64_t timeout_ms;       /* default 10 s */
+	uint32_t queue_size;       /* default 64 profiles */
+	char *spool_dir;           /* default NULL: no spool */
+	uint64_t spool_max_bytes;  /* default 256 MiB */
+	uint64_t shutdown_timeout_ms; /* default 5 s */
+	uint64_t max_profile_bytes;   /* default 4 MiB uncompressed; 0: unlimited */
+	uint64_t max_backoff_ms;   /* default 60 s */
+	char *username;            /* pyroscope: basic authentication */
+	char *password_file, *password_env;
+	char *token_file, *token_env;
+	char *tenant;              /* pyroscope: X-Scope-OrgID */
+	struct config_header *headers;
+	size_t n_headers;
+	char *ca_file, *cert_file, *key_file;
+	char *server_name;
+	bool insecure_skip_verify; /* default false */
 };
 
 struct config_label {

@@ -426,8 +426,8 @@ static void test_unknown_keys(void)
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
 		    "rule: executable, process_name, cgroup, systemd_unit)");
 	CHECK_ERROR("sinks:\n  - type: directory\n    pth: /x\n",
-		    "x.yaml:3:5: sinks[0].pth: unknown key (known keys in a sink: type, path, "
-		    "max_total_size, max_age)");
+		    "x.yaml:3:5: sinks[0].pth: unknown key (known keys in a directory sink: type, "
+		    "name, path, max_total_size, max_age)");
 	CHECK_ERROR("targets: {incude: []}\n",
 		    "x.yaml:1:11: targets.incude: unknown key (known keys under targets: include, "
 		    "exclude)");
@@ -671,12 +671,12 @@ static void test_sink_errors(void)
 	CHECK_ERROR("sinks: []\n",
 		    "x.yaml:1:8: sinks: expected at least one sink, got an empty list");
 	CHECK_ERROR("sinks:\n  - type: s3\n",
-		    "x.yaml:2:11: sinks[0].type: expected a sink type (directory), got \"s3\"");
+		    "x.yaml:2:11: sinks[0].type: expected a sink type (directory, pyroscope or parca), got \"s3\"");
 	CHECK_ERROR("sinks:\n  - type: directory\n    path: profiles\n",
 		    "x.yaml:3:11: sinks[0].path: expected an absolute path like "
 		    "/var/lib/allocscope/profiles, got \"profiles\"");
 	CHECK_ERROR("sinks:\n  - type: directory\n  - path: /srv/p\n",
-		    "x.yaml:3:5: sinks[1].type: expected a sink type (directory), got nothing (the "
+		    "x.yaml:3:5: sinks[1].type: expected a sink type (directory, pyroscope or parca), got nothing (the "
 		    "key is required)");
 }
 

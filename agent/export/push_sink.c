@@ -1,0 +1,1117 @@
+/* The Pyroscope and Parca sinks (see push_sink.h for the promises). One mutex guards a sink's
+ * queue, spool and counters; the worker holds it only between requests, never across one, so
+ * submit waits at most for a spool write. Every profile gets an order key when submitted
+ * (the wall clock in ns, made strictly increasing across the process and above everything
+ * already spooled); the worker always delivers the smallest key waiting, in memory or on disk,
+ * which keeps delivery in submission order however profiles moved between the two.
+ *
+ * A spool directory is owned through its lock (spool.h). During a reload the old sink still
+ * holds it while it closes; the new sink's worker waits for it before delivering anything, so
+ * the two never send the same file or send out of order. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <curl/curl.h>
+
+#include "log.h"
+#include "export/http_client.h"
+#include "export/push_sink.h"
+#include "export/push_wire.h"
+#include "export/sink.h"
+#include "export/spool.h"
+#include "profile/protobuf.h"
+
+#define DEFAULT_TIMEOUT_MS	10000
+#define DEFAULT_QUEUE_SIZE	64
+#define DEFAULT_INITIAL_BACKOFF 1000
+#define DEFAULT_MAX_BACKOFF	60000
+/* How often a worker looks again at a spool directory someone else has locked. */
+#define SPOOL_LOCK_POLL_MS 200
+/* A spool lock still held after this long is worth a warning. */
+#define SPOOL_LOCK_WARN_MS 10000
+/* Repeated failures and drops are logged once per this interval, with a count. */
+#define FAILURE_LOG_INTERVAL_MS 30000
+#define DROP_LOG_INTERVAL_MS	10000
+#define SECRET_MAX		4096
+#define MAX_HEADERS		40
+
+struct secret {
+	char *path;  /* a file, re-read when it changes */
+	char *value; /* NULL until read */
+	struct timespec mtime;
+	ino_t ino;
+	off_t size;
+};
+
+/* One kind of repeated message, logged at most once per interval. */
+struct log_limit {
+	int64_t next_ms;
+	uint64_t suppressed;
+};
+
+struct push_sink {
+	struct sink base;
+	enum push_protocol protocol;
+	char what[SINK_NAME_MAX + 32]; /* "pyroscope sink" or "pyroscope sink \"cloud\"" */
+	uint64_t timeout_ms, shutdown_timeout_ms, max_profile_bytes;
+	uint64_t initial_backoff_ms, max_backoff_ms;
+	char *username;
+	struct secret password, token;
+	char **headers; /* "Name: value" lines, NULL-terminated */
+	struct http_client *http;
+	struct pb_buffer body; /* the worker's, reused */
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t worker;
+	bool worker_started;
+
+	/* Under lock. */
+	struct queued_profile **queue; /* a ring of queue_size */
+	size_t queue_size, q_head, q_len;
+	struct queued_profile *current; /* from memory, being delivered or waiting to retry */
+	struct spool *spool;		/* NULL without spool_dir */
+	bool spool_ready;		/* locked and scanned */
+	bool failing;			/* the last attempt failed and will be retried */
+	unsigned attempt;		/* failed attempts in a row */
+	int64_t retry_at_ms;
+	bool closing;
+	int64_t deadline_ms; /* when closing: give up delivering at this time */
+	struct sink_stats stats;
+	struct log_limit failure_log, drop_log, reject_log;
+	struct log_limit secret_log; /* the worker's alone: used without the lock */
+	uint64_t failures_since_ok;
+
+	_Atomic int64_t abort_at_ms; /* the running request is abandoned after this */
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t random_u64(void)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+		v = wall_ns() * 0x9e3779b97f4a7c15ull;
+	return v;
+}
+
+/* Order keys, shared by every push sink of the process so that a sink replacing another (a
+ * reload) continues the same sequence. */
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t last_key;
+
+static uint64_t next_key(void)
+{
+	uint64_t now = wall_ns(), key;
+
+	pthread_mutex_lock(&key_lock);
+	key = now > last_key ? now : last_key + 1;
+	last_key = key;
+	pthread_mutex_unlock(&key_lock);
+	return key;
+}
+
+static void raise_key_floor(uint64_t key)
+{
+	pthread_mutex_lock(&key_lock);
+	if (key > last_key)
+		last_key = key;
+	pthread_mutex_unlock(&key_lock);
+}
+
+/* True when a message of this kind may be logged now; *suppressed is how many were not
+ * since the last one. */
+static bool log_limit_allow(struct log_limit *limit, int64_t now, int64_t interval_ms,
+			    uint64_t *suppressed)
+{
+	if (now < limit->next_ms) {
+		limit->suppressed++;
+		return false;
+	}
+	*suppressed = limit->suppressed;
+	limit->suppressed = 0;
+	limit->next_ms = now + interval_ms;
+	return true;
+}
+
+/* ---- credentials -------------------------------------------------------------------- */
+
+static void secret_clear(struct secret *s)
+{
+	if (s->value) {
+		explicit_bzero(s->value, strlen(s->value));
+		free(s->value);
+		s->value = NULL;
+	}
+}
+
+static void secret_free(struct secret *s)
+{
+	secret_clear(s);
+	free(s->path);
+	s->path = NULL;
+}
+
+/* Trailing blanks and line ends are never part of a password or token: editors and `echo`
+ * add them. */
+static char *trimmed_copy(const char *text, size_t len)
+{
+	char *copy;
+
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
+		       text[len - 1] == '\t'))
+		len--;
+	copy = malloc(len + 1);
+	if (!copy)
+		return NULL;
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+static bool secret_usable(const char *value)
+{
+	if (!value[0])
+		return false;
+	/* A line break inside would end the header early and start another. */
+	return !strpbrk(value, "\r\n");
+}
+
+/* (Re-)reads a secret file when it changed. Returns 0 or -errno; the value in use stays when
+ * the file cannot be read. what names the key in messages. */
+static int secret_refresh(struct secret *s, const char *what, char *err, size_t err_len)
+{
+	char buf[SECRET_MAX + 1];
+	struct stat st;
+	bool has_nul;
+	ssize_t n;
+	char *value;
+	int fd, ret;
+
+	if (!s->path)
+		return 0;
+	fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		close(fd);
+		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
+		return ret;
+	}
+	if (s->value && st.st_ino == s->ino && st.st_size == s->size &&
+	    st.st_mtim.tv_sec == s->mtime.tv_sec && st.st_mtim.tv_nsec == s->mtime.tv_nsec) {
+		close(fd);
+		return 0;
+	}
+	n = read(fd, buf, sizeof(buf));
+	ret = n < 0 ? -errno : 0;
+	close(fd);
+	if (ret) {
+		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
+		return ret;
+	}
+	if (n > SECRET_MAX) {
+		explicit_bzero(buf, sizeof(buf));
+		set_err(err, err_len, "%s %s is larger than %d bytes: is it the right file?", what,
+			s->path, SECRET_MAX);
+		return -EFBIG;
+	}
+	has_nul = memchr(buf, '\0', (size_t)n) != NULL;
+	value = trimmed_copy(buf, (size_t)n);
+	explicit_bzero(buf, sizeof(buf));
+	if (!value)
+		return -ENOMEM;
+	if (has_nul || !secret_usable(value)) {
+		explicit_bzero(value, strlen(value));
+		free(value);
+		set_err(err, err_len, "%s %s is empty, or holds more than one line or a NUL byte",
+			what, s->path);
+		return -EINVAL;
+	}
+	secret_clear(s);
+	s->value = value;
+	s->ino = st.st_ino;
+	s->size = st.st_size;
+	s->mtime = st.st_mtim;
+	return 0;
+}
+
+static int secret_init(struct secret *s, const char *file, const char *env, const char *what_file,
+		       const char *what_env, char *err, size_t err_len)
+{
+	if (file && file[0]) {
+		s->path = strdup(file);
+		if (!s->path)
+			return -ENOMEM;
+		return secret_refresh(s, what_file, err, err_len);
+	}
+	if (env && env[0]) {
+		const char *value = getenv(env);
+
+		if (!value || !value[0]) {
+			set_err(err, err_len,
+				"%s: the environment variable %s is not set (or empty)", what_env,
+				env);
+			return -ENOENT;
+		}
+		s->value = trimmed_copy(value, strlen(value));
+		if (!s->value)
+			return -ENOMEM;
+		if (!secret_usable(s->value)) {
+			secret_clear(s);
+			set_err(err, err_len,
+				"%s: the environment variable %s holds more than one "
+				"line",
+				what_env, env);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* ---- the queue (under lock) --------------------------------------------------------- */
+
+static struct queued_profile *queue_pop(struct push_sink *ps)
+{
+	struct queued_profile *p;
+
+	if (!ps->q_len)
+		return NULL;
+	p = ps->queue[ps->q_head];
+	ps->queue[ps->q_head] = NULL;
+	ps->q_head = (ps->q_head + 1) % ps->queue_size;
+	ps->q_len--;
+	return p;
+}
+
+static void queue_push(struct push_sink *ps, struct queued_profile *p)
+{
+	ps->queue[(ps->q_head + ps->q_len) % ps->queue_size] = p;
+	ps->q_len++;
+}
+
+static void note_dropped(struct push_sink *ps, uint64_t n, const char *why)
+{
+	uint64_t suppressed = 0;
+
+	if (!n)
+		return;
+	ps->stats.profiles_dropped += n;
+	if (log_limit_allow(&ps->drop_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+		log_warn("%s: dropped %llu profile%s: %s%s", ps->what, (unsigned long long)n,
+			 n == 1 ? "" : "s", why,
+			 suppressed ? " (more drops since the last message: see "
+				      "allocscope_sink_profiles_dropped_total)"
+				    : "");
+}
+
+/* Writes one profile to the spool. true: the spool took p (or dropped it, counted) and p is
+ * freed; false: it could not be written and p is still the caller's. */
+static bool spool_profile(struct push_sink *ps, struct queued_profile *p)
+{
+	uint64_t dropped = 0;
+	bool self_dropped = false;
+	int ret;
+
+	ret = spool__write(ps->spool, p, &dropped, &self_dropped);
+	note_dropped(ps, dropped, "the spool is full (spool_max_bytes); the oldest go first");
+	if (ret) {
+		uint64_t suppressed;
+
+		if (log_limit_allow(&ps->drop_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+			log_error("%s: cannot write to the spool in %s: %s", ps->what,
+				  spool__dir(ps->spool), strerror(-ret));
+		return false;
+	}
+	if (self_dropped) {
+		note_dropped(ps, 1,
+			     "the spool is full (spool_max_bytes) of newer profiles, or "
+			     "the profile alone is larger than spool_max_bytes");
+		free(p);
+		return true;
+	}
+	ps->stats.profiles_spooled++;
+	free(p);
+	return true;
+}
+
+/* Moves what waits in memory to the spool, oldest first, so that an outage never has
+ * profiles only in memory. */
+static void spill_to_spool(struct push_sink *ps)
+{
+	if (!ps->spool || !ps->spool_ready)
+		return;
+	if (ps->current) {
+		if (!spool_profile(ps, ps->current))
+			return;
+		ps->current = NULL;
+	}
+	while (ps->q_len) {
+		struct queued_profile *p = ps->queue[ps->q_head];
+
+		if (!spool_profile(ps, p))
+			return;
+		queue_pop(ps);
+	}
+}
+
+/* ---- submit ------------------------------------------------------------------------- */
+
+/* Refuses profiles the server would refuse for their size. */
+static bool too_large(const struct push_sink *ps, const uint8_t *gz, size_t len, uint64_t *size)
+{
+	if (!ps->max_profile_bytes || !push_wire__gzip_size(gz, len, size))
+		return false;
+	return *size > ps->max_profile_bytes;
+}
+
+static int push_sink_submit(struct sink *sink, const struct profile_record *record)
+{
+	struct push_sink *ps = (struct push_sink *)sink;
+	struct queued_profile *p;
+	uint8_t id[16];
+	uint64_t size;
+
+	if (!record || !record->pprof_gz || !record->pprof_gz_len) {
+		log_error("%s was given no profile", ps->what);
+		pthread_mutex_lock(&ps->lock);
+		ps->stats.errors++;
+		pthread_mutex_unlock(&ps->lock);
+		return -EINVAL;
+	}
+	if (too_large(ps, record->pprof_gz, record->pprof_gz_len, &size)) {
+		uint64_t suppressed = 0;
+		bool say;
+
+		pthread_mutex_lock(&ps->lock);
+		ps->stats.profiles_rejected++;
+		say = log_limit_allow(&ps->reject_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed);
+		pthread_mutex_unlock(&ps->lock);
+		if (say)
+			log_error("%s: not pushing the profile of %s: %llu bytes uncompressed is "
+				  "above max_profile_size (%llu); raise sampling.rate, or the "
+				  "server's limit and max_profile_size",
+				  ps->what, record->service ? record->service : "?",
+				  (unsigned long long)size, (unsigned long long)ps->max_profile_bytes);
+		return -E2BIG;
+	}
+	push_wire__uuid_v4(id);
+	p = queued_profile__new(record, next_key(), id);
+	if (!p) {
+		pthread_mutex_lock(&ps->lock);
+		ps->stats.errors++;
+		note_dropped(ps, 1, "out of memory");
+		pthread_mutex_unlock(&ps->lock);
+		return -ENOMEM;
+	}
+
+	pthread_mutex_lock(&ps->lock);
+	if (ps->spool && ps->spool_ready && (ps->failing || ps->q_len == ps->queue_size) &&
+	    spool_profile(ps, p)) {
+		p = NULL;
+	} else if (ps->q_len == ps->queue_size) {
+		/* No spool (or it failed): the oldest in memory makes room, as the spool would
+		 * do. */
+		free(queue_pop(ps));
+		note_dropped(ps, 1,
+			     ps->spool ? "the queue is full and the spool cannot take more"
+				       : "the queue is full (queue_size; set spool_dir "
+					 "to keep profiles on disk while the endpoint is "
+					 "down)");
+	}
+	if (p)
+		queue_push(ps, p);
+	pthread_cond_signal(&ps->wake);
+	pthread_mutex_unlock(&ps->lock);
+	return 0;
+}
+
+/* ---- delivery (worker, without the lock) --------------------------------------------- */
+
+struct outcome {
+	enum push_verdict verdict;
+	char reason[640];
+	int64_t retry_after_ms; /* -1: none */
+	int64_t elapsed_ms;
+};
+
+static void describe_http_error(struct push_sink *ps, const struct http_response *r,
+				struct outcome *out)
+{
+	char code[64], message[512];
+
+	if (push_wire__connect_error(r->body, r->body_len, code, sizeof(code), message,
+				     sizeof(message))) {
+		snprintf(out->reason, sizeof(out->reason), "HTTP %ld: %s%s%s", r->status,
+			 code[0] ? code : "", code[0] && message[0] ? ": " : "", message);
+		return;
+	}
+	/* Not JSON: a proxy's page, say. Its first line is enough. */
+	size_t n = strcspn(r->body, "\r\n");
+
+	if (n > 200)
+		n = 200;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)r->body[i];
+
+		message[i] = c >= 0x20 && c != 0x7f ? (char)c : '?';
+	}
+	message[n] = '\0';
+	snprintf(out->reason, sizeof(out->reason), "HTTP %ld%s%s", r->status, n ? ": " : "",
+		 message);
+}
+
+static void judge_parca(struct push_sink *ps, const struct http_response *r, struct outcome *out)
+{
+	if (r->status != 200) {
+		out->verdict = push_wire__http_verdict(r->status);
+		if (out->verdict == PUSH_DELIVERED)
+			out->verdict = PUSH_REJECTED;
+		if (r->grpc_status > 0) {
+			out->verdict = push_wire__grpc_verdict(r->grpc_status);
+			snprintf(out->reason, sizeof(out->reason), "HTTP %ld, gRPC %s: %s",
+				 r->status, push_wire__grpc_code_name(r->grpc_status),
+				 r->grpc_message);
+		} else {
+			describe_http_error(ps, r, out);
+		}
+		return;
+	}
+	if (r->http_version != CURL_HTTP_VERSION_2_0) {
+		out->verdict = PUSH_REJECTED;
+		snprintf(out->reason, sizeof(out->reason),
+			 "the server answered over HTTP/1 (is the url the server's gRPC port, "
+			 "7070 by default?)");
+		return;
+	}
+	if (r->grpc_status < 0) {
+		/* The stream ended without a status: cut off by a proxy or a crash. */
+		out->verdict = PUSH_RETRY;
+		snprintf(out->reason, sizeof(out->reason), "the response carried no grpc-status");
+		return;
+	}
+	out->verdict = push_wire__grpc_verdict(r->grpc_status);
+	if (out->verdict != PUSH_DELIVERED)
+		snprintf(out->reason, sizeof(out->reason), "gRPC %s: %s",
+			 push_wire__grpc_code_name(r->grpc_status),
+			 r->grpc_message[0] ? r->grpc_message : "(no message)");
+}
+
+static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_t timeout_ms,
+		    struct outcome *out)
+{
+	struct http_request req = {
+	    .headers = (const char *const *)ps->headers,
+	    .timeout_ms = timeout_ms,
+	    .abort_at_ms = &ps->abort_at_ms,
+	};
+	struct http_response resp;
+	char err[512];
+	uint64_t size;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	out->retry_after_ms = -1;
+	if (too_large(ps, p->pprof_gz, p->pprof_gz_len, &size)) {
+		out->verdict = PUSH_REJECTED;
+		snprintf(out->reason, sizeof(out->reason),
+			 "%llu bytes uncompressed is above max_profile_size (%llu)",
+			 (unsigned long long)size, (unsigned long long)ps->max_profile_bytes);
+		return;
+	}
+	if (secret_refresh(&ps->password, "password_file", err, sizeof(err)) ||
+	    secret_refresh(&ps->token, "token_file", err, sizeof(err))) {
+		/* A secret being rotated can be briefly missing: try again later. */
+		if (!ps->password.value && !ps->token.value) {
+			out->verdict = PUSH_RETRY;
+			snprintf(out->reason, sizeof(out->reason), "%s", err);
+			return;
+		}
+		uint64_t suppressed;
+
+		if (log_limit_allow(&ps->secret_log, now_ms(), FAILURE_LOG_INTERVAL_MS,
+				    &suppressed))
+			log_warn("%s: %s (using the value read before)", ps->what, err);
+	}
+	if (ps->username) {
+		req.username = ps->username;
+		req.password = ps->password.value;
+	} else if (ps->token.value) {
+		req.bearer_token = ps->token.value;
+	}
+	pb_buffer__reset(&ps->body);
+	ret = push_wire__encode(ps->protocol, p, &ps->body);
+	if (ret) {
+		out->verdict = ret == -ENOMEM ? PUSH_RETRY : PUSH_REJECTED;
+		snprintf(out->reason, sizeof(out->reason), "cannot encode the request: %s",
+			 strerror(-ret));
+		return;
+	}
+	req.body = pb_buffer__data(&ps->body);
+	req.body_len = pb_buffer__len(&ps->body);
+
+	ret = http_client__post(ps->http, &req, &resp);
+	out->elapsed_ms = resp.elapsed_ms;
+	if (ret) {
+		out->verdict = PUSH_RETRY;
+		snprintf(out->reason, sizeof(out->reason), "%s", resp.error);
+		return;
+	}
+	out->retry_after_ms = resp.retry_after_ms;
+	if (ps->protocol == PUSH_PARCA) {
+		judge_parca(ps, &resp, out);
+		return;
+	}
+	out->verdict = push_wire__http_verdict(resp.status);
+	if (out->verdict != PUSH_DELIVERED)
+		describe_http_error(ps, &resp, out);
+}
+
+/* ---- the worker --------------------------------------------------------------------- */
+
+/* Takes the spool directory once nobody else holds it, and learns what waits there. */
+static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warned)
+{
+	uint64_t max_key = 0;
+	int ret;
+
+	ret = spool__lock(ps->spool);
+	if (ret) {
+		int64_t now = now_ms();
+
+		if (!*waiting_since)
+			*waiting_since = now;
+		if (!*warned && now - *waiting_since > SPOOL_LOCK_WARN_MS) {
+			*warned = true;
+			log_warn("%s: spool directory %s is locked (%s): is another allocscope "
+				 "using it? Waiting for it before delivering",
+				 ps->what, spool__dir(ps->spool),
+				 ret == -EWOULDBLOCK ? "by another process" : strerror(-ret));
+		}
+		return;
+	}
+	ret = spool__scan(ps->spool, &max_key);
+	if (ret)
+		log_warn("%s: cannot read spool directory %s completely: %s", ps->what,
+			 spool__dir(ps->spool), strerror(-ret));
+	raise_key_floor(max_key);
+	ps->spool_ready = true;
+	if (spool__count(ps->spool))
+		log_info("%s: %zu profiles (%llu bytes) wait in spool %s; delivering them first",
+			 ps->what, spool__count(ps->spool),
+			 (unsigned long long)spool__bytes(ps->spool), spool__dir(ps->spool));
+}
+
+static void wait_until(struct push_sink *ps, int64_t at_ms)
+{
+	struct timespec ts;
+	int64_t delay = at_ms - now_ms();
+
+	if (delay <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += delay / 1000;
+	ts.tv_nsec += (delay % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&ps->wake, &ps->lock, &ts);
+}
+
+static void log_outcome(struct push_sink *ps, const struct queued_profile *p,
+			const struct outcome *out, int64_t wait_ms)
+{
+	int64_t now = now_ms();
+	uint64_t suppressed = 0;
+
+	switch (out->verdict) {
+	case PUSH_DELIVERED:
+		if (ps->failures_since_ok)
+			log_info("%s: delivering again after %llu failed attempts", ps->what,
+				 (unsigned long long)ps->failures_since_ok);
+		ps->failures_since_ok = 0;
+		ps->failure_log.next_ms = 0;
+		log_debug("%s: pushed the profile of %s (%zu bytes) in %lld ms", ps->what,
+			  p->service, p->pprof_gz_len, (long long)out->elapsed_ms);
+		break;
+	case PUSH_RETRY:
+		ps->failures_since_ok++;
+		if (log_limit_allow(&ps->failure_log, now, FAILURE_LOG_INTERVAL_MS, &suppressed))
+			log_warn("%s: push to %s failed: %s; retrying in %.1f s (%zu in memory, "
+				 "%zu in the spool)%s",
+				 ps->what, http_client__target(ps->http), out->reason,
+				 wait_ms / 1000.0, ps->q_len + (ps->current != NULL),
+				 ps->spool ? spool__count(ps->spool) : 0,
+				 suppressed ? "; failing since the last message" : "");
+		break;
+	case PUSH_REJECTED:
+		if (log_limit_allow(&ps->reject_log, now, DROP_LOG_INTERVAL_MS, &suppressed))
+			log_error("%s: the server refused the profile of %s (not retried): %s%s",
+				  ps->what, p->service, out->reason,
+				  suppressed ? " (more refusals since the last message: see "
+					       "allocscope_sink_profiles_rejected_total)"
+					     : "");
+		break;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct push_sink *ps = arg;
+	int64_t lock_waiting_since = 0;
+	bool lock_warned = false;
+
+	pthread_mutex_lock(&ps->lock);
+	for (;;) {
+		struct queued_profile *p = NULL, *read_back = NULL;
+		uint64_t spool_key = 0;
+		bool from_spool = false, have_spool, have_memory;
+		struct outcome out;
+		int64_t now = now_ms(), timeout, wait_ms = 0;
+		int ret;
+
+		if (ps->spool && !ps->spool_ready) {
+			take_spool(ps, &lock_waiting_since, &lock_warned);
+			if (!ps->spool_ready) {
+				/* Nothing is sent before the spool's older profiles are known. */
+				if (ps->closing)
+					break;
+				wait_until(ps, now + SPOOL_LOCK_POLL_MS);
+				continue;
+			}
+			if (ps->failing || ps->q_len == ps->queue_size)
+				spill_to_spool(ps);
+		}
+		have_memory = ps->current || ps->q_len;
+		have_spool = ps->spool_ready && spool__oldest(ps->spool, &spool_key);
+		if (!have_memory && !have_spool) {
+			if (ps->closing)
+				break;
+			pthread_cond_wait(&ps->wake, &ps->lock);
+			continue;
+		}
+		if (ps->closing && now >= ps->deadline_ms)
+			break;
+		if (ps->retry_at_ms > now) {
+			wait_until(ps, ps->closing && ps->deadline_ms < ps->retry_at_ms
+					   ? ps->deadline_ms
+					   : ps->retry_at_ms);
+			continue;
+		}
+
+		if (!ps->current && ps->q_len)
+			ps->current = queue_pop(ps);
+		if (have_spool && (!ps->current || spool_key < ps->current->key)) {
+			spool__pin(ps->spool, spool_key);
+			ret = spool__read(ps->spool, spool_key, &read_back);
+			if (ret == -EBADMSG) {
+				ps->stats.spool_corrupt++;
+				ps->stats.profiles_dropped++;
+			}
+			if (ret) {
+				spool__pin(ps->spool, 0);
+				if (ret != -EBADMSG && ret != -ENOENT) {
+					log_warn("%s: cannot read spooled profile %llu: %s",
+						 ps->what, (unsigned long long)spool_key,
+						 strerror(-ret));
+					ps->retry_at_ms = now + (int64_t)ps->initial_backoff_ms;
+				}
+				continue;
+			}
+			p = read_back;
+			from_spool = true;
+		} else {
+			p = ps->current;
+		}
+
+		timeout = (int64_t)ps->timeout_ms;
+		if (ps->closing && ps->deadline_ms - now < timeout)
+			timeout = ps->deadline_ms - now > 0 ? ps->deadline_ms - now : 1;
+		pthread_mutex_unlock(&ps->lock);
+		deliver(ps, p, timeout, &out);
+		pthread_mutex_lock(&ps->lock);
+
+		now = now_ms();
+		switch (out.verdict) {
+		case PUSH_DELIVERED:
+			ps->stats.profiles_written++;
+			ps->stats.bytes_written += p->pprof_gz_len;
+			ps->stats.push_ns += (uint64_t)out.elapsed_ms * 1000000;
+			ps->failing = false;
+			ps->attempt = 0;
+			break;
+		case PUSH_RETRY:
+			ps->stats.errors++;
+			ps->stats.retries++;
+			ps->failing = true;
+			ps->attempt++;
+			wait_ms = out.retry_after_ms >= 0
+				      ? out.retry_after_ms
+				      : push_wire__backoff_ms(
+					    ps->attempt, (int64_t)ps->initial_backoff_ms,
+					    (int64_t)ps->max_backoff_ms, random_u64());
+			ps->retry_at_ms = now + wait_ms;
+			break;
+		case PUSH_REJECTED:
+			ps->stats.errors++;
+			ps->stats.profiles_rejected++;
+			ps->failing = false;
+			ps->attempt = 0;
+			break;
+		}
+		log_outcome(ps, p, &out, wait_ms);
+		if (out.verdict != PUSH_RETRY) {
+			if (from_spool) {
+				spool__remove(ps->spool, spool_key);
+			} else {
+				free(ps->current);
+				ps->current = NULL;
+			}
+		}
+		if (from_spool) {
+			spool__pin(ps->spool, 0);
+			free(read_back);
+		}
+		if (ps->failing && !ps->closing)
+			spill_to_spool(ps);
+	}
+	pthread_mutex_unlock(&ps->lock);
+	return NULL;
+}
+
+/* ---- the sink operations ------------------------------------------------------------ */
+
+static void push_sink_stats(const struct sink *sink, struct sink_stats *out)
+{
+	struct push_sink *ps = (struct push_sink *)sink;
+
+	pthread_mutex_lock(&ps->lock);
+	*out = ps->stats;
+	out->queue_length = ps->q_len + (ps->current != NULL);
+	out->spool_profiles = ps->spool && ps->spool_ready ? spool__count(ps->spool) : 0;
+	out->spool_bytes = ps->spool && ps->spool_ready ? spool__bytes(ps->spool) : 0;
+	pthread_mutex_unlock(&ps->lock);
+}
+
+static void push_sink_close(struct sink *sink)
+{
+	struct push_sink *ps = (struct push_sink *)sink;
+	uint64_t left = 0, spooled = 0;
+	int64_t started = now_ms();
+
+	if (!ps->worker_started)
+		return;
+	pthread_mutex_lock(&ps->lock);
+	ps->closing = true;
+	ps->deadline_ms = started + (int64_t)ps->shutdown_timeout_ms;
+	/* Waiting on an endpoint already known to be down only delays the exit: the spool
+	 * keeps the profiles for the next start. */
+	if (ps->failing && ps->spool)
+		ps->deadline_ms = started;
+	atomic_store(&ps->abort_at_ms, ps->deadline_ms);
+	pthread_cond_signal(&ps->wake);
+	pthread_mutex_unlock(&ps->lock);
+	pthread_join(ps->worker, NULL);
+	ps->worker_started = false;
+
+	/* The worker is gone: what is left in memory is spooled, or lost. */
+	pthread_mutex_lock(&ps->lock);
+	if (ps->spool && !ps->spool_ready) {
+		uint64_t max_key = 0;
+
+		if (spool__lock(ps->spool) == 0 && spool__scan(ps->spool, &max_key) == 0)
+			ps->spool_ready = true;
+	}
+	left = ps->q_len + (ps->current != NULL);
+	if (ps->spool) {
+		/* Without the lock (another process holds the directory) the files are still
+		 * written whole and found by whoever scans next; only the size limit cannot be
+		 * applied. */
+		uint64_t before = ps->stats.profiles_spooled;
+
+		if (ps->current && spool_profile(ps, ps->current))
+			ps->current = NULL;
+		while (ps->q_len && spool_profile(ps, ps->queue[ps->q_head]))
+			queue_pop(ps);
+		spooled = ps->stats.profiles_spooled - before;
+	}
+	if (ps->current) {
+		note_dropped(ps, 1, "not delivered before shutdown_timeout");
+		free(ps->current);
+		ps->current = NULL;
+	}
+	if (ps->q_len) {
+		note_dropped(ps, ps->q_len,
+			     ps->spool ? "not delivered before shutdown_timeout, "
+					 "and the spool cannot take them"
+				       : "not delivered before shutdown_timeout (set spool_dir "
+					 "to keep them for the next start)");
+		while (ps->q_len)
+			free(queue_pop(ps));
+	}
+	if (spooled || (ps->spool && ps->spool_ready && spool__count(ps->spool)))
+		log_info("%s: %zu profiles left in spool %s, to be delivered first after a "
+			 "reload or restart",
+			 ps->what, ps->spool_ready ? spool__count(ps->spool) : (size_t)spooled,
+			 spool__dir(ps->spool));
+	else if (left)
+		log_debug("%s: %llu profiles were waiting at close", ps->what,
+			  (unsigned long long)left);
+	pthread_mutex_unlock(&ps->lock);
+}
+
+static void push_sink_free(struct sink *sink)
+{
+	struct push_sink *ps = (struct push_sink *)sink;
+
+	if (!ps)
+		return;
+	if (ps->worker_started)
+		push_sink_close(sink);
+	while (ps->q_len)
+		free(queue_pop(ps));
+	free(ps->current);
+	free(ps->queue);
+	spool__free(ps->spool);
+	http_client__free(ps->http);
+	pb_buffer__release(&ps->body);
+	if (ps->headers) {
+		for (char **h = ps->headers; *h; h++) {
+			explicit_bzero(*h, strlen(*h));
+			free(*h);
+		}
+		free(ps->headers);
+	}
+	free(ps->username);
+	secret_free(&ps->password);
+	secret_free(&ps->token);
+	pthread_cond_destroy(&ps->wake);
+	pthread_mutex_destroy(&ps->lock);
+	free(ps);
+}
+
+static const struct sink_ops pyroscope_ops = {
+    .type = "pyroscope",
+    .submit = push_sink_submit,
+    .stats = push_sink_stats,
+    .close = push_sink_close,
+    .free = push_sink_free,
+};
+
+static const struct sink_ops parca_ops = {
+    .type = "parca",
+    .submit = push_sink_submit,
+    .stats = push_sink_stats,
+    .close = push_sink_close,
+    .free = push_sink_free,
+};
+
+static int add_header(struct push_sink *ps, size_t *n, const char *name, const char *value)
+{
+	size_t len;
+
+	if (*n + 1 >= MAX_HEADERS)
+		return -E2BIG;
+	len = strlen(name) + strlen(value) + 3;
+	ps->headers[*n] = malloc(len);
+	if (!ps->headers[*n])
+		return -ENOMEM;
+	snprintf(ps->headers[*n], len, "%s: %s", name, value);
+	(*n)++;
+	return 0;
+}
+
+static int build_headers(struct push_sink *ps, const struct push_sink_opts *opts)
+{
+	char timeout[32];
+	size_t n = 0;
+	int ret = 0;
+
+	ps->headers = calloc(MAX_HEADERS, sizeof(*ps->headers));
+	if (!ps->headers)
+		return -ENOMEM;
+	if (opts->protocol == PUSH_PARCA) {
+		snprintf(timeout, sizeof(timeout), "%llum", (unsigned long long)ps->timeout_ms);
+		ret = add_header(ps, &n, "Content-Type", "application/grpc");
+		if (!ret)
+			ret = add_header(ps, &n, "TE", "trailers");
+		if (!ret)
+			ret = add_header(ps, &n, "grpc-timeout", timeout);
+	} else {
+		ret = add_header(ps, &n, "Content-Type", "application/proto");
+		if (!ret)
+			ret = add_header(ps, &n, "Connect-Protocol-Version", "1");
+		if (!ret && opts->tenant && opts->tenant[0])
+			ret = add_header(ps, &n, "X-Scope-OrgID", opts->tenant);
+	}
+	for (size_t i = 0; i < opts->n_headers && !ret; i++)
+		ret = add_header(ps, &n, opts->headers[i].name, opts->headers[i].value);
+	return ret;
+}
+
+int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *err, size_t err_len)
+{
+	bool parca = opts->protocol == PUSH_PARCA;
+	struct http_client_opts http = {
+	    .url = opts->url,
+	    .path = parca ? PARCA_WRITE_RAW_PATH : PYROSCOPE_PUSH_PATH,
+	    .http2 = parca,
+	    .ca_file = opts->ca_file,
+	    .cert_file = opts->cert_file,
+	    .key_file = opts->key_file,
+	    .server_name = opts->server_name,
+	    .insecure_skip_verify = opts->insecure_skip_verify,
+	};
+	char inner[512] = "";
+	pthread_condattr_t attr;
+	struct push_sink *ps;
+	sigset_t all, old;
+	int ret;
+
+	*out = NULL;
+	if (!opts->url || !opts->url[0]) {
+		set_err(err, err_len, "%s sink: url is required", parca ? "parca" : "pyroscope");
+		return -EINVAL;
+	}
+	ps = calloc(1, sizeof(*ps));
+	if (!ps) {
+		set_err(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&ps->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&ps->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	ps->base.ops = parca ? &parca_ops : &pyroscope_ops;
+	sink__set_name(&ps->base, opts->name);
+	if (opts->name && opts->name[0] && strcmp(opts->name, ps->base.ops->type) != 0)
+		snprintf(ps->what, sizeof(ps->what), "%s sink \"%s\"", ps->base.ops->type,
+			 ps->base.name);
+	else
+		snprintf(ps->what, sizeof(ps->what), "%s sink", ps->base.ops->type);
+	ps->protocol = opts->protocol;
+	ps->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+	ps->shutdown_timeout_ms = opts->shutdown_timeout_ms;
+	ps->max_profile_bytes = opts->max_profile_bytes;
+	ps->initial_backoff_ms =
+	    opts->initial_backoff_ms ? opts->initial_backoff_ms : DEFAULT_INITIAL_BACKOFF;
+	ps->max_backoff_ms = opts->max_backoff_ms ? opts->max_backoff_ms : DEFAULT_MAX_BACKOFF;
+	if (ps->max_backoff_ms < ps->initial_backoff_ms)
+		ps->initial_backoff_ms = ps->max_backoff_ms;
+	ps->queue_size = opts->queue_size ? opts->queue_size : DEFAULT_QUEUE_SIZE;
+	pb_buffer__init(&ps->body, 0);
+	atomic_init(&ps->abort_at_ms, 0);
+
+	ps->queue = calloc(ps->queue_size, sizeof(*ps->queue));
+	if (!ps->queue) {
+		ret = -ENOMEM;
+		set_err(err, err_len, "out of memory");
+		goto fail;
+	}
+	ret = http_client__new(&http, &ps->http, inner, sizeof(inner));
+	if (ret) {
+		set_err(err, err_len, "%s: %s", ps->what, inner);
+		goto fail;
+	}
+	if (opts->username && opts->username[0]) {
+		ps->username = strdup(opts->username);
+		if (!ps->username) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+	ret = secret_init(&ps->password, opts->password_file, opts->password_env, "password_file",
+			  "password_env", inner, sizeof(inner));
+	if (!ret)
+		ret = secret_init(&ps->token, opts->token_file, opts->token_env, "token_file",
+				  "token_env", inner, sizeof(inner));
+	if (ret) {
+		set_err(err, err_len, "%s: %s", ps->what, inner[0] ? inner : strerror(-ret));
+		goto fail;
+	}
+	ret = build_headers(ps, opts);
+	if (ret) {
+		set_err(err, err_len, "%s: cannot build the request headers: %s", ps->what,
+			strerror(-ret));
+		goto fail;
+	}
+	if (opts->spool_dir && opts->spool_dir[0]) {
+		ret = spool__open(opts->spool_dir, opts->spool_max_bytes, &ps->spool, inner,
+				  sizeof(inner));
+		if (ret) {
+			set_err(err, err_len, "%s: %s", ps->what, inner);
+			goto fail;
+		}
+	}
+	if (opts->insecure_skip_verify)
+		log_warn("%s: insecure_skip_verify is on: the server's certificate is not checked, "
+			 "so anyone on the path can read the profiles and credentials",
+			 ps->what);
+
+	/* The worker takes no signal: the agent's signals go to its signalfd, and a SIGPIPE
+	 * from a closed connection must not end the process. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&ps->worker, NULL, worker_main, ps);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret) {
+		set_err(err, err_len, "%s: cannot start its thread: %s", ps->what, strerror(-ret));
+		goto fail;
+	}
+	ps->worker_started = true;
+	log_info("%s: pushing to %s%s%s", ps->what, http_client__target(ps->http),
+		 ps->spool ? ", spool in " : " (no spool)", ps->spool ? spool__dir(ps->spool) : "");
+	*out = &ps->base;
+	return 0;
+
+fail:
+	push_sink_free(&ps->base);
+	return ret;
+}
