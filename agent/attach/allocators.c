@@ -195,6 +195,32 @@ const char *alloc_entry_name(enum alloc_entry entry)
 	return entry_names[entry];
 }
 
+uint16_t alloc_entry_read_regs(enum alloc_entry entry)
+{
+	const uint16_t rdi = X86_REG_BIT(X86_RDI), rsi = X86_REG_BIT(X86_RSI);
+
+	switch (entry) {
+	case ALLOC_ENTRY_MALLOC:
+	case ALLOC_ENTRY_VALLOC:
+	case ALLOC_ENTRY_PVALLOC:
+	case ALLOC_ENTRY_NEW:
+		return rdi;
+	case ALLOC_ENTRY_MEMALIGN:
+		return rsi;
+	case ALLOC_ENTRY_POSIX_MEMALIGN:
+		return X86_REG_BIT(X86_RDX);
+	case ALLOC_ENTRY_CALLOC:
+		return rdi | rsi;
+	case ALLOC_ENTRY_REALLOC:
+	case ALLOC_ENTRY_REALLOC_ANY:
+		/* The pointer decides whether the call allocates, in either layout. */
+		return rdi | rsi;
+	default:
+		/* Not a function entry whose layout is known here: assume any argument. */
+		return PROBE_PLACEMENT_ARG_REGS;
+	}
+}
+
 const char *allocator_family_name(enum allocator_family family)
 {
 	switch (family) {
@@ -651,7 +677,8 @@ static void examine(struct search *s, size_t i)
 	int ret = code ? elf_file__read_vaddr(s->f, point->vaddr, code, len) : -ENOMEM;
 
 	if (ret == 0)
-		ret = probe_placement_choose(code, len, point->size, &point->placement);
+		ret = probe_placement_choose(code, len, point->size,
+					     alloc_entry_read_regs(point->entry), &point->placement);
 	if (ret) {
 		log_warn("cannot read the code of %s in %s (%s): probing its entry", point->names,
 			 elf_file__path(s->f), strerror(-ret));

@@ -63,6 +63,10 @@ struct entry_point {
 
 /* Human name of an entry kind, e.g. "malloc", "operator new". */
 const char *alloc_entry_name(enum alloc_entry entry);
+/* The argument registers (X86_REG_BIT) the BPF program reads at an entry of this kind (see
+ * alloc_multi in bpf/alloc.bpf.c): what probe placement must not skip a write to. Every
+ * argument register for a kind it does not know. */
+uint16_t alloc_entry_read_regs(enum alloc_entry entry);
 /* "glibc", "jemalloc", "tcmalloc", "mimalloc", "operator new", "an unrecognized allocator". */
 const char *allocator_family_name(enum allocator_family family);
 /* The family's name, with the prefix when there is one: "jemalloc (_rjem_ prefix)". */

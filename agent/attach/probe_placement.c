@@ -15,12 +15,6 @@
 
 #include "attach/x86_decode.h"
 
-/* What the BPF program reads at the probe (arguments) and what its stack walk starts from. */
-#define PROBE_READ_REGS                                                                            \
-	(X86_REG_BIT(X86_RDI) | X86_REG_BIT(X86_RSI) | X86_REG_BIT(X86_RDX) |                      \
-	 X86_REG_BIT(X86_RCX) | X86_REG_BIT(X86_R8) | X86_REG_BIT(X86_R9) | X86_REG_BIT(X86_RSP) | \
-	 X86_REG_BIT(X86_RBP))
-
 static void set_reason(struct probe_placement *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -50,10 +44,11 @@ static void explain_decode_error(struct probe_placement *out, int err, const uin
 			   while_doing);
 }
 
-/* NULL when the probe may move past insn; else why not, as a phrase after "<insn> at +N". */
-static const char *blocker(const struct x86_insn *insn, char *buf, size_t size)
+/* NULL when the probe may move past insn; else why not, as a phrase after "<insn> at +N".
+ * kept: the registers that must reach the probe unchanged. */
+static const char *blocker(const struct x86_insn *insn, uint16_t kept, char *buf, size_t size)
 {
-	uint16_t blocking = insn->writes & PROBE_READ_REGS;
+	uint16_t blocking = insn->writes & kept;
 
 	switch (insn->kind) {
 	case X86_INSN_OTHER:
@@ -90,7 +85,7 @@ static const char *blocker(const struct x86_insn *insn, char *buf, size_t size)
 
 /* Walks from +0 to the first emulated instruction; false (reason set) when one is not
  * reachable without skipping something that matters. */
-static bool find_emulated_site(const uint8_t *code, size_t limit, size_t func_size,
+static bool find_emulated_site(const uint8_t *code, size_t limit, size_t func_size, uint16_t kept,
 			       struct probe_placement *out, size_t *site,
 			       struct x86_insn *site_insn, unsigned int *skipped)
 {
@@ -119,7 +114,7 @@ static bool find_emulated_site(const uint8_t *code, size_t limit, size_t func_si
 			return true;
 		}
 		x86_insn_describe(&insn, desc, sizeof(desc));
-		why = blocker(&insn, why_buf, sizeof(why_buf));
+		why = blocker(&insn, kept, why_buf, sizeof(why_buf));
 		if (why) {
 			set_reason(out, "%s at +%zu %s", desc, pos, why);
 			return false;
@@ -185,8 +180,9 @@ static bool no_branch_into_prologue(const uint8_t *code, size_t code_len, size_t
 }
 
 int probe_placement_choose(const uint8_t *code, size_t code_len, size_t func_size,
-			   struct probe_placement *out)
+			   uint16_t read_regs, struct probe_placement *out)
 {
+	uint16_t kept = read_regs | PROBE_PLACEMENT_KEPT_REGS;
 	struct x86_insn first, site_insn;
 	size_t limit = code_len, site;
 	unsigned int skipped;
@@ -221,7 +217,7 @@ int probe_placement_choose(const uint8_t *code, size_t code_len, size_t func_siz
 		return 0;
 	}
 
-	if (!find_emulated_site(code, limit, func_size, out, &site, &site_insn, &skipped))
+	if (!find_emulated_site(code, limit, func_size, kept, out, &site, &site_insn, &skipped))
 		goto stay_at_entry;
 	x86_insn_describe(&site_insn, site_desc, sizeof(site_desc));
 	if (!no_branch_into_prologue(code, code_len, func_size, site, site_desc, out))

@@ -6,9 +6,11 @@
  * it when the probed instruction is `push %rbp` or `endbr64`, and then stack[1] equals it. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc_profile.h"
 #include "hash.h"
@@ -25,9 +27,18 @@ struct stack_record {
 	uint64_t hash;
 	uint32_t pid;
 	uint32_t n_frames;
+	/* The allocator frame is in the process's executable (a static glibc or jemalloc, Rust's
+	 * _rjem_*): the rest of that file is the program, not the allocator (see stack_site). */
+	bool leaf_in_executable;
 	double bytes, objects;
 	uint64_t samples;
 	uint64_t frames[];
+};
+
+/* A process's executable as /proc/PID/exe named it when last read. */
+struct process_executable {
+	uint32_t pid;
+	char *path;
 };
 
 struct alloc_profile {
@@ -38,6 +49,9 @@ struct alloc_profile {
 	struct stack_record **stacks; /* insertion order, for deterministic output */
 	size_t n_stacks, cap_stacks;
 	struct alloc_profile_totals totals;
+	/* Executables of the processes whose stacks were added, for leaf_in_executable. */
+	struct process_executable *executables;
+	size_t n_executables, cap_executables;
 	/* top_sites scratch, rebuilt on every call */
 	struct alloc_site *sites;
 	char (*site_names)[160];
@@ -100,6 +114,9 @@ void alloc_profile__free(struct alloc_profile *profile)
 		free(profile->stacks[i]);
 	free(profile->stacks);
 	free(profile->buckets);
+	for (size_t i = 0; i < profile->n_executables; i++)
+		free(profile->executables[i].path);
+	free(profile->executables);
 	free(profile->sites);
 	free(profile->site_names);
 	free(profile);
@@ -132,6 +149,66 @@ static void warm_symbols(struct alloc_profile *profile, const struct stack_recor
 
 	for (uint32_t i = 0; i < rec->n_frames; i++)
 		symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0, &frame);
+}
+
+/* pid's executable: read now while the process lives (it may have exec'ed since), else the one
+ * read last; NULL when never known. The path is as /proc/PID/maps shows files, without the
+ * " (deleted)" the kernel appends to a replaced one. */
+static const char *process_executable(struct alloc_profile *profile, uint32_t pid)
+{
+	static const char deleted[] = " (deleted)";
+	struct process_executable *known = NULL;
+	char link[32], path[PATH_MAX];
+	ssize_t len;
+	char *copy;
+
+	for (size_t i = 0; i < profile->n_executables && !known; i++)
+		if (profile->executables[i].pid == pid)
+			known = &profile->executables[i];
+	snprintf(link, sizeof(link), "/proc/%u/exe", pid);
+	len = readlink(link, path, sizeof(path) - 1);
+	if (len <= 0)
+		return known ? known->path : NULL;
+	path[len] = '\0';
+	if ((size_t)len > sizeof(deleted) - 1 &&
+	    strcmp(path + len - (sizeof(deleted) - 1), deleted) == 0)
+		path[len - (sizeof(deleted) - 1)] = '\0';
+	if (known && strcmp(known->path, path) == 0)
+		return known->path;
+	if (!known && profile->n_executables == profile->cap_executables) {
+		size_t cap = profile->cap_executables ? profile->cap_executables * 2 : 8;
+		struct process_executable *grown =
+			realloc(profile->executables, cap * sizeof(*grown));
+
+		if (!grown)
+			return NULL;
+		profile->executables = grown;
+		profile->cap_executables = cap;
+	}
+	copy = strdup(path);
+	if (!copy)
+		return known ? known->path : NULL;
+	if (!known) {
+		known = &profile->executables[profile->n_executables++];
+		known->pid = pid;
+	} else {
+		free(known->path);
+	}
+	known->path = copy;
+	return copy;
+}
+
+static bool leaf_in_executable(struct alloc_profile *profile, const struct stack_record *rec)
+{
+	struct symbolized_frame leaf;
+	const char *exe;
+
+	if (rec->n_frames == 0 ||
+	    symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[0], false, &leaf) != 0 ||
+	    !leaf.map_path)
+		return false;
+	exe = process_executable(profile, rec->pid);
+	return exe && strcmp(exe, leaf.map_path) == 0;
 }
 
 static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uint32_t pid,
@@ -167,8 +244,10 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	profile->buckets[hash & (profile->n_buckets - 1)] = rec;
 	profile->stacks[profile->n_stacks++] = rec;
 	profile->totals.stacks++;
-	if (profile->symbolizer)
+	if (profile->symbolizer) {
 		warm_symbols(profile, rec);
+		rec->leaf_in_executable = leaf_in_executable(profile, rec);
+	}
 	return rec;
 }
 
@@ -226,16 +305,61 @@ void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_pro
 	*out = profile->totals;
 }
 
-/* operator new and friends (_Znwm, _Znam, aligned variants) forward to the allocator: the
- * site is whoever called them. */
-static bool is_allocation_wrapper(const struct symbolized_frame *frame)
+/* Functions that belong to an allocator, never an allocation site, by linkage name: the entry
+ * points allocscope probes under every alias the symbol tables give them, the wrappers that
+ * reach them (operator new calling malloc, posix_memalign calling memalign, Rust's global
+ * allocator shims), and glibc's internals. jemalloc's, mimalloc's and tcmalloc's internals
+ * carry their prefix. */
+/* clang-format off */
+static const char *const allocator_function_names[] = {
+	"malloc", "calloc", "realloc", "reallocarray", "memalign", "aligned_alloc",
+	"posix_memalign", "valloc", "pvalloc", "mallocx", "rallocx", "xallocx",
+	/* glibc's aliases and internals */
+	"__libc_malloc", "__libc_calloc", "__libc_realloc", "__libc_reallocarray",
+	"__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__malloc", "__calloc", "__realloc",
+	"__memalign", "__posix_memalign", "__valloc", "__pvalloc", "_int_malloc", "_int_realloc",
+	"_int_memalign", "_mid_memalign", "sysmalloc", "malloc_hook_ini", "realloc_hook_ini",
+	"memalign_hook_ini",
+	/* Rust's global allocator entry points */
+	"__rust_alloc", "__rust_alloc_zeroed", "__rust_realloc", "__rg_alloc",
+	"__rg_alloc_zeroed", "__rg_realloc", "__rdl_alloc", "__rdl_alloc_zeroed", "__rdl_realloc",
+};
+
+static const char *const allocator_function_prefixes[] = {
+	"_Zn",             /* operator new, new[] and their variants */
+	"je_",             /* jemalloc built with a prefix, and its internals */
+	"_rjem_",          /* jemalloc as Rust's tikv-jemallocator renames it */
+	"mi_",             /* mimalloc */
+	"tc_",             /* gperftools tcmalloc */
+	"tcache_",         /* glibc's per-thread cache */
+	"_ZN5alloc5alloc", /* Rust's alloc::alloc (alloc, realloc, exchange_malloc, Global) */
+};
+/* clang-format on */
+
+static bool is_allocator_function(const struct symbolized_frame *frame)
 {
-	return frame->system_name && strncmp(frame->system_name, "_Zn", 3) == 0;
+	const char *name = frame->system_name ? frame->system_name : frame->function;
+
+	if (!name)
+		return false;
+	for (size_t i = 0;
+	     i < sizeof(allocator_function_names) / sizeof(allocator_function_names[0]); i++)
+		if (strcmp(name, allocator_function_names[i]) == 0)
+			return true;
+	for (size_t i = 0;
+	     i < sizeof(allocator_function_prefixes) / sizeof(allocator_function_prefixes[0]); i++)
+		if (strncmp(name, allocator_function_prefixes[i],
+			    strlen(allocator_function_prefixes[i])) == 0)
+			return true;
+	return false;
 }
 
-/* The allocation site of a stack: the first frame outside the allocator's own file and its
- * wrappers (its innermost inline frame when there are several); the allocator frame itself
- * when there is nothing else. */
+/* The allocation site of a stack: the first frame outside the allocator (its innermost inline
+ * frame when there are several); the allocator frame itself when there is nothing else.
+ * The allocator is its functions (is_allocator_function) and, when the leaf is in a library,
+ * that whole library: libc's strdup or fopen are not the site, their caller is. When the leaf
+ * is in the executable (glibc or jemalloc linked statically, Rust's _rjem_*), the rest of that
+ * file is the program itself: only its allocator functions are skipped. */
 static void stack_site(struct alloc_profile *profile, const struct stack_record *rec, char *name,
 		       size_t len)
 {
@@ -251,9 +375,10 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 			have_leaf = ok;
 			continue;
 		}
-		if (ok && have_leaf && frame.mapping_key && frame.mapping_key == leaf.mapping_key)
+		if (ok && have_leaf && !rec->leaf_in_executable && frame.mapping_key &&
+		    frame.mapping_key == leaf.mapping_key)
 			continue;
-		if (ok && is_allocation_wrapper(&frame))
+		if (ok && is_allocator_function(&frame))
 			continue;
 		if (ok && frame.n_lines)
 			snprintf(name, len, "%s", frame.lines[0].function);

@@ -81,6 +81,22 @@ static void check_probed(const struct found *found, const char *names, enum allo
 	CHECK_EQ_U64(p->entry, entry);
 }
 
+/* The probe of entry point names sits at offset on an emulated instruction described so. */
+static void check_placement_at(const struct found *found, const char *names, uint32_t offset,
+			       const char *insn_desc)
+{
+	const struct entry_point *p = point_named(found, names);
+
+	if (!p)
+		return;
+	if (p->placement.offset != offset || !p->placement.emulated)
+		fprintf(stderr, "  %s: +%u %s %s, expected +%u\n", names, p->placement.offset,
+			p->placement.insn_desc, p->placement.reason, offset);
+	CHECK_EQ_U64(p->placement.offset, offset);
+	CHECK(p->placement.emulated);
+	CHECK_STR(p->placement.insn_desc, insn_desc);
+}
+
 static void check_unprobed(const struct found *found, const char *names, const char *counted_by)
 {
 	const struct entry_point *p = point_named(found, names);
@@ -167,6 +183,8 @@ static void jemalloc(void)
 	check_probed(&found, "valloc", ALLOC_ENTRY_VALLOC);
 	check_probed(&found, "mallocx", ALLOC_ENTRY_MALLOC);
 	check_probed(&found, "rallocx", ALLOC_ENTRY_REALLOC_ANY);
+	/* rallocx is xor %ecx,%ecx; jmp: the flags it clears are not what the probe reads. */
+	check_placement_at(&found, "rallocx", 2, "jmp rel32");
 	check_probed(&found, "xallocx", ALLOC_ENTRY_REALLOC_ANY);
 	/* Its own operator new has an inlined fast path: probed. new[] jumps to new; the
 	 * aligned ones call aligned_alloc through the PLT. */
@@ -215,12 +233,35 @@ static void tcmalloc(void)
 	p = point_named(&found, "malloc/tc_malloc");
 	if (p)
 		CHECK(p->placement.emulated);
+	/* memalign copies the alignment into %r8 first; its size is in %rsi: the ja at +10. */
+	check_placement_at(&found, "memalign/aligned_alloc/tc_memalign", 10, "jcc rel32");
 	CHECK_EQ_U64(probed_count(&found), 9);
+}
+
+/* The full gperftools tcmalloc (with the heap profiler): its malloc copies the size into %r8
+ * before its first branch, which probes that read every argument register refused. */
+static void tcmalloc_full(void)
+{
+	struct found found;
+
+	if (access(LIBDIR "libtcmalloc.so.4", R_OK) != 0) {
+		fprintf(stderr,
+			"  skipped: no " LIBDIR "libtcmalloc.so.4 (libgoogle-perftools4)\n");
+		return;
+	}
+	if (!examine_file(LIBDIR "libtcmalloc.so.4", &found))
+		return;
+	check_id(&found, 0, ALLOCATOR_TCMALLOC, "", true);
+	check_placement_at(&found, "malloc/tc_malloc", 13, "jcc rel32");
+	check_placement_at(&found, "_Znwm/_Znam/tc_new/tc_newarray", 13, "jcc rel32");
+	check_placement_at(&found, "memalign/aligned_alloc/tc_memalign", 10, "jcc rel32");
+	check_placement_at(&found, "calloc/tc_calloc", 12, "jcc rel32");
 }
 
 static void mimalloc(void)
 {
 	struct found found;
+	const struct entry_point *p;
 
 	if (!examine_file(LIBDIR "libmimalloc.so.2", &found))
 		return;
@@ -244,6 +285,14 @@ static void mimalloc(void)
 		       "mi_malloc_aligned");
 	check_unprobed(&found, "_ZnwmRKSt9nothrow_t", "mi_new_nothrow");
 	check_unprobed(&found, "mi_new_realloc", "realloc");
+	/* mi_malloc moves the size to %rsi and loads the heap into %rdi before its first branch:
+	 * a probe past that would read the heap as the size. */
+	p = point_named(&found, "malloc/mi_malloc");
+	if (p) {
+		CHECK_EQ_U64(p->placement.offset, 0);
+		CHECK(!p->placement.emulated);
+		CHECK(strstr(p->placement.reason, "writes %rdi") != NULL);
+	}
 }
 
 static void libstdcxx_new_is_left_to_malloc(void)
@@ -503,11 +552,29 @@ static void names(void)
 		CHECK(strcmp(alloc_entry_name((enum alloc_entry)e), "unknown") != 0);
 }
 
+/* Placement protects what alloc_multi reads per kind, and only that. */
+static void read_registers(void)
+{
+	const uint16_t rdi = X86_REG_BIT(X86_RDI), rsi = X86_REG_BIT(X86_RSI);
+
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_MALLOC), rdi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_NEW), rdi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_VALLOC), rdi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_PVALLOC), rdi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_MEMALIGN), rsi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_POSIX_MEMALIGN), X86_REG_BIT(X86_RDX));
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_CALLOC), rdi | rsi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC), rdi | rsi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC_ANY), rdi | rsi);
+	CHECK_EQ_U64(alloc_entry_read_regs((enum alloc_entry)99), PROBE_PLACEMENT_ARG_REGS);
+}
+
 int main(void)
 {
 	RUN(glibc);
 	RUN(jemalloc);
 	RUN(tcmalloc);
+	RUN(tcmalloc_full);
 	RUN(mimalloc);
 	RUN(libstdcxx_new_is_left_to_malloc);
 	RUN(files_without_or_with_unknown_allocators);
@@ -517,5 +584,6 @@ int main(void)
 	RUN(rule_realloc);
 	RUN(rule_other_files);
 	RUN(names);
+	RUN(read_registers);
 	return unit_summary("allocators");
 }

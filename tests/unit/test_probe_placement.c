@@ -1,7 +1,9 @@
 /* Unit tests for probe placement: real allocator prologues from Debian 12 (glibc, jemalloc,
  * tcmalloc, mimalloc, libstdc++ with CET), whole function bodies as read from the installed
- * libraries, and constructed cases for what must keep the probe at +0: registers the probe
- * reads being written, branches into the skipped bytes, missing or undecodable bytes. */
+ * libraries, each placed for the registers its entry kind's program reads, and constructed
+ * cases for what must keep the probe at +0: registers the probe reads (the size arguments,
+ * rsp, the callee-saved registers unwinding starts from) being written, branches into the
+ * skipped bytes, missing or undecodable bytes. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -175,7 +177,84 @@ static const uint8_t libstdcxx_new_nothrow[] = {
 	0xc7, 0xe9, 0x56, 0x3f, 0xff, 0xff,
 };
 
+/* libtcmalloc_minimal.so.4 memalign (libtcmalloc-minimal4 2.10-1), 356 bytes */
+static const uint8_t tcmalloc_memalign[] = {
+	0x49, 0x89, 0xf8, 0x48, 0x81, 0xff, 0x00, 0x20, 0x00, 0x00, 0x0f, 0x87,
+	0xe8, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xc0, 0x48, 0x8d, 0x7c, 0x37, 0xff,
+	0x48, 0xf7, 0xd8, 0x48, 0x21, 0xc7, 0x0f, 0x84, 0xfc, 0x00, 0x00, 0x00,
+	0x48, 0x8b, 0x05, 0x35, 0xaa, 0x00, 0x00, 0x48, 0x85, 0xc0, 0x75, 0x7d,
+	0x48, 0x8b, 0x05, 0xe1, 0x9f, 0x00, 0x00, 0x64, 0x4c, 0x8b, 0x00, 0x4d,
+	0x85, 0xc0, 0x74, 0x6d, 0x48, 0x81, 0xff, 0x00, 0x04, 0x00, 0x00, 0x77,
+	0x57, 0x83, 0xc7, 0x07, 0xc1, 0xef, 0x03, 0x48, 0x8d, 0x05, 0x8a, 0x80,
+	0x1b, 0x00, 0x0f, 0xb6, 0x34, 0x38, 0x48, 0x89, 0xf0, 0x89, 0xf2, 0x48,
+	0xc1, 0xe0, 0x05, 0x48, 0xc1, 0xe2, 0x05, 0x4c, 0x01, 0xc0, 0x45, 0x8b,
+	0x54, 0x10, 0x18, 0x4c, 0x8b, 0x08, 0x4d, 0x85, 0xc9, 0x74, 0x69, 0x49,
+	0x8b, 0x11, 0x8b, 0x48, 0x08, 0x48, 0x89, 0x10, 0x8d, 0x51, 0xff, 0x89,
+	0x50, 0x08, 0x3b, 0x50, 0x0c, 0x72, 0x4d, 0x45, 0x29, 0x90, 0x00, 0x10,
+	0x00, 0x00, 0x4c, 0x89, 0xc8, 0xc3, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x48, 0x81, 0xff, 0x00, 0x00, 0x04, 0x00, 0x0f,
+	0x86, 0x83, 0x00, 0x00, 0x00, 0x48, 0x8b, 0x05, 0xd4, 0x9e, 0x00, 0x00,
+	0x48, 0x3b, 0x05, 0xa5, 0xa0, 0x00, 0x00, 0x0f, 0x84, 0x7f, 0x00, 0x00,
+	0x00, 0x48, 0x3b, 0x05, 0xd0, 0x9f, 0x00, 0x00, 0x74, 0x06, 0xe9, 0x41,
+	0xed, 0xfe, 0xff, 0x90, 0xe9, 0x7b, 0xe1, 0xfe, 0xff, 0x0f, 0x1f, 0x00,
+	0x89, 0x50, 0x0c, 0xeb, 0xae, 0x0f, 0x1f, 0x00, 0x48, 0x8b, 0x0d, 0xa1,
+	0x9e, 0x00, 0x00, 0x44, 0x89, 0xd2, 0x4c, 0x89, 0xc7, 0xe9, 0x5e, 0xe2,
+	0xfe, 0xff, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x48, 0x8b, 0x05, 0x89,
+	0x9e, 0x00, 0x00, 0x48, 0x3b, 0x05, 0x5a, 0xa0, 0x00, 0x00, 0x74, 0x50,
+	0x48, 0x3b, 0x05, 0x89, 0x9f, 0x00, 0x00, 0xb9, 0x01, 0x00, 0x00, 0x00,
+	0x74, 0x32, 0x31, 0xd2, 0xe9, 0x03, 0xde, 0xff, 0xff, 0x0f, 0x1f, 0x00,
+	0x48, 0x85, 0xf6, 0x49, 0x0f, 0x44, 0xf0, 0x48, 0x89, 0xf7, 0xe9, 0xf5,
+	0xfe, 0xff, 0xff, 0x90, 0x81, 0xc7, 0x7f, 0x3c, 0x00, 0x00, 0xc1, 0xef,
+	0x07, 0xe9, 0x11, 0xff, 0xff, 0xff, 0x66, 0x90, 0xe9, 0x6b, 0xec, 0xfe,
+	0xff, 0x0f, 0x1f, 0x00, 0xba, 0x01, 0x00, 0x00, 0x00, 0xe9, 0xce, 0xdd,
+	0xff, 0xff, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x31, 0xc9, 0xba, 0x01,
+	0x00, 0x00, 0x00, 0xe9, 0xbc, 0xdd, 0xff, 0xff,
+};
+
+/* libjemalloc.so.2 rallocx (libjemalloc2 5.3.0-1), 7 bytes */
+static const uint8_t jemalloc_rallocx[] = {
+	0x31, 0xc9, 0xe9, 0xe9, 0x1c, 0xff, 0xff,
+};
+
+/* libtcmalloc.so.4 malloc (libgoogle-perftools4 2.10-1), 277 bytes */
+static const uint8_t tcmalloc_full_malloc[] = {
+	0x48, 0x8b, 0x05, 0xf9, 0x32, 0x01, 0x00, 0x49, 0x89, 0xf8, 0x48, 0x85,
+	0xc0, 0x0f, 0x85, 0x8e, 0x00, 0x00, 0x00, 0x48, 0x8b, 0x05, 0xb6, 0x21,
+	0x01, 0x00, 0x64, 0x48, 0x8b, 0x38, 0x48, 0x85, 0xff, 0x74, 0x7e, 0x49,
+	0x81, 0xf8, 0x00, 0x04, 0x00, 0x00, 0x0f, 0x87, 0xc0, 0x00, 0x00, 0x00,
+	0x41, 0x8d, 0x40, 0x07, 0xc1, 0xe8, 0x03, 0x48, 0x8d, 0x15, 0xe2, 0x0c,
+	0x1c, 0x00, 0x0f, 0xb6, 0x34, 0x02, 0x89, 0xf1, 0x48, 0x89, 0xf0, 0x48,
+	0x63, 0x8c, 0x8a, 0x7c, 0x0a, 0x00, 0x00, 0x48, 0x29, 0x8f, 0x08, 0x10,
+	0x00, 0x00, 0x49, 0x89, 0xc9, 0x78, 0x35, 0x48, 0xc1, 0xe0, 0x05, 0x48,
+	0x01, 0xf8, 0x4c, 0x8b, 0x00, 0x4d, 0x85, 0xc0, 0x74, 0x6e, 0x49, 0x8b,
+	0x10, 0x8b, 0x70, 0x08, 0x48, 0x89, 0x10, 0x8d, 0x56, 0xff, 0x89, 0x50,
+	0x08, 0x3b, 0x50, 0x0c, 0x72, 0x52, 0x44, 0x29, 0x8f, 0x00, 0x10, 0x00,
+	0x00, 0x4c, 0x89, 0xc0, 0xc3, 0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00,
+	0x48, 0x8b, 0x87, 0x08, 0x10, 0x00, 0x00, 0x48, 0x01, 0xc8, 0x48, 0x89,
+	0x87, 0x08, 0x10, 0x00, 0x00, 0x48, 0x8b, 0x05, 0x60, 0x20, 0x01, 0x00,
+	0x48, 0x3b, 0x05, 0xa9, 0x23, 0x01, 0x00, 0x4c, 0x89, 0xc7, 0x74, 0x5c,
+	0x48, 0x3b, 0x05, 0xf5, 0x21, 0x01, 0x00, 0x74, 0x0b, 0xe9, 0xde, 0xc9,
+	0xfd, 0xff, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xe9, 0xc3, 0xb4, 0xfd,
+	0xff, 0x0f, 0x1f, 0x00, 0x89, 0x50, 0x0c, 0xeb, 0xa9, 0x0f, 0x1f, 0x00,
+	0x48, 0x8b, 0x0d, 0x29, 0x20, 0x01, 0x00, 0x44, 0x89, 0xca, 0xe9, 0x69,
+	0xb6, 0xfd, 0xff, 0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x49, 0x81, 0xf8, 0x00, 0x00, 0x04, 0x00, 0x77, 0xa8, 0x41, 0x8d, 0x80,
+	0x7f, 0x3c, 0x00, 0x00, 0xc1, 0xe8, 0x07, 0xe9, 0x2f, 0xff, 0xff, 0xff,
+	0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe9, 0x1b, 0xc9, 0xfd,
+	0xff,
+};
+
 /* clang-format on */
+
+/* What the program reads per entry kind (alloc_entry_read_regs in allocators.c). */
+#define RDI		    X86_REG_BIT(X86_RDI)
+#define RSI		    X86_REG_BIT(X86_RSI)
+#define RDX		    X86_REG_BIT(X86_RDX)
+#define MALLOC_REGS	    RDI
+#define MEMALIGN_REGS	    RSI
+#define POSIX_MEMALIGN_REGS RDX
+#define REALLOC_REGS	    (RDI | RSI)
+#define ALL_ARGS	    PROBE_PLACEMENT_ARG_REGS
 
 struct expected_placement {
 	uint32_t offset;
@@ -186,10 +265,11 @@ struct expected_placement {
 };
 
 static void check_placement(const char *what, const uint8_t *code, size_t code_len,
-			    size_t func_size, const struct expected_placement *want)
+			    size_t func_size, uint16_t read_regs,
+			    const struct expected_placement *want)
 {
 	struct probe_placement got;
-	int err = probe_placement_choose(code, code_len, func_size, &got);
+	int err = probe_placement_choose(code, code_len, func_size, read_regs, &got);
 	bool reason_ok = want->reason_part ? strstr(got.reason, want->reason_part) != NULL
 					   : got.reason[0] == '\0';
 
@@ -211,52 +291,136 @@ static void check_placement(const char *what, const uint8_t *code, size_t code_l
 static void glibc_allocators(void)
 {
 	/* push %r12 at +0 is already emulated: the rest of malloc is not needed. */
-	check_placement("glibc malloc", glibc_malloc, sizeof(glibc_malloc), 791,
+	check_placement("glibc malloc", glibc_malloc, sizeof(glibc_malloc), 791, MALLOC_REGS,
 			&(struct expected_placement){0, true, 0, "push %r12", NULL});
 	/* test %rdi,%rdi writes only flags: the je at +3. */
-	check_placement("glibc free", WHOLE(glibc_free),
+	check_placement("glibc free", WHOLE(glibc_free), RDI,
 			&(struct expected_placement){3, true, 1, "jcc rel32", NULL});
 	/* cmpb $0x0,x(%rip); je */
-	check_placement("glibc memalign", WHOLE(glibc_memalign),
+	check_placement("glibc memalign", WHOLE(glibc_memalign), MEMALIGN_REGS,
 			&(struct expected_placement){7, true, 1, "jcc rel8", NULL});
-	check_placement("glibc posix_memalign", WHOLE(glibc_posix_memalign),
+	check_placement("glibc posix_memalign", WHOLE(glibc_posix_memalign), POSIX_MEMALIGN_REGS,
 			&(struct expected_placement){7, true, 1, "push %r12", NULL});
-	check_placement("glibc valloc", WHOLE(glibc_valloc),
+	check_placement("glibc valloc", WHOLE(glibc_valloc), MALLOC_REGS,
 			&(struct expected_placement){7, true, 1, "push %rbx", NULL});
 	/* mov %rsi,%rax is skippable, mul %rdx writes rdx: stay at +0. */
-	check_placement("glibc reallocarray", WHOLE(glibc_reallocarray),
+	check_placement("glibc reallocarray", WHOLE(glibc_reallocarray), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "mov", "mul at +3 writes %rdx"});
 }
 
 static void other_allocators(void)
 {
 	/* cmp $0x1000,%rdi; ja: the case that cut redis throughput to a sixth at +0. */
-	check_placement("jemalloc malloc", WHOLE(jemalloc_malloc),
+	check_placement("jemalloc malloc", WHOLE(jemalloc_malloc), MALLOC_REGS,
 			&(struct expected_placement){7, true, 1, "jcc rel32", NULL});
-	check_placement("jemalloc free", WHOLE(jemalloc_free),
+	check_placement("jemalloc free", WHOLE(jemalloc_free), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "mov", "mov at +3 writes %rdx"});
 	/* mov x(%rip),%rax; test %rax,%rax; jne */
-	check_placement("tcmalloc malloc", WHOLE(tcmalloc_malloc),
+	check_placement("tcmalloc malloc", WHOLE(tcmalloc_malloc), MALLOC_REGS,
 			&(struct expected_placement){10, true, 2, "jcc rel8", NULL});
 	/* lea -0x1(%rsi),%rax; or $0x7,%rax; test %rsi,%rax; jne */
 	check_placement("tcmalloc posix_memalign", WHOLE(tcmalloc_posix_memalign),
+			POSIX_MEMALIGN_REGS,
 			&(struct expected_placement){11, true, 3, "jcc rel8", NULL});
-	/* mov x(%rip),%rax; mov %rdi,%rsi */
-	check_placement("mimalloc malloc", WHOLE(mimalloc_malloc),
+	/* mov x(%rip),%rax; mov %rdi,%rsi; mov %fs:(%rax),%rdi: the size moves to %rsi and %rdi
+	 * is overwritten before the first branch, where the probe would read it. */
+	check_placement("mimalloc malloc", WHOLE(mimalloc_malloc), MALLOC_REGS,
+			&(struct expected_placement){0, false, 0, "mov", "mov at +10 writes %rdi"});
+	/* Read as if every argument counted, it stops at the copy into %rsi. */
+	check_placement("mimalloc malloc, all arguments", WHOLE(mimalloc_malloc), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "mov", "mov at +7 writes %rsi"});
+}
+
+/* Prologues that write argument registers the entry's program does not read. */
+static void registers_the_probe_does_not_read(void)
+{
+	/* mov %rdi,%r8; cmp $0x2000,%rdi; ja: memalign reads the size in %rsi. */
+	check_placement("tcmalloc memalign", WHOLE(tcmalloc_memalign), MEMALIGN_REGS,
+			&(struct expected_placement){10, true, 2, "jcc rel32", NULL});
+	check_placement("tcmalloc memalign, all arguments", WHOLE(tcmalloc_memalign), ALL_ARGS,
+			&(struct expected_placement){0, false, 0, "mov", "mov at +0 writes %r8"});
+	/* xor %ecx,%ecx (flags = 0); jmp to the shared body: rallocx reads %rdi and %rsi. */
+	check_placement("jemalloc rallocx", WHOLE(jemalloc_rallocx), REALLOC_REGS,
+			&(struct expected_placement){2, true, 1, "jmp rel32", NULL});
+	check_placement("jemalloc rallocx, all arguments", WHOLE(jemalloc_rallocx), ALL_ARGS,
+			&(struct expected_placement){0, false, 0, "xor", "xor at +0 writes %rcx"});
+	/* mov x(%rip),%rax; mov %rdi,%r8; test %rax,%rax; jne: the full tcmalloc's malloc. */
+	check_placement("tcmalloc (full) malloc", WHOLE(tcmalloc_full_malloc), MALLOC_REGS,
+			&(struct expected_placement){13, true, 3, "jcc rel32", NULL});
+	check_placement("tcmalloc (full) malloc, all arguments", WHOLE(tcmalloc_full_malloc),
+			ALL_ARGS,
+			&(struct expected_placement){0, false, 0, "mov", "mov at +7 writes %r8"});
+	/* An argument the entry reads stays protected: memalign's %rsi, posix_memalign's %rdx. */
+	static const uint8_t writes_rsi[] = {
+	    0x48, 0x89, 0xf8, /* mov %rdi,%rax */
+	    0x31, 0xf6,	      /* xor %esi,%esi */
+	    0x53,	      /* push %rbx */
+	    0x5b,	      /* pop %rbx */
+	    0xc3,	      /* ret */
+	};
+	check_placement("xor %esi,%esi before push, memalign", WHOLE(writes_rsi), MEMALIGN_REGS,
+			&(struct expected_placement){0, false, 0, "mov", "xor at +3 writes %rsi"});
+	check_placement("xor %esi,%esi before push, malloc", WHOLE(writes_rsi), MALLOC_REGS,
+			&(struct expected_placement){5, true, 2, "push %rbx", NULL});
+	static const uint8_t writes_rdx[] = {
+	    0x31, 0xd2, /* xor %edx,%edx */
+	    0x53,	/* push %rbx */
+	    0x5b,	/* pop %rbx */
+	    0xc3,	/* ret */
+	};
+	check_placement("xor %edx,%edx before push, posix_memalign", WHOLE(writes_rdx),
+			POSIX_MEMALIGN_REGS,
+			&(struct expected_placement){0, false, 0, "xor", "xor at +0 writes %rdx"});
+	check_placement("xor %edx,%edx before push, calloc", WHOLE(writes_rdx), RDI | RSI,
+			&(struct expected_placement){2, true, 1, "push %rbx", NULL});
+}
+
+/* Whatever the entry reads, rsp and the callee-saved registers (rbx, rbp, r12-r15) stay as the
+ * caller left them: the stack copy starts at rsp and CFI unwinding takes the caller's values of
+ * the callee-saved ones from the registers at the probe. Even a malloc that reads only %rdi. */
+static void registers_every_probe_keeps(void)
+{
+	static const struct {
+		const char *what;
+		uint8_t code[16];
+		size_t len;
+		const char *reason_part;
+	} cases[] = {
+	    {"mov %rdi,%rbx", {0x48, 0x89, 0xfb, 0x41, 0x54, 0xc3}, 6, "writes %rbx"},
+	    {"mov %rsp,%rbp", {0x48, 0x89, 0xe5, 0x53, 0xc3}, 5, "writes %rbp"},
+	    {"xor %r12d,%r12d", {0x45, 0x31, 0xe4, 0x53, 0xc3}, 5, "writes %r12"},
+	    {"mov %rdi,%r13", {0x49, 0x89, 0xfd, 0x53, 0xc3}, 5, "writes %r13"},
+	    {"lea 0x8(%rdi),%r14", {0x4c, 0x8d, 0x77, 0x08, 0x53, 0xc3}, 6, "writes %r14"},
+	    {"mov $1,%r15d", {0x41, 0xbf, 0x01, 0, 0, 0, 0x53, 0xc3}, 8, "writes %r15"},
+	    {"sub $0x8,%rsp", {0x48, 0x83, 0xec, 0x08, 0x53, 0xc3}, 6, "writes %rsp"},
+	    {"pop %rax", {0x58, 0x53, 0xc3}, 3, "writes %rsp"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct probe_placement got;
+
+		/* Nothing read at all: only the registers every probe keeps can block. */
+		CHECK_EQ_U64(
+		    probe_placement_choose(cases[i].code, cases[i].len, cases[i].len, 0, &got), 0);
+		if (got.offset != 0 || got.emulated || !strstr(got.reason, cases[i].reason_part)) {
+			fprintf(stderr, "  %s: +%u emulated %d reason \"%s\"\n", cases[i].what,
+				got.offset, got.emulated, got.reason);
+			unit_case_failures++;
+		}
+	}
 }
 
 static void cet_prologues(void)
 {
 	/* endbr64; test %rdi,%rdi; mov $0x1,%eax; push %rbx */
-	check_placement("libstdc++ operator new", WHOLE(libstdcxx_new),
+	check_placement("libstdc++ operator new", WHOLE(libstdcxx_new), MALLOC_REGS,
 			&(struct expected_placement){12, true, 3, "push %rbx", NULL});
 	/* endbr64; jmp free@plt */
-	check_placement("libstdc++ operator delete", WHOLE(libstdcxx_delete),
+	check_placement("libstdc++ operator delete", WHOLE(libstdcxx_delete), RDI,
 			&(struct expected_placement){4, true, 1, "jmp rel32", NULL});
 	/* endbr64; sub $0x8,%rsp */
 	check_placement(
-	    "libstdc++ nothrow new", WHOLE(libstdcxx_new_nothrow),
+	    "libstdc++ nothrow new", WHOLE(libstdcxx_new_nothrow), MALLOC_REGS,
 	    &(struct expected_placement){0, false, 0, "endbr64", "sub at +4 writes %rsp"});
 
 	static const uint8_t push_rbp[] = {
@@ -266,7 +430,7 @@ static void cet_prologues(void)
 	    0x5d,		    /* pop %rbp */
 	    0xc3,		    /* ret */
 	};
-	check_placement("endbr64; push %rbp", WHOLE(push_rbp),
+	check_placement("endbr64; push %rbp", WHOLE(push_rbp), ALL_ARGS,
 			&(struct expected_placement){4, true, 1, "push %rbp", NULL});
 
 	static const uint8_t mov_rax_then_push[] = {
@@ -276,7 +440,7 @@ static void cet_prologues(void)
 	    0x5b,		    /* pop %rbx */
 	    0xc3,		    /* ret */
 	};
-	check_placement("endbr64; mov %rdi,%rax; push %rbx", WHOLE(mov_rax_then_push),
+	check_placement("endbr64; mov %rdi,%rax; push %rbx", WHOLE(mov_rax_then_push), ALL_ARGS,
 			&(struct expected_placement){7, true, 2, "push %rbx", NULL});
 
 	static const uint8_t mov_rdi_then_jmp[] = {
@@ -285,7 +449,7 @@ static void cet_prologues(void)
 	    0xe9, 0x00, 0x00, 0x00, 0x00, /* jmp */
 	};
 	check_placement(
-	    "endbr64; mov %rsi,%rdi; jmp", WHOLE(mov_rdi_then_jmp),
+	    "endbr64; mov %rsi,%rdi; jmp", WHOLE(mov_rdi_then_jmp), ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "endbr64", "mov at +4 writes %rdi"});
 }
 
@@ -314,40 +478,40 @@ static void branches_into_the_prologue(void)
 	/* jmp +7: lands on the je, the probe would fire twice. */
 	len = build_branch_case(code, (const uint8_t[]){0xeb, 0xf9}, 2);
 	check_placement(
-	    "jmp to the site", code, len, len,
+	    "jmp to the site", code, len, len, ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "cmp", "jmp rel8 at +12 branches to +7"});
 	/* jmp +3: inside the skipped cmpb. */
 	len = build_branch_case(code, (const uint8_t[]){0xeb, 0xf5}, 2);
-	check_placement("jmp into the skipped bytes", code, len, len,
+	check_placement("jmp into the skipped bytes", code, len, len, ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "cmp", "branches to +3"});
 	/* call +7 (rel32) and loop +7 are branches too. */
 	len = build_branch_case(code, (const uint8_t[]){0xe8, 0xf6, 0xff, 0xff, 0xff}, 5);
 	check_placement(
-	    "call to the site", code, len, len,
+	    "call to the site", code, len, len, ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "cmp", "call rel32 at +12 branches to +7"});
 	len = build_branch_case(code, (const uint8_t[]){0xe2, 0xf9}, 2);
-	check_placement("loop to the site", code, len, len,
+	check_placement("loop to the site", code, len, len, ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "cmp", "branches to +7"});
 	/* jmp +0 re-enters through the probe like a call would: fine. */
 	len = build_branch_case(code, (const uint8_t[]){0xeb, 0xf2}, 2);
-	check_placement("jmp to the entry", code, len, len,
+	check_placement("jmp to the entry", code, len, len, ALL_ARGS,
 			&(struct expected_placement){7, true, 1, "jcc rel8", NULL});
 	/* jmp +9: after the site. */
 	len = build_branch_case(code, (const uint8_t[]){0xeb, 0xfb}, 2);
-	check_placement("jmp past the site", code, len, len,
+	check_placement("jmp past the site", code, len, len, ALL_ARGS,
 			&(struct expected_placement){7, true, 1, "jcc rel8", NULL});
 	/* A real one: sem_trywait's compare-and-swap loop jumps back to +3. */
 	check_placement(
-	    "glibc sem_trywait", WHOLE(glibc_sem_trywait),
+	    "glibc sem_trywait", WHOLE(glibc_sem_trywait), ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "mov", "jcc rel8 at +16 branches to +3"});
 }
 
 static void missing_or_bad_bytes(void)
 {
 	/* Only a prefix of free: its branches cannot all be checked. */
-	check_placement("free, 16 of 257 bytes", glibc_free, 16, sizeof(glibc_free),
+	check_placement("free, 16 of 257 bytes", glibc_free, 16, sizeof(glibc_free), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "test", "only 16 of"});
-	check_placement("free, size unknown", glibc_free, sizeof(glibc_free), 0,
+	check_placement("free, size unknown", glibc_free, sizeof(glibc_free), 0, ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "test", "function size unknown"});
 	/* Extra bytes past the symbol's end are ignored. */
 	uint8_t free_and_more[sizeof(glibc_free) + 4];
@@ -355,16 +519,16 @@ static void missing_or_bad_bytes(void)
 	memcpy(free_and_more, glibc_free, sizeof(glibc_free));
 	memset(free_and_more + sizeof(glibc_free), 0x06, 4);
 	check_placement("free followed by junk", free_and_more, sizeof(free_and_more),
-			sizeof(glibc_free),
+			sizeof(glibc_free), ALL_ARGS,
 			&(struct expected_placement){3, true, 1, "jcc rel32", NULL});
 
 	static const uint8_t bad_entry[] = {0x06, 0x55, 0xc3};
-	check_placement("undecodable +0", WHOLE(bad_entry),
+	check_placement("undecodable +0", WHOLE(bad_entry), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "undecodable",
 						     "cannot decode the instruction at +0"});
 
 	static const uint8_t bad_in_prologue[] = {0x48, 0x85, 0xff, 0x0f, 0x0f, 0xc1, 0xb4, 0xc3};
-	check_placement("undecodable +3", WHOLE(bad_in_prologue),
+	check_placement("undecodable +3", WHOLE(bad_in_prologue), ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "test",
 						     "cannot decode the instruction at +3"});
 
@@ -376,7 +540,7 @@ static void missing_or_bad_bytes(void)
 	    0xc3,
 	};
 	check_placement(
-	    "undecodable body", WHOLE(bad_in_body),
+	    "undecodable body", WHOLE(bad_in_body), ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "test", "at +6 (06 c3) while checking"});
 
 	static const uint8_t cut_by_size[] = {
@@ -386,17 +550,17 @@ static void missing_or_bad_bytes(void)
 	    0xe8, 0x00, 0x00, 0x00, 0x00, /* call: the symbol ends inside it */
 	};
 	check_placement("instruction crossing the end", cut_by_size, sizeof(cut_by_size), 8,
-			&(struct expected_placement){0, false, 0, "test", "cut off"});
+			ALL_ARGS, &(struct expected_placement){0, false, 0, "test", "cut off"});
 
 	/* The symbol ends before the push: the bytes after it belong to another function. */
 	static const uint8_t test_then_next_function[] = {0x48, 0x85, 0xff, 0x55, 0xc3};
 	check_placement("function ends before any site", test_then_next_function,
-			sizeof(test_then_next_function), 3,
+			sizeof(test_then_next_function), 3, ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "test",
 						     "before +3, the end of the function"});
 
 	static const uint8_t cut_entry[] = {0x48, 0x81, 0xff, 0x00};
-	check_placement("truncated +0", cut_entry, sizeof(cut_entry), 0,
+	check_placement("truncated +0", cut_entry, sizeof(cut_entry), 0, ALL_ARGS,
 			&(struct expected_placement){0, false, 0, "undecodable", "cut off"});
 }
 
@@ -412,7 +576,7 @@ static void bounded_skipping(void)
 	}
 	code[len++] = 0x53;
 	code[len++] = 0xc3;
-	check_placement("8 tests then push", code, len, len,
+	check_placement("8 tests then push", code, len, len, ALL_ARGS,
 			&(struct expected_placement){24, true, 8, "push %rbx", NULL});
 	/* Nine are too many. */
 	len = 0;
@@ -422,7 +586,7 @@ static void bounded_skipping(void)
 	code[len++] = 0x53;
 	code[len++] = 0xc3;
 	check_placement(
-	    "9 tests then push", code, len, len,
+	    "9 tests then push", code, len, len, ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "test", "no emulated instruction within"});
 	/* Five 7-byte loads would put the site past 32 bytes. */
 	len = 0;
@@ -435,11 +599,11 @@ static void bounded_skipping(void)
 	code[len++] = 0x53;
 	code[len++] = 0xc3;
 	check_placement(
-	    "35 bytes then push", code, len, len,
+	    "35 bytes then push", code, len, len, ALL_ARGS,
 	    &(struct expected_placement){0, false, 0, "mov", "no emulated instruction within"});
 	/* Four fit: the site is at +28. */
 	memmove(code + 28, code + 35, 2);
-	check_placement("28 bytes then push", code, 30, 30,
+	check_placement("28 bytes then push", code, 30, 30, ALL_ARGS,
 			&(struct expected_placement){28, true, 4, "push %rbx", NULL});
 }
 
@@ -477,8 +641,9 @@ static void what_blocks_skipping(void)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct probe_placement got;
 
-		CHECK_EQ_U64(
-		    probe_placement_choose(cases[i].code, cases[i].len, cases[i].len, &got), 0);
+		CHECK_EQ_U64(probe_placement_choose(cases[i].code, cases[i].len, cases[i].len,
+						    ALL_ARGS, &got),
+			     0);
 		if (got.offset != 0 || got.emulated || !strstr(got.reason, cases[i].reason_part)) {
 			fprintf(stderr, "  %s: +%u emulated %d reason \"%s\"\n", cases[i].what,
 				got.offset, got.emulated, got.reason);
@@ -510,8 +675,9 @@ static void what_is_skipped(void)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct probe_placement got;
 
-		CHECK_EQ_U64(
-		    probe_placement_choose(cases[i].code, cases[i].len, cases[i].len, &got), 0);
+		CHECK_EQ_U64(probe_placement_choose(cases[i].code, cases[i].len, cases[i].len,
+						    ALL_ARGS, &got),
+			     0);
 		if (got.offset != cases[i].offset || !got.emulated || got.reason[0]) {
 			fprintf(stderr, "  %s: +%u emulated %d reason \"%s\", expected +%u\n",
 				cases[i].what, got.offset, got.emulated, got.reason,
@@ -529,21 +695,22 @@ static void entry_already_emulated(void)
 	static const uint8_t lock_inc[] = {0xf0, 0xff, 0x07, 0x55, 0xc3};
 
 	/* Already cheap: no need for the rest of the function, nor its size. */
-	check_placement("nop5", nop5, 5, 0, &(struct expected_placement){0, true, 0, "nop", NULL});
-	check_placement("jmp", WHOLE(jmp),
+	check_placement("nop5", nop5, 5, 0, ALL_ARGS,
+			&(struct expected_placement){0, true, 0, "nop", NULL});
+	check_placement("jmp", WHOLE(jmp), ALL_ARGS,
 			&(struct expected_placement){0, true, 0, "jmp rel32", NULL});
 	/* The kernel emulates 41 90 as a nop, dropping the exchange: warn. */
 	check_placement(
-	    "xchg %eax,%r8d", WHOLE(xchg_r8),
+	    "xchg %eax,%r8d", WHOLE(xchg_r8), ALL_ARGS,
 	    &(struct expected_placement){0, true, 0, "xchg", "changes what the program does"});
 	/* The kernel refuses +0 (lock) and it writes %rdi: say both. */
 	static const uint8_t lock_xadd_rdi[] = {0xf0, 0x48, 0x0f, 0xc1, 0x3e, 0x55, 0xc3};
-	check_placement("lock xadd %rdi,(%rsi)", WHOLE(lock_xadd_rdi),
+	check_placement("lock xadd %rdi,(%rsi)", WHOLE(lock_xadd_rdi), ALL_ARGS,
 			&(struct expected_placement){
 			    0, false, 0, "xadd",
 			    "the kernel refuses uprobes on xadd at +0; xadd at +0 writes %rdi"});
 	/* The kernel refuses +0 (lock), the push after it is fine. */
-	check_placement("lock incl (%rdi); push", WHOLE(lock_inc),
+	check_placement("lock incl (%rdi); push", WHOLE(lock_inc), ALL_ARGS,
 			&(struct expected_placement){3, true, 1, "push %rbp", NULL});
 }
 
@@ -551,10 +718,10 @@ static void invalid_arguments(void)
 {
 	struct probe_placement got;
 
-	CHECK_EQ_U64(probe_placement_choose(glibc_free, sizeof(glibc_free), 0, NULL),
+	CHECK_EQ_U64(probe_placement_choose(glibc_free, sizeof(glibc_free), 0, RDI, NULL),
 		     (uint64_t)-EINVAL);
-	CHECK_EQ_U64(probe_placement_choose(NULL, 4, 4, &got), (uint64_t)-EINVAL);
-	CHECK_EQ_U64(probe_placement_choose(NULL, 0, 0, &got), 0);
+	CHECK_EQ_U64(probe_placement_choose(NULL, 4, 4, RDI, &got), (uint64_t)-EINVAL);
+	CHECK_EQ_U64(probe_placement_choose(NULL, 0, 0, RDI, &got), 0);
 	CHECK_EQ_U64(got.offset, 0);
 	CHECK(!got.emulated);
 	CHECK(got.reason[0] != '\0');
@@ -564,6 +731,8 @@ int main(void)
 {
 	RUN(glibc_allocators);
 	RUN(other_allocators);
+	RUN(registers_the_probe_does_not_read);
+	RUN(registers_every_probe_keeps);
 	RUN(cet_prologues);
 	RUN(branches_into_the_prologue);
 	RUN(missing_or_bad_bytes);
