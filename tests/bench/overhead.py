@@ -27,6 +27,7 @@ LOOP = os.path.join(BUILD, "workloads", "malloc_loop")
 SYSCALL_LOOP = os.path.join(BUILD, "workloads", "syscall_loop")
 EMPTY_PROBE = os.path.join(BUILD, "bench", "empty_probe")
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 PROBED_ITERATIONS = int(os.environ.get("BENCH_ITERATIONS", "200000"))
 
@@ -55,27 +56,31 @@ def function_offset(path, name):
     raise SystemExit(f"bench: {name} not found in {path}")
 
 
-def placements():
+def placements(env=None):
+    """{function: probe offset} from allocscope's debug table for `true` (run with env: with
+    LD_PRELOAD naming another allocator, that allocator's table)."""
     tmp = "/tmp/allocscope-bench-placement.pb.gz"
     out = subprocess.run([ALLOCSCOPE, "--log-level", "debug", "-o", tmp, "--", "true"],
-                         capture_output=True, text=True).stderr
+                         capture_output=True, text=True, env=env).stderr
     if os.path.exists(tmp):
         os.unlink(tmp)
     offsets = {}
     for line in out.splitlines():
-        m = re.match(r"\s+(\S+)\s+\+(\d+)\s", line)
-        if m:
-            for name in m.group(1).split("/"):
-                offsets[name] = int(m.group(2))
+        # "    NAMES   KIND   +OFFSET  INSTRUCTION  emulated|single-stepped..."
+        fields = line.split()
+        offset = next((f for f in fields[1:4] if re.fullmatch(r"\+\d+", f)), None)
+        if line.startswith("    ") and fields and offset:
+            for name in fields[0].split("/"):
+                offsets[name] = int(offset[1:])
     if "malloc" not in offsets:
         raise SystemExit(f"bench: cannot read allocscope's probe placement:\n{out}")
     return offsets
 
 
-def run_loop(extra_args, attach=None, iterations=PROBED_ITERATIONS):
+def run_loop(extra_args, attach=None, iterations=PROBED_ITERATIONS, env=None):
     """Starts the loop waiting, attaches with attach(pid) -> (process, ready marker), runs."""
     loop = subprocess.Popen([LOOP, "--wait", "--iterations", str(iterations)] + extra_args,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     assert loop.stdout.readline().startswith("ready")
     tool = None
     try:
@@ -103,9 +108,9 @@ def run_loop(extra_args, attach=None, iterations=PROBED_ITERATIONS):
     return float(re.search(r"ns_per_call ([\d.]+)", out).group(1))
 
 
-def empty_probe_at(file_offset):
+def empty_probe_at(file_offset, path=LIBC):
     def attach(pid):
-        proc = subprocess.Popen([EMPTY_PROBE, str(pid), LIBC, str(file_offset)],
+        proc = subprocess.Popen([EMPTY_PROBE, str(pid), path, str(file_offset)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return proc, "attached", "stdout"
     return attach
@@ -199,6 +204,26 @@ def main():
                  "(allocscope's placement)", moved, None))
     scope_aligned = median_of(lambda: run_loop(["--aligned"], allocscope_with([])))
     rows.append(("aligned_alloc: allocscope, default rate", scope_aligned, scope_aligned / moved))
+
+    if os.path.exists(JEMALLOC):
+        # Transparent mode on another allocator: jemalloc's malloc starts with a cmp
+        # (single-stepped); allocscope probes the ja at +7. The floor is an empty probe there.
+        env = dict(os.environ, LD_PRELOAD=JEMALLOC)
+        je_offsets = placements(env)
+        je_malloc = function_offset(JEMALLOC, "malloc")
+        je_base = median_of(lambda: run_loop([], iterations=20000000, env=env))
+        rows.append(("jemalloc (preloaded): malloc+free, nothing attached", je_base, None))
+        je_stepped = median_of(lambda: run_loop([], empty_probe_at(je_malloc, JEMALLOC),
+                                                env=env))
+        rows.append(("jemalloc: empty uprobe at malloc+0 (cmp, single-stepped)", je_stepped,
+                     None))
+        je_floor = median_of(lambda: run_loop(
+            [], empty_probe_at(je_malloc + je_offsets["malloc"], JEMALLOC), env=env))
+        rows.append((f"jemalloc: empty uprobe at malloc+{je_offsets['malloc']} (floor)",
+                     je_floor, None))
+        je_scope = median_of(lambda: run_loop([], allocscope_with([]), env=env))
+        rows.append(("jemalloc: allocscope, default rate 512KiB", je_scope,
+                     je_scope / je_floor))
 
     print(f"\nmalloc_loop, 64-byte allocations, median of {REPEATS} runs "
           f"({PROBED_ITERATIONS} iterations when probed)\n")
