@@ -11,9 +11,20 @@
  * land in its service; its symbolization state is forgotten only after the interval's
  * profiles are written, because the profiles resolve their stacks then.
  *
- * Services. Processes are grouped by service name (from the rules, the systemd unit or the
- * executable); each service gets one delta profile per interval. The number of services is
- * capped: past the cap new services fold into "other", counted. */
+ * Services. Processes are grouped by service name (from the rules, the pod, the systemd unit or
+ * the executable); each service gets one delta profile per interval. The number of services is
+ * capped: past the cap new services fold into "other", counted.
+ *
+ * Pods. With kubernetes.enabled, a process in a container is decided with its pod's metadata
+ * (collect/kube_pods.h): namespace, pod, container, node and pod labels for the rules, the
+ * pod's service name, and namespace/pod/container/node labels on its profiles. Processes of
+ * one service in different pods (the replicas of a Deployment on a node) are kept apart: a
+ * service is a service name plus, for pods' processes, the pod and container, so every profile
+ * carries exact labels and Pyroscope shows a series per pod. The pod cache never blocks: a
+ * container it does not know yet is asked for and the decision on its process waits (its pidfd
+ * watched) until a refresh lists it, the cache says it is not a pod's (a sandbox, a container
+ * started by hand), or POD_WAIT_MAX_MS pass with the API unreachable; the process is then
+ * decided without pod metadata, and decided again if a later refresh lists its pod. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -35,6 +46,8 @@
 #include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
 #include "attach/process_probes.h"
+#include "collect/container_id.h"
+#include "collect/kube_pods.h"
 #include "collect/process_events.h"
 #include "collect/process_info.h"
 #include "collect/sample_reader.h"
@@ -66,13 +79,32 @@
 static const int attach_retry_ms[] = { 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 6000 };
 #define ATTACH_RETRIES (sizeof(attach_retry_ms) / sizeof(attach_retry_ms[0]))
 
-/* epoll tags: the fixed descriptors, or a pid (tag = PID_TAG | pid) for a pidfd. */
+/* How long the decision on a process in an unknown container may wait for its pod. The pod
+ * cache answers "not a pod's" about 10 s after the first lookup when the API server answers;
+ * this bound is for an API server that does not. */
+#define POD_WAIT_MAX_MS 20000
+/* Processes waiting for their pod, or decided without it and watched for it; each holds a
+ * pidfd. Past this, processes are decided without their pod at once (counted). */
+#define POD_WAITS_MAX 1024
+/* How often waiting processes are checked against POD_WAIT_MAX_MS between refreshes. */
+#define POD_WAIT_CHECK_MS 1000
+
+/* epoll tags: the fixed descriptors, or a pid (tag = PID_TAG | pid) for a tracked process's
+ * pidfd, or (tag = POD_WAIT_TAG | pid) for a pidfd in the pod wait table. */
 enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS };
-#define PID_TAG (1ull << 32)
+#define PID_TAG	     (1ull << 32)
+#define POD_WAIT_TAG (1ull << 33)
+
+/* Labels of pods' services besides service_name and hostname, in this order. */
+enum { POD_LABEL_NAMESPACE, POD_LABEL_POD, POD_LABEL_CONTAINER, POD_LABEL_NODE, POD_LABELS };
+static const char *const pod_label_keys[POD_LABELS] = { "namespace", "pod", "container", "node" };
 
 struct service {
 	struct service *next;
 	char *name;                    /* already cut to the label length limit */
+	/* For a pod container's processes: its namespace, pod, container and node (the
+	 * POD_LABEL_* order); all NULL for every other service. Part of what the service is. */
+	char *pod_labels[POD_LABELS];
 	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
 	size_t n_processes;            /* processes tracked under this name */
 };
@@ -83,6 +115,8 @@ struct tracked_process {
 	int pidfd;
 	char comm[16];
 	struct service *service;
+	char container_id[CONTAINER_ID_LEN + 1]; /* "" when not in a container */
+	struct kube_container *pod;    /* its pod's metadata (owned); NULL when none is known */
 	struct process_probes *probes; /* NULL while waiting for its allocator */
 	unsigned attach_attempts;
 	int64_t next_attempt_ms;
@@ -102,6 +136,29 @@ static const char *const not_profiled_names[NOT_PROFILED__COUNT] = {
 	"unsupported_allocator", "no_allocator", "over_limit", "error",
 };
 
+/* A process in a container whose pod is not known: its decision waits, or it was decided
+ * without pod metadata and is looked up again after each refresh. */
+struct pod_wait {
+	struct pod_wait *next; /* hash chain */
+	pid_t pid;
+	int pidfd;
+	char container_id[CONTAINER_ID_LEN + 1];
+	int64_t since_ms; /* when its decision first waited */
+	bool decided;	  /* decided without its pod (counted in n_pod_waits only) */
+};
+
+/* Why a process in a container was decided without its pod. */
+enum pod_unknown_reason {
+	POD_UNKNOWN_NOT_LISTED, /* the API lists no pod with this container on this node */
+	POD_UNKNOWN_TIMEOUT,	/* no refresh succeeded within POD_WAIT_MAX_MS */
+	POD_UNKNOWN_TOO_MANY,	/* the wait table was full */
+	POD_UNKNOWN__COUNT,
+};
+
+static const char *const pod_unknown_names[POD_UNKNOWN__COUNT] = {
+	"not_listed", "timeout", "too_many_waiting",
+};
+
 struct agent_stats {
 	uint64_t samples;
 	uint64_t samples_unattributed; /* from a process no longer tracked */
@@ -116,6 +173,9 @@ struct agent_stats {
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
+	uint64_t pod_unknown[POD_UNKNOWN__COUNT];
+	uint64_t pods_found_late;        /* decided again when a later refresh listed the pod */
+	uint64_t retired_kube_refreshes, retired_kube_refresh_errors; /* pod caches replaced */
 };
 
 struct daemon {
@@ -131,6 +191,7 @@ struct daemon {
 	struct sink **sinks;
 	size_t n_sinks;
 	struct metrics_server *metrics;
+	struct kube_pods *kube;    /* NULL unless kubernetes.enabled */
 	int epoll_fd, signal_fd;
 
 	struct tracked_process *buckets[PROCESS_BUCKETS];
@@ -139,6 +200,11 @@ struct daemon {
 	size_t n_services;
 	pid_t *forget;             /* released pids whose symbols go after the next flush */
 	size_t n_forget, cap_forget;
+
+	struct pod_wait *pod_waits[PROCESS_BUCKETS];
+	size_t n_pod_waits, n_pod_waiting; /* all entries; those whose decision waits */
+	uint64_t kube_seen_refreshes, kube_seen_answers; /* the pod cache's counters last seen */
+	int64_t next_pod_check_ms;
 
 	pid_t self;
 	double probe_cost_ns;
@@ -170,32 +236,68 @@ static int64_t wall_ns(void)
 
 /* ---- services ---------------------------------------------------------------------- */
 
-static struct service *find_service(struct daemon *d, const char *name)
+/* A pod container's label values in the POD_LABEL_* order; all NULL without a pod. */
+static void pod_label_values(const struct kube_container *pod, const char *values[POD_LABELS])
 {
-	for (struct service *s = d->services; s; s = s->next)
-		if (strcmp(s->name, name) == 0)
+	values[POD_LABEL_NAMESPACE] = pod ? pod->namespace_name : NULL;
+	values[POD_LABEL_POD] = pod ? pod->pod : NULL;
+	values[POD_LABEL_CONTAINER] = pod ? pod->container : NULL;
+	values[POD_LABEL_NODE] = pod ? pod->node : NULL;
+}
+
+static struct service *find_service(struct daemon *d, const char *name,
+				    const struct kube_container *pod)
+{
+	const char *values[POD_LABELS];
+
+	pod_label_values(pod, values);
+	for (struct service *s = d->services; s; s = s->next) {
+		bool same = strcmp(s->name, name) == 0;
+
+		for (int i = 0; i < POD_LABELS && same; i++) {
+			if (values[i])
+				same = s->pod_labels[i] && strcmp(s->pod_labels[i], values[i]) == 0;
+			else
+				same = !s->pod_labels[i];
+		}
+		if (same)
 			return s;
+	}
 	return NULL;
 }
 
-/* The service a new process goes to: by name, created if the cap allows, else "other". */
-static struct service *service_for(struct daemon *d, const char *wanted)
+static void free_service(struct service *s)
 {
+	alloc_profile__free(s->profile);
+	free(s->name);
+	for (int i = 0; i < POD_LABELS; i++)
+		free(s->pod_labels[i]);
+	free(s);
+}
+
+/* The service a new process goes to: by name and, for a pod's process, pod container; created
+ * if the cap allows, else "other" (which has no pod labels). */
+static struct service *service_for(struct daemon *d, const char *wanted,
+				   const struct kube_container *pod)
+{
+	const char *values[POD_LABELS];
 	char name[1025];
 	struct service *s;
 	size_t max = d->config->max_label_value_bytes;
+	bool complete;
 
 	snprintf(name, sizeof(name), "%s", wanted);
 	if (strlen(name) > max) {
 		name[max] = '\0';
 		d->stats.label_values_truncated++;
 	}
-	s = find_service(d, name);
+	s = find_service(d, name, pod);
 	if (s)
 		return s;
 	if (d->n_services >= d->config->max_services) {
 		d->stats.services_overflowed++;
-		s = find_service(d, OVERFLOW_SERVICE);
+		pod = NULL;
+		s = find_service(d, OVERFLOW_SERVICE, NULL);
 		if (s)
 			return s;
 		snprintf(name, sizeof(name), "%s", OVERFLOW_SERVICE);
@@ -207,21 +309,20 @@ static struct service *service_for(struct daemon *d, const char *wanted)
 	if (!s)
 		return NULL;
 	s->name = strdup(name);
-	if (!s->name) {
-		free(s);
+	complete = s->name != NULL;
+	pod_label_values(pod, values);
+	for (int i = 0; i < POD_LABELS && values[i]; i++) {
+		s->pod_labels[i] = strdup(values[i]);
+		complete = complete && s->pod_labels[i];
+	}
+	if (!complete) {
+		free_service(s);
 		return NULL;
 	}
 	s->next = d->services;
 	d->services = s;
 	d->n_services++;
 	return s;
-}
-
-static void free_service(struct service *s)
-{
-	alloc_profile__free(s->profile);
-	free(s->name);
-	free(s);
 }
 
 /* ---- tracked processes ------------------------------------------------------------- */
@@ -283,6 +384,7 @@ static void release_process(struct daemon *d, struct tracked_process *p)
 		remember_to_forget(d, p->pid);
 	p->service->n_processes--;
 	d->n_processes--;
+	kube_container__free(p->pod);
 	free(p);
 }
 
@@ -371,8 +473,11 @@ static void read_comm(pid_t pid, char *comm, size_t len)
 	fclose(f);
 }
 
+/* Tracks pid in the service named service_name (for pod's processes, that pod container's),
+ * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
 static void track_process(struct daemon *d, pid_t pid, const char *service_name,
-			  const char *comm)
+			  struct service *inherited, struct kube_container *pod,
+			  const char *container_id, const char *comm)
 {
 	struct tracked_process *p;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = PID_TAG | (uint32_t)pid };
@@ -385,23 +490,29 @@ static void track_process(struct daemon *d, pid_t pid, const char *service_name,
 				 "the limit are not profiled (raise limits.max_processes)",
 				 d->n_processes, (int)pid, comm);
 		d->over_limit_warned = true;
+		kube_container__free(pod);
 		return;
 	}
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0)
+	if (pidfd < 0) {
+		kube_container__free(pod);
 		return; /* gone already */
+	}
 	p = calloc(1, sizeof(*p));
 	if (p)
-		p->service = service_for(d, service_name);
+		p->service = inherited ? inherited : service_for(d, service_name, pod);
 	if (!p || !p->service || epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
 		log_warn("cannot track pid %d: %s", (int)pid, p ? strerror(errno) : "out of memory");
 		not_profiled(d, NOT_PROFILED_ERROR);
 		free(p);
 		close(pidfd);
+		kube_container__free(pod);
 		return;
 	}
 	p->pid = pid;
 	p->pidfd = pidfd;
+	p->pod = pod;
+	snprintf(p->container_id, sizeof(p->container_id), "%s", container_id);
 	snprintf(p->comm, sizeof(p->comm), "%s", comm);
 	p->next = *bucket_of(d, pid);
 	*bucket_of(d, pid) = p;
@@ -410,19 +521,295 @@ static void track_process(struct daemon *d, pid_t pid, const char *service_name,
 	try_attach(d, p);
 }
 
-/* Decides from /proc whether pid is a target, and tracks it if so. */
+/* ---- pods: the wait table ---------------------------------------------------------- */
+
+static struct pod_wait **pod_wait_bucket(struct daemon *d, pid_t pid)
+{
+	return &d->pod_waits[(uint32_t)pid % PROCESS_BUCKETS];
+}
+
+static struct pod_wait *find_pod_wait(struct daemon *d, pid_t pid)
+{
+	for (struct pod_wait *w = *pod_wait_bucket(d, pid); w; w = w->next)
+		if (w->pid == pid)
+			return w;
+	return NULL;
+}
+
+static void remove_pod_wait(struct daemon *d, struct pod_wait *w)
+{
+	struct pod_wait **link = pod_wait_bucket(d, w->pid);
+
+	while (*link != w)
+		link = &(*link)->next;
+	*link = w->next;
+	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, w->pidfd, NULL);
+	close(w->pidfd);
+	if (!w->decided)
+		d->n_pod_waiting--;
+	d->n_pod_waits--;
+	free(w);
+}
+
+static void clear_pod_waits(struct daemon *d)
+{
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		while (d->pod_waits[b])
+			remove_pod_wait(d, d->pod_waits[b]);
+	}
+}
+
+/* Puts pid in the wait table: its decision waits (decided false), or it was decided without
+ * its pod and is looked up again after each refresh. Returns 0, -ENOSPC when the table is
+ * full, -ESRCH when the process is gone, or another -errno. */
+static int add_pod_wait(struct daemon *d, pid_t pid, const char *container_id, bool decided,
+			int64_t now)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = POD_WAIT_TAG | (uint32_t)pid };
+	struct pod_wait *w;
+	int ret;
+
+	if (d->n_pod_waits >= POD_WAITS_MAX)
+		return -ENOSPC;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	/* A pidfd, so that an exit removes the entry and a reused pid is never mistaken for
+	 * the process that waited. */
+	w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (w->pidfd < 0) {
+		ret = errno == ESRCH ? -ESRCH : -errno;
+		free(w);
+		return ret;
+	}
+	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, w->pidfd, &ev) != 0) {
+		ret = -errno;
+		close(w->pidfd);
+		free(w);
+		return ret;
+	}
+	w->pid = pid;
+	snprintf(w->container_id, sizeof(w->container_id), "%s", container_id);
+	w->since_ms = now;
+	w->decided = decided;
+	w->next = *pod_wait_bucket(d, pid);
+	*pod_wait_bucket(d, pid) = w;
+	d->n_pod_waits++;
+	if (!decided)
+		d->n_pod_waiting++;
+	return 0;
+}
+
+/* True while the process behind pidfd runs: then its pid is still its own. */
+static bool pidfd_alive(int pidfd)
+{
+	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* Watches a process in a container that was decided without its pod (unless it already is),
+ * so that a refresh that lists the pod later decides it again. */
+static void watch_for_pod(struct daemon *d, pid_t pid, const char *container_id)
+{
+	if (!d->kube || !container_id[0] || find_pod_wait(d, pid))
+		return;
+	add_pod_wait(d, pid, container_id, true, now_ms());
+}
+
+static void pod_unknown(struct daemon *d, const struct process_info *info,
+			enum pod_unknown_reason reason)
+{
+	d->stats.pod_unknown[reason]++;
+	log_debug("pid %d (%s): container %.12s is in no known pod (%s): deciding without pod "
+		  "metadata",
+		  (int)info->pid, info->comm, info->container.id, pod_unknown_names[reason]);
+}
+
+/* The pod of a process in a container. Returns 0 with *pod set (NULL: not in a container, or
+ * Kubernetes is off), -EAGAIN while the cache does not know the container yet, -ENOENT when
+ * it says the container is in no pod on this node, or another -errno. */
+static int find_pod(struct daemon *d, const struct process_info *info, struct kube_container **pod)
+{
+	int ret;
+
+	*pod = NULL;
+	if (!d->kube || !info->container.id[0])
+		return 0;
+	ret = kube_pods__lookup(d->kube, info->container.id, pod);
+	if (ret && ret != -EAGAIN && ret != -ENOENT)
+		log_warn("pid %d: cannot look up container %.12s: %s", (int)info->pid,
+			 info->container.id, strerror(-ret));
+	return ret;
+}
+
+/* ---- deciding ---------------------------------------------------------------------- */
+
+/* Applies the rules to the facts (pod included, or NULL) and tracks a target. Takes pod. */
+static void decide_process(struct daemon *d, struct process_info *info, struct kube_container *pod)
+{
+	char service[1024];
+
+	info->pod = pod;
+	if (!target_rules__match(&d->config->targets, info, service, sizeof(service))) {
+		kube_container__free(pod);
+		return;
+	}
+	track_process(d, info->pid, service, NULL, pod, info->container.id, info->comm);
+}
+
+/* Decides from /proc (and the pod cache) whether pid is a target, and tracks it if so; or
+ * lets the decision wait for the pod. */
 static void consider_process(struct daemon *d, pid_t pid)
 {
+	struct kube_container *pod = NULL;
 	struct process_info info;
-	char service[1024];
+	struct pod_wait *w;
+	int ret;
 
 	if (pid == d->self || find_process(d, pid))
 		return;
+	w = find_pod_wait(d, pid);
+	if (w && !w->decided)
+		return; /* the pod cache will answer */
 	if (process_info__read("/proc", pid, &info) != 0)
 		return;
-	if (!target_rules__match(&d->config->targets, &info, service, sizeof(service)))
+	if (w)
+		remove_pod_wait(d, w); /* decided without its pod before: decided afresh now */
+	ret = find_pod(d, &info, &pod);
+	if (ret == -EAGAIN) {
+		ret = add_pod_wait(d, pid, info.container.id, false, now_ms());
+		if (ret == 0)
+			log_debug("pid %d (%s): container %.12s is not in the pod list yet: "
+				  "deciding once it is",
+				  (int)pid, info.comm, info.container.id);
+		if (ret == 0 || ret == -ESRCH)
+			return;
+		pod_unknown(d, &info, POD_UNKNOWN_TOO_MANY);
+		decide_process(d, &info, NULL);
 		return;
-	track_process(d, pid, service, info.comm);
+	}
+	if (ret) {
+		pod_unknown(d, &info, POD_UNKNOWN_NOT_LISTED);
+		watch_for_pod(d, pid, info.container.id);
+	}
+	decide_process(d, &info, pod);
+}
+
+/* Decides a tracked process again from fresh facts (rules or pod changed): released when no
+ * longer a target, moved when its service changed. The caller has drained the sample ring. */
+static void redecide_tracked(struct daemon *d, struct tracked_process *p)
+{
+	struct kube_container *pod = NULL;
+	struct process_info info;
+	char service[1024];
+	struct service *s;
+
+	if (process_info__read("/proc", p->pid, &info) != 0) {
+		release_process(d, p);
+		return;
+	}
+	if (!d->kube) {
+		kube_container__free(p->pod);
+		p->pod = NULL;
+	} else if (find_pod(d, &info, &pod) == 0 && pod) {
+		kube_container__free(p->pod);
+		p->pod = pod;
+	}
+	/* Not answered now (a pod cache just started): the metadata it had still holds. */
+	if (!p->pod)
+		watch_for_pod(d, p->pid, info.container.id);
+	info.pod = p->pod;
+	if (!target_rules__match(&d->config->targets, &info, service, sizeof(service))) {
+		release_process(d, p);
+		return;
+	}
+	s = service_for(d, service, p->pod);
+	if (s && s != p->service) {
+		p->service->n_processes--;
+		p->service = s;
+		s->n_processes++;
+	}
+}
+
+/* A waiting process after the pod cache changed, or at its deadline. */
+static void retry_pod_wait(struct daemon *d, struct pod_wait *w, int64_t now)
+{
+	struct kube_container *pod = NULL;
+	struct process_info info;
+	int ret;
+
+	if (process_info__read("/proc", w->pid, &info) != 0 || !pidfd_alive(w->pidfd)) {
+		remove_pod_wait(d, w);
+		return;
+	}
+	ret = find_pod(d, &info, &pod);
+	if (ret == -EAGAIN && now < w->since_ms + POD_WAIT_MAX_MS)
+		return;
+	if (ret == 0) {
+		/* Found, or no longer in a container at all. */
+		remove_pod_wait(d, w);
+		decide_process(d, &info, pod);
+		return;
+	}
+	pod_unknown(d, &info, ret == -EAGAIN ? POD_UNKNOWN_TIMEOUT : POD_UNKNOWN_NOT_LISTED);
+	w->decided = true;
+	d->n_pod_waiting--;
+	decide_process(d, &info, NULL);
+}
+
+/* A process decided without its pod, after a successful refresh: decided again once listed. */
+static void recheck_pod_wait(struct daemon *d, struct pod_wait *w)
+{
+	struct kube_container *pod = NULL;
+	struct tracked_process *p;
+	pid_t pid = w->pid;
+
+	if (kube_pods__lookup(d->kube, w->container_id, &pod) != 0)
+		return;
+	log_info("pid %d: pod %s/%s is listed now: deciding again with its metadata", (int)pid,
+		 pod->namespace_name, pod->pod);
+	kube_container__free(pod);
+	d->stats.pods_found_late++;
+	remove_pod_wait(d, w);
+	p = find_process(d, pid);
+	if (p) {
+		drain_samples(d);
+		redecide_tracked(d, p);
+	} else {
+		consider_process(d, pid);
+	}
+}
+
+/* Called every turn of the loop: waiting decisions are retried when the pod cache answered a
+ * request (or at their deadline), and processes decided without their pod are looked up again
+ * after each successful refresh. */
+static void poll_pods(struct daemon *d, int64_t now)
+{
+	struct kube_pods_stats stats;
+	bool answered, refreshed, deadline;
+
+	if (!d->kube)
+		return;
+	kube_pods__stats(d->kube, &stats);
+	answered = stats.refreshes + stats.refresh_errors != d->kube_seen_answers;
+	refreshed = stats.refreshes != d->kube_seen_refreshes;
+	d->kube_seen_answers = stats.refreshes + stats.refresh_errors;
+	d->kube_seen_refreshes = stats.refreshes;
+	deadline = d->n_pod_waiting && now >= d->next_pod_check_ms;
+	if (!d->n_pod_waits || (!answered && !refreshed && !deadline))
+		return;
+	if (deadline)
+		d->next_pod_check_ms = now + POD_WAIT_CHECK_MS;
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		struct pod_wait *w = d->pod_waits[b], *next;
+
+		for (; w; w = next) {
+			next = w->next;
+			if (!w->decided && (answered || now >= w->since_ms + POD_WAIT_MAX_MS))
+				retry_pod_wait(d, w, now);
+			else if (w->decided && refreshed)
+				recheck_pod_wait(d, w);
+		}
+	}
 }
 
 static void scan_processes(struct daemon *d)
@@ -500,19 +887,37 @@ static void handle_process_events(struct daemon *d)
 		struct tracked_process *p = find_process(d, pid);
 
 		if (event->type == PROCESS_EVENT_EXEC) {
+			struct pod_wait *w = find_pod_wait(d, pid);
+
+			/* A new image: decided afresh. */
 			if (p)
-				release_process(d, p); /* a new image: decided afresh */
+				release_process(d, p);
+			if (w)
+				remove_pod_wait(d, w);
 			consider_process(d, pid);
 		} else if (event->type == PROCESS_EVENT_FORK && !p &&
 			   !execs_later(batch, n, i, event->pid)) {
 			struct tracked_process *parent = find_process(d, (pid_t)event->parent_pid);
+			struct kube_container *pod = NULL;
 			char comm[16];
 
-			if (!parent || pid == d->self)
+			if (pid == d->self)
+				continue;
+			/* The parent's decision waits for its pod, or may change when the pod is
+			 * found: the child, in the same container, is decided the same way. */
+			if (find_pod_wait(d, (pid_t)event->parent_pid)) {
+				consider_process(d, pid);
+				continue;
+			}
+			if (!parent)
 				continue;
 			/* A forked worker is its parent's image: same rules, same service. */
 			read_comm(pid, comm, sizeof(comm));
-			track_process(d, pid, parent->service->name, comm);
+			if (parent->pod && d->kube &&
+			    kube_pods__lookup(d->kube, parent->container_id, &pod) != 0)
+				pod = NULL;
+			track_process(d, pid, NULL, parent->service, pod, parent->container_id,
+				      comm);
 		}
 	}
 }
@@ -526,6 +931,14 @@ static void handle_exit(struct daemon *d, pid_t pid)
 	drain_samples(d);
 	log_debug("pid %d (%s) exited", (int)pid, p->comm);
 	release_process(d, p);
+}
+
+static void handle_pod_wait_exit(struct daemon *d, pid_t pid)
+{
+	struct pod_wait *w = find_pod_wait(d, pid);
+
+	if (w)
+		remove_pod_wait(d, w);
 }
 
 /* ---- samples ----------------------------------------------------------------------- */
@@ -589,22 +1002,27 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 static int submit_profile(struct daemon *d, struct service *s, int64_t duration_ns)
 {
 	const struct agent_config *c = d->config;
-	struct pprof_label sample_labels[2 + CONFIG_MAX_STATIC_LABELS];
-	struct profile_label labels[2 + CONFIG_MAX_STATIC_LABELS];
-	char values[CONFIG_MAX_STATIC_LABELS + 1][1025];
+	struct pprof_label sample_labels[2 + POD_LABELS + CONFIG_MAX_STATIC_LABELS];
+	struct profile_label labels[2 + POD_LABELS + CONFIG_MAX_STATIC_LABELS];
+	/* Copies of hostname, the pod labels and the static labels, cut to the limit below. */
+	char values[1 + POD_LABELS + CONFIG_MAX_STATIC_LABELS][1025];
 	char line1[128], line2[1200];
 	const char *comments[] = { line1, line2, NULL };
-	size_t n = 0, max = c->max_label_value_bytes;
+	size_t n = 0, n_values = 0, max = c->max_label_value_bytes;
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int ret, failures = 0;
 
-	snprintf(values[0], sizeof(values[0]), "%s", c->hostname);
+	snprintf(values[n_values], sizeof(values[0]), "%s", c->hostname);
 	labels[n++] = (struct profile_label){ "service_name", s->name };
-	labels[n++] = (struct profile_label){ "hostname", values[0] };
+	labels[n++] = (struct profile_label){ "hostname", values[n_values++] };
+	for (int i = 0; i < POD_LABELS && s->pod_labels[i]; i++) {
+		snprintf(values[n_values], sizeof(values[0]), "%s", s->pod_labels[i]);
+		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values++] };
+	}
 	for (size_t i = 0; i < c->n_labels; i++) {
-		snprintf(values[i + 1], sizeof(values[i + 1]), "%s", c->labels[i].value);
-		labels[n++] = (struct profile_label){ c->labels[i].key, values[i + 1] };
+		snprintf(values[n_values], sizeof(values[0]), "%s", c->labels[i].value);
+		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values++] };
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (strlen(labels[i].value) > max) {
@@ -616,7 +1034,12 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	}
 	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
 		 (unsigned long long)c->sample_rate);
-	snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
+	if (s->pod_labels[0])
+		snprintf(line2, sizeof(line2), "service %s, container %s of pod %s/%s, on %s",
+			 s->name, s->pod_labels[POD_LABEL_CONTAINER], s->pod_labels[POD_LABEL_NAMESPACE],
+			 s->pod_labels[POD_LABEL_POD], values[0]);
+	else
+		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
 
 	struct alloc_profile_output output = {
 		.start_ns = d->interval_start_wall_ns,
@@ -768,6 +1191,38 @@ static void gauge(struct metrics_text *t, const char *name, const char *help, do
 {
 	metrics_text__family(t, name, "gauge", help);
 	metrics_text__sample(t, name, NULL, value);
+}
+
+/* Present with Kubernetes off too (all zero), so dashboards need no special case. */
+static void render_kubernetes_metrics(struct daemon *d, struct metrics_text *t)
+{
+	struct kube_pods_stats kube = { 0 };
+
+	if (d->kube)
+		kube_pods__stats(d->kube, &kube);
+	counter(t, "allocscope_kubernetes_refreshes_total",
+		"Successful pod list refreshes from the Kubernetes API.",
+		(double)(d->stats.retired_kube_refreshes + kube.refreshes));
+	counter(t, "allocscope_kubernetes_refresh_errors_total",
+		"Failed pod list refreshes (the previous list is kept; the log says why).",
+		(double)(d->stats.retired_kube_refresh_errors + kube.refresh_errors));
+	gauge(t, "allocscope_kubernetes_pods", "Pods on this node in the last pod list.",
+	      (double)kube.pods);
+	gauge(t, "allocscope_kubernetes_processes_waiting",
+	      "Processes in containers whose decision waits for their pod to be listed.",
+	      (double)d->n_pod_waiting);
+	metrics_text__family(t, "allocscope_kubernetes_pod_unknown_total", "counter",
+			     "Processes in containers decided without pod metadata, by reason: "
+			     "not_listed (no pod on this node has the container: a sandbox, a "
+			     "container started outside Kubernetes), timeout (the API did not "
+			     "answer in time), too_many_waiting.");
+	for (int i = 0; i < POD_UNKNOWN__COUNT; i++)
+		metrics_text__sample(t, "allocscope_kubernetes_pod_unknown_total",
+				     (const char *const[]){ "reason", pod_unknown_names[i], NULL },
+				     (double)d->stats.pod_unknown[i]);
+	counter(t, "allocscope_kubernetes_pods_found_late_total",
+		"Processes decided again because a later refresh listed their pod.",
+		(double)d->stats.pods_found_late);
 }
 
 static void render_metrics(struct daemon *d, struct metrics_text *t)
@@ -954,6 +1409,7 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 	metrics_text__sample(t, "allocscope_config_reloads_total",
 			     (const char *const[]){ "result", "failure", NULL },
 			     (double)d->stats.reloads_failed);
+	render_kubernetes_metrics(d, t);
 	gauge(t, "allocscope_symbolizer_processes", "Processes the symbolizer holds maps of.",
 	      (double)symbolizer__process_count(d->symbolizer));
 	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
@@ -1086,7 +1542,14 @@ static int make_metrics_server(const struct agent_config *c, struct metrics_serv
 	*out = NULL;
 	if (!c->metrics_listen || !*c->metrics_listen)
 		return 0;
-	ret = metrics_server__new(c->metrics_listen, false, out, err, sizeof(err));
+	ret = metrics_server__new(c->metrics_listen, c->metrics_allow_remote, out, err,
+				  sizeof(err));
+	if (ret == -EPERM) {
+		/* The configuration loader refuses such an address already; said here too in
+		 * case the two ever disagree about what is loopback. */
+		log_error("%s (metrics.allow_remote: true)", err);
+		return ret;
+	}
 	if (ret) {
 		log_error("%s", err);
 		return ret;
@@ -1099,6 +1562,56 @@ static int make_metrics_server(const struct agent_config *c, struct metrics_serv
 static bool same_string(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_kubernetes(const struct kubernetes_config *a, const struct kubernetes_config *b)
+{
+	return a->enabled == b->enabled && same_string(a->node_name, b->node_name) &&
+	       same_string(a->api_server, b->api_server) &&
+	       a->refresh_interval_ms == b->refresh_interval_ms &&
+	       same_string(a->token_path, b->token_path) && same_string(a->ca_path, b->ca_path);
+}
+
+/* The pod cache when kubernetes.enabled, else NULL. Its first request goes out at once. */
+static int make_kube_pods(const struct agent_config *c, struct kube_pods **out)
+{
+	const struct kubernetes_config *k = &c->kubernetes;
+	struct kube_pods_options options = {
+		.node_name = k->node_name,
+		.api_server = k->api_server,
+		.token_path = k->token_path,
+		.ca_path = k->ca_path,
+		.refresh_interval_ms = k->refresh_interval_ms,
+	};
+	char err[512] = "";
+	int ret;
+
+	*out = NULL;
+	if (!k->enabled)
+		return 0;
+	ret = kube_pods__new(&options, out, err, sizeof(err));
+	if (ret) {
+		log_error("%s", err);
+		return ret;
+	}
+	log_info("kubernetes: labelling the pods of node %s (refreshed every %.0fs)",
+		 k->node_name, k->refresh_interval_ms / 1000.0);
+	return 0;
+}
+
+/* Frees the pod cache, keeping its counters for the metrics. */
+static void free_kube_pods(struct daemon *d)
+{
+	struct kube_pods_stats stats;
+
+	if (!d->kube)
+		return;
+	kube_pods__stats(d->kube, &stats);
+	d->stats.retired_kube_refreshes += stats.refreshes;
+	d->stats.retired_kube_refresh_errors += stats.refresh_errors;
+	kube_pods__free(d->kube);
+	d->kube = NULL;
+	d->kube_seen_refreshes = d->kube_seen_answers = 0;
 }
 
 /* Sampling settings are baked into the loaded BPF program: a reload keeps the running ones. */
@@ -1124,25 +1637,12 @@ static void reapply_rules(struct daemon *d)
 		struct tracked_process *p = d->buckets[b], *next;
 
 		for (; p; p = next) {
-			struct process_info info;
-			char service[1024];
-
 			next = p->next;
-			if (process_info__read("/proc", p->pid, &info) != 0 ||
-			    !target_rules__match(&d->config->targets, &info, service,
-						 sizeof(service))) {
-				release_process(d, p);
-				continue;
-			}
-			struct service *s = service_for(d, service);
-
-			if (s && s != p->service) {
-				p->service->n_processes--;
-				p->service = s;
-				s->n_processes++;
-			}
+			redecide_tracked(d, p);
 		}
 	}
+	/* Processes waiting for their pod are decided with the new rules when it comes; those
+	 * decided without it are decided again now, like every other untracked process. */
 	scan_processes(d);
 }
 
@@ -1150,7 +1650,9 @@ static void reload(struct daemon *d)
 {
 	struct agent_config *next = NULL;
 	struct metrics_server *metrics = d->metrics;
+	struct kube_pods *kube = NULL;
 	struct sink **sinks = NULL;
+	bool kube_changed;
 	char err[1024] = "";
 	int ret;
 
@@ -1164,7 +1666,11 @@ static void reload(struct daemon *d)
 		return;
 	}
 	keep_sampling_settings(d->config, next);
-	ret = make_sinks(next, &sinks);
+	/* A new pod cache only when its settings changed: a fresh one knows no pod yet. */
+	kube_changed = !same_kubernetes(&d->config->kubernetes, &next->kubernetes);
+	ret = kube_changed ? make_kube_pods(next, &kube) : 0;
+	if (ret == 0)
+		ret = make_sinks(next, &sinks);
 	if (ret == 0 && !same_string(next->metrics_listen, d->config->metrics_listen)) {
 		metrics_server__free(d->metrics); /* frees the port for a server on it */
 		d->metrics = NULL;
@@ -1179,6 +1685,7 @@ static void reload(struct daemon *d)
 				sink__free(sinks[i]);
 			free(sinks);
 		}
+		kube_pods__free(kube);
 		config_free(next);
 		d->stats.reloads_failed++;
 		return;
@@ -1189,6 +1696,13 @@ static void reload(struct daemon *d)
 	d->metrics = metrics;
 	config_free(d->config);
 	d->config = next;
+	if (kube_changed) {
+		free_kube_pods(d);
+		d->kube = kube;
+		/* Without a pod cache nothing would ever answer the waiting decisions. */
+		if (!d->kube)
+			clear_pod_waits(d);
+	}
 	apply_log_level(d);
 	reapply_rules(d);
 	d->stats.reloads_ok++;
@@ -1210,6 +1724,9 @@ static void raise_fd_limit(const struct agent_config *c)
 {
 	struct rlimit limit;
 	rlim_t wanted = (rlim_t)c->max_processes * FDS_PER_PROCESS + 256;
+
+	if (c->kubernetes.enabled)
+		wanted += POD_WAITS_MAX; /* a pidfd per entry of the pod wait table */
 
 	if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted)
 		return;
@@ -1324,6 +1841,8 @@ static void run_loop(struct daemon *d)
 				handle_process_events(d);
 			else if (tag == TAG_SIGNALS)
 				handle_signals(d);
+			else if (tag & POD_WAIT_TAG)
+				handle_pod_wait_exit(d, (pid_t)(uint32_t)tag);
 			else if (tag & PID_TAG)
 				handle_exit(d, (pid_t)(uint32_t)tag);
 		}
@@ -1333,6 +1852,7 @@ static void run_loop(struct daemon *d)
 			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
 		}
 		retry_waiting(d, now);
+		poll_pods(d, now);
 		if (now >= d->interval_start_ms + (int64_t)d->config->interval_ms)
 			flush_interval(d, now);
 		if (d->metrics && now >= d->next_publish_ms) {
@@ -1353,6 +1873,8 @@ static void shut_down(struct daemon *d)
 		while (d->buckets[b])
 			release_process(d, d->buckets[b]);
 	}
+	clear_pod_waits(d);
+	free_kube_pods(d);
 	detach_queue__free(d->detacher); /* waits until every probe is gone */
 	d->detacher = NULL;
 	while (d->services) {
@@ -1440,6 +1962,9 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		goto out;
 	d.n_sinks = d.config->n_sinks;
 	if (make_metrics_server(d.config, &d.metrics) != 0)
+		goto out;
+	/* Before the BPF program loads, so the first pod list is usually in by the first scan. */
+	if (make_kube_pods(d.config, &d.kube) != 0)
 		goto out;
 	d.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	d.signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -1,8 +1,9 @@
 /* The continuous agent: load the configuration, find target processes as they start, exec
  * and fork (and those already running), attach probes to each, and every interval write one
- * delta allocation profile per service to the configured sinks, with self-metrics on a
- * loopback HTTP address. SIGHUP reloads the configuration (an invalid file keeps the running
- * one); SIGTERM and SIGINT flush the partial interval, detach everything and exit 0. */
+ * delta allocation profile per service to the configured sinks, with self-metrics on an HTTP
+ * address (loopback unless metrics.allow_remote). SIGHUP reloads the configuration (an
+ * invalid file keeps the running one); SIGTERM and SIGINT flush the partial interval, detach
+ * everything and exit 0. */
 #ifndef ALLOCSCOPE_DAEMON_H
 #define ALLOCSCOPE_DAEMON_H
 

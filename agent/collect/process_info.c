@@ -1,8 +1,9 @@
 /* Reads the facts target rules are decided from out of /proc/PID: executable, process name,
- * cgroup and systemd unit. The daemon calls this on every exec on the host, so it opens the
- * pid directory once, reads each file with openat/read into stack buffers and never allocates.
- * Holding the directory also means every file read belongs to the same process: once it
- * exits, lookups under the directory fail instead of reaching a new process given the pid. */
+ * cgroup, systemd unit and container. The daemon calls this on every exec on the host, so it
+ * opens the pid directory once, reads each file with openat/read into stack buffers and never
+ * allocates. Holding the directory also means every file read belongs to the same process:
+ * once it exits, lookups under the directory fail instead of reaching a new process given the
+ * pid. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -171,6 +172,8 @@ static int read_cgroup(int dir_fd, struct process_info *out)
 	}
 	process_info__parse_cgroup(buf, out->cgroup, sizeof(out->cgroup));
 	process_info__unit_of_cgroup(out->cgroup, out->unit, sizeof(out->unit));
+	/* -ENOENT (not in a container) leaves the identity zeroed: id "". */
+	container_id__parse(buf, &out->container);
 	return 0;
 }
 

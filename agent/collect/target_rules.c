@@ -11,11 +11,15 @@
  * as "/opt/app-2". FNM_PATHNAME would make users spell out every directory level of trees
  * such as /usr/lib/jvm, and a pattern that matches more is easier to notice and narrow than
  * one that silently profiles nothing. A leading '.' is not special and '\' escapes the next
- * character. */
+ * character.
+ *
+ * Pod matchers (namespace, pod_label, container) read the pod metadata the agent attached to
+ * the facts; without it (a host process, a pod not listed yet) they do not match. */
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kube_pods.h"
 #include "process_info.h"
 #include "target_rules.h"
 
@@ -51,6 +55,41 @@ static bool cgroup_under(const char *rule_path, const char *cgroup)
 	return cgroup[n] == '\0' || cgroup[n] == '/';
 }
 
+/* "KEY=VALUE": the label KEY exists and its value matches the glob VALUE ("" included: a
+ * label may be set to ""). The loader guarantees the '='. */
+static bool pod_label_matches(const char *selector, const struct kube_container *pod)
+{
+	const char *equals = strchr(selector, '=');
+	size_t key_len = equals ? (size_t)(equals - selector) : strlen(selector);
+	const char *value_glob = equals ? equals + 1 : "*";
+
+	for (size_t i = 0; i < pod->n_labels; i++) {
+		const char *key = pod->labels[i].key;
+
+		if (strlen(key) == key_len && memcmp(key, selector, key_len) == 0)
+			return fnmatch(value_glob, pod->labels[i].value, 0) == 0;
+	}
+	return false;
+}
+
+/* The pod matchers, when the rule has any: all of them, on a known pod. */
+static bool pod_rule_matches(const struct target_rule *rule, const struct kube_container *pod)
+{
+	if (!rule->namespace_name && !rule->pod_label && !rule->container)
+		return true;
+	/* Outside Kubernetes, or a pod the API never listed: a rule about pods says nothing
+	 * about this process, so it does not match (as an unreadable executable does not). */
+	if (!pod)
+		return false;
+	if (rule->namespace_name && !glob_matches(rule->namespace_name, pod->namespace_name))
+		return false;
+	if (rule->container && !glob_matches(rule->container, pod->container))
+		return false;
+	if (rule->pod_label && !pod_label_matches(rule->pod_label, pod))
+		return false;
+	return true;
+}
+
 static bool rule_matches(const struct target_rule *rule, const struct process_info *process)
 {
 	if (rule->executable && !glob_matches(rule->executable, process->exe))
@@ -63,7 +102,7 @@ static bool rule_matches(const struct target_rule *rule, const struct process_in
 		return false;
 	if (rule->systemd_unit && !glob_matches(rule->systemd_unit, process->unit))
 		return false;
-	return true;
+	return pod_rule_matches(rule, process->pod);
 }
 
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
@@ -104,6 +143,13 @@ void target_rules__default_service(const struct process_info *process, char *ser
 	size_t suffix_len = strlen(".service");
 	const char *base;
 
+	/* A pod's own name for itself (its annotation), or what kubectl shows: the same name
+	 * for every replica, on every node. */
+	if (process->pod) {
+		copy_truncated(service, len, process->pod->service_name,
+			       strlen(process->pod->service_name));
+		return;
+	}
 	/* A .service unit is what operators already call the service; a .scope is a transient
 	 * group (a login session, a container) whose name says nothing stable. */
 	if (unit_len > suffix_len &&
@@ -135,6 +181,9 @@ static void free_rule_array(struct target_rule *rules, size_t n)
 		free(rules[i].process_name);
 		free(rules[i].cgroup);
 		free(rules[i].systemd_unit);
+		free(rules[i].namespace_name);
+		free(rules[i].pod_label);
+		free(rules[i].container);
 	}
 	free(rules);
 }

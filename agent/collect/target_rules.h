@@ -1,7 +1,8 @@
 /* Which processes the continuous agent profiles and under which service name. A process is a
  * target when it matches at least one include rule (or there are none) and no exclude rule;
  * the agent itself and kernel threads never are. Pure matching over facts read from /proc
- * (collect/process_info.h), so it is unit-tested without privileges. */
+ * and, for processes in a Kubernetes pod, the pod's metadata (collect/process_info.h), so it
+ * is unit-tested without privileges. */
 #ifndef ALLOCSCOPE_TARGET_RULES_H
 #define ALLOCSCOPE_TARGET_RULES_H
 
@@ -19,6 +20,11 @@ struct target_rule {
 	char *cgroup;       /* cgroup path prefix, whole components: "/system.slice" matches
 			       "/system.slice/a.service" and itself, not "/system.slice2" */
 	char *systemd_unit; /* fnmatch(3) glob on the systemd unit, e.g. "redis*.service" */
+	/* Pod matchers: they never match a process whose pod is unknown (process->pod NULL). */
+	char *namespace_name; /* fnmatch(3) glob on the pod's namespace */
+	char *pod_label;      /* "KEY=VALUE": the pod has label KEY (exact) and its value matches
+				 the fnmatch(3) glob VALUE; the loader checks the form */
+	char *container;      /* fnmatch(3) glob on the container's name in the pod spec */
 };
 
 struct target_rules {
@@ -30,12 +36,14 @@ struct target_rules {
 
 /* Decides for one process. Returns true when it is a target, with its service name in
  * service (always NUL-terminated, truncated to len): the first matching include rule's
- * `service`, else the systemd unit without its ".service" suffix (only for .service units),
- * else the executable's base name, else the process name. */
+ * `service`, else target_rules__default_service. */
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
 			 char *service, size_t len);
 
-/* The service name a process gets when no rule names one (the derivation above). */
+/* The service name a process gets when no rule names one: for a process in a known pod, the
+ * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);
+ * else the systemd unit without its ".service" suffix (only for .service units), else the
+ * executable's base name, else the process name. */
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len);
 

@@ -15,7 +15,9 @@
 #include <strings.h>
 #include <unistd.h>
 #include <yaml.h>
+#include <arpa/inet.h>
 
+#include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
 
@@ -42,7 +44,7 @@ enum key_type {
 	KEY_BOOL,      /* YAML 1.1 spellings: true/false, yes/no, on/off */
 	KEY_STRING,    /* any text, "" included */
 	KEY_GLOB,      /* an fnmatch(3) pattern; must not be empty */
-	KEY_ABS_PATH,  /* must start with '/' */
+	KEY_ABS_PATH,  /* must start with '/' ("" too with KEY_MAY_BE_EMPTY) */
 	KEY_SERVICE,   /* 1 .. SERVICE_NAME_MAX bytes */
 	KEY_UNWIND,    /* enum unwind_mode through unwind_mode_parse() */
 	KEY_LOG_LEVEL, /* enum log_level through log_parse_level() */
@@ -56,6 +58,8 @@ enum key_type {
 	KEY_LABELS,    /* a mapping of static labels: pointer and count as for KEY_RULES */
 	KEY_SINKS,     /* a list of sinks: pointer and count as for KEY_RULES */
 	KEY_HEADERS,   /* a mapping of HTTP headers: pointer and count as for KEY_RULES */
+	KEY_NODE_NAME, /* a Kubernetes node name (a DNS subdomain), or "" */
+	KEY_POD_LABEL, /* "KEY=VALUE": a Kubernetes label key, '=', a glob on the value */
 };
 
 enum key_flags {
@@ -67,6 +71,7 @@ enum key_flags {
 	KEY_PUSH_ONLY = 1 << 5,      /* pyroscope and parca */
 	KEY_PYROSCOPE_ONLY = 1 << 6,
 	KEY_HIDDEN = 1 << 7,         /* never listed among the known keys */
+	KEY_MAY_BE_EMPTY = 1 << 8,   /* KEY_ABS_PATH: "" is a value too ("none") */
 };
 
 struct config_key {
@@ -103,10 +108,13 @@ struct key_table {
 /* The longest sink name (export/sink.h's SINK_NAME_MAX). */
 #define SINK_NAME_LEN 63
 /* Pyroscope's default limit of labels per series; the agent adds __name__ and __delta__ to
- * service_name, hostname and the static labels. */
+ * service_name, hostname, the static labels and, for pods, namespace, pod, container and
+ * node. */
 #define PYROSCOPE_MAX_LABELS 30
-_Static_assert(CONFIG_MAX_STATIC_LABELS + 4 <= PYROSCOPE_MAX_LABELS,
+_Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 	       "static labels could exceed Pyroscope's label limit");
+/* The longest Kubernetes node name (a DNS subdomain). */
+#define NODE_NAME_MAX 253
 
 static const struct config_key agent_keys[] = {
 	{ "sampling.rate", KEY_SIZE, .min = 1, .max = 4 * GIB, .default_text = "512KiB",
@@ -135,9 +143,25 @@ static const struct config_key agent_keys[] = {
 	{ "sinks", KEY_SINKS, CONFIG_ARRAY(sinks, n_sinks) },
 	{ "metrics.listen", KEY_STRING, .default_text = "127.0.0.1:9464",
 	  CONFIG_FIELD(metrics_listen) },
+	{ "metrics.allow_remote", KEY_BOOL, .default_text = "false",
+	  CONFIG_FIELD(metrics_allow_remote) },
 	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level) },
 	/* No default text: NULL tells the symbolizer to read DEBUGINFOD_URLS itself. */
 	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(debuginfod_urls) },
+	{ "kubernetes.enabled", KEY_BOOL, .default_text = "false",
+	  CONFIG_FIELD(kubernetes.enabled) },
+	/* No default text: "" or absence means $NODE_NAME, filled in after loading. */
+	{ "kubernetes.node_name", KEY_NODE_NAME, .example = "node-1",
+	  CONFIG_FIELD(kubernetes.node_name) },
+	/* No default text: NULL tells the pod cache to use KUBERNETES_SERVICE_HOST/PORT. */
+	{ "kubernetes.api_server", KEY_URL, .example = "https://kubernetes.default.svc",
+	  CONFIG_FIELD(kubernetes.api_server) },
+	{ "kubernetes.refresh_interval", KEY_DURATION, .min = 1000, .max = 3600 * 1000,
+	  .default_text = "30s", CONFIG_FIELD(kubernetes.refresh_interval_ms) },
+	{ "kubernetes.token_path", KEY_ABS_PATH, KEY_MAY_BE_EMPTY,
+	  .default_text = KUBE_PODS_DEFAULT_TOKEN_PATH, CONFIG_FIELD(kubernetes.token_path) },
+	{ "kubernetes.ca_path", KEY_ABS_PATH, .default_text = KUBE_PODS_DEFAULT_CA_PATH,
+	  CONFIG_FIELD(kubernetes.ca_path) },
 };
 
 static const struct config_key rule_keys[] = {
@@ -146,6 +170,10 @@ static const struct config_key rule_keys[] = {
 	{ "process_name", KEY_GLOB, .example = "nginx", RULE_FIELD(process_name) },
 	{ "cgroup", KEY_ABS_PATH, .example = "/system.slice/app.service", RULE_FIELD(cgroup) },
 	{ "systemd_unit", KEY_GLOB, .example = "redis*.service", RULE_FIELD(systemd_unit) },
+	{ "namespace", KEY_GLOB, .example = "shop", RULE_FIELD(namespace_name) },
+	{ "pod_label", KEY_POD_LABEL, .example = "app.kubernetes.io/name=checkout",
+	  RULE_FIELD(pod_label) },
+	{ "container", KEY_GLOB, .example = "app", RULE_FIELD(container) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -410,7 +438,8 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a non-empty glob like %s", example);
 		break;
 	case KEY_ABS_PATH:
-		snprintf(buf, len, "an absolute path like %s", example);
+		snprintf(buf, len, "an absolute path like %s%s", example,
+			 (key->flags & KEY_MAY_BE_EMPTY) ? " (or \"\" for none)" : "");
 		break;
 	case KEY_SERVICE:
 		snprintf(buf, len, "a service name of 1 to %d bytes", SERVICE_NAME_MAX);
@@ -451,6 +480,14 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		break;
 	case KEY_SINKS:
 		snprintf(buf, len, "a list of sinks");
+		break;
+	case KEY_NODE_NAME:
+		snprintf(buf, len,
+			 "a Kubernetes node name (lowercase letters, digits, '-' and '.') like %s",
+			 example);
+		break;
+	case KEY_POD_LABEL:
+		snprintf(buf, len, "a pod label KEY=VALUE (VALUE may be a glob) like %s", example);
 		break;
 	}
 	return buf;
@@ -643,6 +680,54 @@ static const char *url_problem(const char *text)
 	return NULL;
 }
 
+/* A DNS subdomain (RFC 1123), what Kubernetes allows as a node name and a label key's prefix:
+ * dot-separated labels of lowercase letters, digits and '-', each starting and ending with a
+ * letter or digit; at most 253 bytes. */
+static bool dns_subdomain_valid(const char *text, size_t len)
+{
+	if (len == 0 || len > NODE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+		bool at_edge = i == 0 || i == len - 1 || text[i - 1] == '.' || text[i + 1] == '.';
+
+		if (!alnum && !((c == '-' || c == '.') && !at_edge))
+			return false;
+	}
+	return true;
+}
+
+/* A label key as Kubernetes allows it: an optional DNS subdomain prefix and '/', then a name
+ * of 1 to 63 letters, digits, '-', '_' and '.' that starts and ends with a letter or digit.
+ * A key outside this form is on no pod, so a rule naming it could never match. */
+static bool label_key_valid(const char *key, size_t len)
+{
+	const char *slash = memchr(key, '/', len);
+	const char *name = slash ? slash + 1 : key;
+	size_t name_len = len - (size_t)(name - key);
+
+	if (slash && !dns_subdomain_valid(key, (size_t)(slash - key)))
+		return false;
+	if (name_len == 0 || name_len > 63 || !isalnum((unsigned char)name[0]) ||
+	    !isalnum((unsigned char)name[name_len - 1]))
+		return false;
+	for (size_t i = 0; i < name_len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!isalnum(c) && c != '-' && c != '_' && c != '.')
+			return false;
+	}
+	return true;
+}
+
+static bool pod_label_selector_valid(const char *text)
+{
+	const char *equals = strchr(text, '=');
+
+	return equals && label_key_valid(text, (size_t)(equals - text));
+}
+
 /* Sizes and durations share their checks: form, then range, then (sizes) power of two. */
 static int set_quantity(struct load_ctx *ctx, const struct config_key *key, const char *path,
 			const char *text, yaml_mark_t mark, void *field)
@@ -708,7 +793,15 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 			return fail_expected_text(ctx, key, path, mark, text);
 		return set_string(field, text);
 	case KEY_ABS_PATH:
-		if (text[0] != '/')
+		if (text[0] != '/' && !(text[0] == '\0' && (key->flags & KEY_MAY_BE_EMPTY)))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_NODE_NAME:
+		if (text[0] && !dns_subdomain_valid(text, strlen(text)))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return set_string(field, text);
+	case KEY_POD_LABEL:
+		if (!pod_label_selector_valid(text))
 			return fail_expected_text(ctx, key, path, mark, text);
 		return set_string(field, text);
 	case KEY_SERVICE:
@@ -797,6 +890,9 @@ static void free_rules(struct target_rule *rules, size_t n)
 		free(rules[i].process_name);
 		free(rules[i].cgroup);
 		free(rules[i].systemd_unit);
+		free(rules[i].namespace_name);
+		free(rules[i].pod_label);
+		free(rules[i].container);
 	}
 	free(rules);
 }
@@ -1087,11 +1183,12 @@ static int parse_rules(struct load_ctx *ctx, const struct config_key *key, const
 			return ret;
 		/* A rule of only a service name would match every process: surely a mistake. */
 		if (!rule->executable && !rule->process_name && !rule->cgroup &&
-		    !rule->systemd_unit)
+		    !rule->systemd_unit && !rule->namespace_name && !rule->pod_label &&
+		    !rule->container)
 			return fail(
 			    ctx, item->start_mark, item_path,
 			    "a rule needs at least one of executable, process_name, cgroup, "
-			    "systemd_unit");
+			    "systemd_unit, namespace, pod_label, container");
 	}
 	return 0;
 }
@@ -1498,13 +1595,18 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 	return set_scalar(ctx, key, path, text, node->start_mark, base);
 }
 
-/* "" and absence both mean the machine's name, read at load so a reload picks up a rename. */
+/* "" and absence both mean the machine's name, read at load so a reload picks up a rename. In
+ * a pod that name is the pod's (gethostname answers the pod name), so with Kubernetes on it
+ * is the node's name. */
 static int fill_hostname(struct agent_config *config)
 {
 	char name[HOST_NAME_MAX + 1];
 
 	if (config->hostname && config->hostname[0])
 		return 0;
+	if (config->kubernetes.enabled && config->kubernetes.node_name &&
+	    config->kubernetes.node_name[0])
+		return set_string(&config->hostname, config->kubernetes.node_name);
 	if (gethostname(name, sizeof(name)) != 0 || !name[0])
 		snprintf(name, sizeof(name), "localhost");
 	name[sizeof(name) - 1] = '\0';
@@ -1523,6 +1625,10 @@ void config_free(struct agent_config *config)
 	free_sinks(config->sinks, config->n_sinks);
 	free(config->metrics_listen);
 	free(config->debuginfod_urls);
+	free(config->kubernetes.node_name);
+	free(config->kubernetes.api_server);
+	free(config->kubernetes.token_path);
+	free(config->kubernetes.ca_path);
 	free(config);
 }
 
@@ -1534,11 +1640,11 @@ static int build_defaults(struct load_ctx *ctx, const char *source, struct agent
 	*out = NULL;
 	if (!config)
 		return -ENOMEM;
+	/* The hostname is filled in once the file is read: its default depends on the
+	 * kubernetes section. */
 	ret = apply_defaults(ctx, &agent_table, config);
 	if (!ret)
 		ret = make_default_sinks(ctx, config);
-	if (!ret)
-		ret = fill_hostname(config);
 	if (!ret)
 		ret = set_string(&config->source, source);
 	if (ret) {
@@ -1553,8 +1659,212 @@ int config_defaults(struct agent_config **out)
 {
 	char err[256];
 	struct load_ctx ctx = { .name = "(defaults)", .err = err, .err_len = sizeof(err) };
+	int ret = build_defaults(&ctx, "(defaults)", out);
 
-	return build_defaults(&ctx, "(defaults)", out);
+	if (!ret)
+		ret = fill_hostname(*out);
+	if (ret) {
+		config_free(*out);
+		*out = NULL;
+	}
+	return ret;
+}
+
+/* ---- rules between sections, checked once the whole file is read ---- */
+
+/* The value node of SECTION.NAME in the file, written nested or as a dotted key; NULL when
+ * absent. *key_node, when asked for, is the key's node. */
+static const yaml_node_t *find_setting(struct load_ctx *ctx, const yaml_node_t *root,
+				       const char *section, const char *name,
+				       const yaml_node_t **key_node)
+{
+	const yaml_node_t *section_node = NULL, *value = NULL, *key;
+	char dotted[PATH_MAX_LEN];
+
+	if (key_node)
+		*key_node = NULL;
+	if (find_key(ctx, root, section, &section_node) && section_node &&
+	    section_node->type == YAML_MAPPING_NODE) {
+		key = find_key(ctx, section_node, name, &value);
+		if (key) {
+			if (key_node)
+				*key_node = key;
+			return value;
+		}
+	}
+	join_path(dotted, sizeof(dotted), section, name);
+	key = find_key(ctx, root, dotted, &value);
+	if (key_node)
+		*key_node = key;
+	return key ? value : NULL;
+}
+
+/* Where a message about SECTION.NAME points: its value, else the start of the file. */
+static yaml_mark_t setting_mark(struct load_ctx *ctx, const yaml_node_t *root,
+				const char *section, const char *name)
+{
+	const yaml_node_t *value = find_setting(ctx, root, section, name, NULL);
+
+	return value ? value->start_mark : root->start_mark;
+}
+
+/* True for a listen address whose host is an address other machines can reach. Text that is
+ * no address at all is not judged here: the metrics server refuses it with its own message
+ * when it starts. */
+static bool listen_is_remote(const char *listen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *end;
+	struct in6_addr v6;
+	struct in_addr v4;
+	size_t len;
+
+	if (listen[0] == '[') {
+		end = strchr(listen, ']');
+		len = end ? (size_t)(end - listen - 1) : 0;
+		if (!len || len >= sizeof(host))
+			return false;
+		memcpy(host, listen + 1, len);
+		host[len] = '\0';
+		if (inet_pton(AF_INET6, host, &v6) != 1)
+			return false;
+		/* ::ffff:127.x.y.z is the IPv4 loopback through an IPv6 socket. */
+		return !IN6_IS_ADDR_LOOPBACK(&v6) &&
+		       !(IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+	}
+	end = strrchr(listen, ':');
+	len = end ? (size_t)(end - listen) : 0;
+	if (!len || len >= sizeof(host))
+		return false;
+	memcpy(host, listen, len);
+	host[len] = '\0';
+	if (strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, &v4) != 1)
+		return false;
+	return (ntohl(v4.s_addr) >> 24) != 127;
+}
+
+/* Rule keys that read a pod's metadata, which only the Kubernetes API gives. */
+static const char *pod_matcher_of(const struct target_rule *rule)
+{
+	if (rule->namespace_name)
+		return "namespace";
+	if (rule->pod_label)
+		return "pod_label";
+	if (rule->container)
+		return "container";
+	return NULL;
+}
+
+static int check_pod_rules(struct load_ctx *ctx, const yaml_node_t *root, const char *list_name,
+			   const struct target_rule *rules, size_t n)
+{
+	const yaml_node_t *list = find_setting(ctx, root, "targets", list_name, NULL);
+	char item_path[PATH_MAX_LEN], path[PATH_MAX_LEN];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *matcher = pod_matcher_of(&rules[i]);
+		const yaml_node_t *item = NULL;
+
+		if (!matcher)
+			continue;
+		snprintf(item_path, sizeof(item_path), "targets.%s[%zu]", list_name, i);
+		if (list && list->type == YAML_SEQUENCE_NODE &&
+		    i < (size_t)(list->data.sequence.items.top - list->data.sequence.items.start))
+			item = node_at(ctx, list->data.sequence.items.start[i]);
+		if (item && item->type == YAML_MAPPING_NODE)
+			return fail_at_key(ctx, item, item_path, matcher,
+					   "matches pod metadata from the Kubernetes API: set "
+					   "kubernetes.enabled: true (docs/kubernetes.md)");
+		join_path(path, sizeof(path), item_path, matcher);
+		return fail(ctx, root->start_mark, path,
+			    "matches pod metadata from the Kubernetes API: set kubernetes.enabled: "
+			    "true (docs/kubernetes.md)");
+	}
+	return 0;
+}
+
+/* Labels the agent puts on the profiles of pods' processes. */
+static const char *const pod_label_names[] = { "namespace", "pod", "container", "node" };
+
+static int check_kubernetes(struct load_ctx *ctx, const yaml_node_t *root,
+			    struct agent_config *config)
+{
+	struct kubernetes_config *k = &config->kubernetes;
+	const char *from_env = getenv("NODE_NAME");
+	const yaml_node_t *labels;
+	char found[QUOTE_MAX + 8];
+	int ret;
+
+	/* "" and absence mean the node the DaemonSet names in NODE_NAME (spec.nodeName). */
+	if ((!k->node_name || !k->node_name[0]) && from_env && from_env[0]) {
+		ret = set_string(&k->node_name, from_env);
+		if (ret)
+			return ret;
+		if (k->enabled && !dns_subdomain_valid(from_env, strlen(from_env)))
+			return fail(ctx, setting_mark(ctx, root, "kubernetes", "enabled"),
+				    "kubernetes.node_name",
+				    "NODE_NAME in the agent's environment, %s, is not a Kubernetes "
+				    "node name (lowercase letters, digits, '-' and '.'): set "
+				    "kubernetes.node_name",
+				    quote(from_env, found, sizeof(found)));
+	}
+	if (!k->enabled) {
+		ret = check_pod_rules(ctx, root, "include", config->targets.include,
+				      config->targets.n_include);
+		if (!ret)
+			ret = check_pod_rules(ctx, root, "exclude", config->targets.exclude,
+					      config->targets.n_exclude);
+		return ret;
+	}
+	if (!k->node_name || !k->node_name[0]) {
+		const yaml_node_t *value = find_setting(ctx, root, "kubernetes", "node_name", NULL);
+
+		return fail(ctx,
+			    value ? value->start_mark
+				  : setting_mark(ctx, root, "kubernetes", "enabled"),
+			    "kubernetes.node_name",
+			    "required with kubernetes.enabled: set it, or NODE_NAME in the agent's "
+			    "environment (the DaemonSet sets it from spec.nodeName)");
+	}
+	/* A static label of one of these names would give a pod's profiles two values. */
+	labels = find_setting(ctx, root, "profiles", "labels", NULL);
+	for (size_t i = 0; i < config->n_labels; i++) {
+		for (size_t j = 0; j < ARRAY_SIZE(pod_label_names); j++) {
+			const yaml_node_t *key = NULL;
+
+			if (strcmp(config->labels[i].key, pod_label_names[j]) != 0)
+				continue;
+			if (labels && labels->type == YAML_MAPPING_NODE)
+				key = find_key(ctx, labels, pod_label_names[j], NULL);
+			return fail(ctx, key ? key->start_mark : root->start_mark,
+				    "profiles.labels",
+				    "expected a label name other than namespace, pod, container and "
+				    "node with kubernetes.enabled (the agent sets those on the "
+				    "profiles of pods), got %s",
+				    quote(pod_label_names[j], found, sizeof(found)));
+		}
+	}
+	return 0;
+}
+
+static int check_relations(struct load_ctx *ctx, const yaml_node_t *root,
+			   struct agent_config *config)
+{
+	char quoted[QUOTE_MAX + 8];
+	int ret;
+
+	ret = check_kubernetes(ctx, root, config);
+	if (ret)
+		return ret;
+	/* The metrics hold no secrets, but exposing them beyond the machine is a decision. */
+	if (config->metrics_listen && !config->metrics_allow_remote &&
+	    listen_is_remote(config->metrics_listen))
+		return fail(ctx, setting_mark(ctx, root, "metrics", "listen"), "metrics.listen",
+			    "%s is not a loopback address, so other machines could read the "
+			    "metrics: listen on 127.0.0.1:PORT or [::1]:PORT, or set "
+			    "metrics.allow_remote: true",
+			    quote(config->metrics_listen, quoted, sizeof(quoted)));
+	return 0;
 }
 
 /* libyaml's reader errors carry a byte offset, not a line and column. */
@@ -1616,6 +1926,8 @@ static int load_document(struct load_ctx *ctx, yaml_parser_t *parser, const char
 				   describe_node(root, found, sizeof(found)));
 		} else {
 			ret = walk_mapping(ctx, root, &agent_table, "", "", config, NULL);
+			if (!ret)
+				ret = check_relations(ctx, root, config);
 		}
 	}
 	/* A second document ("---") would otherwise be ignored without a word. */
@@ -1660,7 +1972,7 @@ int config_load_string(const char *yaml, size_t len, const char *name, struct ag
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
 	ret = load_document(&ctx, &parser, yaml, len, config);
 	yaml_parser_delete(&parser);
-	/* hostname: "" in the file means the machine's name, as absence does. */
+	/* hostname: "" in the file means the default, as absence does. */
 	if (!ret)
 		ret = fill_hostname(config);
 	if (ret) {

@@ -62,6 +62,17 @@ struct config_label {
 	char *value;
 };
 
+/* Pod metadata from the Kubernetes API (collect/kube_pods.h, docs/kubernetes.md). */
+struct kubernetes_config {
+	bool enabled;                 /* default false */
+	char *node_name;              /* default: $NODE_NAME, read at load; required when enabled */
+	char *api_server;             /* default NULL: https://$KUBERNETES_SERVICE_HOST:$..._PORT,
+					 read when the pod cache starts */
+	uint64_t refresh_interval_ms; /* default 30 s; 1 s .. 1 h */
+	char *token_path;             /* default KUBE_PODS_DEFAULT_TOKEN_PATH; "": no token */
+	char *ca_path;                /* default KUBE_PODS_DEFAULT_CA_PATH; https only */
+};
+
 struct agent_config {
 	char *source;              /* the file it was loaded from; "(defaults)" when none */
 
@@ -75,7 +86,8 @@ struct agent_config {
 
 	/* profiles */
 	uint64_t interval_ms;      /* default 15 s; 1 s .. 1 h */
-	char *hostname;            /* default: gethostname() at load */
+	char *hostname;            /* default: kubernetes.node_name when Kubernetes is enabled,
+				      else gethostname() at load */
 	struct config_label *labels; /* static labels, at most CONFIG_MAX_STATIC_LABELS */
 	size_t n_labels;
 	bool pid_label;            /* default false: a pid label on every sample */
@@ -90,8 +102,11 @@ struct agent_config {
 	size_t n_sinks;
 
 	char *metrics_listen;      /* default "127.0.0.1:9464"; "" disables */
+	bool metrics_allow_remote; /* default false: a non-loopback listen address is an error */
 	enum log_level log_level;  /* default info */
 	char *debuginfod_urls;     /* default NULL: the DEBUGINFOD_URLS environment variable */
+
+	struct kubernetes_config kubernetes;
 };
 
 /* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */

@@ -626,6 +626,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
 import cooperative_tests  # noqa: E402,F401
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
+import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
 
 
 def main():

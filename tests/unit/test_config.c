@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "unit.h"
+#include "collect/kube_pods.h"
 #include "config/config.h"
 
 #define REFERENCE_FILE "config/allocscope.yaml"
@@ -79,8 +80,16 @@ static void check_defaults(const struct agent_config *c)
 		CHECK_EQ_U64(c->sinks[0].max_age_ms, 7ull * 24 * 3600 * 1000);
 	}
 	CHECK_STR(c->metrics_listen, "127.0.0.1:9464");
+	CHECK(c->metrics_allow_remote == false);
 	CHECK_EQ_U64(c->log_level, LOG_INFO);
 	CHECK(c->debuginfod_urls == NULL);
+	CHECK(c->kubernetes.enabled == false);
+	/* main() clears NODE_NAME: nothing fills it in. */
+	CHECK(c->kubernetes.node_name == NULL || c->kubernetes.node_name[0] == '\0');
+	CHECK(c->kubernetes.api_server == NULL);
+	CHECK_EQ_U64(c->kubernetes.refresh_interval_ms, 30000);
+	CHECK_STR(c->kubernetes.token_path, KUBE_PODS_DEFAULT_TOKEN_PATH);
+	CHECK_STR(c->kubernetes.ca_path, KUBE_PODS_DEFAULT_CA_PATH);
 }
 
 static void test_defaults(void)
@@ -197,10 +206,14 @@ static const char every_key[] = "sampling:\n"
 				"      process_name: nginx\n"
 				"      cgroup: /system.slice/app.service\n"
 				"      systemd_unit: \"redis*.service\"\n"
+				"      namespace: \"shop-*\"\n"
+				"      pod_label: app.kubernetes.io/name=check*\n"
+				"      container: app\n"
 				"    - process_name: java\n"
 				"  exclude:\n"
 				"    - process_name: \"bash\"\n"
 				"    - cgroup: /user.slice\n"
+				"    - {namespace: kube-system, pod_label: \"tier=\", container: '*'}\n"
 				"profiles:\n"
 				"  interval: 1m\n"
 				"  hostname: web-1\n"
@@ -225,10 +238,18 @@ static const char every_key[] = "sampling:\n"
 				"  - {type: directory}\n"
 				"metrics:\n"
 				"  listen: \"\"\n"
+				"  allow_remote: true\n"
 				"log:\n"
 				"  level: debug\n"
 				"symbolize:\n"
-				"  debuginfod_urls: https://debuginfod.debian.net\n";
+				"  debuginfod_urls: https://debuginfod.debian.net\n"
+				"kubernetes:\n"
+				"  enabled: true\n"
+				"  node_name: node-7.eu\n"
+				"  api_server: https://10.96.0.1:443\n"
+				"  refresh_interval: 1m\n"
+				"  token_path: \"\"\n"
+				"  ca_path: /etc/kubernetes/ca.crt\n";
 
 static void test_every_key(void)
 {
@@ -250,18 +271,27 @@ static void test_every_key(void)
 		CHECK_STR(rule->process_name, "nginx");
 		CHECK_STR(rule->cgroup, "/system.slice/app.service");
 		CHECK_STR(rule->systemd_unit, "redis*.service");
+		CHECK_STR(rule->namespace_name, "shop-*");
+		CHECK_STR(rule->pod_label, "app.kubernetes.io/name=check*");
+		CHECK_STR(rule->container, "app");
 		rule = &c->targets.include[1];
 		CHECK(rule->service == NULL);
 		CHECK(rule->executable == NULL);
 		CHECK_STR(rule->process_name, "java");
 		CHECK(rule->cgroup == NULL);
 		CHECK(rule->systemd_unit == NULL);
+		CHECK(rule->namespace_name == NULL);
+		CHECK(rule->pod_label == NULL);
+		CHECK(rule->container == NULL);
 	}
-	CHECK_EQ_U64(c->targets.n_exclude, 2);
-	if (c->targets.n_exclude == 2) {
+	CHECK_EQ_U64(c->targets.n_exclude, 3);
+	if (c->targets.n_exclude == 3) {
 		CHECK_STR(c->targets.exclude[0].process_name, "bash");
 		CHECK(c->targets.exclude[0].service == NULL);
 		CHECK_STR(c->targets.exclude[1].cgroup, "/user.slice");
+		CHECK_STR(c->targets.exclude[2].namespace_name, "kube-system");
+		CHECK_STR(c->targets.exclude[2].pod_label, "tier=");
+		CHECK_STR(c->targets.exclude[2].container, "*");
 	}
 
 	CHECK_EQ_U64(c->interval_ms, 60000);
@@ -296,8 +326,15 @@ static void test_every_key(void)
 		CHECK_EQ_U64(c->sinks[2].max_age_ms, 7ull * 24 * 3600 * 1000);
 	}
 	CHECK_STR(c->metrics_listen, "");
+	CHECK(c->metrics_allow_remote == true);
 	CHECK_EQ_U64(c->log_level, LOG_DEBUG);
 	CHECK_STR(c->debuginfod_urls, "https://debuginfod.debian.net");
+	CHECK(c->kubernetes.enabled == true);
+	CHECK_STR(c->kubernetes.node_name, "node-7.eu");
+	CHECK_STR(c->kubernetes.api_server, "https://10.96.0.1:443");
+	CHECK_EQ_U64(c->kubernetes.refresh_interval_ms, 60000);
+	CHECK_STR(c->kubernetes.token_path, "");
+	CHECK_STR(c->kubernetes.ca_path, "/etc/kubernetes/ca.crt");
 	CHECK_STR(c->source, "x.yaml");
 	config_free(c);
 }
@@ -408,7 +445,7 @@ static void test_syntax_errors(void)
 		    "x.yaml:2:1: expected one YAML document, got a second one");
 	CHECK_ERROR("- sampling\n",
 		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
-		    "sinks, metrics, log, symbolize, got a list");
+		    "sinks, metrics, log, symbolize, kubernetes, got a list");
 }
 
 static void test_unknown_keys(void)
@@ -418,13 +455,15 @@ static void test_unknown_keys(void)
 		    "interval, hostname, labels, pid_label)");
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
-		    "targets, profiles, limits, sinks, metrics, log, symbolize)");
+		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
-		    "service, executable, process_name, cgroup, systemd_unit)");
+		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
+		    "container)");
 	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
-		    "rule: executable, process_name, cgroup, systemd_unit)");
+		    "rule: executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
+		    "container)");
 	CHECK_ERROR("sinks:\n  - type: directory\n    pth: /x\n",
 		    "x.yaml:3:5: sinks[0].pth: unknown key (known keys in a directory sink: type, "
 		    "name, path, max_total_size, max_age)");
@@ -566,10 +605,10 @@ static void test_rule_errors(void)
 {
 	CHECK_ERROR("targets:\n  include:\n    - process_name: nginx\n    - service: checkout\n",
 		    "x.yaml:4:7: targets.include[1]: a rule needs at least one of executable, "
-		    "process_name, cgroup, systemd_unit");
+		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
 	CHECK_ERROR("targets:\n  include:\n    - {}\n",
 		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
-		    "process_name, cgroup, systemd_unit");
+		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      service: shell\n",
 		    "x.yaml:4:7: targets.exclude[0].service: not allowed in an exclude rule "
 		    "(excluded processes are never profiled, so they have no service)");
@@ -680,6 +719,214 @@ static void test_sink_errors(void)
 		    "key is required)");
 }
 
+/* kubernetes: the node name from the file or from NODE_NAME (as the DaemonSet passes it), the
+ * hostname that follows it, and what is refused. */
+static void test_kubernetes(void)
+{
+	struct agent_config *c;
+
+	/* Off: NODE_NAME is harmless, the hostname stays the machine's. */
+	setenv("NODE_NAME", "node-env", 1);
+	c = load("kubernetes:\n  refresh_interval: 5s\n");
+	if (c) {
+		CHECK(!c->kubernetes.enabled);
+		CHECK_EQ_U64(c->kubernetes.refresh_interval_ms, 5000);
+		CHECK_STR(c->hostname, machine_hostname());
+		config_free(c);
+	}
+	/* On: the node name comes from NODE_NAME, and so does the hostname label (a pod's own
+	 * host name is the pod's name). */
+	c = load("kubernetes:\n  enabled: true\n");
+	if (c) {
+		CHECK(c->kubernetes.enabled);
+		CHECK_STR(c->kubernetes.node_name, "node-env");
+		CHECK_STR(c->hostname, "node-env");
+		CHECK(c->kubernetes.api_server == NULL);
+		CHECK_STR(c->kubernetes.token_path, KUBE_PODS_DEFAULT_TOKEN_PATH);
+		config_free(c);
+	}
+	/* The file's node name wins over NODE_NAME; "" means NODE_NAME; an explicit hostname
+	 * stays. A trailing slash of api_server is the pod cache's to drop. */
+	c = load("kubernetes:\n  enabled: yes\n  node_name: node-file\n"
+		 "  api_server: http://127.0.0.1:8001\nprofiles:\n  hostname: web\n");
+	if (c) {
+		CHECK_STR(c->kubernetes.node_name, "node-file");
+		CHECK_STR(c->kubernetes.api_server, "http://127.0.0.1:8001");
+		CHECK_STR(c->hostname, "web");
+		config_free(c);
+	}
+	c = load("kubernetes: {enabled: true, node_name: ''}\n");
+	if (c) {
+		CHECK_STR(c->kubernetes.node_name, "node-env");
+		config_free(c);
+	}
+	setenv("NODE_NAME", "Node_1", 1);
+	CHECK_ERROR("kubernetes:\n  enabled: true\n",
+		    "x.yaml:2:12: kubernetes.node_name: NODE_NAME in the agent's environment, "
+		    "\"Node_1\", is not a Kubernetes node name (lowercase letters, digits, '-' and "
+		    "'.'): set kubernetes.node_name");
+	unsetenv("NODE_NAME");
+	CHECK_ERROR("kubernetes:\n  enabled: true\n",
+		    "x.yaml:2:12: kubernetes.node_name: required with kubernetes.enabled: set it, "
+		    "or NODE_NAME in the agent's environment (the DaemonSet sets it from "
+		    "spec.nodeName)");
+	CHECK_ERROR("kubernetes:\n  enabled: true\n  node_name: \"\"\n",
+		    "x.yaml:3:14: kubernetes.node_name: required with kubernetes.enabled: set it, "
+		    "or NODE_NAME in the agent's environment (the DaemonSet sets it from "
+		    "spec.nodeName)");
+	CHECK_ERROR("kubernetes:\n  node_name: -node\n",
+		    "x.yaml:2:14: kubernetes.node_name: expected a Kubernetes node name (lowercase "
+		    "letters, digits, '-' and '.') like node-1, got \"-node\"");
+	CHECK_ERROR("kubernetes:\n  api_server: kubernetes.default.svc\n",
+		    "x.yaml:2:15: kubernetes.api_server: expected an http:// or https:// URL like "
+		    "https://kubernetes.default.svc, got \"kubernetes.default.svc\": the scheme must "
+		    "be http:// or https://");
+	CHECK_ERROR("kubernetes:\n  refresh_interval: 500ms\n",
+		    "x.yaml:2:21: kubernetes.refresh_interval: expected a duration from 1s to 1h, "
+		    "got \"500ms\"");
+	CHECK_ERROR("kubernetes:\n  token_path: token\n",
+		    "x.yaml:2:15: kubernetes.token_path: expected an absolute path like "
+		    "/var/run/secrets/kubernetes.io/serviceaccount/token (or \"\" for none), got "
+		    "\"token\"");
+	CHECK_ERROR("kubernetes:\n  ca_path: \"\"\n",
+		    "x.yaml:2:12: kubernetes.ca_path: expected an absolute path like "
+		    "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt, got \"\"");
+	CHECK_ERROR("kubernetes:\n  enabled: true\n  node: n\n",
+		    "x.yaml:3:3: kubernetes.node: unknown key (known keys under kubernetes: "
+		    "enabled, node_name, api_server, refresh_interval, token_path, ca_path)");
+
+	/* The agent labels pods' profiles with these: a static label of the same name would
+	 * give them two values. Without Kubernetes they are ordinary names. */
+	CHECK_ERROR("kubernetes: {enabled: true, node_name: n1}\nprofiles:\n  labels:\n"
+		    "    env: prod\n    node: rack-4\n",
+		    "x.yaml:5:5: profiles.labels: expected a label name other than namespace, pod, "
+		    "container and node with kubernetes.enabled (the agent sets those on the "
+		    "profiles of pods), got \"node\"");
+	c = load("profiles:\n  labels:\n    node: rack-4\n    namespace: x\n");
+	if (c) {
+		CHECK_EQ_U64(c->n_labels, 2);
+		config_free(c);
+	}
+}
+
+/* Pod matchers: their form, and that they need the Kubernetes API. */
+static void test_pod_rules(void)
+{
+	static const char *const good_labels[] = {
+		"app=web",
+		"app=",
+		"app.kubernetes.io/name=check*",
+		"team_name=a=b",
+		"example.com/Tier-2=[ab]*",
+		"a=*",
+	};
+	static const char *const bad_labels[] = {
+		"app",
+		"=web",
+		"-app=web",
+		"app-=web",
+		"Example.com/app=x",
+		"/app=x",
+		"example.com/=x",
+		"app name=x",
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=x",
+	};
+	char yaml[512], expected[512];
+	struct agent_config *c;
+
+	for (size_t i = 0; i < sizeof(good_labels) / sizeof(good_labels[0]); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "kubernetes: {enabled: true, node_name: n1}\n"
+			 "targets:\n  include:\n    - pod_label: \"%s\"\n",
+			 good_labels[i]);
+		c = load(yaml);
+		if (!c)
+			continue;
+		CHECK_STR(c->targets.include[0].pod_label, good_labels[i]);
+		config_free(c);
+	}
+	for (size_t i = 0; i < sizeof(bad_labels) / sizeof(bad_labels[0]); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "kubernetes: {enabled: true, node_name: n1}\n"
+			 "targets:\n  include:\n    - pod_label: \"%s\"\n",
+			 bad_labels[i]);
+		snprintf(expected, sizeof(expected),
+			 "x.yaml:4:18: targets.include[0].pod_label: expected a pod label KEY=VALUE "
+			 "(VALUE may be a glob) like app.kubernetes.io/name=checkout, got \"%.60s%s\"",
+			 bad_labels[i], strlen(bad_labels[i]) > 60 ? "..." : "");
+		CHECK_ERROR(yaml, expected);
+	}
+	CHECK_ERROR("kubernetes: {enabled: true, node_name: n1}\n"
+		    "targets:\n  include:\n    - namespace: \"\"\n",
+		    "x.yaml:4:18: targets.include[0].namespace: expected a non-empty glob like "
+		    "shop, got \"\"");
+	/* A rule of pod matchers alone is a whole rule; `service:` may name it. */
+	c = load("kubernetes: {enabled: true, node_name: n1}\n"
+		 "targets:\n  include:\n    - {service: shop, namespace: shop}\n"
+		 "  exclude:\n    - container: istio-proxy\n");
+	if (c) {
+		CHECK_STR(c->targets.include[0].service, "shop");
+		CHECK_STR(c->targets.exclude[0].container, "istio-proxy");
+		config_free(c);
+	}
+
+	/* Without the API there is nothing to match them against: refused, pointing at the
+	 * matcher, wherever the kubernetes section is (or is not). */
+	CHECK_ERROR("targets:\n  include:\n    - process_name: nginx\n    - namespace: shop\n",
+		    "x.yaml:4:7: targets.include[1].namespace: matches pod metadata from the "
+		    "Kubernetes API: set kubernetes.enabled: true (docs/kubernetes.md)");
+	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: sh, container: app}\n"
+		    "kubernetes:\n  enabled: false\n",
+		    "x.yaml:3:26: targets.exclude[0].container: matches pod metadata from the "
+		    "Kubernetes API: set kubernetes.enabled: true (docs/kubernetes.md)");
+	CHECK_ERROR("targets:\n  include:\n    - pod_label: app=web\n",
+		    "x.yaml:3:7: targets.include[0].pod_label: matches pod metadata from the "
+		    "Kubernetes API: set kubernetes.enabled: true (docs/kubernetes.md)");
+}
+
+/* A metrics endpoint beyond loopback is an explicit decision. */
+static void test_metrics_allow_remote(void)
+{
+	static const char *const loopback[] = {
+		"127.0.0.1:9464", "127.8.9.1:0", "localhost:9464", "[::1]:9464",
+		"[::ffff:127.0.0.1]:9464",
+		/* Not an address at all: the metrics server says so when it starts. */
+		"example.com:9464",
+	};
+	static const char *const remote[] = { "0.0.0.0:9464", "10.1.2.3:80", "[::]:9464",
+					      "[::ffff:10.0.0.1]:9464" };
+	char yaml[256], expected[512];
+	struct agent_config *c;
+
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		snprintf(yaml, sizeof(yaml), "metrics:\n  listen: \"%s\"\n", loopback[i]);
+		c = load(yaml);
+		if (c) {
+			CHECK_STR(c->metrics_listen, loopback[i]);
+			config_free(c);
+		}
+	}
+	for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		snprintf(yaml, sizeof(yaml), "metrics:\n  listen: \"%s\"\n", remote[i]);
+		snprintf(expected, sizeof(expected),
+			 "x.yaml:2:11: metrics.listen: \"%s\" is not a loopback address, so other "
+			 "machines could read the metrics: listen on 127.0.0.1:PORT or [::1]:PORT, "
+			 "or set metrics.allow_remote: true",
+			 remote[i]);
+		CHECK_ERROR(yaml, expected);
+		snprintf(yaml, sizeof(yaml), "metrics:\n  allow_remote: true\n  listen: \"%s\"\n",
+			 remote[i]);
+		c = load(yaml);
+		if (c) {
+			CHECK(c->metrics_allow_remote);
+			CHECK_STR(c->metrics_listen, remote[i]);
+			config_free(c);
+		}
+	}
+	CHECK_ERROR("metrics:\n  allow_remote: sometimes\n",
+		    "x.yaml:2:17: metrics.allow_remote: expected true or false, got \"sometimes\"");
+}
+
 /* Every error path frees what it built; valgrind or ASan turns a leak here into a failure. */
 static void test_no_output_without_error_buffer(void)
 {
@@ -695,7 +942,8 @@ static void test_no_output_without_error_buffer(void)
 	CHECK_ERROR("targets:\n  include:\n    - {process_name: a, service: b}\n    - {exe: c}\n"
 		    "profiles:\n  labels: {a: b}\n",
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
-		    "service, executable, process_name, cgroup, systemd_unit)");
+		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
+		    "container)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
 		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
 		    "hostname and pid (the agent sets those), got \"service_name\"");
@@ -706,6 +954,8 @@ static void test_no_output_without_error_buffer(void)
 
 int main(void)
 {
+	/* The agent reads it as kubernetes.node_name's default; the cases set it themselves. */
+	unsetenv("NODE_NAME");
 	RUN(test_defaults);
 	RUN(test_reference_file_is_the_defaults);
 	RUN(test_empty_means_defaults);
@@ -727,6 +977,9 @@ int main(void)
 	RUN(test_long_service_name);
 	RUN(test_label_errors);
 	RUN(test_sink_errors);
+	RUN(test_kubernetes);
+	RUN(test_pod_rules);
+	RUN(test_metrics_allow_remote);
 	RUN(test_no_output_without_error_buffer);
 	return unit_summary("config");
 }

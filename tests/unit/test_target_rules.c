@@ -1,8 +1,8 @@
 /* Which processes become targets and under which service name: the facts process_info reads
  * from /proc (a fake tree under /tmp with deleted executables, v1, v2 and hybrid cgroups,
- * kernel threads and vanished pids, then this process's real /proc entry), the cgroup and unit
- * parsing those facts rest on, and the include/exclude matching and service naming users
- * configure. */
+ * containers, kernel threads and vanished pids, then this process's real /proc entry), the
+ * cgroup and unit parsing those facts rest on, and the include/exclude matching and service
+ * naming users configure, pod matchers and pods' service names included. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "unit.h"
+#include "collect/kube_pods.h"
 #include "collect/process_info.h"
 #include "collect/target_rules.h"
 
@@ -104,6 +105,45 @@ static void test_read_deleted_executable(void)
 	CHECK_STR(info.cgroup, "/system.slice/redis-server.service");
 	CHECK_STR(info.unit, "redis-server.service");
 	CHECK(!info.kernel_thread);
+	remove_tree(root);
+}
+
+#define CONTAINER_ID "25c99c29f65de016a745b6a003ef22cf15bc305440fdc37df0b691e63276d8bf"
+
+static void test_read_container(void)
+{
+	struct process_info info;
+	char root[64];
+
+	make_proc_root(root, sizeof(root));
+	make_user_process(root, 500, "/app/server", "server\n",
+			  "0::/kubepods.slice/kubepods-besteffort.slice/"
+			  "kubepods-besteffort-pod0b1f7b7e_5b4c_4c1a_9d57_0d7a0e3c1f2a.slice/"
+			  "cri-containerd-" CONTAINER_ID ".scope\n");
+	/* cgroup v1, cgroupfs driver: the container is in every hierarchy's path. */
+	make_user_process(root, 501, "/app/server", "server\n",
+			  "12:pids:/kubepods/burstable/pod0b1f7b7e-5b4c-4c1a-9d57-0d7a0e3c1f2a/"
+			  CONTAINER_ID "\n"
+			  "1:name=systemd:/kubepods/burstable/pod0b1f7b7e-5b4c-4c1a-9d57-0d7a0e3c1f2a/"
+			  CONTAINER_ID "\n");
+	make_user_process(root, 502, "/usr/sbin/sshd", "sshd\n",
+			  "0::/system.slice/ssh.service\n");
+
+	CHECK_EQ_U64(process_info__read(root, 500, &info), 0);
+	CHECK_STR(info.container.id, CONTAINER_ID);
+	CHECK_EQ_U64(info.container.runtime, CONTAINER_RUNTIME_CONTAINERD);
+	CHECK_STR(info.container.pod_uid, "0b1f7b7e-5b4c-4c1a-9d57-0d7a0e3c1f2a");
+	/* The unit is the runtime's scope; the agent learns the pod only from the API. */
+	CHECK_STR(info.unit, "cri-containerd-" CONTAINER_ID ".scope");
+	CHECK(info.pod == NULL);
+
+	CHECK_EQ_U64(process_info__read(root, 501, &info), 0);
+	CHECK_STR(info.container.id, CONTAINER_ID);
+	CHECK_EQ_U64(info.container.qos, POD_QOS_BURSTABLE);
+
+	CHECK_EQ_U64(process_info__read(root, 502, &info), 0);
+	CHECK_STR(info.container.id, "");
+	CHECK(info.pod == NULL);
 	remove_tree(root);
 }
 
@@ -729,6 +769,170 @@ static void test_kernel_threads_never_match(void)
 	CHECK(matches(&none, &kworker, "kworker/0:1"));
 }
 
+/* ---- pods ---- */
+
+static const struct kube_label checkout_labels[] = {
+	{ "app.kubernetes.io/name", "checkout" },
+	{ "empty", "" },
+	{ "tier", "frontend" },
+};
+
+static const struct kube_container checkout_app = {
+	.namespace_name = "shop",
+	.pod = "checkout-7d9f8b6c5-x2x4v",
+	.pod_uid = "0b1f7b7e-5b4c-4c1a-9d57-0d7a0e3c1f2a",
+	.container = "app",
+	.node = "node-1",
+	.service_name = "shop/app",
+	.labels = checkout_labels,
+	.n_labels = 3,
+};
+
+/* The same pod's sidecar, and a pod annotated with its service name. */
+static const struct kube_container checkout_envoy = {
+	.namespace_name = "shop",
+	.pod = "checkout-7d9f8b6c5-x2x4v",
+	.pod_uid = "0b1f7b7e-5b4c-4c1a-9d57-0d7a0e3c1f2a",
+	.container = "envoy",
+	.node = "node-1",
+	.service_name = "shop/envoy",
+	.labels = checkout_labels,
+	.n_labels = 3,
+};
+
+static const struct kube_container annotated = {
+	.namespace_name = "kube-system",
+	.pod = "coredns-5d78c9869d-abcde",
+	.pod_uid = "1",
+	.container = "coredns",
+	.node = "node-1",
+	.service_name = "dns",
+	.labels = NULL,
+	.n_labels = 0,
+};
+
+static void pod_process(struct process_info *p, const struct kube_container *pod)
+{
+	fake_process(p, "/app/server", "server",
+		     "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/"
+		     "cri-containerd-" CONTAINER_ID ".scope");
+	snprintf(p->container.id, sizeof(p->container.id), "%s", CONTAINER_ID);
+	p->pod = pod;
+}
+
+static void test_pod_matchers(void)
+{
+	static const struct {
+		struct target_rule rule;
+		bool app, envoy, dns;
+	} cases[] = {
+		{ { .namespace_name = "shop" }, true, true, false },
+		{ { .namespace_name = "kube-*" }, false, false, true },
+		{ { .namespace_name = "sho" }, false, false, false },
+		{ { .container = "app" }, true, false, false },
+		{ { .container = "[ae]*" }, true, true, false },
+		/* Exact key, glob value. */
+		{ { .pod_label = "app.kubernetes.io/name=checkout" }, true, true, false },
+		{ { .pod_label = "app.kubernetes.io/name=check*" }, true, true, false },
+		{ { .pod_label = "app.kubernetes.io/name=check" }, false, false, false },
+		{ { .pod_label = "app.kubernetes.io/nam=checkout" }, false, false, false },
+		{ { .pod_label = "name=checkout" }, false, false, false },
+		{ { .pod_label = "tier=*" }, true, true, false },
+		/* A label set to "" is there; "*" matches it, a missing label matches nothing. */
+		{ { .pod_label = "empty=" }, true, true, false },
+		{ { .pod_label = "empty=*" }, true, true, false },
+		{ { .pod_label = "absent=*" }, false, false, false },
+		/* All matchers of a rule, pod or not. */
+		{ { .namespace_name = "shop", .container = "envoy" }, false, true, false },
+		{ { .namespace_name = "shop", .pod_label = "tier=backend" }, false, false, false },
+		{ { .executable = "/app/*", .container = "coredns" }, false, false, true },
+		{ { .executable = "/usr/*", .namespace_name = "*" }, false, false, false },
+	};
+	const struct kube_container *pods[] = { &checkout_app, &checkout_envoy, &annotated };
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const bool expected[] = { cases[i].app, cases[i].envoy, cases[i].dns };
+		struct target_rules rules = { .include = (struct target_rule *)&cases[i].rule,
+					      .n_include = 1 };
+
+		for (size_t j = 0; j < 3; j++) {
+			struct process_info p;
+			char service[64];
+			bool matched;
+
+			pod_process(&p, pods[j]);
+			matched = target_rules__match(&rules, &p, service, sizeof(service));
+			if (matched != expected[j])
+				fprintf(stderr, "  case %zu on %s/%s: got %s\n", i,
+					pods[j]->namespace_name, pods[j]->container,
+					matched ? "match" : "no match");
+			CHECK(matched == expected[j]);
+		}
+	}
+}
+
+static void test_unknown_pod_matches_no_pod_rule(void)
+{
+	struct target_rule by_namespace = { .namespace_name = "*" };
+	struct target_rule by_label = { .pod_label = "app=*" };
+	struct target_rule by_container = { .container = "*" };
+	struct target_rule include[] = { { .namespace_name = "shop" }, { .process_name = "server" } };
+	struct target_rules rules = { .n_include = 1 };
+	struct process_info in_unknown_pod, on_host;
+
+	/* In a container the API never listed (or Kubernetes off): pod facts unknown. */
+	pod_process(&in_unknown_pod, NULL);
+	fake_process(&on_host, "/usr/sbin/nginx", "nginx", "/system.slice/nginx.service");
+	rules.include = &by_namespace;
+	CHECK(!matches(&rules, &in_unknown_pod, NULL));
+	CHECK(!matches(&rules, &on_host, NULL));
+	rules.include = &by_label;
+	CHECK(!matches(&rules, &in_unknown_pod, NULL));
+	rules.include = &by_container;
+	CHECK(!matches(&rules, &in_unknown_pod, NULL));
+
+	/* Nor does an exclude rule about pods keep it out: it is decided on what is known. */
+	rules.include = include;
+	rules.n_include = 2;
+	rules.exclude = &by_namespace;
+	rules.n_exclude = 1;
+	CHECK(matches(&rules, &in_unknown_pod, "server"));
+	pod_process(&in_unknown_pod, &checkout_app);
+	CHECK(!matches(&rules, &in_unknown_pod, NULL));
+}
+
+static void test_pod_service_names(void)
+{
+	struct target_rule include[] = {
+		{ .service = "payments", .pod_label = "tier=frontend", .container = "app" },
+		{ .namespace_name = "*" },
+		{ .executable = "/usr/*" },
+	};
+	struct target_rules rules = { .include = include, .n_include = 3 };
+	struct target_rules none = { 0 };
+	struct process_info p;
+	char service[64];
+
+	/* A rule's service wins; else the pod's (annotation, else NAMESPACE/CONTAINER). */
+	pod_process(&p, &checkout_app);
+	CHECK(matches(&rules, &p, "payments"));
+	CHECK(matches(&none, &p, "shop/app"));
+	pod_process(&p, &checkout_envoy);
+	CHECK(matches(&rules, &p, "shop/envoy"));
+	pod_process(&p, &annotated);
+	CHECK(matches(&rules, &p, "dns"));
+	target_rules__default_service(&p, service, sizeof(service));
+	CHECK_STR(service, "dns");
+	target_rules__default_service(&p, service, 3);
+	CHECK_STR(service, "dn");
+
+	/* Pod unknown: named as on a host (the runtime's scope does not count). */
+	pod_process(&p, NULL);
+	CHECK(matches(&none, &p, "server"));
+	fake_process(&p, "/usr/sbin/nginx", "nginx", "/system.slice/nginx.service");
+	CHECK(matches(&rules, &p, "nginx"));
+}
+
 static void test_clear(void)
 {
 	struct target_rules rules = { 0 };
@@ -749,6 +953,9 @@ static void test_clear(void)
 	rules.include[0].cgroup = strdup("/system.slice");
 	rules.include[0].systemd_unit = strdup("redis*.service");
 	rules.include[1].cgroup = strdup("/kubepods.slice");
+	rules.include[1].namespace_name = strdup("shop");
+	rules.include[1].pod_label = strdup("app=web");
+	rules.include[1].container = strdup("app");
 	rules.exclude[0].process_name = strdup("bash");
 
 	target_rules__clear(&rules);
@@ -764,6 +971,7 @@ static void test_clear(void)
 int main(void)
 {
 	RUN(test_read_deleted_executable);
+	RUN(test_read_container);
 	RUN(test_read_plain_executable_and_names);
 	RUN(test_read_cgroup_versions);
 	RUN(test_read_huge_cgroup_file);
@@ -787,6 +995,9 @@ int main(void)
 	RUN(test_cgroup_component_boundary);
 	RUN(test_executable_globs);
 	RUN(test_kernel_threads_never_match);
+	RUN(test_pod_matchers);
+	RUN(test_unknown_pod_matches_no_pod_rule);
+	RUN(test_pod_service_names);
 	RUN(test_clear);
 	return unit_summary("target_rules");
 }
