@@ -33,7 +33,7 @@ struct uprobe_multi_link_attr {
 	__u32 link_flags;        /* must be 0 */
 	__aligned_u64 path;      /* const char *: the file the offsets are in */
 	__aligned_u64 offsets;   /* const unsigned long[cnt]: file offsets */
-	__aligned_u64 ref_ctr_offsets; /* USDT semaphores: none here */
+	__aligned_u64 ref_ctr_offsets; /* USDT semaphores (const unsigned long[cnt]), or 0 */
 	__aligned_u64 cookies;   /* const __u64[cnt]: bpf_get_attach_cookie() at offsets[i] */
 	__u32 cnt;
 	__u32 flags;             /* 1 would make them return probes */
@@ -45,25 +45,17 @@ _Static_assert(offsetof(struct uprobe_multi_link_attr, cookies) == 40, "bpf_attr
 _Static_assert(offsetof(struct uprobe_multi_link_attr, cnt) == 48, "bpf_attr layout");
 _Static_assert(offsetof(struct uprobe_multi_link_attr, pid) == 56, "bpf_attr layout");
 
-/* The kernel's internal "not supported", which some BPF paths let out. */
-#define KERNEL_ENOTSUPP 524
-
 /* More offsets than the allocators of one file have entry points (glibc plus a prefixed
  * jemalloc and operator new in one static executable stay under 40); the kernel takes up to
  * 1 << 20. */
 #define MULTI_MAX_OFFSETS 64
 
-enum multi_support {
-	MULTI_UNTRIED,  /* the program loaded; no link made yet */
-	MULTI_WORKS,    /* a link was made: a refusal now is about that process, not the kernel */
-	MULTI_MISSING,  /* per-entry perf-event uprobes from now on */
-};
 
 struct alloc_program {
 	struct alloc_bpf *skel;
 	struct bpf_link *exec_link, *fork_link;
 	int n_cpus;
-	enum multi_support multi;
+	bool multi_links;           /* uprobe_multi links, else one perf-event uprobe per probe */
 	/* The USDT argument specs written to the usdt_specs map so far, by index: processes
 	 * running the same sampler share one. */
 	struct usdt_probe_spec usdt_specs[ALLOC_MAX_USDT_SPECS];
@@ -178,6 +170,30 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	return 0;
 }
 
+/* Whether the kernel makes uprobe_multi links, asked once at load rather than inferred from a
+ * target's refusal (an offset past the end of a file is EINVAL too). A link on "/" cannot be
+ * made either way; a kernel that knows the link kind gets as far as opening the path and
+ * answers EBADF (not a regular file), one that does not answers EINVAL. */
+static bool kernel_has_multi_links(const struct alloc_program *prog)
+{
+	struct uprobe_multi_link_attr attr;
+	unsigned long offset = 0;
+	int fd;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = bpf_program__fd(prog->skel->progs.alloc_multi);
+	attr.attach_type = UPROBE_MULTI_ATTACH_TYPE;
+	attr.path = (__u64)(uintptr_t)"/";
+	attr.offsets = (__u64)(uintptr_t)&offset;
+	attr.cnt = 1;
+	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	if (fd >= 0) {
+		close(fd);
+		return true;
+	}
+	return errno == EBADF;
+}
+
 int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_program **out,
 			char *err, size_t err_len)
 {
@@ -202,7 +218,6 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 		snprintf(err, err_len, "cannot count this machine's CPUs: %s", strerror(-ret));
 		goto fail;
 	}
-	prog->multi = MULTI_UNTRIED;
 	ret = open_and_load(prog, opts, true, err, err_len);
 	if (ret) {
 		/* A kernel or verifier that refuses the multi program can still run the
@@ -212,9 +227,14 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 		ret = open_and_load(prog, opts, false, err, err_len);
 		if (ret)
 			goto fail;
-		prog->multi = MULTI_MISSING;
 		log_debug("the uprobe_multi program did not load: attaching one perf-event "
 			  "uprobe per allocator entry point");
+	} else {
+		prog->multi_links = kernel_has_multi_links(prog);
+		log_debug("%s", prog->multi_links
+					? "attaching one uprobe_multi link per probed file"
+					: "this kernel has no uprobe_multi links: attaching one "
+					  "perf-event uprobe per probe");
 	}
 	*out = prog;
 	return 0;
@@ -261,15 +281,7 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 
 bool alloc_program__has_multi(const struct alloc_program *prog)
 {
-	return prog->multi != MULTI_MISSING;
-}
-
-/* What a kernel without uprobe_multi links answers: an attach type it does not know, or
- * attributes past the end of the ones it knows, are EINVAL. */
-static bool link_kind_unknown(int err)
-{
-	return err == -EINVAL || err == -EOPNOTSUPP || err == -KERNEL_ENOTSUPP ||
-	       err == -ENOSYS || err == -E2BIG;
+	return prog->multi_links;
 }
 
 /* One uprobe_multi link for pid over offsets[count] in path, each reporting cookies[i], with
@@ -279,9 +291,9 @@ static int create_multi_link(struct alloc_program *prog, pid_t pid, const char *
 			     const uint64_t *cookies, size_t count)
 {
 	struct uprobe_multi_link_attr attr;
-	int fd, ret;
+	int fd;
 
-	if (prog->multi == MULTI_MISSING)
+	if (!prog->multi_links)
 		return -EOPNOTSUPP;
 	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
 		return -EINVAL;
@@ -297,35 +309,19 @@ static int create_multi_link(struct alloc_program *prog, pid_t pid, const char *
 	attr.cnt = (__u32)count;
 	attr.pid = (__u32)pid;
 	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
-	if (fd >= 0) {
-		if (prog->multi == MULTI_UNTRIED) {
-			prog->multi = MULTI_WORKS;
-			log_debug("attaching one uprobe_multi link per probed file");
-		}
-		return fd;
-	}
-	ret = -errno;
-	if (prog->multi == MULTI_UNTRIED && link_kind_unknown(ret)) {
-		prog->multi = MULTI_MISSING;
-		log_debug("this kernel refused a uprobe_multi link (%s): attaching one perf-event "
-			  "uprobe per probe",
-			  strerror(-ret));
-		return -EOPNOTSUPP;
-	}
-	return ret;
+	return fd >= 0 ? fd : -errno;
 }
 
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
-				const uint64_t *offsets, const enum alloc_entry *entries,
-				size_t count)
+				const uint64_t *offsets, const uint64_t *semaphores,
+				const uint64_t *cookies, size_t count)
 {
-	uint64_t cookies[MULTI_MAX_OFFSETS];
+	bool any_semaphore = false;
 
-	if (count > MULTI_MAX_OFFSETS)
-		return -EINVAL;
-	for (size_t i = 0; i < count; i++)
-		cookies[i] = entries[i];
-	return create_multi_link(prog, pid, path, offsets, NULL, cookies, count);
+	for (size_t i = 0; semaphores && i < count; i++)
+		any_semaphore |= semaphores[i] != 0;
+	return create_multi_link(prog, pid, path, offsets, any_semaphore ? semaphores : NULL,
+				 cookies, count);
 }
 
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
@@ -349,18 +345,6 @@ int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe
 found:
 	*cookie = ALLOC_COOKIE_USDT + index;
 	return 0;
-}
-
-int alloc_program__attach_usdt_multi(struct alloc_program *prog, pid_t pid, const char *path,
-				     const uint64_t *offsets, const uint64_t *semaphore_offsets,
-				     const uint64_t *cookies, size_t count)
-{
-	bool any_semaphore = false;
-
-	for (size_t i = 0; i < count; i++)
-		any_semaphore |= semaphore_offsets[i] != 0;
-	return create_multi_link(prog, pid, path, offsets, any_semaphore ? semaphore_offsets : NULL,
-				 cookies, count);
 }
 
 int alloc_program__ringbuf_fd(const struct alloc_program *prog)

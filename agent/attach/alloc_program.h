@@ -34,31 +34,25 @@ void alloc_program__free(struct alloc_program *prog);
  * entry point: the fallback where uprobe_multi links are missing. */
 struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum alloc_entry entry);
 
-/* Whether processes are attached with one uprobe_multi link each. True until the kernel is
- * known to lack them: the multi program did not load, or the first link was refused as an
- * unknown kind. From then on every process gets one perf-event uprobe per entry point. */
+/* Whether the kernel makes uprobe_multi links (Linux 6.6+), asked once at load. Without
+ * them every probe is a perf-event uprobe of its own (alloc_program__for_entry). */
 bool alloc_program__has_multi(const struct alloc_program *prog);
-/* One link serving every entry point of pid in one file: offsets[i] (file offsets into path,
- * the file as the process sees it) report entries[i]; at most 64. Breakpoints go into pid's address space only.
- * Returns the link's descriptor (the caller closes it to detach) or -errno. When the kernel
- * refuses the first link ever made as a kind it does not know, returns -EOPNOTSUPP and
- * alloc_program__has_multi turns false: attach per entry point instead. */
+/* One uprobe_multi link for pid over offsets[i] (file offsets into path, the file as the
+ * process sees it; at most 64), each reporting cookies[i] to the program: an enum alloc_entry
+ * for an entry point, or a USDT site's cookie from alloc_program__usdt_spec. semaphores[i]
+ * (NULL, or 0 for none) are USDT semaphores the kernel raises while the link exists, which is
+ * what turns an in-process sampler on. Breakpoints go into pid's address space only. Returns
+ * the link's descriptor (closing it detaches) or -errno; -EOPNOTSUPP without multi links. */
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
-				const uint64_t *offsets, const enum alloc_entry *entries,
-				size_t count);
+				const uint64_t *offsets, const uint64_t *semaphores,
+				const uint64_t *cookies, size_t count);
 /* The cooperative path (otel_memory:alloc USDT). A probe site's argument spec goes into the
  * program's table once (identical specs share an entry; at most ALLOC_MAX_USDT_SPECS
- * distinct ones, then -ENOSPC); *cookie is what its probe must report. */
+ * distinct ones, then -ENOSPC); *cookie is what its probe must report. Without multi links a
+ * site is attached with alloc_program__for_entry(ALLOC_ENTRY_USDT_ALLOC), the cookie and the
+ * semaphore as ref_ctr_offset. */
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
 			     uint64_t *cookie);
-/* One uprobe_multi link for the USDT sites offsets[i] in path, reporting cookies[i] (from
- * alloc_program__usdt_spec); semaphore_offsets[i] (0: none) are raised by the kernel while the
- * link exists, which turns the sampler on. Returns and falls back like
- * alloc_program__attach_multi; per site, the fallback is alloc_program__for_entry(
- * ALLOC_ENTRY_USDT_ALLOC) with the cookie and the semaphore as ref_ctr_offset. */
-int alloc_program__attach_usdt_multi(struct alloc_program *prog, pid_t pid, const char *path,
-				     const uint64_t *offsets, const uint64_t *semaphore_offsets,
-				     const uint64_t *cookies, size_t count);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
 /* Allocator calls that hit a probe, summed over CPUs. */

@@ -89,15 +89,14 @@ static int attach_calibration_probe(struct alloc_program *prog, uint64_t offset,
 	*link_fd = -1;
 	*link = NULL;
 	if (alloc_program__has_multi(prog)) {
+		uint64_t cookie = entry;
 		int fd = alloc_program__attach_multi(prog, getpid(), "/proc/self/exe", &offset,
-						     &entry, 1);
+						     NULL, &cookie, 1);
 
-		if (fd >= 0) {
-			*link_fd = fd;
-			return 0;
-		}
-		if (fd != -EOPNOTSUPP)
+		if (fd < 0)
 			return fd;
+		*link_fd = fd;
+		return 0;
 	}
 	*link = bpf_program__attach_uprobe_opts(alloc_program__for_entry(prog, entry), getpid(),
 						"/proc/self/exe", offset, &opts);

@@ -99,17 +99,18 @@ static void candidates_free(struct candidates *c)
 	for (size_t i = 0; i < c->count; i++)
 		elf_file__free(c->files[i].elf);
 	c->count = 0;
+	c->n_usdt = 0;
 }
 
-/* Keeps path's otel_memory:alloc sites whose arguments can be read. */
-static void find_usdt_sites(struct candidates *c, const char *path, const char *open_path)
+/* Keeps path's otel_memory:alloc sites whose arguments can be read; true when it has any. */
+static bool find_usdt_sites(struct candidates *c, const char *path, const char *open_path)
 {
 	struct usdt_candidate *cand = &c->usdt[c->n_usdt];
 	const struct usdt_probe *probe = NULL;
 	struct usdt_notes *notes;
 
 	if (c->n_usdt == MAX_FILES || usdt_notes__read(open_path, &notes) != 0)
-		return;
+		return false;
 	cand->n_sites = 0;
 	while ((probe = usdt_notes__find(notes, "otel_memory", "alloc", probe)) &&
 	       cand->n_sites < MAX_USDT_SITES) {
@@ -126,10 +127,11 @@ static void find_usdt_sites(struct candidates *c, const char *path, const char *
 	}
 	usdt_notes__free(notes);
 	if (cand->n_sites == 0)
-		return;
+		return false;
 	snprintf(cand->path, sizeof(cand->path), "%s", path);
 	snprintf(cand->open_path, sizeof(cand->open_path), "%s", open_path);
 	c->n_usdt++;
+	return true;
 }
 
 /* Opens path and keeps it when it holds an allocator. The executable goes first. */
@@ -140,7 +142,10 @@ static void consider_file(struct candidates *c, const char *path, const char *op
 	struct elf_file *elf;
 	struct file_allocators set;
 
-	find_usdt_sites(c, path, open_path);
+	/* A file that fires otel_memory:alloc samples in-process: an interposing sampler
+	 * defines malloc only to forward it, so it is not the process's allocator. */
+	if (find_usdt_sites(c, path, open_path))
+		return;
 
 	if (c->count == MAX_FILES) {
 		log_debug("more than %d files with allocators: %s is not examined", MAX_FILES,
@@ -391,16 +396,12 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 			cookies[i] = probes->probes[file->first + i].cookie;
 		}
 		/* The same link either way; only USDT sites have semaphores. */
-		fd = alloc_program__attach_usdt_multi(prog, probes->pid, open_path, offsets,
-						      semaphores, cookies, file->count);
-		if (fd >= 0) {
-			file->multi_link_fd = fd;
-			return 0;
-		}
-		/* Still true: the kernel has multi links and refused this one for a reason of
-		 * its own. False: it has none, and this file is attached per entry point. */
-		if (alloc_program__has_multi(prog))
+		fd = alloc_program__attach_multi(prog, probes->pid, open_path, offsets, semaphores,
+						 cookies, file->count);
+		if (fd < 0)
 			return attach_error(fd, probes, file, NULL, err, err_len);
+		file->multi_link_fd = fd;
+		return 0;
 	}
 	for (size_t i = 0; i < file->count; i++) {
 		struct attached_probe *probe = &probes->probes[file->first + i];
@@ -507,6 +508,21 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 	return attach_file(prog, probes, file, cand->open_path, err, err_len);
 }
 
+/* Detaches and forgets every probe of probes, keeping the struct for another attempt. */
+static void release_probes(struct process_probes *probes)
+{
+	for (size_t i = 0; i < probes->n_files; i++)
+		if (probes->files[i].multi_link_fd >= 0)
+			close(probes->files[i].multi_link_fd);
+	for (size_t i = 0; i < probes->count; i++)
+		bpf_link__destroy(probes->probes[i].link);
+	free(probes->probes);
+	probes->probes = NULL;
+	probes->count = 0;
+	probes->n_files = 0;
+	probes->cooperative = false;
+}
+
 /* What sits at a USDT site: a nop the kernel emulates (or, a 5-byte one, replaces with a call
  * on Linux 6.18), or something else, single-stepped. */
 static void usdt_site_placement(const char *open_path, uint64_t offset,
@@ -610,8 +626,21 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 	else
 		ret = files_from_maps(pid, cands, err, err_len);
 	if (ret == 0 && cands->n_usdt) {
-		ret = attach_usdt_files(prog, probes, cands, err, err_len);
-		goto listed;
+		if (cands->count && cands->files[0].is_exe &&
+		    file_allocators__malloc_owner(&cands->files[0].set)) {
+			/* Its own malloc comes first: the sampler never sees those calls. */
+			log_debug("pid %d: its executable defines malloc, which an in-process sampler "
+				  "cannot interpose: probing the allocator's entry points",
+				  (int)pid);
+		} else {
+			ret = attach_usdt_files(prog, probes, cands, err, err_len);
+			if (ret == 0 || ret == -ESRCH)
+				goto listed;
+			log_warn("pid %d: %s; probing the allocator's entry points instead",
+				 (int)pid, err);
+			release_probes(probes);
+			ret = 0;
+		}
 	}
 	if (ret == 0)
 		ret = choose_malloc(pid, cands, winner, err, err_len);
@@ -658,12 +687,7 @@ void process_probes__free(struct process_probes *probes)
 {
 	if (!probes)
 		return;
-	for (size_t i = 0; i < probes->n_files; i++)
-		if (probes->files[i].multi_link_fd >= 0)
-			close(probes->files[i].multi_link_fd);
-	for (size_t i = 0; i < probes->count; i++)
-		bpf_link__destroy(probes->probes[i].link);
-	free(probes->probes);
+	release_probes(probes);
 	free(probes->skipped);
 	free(probes);
 }

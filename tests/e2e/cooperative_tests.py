@@ -153,3 +153,25 @@ def agent_uses_the_cooperative_path_of_a_preloaded_service(tmp):
     log = agent.log()
     assert "otel_memory:alloc" in log, log[-2000:]
     check_sites(MergedProfile(profiles_of(sinks, "coop-sites")), manifest, COOP_RATE)
+
+
+@test
+def sampler_behind_an_executable_malloc_falls_back_to_entry_points(tmp):
+    """An executable with its own malloc (static jemalloc) wins over the preloaded sampler,
+    which then never sees those calls: allocscope probes the executable's allocator instead of
+    the USDT, and every site is still estimated right."""
+    exe = os.path.join(BUILD, "workloads", "sites_jemalloc_static")
+    out_path = os.path.join(tmp, "behind.pb.gz")
+    workload = Workload([exe], env=preloaded(RATE_ARG))
+    proc, seen = start_allocscope(["--pid", str(workload.pid), "--sample-rate", RATE_ARG,
+                                   "--log-level", "debug", "-o", out_path])
+    workload.start()
+    manifest = parse_manifest(workload.finish())
+    code, stdout, stderr = finish_allocscope(proc, seen)
+    assert code == 0, stderr[-3000:]
+    assert "its executable defines malloc" in stderr, stderr[-3000:]
+    assert "cooperative sampling" not in stderr
+    assert f"jemalloc in {exe}" in stdout, stdout
+    profile = Profile(out_path)
+    profile.check_ids()
+    check_sites(profile, manifest, RATE)
