@@ -365,9 +365,15 @@ static void *lazy_valloc(size_t size)
 
 static void *lazy_pvalloc(size_t size)
 {
+	size_t rounded = (size + 4095) & ~(size_t)4095;
+
 	if (resolve_next_allocator() == 0)
 		return NEXT(pvalloc)(size);
-	return arena_alloc((size + 4095) & ~(size_t)4095, 4096);
+	if (rounded < size) { /* wrapped around: no such block */
+		errno = ENOMEM;
+		return NULL;
+	}
+	return arena_alloc(rounded, 4096);
 }
 
 static void lazy_free(void *ptr)
