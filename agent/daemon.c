@@ -1526,6 +1526,8 @@ static void free_sinks(struct daemon *d, bool keep_stats)
 			d->stats.retired_sinks.errors += s.errors;
 			d->stats.retired_sinks.profiles_dropped += s.profiles_dropped;
 			d->stats.retired_sinks.files_removed += s.files_removed;
+			/* keep_stats: a reload replaces it; a push sink with a spool closes at once */
+			push_sink__retire(d->sinks[i]);
 		}
 		sink__free(d->sinks[i]);
 	}

@@ -1,9 +1,15 @@
 /* The Pyroscope and Parca sinks (see push_sink.h for the promises). One mutex guards a sink's
- * queue, spool and counters; the worker holds it only between requests, never across one, so
- * submit waits at most for a spool write. Every profile gets an order key when submitted
- * (the wall clock in ns, made strictly increasing across the process and above everything
- * already spooled); the worker always delivers the smallest key waiting, in memory or on disk,
- * which keeps delivery in submission order however profiles moved between the two.
+ * queue and counters; the worker holds it only between requests and spool operations, never
+ * across a request or any disk I/O, so submit never waits on the network or the disk. The
+ * spool itself belongs to the worker alone (to close once the worker is gone): the worker
+ * takes what it needs under the lock, releases it for the I/O, and publishes the spool's
+ * size (spool_count, spool_bytes) under the lock afterwards. Submit only queues in memory;
+ * with a spool the ring holds up to twice queue_size so that the worker can move the excess
+ * (and, while the endpoint fails, everything) to disk between requests. Every profile gets
+ * an order key when submitted (the wall clock in ns, made strictly increasing across the
+ * process and above everything already spooled); the worker always delivers the smallest
+ * key waiting, in memory or on disk, which keeps delivery in submission order however
+ * profiles moved between the two.
  *
  * A spool directory is owned through its lock (spool.h). During a reload the old sink still
  * holds it while it closes; the new sink's worker waits for it before delivering anything, so
@@ -77,11 +83,14 @@ struct push_sink {
 	bool worker_started;
 
 	/* Under lock. */
-	struct queued_profile **queue; /* a ring of queue_size */
-	size_t queue_size, q_head, q_len;
+	struct queued_profile **queue; /* a ring of queue_cap */
+	size_t queue_size, queue_cap, q_head, q_len;
 	struct queued_profile *current; /* from memory, being delivered or waiting to retry */
-	struct spool *spool;		/* NULL without spool_dir */
+	struct spool *spool;		/* NULL without spool_dir; the worker's (see above) */
 	bool spool_ready;		/* locked and scanned */
+	size_t spool_count;		/* the spool's, as of the worker's last operation */
+	uint64_t spool_bytes;
+	bool retiring;			/* replaced by a reload: see push_sink__retire */
 	bool failing;			/* the last attempt failed and will be retried */
 	unsigned attempt;		/* failed attempts in a row */
 	int64_t retry_at_ms;
@@ -324,15 +333,33 @@ static struct queued_profile *queue_pop(struct push_sink *ps)
 		return NULL;
 	p = ps->queue[ps->q_head];
 	ps->queue[ps->q_head] = NULL;
-	ps->q_head = (ps->q_head + 1) % ps->queue_size;
+	ps->q_head = (ps->q_head + 1) % ps->queue_cap;
 	ps->q_len--;
 	return p;
 }
 
 static void queue_push(struct push_sink *ps, struct queued_profile *p)
 {
-	ps->queue[(ps->q_head + ps->q_len) % ps->queue_size] = p;
+	ps->queue[(ps->q_head + ps->q_len) % ps->queue_cap] = p;
 	ps->q_len++;
+}
+
+/* Puts back at the head a profile taken with queue_pop; false when the ring is full. */
+static bool queue_unpop(struct push_sink *ps, struct queued_profile *p)
+{
+	if (ps->q_len == ps->queue_cap)
+		return false;
+	ps->q_head = (ps->q_head + ps->queue_cap - 1) % ps->queue_cap;
+	ps->queue[ps->q_head] = p;
+	ps->q_len++;
+	return true;
+}
+
+/* Publishes the spool's size for stats (under lock, by the spool's owner). */
+static void sync_spool(struct push_sink *ps)
+{
+	ps->spool_count = ps->spool && ps->spool_ready ? spool__count(ps->spool) : 0;
+	ps->spool_bytes = ps->spool && ps->spool_ready ? spool__bytes(ps->spool) : 0;
 }
 
 static void note_dropped(struct push_sink *ps, uint64_t n, const char *why)
@@ -350,15 +377,11 @@ static void note_dropped(struct push_sink *ps, uint64_t n, const char *why)
 				    : "");
 }
 
-/* Writes one profile to the spool. true: the spool took p (or dropped it, counted) and p is
- * freed; false: it could not be written and p is still the caller's. */
-static bool spool_profile(struct push_sink *ps, struct queued_profile *p)
+/* Accounts for spool__write's result (under lock). true: the spool took p (or dropped it,
+ * counted) and p is freed; false: it could not be written and p is still the caller's. */
+static bool spool_written(struct push_sink *ps, struct queued_profile *p, int ret,
+			  uint64_t dropped, bool self_dropped)
 {
-	uint64_t dropped = 0;
-	bool self_dropped = false;
-	int ret;
-
-	ret = spool__write(ps->spool, p, &dropped, &self_dropped);
 	note_dropped(ps, dropped, "the spool is full (spool_max_bytes); the oldest go first");
 	if (ret) {
 		uint64_t suppressed;
@@ -380,23 +403,57 @@ static bool spool_profile(struct push_sink *ps, struct queued_profile *p)
 	return true;
 }
 
-/* Moves what waits in memory to the spool, oldest first, so that an outage never has
- * profiles only in memory. */
-static void spill_to_spool(struct push_sink *ps)
+/* Writes one profile to the spool with the lock held: only for close, once the worker is
+ * gone. Same result as spool_written. */
+static bool spool_profile(struct push_sink *ps, struct queued_profile *p)
+{
+	uint64_t dropped = 0;
+	bool self_dropped = false;
+	int ret;
+
+	ret = spool__write(ps->spool, p, &dropped, &self_dropped);
+	return spool_written(ps, p, ret, dropped, self_dropped);
+}
+
+/* The worker (under lock, released around each write): moves what waits in memory to the
+ * spool, oldest first. all: everything, the profile being retried included, so that an
+ * outage never has profiles only in memory; otherwise only what is above queue_size. */
+static void spill_to_spool(struct push_sink *ps, bool all)
 {
 	if (!ps->spool || !ps->spool_ready)
 		return;
-	if (ps->current) {
-		if (!spool_profile(ps, ps->current))
-			return;
-		ps->current = NULL;
-	}
-	while (ps->q_len) {
-		struct queued_profile *p = ps->queue[ps->q_head];
+	for (;;) {
+		struct queued_profile *p;
+		bool was_current = false, self_dropped = false;
+		uint64_t dropped = 0;
+		int ret;
 
-		if (!spool_profile(ps, p))
-			return;
-		queue_pop(ps);
+		if (all && ps->current) {
+			p = ps->current;
+			ps->current = NULL;
+			was_current = true;
+		} else if (ps->q_len && (all || ps->q_len > ps->queue_size)) {
+			p = queue_pop(ps);
+		} else {
+			break;
+		}
+		pthread_mutex_unlock(&ps->lock);
+		ret = spool__write(ps->spool, p, &dropped, &self_dropped);
+		pthread_mutex_lock(&ps->lock);
+		if (spool_written(ps, p, ret, dropped, self_dropped)) {
+			sync_spool(ps);
+			continue;
+		}
+		sync_spool(ps);
+		/* Not written: back where it was, oldest first. */
+		if (was_current) {
+			ps->current = p;
+		} else if (!queue_unpop(ps, p)) {
+			/* Submit filled the ring meanwhile: p is the oldest, it goes. */
+			note_dropped(ps, 1, "the queue is full and the spool cannot take more");
+			free(p);
+		}
+		break;
 	}
 }
 
@@ -450,13 +507,12 @@ static int push_sink_submit(struct sink *sink, const struct profile_record *reco
 		return -ENOMEM;
 	}
 
+	/* Memory only: the worker moves profiles to the spool (never submit, which runs on the
+	 * agent's main loop and must not wait on the disk). */
 	pthread_mutex_lock(&ps->lock);
-	if (ps->spool && ps->spool_ready && (ps->failing || ps->q_len == ps->queue_size) &&
-	    spool_profile(ps, p)) {
-		p = NULL;
-	} else if (ps->q_len == ps->queue_size) {
-		/* No spool (or it failed): the oldest in memory makes room, as the spool would
-		 * do. */
+	if (ps->q_len == ps->queue_cap) {
+		/* No spool, or it cannot keep up: the oldest in memory makes room, as the spool
+		 * would do. */
 		free(queue_pop(ps));
 		note_dropped(ps, 1,
 			     ps->spool ? "the queue is full and the spool cannot take more"
@@ -464,8 +520,7 @@ static int push_sink_submit(struct sink *sink, const struct profile_record *reco
 					 "to keep profiles on disk while the endpoint is "
 					 "down)");
 	}
-	if (p)
-		queue_push(ps, p);
+	queue_push(ps, p);
 	pthread_cond_signal(&ps->wake);
 	pthread_mutex_unlock(&ps->lock);
 	return 0;
@@ -614,13 +669,18 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 
 /* ---- the worker --------------------------------------------------------------------- */
 
-/* Takes the spool directory once nobody else holds it, and learns what waits there. */
+/* Takes the spool directory once nobody else holds it, and learns what waits there. Under
+ * lock, released around the I/O. */
 static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warned)
 {
 	uint64_t max_key = 0;
-	int ret;
+	int ret, scanned = 0;
 
+	pthread_mutex_unlock(&ps->lock);
 	ret = spool__lock(ps->spool);
+	if (!ret)
+		scanned = spool__scan(ps->spool, &max_key);
+	pthread_mutex_lock(&ps->lock);
 	if (ret) {
 		int64_t now = now_ms();
 
@@ -635,16 +695,35 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 		}
 		return;
 	}
-	ret = spool__scan(ps->spool, &max_key);
-	if (ret)
+	if (scanned)
 		log_warn("%s: cannot read spool directory %s completely: %s", ps->what,
-			 spool__dir(ps->spool), strerror(-ret));
+			 spool__dir(ps->spool), strerror(-scanned));
 	raise_key_floor(max_key);
 	ps->spool_ready = true;
-	if (spool__count(ps->spool))
+	sync_spool(ps);
+	if (ps->spool_count)
 		log_info("%s: %zu profiles (%llu bytes) wait in spool %s; delivering them first",
-			 ps->what, spool__count(ps->spool),
-			 (unsigned long long)spool__bytes(ps->spool), spool__dir(ps->spool));
+			 ps->what, ps->spool_count, (unsigned long long)ps->spool_bytes,
+			 spool__dir(ps->spool));
+}
+
+/* Scans again when the index is known to miss files (spool__needs_scan), at most once per
+ * initial_backoff. Under lock, released around the I/O. */
+static void rescan_spool(struct push_sink *ps, int64_t *rescan_at)
+{
+	uint64_t max_key = 0;
+	int64_t now = now_ms();
+	int ret;
+
+	if (!ps->spool_ready || !spool__needs_scan(ps->spool) || now < *rescan_at)
+		return;
+	pthread_mutex_unlock(&ps->lock);
+	ret = spool__scan(ps->spool, &max_key);
+	pthread_mutex_lock(&ps->lock);
+	raise_key_floor(max_key);
+	sync_spool(ps);
+	if (ret)
+		*rescan_at = now + (int64_t)ps->initial_backoff_ms;
 }
 
 static void wait_until(struct push_sink *ps, int64_t at_ms)
@@ -687,7 +766,7 @@ static void log_outcome(struct push_sink *ps, const struct queued_profile *p,
 				 "%zu in the spool)%s",
 				 ps->what, http_client__target(ps->http), out->reason,
 				 wait_ms / 1000.0, ps->q_len + (ps->current != NULL),
-				 ps->spool ? spool__count(ps->spool) : 0,
+				 ps->spool_count,
 				 suppressed ? "; failing since the last message" : "");
 		break;
 	case PUSH_REJECTED:
@@ -704,7 +783,7 @@ static void log_outcome(struct push_sink *ps, const struct queued_profile *p,
 static void *worker_main(void *arg)
 {
 	struct push_sink *ps = arg;
-	int64_t lock_waiting_since = 0;
+	int64_t lock_waiting_since = 0, rescan_at = 0;
 	bool lock_warned = false;
 
 	pthread_mutex_lock(&ps->lock);
@@ -722,11 +801,17 @@ static void *worker_main(void *arg)
 				/* Nothing is sent before the spool's older profiles are known. */
 				if (ps->closing)
 					break;
-				wait_until(ps, now + SPOOL_LOCK_POLL_MS);
+				wait_until(ps, now_ms() + SPOOL_LOCK_POLL_MS);
 				continue;
 			}
-			if (ps->failing || ps->q_len == ps->queue_size)
-				spill_to_spool(ps);
+		}
+		if (ps->spool_ready && !ps->closing) {
+			rescan_spool(ps, &rescan_at);
+			/* While failing nothing waits only in memory; otherwise what submit queued
+			 * above queue_size goes to disk. */
+			if (ps->failing ? ps->current || ps->q_len : ps->q_len > ps->queue_size)
+				spill_to_spool(ps, ps->failing);
+			now = now_ms();
 		}
 		have_memory = ps->current || ps->q_len;
 		have_spool = ps->spool_ready && spool__oldest(ps->spool, &spool_key);
@@ -749,7 +834,10 @@ static void *worker_main(void *arg)
 			ps->current = queue_pop(ps);
 		if (have_spool && (!ps->current || spool_key < ps->current->key)) {
 			spool__pin(ps->spool, spool_key);
+			pthread_mutex_unlock(&ps->lock);
 			ret = spool__read(ps->spool, spool_key, &read_back);
+			pthread_mutex_lock(&ps->lock);
+			sync_spool(ps);
 			if (ret == -EBADMSG) {
 				ps->stats.spool_corrupt++;
 				ps->stats.profiles_dropped++;
@@ -760,7 +848,7 @@ static void *worker_main(void *arg)
 					log_warn("%s: cannot read spooled profile %llu: %s",
 						 ps->what, (unsigned long long)spool_key,
 						 strerror(-ret));
-					ps->retry_at_ms = now + (int64_t)ps->initial_backoff_ms;
+					ps->retry_at_ms = now_ms() + (int64_t)ps->initial_backoff_ms;
 				}
 				continue;
 			}
@@ -770,6 +858,7 @@ static void *worker_main(void *arg)
 			p = ps->current;
 		}
 
+		now = now_ms();
 		timeout = (int64_t)ps->timeout_ms;
 		if (ps->closing && ps->deadline_ms - now < timeout)
 			timeout = ps->deadline_ms - now > 0 ? ps->deadline_ms - now : 1;
@@ -808,7 +897,10 @@ static void *worker_main(void *arg)
 		log_outcome(ps, p, &out, wait_ms);
 		if (out.verdict != PUSH_RETRY) {
 			if (from_spool) {
+				pthread_mutex_unlock(&ps->lock);
 				spool__remove(ps->spool, spool_key);
+				pthread_mutex_lock(&ps->lock);
+				sync_spool(ps);
 			} else {
 				free(ps->current);
 				ps->current = NULL;
@@ -818,8 +910,7 @@ static void *worker_main(void *arg)
 			spool__pin(ps->spool, 0);
 			free(read_back);
 		}
-		if (ps->failing && !ps->closing)
-			spill_to_spool(ps);
+		/* A failure moves what is in memory to the spool at the top of the loop. */
 	}
 	pthread_mutex_unlock(&ps->lock);
 	return NULL;
@@ -834,8 +925,8 @@ static void push_sink_stats(const struct sink *sink, struct sink_stats *out)
 	pthread_mutex_lock(&ps->lock);
 	*out = ps->stats;
 	out->queue_length = ps->q_len + (ps->current != NULL);
-	out->spool_profiles = ps->spool && ps->spool_ready ? spool__count(ps->spool) : 0;
-	out->spool_bytes = ps->spool && ps->spool_ready ? spool__bytes(ps->spool) : 0;
+	out->spool_profiles = ps->spool_count;
+	out->spool_bytes = ps->spool_bytes;
 	pthread_mutex_unlock(&ps->lock);
 }
 
@@ -851,8 +942,10 @@ static void push_sink_close(struct sink *sink)
 	ps->closing = true;
 	ps->deadline_ms = started + (int64_t)ps->shutdown_timeout_ms;
 	/* Waiting on an endpoint already known to be down only delays the exit: the spool
-	 * keeps the profiles for the next start. */
-	if (ps->failing && ps->spool)
+	 * keeps the profiles for the next start. A sink replaced by a reload does not wait
+	 * either when it has a spool: its successor delivers from there, and the agent's main
+	 * loop, which closes it, is not held up. */
+	if ((ps->failing || ps->retiring) && ps->spool)
 		ps->deadline_ms = started;
 	atomic_store(&ps->abort_at_ms, ps->deadline_ms);
 	pthread_cond_signal(&ps->wake);
@@ -867,6 +960,7 @@ static void push_sink_close(struct sink *sink)
 
 		if (spool__lock(ps->spool) == 0 && spool__scan(ps->spool, &max_key) == 0)
 			ps->spool_ready = true;
+		sync_spool(ps);
 	}
 	left = ps->q_len + (ps->current != NULL);
 	if (ps->spool) {
@@ -880,6 +974,7 @@ static void push_sink_close(struct sink *sink)
 		while (ps->q_len && spool_profile(ps, ps->queue[ps->q_head]))
 			queue_pop(ps);
 		spooled = ps->stats.profiles_spooled - before;
+		sync_spool(ps);
 	}
 	if (ps->current) {
 		note_dropped(ps, 1, "not delivered before shutdown_timeout");
@@ -903,6 +998,19 @@ static void push_sink_close(struct sink *sink)
 	else if (left)
 		log_debug("%s: %llu profiles were waiting at close", ps->what,
 			  (unsigned long long)left);
+	pthread_mutex_unlock(&ps->lock);
+}
+
+static const struct sink_ops pyroscope_ops, parca_ops;
+
+void push_sink__retire(struct sink *sink)
+{
+	struct push_sink *ps = (struct push_sink *)sink;
+
+	if (!sink || (sink->ops != &pyroscope_ops && sink->ops != &parca_ops))
+		return;
+	pthread_mutex_lock(&ps->lock);
+	ps->retiring = true;
 	pthread_mutex_unlock(&ps->lock);
 }
 
@@ -1049,7 +1157,10 @@ int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *e
 	pb_buffer__init(&ps->body, 0);
 	atomic_init(&ps->abort_at_ms, 0);
 
-	ps->queue = calloc(ps->queue_size, sizeof(*ps->queue));
+	/* With a spool, submit may go past queue_size until the worker moves the excess to
+	 * disk; twice as much bounds memory all the same. */
+	ps->queue_cap = opts->spool_dir && opts->spool_dir[0] ? 2 * ps->queue_size : ps->queue_size;
+	ps->queue = calloc(ps->queue_cap, sizeof(*ps->queue));
 	if (!ps->queue) {
 		ret = -ENOMEM;
 		set_err(err, err_len, "out of memory");

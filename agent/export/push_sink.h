@@ -1,6 +1,8 @@
 /* The Pyroscope and Parca sinks: profiles pushed over HTTP by a worker thread per sink, so
- * submit only ever copies the profile into a bounded in-memory queue (or writes it to the
- * spool) and returns.
+ * submit only ever copies the profile into a bounded in-memory queue and returns: it never
+ * touches the network or the disk. The worker moves profiles to the spool (queue_size
+ * exceeded, or the endpoint failing); with a spool the queue may hold up to twice queue_size
+ * meanwhile.
  *
  * Delivery is in order, oldest first, whether a profile waits in memory or in the spool.
  * Failures that can pass (no connection, timeouts, HTTP 5xx and 429, gRPC UNAVAILABLE,
@@ -14,7 +16,9 @@
  *
  * Closing (sink__free) gives the worker shutdown_timeout to deliver what waits, then spools
  * what is left (or counts it as dropped without a spool). When the endpoint is already known
- * to be failing and there is a spool, it spools at once instead of waiting. */
+ * to be failing and there is a spool, it spools at once instead of waiting; so does a sink
+ * replaced by a reload (push_sink__retire) that has a spool. Without a spool a replaced sink
+ * still takes up to shutdown_timeout to close, and the reload waits for it. */
 #ifndef ALLOCSCOPE_PUSH_SINK_H
 #define ALLOCSCOPE_PUSH_SINK_H
 
@@ -66,5 +70,10 @@ struct push_sink_opts {
  * contents are taken up by the worker) and starts the worker. Returns 0 or -errno with a
  * sentence in err. */
 int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *err, size_t err_len);
+
+/* Marks a sink about to be freed because a reload replaced it (not because the agent stops):
+ * with a spool, its close spools what waits at once instead of trying to deliver until
+ * shutdown_timeout. Accepts NULL and sinks of other types (ignored). Main thread only. */
+void push_sink__retire(struct sink *sink);
 
 #endif

@@ -54,6 +54,7 @@ struct spool {
 	uint64_t bytes;
 	uint64_t pinned;
 	unsigned tmp_seq;
+	bool needs_scan; /* a file on disk is missing from the index (out of memory) */
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -579,7 +580,13 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 	closedir(dir);
 	if (spool->n)
 		qsort(spool->entries, spool->n, sizeof(spool->entries[0]), compare_entries);
+	spool->needs_scan = ret == -ENOMEM;
 	return ret;
+}
+
+bool spool__needs_scan(const struct spool *spool)
+{
+	return spool->needs_scan;
 }
 
 size_t spool__count(const struct spool *spool)
@@ -708,9 +715,10 @@ int spool__write(struct spool *spool, const struct queued_profile *p, uint64_t *
 		fsync(dir_fd);
 		close(dir_fd);
 	}
-	ret = index_insert(spool, p->key, len);
-	if (ret) /* the file is there; the next start's scan finds it */
-		return ret;
+	/* The file is whole and in place: the write is done. Should the index not take it
+	 * (out of memory), the next scan (spool__needs_scan) finds it. */
+	if (index_insert(spool, p->key, len))
+		spool->needs_scan = true;
 	return 0;
 }
 

@@ -67,6 +67,10 @@ bool spool__locked(const struct spool *spool);
 /* Reads the directory (locked) into the index: profile files by key, leftovers of an
  * interrupted write removed. *max_key is the largest key found (0 when none). */
 int spool__scan(struct spool *spool, uint64_t *max_key);
+/* True when the index may miss files on disk: a scan ran out of memory, or spool__write could
+ * not index the file it wrote (the write still counts as done). The owner scans again to
+ * learn of them. */
+bool spool__needs_scan(const struct spool *spool);
 
 size_t spool__count(const struct spool *spool);
 uint64_t spool__bytes(const struct spool *spool);
@@ -80,7 +84,8 @@ void spool__pin(struct spool *spool, uint64_t key);
  * included when it is the oldest; *dropped counts the ones removed from the index, and
  * *self_dropped says the new one was not kept (then the return is still 0). Returns 0, or
  * -errno when the file could not be written (the index is unchanged then, apart from
- * drops). */
+ * drops). A file written whole but left out of the index for want of memory still returns 0
+ * (see spool__needs_scan). */
 int spool__write(struct spool *spool, const struct queued_profile *p, uint64_t *dropped,
 		 bool *self_dropped);
 

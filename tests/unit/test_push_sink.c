@@ -287,6 +287,17 @@ static struct sink_stats stats_of(struct sink *sink)
 		CHECK(stats_of(sink).field >= (uint64_t)(want));                                   \
 	} while (0)
 
+/* Waits up to timeout_ms for a stat to equal want (the worker moves profiles to the spool
+ * after submit returns). */
+#define WAIT_EQ(sink, field, want, timeout_ms)                                                     \
+	do {                                                                                       \
+		for (int waited_ = 0;                                                              \
+		     stats_of(sink).field != (uint64_t)(want) && waited_ < (timeout_ms);           \
+		     waited_ += 10)                                                                \
+			sleep_ms(10);                                                              \
+		CHECK_EQ_U64(stats_of(sink).field, want);                                          \
+	} while (0)
+
 static char url[64];
 
 static struct push_sink_opts base_opts(struct server *srv)
@@ -488,9 +499,9 @@ static void test_down_then_up_with_spool(void)
 	submit_n(sink, 0, 3);
 	WAIT_FOR(sink, retries, 2, 5000);
 	submit_n(sink, 3, 8);
-	/* While failing, everything waits on disk. */
-	CHECK_EQ_U64(stats_of(sink).spool_profiles, 8);
-	CHECK_EQ_U64(stats_of(sink).queue_length, 0);
+	/* While failing, everything waits on disk (moved there by the worker). */
+	WAIT_EQ(sink, spool_profiles, 8, 3000);
+	WAIT_EQ(sink, queue_length, 0, 3000);
 	server_start(&srv);
 	WAIT_FOR(sink, profiles_written, 8, 5000);
 	CHECK_STR(server_order(&srv, order, sizeof(order)), "s0,s1,s2,s3,s4,s5,s6,s7");
@@ -678,8 +689,9 @@ static void test_spool_full_drops_oldest(void)
 	submit_n(sink, 0, 1);
 	WAIT_FOR(sink, retries, 1, 5000);
 	submit_n(sink, 1, 6);
-	CHECK_EQ_U64(stats_of(sink).spool_profiles, 3);
-	CHECK_EQ_U64(stats_of(sink).profiles_dropped, 3);
+	WAIT_EQ(sink, profiles_dropped, 3, 3000);
+	WAIT_EQ(sink, spool_profiles, 3, 3000);
+	WAIT_EQ(sink, queue_length, 0, 3000);
 	server_start(&srv);
 	WAIT_FOR(sink, profiles_written, 3, 5000);
 	CHECK_STR(server_order(&srv, order, sizeof(order)), "s3,s4,s5");
@@ -714,6 +726,53 @@ static void test_shutdown_deadline(void)
 	CHECK(took >= 0.9 && took < 2.6);
 out:
 	server_stop(&srv);
+}
+
+/* A sink replaced by a reload, with a spool, does not hold the reload up to shutdown_timeout:
+ * what it holds goes to the spool at once, for its successor. */
+static void test_retire_spools_at_once(void)
+{
+	struct server srv;
+	struct push_sink_opts opts;
+	char tmp[64], order[256];
+	struct sink *sink;
+	double started, took;
+
+	server_init(&srv);
+	server_script(&srv, (struct scripted){-1, NULL, NULL});
+	server_start(&srv);
+	make_tmp(tmp, sizeof(tmp));
+	opts = base_opts(&srv);
+	opts.timeout_ms = 30000;
+	opts.shutdown_timeout_ms = 5000;
+	opts.spool_dir = tmp;
+	sink = make(&opts);
+	if (!sink)
+		goto out;
+	submit_n(sink, 0, 3);
+	sleep_ms(200);
+	push_sink__retire(sink);
+	started = mono_s();
+	sink__free(sink);
+	took = mono_s() - started;
+	CHECK(took < 1.0);
+
+	/* The first server hangs on its connection until stopped: a second one answers. */
+	server_stop(&srv);
+	server_init(&srv);
+	server_start(&srv);
+	opts = base_opts(&srv);
+	opts.spool_dir = tmp;
+	sink = make(&opts);
+	if (!sink)
+		goto out;
+	WAIT_FOR(sink, profiles_written, 3, 5000);
+	CHECK_STR(server_order(&srv, order, sizeof(order)), "s0,s1,s2");
+	CHECK_EQ_U64(stats_of(sink).profiles_dropped, 0);
+	sink__free(sink);
+out:
+	server_stop(&srv);
+	nftw(tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Profiles above max_profile_size are refused before they are queued. */
@@ -773,6 +832,7 @@ int main(void)
 	RUN(test_queue_full_drops_oldest);
 	RUN(test_spool_full_drops_oldest);
 	RUN(test_shutdown_deadline);
+	RUN(test_retire_spools_at_once);
 	RUN(test_too_large);
 	RUN(test_bad_urls);
 	return unit_summary("push_sink");
