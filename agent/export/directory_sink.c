@@ -24,6 +24,7 @@
 #include "log.h"
 #include "export/directory_sink.h"
 #include "export/sink.h"
+#include "fd_write.h"
 
 #define DIR_MODE  0750
 #define FILE_MODE 0640
@@ -341,24 +342,6 @@ static int open_service_dir(struct directory_sink *ds, int root_fd, const char *
 	return fd;
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Moves from to to inside dir_fd unless to exists (-EEXIST). */
 static int rename_noreplace(int dir_fd, const char *from, const char *to)
 {
@@ -455,7 +438,7 @@ static int write_profile_file(struct directory_sink *ds, int svc_fd, const char 
 	}
 
 	step = "write";
-	ret = write_all(fd, record->pprof_gz, record->pprof_gz_len);
+	ret = fd_write_all(fd, record->pprof_gz, record->pprof_gz_len);
 	if (!ret && fsync(fd)) {
 		step = "sync";
 		ret = -errno;

@@ -28,6 +28,7 @@
 
 #include "log.h"
 #include "export/spool.h"
+#include "fd_write.h"
 
 #define MAGIC	     "ALSCSPL1"
 #define FIXED_HEADER 68
@@ -629,24 +630,6 @@ int spool__remove(struct spool *spool, uint64_t key)
 	return remove_file(spool, key);
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Drops the oldest unpinned profiles until size more bytes fit. Returns false when even
  * then they do not fit, or the new profile (new_key) is older than everything droppable. */
 static bool make_room(struct spool *spool, uint64_t new_key, uint64_t size, uint64_t *dropped)
@@ -697,7 +680,7 @@ int spool__write(struct spool *spool, const struct queued_profile *p, uint64_t *
 		free(data);
 		return ret;
 	}
-	ret = write_all(fd, data, len);
+	ret = fd_write_all(fd, data, len);
 	free(data);
 	if (!ret && fdatasync(fd))
 		ret = -errno;

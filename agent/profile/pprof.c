@@ -6,6 +6,7 @@
 #include "profile/pprof.h"
 #include "profile/protobuf.h"
 #include "hash.h"
+#include "fd_write.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1018,23 +1019,6 @@ int pprof_builder__encode_gzip(struct pprof_builder *b, uint8_t **data, size_t *
 	return err;
 }
 
-static int write_all(int fd, const uint8_t *data, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = write(fd, data, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Make a rename durable: without this a crash can lose the new directory entry. Best effort,
  * since some file systems refuse fsync on directories and the data is safe either way. The
  * name is built on the stack so that this step cannot run out of memory. */
@@ -1091,7 +1075,7 @@ int pprof_builder__write_file(struct pprof_builder *b, const char *path)
 		err = -errno;
 		goto out;
 	}
-	err = write_all(fd, data, len);
+	err = fd_write_all(fd, data, len);
 	if (!err && fsync(fd) != 0)
 		err = -errno;
 	if (close(fd) != 0 && !err)
