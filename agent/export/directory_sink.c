@@ -25,6 +25,7 @@
 #include "export/directory_sink.h"
 #include "export/sink.h"
 #include "fd_write.h"
+#include "error_text.h"
 
 #define DIR_MODE  0750
 #define FILE_MODE 0640
@@ -78,20 +79,6 @@ struct retention_scan {
 	struct service_dir *dirs;
 	size_t n_dirs, cap_dirs;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
 
 /* The service name as one safe path component: it can neither climb out of PATH ("..", "/")
  * nor hide (a leading '.'), and it reads the same in every locale. */

@@ -16,6 +16,7 @@
 #include "build_info.h"
 #include "export/http_client.h"
 #include "export/push_wire.h"
+#include "error_text.h"
 
 /* Longest Retry-After honoured. */
 #define RETRY_AFTER_MAX_MS (10 * 60 * 1000)
@@ -40,20 +41,6 @@ static CURLcode global_result = CURLE_OK;
 static void global_init(void)
 {
 	global_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
 }
 
 static bool old_h2c_reuse_bug(void)

@@ -36,6 +36,7 @@
 #include "export/sink.h"
 #include "export/spool.h"
 #include "profile/protobuf.h"
+#include "error_text.h"
 
 #define DEFAULT_TIMEOUT_MS	10000
 #define DEFAULT_QUEUE_SIZE	64
@@ -105,20 +106,6 @@ struct push_sink {
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
 
 static int64_t now_ms(void)
 {

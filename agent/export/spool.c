@@ -29,6 +29,7 @@
 #include "log.h"
 #include "export/spool.h"
 #include "fd_write.h"
+#include "error_text.h"
 
 #define MAGIC	     "ALSCSPL1"
 #define FIXED_HEADER 68
@@ -57,20 +58,6 @@ struct spool {
 	unsigned tmp_seq;
 	bool needs_scan; /* a file on disk is missing from the index (out of memory) */
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !err_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_len, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- queued profiles --------------------------------------------------------------- */
 

@@ -8,40 +8,9 @@
 #include "unit.h"
 #include "collect/kube_pods.h"
 #include "config/config.h"
+#include "config_load.h"
 
 #define REFERENCE_FILE "config/allocscope.yaml"
-
-static char err[1024];
-
-static struct agent_config *load(const char *yaml)
-{
-	struct agent_config *config = NULL;
-	int ret;
-
-	err[0] = '\0';
-	ret = config_load_string(yaml, strlen(yaml), "x.yaml", &config, err, sizeof(err));
-	if (ret) {
-		fprintf(stderr, "  unexpected error %d: %s\n", ret, err);
-		CHECK(ret == 0);
-	}
-	return config;
-}
-
-/* Loading yaml must fail with -EINVAL and exactly this message. */
-#define CHECK_ERROR(yaml, message)                                                                 \
-	do {                                                                                       \
-		struct agent_config *bad_ = (struct agent_config *)1;                              \
-		int ret_;                                                                          \
-											   \
-		err[0] = '\0';                                                                     \
-		ret_ =                                                                             \
-		    config_load_string((yaml), strlen(yaml), "x.yaml", &bad_, err, sizeof(err));   \
-		CHECK(ret_ == -EINVAL);                                                            \
-		CHECK(bad_ == NULL);                                                               \
-		CHECK_STR(err, (message));                                                         \
-		if (ret_ == 0)                                                                     \
-			config_free(bad_);                                                         \
-	} while (0)
 
 static char *machine_hostname(void)
 {
