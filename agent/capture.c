@@ -28,6 +28,7 @@
 #include "config/units.h"
 #include "profile/alloc_profile.h"
 #include "symbolize/symbolizer.h"
+#include "collect/process_info.h"
 
 #define DRAIN_INTERVAL_MS 100
 
@@ -71,21 +72,6 @@ static int64_t elapsed_ms(const struct capture *cap)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (now.tv_sec - cap->start_mono.tv_sec) * 1000 +
 	       (now.tv_nsec - cap->start_mono.tv_nsec) / 1000000;
-}
-
-static void read_comm(pid_t pid, char *comm, size_t len)
-{
-	char path[64];
-	FILE *f;
-
-	snprintf(comm, len, "?");
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return;
-	if (fgets(comm, (int)len, f))
-		comm[strcspn(comm, "\n")] = '\0';
-	fclose(f);
 }
 
 /* Refuse early, before touching any process, when the profile could not be written. */
@@ -233,7 +219,7 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 			log_error("cannot watch pid %d: %s", (int)pid, strerror(errno));
 		return -ESRCH;
 	}
-	read_comm(pid, t->comm, sizeof(t->comm));
+	process_info__read_comm(pid, t->comm, sizeof(t->comm));
 	ret = process_probes__attach(cap->program, pid, command, &t->probes, err, sizeof(err));
 	if (ret) {
 		log_error("%s", err);
@@ -378,7 +364,7 @@ static int start_command(struct capture *cap)
 	}
 	/* Exec'ed: snapshot the new image now (libraries the loader maps next are found by the
 	 * symbolizer's re-read on the first unknown address). */
-	read_comm(pid, cap->targets[cap->n_targets - 1].comm,
+	process_info__read_comm(pid, cap->targets[cap->n_targets - 1].comm,
 		  sizeof(cap->targets[cap->n_targets - 1].comm));
 	snapshot_process(cap, pid);
 	return 0;

@@ -458,21 +458,6 @@ static bool try_attach(struct daemon *d, struct tracked_process *p)
 	return false;
 }
 
-static void read_comm(pid_t pid, char *comm, size_t len)
-{
-	char path[64];
-	FILE *f;
-
-	snprintf(comm, len, "?");
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	if (fgets(comm, (int)len, f))
-		comm[strcspn(comm, "\n")] = '\0';
-	fclose(f);
-}
-
 /* Tracks pid in the service named service_name (for pod's processes, that pod container's),
  * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
 static void track_process(struct daemon *d, pid_t pid, const char *service_name,
@@ -912,7 +897,7 @@ static void handle_process_events(struct daemon *d)
 			if (!parent)
 				continue;
 			/* A forked worker is its parent's image: same rules, same service. */
-			read_comm(pid, comm, sizeof(comm));
+			process_info__read_comm(pid, comm, sizeof(comm));
 			if (parent->pod && d->kube &&
 			    kube_pods__lookup(d->kube, parent->container_id, &pod) != 0)
 				pod = NULL;

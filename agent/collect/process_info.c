@@ -67,23 +67,38 @@ static int read_small_file(int dir_fd, const char *name, char *buf, size_t len, 
 	return ret;
 }
 
-static int read_comm(int dir_fd, struct process_info *out)
+/* dir_fd/comm (or an absolute path in name) into comm[len], without its newline. */
+static int read_comm_at(int dir_fd, const char *name, char *comm, size_t len)
 {
 	char buf[64];
 	size_t n;
 	int ret;
 
-	ret = read_small_file(dir_fd, "comm", buf, sizeof(buf), &n);
+	ret = read_small_file(dir_fd, name, buf, sizeof(buf), &n);
 	if (ret)
 		return missing_means_gone(ret);
 	if (n > 0 && buf[n - 1] == '\n')
 		n--;
 	/* The kernel keeps 15 characters; anything longer is cut the same way. */
-	if (n > sizeof(out->comm) - 1)
-		n = sizeof(out->comm) - 1;
-	memcpy(out->comm, buf, n);
-	out->comm[n] = '\0';
+	if (n > len - 1)
+		n = len - 1;
+	memcpy(comm, buf, n);
+	comm[n] = '\0';
 	return 0;
+}
+
+static int read_comm(int dir_fd, struct process_info *out)
+{
+	return read_comm_at(dir_fd, "comm", out->comm, sizeof(out->comm));
+}
+
+void process_info__read_comm(pid_t pid, char *comm, size_t len)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if (len && read_comm_at(AT_FDCWD, path, comm, len) != 0)
+		snprintf(comm, len, "?");
 }
 
 /* The executable as the process sees it. Kernel threads and zombies have none (ENOENT), and

@@ -35,6 +35,10 @@ struct process_info {
  * unit and container always describe the same moment. */
 int process_info__read(const char *proc_root, pid_t pid, struct process_info *out);
 
+/* The process name alone (/proc/PID/comm without the newline), "?" when it cannot be read,
+ * for messages about processes whose other facts are not needed. */
+void process_info__read_comm(pid_t pid, char *comm, size_t len);
+
 /* The systemd unit that owns a cgroup path: its deepest component ending in ".service" or
  * ".scope" ("/system.slice/redis-server.service" -> "redis-server.service",
  * "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service" -> "foo.service").
