@@ -470,6 +470,31 @@ static int json_begin_array(struct json_reader *r)
 	return json_enter(r, '[', "expected an array");
 }
 
+/* One step through an object's members or an array's elements: false at the closing
+ * character close (consumed) or on an error, else true past the separating comma. */
+static bool json_next_item(struct json_reader *r, bool *first, int close, const char *expected)
+{
+	int c;
+
+	if (r->failed)
+		return false;
+	c = json_peek(r);
+	if (c == close) {
+		r->p++;
+		r->depth--;
+		return false;
+	}
+	if (!*first) {
+		if (c != ',') {
+			json_fail(r, expected);
+			return false;
+		}
+		r->p++;
+	}
+	*first = false;
+	return true;
+}
+
 /* Steps to the next member of the object begun with json_begin_object: true with its key in
  * key (cut to key_cap; keys longer than that match nothing this module looks for) and r->p at
  * its value; false after the closing brace or on an error (r->failed tells). Errors are
@@ -477,24 +502,9 @@ static int json_begin_array(struct json_reader *r)
 static bool json_next_member(struct json_reader *r, bool *first, char *key, size_t key_cap)
 {
 	struct json_string_sink sink = {.buf = key, .cap = key_cap, .fits = true};
-	int c;
 
-	if (r->failed)
+	if (!json_next_item(r, first, '}', "expected ',' or '}' after a member"))
 		return false;
-	c = json_peek(r);
-	if (c == '}') {
-		r->p++;
-		r->depth--;
-		return false;
-	}
-	if (!*first) {
-		if (c != ',') {
-			json_fail(r, "expected ',' or '}' after a member");
-			return false;
-		}
-		r->p++;
-	}
-	*first = false;
 	if (json_read_string(r, &sink))
 		return false;
 	if (!sink.fits || sink.has_nul)
@@ -510,25 +520,7 @@ static bool json_next_member(struct json_reader *r, bool *first, char *key, size
 /* The same for arrays: true with r->p at the next element. */
 static bool json_next_element(struct json_reader *r, bool *first)
 {
-	int c;
-
-	if (r->failed)
-		return false;
-	c = json_peek(r);
-	if (c == ']') {
-		r->p++;
-		r->depth--;
-		return false;
-	}
-	if (!*first) {
-		if (c != ',') {
-			json_fail(r, "expected ',' or ']' after an element");
-			return false;
-		}
-		r->p++;
-	}
-	*first = false;
-	return true;
+	return json_next_item(r, first, ']', "expected ',' or ']' after an element");
 }
 
 static int json_skip_value(struct json_reader *r)
