@@ -9,6 +9,7 @@
 #include "profile/protobuf.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -178,6 +179,34 @@ static void squeeze_blanks(char *s)
 		}
 		blank = false;
 		*w++ = *s;
+	}
+	*w = '\0';
+}
+
+/* "file.c:15:0 " -> "file.c:15 ": newer pprof versions print a source column after the line. */
+static void drop_source_columns(char *s)
+{
+	char *w = s;
+
+	while (*s) {
+		if (s[0] == ':' && isdigit((unsigned char)s[1])) {
+			char *line_end = s + 1, *col_end;
+
+			while (isdigit((unsigned char)*line_end))
+				line_end++;
+			col_end = line_end + 1;
+			if (line_end[0] == ':' && isdigit((unsigned char)line_end[1])) {
+				while (isdigit((unsigned char)*col_end))
+					col_end++;
+				if (*col_end == ' ' || *col_end == '\n' || *col_end == '\0') {
+					memmove(w, s, (size_t)(line_end - s));
+					w += line_end - s;
+					s = col_end;
+					continue;
+				}
+			}
+		}
+		*w++ = *s++;
 	}
 	*w = '\0';
 }
@@ -502,39 +531,48 @@ static void test_go_pprof_reads_profile(void)
 	pprof_builder__free(b);
 
 	/* A private HOME and GOCACHE keep go from touching the user's; -symbolize=none keeps
-	 * pprof from looking for binaries or symbol servers. */
+	 * pprof from looking for binaries or symbol servers. -raw shows the header, samples,
+	 * locations and mappings; -traces shows each sample's stack by name, which does not depend
+	 * on how a pprof version numbers locations (1.19 renumbers them by first use, 1.26 keeps
+	 * the file's ids) nor on whether it prints source columns. */
 	snprintf(cmd, sizeof(cmd),
-		 "cd '%s' && HOME='%s' GOCACHE='%s/gocache' PPROF_TMPDIR='%s' GOFLAGS= "
-		 "go tool pprof -raw -symbolize=none '%s' 2>&1",
-		 tmp_root, tmp_root, tmp_root, tmp_root, path);
+		 "cd '%s' && export HOME='%s' GOCACHE='%s/gocache' PPROF_TMPDIR='%s' GOFLAGS= && "
+		 "go tool pprof -raw -symbolize=none '%s' 2>&1 && "
+		 "go tool pprof -traces -sample_index=alloc_objects -symbolize=none '%s' 2>&1",
+		 tmp_root, tmp_root, tmp_root, tmp_root, path, path);
 	out = run_capture(cmd);
 	CHECK(out != NULL);
 	if (!out)
 		return;
 	squeeze_blanks(out);
+	drop_source_columns(out);
 	CHECK_CONTAINS(out, "PeriodType: space bytes");
 	CHECK_CONTAINS(out, "Period: 524288");
 	CHECK_CONTAINS(out, "Duration: 10s");
 	CHECK_CONTAINS(out, "Comment: allocscope unit test");
 	/* [dflt] marks default_sample_type. */
 	CHECK_CONTAINS(out, "alloc_objects/count alloc_space/bytes[dflt]");
-	/* pprof renumbers locations in order of first use by the samples when it reads a
-	 * profile: malloc 1, make_node 2, main 3, bad name 4. */
-	CHECK_CONTAINS(out, " 3 1536: 1 2 3 \n thread:[worker]\n bytes:[512 bytes]\n");
-	CHECK_CONTAINS(out, " 1 4096: 2 3 \n");
-	CHECK_CONTAINS(out, " 2 1048576: 1 4 3 \n bytes:[524288 bytes]\n");
-	CHECK_CONTAINS(out, " 1: 0x7f0000001234 M=2 malloc :0 s=0");
+	CHECK_CONTAINS(out, "\n 3 1536: ");
+	CHECK_CONTAINS(out, "\n thread:[worker]\n bytes:[512 bytes]\n");
+	CHECK_CONTAINS(out, "\n 1 4096: ");
+	CHECK_CONTAINS(out, "\n 2 1048576: ");
+	CHECK_CONTAINS(out, "\n bytes:[524288 bytes]\n");
+	CHECK_CONTAINS(out, ": 0x7f0000001234 M=2 malloc :0 s=0");
 	/* The inlined frame first, then its caller, in the same location. */
-	CHECK_CONTAINS(
-	    out, " 2: 0x401100 M=1 inlined_helper app.c:33 s=30()\n make_node app.c:25 s=20\n");
-	CHECK_CONTAINS(out, " 3: 0x401000 M=1 main app.c:15 s=10");
-	CHECK_CONTAINS(out, " 4: 0x401200 M=1 bad\xef\xbf\xbdname app.c:44 s=40");
+	CHECK_CONTAINS(out, ": 0x401100 M=1 inlined_helper app.c:33 s=30()\n make_node app.c:25 s=20\n");
+	CHECK_CONTAINS(out, ": 0x401000 M=1 main app.c:15 s=10");
+	CHECK_CONTAINS(out, ": 0x401200 M=1 bad\xef\xbf\xbdname app.c:44 s=40");
 	CHECK_CONTAINS(out, "1: 0x400000/0x500000/0x0 /usr/bin/app abcdef0123456789 "
 			    "[FN][FL][LN][IN]");
 	CHECK_CONTAINS(out, "2: 0x7f0000000000/0x7f0000200000/0x28000 "
 			    "/lib/x86_64-linux-gnu/libc.so.6 [FN]\n");
+	/* Each sample's stack, leaf first, with its object count. */
+	CHECK_CONTAINS(out, " thread: worker\n bytes: 512B\n 3 malloc\n inlined_helper (inline)\n "
+			    "make_node\n main\n");
+	CHECK_CONTAINS(out, "\n 1 inlined_helper (inline)\n make_node\n main\n");
+	CHECK_CONTAINS(out, " bytes: 512kB\n 2 malloc\n bad\xef\xbf\xbdname\n main\n");
 	if (unit_case_failures)
-		fprintf(stderr, "  go tool pprof -raw said:\n%s\n", out);
+		fprintf(stderr, "  go tool pprof -raw and -traces said:\n%s\n", out);
 	free(out);
 }
 
