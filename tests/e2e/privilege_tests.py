@@ -175,9 +175,11 @@ def agent_keeps_only_the_units_capabilities(tmp):
     permitted, bounding, in every thread), no_new_privs, and still profiles."""
     from agent_tests import Agent, agent_config, include_executable, merged_totals, profiles_of
     sinks = os.path.join(tmp, "profiles")
-    workload = Workload([MALLOC_LOOP, "--iterations", "100000", "--size", "2000"])
-    agent = Agent(tmp, agent_config(sinks, include_executable(MALLOC_LOOP, "loop"),
-                                    interval="1s"))
+    # A private copy: no other malloc_loop on the host matches the rule.
+    loop = os.path.join(tmp, "caps_loop")
+    shutil.copy(MALLOC_LOOP, loop)
+    workload = Workload([loop, "--iterations", "100000", "--size", "2000"])
+    agent = Agent(tmp, agent_config(sinks, include_executable(loop, "loop"), interval="1s"))
     try:
         agent.wait_metric("allocscope_processes", lambda v: v == 1, state="attached")
         for fields in status_fields(agent.proc.pid):
