@@ -111,8 +111,8 @@ int privileges__check_start(enum privileges_role role, char *err, size_t err_len
 		set_err(err, err_len,
 			"the agent profiles every process on the host and uid %u is not root: a "
 			"binary with file capabilities (setcap) acts only for its caller. Run the "
-			"agent as root (the systemd unit), or profile your own processes with --pid "
-			"or -- COMMAND",
+			"agent as root (the systemd unit), or profile your own processes with "
+			"--pid or -- COMMAND",
 			(unsigned)getuid());
 		return -EPERM;
 	}

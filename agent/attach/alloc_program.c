@@ -114,9 +114,9 @@ static int check_privileges(char *err, size_t err_len)
 		return 0;
 	snprintf(err, err_len,
 		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON (run it with "
-		 "sudo; or, for users to profile their own processes: setcap cap_bpf,cap_perfmon+ep "
-		 "allocscope; kernels before 6.6, without uprobe_multi links, want cap_sys_admin "
-		 "too)");
+		 "sudo; or, for users to profile their own processes: setcap "
+		 "cap_bpf,cap_perfmon+ep allocscope; kernels before 6.6, without uprobe_multi "
+		 "links, want cap_sys_admin too)");
 	return -EPERM;
 }
 
