@@ -29,6 +29,7 @@
 #include "profile/alloc_profile.h"
 #include "symbolize/symbolizer.h"
 #include "collect/process_info.h"
+#include "privileges.h"
 
 #define DRAIN_INTERVAL_MS 100
 
@@ -219,6 +220,12 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 			log_error("cannot watch pid %d: %s", (int)pid, strerror(errno));
 		return -ESRCH;
 	}
+	/* A command is the capture's own child, made safe before it execs. */
+	if (!command && privileges__may_profile(pid, t->pidfd, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		close(t->pidfd);
+		return -EPERM;
+	}
 	process_info__read_comm(pid, t->comm, sizeof(t->comm));
 	ret = process_probes__attach(cap->program, pid, command, &t->probes, err, sizeof(err));
 	if (ret) {
@@ -330,6 +337,9 @@ static int start_command(struct capture *cap)
 
 		close(cs.go_pipe[1]);
 		close(cs.status_pipe[0]);
+		/* Before the probes go in: they are attached to what the caller may run. */
+		if (privileges__drop_for_command() != 0)
+			_exit(127);
 		if (read(cs.go_pipe[0], &go, 1) != 1)
 			_exit(127); /* the profiler gave up: do not run unprofiled */
 		signal(SIGINT, SIG_DFL);
@@ -478,6 +488,8 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->storage_errors, "allocations not counted: no per-thread countdown" },
 		{ cap->handler_errors, "samples dropped: out of memory" },
 		{ counters->stack_copy_errors, "samples without a stack copy: stack unreadable" },
+		{ counters->not_permitted, "samples refused: the process ran with credentials "
+					   "other than the caller's (a set-user-ID program?)" },
 		{ cap->truncated_unwinds, "stacks cut short: kept the frames found (a larger "
 					  "--stack-copy-size or debug info may help)" },
 		{ sample_reader__malformed(cap->reader), "malformed records" },
@@ -558,6 +570,12 @@ int capture_run(const struct capture_opts *opts)
 	int64_t duration_ms;
 	int ret, status = 1;
 
+	if (privileges__check_start(PRIVILEGES_CAPTURE, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	program_opts.only_caller = privileges__borrowed();
+	privileges__caller(&program_opts.caller_uid, &program_opts.caller_gid);
 	if (prepare_output(&cap, opts->n_pids ? opts->pids[0] : getpid()) != 0)
 		return 1;
 	ret = alloc_program__load(&program_opts, &cap.program, err, sizeof(err));
@@ -603,6 +621,11 @@ int capture_run(const struct capture_opts *opts)
 			/* The default name carries the command's pid, known only now. */
 			prepare_output(&cap, cap.child);
 		}
+	}
+	/* Attached: what follows reads /proc, files and samples, and writes the profile. */
+	if (privileges__keep_needed(PRIVILEGES_CAPTURE, false, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
 	}
 	describe_targets(&cap);
 	run_loop(&cap);

@@ -62,6 +62,7 @@
 #include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"
+#include "privileges.h"
 
 #define PROCESS_BUCKETS 4096
 #define DRAIN_INTERVAL_MS 100
@@ -1726,7 +1727,9 @@ static void raise_fd_limit(const struct agent_config *c)
 			 c->max_processes);
 }
 
-static int load_program(struct daemon *d)
+/* The BPF program, then down to the capabilities the agent keeps for life: before any thread
+ * starts, since each thread has its own. */
+static int load_bpf(struct daemon *d)
 {
 	const struct agent_config *c = d->config;
 	struct alloc_program_opts opts = {
@@ -1739,10 +1742,21 @@ static int load_program(struct daemon *d)
 	int ret;
 
 	ret = alloc_program__load(&opts, &d->program, err, sizeof(err));
-	if (ret) {
+	if (!ret)
+		ret = privileges__keep_needed(PRIVILEGES_AGENT,
+					      !alloc_program__has_multi(d->program), err,
+					      sizeof(err));
+	if (ret)
 		log_error("%s", err);
-		return ret;
-	}
+	return ret;
+}
+
+static int load_program(struct daemon *d)
+{
+	const struct agent_config *c = d->config;
+	char err[512] = "";
+	int ret;
+
 	ret = probe_cost__measure(d->program, &d->probe_cost_ns);
 	if (ret)
 		log_warn("cannot measure the probe cost (%s): overhead estimates read 0",
@@ -1941,10 +1955,20 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	sigprocmask(SIG_BLOCK, &signals, NULL);
 
 	d.log_level_override = log_level_override;
+	{
+		char err[512] = "";
+
+		if (privileges__check_start(PRIVILEGES_AGENT, err, sizeof(err)) != 0) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
 	if (load_config(config_path, path_is_default, &d.config) != 0)
 		goto out;
 	apply_log_level(&d);
 	raise_fd_limit(d.config);
+	if (load_bpf(&d) != 0)
+		goto out;
 	if (make_sinks(d.config, &d.sinks) != 0)
 		goto out;
 	d.n_sinks = d.config->n_sinks;

@@ -31,6 +31,14 @@ const volatile __u32 stack_copy_size = 0;
 /* Wake the agent only when this much is queued: no wakeup per sample (a wakeup costs more than
  * the trap), yet a burst cannot fill the ring between two timed drains. */
 const volatile __u64 wakeup_bytes = 1 << 20;
+/* Set when allocscope acts for a caller who is not root (a binary with file capabilities):
+ * samples are taken only from a process with that caller's uids and gids and no
+ * capabilities, the processes the caller could debug. The agent checked each target before
+ * attaching; this covers what a target becomes later (it execs a set-user-ID program: its
+ * breakpoints stay). */
+const volatile bool only_caller = false;
+const volatile __u32 caller_uid = 0;
+const volatile __u32 caller_gid = 0;
 
 struct alloc_counters counters;
 
@@ -126,6 +134,26 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 /* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
  * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
  * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
+static __always_inline bool runs_as_caller(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const struct cred *cred = BPF_CORE_READ(task, real_cred);
+	kernel_cap_t permitted = { 1 };
+
+	if (!cred)
+		return false;
+	if (BPF_CORE_READ(cred, uid.val) != caller_uid ||
+	    BPF_CORE_READ(cred, euid.val) != caller_uid ||
+	    BPF_CORE_READ(cred, suid.val) != caller_uid ||
+	    BPF_CORE_READ(cred, gid.val) != caller_gid ||
+	    BPF_CORE_READ(cred, egid.val) != caller_gid ||
+	    BPF_CORE_READ(cred, sgid.val) != caller_gid)
+		return false;
+	if (bpf_core_read(&permitted, sizeof(permitted), &cred->cap_permitted))
+		return false;
+	return permitted.val == 0;
+}
+
 static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
 				    __u32 entry, bool at_entry)
 {
@@ -133,6 +161,10 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	__u64 pid_tgid;
 	long err;
 
+	if (only_caller && !runs_as_caller()) {
+		__sync_fetch_and_add(&counters.not_permitted, 1);
+		return 0;
+	}
 	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);

@@ -83,6 +83,8 @@ struct alloc_counters {
 	__u64 process_events_lost; /* exec/fork notices lost: their ring buffer was full */
 	__u64 usdt_errors;       /* cooperative samples lost: no spec for the probe, or an
 				    argument could not be read */
+	__u64 not_permitted;     /* samples refused: the process ran with credentials other
+				    than the caller's (only_caller) */
 };
 
 /* The cooperative path's probes are told apart from entry points by their attach cookie:

@@ -38,10 +38,34 @@ struct pt_regs {
 	unsigned long ss;
 };
 
-/* Only the two fields the fork tracepoint reads; every access is relocated by field name. */
+/* The credentials a sample is checked against when allocscope acts for a caller who is not
+ * root. Ids and capability sets are single-member structs in the kernel; both layouts of
+ * kernel_cap_t (u64 since Linux 6.3, u32[2] before) are 8 bytes, read whole. */
+typedef struct {
+	__u32 val;
+} kuid_t;
+typedef struct {
+	__u32 val;
+} kgid_t;
+typedef struct {
+	__u64 val;
+} kernel_cap_t;
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+	kuid_t suid;
+	kgid_t sgid;
+	kuid_t euid;
+	kgid_t egid;
+	kernel_cap_t cap_permitted;
+};
+
+/* Only the fields the programs read; every access is relocated by field name. */
 struct task_struct {
 	int pid;
 	int tgid;
+	const struct cred *real_cred;
 };
 
 #pragma clang attribute pop

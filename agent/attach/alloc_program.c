@@ -114,8 +114,9 @@ static int check_privileges(char *err, size_t err_len)
 		return 0;
 	snprintf(err, err_len,
 		 "allocscope needs root or the capabilities CAP_BPF and CAP_PERFMON (run it with "
-		 "sudo, or: setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep allocscope; kernels "
-		 "before 6.6, without uprobe_multi links, want cap_sys_admin too)");
+		 "sudo; or, for users to profile their own processes: setcap "
+		 "cap_bpf,cap_perfmon+ep allocscope; kernels before 6.6, without uprobe_multi "
+		 "links, want cap_sys_admin too)");
 	return -EPERM;
 }
 
@@ -138,6 +139,9 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	prog->skel->rodata->walk_frame_pointers = opts->walk_frame_pointers;
 	prog->skel->rodata->stack_copy_size = opts->stack_copy_bytes;
 	prog->skel->rodata->wakeup_bytes = opts->ringbuf_bytes / 4;
+	prog->skel->rodata->only_caller = opts->only_caller;
+	prog->skel->rodata->caller_uid = opts->caller_uid;
+	prog->skel->rodata->caller_gid = opts->caller_gid;
 	sampling_fill_log2_table(table);
 	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
 	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);

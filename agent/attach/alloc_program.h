@@ -21,6 +21,9 @@ struct alloc_program_opts {
 	bool walk_frame_pointers;    /* the kernel's frame-pointer walk in every sample */
 	uint32_t stack_copy_bytes;   /* registers + this much user stack per sample (0: none);
 					a power of two up to ALLOC_MAX_STACK_COPY */
+	bool only_caller;            /* sample only processes running as exactly this uid/gid
+					with no capabilities (counted as not_permitted) */
+	uint32_t caller_uid, caller_gid;
 };
 
 /* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On
