@@ -140,7 +140,10 @@ def check_sites(profile, manifest, rate):
 
 
 def go_pprof(args, tmp):
-    env = dict(os.environ, HOME=tmp, GOCACHE=os.path.join(tmp, "gocache"),
+    # Go 1.24 and later build `go tool pprof` on first use into GOCACHE: one cache under the
+    # build directory serves every test (a fresh one per test rebuilds pprof each time) and
+    # leaves the user's own cache alone.
+    env = dict(os.environ, HOME=tmp, GOCACHE=os.path.join(BUILD, "gocache"),
                PPROF_TMPDIR=tmp, GOFLAGS="")
     result = run(["go", "tool", "pprof"] + args, env=env, timeout=180)
     assert result.returncode == 0, f"go tool pprof failed: {result.stderr}"

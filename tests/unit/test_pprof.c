@@ -512,7 +512,8 @@ static struct pprof_builder *build_reference_profile(void)
 
 static void test_go_pprof_reads_profile(void)
 {
-	char path[1024], cmd[8192];
+	char path[1024], cmd[8192], cwd[1024], gocache[2200];
+	const char *build;
 	struct pprof_builder *b;
 	char *out;
 
@@ -535,11 +536,18 @@ static void test_go_pprof_reads_profile(void)
 	 * locations and mappings; -traces shows each sample's stack by name, which does not depend
 	 * on how a pprof version numbers locations (1.19 renumbers them by first use, 1.26 keeps
 	 * the file's ids) nor on whether it prints source columns. */
+	if (!getcwd(cwd, sizeof(cwd)))
+		snprintf(cwd, sizeof(cwd), ".");
+	build = getenv("BUILD");
+	snprintf(gocache, sizeof(gocache), "%s/%s/gocache", build && build[0] == '/' ? "" : cwd,
+		 build && *build ? build : "build");
+	/* Go 1.24 and later build `go tool pprof` on first use into GOCACHE: one cache under the
+	 * build directory (shared with the e2e tests) instead of a fresh one that rebuilds it. */
 	snprintf(cmd, sizeof(cmd),
-		 "cd '%s' && export HOME='%s' GOCACHE='%s/gocache' PPROF_TMPDIR='%s' GOFLAGS= && "
+		 "cd '%s' && export HOME='%s' GOCACHE='%s' PPROF_TMPDIR='%s' GOFLAGS= && "
 		 "go tool pprof -raw -symbolize=none '%s' 2>&1 && "
 		 "go tool pprof -traces -sample_index=alloc_objects -symbolize=none '%s' 2>&1",
-		 tmp_root, tmp_root, tmp_root, tmp_root, path, path);
+		 tmp_root, tmp_root, gocache, tmp_root, path, path);
 	out = run_capture(cmd);
 	CHECK(out != NULL);
 	if (!out)
