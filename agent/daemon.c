@@ -1911,7 +1911,10 @@ int daemon_check_config(const char *config_path, bool path_is_default)
 		return 0;
 	}
 	if (ret != 0) {
-		fprintf(stderr, "allocscope: %s\n", err);
+		char shown[4 * sizeof(err)];
+
+		/* The message quotes the file: escaped as the log escapes it. */
+		fprintf(stderr, "allocscope: %s\n", log_escaped(shown, err));
 		return 1;
 	}
 	printf("%s: configuration is valid\n", config_path);
