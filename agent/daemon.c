@@ -1395,6 +1395,20 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 			     (const char *const[]){ "result", "failure", NULL },
 			     (double)d->stats.reloads_failed);
 	render_kubernetes_metrics(d, t);
+	if (d->metrics) {
+		struct metrics_server_stats server;
+
+		metrics_server__stats(d->metrics, &server);
+		metrics_text__family(t, "allocscope_metrics_connections_dropped_total", "counter",
+				     "Connections to this endpoint closed before their answer, "
+				     "by reason.");
+		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
+				     (const char *const[]){ "reason", "limit", NULL },
+				     (double)server.closed_over_limit);
+		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
+				     (const char *const[]){ "reason", "deadline", NULL },
+				     (double)server.closed_at_deadline);
+	}
 	gauge(t, "allocscope_symbolizer_processes", "Processes the symbolizer holds maps of.",
 	      (double)symbolizer__process_count(d->symbolizer));
 	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
