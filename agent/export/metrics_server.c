@@ -4,14 +4,14 @@
  * which is how free() stops it even with clients connected).
  *
  * What keeps hostile or broken clients from starving the health probe: at most
- * MAX_CONNECTIONS are open at once, and one more arriving closes the oldest (a connection that
- * has not finished its request by then has had its chance; a probe's request arrives with its
- * connection, so it is answered long before it is the oldest); every connection has a fixed
- * deadline (CONNECTION_BUDGET_MS from accept, never extended by activity, so a client
- * trickling a byte at a time is closed as surely as a silent one); sockets are non-blocking,
- * so one client never waits on another. The answer is taken at once, from a reference on the
- * published snapshot taken under the mutex, so publishing never waits on a slow client. The
- * request parser is pure (http_request.h). */
+ * MAX_CONNECTIONS are open at once, and one more arriving closes the oldest (answered ones
+ * first; one that has not finished its request by then has had its chance, while a probe sends
+ * its request as it connects and is answered at accept or soon after, long before it is the
+ * oldest); every connection has a fixed deadline (CONNECTION_BUDGET_MS from accept, never
+ * extended by activity, so a client trickling a byte at a time is closed as surely as a silent
+ * one); sockets are non-blocking, so one client never waits on another. The answer is taken at
+ * once, from a reference on the published snapshot taken under the mutex, so publishing never
+ * waits on a slow client. The request parser is pure (http_request.h). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -456,17 +456,21 @@ static void read_some(struct metrics_server *server, struct connection *c)
 	}
 }
 
-/* Closes the oldest open connection to make room; see the top of the file for why. */
+/* Closes the oldest open connection to make room (one already answered first: it only waits
+ * for the client to hang up); see the top of the file for why. */
 static struct connection *make_room(struct metrics_server *server)
 {
 	struct connection *oldest = NULL;
 
 	for (size_t i = 0; i < MAX_CONNECTIONS; i++) {
 		struct connection *c = &server->connections[i];
+		bool answered = c->state == CONNECTION_LINGERING;
 
 		if (c->state == CONNECTION_FREE)
 			return c;
-		if (!oldest || c->serial < oldest->serial)
+		if (!oldest || answered > (oldest->state == CONNECTION_LINGERING) ||
+		    (answered == (oldest->state == CONNECTION_LINGERING) &&
+		     c->serial < oldest->serial))
 			oldest = c;
 	}
 	if (oldest->state != CONNECTION_LINGERING)
@@ -483,10 +487,13 @@ static bool wait_for_stop(const struct metrics_server *server, int timeout_ms)
 	return poll(&fd, 1, timeout_ms) > 0;
 }
 
-/* Accepts every queued connection. false when the thread should stop. */
-static bool accept_all(struct metrics_server *server, bool *warned)
+/* Accepts queued connections, at most MAX_CONNECTIONS before the other connections get their
+ * turn, and reads each at once: a client sends its request as it connects, so a probe is
+ * usually answered here, before a flood of connections behind it could make it the oldest.
+ * false when the thread should stop. */
+static bool accept_some(struct metrics_server *server, bool *warned)
 {
-	for (;;) {
+	for (int accepted = 0; accepted < MAX_CONNECTIONS; accepted++) {
 		struct connection *c;
 		int fd = accept4(server->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
@@ -521,7 +528,9 @@ static bool accept_all(struct metrics_server *server, bool *warned)
 			c->deadline.tv_sec++;
 			c->deadline.tv_nsec -= 1000000000L;
 		}
+		read_some(server, c);
 	}
+	return true;
 }
 
 static void *serve_loop(void *arg)
@@ -587,7 +596,7 @@ static void *serve_loop(void *arg)
 			connection_close(server, c);
 		}
 
-		if ((fds[1].revents & POLLIN) && !accept_all(server, &warned))
+		if ((fds[1].revents & POLLIN) && !accept_some(server, &warned))
 			break;
 	}
 
