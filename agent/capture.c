@@ -447,7 +447,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	struct alloc_site sites[64];
 	struct alloc_profile_totals totals;
 	size_t n = 0, rows = cap->opts->top;
-	char bytes[32], rate[32];
+	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1], function[1024];
 
 	alloc_profile__totals(cap->profile, &totals);
 	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
@@ -461,9 +461,11 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	       "%.0f ms)\n",
 	       (unsigned long long)totals.samples, cap->n_targets, cap->n_targets == 1 ? "" : "es",
 	       duration_ms / 1000.0, rate, agent_ms);
+	/* Names and paths come from the targets: escaped like every logged name (log.h). */
 	for (size_t i = 0; i < cap->n_targets; i++)
 		printf("allocator of pid %d (%s): %s\n", (int)cap->targets[i].pid,
-		       cap->targets[i].comm, cap->targets[i].allocators);
+		       log_escaped(comm, cap->targets[i].comm),
+		       log_escaped(allocators, cap->targets[i].allocators));
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
@@ -473,7 +475,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 			printf("%14s %6.1f%% %15.0f  %s\n",
 			       units_format_size(sites[i].bytes, bytes, sizeof(bytes)),
 			       totals.bytes > 0 ? 100.0 * sites[i].bytes / totals.bytes : 0.0,
-			       sites[i].objects, sites[i].function);
+			       sites[i].objects, log_escaped(function, sites[i].function));
 		printf("%14s %6s  %15.0f  total\n",
 		       units_format_size(totals.bytes, bytes, sizeof(bytes)), "", totals.objects);
 	}

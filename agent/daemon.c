@@ -1396,6 +1396,20 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 			     (const char *const[]){ "result", "failure", NULL },
 			     (double)d->stats.reloads_failed);
 	render_kubernetes_metrics(d, t);
+	if (d->metrics) {
+		struct metrics_server_stats server;
+
+		metrics_server__stats(d->metrics, &server);
+		metrics_text__family(t, "allocscope_metrics_connections_dropped_total", "counter",
+				     "Connections to this endpoint closed before their answer, "
+				     "by reason.");
+		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
+				     (const char *const[]){ "reason", "limit", NULL },
+				     (double)server.closed_over_limit);
+		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
+				     (const char *const[]){ "reason", "deadline", NULL },
+				     (double)server.closed_at_deadline);
+	}
 	gauge(t, "allocscope_symbolizer_processes", "Processes the symbolizer holds maps of.",
 	      (double)symbolizer__process_count(d->symbolizer));
 	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
@@ -1925,7 +1939,10 @@ int daemon_check_config(const char *config_path, bool path_is_default)
 		return 0;
 	}
 	if (ret != 0) {
-		fprintf(stderr, "allocscope: %s\n", err);
+		char shown[4 * sizeof(err)];
+
+		/* The message quotes the file: escaped as the log escapes it. */
+		fprintf(stderr, "allocscope: %s\n", log_escaped(shown, err));
 		return 1;
 	}
 	printf("%s: configuration is valid\n", config_path);

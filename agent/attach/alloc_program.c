@@ -64,11 +64,25 @@ struct alloc_program {
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	char text[4096];
+	const char *line;
+	int n;
+
 	/* libbpf's own chatter is for developers: show it only at debug level. */
 	if (log_max_level < LOG_DEBUG)
 		return 0;
-	fputs("allocscope: ", stderr);
-	return vfprintf(stderr, fmt, ap);
+	/* Its messages name target files, and a verifier log spans lines: one log line each, so
+	 * every line is prefixed and escaped like any other (longer messages are cut). */
+	n = vsnprintf(text, sizeof(text), fmt, ap);
+	for (line = text; *line;) {
+		size_t len = strcspn(line, "\n");
+
+		log_debug("%.*s", (int)len, line);
+		line += len;
+		if (*line)
+			line++;
+	}
+	return n;
 }
 
 static int check_kernel(char *err, size_t err_len)

@@ -740,18 +740,22 @@ size_t process_probes__single_stepped(const struct process_probes *probes)
 	return n;
 }
 
+/* Paths and symbol names come from the target: escaped as the log escapes them. */
 void process_probes__describe(const struct process_probes *probes, FILE *out)
 {
+	char path[4 * PATH_MAX], names[1024], counted_by[256];
+
 	for (size_t f = 0; f < probes->n_files; f++) {
 		const struct probed_file *file = &probes->files[f];
 
-		fprintf(out, "  %s (%s): %zu probes, %s\n", file->path, file->allocators,
-			file->count,
+		fprintf(out, "  %s (%s): %zu probes, %s\n", log_escaped(path, file->path),
+			file->allocators, file->count,
 			file->multi_link_fd >= 0 ? "one uprobe_multi link" : "one link each");
 		for (size_t i = file->first; i < file->first + file->count; i++) {
 			const struct entry_point *point = &probes->probes[i].point;
 
-			fprintf(out, "    %-24s %-14s +%-3u %-20s %s%s\n", point->names,
+			fprintf(out, "    %-24s %-14s +%-3u %-20s %s%s\n",
+				log_escaped(names, point->names),
 				alloc_entry_name(point->entry), point->placement.offset,
 				point->placement.insn_desc,
 				point->placement.emulated ? "emulated" : "single-stepped: ",
@@ -760,6 +764,7 @@ void process_probes__describe(const struct process_probes *probes, FILE *out)
 		for (size_t i = file->first_skipped; i < file->first_skipped + file->n_skipped;
 		     i++)
 			fprintf(out, "    %-24s not probed: reaches %s, which counts it\n",
-				probes->skipped[i].names, probes->skipped[i].counted_by);
+				log_escaped(names, probes->skipped[i].names),
+				log_escaped(counted_by, probes->skipped[i].counted_by));
 	}
 }

@@ -1,11 +1,17 @@
-/* Self-metrics over HTTP (see metrics_server.h). One thread accepts and answers one connection
- * at a time: scrapes come every few seconds, and a single thread is simple to stop. Each
- * connection gets a fixed budget (CONNECTION_BUDGET_MS) for reading the request and writing
- * the answer, so a client that connects and goes quiet, or never reads, delays the next scrape
- * by at most that much and never touches sampling. The thread takes a reference on the
- * published snapshot under the mutex and sends it without the lock held, so publishing never
- * waits on a slow client. The thread also watches an eventfd, which is how free() stops it
- * even in the middle of a connection. */
+/* Self-metrics over HTTP (see metrics_server.h). One thread serves every connection at once
+ * from one poll loop: scrapes and probes are tiny, so a thread per connection would buy nothing
+ * but a way to exhaust threads, and one thread is simple to stop (it also watches an eventfd,
+ * which is how free() stops it even with clients connected).
+ *
+ * What keeps hostile or broken clients from starving the health probe: at most
+ * MAX_CONNECTIONS are open at once, and one more arriving closes the oldest (answered ones
+ * first; one that has not finished its request by then has had its chance, while a probe sends
+ * its request as it connects and is answered at accept or soon after, long before it is the
+ * oldest); every connection has a fixed deadline (CONNECTION_BUDGET_MS from accept, never
+ * extended by activity, so a client trickling a byte at a time is closed as surely as a silent
+ * one); sockets are non-blocking, so one client never waits on another. The answer is taken at
+ * once, from a reference on the published snapshot taken under the mutex, so publishing never
+ * waits on a slow client. The request parser is pure (http_request.h). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -19,20 +25,27 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "export/http_request.h"
 #include "export/metrics_server.h"
 #include "log.h"
 
-/* Reading the request and writing the answer, together. A scrape of a few kilobytes over
- * loopback takes well under a millisecond; this only bounds misbehaving clients. */
+/* From accept to the last byte of the answer and the client's hang-up. A scrape of a few
+ * kilobytes over loopback takes well under a millisecond; this only bounds misbehaving
+ * clients. */
 #define CONNECTION_BUDGET_MS 2000
-#define MAX_REQUEST_HEAD     8192
+/* Connections open at once. A scraper and a kubelet need one each for a moment; the rest is
+ * room for bursts. Each holds a request buffer of HTTP_REQUEST_MAX_HEAD bytes. */
+#define MAX_CONNECTIONS	     32
 /* A reason is a sentence for an operator; longer ones are cut (at a UTF-8 boundary). */
 #define MAX_REASON	     1024
 #define ACCEPT_RETRY_MS	     100
-#define LISTEN_BACKLOG	     16
+/* Enough that a burst of connections is accepted (and the oldest closed) rather than left to
+ * SYN retries, which would delay a probe by a second or more. */
+#define LISTEN_BACKLOG	     128
 
 #define LISTEN_EXAMPLE	     "127.0.0.1:9464"
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -44,16 +57,43 @@ struct snapshot {
 	char text[];
 };
 
+enum connection_state {
+	CONNECTION_FREE,
+	CONNECTION_READING,   /* the request head */
+	CONNECTION_WRITING,   /* the answer */
+	CONNECTION_LINGERING, /* answered; reading until the client hangs up */
+};
+
+struct connection {
+	int fd;
+	enum connection_state state;
+	uint64_t serial; /* order of accept: the smallest open one is the oldest */
+	struct timespec deadline;
+	size_t head_len, searched; /* bytes read; bytes already searched for the head's end */
+	char head[HTTP_REQUEST_MAX_HEAD];
+	/* The answer: header, then body (a snapshot's text, or small_body). */
+	char header[256];
+	size_t header_len;
+	struct snapshot *snapshot; /* a reference, while the body is its text */
+	const char *body;
+	size_t body_len, sent; /* sent counts header and body bytes */
+	char small_body[MAX_REASON + 1];
+};
+
 struct metrics_server {
 	int listen_fd;
 	int stop_fd; /* eventfd, readable once free() wants the thread gone */
 	uint16_t port;
 	pthread_t thread;
 	pthread_mutex_t lock;
+	/* the thread's own */
+	struct connection *connections; /* MAX_CONNECTIONS of them */
+	uint64_t next_serial;
 	/* under lock */
 	struct snapshot *snapshot; /* NULL until the first publish: an empty body */
 	bool healthy;
 	char reason[MAX_REASON];
+	struct metrics_server_stats stats;
 };
 
 union sockaddr_any {
@@ -61,8 +101,6 @@ union sockaddr_any {
 	struct sockaddr_in v4;
 	struct sockaddr_in6 v6;
 };
-
-enum route { ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_NONE };
 
 /* Strict digits only, so "80x", " 80", "+80" and "-1" are all refused rather than guessed. */
 static int parse_port(const char *text, uint16_t *port)
@@ -193,75 +231,40 @@ static int ms_until(const struct timespec *deadline)
 	return (int)((ns + 999999) / 1000000);
 }
 
-/* 0 when fd is ready for events (or has an error for recv/send to report), -ETIMEDOUT once
- * the connection's budget is spent, -ECANCELED when the server is being stopped. */
-static int wait_ready(const struct metrics_server *server, int fd, short events,
-		      const struct timespec *deadline)
+static bool expired(const struct timespec *deadline, const struct timespec *now)
 {
-	for (;;) {
-		struct pollfd fds[2] = {
-			{ .fd = server->stop_fd, .events = POLLIN },
-			{ .fd = fd, .events = events },
-		};
-		int n = poll(fds, 2, ms_until(deadline));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (fds[0].revents)
-			return -ECANCELED;
-		if (fds[1].revents)
-			return 0;
-		if (n == 0)
-			return -ETIMEDOUT;
-	}
+	return now->tv_sec > deadline->tv_sec ||
+	       (now->tv_sec == deadline->tv_sec && now->tv_nsec >= deadline->tv_nsec);
 }
 
-static int send_all(const struct metrics_server *server, int conn, const char *data, size_t len,
-		    int flags, const struct timespec *deadline)
+static void snapshot_put(struct metrics_server *server, struct snapshot *snapshot)
 {
-	while (len > 0) {
-		ssize_t n;
-		int err = wait_ready(server, conn, POLLOUT, deadline);
+	bool last;
 
-		if (err)
-			return err;
-		/* MSG_NOSIGNAL: a client that hung up must not kill the agent with SIGPIPE. */
-		n = send(conn, data, len, flags | MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* After answering, read until the client hangs up: closing a socket with unread input makes
- * the kernel send a reset, and a reset can destroy the answer before the client reads it
- * (a POST body we never looked at, or the rest of an oversized head). */
-static void linger_until_client_closes(const struct metrics_server *server, int conn,
-				       const struct timespec *deadline)
-{
-	char discard[1024];
-
-	if (shutdown(conn, SHUT_WR))
+	if (!snapshot)
 		return;
-	for (;;) {
-		ssize_t n;
+	pthread_mutex_lock(&server->lock);
+	snapshot->refs--;
+	last = snapshot->refs == 0;
+	pthread_mutex_unlock(&server->lock);
+	if (last)
+		free(snapshot);
+}
 
-		if (wait_ready(server, conn, POLLIN, deadline))
-			return;
-		n = recv(conn, discard, sizeof(discard), 0);
-		if (n == 0)
-			return;
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return;
-	}
+static void count(struct metrics_server *server, uint64_t *counter)
+{
+	pthread_mutex_lock(&server->lock);
+	(*counter)++;
+	pthread_mutex_unlock(&server->lock);
+}
+
+static void connection_close(struct metrics_server *server, struct connection *c)
+{
+	close(c->fd);
+	snapshot_put(server, c->snapshot);
+	c->snapshot = NULL;
+	c->fd = -1;
+	c->state = CONNECTION_FREE;
 }
 
 static const char *status_text(int status)
@@ -284,37 +287,32 @@ static const char *status_text(int status)
 	}
 }
 
-static void respond(const struct metrics_server *server, int conn, const struct timespec *deadline,
-		    int status, const char *content_type, const char *body, size_t body_len,
-		    bool head_only)
+/* Sets up the answer; body must outlive the connection's writing (a snapshot's text held by
+ * c->snapshot, c->small_body, or a literal). */
+static void answer(struct connection *c, int status, const char *content_type, const char *body,
+		   size_t body_len, bool head_only)
 {
-	bool send_body = !head_only && body_len > 0;
-	char header[256];
-	int n;
+	int n = snprintf(c->header, sizeof(c->header),
+			 "HTTP/1.1 %d %s\r\n"
+			 "Content-Type: %s\r\n"
+			 "Content-Length: %zu\r\n"
+			 "%s"
+			 "Connection: close\r\n"
+			 "\r\n",
+			 status, status_text(status), content_type, body_len,
+			 status == 405 ? "Allow: GET, HEAD\r\n" : "");
 
-	n = snprintf(header, sizeof(header),
-		     "HTTP/1.1 %d %s\r\n"
-		     "Content-Type: %s\r\n"
-		     "Content-Length: %zu\r\n"
-		     "%s"
-		     "Connection: close\r\n"
-		     "\r\n",
-		     status, status_text(status), content_type, body_len,
-		     status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(header))
-		return;
-	/* MSG_MORE keeps header and body in one segment instead of waiting on a delayed ACK. */
-	if (send_all(server, conn, header, (size_t)n, send_body ? MSG_MORE : 0, deadline))
-		return;
-	if (send_body && send_all(server, conn, body, body_len, 0, deadline))
-		return;
-	linger_until_client_closes(server, conn, deadline);
+	/* The header's parts are all ours and short; this cannot be cut. */
+	c->header_len = n > 0 && (size_t)n < sizeof(c->header) ? (size_t)n : 0;
+	c->body = body;
+	c->body_len = head_only ? 0 : body_len;
+	c->sent = 0;
+	c->state = CONNECTION_WRITING;
 }
 
-static void respond_text(const struct metrics_server *server, int conn,
-			 const struct timespec *deadline, int status, const char *body)
+static void answer_text(struct connection *c, int status, const char *body)
 {
-	respond(server, conn, deadline, status, TEXT_CONTENT_TYPE, body, strlen(body), false);
+	answer(c, status, TEXT_CONTENT_TYPE, body, strlen(body), false);
 }
 
 static bool token_is(const char *token, size_t len, const char *word)
@@ -322,157 +320,163 @@ static bool token_is(const char *token, size_t len, const char *word)
 	return len == strlen(word) && memcmp(token, word, len) == 0;
 }
 
-/* The head is complete once an empty line follows a line; bare LF is accepted too. */
-static bool head_complete(const char *head, size_t len)
+static void answer_metrics(struct metrics_server *server, struct connection *c, bool head_only)
 {
-	return memmem(head, len, "\n\r\n", 3) || memmem(head, len, "\n\n", 2);
-}
-
-/* "METHOD SP TARGET SP HTTP/x.y" from a complete head; the target's path without query or
- * fragment. 0 or -EINVAL. */
-static int parse_request_line(const char *head, size_t len, const char **method, size_t *method_len,
-			      const char **path, size_t *path_len)
-{
-	const char *line_end = memchr(head, '\n', len);
-	const char *space, *target, *version;
-	size_t line_len, target_len;
-
-	if (!line_end)
-		return -EINVAL;
-	line_len = (size_t)(line_end - head);
-	if (line_len > 0 && head[line_len - 1] == '\r')
-		line_len--;
-
-	space = memchr(head, ' ', line_len);
-	if (!space || space == head)
-		return -EINVAL;
-	*method = head;
-	*method_len = (size_t)(space - head);
-
-	target = space + 1;
-	space = memchr(target, ' ', (size_t)(head + line_len - target));
-	if (!space || space == target || target[0] != '/')
-		return -EINVAL;
-	target_len = (size_t)(space - target);
-
-	version = space + 1;
-	if ((size_t)(head + line_len - version) < 5 || memcmp(version, "HTTP/", 5) != 0)
-		return -EINVAL;
-
-	*path = target;
-	*path_len = 0;
-	while (*path_len < target_len && target[*path_len] != '?' && target[*path_len] != '#')
-		(*path_len)++;
-	return 0;
-}
-
-static void serve_metrics(struct metrics_server *server, int conn, const struct timespec *deadline,
-			  bool head_only)
-{
-	struct snapshot *snapshot;
-	bool last = false;
-
 	pthread_mutex_lock(&server->lock);
-	snapshot = server->snapshot;
-	if (snapshot)
-		snapshot->refs++;
+	c->snapshot = server->snapshot;
+	if (c->snapshot)
+		c->snapshot->refs++;
 	pthread_mutex_unlock(&server->lock);
-
-	respond(server, conn, deadline, 200, METRICS_CONTENT_TYPE, snapshot ? snapshot->text : "",
-		snapshot ? snapshot->len : 0, head_only);
-
-	if (!snapshot)
-		return;
-	pthread_mutex_lock(&server->lock);
-	snapshot->refs--;
-	last = snapshot->refs == 0;
-	pthread_mutex_unlock(&server->lock);
-	if (last)
-		free(snapshot);
+	answer(c, 200, METRICS_CONTENT_TYPE, c->snapshot ? c->snapshot->text : "",
+	       c->snapshot ? c->snapshot->len : 0, head_only);
 }
 
-static void serve_healthz(struct metrics_server *server, int conn, const struct timespec *deadline,
-			  bool head_only)
+static void answer_healthz(struct metrics_server *server, struct connection *c, bool head_only)
 {
-	char body[MAX_REASON + 1];
 	bool healthy;
 
 	pthread_mutex_lock(&server->lock);
 	healthy = server->healthy;
 	if (healthy)
-		snprintf(body, sizeof(body), "ok\n");
+		snprintf(c->small_body, sizeof(c->small_body), "ok\n");
 	else if (server->reason[0])
-		snprintf(body, sizeof(body), "%s\n", server->reason);
+		snprintf(c->small_body, sizeof(c->small_body), "%s\n", server->reason);
 	else
-		snprintf(body, sizeof(body), "unhealthy\n");
+		snprintf(c->small_body, sizeof(c->small_body), "unhealthy\n");
 	pthread_mutex_unlock(&server->lock);
-
-	respond(server, conn, deadline, healthy ? 200 : 503, TEXT_CONTENT_TYPE, body, strlen(body),
-		head_only);
+	answer(c, healthy ? 200 : 503, TEXT_CONTENT_TYPE, c->small_body, strlen(c->small_body),
+	       head_only);
 }
 
-static void serve_connection(struct metrics_server *server, int conn)
+/* The head so far is complete or full: decide the answer. */
+static void route(struct metrics_server *server, struct connection *c)
 {
-	char head[MAX_REQUEST_HEAD];
-	const char *method, *path;
-	size_t len = 0, method_len, path_len;
-	struct timespec deadline;
-	enum route route;
+	struct http_request req;
 	bool head_only;
+	int ret = http_request__parse(c->head, c->head_len, &req);
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += CONNECTION_BUDGET_MS / 1000;
-	deadline.tv_nsec += (CONNECTION_BUDGET_MS % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
+	if (ret == -EMSGSIZE) {
+		answer_text(c, 431, "request head too large\n");
+		return;
 	}
+	if (ret) {
+		answer_text(c, 400, "bad request\n");
+		return;
+	}
+	if (!token_is(req.path, req.path_len, "/metrics") &&
+	    !token_is(req.path, req.path_len, "/healthz")) {
+		answer_text(c, 404, "not found\n");
+		return;
+	}
+	head_only = token_is(req.method, req.method_len, "HEAD");
+	if (!head_only && !token_is(req.method, req.method_len, "GET")) {
+		answer_text(c, 405, "method not allowed\n");
+		return;
+	}
+	if (token_is(req.path, req.path_len, "/metrics"))
+		answer_metrics(server, c, head_only);
+	else
+		answer_healthz(server, c, head_only);
+}
 
-	while (!head_complete(head, len)) {
+/* Sends what the socket takes now. When all is sent: half-close and linger, since closing a
+ * socket with unread input makes the kernel send a reset, and a reset can destroy the answer
+ * before the client reads it (a POST body we never looked at, or the rest of an oversized
+ * head). */
+static void write_some(struct metrics_server *server, struct connection *c)
+{
+	size_t total = c->header_len + c->body_len;
+
+	while (c->sent < total) {
+		struct iovec iov[2];
+		struct msghdr msg = { .msg_iov = iov };
 		ssize_t n;
 
-		if (len == sizeof(head)) {
-			respond_text(server, conn, &deadline, 431, "request head too large\n");
-			return;
+		if (c->sent < c->header_len) {
+			iov[0] = (struct iovec){ c->header + c->sent, c->header_len - c->sent };
+			iov[1] = (struct iovec){ (void *)c->body, c->body_len };
+			msg.msg_iovlen = c->body_len ? 2 : 1;
+		} else {
+			size_t done = c->sent - c->header_len;
+
+			iov[0] = (struct iovec){ (void *)(c->body + done), c->body_len - done };
+			msg.msg_iovlen = 1;
 		}
-		/* A client that goes quiet, or a stop, just ends the connection. */
-		if (wait_ready(server, conn, POLLIN, &deadline))
-			return;
-		n = recv(conn, head + len, sizeof(head) - len, 0);
+		/* MSG_NOSIGNAL: a client that hung up must not kill the agent with SIGPIPE. */
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
+			if (errno == EINTR)
 				continue;
+			if (errno != EAGAIN)
+				connection_close(server, c);
 			return;
 		}
-		if (n == 0)
+		c->sent += (size_t)n;
+	}
+	snapshot_put(server, c->snapshot);
+	c->snapshot = NULL;
+	if (shutdown(c->fd, SHUT_WR)) {
+		connection_close(server, c);
+		return;
+	}
+	c->state = CONNECTION_LINGERING;
+}
+
+static void read_some(struct metrics_server *server, struct connection *c)
+{
+	for (;;) {
+		char discard[1024];
+		bool reading = c->state == CONNECTION_READING;
+		ssize_t n;
+
+		if (reading)
+			n = recv(c->fd, c->head + c->head_len, sizeof(c->head) - c->head_len, 0);
+		else
+			n = recv(c->fd, discard, sizeof(discard), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
 			return;
-		len += (size_t)n;
+		/* Hung up (or broke) before finishing its request, or after our answer: done. */
+		if (n <= 0) {
+			connection_close(server, c);
+			return;
+		}
+		if (!reading)
+			continue;
+		c->head_len += (size_t)n;
+		if (!http_request__head_end(c->head, c->head_len, c->searched) &&
+		    c->head_len < sizeof(c->head)) {
+			c->searched = c->head_len;
+			continue;
+		}
+		route(server, c);
+		write_some(server, c);
+		return;
 	}
+}
 
-	if (parse_request_line(head, len, &method, &method_len, &path, &path_len)) {
-		respond_text(server, conn, &deadline, 400, "bad request\n");
-		return;
-	}
-	if (token_is(path, path_len, "/metrics"))
-		route = ROUTE_METRICS;
-	else if (token_is(path, path_len, "/healthz"))
-		route = ROUTE_HEALTHZ;
-	else
-		route = ROUTE_NONE;
+/* Closes the oldest open connection to make room (one already answered first: it only waits
+ * for the client to hang up); see the top of the file for why. */
+static struct connection *make_room(struct metrics_server *server)
+{
+	struct connection *oldest = NULL;
 
-	if (route == ROUTE_NONE) {
-		respond_text(server, conn, &deadline, 404, "not found\n");
-		return;
+	for (size_t i = 0; i < MAX_CONNECTIONS; i++) {
+		struct connection *c = &server->connections[i];
+		bool answered = c->state == CONNECTION_LINGERING;
+
+		if (c->state == CONNECTION_FREE)
+			return c;
+		if (!oldest || answered > (oldest->state == CONNECTION_LINGERING) ||
+		    (answered == (oldest->state == CONNECTION_LINGERING) &&
+		     c->serial < oldest->serial))
+			oldest = c;
 	}
-	head_only = token_is(method, method_len, "HEAD");
-	if (!head_only && !token_is(method, method_len, "GET")) {
-		respond_text(server, conn, &deadline, 405, "method not allowed\n");
-		return;
-	}
-	if (route == ROUTE_METRICS)
-		serve_metrics(server, conn, &deadline, head_only);
-	else
-		serve_healthz(server, conn, &deadline, head_only);
+	if (oldest->state != CONNECTION_LINGERING)
+		count(server, &server->stats.closed_over_limit);
+	connection_close(server, oldest);
+	return oldest;
 }
 
 /* true when stop_fd became readable within timeout_ms. */
@@ -483,19 +487,83 @@ static bool wait_for_stop(const struct metrics_server *server, int timeout_ms)
 	return poll(&fd, 1, timeout_ms) > 0;
 }
 
+/* Accepts queued connections, at most MAX_CONNECTIONS before the other connections get their
+ * turn, and reads each at once: a client sends its request as it connects, so a probe is
+ * usually answered here, before a flood of connections behind it could make it the oldest.
+ * false when the thread should stop. */
+static bool accept_some(struct metrics_server *server, bool *warned)
+{
+	for (int accepted = 0; accepted < MAX_CONNECTIONS; accepted++) {
+		struct connection *c;
+		int fd = accept4(server->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd < 0) {
+			int err = errno;
+
+			if (err == EINTR || err == ECONNABORTED)
+				continue;
+			/* Out of descriptors or memory: the connection stays queued and poll would
+			 * report it again at once, so back off instead of spinning. */
+			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+				if (!*warned)
+					log_warn("metrics server: cannot accept a connection: %s; "
+						 "retrying",
+						 strerror(err));
+				*warned = true;
+				return !wait_for_stop(server, ACCEPT_RETRY_MS);
+			}
+			return true; /* EAGAIN: none left */
+		}
+		*warned = false;
+		c = make_room(server);
+		c->fd = fd;
+		c->state = CONNECTION_READING;
+		c->serial = server->next_serial++;
+		c->head_len = 0;
+		c->searched = 0;
+		clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+		c->deadline.tv_sec += CONNECTION_BUDGET_MS / 1000;
+		c->deadline.tv_nsec += (CONNECTION_BUDGET_MS % 1000) * 1000000L;
+		if (c->deadline.tv_nsec >= 1000000000L) {
+			c->deadline.tv_sec++;
+			c->deadline.tv_nsec -= 1000000000L;
+		}
+		read_some(server, c);
+	}
+	return true;
+}
+
 static void *serve_loop(void *arg)
 {
 	struct metrics_server *server = arg;
+	struct pollfd fds[2 + MAX_CONNECTIONS];
+	struct connection *polled[2 + MAX_CONNECTIONS];
 	bool warned = false;
 
 	for (;;) {
-		struct pollfd fds[2] = {
-			{ .fd = server->stop_fd, .events = POLLIN },
-			{ .fd = server->listen_fd, .events = POLLIN },
-		};
-		int conn, n;
+		struct timespec now;
+		int timeout = -1, n;
+		nfds_t nfds = 2;
 
-		n = poll(fds, 2, -1);
+		fds[0] = (struct pollfd){ .fd = server->stop_fd, .events = POLLIN };
+		fds[1] = (struct pollfd){ .fd = server->listen_fd, .events = POLLIN };
+		for (size_t i = 0; i < MAX_CONNECTIONS; i++) {
+			struct connection *c = &server->connections[i];
+			int left;
+
+			if (c->state == CONNECTION_FREE)
+				continue;
+			fds[nfds] = (struct pollfd){
+				.fd = c->fd,
+				.events = c->state == CONNECTION_WRITING ? POLLOUT : POLLIN,
+			};
+			polled[nfds++] = c;
+			left = ms_until(&c->deadline);
+			if (timeout < 0 || left < timeout)
+				timeout = left;
+		}
+
+		n = poll(fds, nfds, timeout);
 		if (n < 0) {
 			/* Only EINTR or a transient ENOMEM get here; do not spin on the latter. */
 			if (errno != EINTR && wait_for_stop(server, ACCEPT_RETRY_MS))
@@ -504,31 +572,37 @@ static void *serve_loop(void *arg)
 		}
 		if (fds[0].revents)
 			break;
-		if (!fds[1].revents)
-			continue;
 
-		conn = accept4(server->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (conn < 0) {
-			int err = errno;
+		for (nfds_t k = 2; k < nfds; k++) {
+			struct connection *c = polled[k];
 
-			/* Out of descriptors or memory: the connection stays queued and poll would
-			 * report it again at once, so back off instead of spinning. A client that
-			 * vanished between poll and accept (ECONNABORTED, EAGAIN) needs nothing. */
-			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-				if (!warned)
-					log_warn("metrics server: cannot accept a connection: %s; "
-						 "retrying",
-						 strerror(err));
-				warned = true;
-				if (wait_for_stop(server, ACCEPT_RETRY_MS))
-					break;
-			}
-			continue;
+			if (!fds[k].revents || c->state == CONNECTION_FREE)
+				continue;
+			if (c->state == CONNECTION_WRITING)
+				write_some(server, c);
+			else
+				read_some(server, c);
 		}
-		warned = false;
-		serve_connection(server, conn);
-		close(conn);
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		for (size_t i = 0; i < MAX_CONNECTIONS; i++) {
+			struct connection *c = &server->connections[i];
+
+			if (c->state == CONNECTION_FREE || !expired(&c->deadline, &now))
+				continue;
+			/* A client that never hangs up after its answer is no failure. */
+			if (c->state != CONNECTION_LINGERING)
+				count(server, &server->stats.closed_at_deadline);
+			connection_close(server, c);
+		}
+
+		if ((fds[1].revents & POLLIN) && !accept_some(server, &warned))
+			break;
 	}
+
+	for (size_t i = 0; i < MAX_CONNECTIONS; i++)
+		if (server->connections[i].state != CONNECTION_FREE)
+			connection_close(server, &server->connections[i]);
 	return NULL;
 }
 
@@ -565,6 +639,14 @@ int metrics_server__new(const char *listen_text, bool allow_remote, struct metri
 	server->listen_fd = -1;
 	server->stop_fd = -1;
 	server->healthy = true;
+	server->connections = calloc(MAX_CONNECTIONS, sizeof(*server->connections));
+	if (!server->connections) {
+		free(server);
+		snprintf(err, err_len, "metrics server: out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < MAX_CONNECTIONS; i++)
+		server->connections[i].fd = -1;
 
 	server->listen_fd =
 		socket(addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -649,6 +731,7 @@ fail:
 		close(server->stop_fd);
 	if (server->listen_fd >= 0)
 		close(server->listen_fd);
+	free(server->connections);
 	free(server);
 	return ret;
 }
@@ -667,9 +750,17 @@ void metrics_server__free(struct metrics_server *server)
 	close(server->listen_fd);
 	close(server->stop_fd);
 	pthread_mutex_destroy(&server->lock);
-	/* The thread is gone, so this is the only reference left. */
+	/* The thread is gone (it closed its connections), so this is the only reference left. */
 	free(server->snapshot);
+	free(server->connections);
 	free(server);
+}
+
+void metrics_server__stats(struct metrics_server *server, struct metrics_server_stats *stats)
+{
+	pthread_mutex_lock(&server->lock);
+	*stats = server->stats;
+	pthread_mutex_unlock(&server->lock);
 }
 
 uint16_t metrics_server__port(const struct metrics_server *server)

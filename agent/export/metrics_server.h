@@ -1,7 +1,9 @@
 /* Self-metrics over HTTP on a loopback address: GET /metrics answers the Prometheus text
  * exposition format (version 0.0.4), GET /healthz "ok" with 200 or the reason with 503. A
  * thread of its own serves a snapshot the agent publishes, so a slow or hostile client never
- * stalls sampling. metrics_text builds that snapshot. */
+ * stalls sampling. It serves up to 32 connections at once, each for at most 2 s from accept;
+ * one more closes the oldest, so idle or trickling clients cannot keep /healthz from
+ * answering. metrics_text builds that snapshot. */
 #ifndef ALLOCSCOPE_METRICS_SERVER_H
 #define ALLOCSCOPE_METRICS_SERVER_H
 
@@ -23,6 +25,14 @@ uint16_t metrics_server__port(const struct metrics_server *server);
 
 /* Replaces what /metrics serves (copied). Returns 0 or -ENOMEM (the old snapshot stays). */
 int metrics_server__publish(struct metrics_server *server, const char *text, size_t len);
+/* Clients the server closed on before answering them. Counters since __new. */
+struct metrics_server_stats {
+	uint64_t closed_over_limit;  /* the oldest, to make room for a new connection */
+	uint64_t closed_at_deadline; /* request or answer not done within the budget */
+};
+
+void metrics_server__stats(struct metrics_server *server, struct metrics_server_stats *stats);
+
 /* /healthz: 200 "ok" when healthy, else 503 with reason. reason is copied; may be NULL. */
 void metrics_server__set_health(struct metrics_server *server, bool healthy, const char *reason);
 

@@ -525,6 +525,28 @@ def agent_metrics_move_and_healthz_answers(tmp):
 
 
 @test
+def agent_healthz_answers_past_idle_connections(tmp):
+    """64 idle connections and one trickling its request: the probe is still answered (the
+    kubelet's 5 s timeout as the bound), and the closed ones are counted."""
+    sinks = os.path.join(tmp, "profiles")
+    agent = Agent(tmp, agent_config(sinks))
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", agent.port), timeout=5)
+                for _ in range(64)]
+        idle[-1].send(b"GET /met")
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/healthz", timeout=5) as r:
+            assert r.status == 200 and r.read() == b"ok\n"
+        agent.wait_metric("allocscope_metrics_connections_dropped_total",
+                          lambda v: v >= 64 + 1 - 32, reason="limit")
+        assert agent.stop() == 0
+    finally:
+        for conn in idle:
+            conn.close()
+        agent.kill()
+
+
+@test
 def agent_with_all_processes_never_profiles_itself(tmp):
     """No include rules: every process on the machine with glibc's allocator, except the
     agent; the processes keep running unharmed."""

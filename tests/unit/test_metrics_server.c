@@ -437,6 +437,133 @@ static void test_idle_client_does_not_block(void)
 	metrics_server__free(server);
 }
 
+/* More idle connections than the server keeps (64 > 32), one trickling its request a byte
+ * at a time: /healthz still answers, within a client timeout shorter than the 2 s a single
+ * idle connection may last (a server that served them one by one would need minutes). */
+#define MANY_IDLE 64
+
+static int probe_healthz(uint16_t port, int timeout_s, char *response, size_t cap)
+{
+	struct timeval timeout = { .tv_sec = timeout_s };
+	int fd = connect_to(AF_INET, "127.0.0.1", port);
+	long ret;
+
+	response[0] = '\0';
+	if (fd < 0)
+		return fd;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+	ret = send_text(fd, "GET /healthz HTTP/1.1\r\n\r\n", 25);
+	if (!ret)
+		ret = read_all(fd, response, cap);
+	close(fd);
+	return ret < 0 ? (int)ret : 0;
+}
+
+/* Closed by the server: a read sees the end (or a reset) without waiting. */
+static bool closed_by_server(int fd)
+{
+	char byte;
+	ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
+
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void test_many_idle_connections_do_not_block_healthz(void)
+{
+	struct metrics_server *server = start("127.0.0.1:0", false);
+	int idle[MANY_IDLE], trickler;
+	char response[4096];
+	uint16_t port;
+
+	if (!server)
+		return;
+	port = metrics_server__port(server);
+	trickler = connect_to(AF_INET, "127.0.0.1", port);
+	CHECK(trickler >= 0);
+	if (trickler >= 0)
+		CHECK_EQ_U64(send_text(trickler, "GET /met", 8), 0);
+	for (int i = 0; i < MANY_IDLE; i++) {
+		idle[i] = connect_to(AF_INET, "127.0.0.1", port);
+		CHECK(idle[i] >= 0);
+	}
+	if (trickler >= 0)
+		send_text(trickler, "r", 1); /* may fail: it may be closed to make room */
+
+	CHECK_EQ_U64(probe_healthz(port, 2, response, sizeof(response)), 0);
+	CHECK_STR(response, TEXT_RESPONSE("200 OK", "3", "ok\n"));
+
+	for (int i = 0; i < MANY_IDLE; i++)
+		if (idle[i] >= 0)
+			close(idle[i]);
+	if (trickler >= 0)
+		close(trickler);
+	metrics_server__free(server);
+}
+
+/* Past the limit the oldest connection is closed at once, not left queued: the first idle
+ * client sees the end, the newest is still open, and the count says how many went. */
+static void test_over_limit_closes_oldest(void)
+{
+	struct metrics_server *server = start("127.0.0.1:0", false);
+	struct metrics_server_stats stats;
+	int idle[MANY_IDLE];
+	char response[4096];
+	uint16_t port;
+
+	if (!server)
+		return;
+	port = metrics_server__port(server);
+	for (int i = 0; i < MANY_IDLE; i++) {
+		idle[i] = connect_to(AF_INET, "127.0.0.1", port);
+		CHECK(idle[i] >= 0);
+	}
+	/* Answered only after the server has accepted all 64 (they were queued first). */
+	CHECK_EQ_U64(probe_healthz(port, CLIENT_TIMEOUT_S, response, sizeof(response)), 0);
+	CHECK_STR(response, TEXT_RESPONSE("200 OK", "3", "ok\n"));
+	metrics_server__stats(server, &stats);
+	/* 65 connections through 32 slots: at least 33 closed early (the probe, answered, may
+	 * still be lingering in one). */
+	if (stats.closed_over_limit < MANY_IDLE + 1 - 32)
+		fprintf(stderr, "  closed_over_limit %llu\n",
+			(unsigned long long)stats.closed_over_limit);
+	CHECK(stats.closed_over_limit >= MANY_IDLE + 1 - 32);
+	CHECK(stats.closed_over_limit <= MANY_IDLE);
+	if (idle[0] >= 0)
+		CHECK(closed_by_server(idle[0]));
+	if (idle[MANY_IDLE - 1] >= 0)
+		CHECK(!closed_by_server(idle[MANY_IDLE - 1]));
+	for (int i = 0; i < MANY_IDLE; i++)
+		if (idle[i] >= 0)
+			close(idle[i]);
+	metrics_server__free(server);
+}
+
+/* A client that keeps sending a byte of its head every 100 ms is closed at its deadline all
+ * the same: activity does not extend it. Gives up after 100 bytes (10 s). */
+static void test_trickler_closed_at_deadline(void)
+{
+	struct metrics_server *server = start("127.0.0.1:0", false);
+	struct metrics_server_stats stats;
+	bool closed = false;
+	int fd;
+
+	if (!server)
+		return;
+	fd = connect_to(AF_INET, "127.0.0.1", metrics_server__port(server));
+	CHECK(fd >= 0);
+	for (int i = 0; fd >= 0 && i < 100 && !closed; i++) {
+		closed = send_text(fd, i == 0 ? "G" : "x", 1) != 0 || closed_by_server(fd);
+		sleep_ms(100);
+	}
+	CHECK(closed);
+	metrics_server__stats(server, &stats);
+	CHECK_EQ_U64(stats.closed_at_deadline, 1);
+	CHECK_EQ_U64(stats.closed_over_limit, 0);
+	if (fd >= 0)
+		close(fd);
+	metrics_server__free(server);
+}
+
 /* A client that asks for a big snapshot and never reads it. */
 static void test_non_reading_client_does_not_block(void)
 {
@@ -916,6 +1043,9 @@ int main(void)
 	RUN(test_oversize_head);
 	RUN(test_idle_client_does_not_block);
 	RUN(test_non_reading_client_does_not_block);
+	RUN(test_many_idle_connections_do_not_block_healthz);
+	RUN(test_over_limit_closes_oldest);
+	RUN(test_trickler_closed_at_deadline);
 	RUN(test_free_with_idle_client);
 	RUN(test_bad_listen);
 	RUN(test_remote_needs_permission);
