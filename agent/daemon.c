@@ -59,6 +59,7 @@
 #include "export/push_sink.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
+#include "utf8_text.h"
 #include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"
@@ -286,11 +287,8 @@ static struct service *service_for(struct daemon *d, const char *wanted,
 	size_t max = d->config->max_label_value_bytes;
 	bool complete;
 
-	snprintf(name, sizeof(name), "%s", wanted);
-	if (strlen(name) > max) {
-		name[max] = '\0';
+	if (utf8__label_value(name, sizeof(name), wanted, max))
 		d->stats.label_values_truncated++;
-	}
 	s = find_service(d, name, pod);
 	if (s)
 		return s;
@@ -984,6 +982,14 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 
 /* ---- intervals --------------------------------------------------------------------- */
 
+/* A label value as sent: valid UTF-8, at most limits.max_label_value_bytes (value is a
+ * buffer of 1025 bytes). */
+static void label_value(struct daemon *d, char *value, const char *raw)
+{
+	if (utf8__label_value(value, 1025, raw ? raw : "", d->config->max_label_value_bytes))
+		d->stats.label_values_truncated++;
+}
+
 static int submit_profile(struct daemon *d, struct service *s, int64_t duration_ns)
 {
 	const struct agent_config *c = d->config;
@@ -993,30 +999,27 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	char values[1 + POD_LABELS + CONFIG_MAX_STATIC_LABELS][1025];
 	char line1[128], line2[1200];
 	const char *comments[] = { line1, line2, NULL };
-	size_t n = 0, n_values = 0, max = c->max_label_value_bytes;
+	size_t n = 0, n_values = 0;
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int ret, failures = 0;
 
-	snprintf(values[n_values], sizeof(values[0]), "%s", c->hostname);
+	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
+	 * character boundary (the service name already did, in service_for). */
 	labels[n++] = (struct profile_label){ "service_name", s->name };
-	labels[n++] = (struct profile_label){ "hostname", values[n_values++] };
+	labels[n++] = (struct profile_label){ "hostname", values[n_values] };
+	label_value(d, values[n_values++], c->hostname);
 	for (int i = 0; i < POD_LABELS && s->pod_labels[i]; i++) {
-		snprintf(values[n_values], sizeof(values[0]), "%s", s->pod_labels[i]);
-		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values++] };
+		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values] };
+		label_value(d, values[n_values++], s->pod_labels[i]);
 	}
 	for (size_t i = 0; i < c->n_labels; i++) {
-		snprintf(values[n_values], sizeof(values[0]), "%s", c->labels[i].value);
-		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values++] };
+		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values] };
+		label_value(d, values[n_values++], c->labels[i].value);
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (strlen(labels[i].value) > max) {
-			((char *)labels[i].value)[max] = '\0';
-			d->stats.label_values_truncated++;
-		}
+	for (size_t i = 0; i < n; i++)
 		sample_labels[i] = (struct pprof_label){ .key = labels[i].key,
 							 .str = labels[i].value };
-	}
 	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
 		 (unsigned long long)c->sample_rate);
 	if (s->pod_labels[0])
@@ -1308,7 +1311,8 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		"Processes profiled as service \"other\" because of limits.max_services.",
 		(double)d->stats.services_overflowed);
 	counter(t, "allocscope_label_values_truncated_total",
-		"Label values cut to limits.max_label_value_bytes.",
+		"Label values cut to limits.max_label_value_bytes, or with bytes that were not UTF-8 "
+		"replaced.",
 		(double)d->stats.label_values_truncated);
 	counter(t, "allocscope_profiles_built_total", "Interval profiles encoded.",
 		(double)d->stats.profiles_built);
