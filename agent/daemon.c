@@ -171,6 +171,7 @@ struct agent_stats {
 	uint64_t label_values_truncated;
 	uint64_t profiles_built;
 	uint64_t encode_errors;
+	uint64_t stacks_trimmed;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
@@ -213,6 +214,7 @@ struct daemon {
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
 	bool last_flush_failed;
+	bool trim_logged; /* the first trimmed profile was logged */
 	bool over_limit_warned;
 	struct agent_stats stats;
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
@@ -982,6 +984,15 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 
 /* ---- intervals --------------------------------------------------------------------- */
 
+static bool same_shape(const struct sink *sink, const struct sink_shape *shape)
+{
+	struct sink_shape other;
+
+	sink__shape(sink, &other);
+	return other.merge_processes == shape->merge_processes &&
+	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes;
+}
+
 /* A label value as sent: valid UTF-8, at most limits.max_label_value_bytes (value is a
  * buffer of 1025 bytes). */
 static void label_value(struct daemon *d, char *value, const char *raw)
@@ -1003,6 +1014,7 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int ret, failures = 0;
+	bool built = false;
 
 	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
 	 * character boundary (the service name already did, in service_for). */
@@ -1029,37 +1041,72 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	else
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
 
-	struct alloc_profile_output output = {
-		.start_ns = d->interval_start_wall_ns,
-		.duration_ns = duration_ns,
-		.comments = comments,
-		.labels = sample_labels,
-		.n_labels = n,
-		.pid_label = c->pid_label,
-	};
-
-	ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
-	if (ret) {
-		d->stats.encode_errors++;
-		log_error("cannot encode the profile of service %s: %s", s->name, strerror(-ret));
-		return ret;
-	}
-	d->stats.profiles_built++;
-
 	struct profile_record record = {
 		.service = s->name,
 		.labels = labels,
 		.n_labels = n,
 		.start_ns = d->interval_start_wall_ns,
 		.duration_ns = duration_ns,
-		.pprof_gz = data,
-		.pprof_gz_len = len,
 	};
+	/* One encoding per shape the sinks ask for (sink.h): the directory sink keeps each
+	 * process apart, push sinks take the processes merged and bounded to their server's
+	 * limits; sinks of the same shape share one encoding. */
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		struct alloc_profile_result result = { 0 };
+		struct sink_shape shape;
+		bool encoded_before = false;
 
-	for (size_t i = 0; i < d->n_sinks; i++)
-		failures += sink__submit(d->sinks[i], &record) != 0;
-	free(data);
-	return failures == (int)d->n_sinks ? -EIO : 0;
+		sink__shape(d->sinks[i], &shape);
+		for (size_t j = 0; j < i && !encoded_before; j++)
+			encoded_before = same_shape(d->sinks[j], &shape);
+		if (encoded_before)
+			continue;
+
+		struct alloc_profile_output output = {
+			.start_ns = d->interval_start_wall_ns,
+			.duration_ns = duration_ns,
+			.comments = comments,
+			/* Per-sample labels only repeat the series labels of a push. */
+			.labels = shape.merge_processes ? NULL : sample_labels,
+			.n_labels = shape.merge_processes ? 0 : n,
+			.pid_label = c->pid_label && !shape.merge_processes,
+			.merge_processes = shape.merge_processes,
+			.max_samples = (size_t)shape.max_samples,
+			.max_bytes = shape.max_bytes,
+			.result = &result,
+		};
+
+		ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
+		if (ret) {
+			d->stats.encode_errors++;
+			log_error("cannot encode the profile of service %s: %s", s->name,
+				  strerror(-ret));
+			failures++;
+			continue;
+		}
+		built = true;
+		if (result.stacks_trimmed) {
+			d->stats.stacks_trimmed += result.stacks_trimmed;
+			if (!d->trim_logged)
+				log_warn("the profile of service %s for %s sink %s has %zu stacks "
+					 "more than its max_samples or max_profile_size allow: the "
+					 "coldest were folded into one \"%s\" frame (totals kept); "
+					 "see allocscope_profile_stacks_trimmed_total. Logged once",
+					 s->name, sink__type(d->sinks[i]), sink__name(d->sinks[i]),
+					 result.stacks_trimmed, ALLOC_PROFILE_TRIMMED_FRAME);
+			d->trim_logged = true;
+		}
+		record.pprof_gz = data;
+		record.pprof_gz_len = len;
+		for (size_t j = i; j < d->n_sinks; j++)
+			if (same_shape(d->sinks[j], &shape))
+				failures += sink__submit(d->sinks[j], &record) != 0;
+		free(data);
+		data = NULL;
+	}
+	if (built)
+		d->stats.profiles_built++;
+	return failures >= (int)d->n_sinks ? -EIO : 0;
 }
 
 static void flush_interval(struct daemon *d, int64_t now)
@@ -1318,6 +1365,10 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		(double)d->stats.profiles_built);
 	counter(t, "allocscope_profile_encode_errors_total", "Interval profiles that failed to encode.",
 		(double)d->stats.encode_errors);
+	counter(t, "allocscope_profile_stacks_trimmed_total",
+		"Distinct stacks folded into a \"(trimmed)\" frame to keep pushed profiles within "
+		"their sink's max_samples and max_profile_size.",
+		(double)d->stats.stacks_trimmed);
 	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
 		(double)d->stats.intervals);
 
@@ -1461,6 +1512,9 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 			.spool_max_bytes = sc->spool_max_bytes,
 			.shutdown_timeout_ms = sc->shutdown_timeout_ms,
 			.max_profile_bytes = sc->max_profile_bytes,
+			.max_samples = sc->max_samples,
+			.max_profile_age_ms = sc->max_profile_age_ms,
+			.max_attempts = sc->max_attempts,
 			.max_backoff_ms = sc->max_backoff_ms,
 			.username = sc->username,
 			.password_file = sc->password_file,
@@ -1498,6 +1552,18 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 			sink__free(sinks[i]);
 		free(sinks);
 		return ret;
+	}
+	if (c->pid_label) {
+		bool directory = false;
+
+		for (size_t i = 0; i < c->n_sinks; i++)
+			directory = directory || c->sinks[i].type == SINK_TYPE_DIRECTORY;
+		/* Both servers drop numeric labels, and a pushed profile merges the service's
+		 * processes: the pid lives in the directory sink's files only. */
+		if (!directory)
+			log_warn("profiles.pid_label applies to directory sinks only (push sinks "
+				 "merge a service's processes, and Pyroscope and Parca drop numeric "
+				 "labels): with no directory sink it does nothing");
 	}
 	*out = sinks;
 	return 0;
