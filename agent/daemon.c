@@ -1388,6 +1388,13 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		{ "allocscope_sink_profiles_dropped_total", "counter",
 		  "Profiles sinks gave up on (queue or spool full, undeliverable at exit, damaged "
 		  "in the spool).", offsetof(struct sink_stats, profiles_dropped) },
+		{ "allocscope_sink_profiles_expired_total", "counter",
+		  "Profiles dropped unsent because they were older than the sink's max_profile_age "
+		  "(counted as dropped too).", offsetof(struct sink_stats, profiles_expired) },
+		{ "allocscope_sink_profiles_given_up_total", "counter",
+		  "Profiles dropped after the server refused them max_attempts times (HTTP 429 "
+		  "or 500, gRPC RESOURCE_EXHAUSTED; counted as dropped too).",
+		  offsetof(struct sink_stats, profiles_given_up) },
 		{ "allocscope_sink_files_removed_total", "counter",
 		  "Files removed by a retention limit.", offsetof(struct sink_stats, files_removed) },
 		{ "allocscope_sink_retries_total", "counter",

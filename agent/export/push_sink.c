@@ -797,12 +797,19 @@ static void finish_profile(struct push_sink *ps, struct queued_profile *p, bool 
 	}
 }
 
+/* "2h", "1h30m", "45m10s", "12.5s": whole units, what a reader compares with a setting. */
 static void format_duration(char *buf, size_t len, uint64_t ms)
 {
-	if (ms >= 3600 * 1000 && ms % (3600 * 1000) == 0)
-		snprintf(buf, len, "%lluh", (unsigned long long)(ms / (3600 * 1000)));
-	else if (ms >= 60 * 1000 && ms % (60 * 1000) == 0)
-		snprintf(buf, len, "%llum", (unsigned long long)(ms / (60 * 1000)));
+	unsigned long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
+
+	if (h && m)
+		snprintf(buf, len, "%lluh%llum", h, m);
+	else if (h)
+		snprintf(buf, len, "%lluh", h);
+	else if (m && s)
+		snprintf(buf, len, "%llum%llus", m, s);
+	else if (m)
+		snprintf(buf, len, "%llum", m);
 	else
 		snprintf(buf, len, "%.1fs", (double)ms / 1000.0);
 }
