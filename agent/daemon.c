@@ -59,6 +59,7 @@
 #include "export/push_sink.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
+#include "utf8_text.h"
 #include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"
@@ -171,6 +172,7 @@ struct agent_stats {
 	uint64_t label_values_truncated;
 	uint64_t profiles_built;
 	uint64_t encode_errors;
+	uint64_t stacks_trimmed;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
@@ -213,6 +215,7 @@ struct daemon {
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
 	bool last_flush_failed;
+	bool trim_logged; /* the first trimmed profile was logged */
 	bool over_limit_warned;
 	struct agent_stats stats;
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
@@ -287,11 +290,8 @@ static struct service *service_for(struct daemon *d, const char *wanted,
 	size_t max = d->config->max_label_value_bytes;
 	bool complete;
 
-	snprintf(name, sizeof(name), "%s", wanted);
-	if (strlen(name) > max) {
-		name[max] = '\0';
+	if (utf8__label_value(name, sizeof(name), wanted, max))
 		d->stats.label_values_truncated++;
-	}
 	s = find_service(d, name, pod);
 	if (s)
 		return s;
@@ -985,6 +985,23 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 
 /* ---- intervals --------------------------------------------------------------------- */
 
+static bool same_shape(const struct sink *sink, const struct sink_shape *shape)
+{
+	struct sink_shape other;
+
+	sink__shape(sink, &other);
+	return other.merge_processes == shape->merge_processes &&
+	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes;
+}
+
+/* A label value as sent: valid UTF-8, at most limits.max_label_value_bytes (value is a
+ * buffer of 1025 bytes). */
+static void label_value(struct daemon *d, char *value, const char *raw)
+{
+	if (utf8__label_value(value, 1025, raw ? raw : "", d->config->max_label_value_bytes))
+		d->stats.label_values_truncated++;
+}
+
 static int submit_profile(struct daemon *d, struct service *s, int64_t duration_ns)
 {
 	const struct agent_config *c = d->config;
@@ -994,30 +1011,28 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	char values[1 + POD_LABELS + CONFIG_MAX_STATIC_LABELS][1025];
 	char line1[128], line2[1200];
 	const char *comments[] = { line1, line2, NULL };
-	size_t n = 0, n_values = 0, max = c->max_label_value_bytes;
+	size_t n = 0, n_values = 0;
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int ret, failures = 0;
+	bool built = false;
 
-	snprintf(values[n_values], sizeof(values[0]), "%s", c->hostname);
+	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
+	 * character boundary (the service name already did, in service_for). */
 	labels[n++] = (struct profile_label){ "service_name", s->name };
-	labels[n++] = (struct profile_label){ "hostname", values[n_values++] };
+	labels[n++] = (struct profile_label){ "hostname", values[n_values] };
+	label_value(d, values[n_values++], c->hostname);
 	for (int i = 0; i < POD_LABELS && s->pod_labels[i]; i++) {
-		snprintf(values[n_values], sizeof(values[0]), "%s", s->pod_labels[i]);
-		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values++] };
+		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values] };
+		label_value(d, values[n_values++], s->pod_labels[i]);
 	}
 	for (size_t i = 0; i < c->n_labels; i++) {
-		snprintf(values[n_values], sizeof(values[0]), "%s", c->labels[i].value);
-		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values++] };
+		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values] };
+		label_value(d, values[n_values++], c->labels[i].value);
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (strlen(labels[i].value) > max) {
-			((char *)labels[i].value)[max] = '\0';
-			d->stats.label_values_truncated++;
-		}
+	for (size_t i = 0; i < n; i++)
 		sample_labels[i] = (struct pprof_label){ .key = labels[i].key,
 							 .str = labels[i].value };
-	}
 	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
 		 (unsigned long long)c->sample_rate);
 	if (s->pod_labels[0])
@@ -1027,37 +1042,72 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 	else
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
 
-	struct alloc_profile_output output = {
-		.start_ns = d->interval_start_wall_ns,
-		.duration_ns = duration_ns,
-		.comments = comments,
-		.labels = sample_labels,
-		.n_labels = n,
-		.pid_label = c->pid_label,
-	};
-
-	ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
-	if (ret) {
-		d->stats.encode_errors++;
-		log_error("cannot encode the profile of service %s: %s", s->name, strerror(-ret));
-		return ret;
-	}
-	d->stats.profiles_built++;
-
 	struct profile_record record = {
 		.service = s->name,
 		.labels = labels,
 		.n_labels = n,
 		.start_ns = d->interval_start_wall_ns,
 		.duration_ns = duration_ns,
-		.pprof_gz = data,
-		.pprof_gz_len = len,
 	};
+	/* One encoding per shape the sinks ask for (sink.h): the directory sink keeps each
+	 * process apart, push sinks take the processes merged and bounded to their server's
+	 * limits; sinks of the same shape share one encoding. */
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		struct alloc_profile_result result = { 0 };
+		struct sink_shape shape;
+		bool encoded_before = false;
 
-	for (size_t i = 0; i < d->n_sinks; i++)
-		failures += sink__submit(d->sinks[i], &record) != 0;
-	free(data);
-	return failures == (int)d->n_sinks ? -EIO : 0;
+		sink__shape(d->sinks[i], &shape);
+		for (size_t j = 0; j < i && !encoded_before; j++)
+			encoded_before = same_shape(d->sinks[j], &shape);
+		if (encoded_before)
+			continue;
+
+		struct alloc_profile_output output = {
+			.start_ns = d->interval_start_wall_ns,
+			.duration_ns = duration_ns,
+			.comments = comments,
+			/* Per-sample labels only repeat the series labels of a push. */
+			.labels = shape.merge_processes ? NULL : sample_labels,
+			.n_labels = shape.merge_processes ? 0 : n,
+			.pid_label = c->pid_label && !shape.merge_processes,
+			.merge_processes = shape.merge_processes,
+			.max_samples = (size_t)shape.max_samples,
+			.max_bytes = shape.max_bytes,
+			.result = &result,
+		};
+
+		ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
+		if (ret) {
+			d->stats.encode_errors++;
+			log_error("cannot encode the profile of service %s: %s", s->name,
+				  strerror(-ret));
+			failures++;
+			continue;
+		}
+		built = true;
+		if (result.stacks_trimmed) {
+			d->stats.stacks_trimmed += result.stacks_trimmed;
+			if (!d->trim_logged)
+				log_warn("the profile of service %s for %s sink %s has %zu stacks "
+					 "more than its max_samples or max_profile_size allow: the "
+					 "coldest were folded into one \"%s\" frame (totals kept); "
+					 "see allocscope_profile_stacks_trimmed_total. Logged once",
+					 s->name, sink__type(d->sinks[i]), sink__name(d->sinks[i]),
+					 result.stacks_trimmed, ALLOC_PROFILE_TRIMMED_FRAME);
+			d->trim_logged = true;
+		}
+		record.pprof_gz = data;
+		record.pprof_gz_len = len;
+		for (size_t j = i; j < d->n_sinks; j++)
+			if (same_shape(d->sinks[j], &shape))
+				failures += sink__submit(d->sinks[j], &record) != 0;
+		free(data);
+		data = NULL;
+	}
+	if (built)
+		d->stats.profiles_built++;
+	return failures >= (int)d->n_sinks ? -EIO : 0;
 }
 
 static void flush_interval(struct daemon *d, int64_t now)
@@ -1309,12 +1359,17 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		"Processes profiled as service \"other\" because of limits.max_services.",
 		(double)d->stats.services_overflowed);
 	counter(t, "allocscope_label_values_truncated_total",
-		"Label values cut to limits.max_label_value_bytes.",
+		"Label values cut to limits.max_label_value_bytes, or with bytes that were not UTF-8 "
+		"replaced.",
 		(double)d->stats.label_values_truncated);
 	counter(t, "allocscope_profiles_built_total", "Interval profiles encoded.",
 		(double)d->stats.profiles_built);
 	counter(t, "allocscope_profile_encode_errors_total", "Interval profiles that failed to encode.",
 		(double)d->stats.encode_errors);
+	counter(t, "allocscope_profile_stacks_trimmed_total",
+		"Distinct stacks folded into a \"(trimmed)\" frame to keep pushed profiles within "
+		"their sink's max_samples and max_profile_size.",
+		(double)d->stats.stacks_trimmed);
 	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
 		(double)d->stats.intervals);
 
@@ -1334,6 +1389,13 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		{ "allocscope_sink_profiles_dropped_total", "counter",
 		  "Profiles sinks gave up on (queue or spool full, undeliverable at exit, damaged "
 		  "in the spool).", offsetof(struct sink_stats, profiles_dropped) },
+		{ "allocscope_sink_profiles_expired_total", "counter",
+		  "Profiles dropped unsent because they were older than the sink's max_profile_age "
+		  "(counted as dropped too).", offsetof(struct sink_stats, profiles_expired) },
+		{ "allocscope_sink_profiles_given_up_total", "counter",
+		  "Profiles dropped after the server refused them max_attempts times (HTTP 429 "
+		  "or 500, gRPC RESOURCE_EXHAUSTED; counted as dropped too).",
+		  offsetof(struct sink_stats, profiles_given_up) },
 		{ "allocscope_sink_files_removed_total", "counter",
 		  "Files removed by a retention limit.", offsetof(struct sink_stats, files_removed) },
 		{ "allocscope_sink_retries_total", "counter",
@@ -1472,6 +1534,9 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 			.spool_max_bytes = sc->spool_max_bytes,
 			.shutdown_timeout_ms = sc->shutdown_timeout_ms,
 			.max_profile_bytes = sc->max_profile_bytes,
+			.max_samples = sc->max_samples,
+			.max_profile_age_ms = sc->max_profile_age_ms,
+			.max_attempts = sc->max_attempts,
 			.max_backoff_ms = sc->max_backoff_ms,
 			.username = sc->username,
 			.password_file = sc->password_file,
@@ -1509,6 +1574,18 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 			sink__free(sinks[i]);
 		free(sinks);
 		return ret;
+	}
+	if (c->pid_label) {
+		bool directory = false;
+
+		for (size_t i = 0; i < c->n_sinks; i++)
+			directory = directory || c->sinks[i].type == SINK_TYPE_DIRECTORY;
+		/* Both servers drop numeric labels, and a pushed profile merges the service's
+		 * processes: the pid lives in the directory sink's files only. */
+		if (!directory)
+			log_warn("profiles.pid_label applies to directory sinks only (push sinks "
+				 "merge a service's processes, and Pyroscope and Parca drop numeric "
+				 "labels): with no directory sink it does nothing");
 	}
 	*out = sinks;
 	return 0;

@@ -80,6 +80,7 @@ struct config_key {
 	unsigned flags;		  /* enum key_flags */
 	uint64_t min, max;	  /* KEY_SIZE, KEY_DURATION, KEY_UINT, inclusive */
 	const char *default_text; /* parsed exactly like text from the file; NULL: zero/NULL */
+	const char *parca_default_text; /* sink keys: a parca sink's default, when it differs */
 	const char *example;	  /* shown in messages; default_text when NULL */
 	size_t offset;		  /* of the field in the table's struct */
 	size_t width;		  /* sizeof the field, for integers */
@@ -198,8 +199,17 @@ static const struct config_key sink_keys[] = {
 	  .default_text = "256MiB", SINK_FIELD(spool_max_bytes) },
 	{ "shutdown_timeout", KEY_DURATION, KEY_PUSH_ONLY, .min = 0, .max = 300 * 1000,
 	  .default_text = "5s", SINK_FIELD(shutdown_timeout_ms) },
+	/* The defaults fit a server with its default limits: Pyroscope's ingestion burst is
+	 * 2 MiB per tenant (a request above it is refused for ever) and it refuses more than
+	 * 16,000 samples and profiles older than 1 h; Parca takes messages up to 64 MiB. */
 	{ "max_profile_size", KEY_SIZE, KEY_PUSH_ONLY, .min = 0, .max = 1 * GIB,
-	  .default_text = "4MiB", SINK_FIELD(max_profile_bytes) },
+	  .default_text = "1MiB", .parca_default_text = "32MiB", SINK_FIELD(max_profile_bytes) },
+	{ "max_samples", KEY_UINT, KEY_PUSH_ONLY, .min = 0, .max = 100000000,
+	  .default_text = "16000", .parca_default_text = "0", SINK_FIELD(max_samples) },
+	{ "max_profile_age", KEY_DURATION, KEY_PUSH_ONLY, .min = 0, .max = 30ull * 86400 * 1000,
+	  .default_text = "50m", .parca_default_text = "24h", SINK_FIELD(max_profile_age_ms) },
+	{ "max_attempts", KEY_UINT, KEY_PUSH_ONLY, .min = 0, .max = 1000000, .default_text = "8",
+	  SINK_FIELD(max_attempts) },
 	{ "max_backoff", KEY_DURATION, KEY_PUSH_ONLY, .min = 1000, .max = 3600 * 1000,
 	  .default_text = "60s", SINK_FIELD(max_backoff_ms) },
 	{ "username", KEY_TEXT, KEY_PYROSCOPE_ONLY, .example = "123456",
@@ -1518,6 +1528,16 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 		ret = walk_mapping(ctx, item, table, "", item_path, sink, &seen);
 		if (ret)
 			return ret;
+		for (size_t k = 0; k < ARRAY_SIZE(sink_keys) && sink->type == SINK_TYPE_PARCA; k++) {
+			yaml_mark_t no_mark = { 0 };
+
+			if (!sink_keys[k].parca_default_text || (seen & (1ull << k)))
+				continue;
+			ret = set_scalar(ctx, &sink_keys[k], sink_keys[k].name,
+					 sink_keys[k].parca_default_text, no_mark, sink);
+			if (ret)
+				return ret;
+		}
 		for (size_t k = 0; k < ARRAY_SIZE(sink_keys); k++) {
 			char key_path[PATH_MAX_LEN], expected[128];
 

@@ -44,7 +44,11 @@ struct sink_config {
 	char *spool_dir;           /* default NULL: no spool */
 	uint64_t spool_max_bytes;  /* default 256 MiB */
 	uint64_t shutdown_timeout_ms; /* default 5 s */
-	uint64_t max_profile_bytes;   /* default 4 MiB uncompressed; 0: unlimited */
+	uint64_t max_profile_bytes;   /* default pyroscope 1 MiB, parca 32 MiB uncompressed;
+					 0: unlimited */
+	uint64_t max_samples;         /* default pyroscope 16000, parca 0 (unlimited) */
+	uint64_t max_profile_age_ms;  /* default pyroscope 50 min, parca 24 h; 0: unlimited */
+	uint32_t max_attempts;        /* default 8 counted refusals per profile; 0: unlimited */
 	uint64_t max_backoff_ms;   /* default 60 s */
 	char *username;            /* pyroscope: basic authentication */
 	char *password_file, *password_env;

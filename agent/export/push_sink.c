@@ -70,7 +70,9 @@ struct push_sink {
 	struct sink base;
 	enum push_protocol protocol;
 	char what[SINK_NAME_MAX + 32]; /* "pyroscope sink" or "pyroscope sink \"cloud\"" */
-	uint64_t timeout_ms, shutdown_timeout_ms, max_profile_bytes;
+	uint64_t timeout_ms, shutdown_timeout_ms, max_profile_bytes, max_samples;
+	uint64_t max_profile_age_ms;
+	uint32_t max_attempts;
 	uint64_t initial_backoff_ms, max_backoff_ms;
 	char *username;
 	struct secret password, token;
@@ -94,11 +96,14 @@ struct push_sink {
 	bool retiring;			/* replaced by a reload: see push_sink__retire */
 	bool failing;			/* the last attempt failed and will be retried */
 	unsigned attempt;		/* failed attempts in a row */
+	/* Counted attempts (push_wire__attempt_counts) of the profile with this key. */
+	uint64_t counted_key;
+	uint32_t counted_attempts;
 	int64_t retry_at_ms;
 	bool closing;
 	int64_t deadline_ms; /* when closing: give up delivering at this time */
 	struct sink_stats stats;
-	struct log_limit failure_log, drop_log, reject_log;
+	struct log_limit failure_log, drop_log, reject_log, expire_log, give_up_log;
 	struct log_limit secret_log; /* the worker's alone: used without the lock */
 	uint64_t failures_since_ok;
 
@@ -517,6 +522,7 @@ static int push_sink_submit(struct sink *sink, const struct profile_record *reco
 
 struct outcome {
 	enum push_verdict verdict;
+	bool counted; /* a retry that counts against max_attempts */
 	char reason[640];
 	int64_t retry_after_ms; /* -1: none */
 	int64_t elapsed_ms;
@@ -647,11 +653,13 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 	out->retry_after_ms = resp.retry_after_ms;
 	if (ps->protocol == PUSH_PARCA) {
 		judge_parca(ps, &resp, out);
-		return;
+	} else {
+		out->verdict = push_wire__http_verdict(resp.status);
+		if (out->verdict != PUSH_DELIVERED)
+			describe_http_error(ps, &resp, out);
 	}
-	out->verdict = push_wire__http_verdict(resp.status);
-	if (out->verdict != PUSH_DELIVERED)
-		describe_http_error(ps, &resp, out);
+	out->counted = out->verdict == PUSH_RETRY &&
+		       push_wire__attempt_counts(resp.status, resp.grpc_status);
 }
 
 /* ---- the worker --------------------------------------------------------------------- */
@@ -767,6 +775,102 @@ static void log_outcome(struct push_sink *ps, const struct queued_profile *p,
 	}
 }
 
+/* Done with p, for good (delivered, refused, dropped): off the spool or out of memory.
+ * Under lock, released around the spool's I/O. */
+static void finish_profile(struct push_sink *ps, struct queued_profile *p, bool from_spool,
+			   uint64_t spool_key, struct queued_profile *read_back)
+{
+	if (ps->counted_key == p->key) {
+		ps->counted_key = 0;
+		ps->counted_attempts = 0;
+	}
+	if (from_spool) {
+		pthread_mutex_unlock(&ps->lock);
+		spool__remove(ps->spool, spool_key);
+		pthread_mutex_lock(&ps->lock);
+		sync_spool(ps);
+		spool__pin(ps->spool, 0);
+		free(read_back);
+	} else {
+		free(ps->current);
+		ps->current = NULL;
+	}
+}
+
+/* "2h", "1h30m", "45m10s", "12.5s": whole units, what a reader compares with a setting. */
+static void format_duration(char *buf, size_t len, uint64_t ms)
+{
+	unsigned long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
+
+	if (h && m)
+		snprintf(buf, len, "%lluh%llum", h, m);
+	else if (h)
+		snprintf(buf, len, "%lluh", h);
+	else if (m && s)
+		snprintf(buf, len, "%llum%llus", m, s);
+	else if (m)
+		snprintf(buf, len, "%llum", m);
+	else
+		snprintf(buf, len, "%.1fs", (double)ms / 1000.0);
+}
+
+/* True when p is past max_profile_age: then it is counted and logged, and the caller drops
+ * it (under lock). */
+static bool expired(struct push_sink *ps, const struct queued_profile *p)
+{
+	int64_t age_ms = ((int64_t)wall_ns() - p->start_ns) / 1000000;
+	uint64_t suppressed = 0;
+	char age[32], limit[32];
+
+	if (!ps->max_profile_age_ms || age_ms <= (int64_t)ps->max_profile_age_ms)
+		return false;
+	ps->stats.profiles_expired++;
+	ps->stats.profiles_dropped++;
+	if (log_limit_allow(&ps->expire_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed)) {
+		format_duration(age, sizeof(age), (uint64_t)age_ms);
+		format_duration(limit, sizeof(limit), ps->max_profile_age_ms);
+		log_warn("%s: dropped the profile of %s without sending it: it is %s old, past "
+			 "max_profile_age (%s)%s; the endpoint was down or too slow for that "
+			 "long%s",
+			 ps->what, p->service, age, limit,
+			 ps->protocol == PUSH_PYROSCOPE
+				 ? ", and Pyroscope refuses profiles older than 1 h"
+				 : "",
+			 suppressed ? " (more since the last message: see "
+				      "allocscope_sink_profiles_expired_total)"
+				    : "");
+	}
+	return true;
+}
+
+/* After a counted refusal of p: true when that was its max_attempts-th, and then it is
+ * counted and logged, and the caller drops it (under lock). */
+static bool given_up(struct push_sink *ps, const struct queued_profile *p,
+		     const struct outcome *out)
+{
+	uint64_t suppressed = 0;
+
+	if (ps->counted_key != p->key) {
+		ps->counted_key = p->key;
+		ps->counted_attempts = 0;
+	}
+	ps->counted_attempts++;
+	if (!ps->max_attempts || ps->counted_attempts < ps->max_attempts)
+		return false;
+	ps->stats.profiles_given_up++;
+	ps->stats.profiles_dropped++;
+	if (log_limit_allow(&ps->give_up_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+		log_error("%s: dropped the profile of %s after the server refused it %u times "
+			  "(max_attempts): %s. A profile above Pyroscope's ingestion burst (2 MiB "
+			  "by default) is refused for ever: lower max_profile_size, or raise the "
+			  "server's limit%s",
+			  ps->what, p->service, ps->counted_attempts, out->reason,
+			  suppressed ? " (more since the last message: see "
+				       "allocscope_sink_profiles_given_up_total)"
+				     : "");
+	return true;
+}
+
 static void *worker_main(void *arg)
 {
 	struct push_sink *ps = arg;
@@ -845,6 +949,10 @@ static void *worker_main(void *arg)
 			p = ps->current;
 		}
 
+		if (expired(ps, p)) {
+			finish_profile(ps, p, from_spool, spool_key, read_back);
+			continue;
+		}
 		now = now_ms();
 		timeout = (int64_t)ps->timeout_ms;
 		if (ps->closing && ps->deadline_ms - now < timeout)
@@ -882,16 +990,16 @@ static void *worker_main(void *arg)
 			break;
 		}
 		log_outcome(ps, p, &out, wait_ms);
+		if (out.verdict == PUSH_RETRY && out.counted && given_up(ps, p, &out)) {
+			/* The next profile goes now: this one's refusal says nothing of it. */
+			ps->retry_at_ms = 0;
+			ps->attempt = 0;
+			ps->failing = false;
+			out.verdict = PUSH_REJECTED;
+		}
 		if (out.verdict != PUSH_RETRY) {
-			if (from_spool) {
-				pthread_mutex_unlock(&ps->lock);
-				spool__remove(ps->spool, spool_key);
-				pthread_mutex_lock(&ps->lock);
-				sync_spool(ps);
-			} else {
-				free(ps->current);
-				ps->current = NULL;
-			}
+			finish_profile(ps, p, from_spool, spool_key, read_back);
+			continue;
 		}
 		if (from_spool) {
 			spool__pin(ps->spool, 0);
@@ -1031,8 +1139,18 @@ static void push_sink_free(struct sink *sink)
 	free(ps);
 }
 
+static void push_sink_shape(const struct sink *sink, struct sink_shape *out)
+{
+	const struct push_sink *ps = (const struct push_sink *)sink;
+
+	out->merge_processes = true;
+	out->max_samples = ps->max_samples;
+	out->max_bytes = ps->max_profile_bytes;
+}
+
 static const struct sink_ops pyroscope_ops = {
     .type = "pyroscope",
+    .shape = push_sink_shape,
     .submit = push_sink_submit,
     .stats = push_sink_stats,
     .close = push_sink_close,
@@ -1041,6 +1159,7 @@ static const struct sink_ops pyroscope_ops = {
 
 static const struct sink_ops parca_ops = {
     .type = "parca",
+    .shape = push_sink_shape,
     .submit = push_sink_submit,
     .stats = push_sink_stats,
     .close = push_sink_close,
@@ -1135,6 +1254,9 @@ int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *e
 	ps->timeout_ms = opts->timeout_ms ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
 	ps->shutdown_timeout_ms = opts->shutdown_timeout_ms;
 	ps->max_profile_bytes = opts->max_profile_bytes;
+	ps->max_samples = opts->max_samples;
+	ps->max_profile_age_ms = opts->max_profile_age_ms;
+	ps->max_attempts = opts->max_attempts;
 	ps->initial_backoff_ms =
 	    opts->initial_backoff_ms ? opts->initial_backoff_ms : DEFAULT_INITIAL_BACKOFF;
 	ps->max_backoff_ms = opts->max_backoff_ms ? opts->max_backoff_ms : DEFAULT_MAX_BACKOFF;

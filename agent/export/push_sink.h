@@ -12,7 +12,19 @@
  * loses nothing the spool had room for. Refusals (other 4xx, other gRPC codes) are logged
  * with the server's message, counted as rejected and not retried. Delivery is at least once:
  * a push abandoned at the shutdown deadline may have reached the server and is sent again
- * after the restart (with the same ID in Pyroscope's RawSample).
+ * after the restart; Pyroscope gives every profile it ingests an id of its own (the one in
+ * RawSample is not used to deduplicate), so such a profile counts twice there.
+ *
+ * No profile holds up the ones behind it for ever: one older than max_profile_age (from its
+ * start; Pyroscope refuses profiles older than 1 h) is dropped when its turn comes, from
+ * memory or from the spool, without a request; one the server has refused for now
+ * max_attempts times (HTTP 429 or 500, gRPC RESOURCE_EXHAUSTED: Pyroscope's rate limiter
+ * answers 429 for ever to a request above its burst) is dropped after the last of them. Both
+ * are counted (profiles_expired, profiles_given_up, and profiles_dropped) and logged. The
+ * attempt count lives in memory: after a restart a spooled profile starts again from 0.
+ *
+ * The sink's shape (sink.h) asks for profiles within max_samples and max_profile_size, so a
+ * service's profile is trimmed to fit before it is submitted; the size is checked again here. 
  *
  * Closing (sink__free) gives the worker shutdown_timeout to deliver what waits, then spools
  * what is left (or counts it as dropped without a spool). When the endpoint is already known
@@ -45,6 +57,10 @@ struct push_sink_opts {
 	uint64_t spool_max_bytes; /* 0: no limit */
 	uint64_t shutdown_timeout_ms;
 	uint64_t max_profile_bytes;  /* uncompressed; 0: no limit */
+	uint64_t max_samples;	     /* samples per profile; 0: no limit */
+	uint64_t max_profile_age_ms; /* older profiles are dropped, not sent; 0: no limit */
+	uint32_t max_attempts;	     /* per profile, counted ones (push_wire__attempt_counts);
+					0: no limit */
 	uint64_t initial_backoff_ms; /* 0: 1 s */
 	uint64_t max_backoff_ms;     /* 0: 60 s */
 

@@ -198,6 +198,13 @@ enum push_verdict push_wire__grpc_verdict(int code)
 	}
 }
 
+bool push_wire__attempt_counts(long http_status, int grpc_status)
+{
+	if (grpc_status > 0)
+		return grpc_status == GRPC_RESOURCE_EXHAUSTED;
+	return http_status == 429 || http_status == 500;
+}
+
 const char *push_wire__grpc_code_name(int code)
 {
 	static const char *const names[] = {

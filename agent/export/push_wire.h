@@ -60,6 +60,13 @@ enum push_verdict {
  * gRPC response without a grpc-status. */
 enum push_verdict push_wire__http_verdict(long status);
 
+/* Whether a failed attempt that will be retried counts against the profile's max_attempts:
+ * the server itself answered that it takes this profile not now (HTTP 429 or 500; gRPC
+ * RESOURCE_EXHAUSTED when grpc_status > 0), as Pyroscope's rate limiter does for ever with a
+ * request above its burst. An outage (no answer: status 0, timeouts, 502-504, UNAVAILABLE)
+ * does not count: the spool waits it out, bounded by max_profile_age. */
+bool push_wire__attempt_counts(long http_status, int grpc_status);
+
 /* gRPC status codes. */
 enum {
 	GRPC_OK = 0,

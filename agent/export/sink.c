@@ -46,6 +46,8 @@ void sink_stats__add_counters(struct sink_stats *a, const struct sink_stats *b)
 	a->profiles_spooled += b->profiles_spooled;
 	a->spool_corrupt += b->spool_corrupt;
 	a->push_ns += b->push_ns;
+	a->profiles_expired += b->profiles_expired;
+	a->profiles_given_up += b->profiles_given_up;
 }
 
 static struct retired_counters *find_retired(const char *type, const char *name)

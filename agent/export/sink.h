@@ -9,6 +9,7 @@
 #ifndef ALLOCSCOPE_SINK_H
 #define ALLOCSCOPE_SINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,9 @@ struct sink_stats {
 	uint64_t profiles_spooled;  /* written to the on-disk spool */
 	uint64_t spool_corrupt;	    /* spool files that could not be read back (skipped) */
 	uint64_t push_ns;	    /* time spent in successful deliveries */
+	/* Among profiles_dropped, by reason: */
+	uint64_t profiles_expired;  /* older than max_profile_age: the server would refuse them */
+	uint64_t profiles_given_up; /* refused for now max_attempts times (HTTP 429, say) */
 	/* gauges: now, not summed over reloads */
 	uint64_t queue_length;	 /* profiles waiting in memory, the one in flight included */
 	uint64_t spool_profiles; /* profiles waiting in the spool */
@@ -49,6 +53,16 @@ struct sink_stats {
 
 /* The longest sink name, NUL excluded. */
 #define SINK_NAME_MAX 63
+
+/* How a sink wants a service's profile built (see alloc_profile_output). The directory
+ * sink keeps every process apart, with the per-sample labels (and pid, when configured); the
+ * push sinks merge a service's processes, send no per-sample labels (the series labels say
+ * it all) and bound the profile to what their server accepts by default. */
+struct sink_shape {
+	bool merge_processes; /* and no per-sample labels */
+	uint64_t max_samples; /* 0: no limit */
+	uint64_t max_bytes;   /* uncompressed; 0: no limit */
+};
 
 struct sink;
 
@@ -61,6 +75,9 @@ struct sink_ops {
 	 * keep (spool) or count as dropped the rest. Called once, before free. */
 	void (*close)(struct sink *sink);
 	void (*free)(struct sink *sink);
+	/* Optional: the shape of the profiles it takes; without it, one sample per (pid,
+	 * stack) and no limits. */
+	void (*shape)(const struct sink *sink, struct sink_shape *out);
 };
 
 /* Every sink embeds this first. */
@@ -77,6 +94,13 @@ static inline int sink__submit(struct sink *sink, const struct profile_record *r
 static inline void sink__stats(const struct sink *sink, struct sink_stats *out)
 {
 	sink->ops->stats(sink, out);
+}
+
+static inline void sink__shape(const struct sink *sink, struct sink_shape *out)
+{
+	*out = (struct sink_shape){ 0 };
+	if (sink->ops->shape)
+		sink->ops->shape(sink, out);
 }
 
 static inline const char *sink__type(const struct sink *sink)

@@ -15,6 +15,7 @@
 #include "alloc_profile.h"
 #include "hash.h"
 #include "pprof.h"
+#include "protobuf.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
 
@@ -443,12 +444,16 @@ int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *o
 }
 
 /* Mapping identities seen while writing, in first-seen order, with whether any of their
- * frames got a name (pprof's has_functions: servers re-symbolize mappings without it). */
+ * frames got a name (pprof's has_functions: servers re-symbolize mappings without it). The
+ * identity is the symbolizer's (pid, mapping) key, or, when a profile merges a service's
+ * processes, the file itself (file_key): the same library mapped by two processes at
+ * different addresses is one pprof mapping, laid out where the first process had it. */
 struct mapping_slot {
 	const void *key;
 	struct symbolized_frame first;
 	bool any_named;
 	uint64_t pprof_id;
+	uint32_t index; /* first-seen order */
 };
 
 struct mapping_table {
@@ -468,6 +473,7 @@ static struct mapping_slot *mapping_lookup(struct mapping_table *t, const void *
 		if (t->count + 1 >= t->cap / 2)
 			return NULL; /* sized up front: cannot happen */
 		t->slots[i].key = key;
+		t->slots[i].index = (uint32_t)t->count;
 		t->order[t->count++] = key;
 		*added = true;
 	}
@@ -499,9 +505,47 @@ static void mapping_table_free(struct mapping_table *t)
 	free(t->order);
 }
 
-/* One pprof Location per frame address, with a Line per inline level, innermost first. */
+/* A file's identity across processes: its path, build id and the offset of the mapped part.
+ * Anonymous memory (JIT code) differs per process and keeps the (pid, mapping) key. Never
+ * NULL (NULL marks a free slot). */
+static const void *file_key(const struct symbolized_frame *frame)
+{
+	uint64_t h = hash_mix64(frame->map_file_offset + 1);
+
+	if (frame->unnamed_memory || !frame->map_path ||
+	    (frame->map_path[0] != '/' && strcmp(frame->map_path, "[vdso]") != 0))
+		return frame->mapping_key;
+	for (const char *c = frame->map_path; *c; c++)
+		h = hash_combine(h, (unsigned char)*c);
+	h = hash_combine(h, 0x2f);
+	for (const char *c = frame->build_id ? frame->build_id : ""; *c; c++)
+		h = hash_combine(h, (unsigned char)*c);
+	return (const void *)(uintptr_t)(h | 1);
+}
+
+/* The name of a frame nothing could name: the file it is in and the offset in that file,
+ * which stay the same across runs and processes (an absolute address does not), so that a
+ * flame graph shows its bytes under "libfoo.so+0x1a2b" rather than under no name at all. */
+static void unnamed_frame_name(const struct symbolized_frame *frame, uint64_t address, char *name,
+			       size_t len)
+{
+	const char *base;
+
+	if (!frame->map_path || address < frame->map_start) {
+		snprintf(name, len, "0x%" PRIx64, address);
+		return;
+	}
+	base = strrchr(frame->map_path, '/');
+	base = base && base[1] ? base + 1 : frame->map_path;
+	snprintf(name, len, "%s+0x%" PRIx64, base,
+		 address - frame->map_start + frame->map_file_offset);
+}
+
+/* One pprof Location per frame address, with a Line per inline level, innermost first; a
+ * frame without a name gets one that says where it is (unnamed_frame_name). */
 static uint64_t frame_location(struct pprof_builder *builder, uint64_t mapping_id,
-			       uint64_t address, const struct symbolized_frame *frame)
+			       uint64_t address, uint64_t location_address,
+			       const struct symbolized_frame *frame)
 {
 	struct pprof_line lines[16];
 	size_t n = 0;
@@ -515,20 +559,134 @@ static uint64_t frame_location(struct pprof_builder *builder, uint64_t mapping_i
 			return 0;
 		lines[n++].line = line->line;
 	}
-	if (n == 0 && frame->function) {
-		lines[0].function_id = pprof_builder__function(builder, frame->function,
-							       frame->system_name, NULL, 0);
+	if (n == 0) {
+		char unnamed[PATH_MAX + 32];
+		const char *name = frame->function;
+
+		if (!name) {
+			unnamed_frame_name(frame, address, unnamed, sizeof(unnamed));
+			name = unnamed;
+		}
+		lines[0].function_id = pprof_builder__function(builder, name, frame->system_name,
+							       NULL, 0);
 		if (!lines[0].function_id)
 			return 0;
 		lines[n++].line = 0;
 	}
-	return pprof_builder__location(builder, mapping_id, address, n ? lines : NULL, n);
+	return pprof_builder__location(builder, mapping_id, location_address, lines, n);
 }
 
-static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder *builder,
-			    struct mapping_table *mappings, const struct stack_record *rec,
+/* One sample of the profile being written: a stack, or when processes are merged, every
+ * (pid, stack) whose frames are the same code. */
+struct profile_entry {
+	struct profile_entry *next; /* hash chain */
+	uint64_t hash;
+	const struct stack_record *rec; /* the first; its pid resolves the frames */
+	double bytes, objects;
+	size_t order;			/* first-seen, for deterministic output */
+	struct frame_ref {
+		uint32_t slot;	  /* mapping_slot.index; UINT32_MAX without a mapping */
+		uint64_t address; /* in the slot's first mapping's layout */
+	} frames[];
+};
+
+struct entry_table {
+	struct profile_entry **buckets, **entries;
+	size_t n_buckets, count;
+};
+
+static void entry_table_free(struct entry_table *t)
+{
+	for (size_t i = 0; i < t->count; i++)
+		free(t->entries[i]);
+	free(t->entries);
+	free(t->buckets);
+}
+
+/* Groups the stacks into entries: one per stack, or with merge one per distinct code path
+ * over all processes. Fills the mapping table as it goes. */
+static int group_stacks(struct alloc_profile *profile, struct mapping_table *mappings, bool merge,
+			struct entry_table *t)
+{
+	struct frame_ref refs[MAX_FRAMES];
+	struct symbolized_frame frame;
+	bool added;
+
+	t->n_buckets = 64;
+	while (t->n_buckets < 2 * profile->n_stacks)
+		t->n_buckets *= 2;
+	t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
+	t->entries = calloc(profile->n_stacks + 1, sizeof(*t->entries));
+	t->count = 0;
+	if (!t->buckets || !t->entries)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		const struct stack_record *rec = profile->stacks[i];
+		uint64_t hash = hash_mix64(merge ? 0 : rec->pid + 1);
+		struct profile_entry *e;
+
+		for (uint32_t f = 0; f < rec->n_frames; f++) {
+			struct mapping_slot *slot = NULL;
+
+			refs[f].slot = UINT32_MAX;
+			refs[f].address = rec->frames[f];
+			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
+						f > 0, &frame) == 0 &&
+			    frame.mapping_key)
+				slot = mapping_lookup(mappings,
+						      merge ? file_key(&frame) : frame.mapping_key,
+						      &added);
+			if (slot) {
+				if (added)
+					slot->first = frame;
+				slot->any_named |= frame.function != NULL;
+				refs[f].slot = slot->index;
+				refs[f].address =
+					slot->first.map_start + (rec->frames[f] - frame.map_start);
+			}
+			hash = hash_combine(hash_combine(hash, refs[f].slot), refs[f].address);
+		}
+		for (e = t->buckets[hash & (t->n_buckets - 1)]; e; e = e->next)
+			if (e->hash == hash && e->rec->n_frames == rec->n_frames &&
+			    (merge || e->rec->pid == rec->pid) &&
+			    memcmp(e->frames, refs, rec->n_frames * sizeof(refs[0])) == 0)
+				break;
+		if (!e) {
+			e = calloc(1, sizeof(*e) + rec->n_frames * sizeof(refs[0]));
+			if (!e)
+				return -ENOMEM;
+			e->hash = hash;
+			e->rec = rec;
+			e->order = t->count;
+			memcpy(e->frames, refs, rec->n_frames * sizeof(refs[0]));
+			e->next = t->buckets[hash & (t->n_buckets - 1)];
+			t->buckets[hash & (t->n_buckets - 1)] = e;
+			t->entries[t->count++] = e;
+		}
+		e->bytes += rec->bytes;
+		e->objects += rec->objects;
+	}
+	return 0;
+}
+
+/* Hottest first (alloc_space, then alloc_objects), first-seen order among equals. */
+static int compare_entries(const void *a, const void *b)
+{
+	const struct profile_entry *x = *(const struct profile_entry *const *)a;
+	const struct profile_entry *y = *(const struct profile_entry *const *)b;
+
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	if (x->objects != y->objects)
+		return x->objects < y->objects ? 1 : -1;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder *builder,
+			    struct mapping_table *mappings, const struct profile_entry *e,
 			    const struct alloc_profile_output *output)
 {
+	const struct stack_record *rec = e->rec;
 	uint64_t location_ids[MAX_FRAMES];
 	struct symbolized_frame frame;
 	bool added;
@@ -539,93 +697,107 @@ static int add_stack_sample(struct alloc_profile *profile, struct pprof_builder 
 		if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
 					&frame) != 0)
 			memset(&frame, 0, sizeof(frame));
-		if (frame.mapping_key) {
-			struct mapping_slot *slot =
-				mapping_lookup(mappings, frame.mapping_key, &added);
+		if (e->frames[i].slot != UINT32_MAX) {
+			struct mapping_slot *slot = mapping_lookup(
+				mappings, mappings->order[e->frames[i].slot], &added);
 
 			mapping_id = slot ? slot->pprof_id : 0;
 		}
-		location_ids[i] = frame_location(builder, mapping_id, rec->frames[i], &frame);
+		location_ids[i] = frame_location(builder, mapping_id, rec->frames[i],
+						 e->frames[i].address, &frame);
 		if (!location_ids[i])
 			return -ENOMEM;
 	}
 
-	int64_t values[2] = { (int64_t)(rec->objects + 0.5), (int64_t)(rec->bytes + 0.5) };
+	int64_t values[2] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5) };
 	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1];
 	size_t n_labels = 0;
 
 	for (size_t i = 0; i < output->n_labels && n_labels < ALLOC_PROFILE_MAX_LABELS; i++)
 		labels[n_labels++] = output->labels[i];
-	if (output->pid_label)
+	if (output->pid_label && !output->merge_processes)
 		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
 	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
 					 n_labels);
 }
 
-/* Builds the pprof; *out is the caller's to free. */
-static int build_pprof(struct alloc_profile *profile, const struct alloc_profile_output *output,
-		       struct pprof_builder **out)
+/* The one sample that stands for the stacks left out, so that totals stay whole. */
+static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_table *t,
+			      size_t kept)
+{
+	struct pprof_line line = { 0 };
+	int64_t values[2] = { 0, 0 };
+	uint64_t location_id;
+
+	for (size_t i = kept; i < t->count; i++) {
+		values[0] += (int64_t)(t->entries[i]->objects + 0.5);
+		values[1] += (int64_t)(t->entries[i]->bytes + 0.5);
+	}
+	line.function_id = pprof_builder__function(builder, ALLOC_PROFILE_TRIMMED_FRAME, NULL,
+						   NULL, 0);
+	if (!line.function_id)
+		return -ENOMEM;
+	location_id = pprof_builder__location(builder, 0, 0, &line, 1);
+	if (!location_id)
+		return -ENOMEM;
+	return pprof_builder__add_sample(builder, &location_id, 1, values, NULL, 0);
+}
+
+/* A builder with the profile's header, the mappings and the first kept entries (the rest
+ * folded into one trimmed sample). */
+static int build_entries(struct alloc_profile *profile, const struct alloc_profile_output *output,
+			 struct mapping_table *mappings, const struct entry_table *entries,
+			 size_t kept, struct pprof_builder **out)
 {
 	static const struct pprof_value_type sample_types[] = {
 		{ "alloc_objects", "count" },
 		{ "alloc_space", "bytes" },
 	};
 	struct pprof_value_type period_type = { "space", "bytes" };
-	struct mapping_table mappings = { 0 };
 	struct pprof_builder *builder;
-	struct symbolized_frame frame;
-	size_t total_frames = 0;
+	const void *main_key = NULL;
+	size_t main_index;
 	bool added;
-	int ret;
+	int ret = 0;
 
+	*out = NULL;
 	builder = pprof_builder__new(sample_types, 2, period_type, (int64_t)profile->sample_rate,
 				     "alloc_space");
 	if (!builder)
 		return -errno;
 	pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
-	for (size_t i = 0; output->comments && output->comments[i]; i++) {
+	for (size_t i = 0; output->comments && output->comments[i] && !ret; i++)
 		ret = pprof_builder__add_comment(builder, output->comments[i]);
-		if (ret)
-			goto out;
-	}
+	if (!ret && kept < entries->count) {
+		char line[160];
 
-	for (size_t i = 0; i < profile->n_stacks; i++)
-		total_frames += profile->stacks[i]->n_frames;
-	ret = mapping_table_init(&mappings, total_frames);
+		snprintf(line, sizeof(line),
+			 "%zu of %zu stacks folded into " ALLOC_PROFILE_TRIMMED_FRAME
+			 " (the coldest) to stay within the sink's max_samples and "
+			 "max_profile_size",
+			 entries->count - kept, entries->count);
+		ret = pprof_builder__add_comment(builder, line);
+	}
 	if (ret)
 		goto out;
-	/* First pass: which mappings appear, in order, and whether their frames have names; and
-	 * which one holds main: pprof tools take the first mapping for "the" binary, so the
-	 * executable goes first. */
-	const void *main_key = NULL;
 
-	for (size_t i = 0; i < profile->n_stacks; i++) {
-		const struct stack_record *rec = profile->stacks[i];
+	/* pprof tools take the first mapping for "the" binary, so main's goes first, then the
+	 * others in the order they were seen. */
+	for (size_t i = 0; i < entries->count && !main_key; i++) {
+		const struct stack_record *rec = entries->entries[i]->rec;
+		struct symbolized_frame frame;
 
-		for (uint32_t f = 0; f < rec->n_frames; f++) {
-			struct mapping_slot *slot;
-
-			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
-						f > 0, &frame) != 0 ||
-			    !frame.mapping_key)
-				continue;
-			slot = mapping_lookup(&mappings, frame.mapping_key, &added);
-			if (!slot)
-				continue;
-			if (added)
-				slot->first = frame;
-			slot->any_named |= frame.function != NULL;
-			if (!main_key && frame.function && strcmp(frame.function, "main") == 0)
-				main_key = frame.mapping_key;
-		}
+		for (uint32_t f = 0; f < rec->n_frames && !main_key; f++)
+			if (entries->entries[i]->frames[f].slot != UINT32_MAX &&
+			    symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
+						f > 0, &frame) == 0 &&
+			    frame.function && strcmp(frame.function, "main") == 0)
+				main_key = mappings->order[entries->entries[i]->frames[f].slot];
 	}
-	size_t main_index = main_key ? index_of(&mappings, main_key) : 0;
-
-	for (size_t n = 0; n < mappings.count; n++) {
-		/* main's mapping first, then the others in the order they were seen. */
+	main_index = main_key ? index_of(mappings, main_key) : 0;
+	for (size_t n = 0; n < mappings->count; n++) {
 		size_t i = n == 0 ? main_index : n <= main_index ? n - 1 : n;
-
-		struct mapping_slot *slot = mapping_lookup(&mappings, mappings.order[i], &added);
+		struct mapping_slot *slot = mapping_lookup(mappings, mappings->order[i], &added);
 		struct pprof_mapping m = {
 			.memory_start = slot->first.map_start,
 			.memory_limit = slot->first.map_limit,
@@ -644,13 +816,84 @@ static int build_pprof(struct alloc_profile *profile, const struct alloc_profile
 			goto out;
 		}
 	}
-	for (size_t i = 0; i < profile->n_stacks; i++) {
-		ret = add_stack_sample(profile, builder, &mappings, profile->stacks[i], output);
-		if (ret)
-			goto out;
+	for (size_t i = 0; i < kept && !ret; i++)
+		ret = add_entry_sample(profile, builder, mappings, entries->entries[i], output);
+	if (!ret && kept < entries->count)
+		ret = add_trimmed_sample(builder, entries, kept);
+out:
+	if (ret) {
+		pprof_builder__free(builder);
+		return ret;
+	}
+	*out = builder;
+	return 0;
+}
+
+static int encoded_size(struct pprof_builder *builder, uint64_t *size)
+{
+	struct pb_buffer buf;
+	int ret;
+
+	pb_buffer__init(&buf, 0);
+	ret = pprof_builder__encode(builder, &buf);
+	*size = pb_buffer__len(&buf);
+	pb_buffer__release(&buf);
+	return ret;
+}
+
+/* Builds the pprof; *out is the caller's to free. With limits, the coldest entries are folded
+ * into one trimmed sample until the profile has at most max_samples samples and encodes in
+ * at most max_bytes. */
+static int build_pprof(struct alloc_profile *profile, const struct alloc_profile_output *output,
+		       struct pprof_builder **out)
+{
+	struct mapping_table mappings = { 0 };
+	struct entry_table entries = { 0 };
+	struct pprof_builder *builder = NULL;
+	size_t total_frames = 0, kept;
+	uint64_t size = 0;
+	int ret;
+
+	*out = NULL;
+	for (size_t i = 0; i < profile->n_stacks; i++)
+		total_frames += profile->stacks[i]->n_frames;
+	ret = mapping_table_init(&mappings, total_frames);
+	if (!ret)
+		ret = group_stacks(profile, &mappings, output->merge_processes, &entries);
+	if (ret)
+		goto out;
+	kept = entries.count;
+	if (output->max_samples && kept > output->max_samples)
+		kept = output->max_samples - 1; /* and the trimmed sample */
+	/* Only a profile that must shrink changes its sample order (hottest first). */
+	if (kept < entries.count)
+		qsort(entries.entries, entries.count, sizeof(*entries.entries), compare_entries);
+	for (;;) {
+		ret = build_entries(profile, output, &mappings, &entries, kept, &builder);
+		if (ret || !output->max_bytes || kept == 0)
+			break;
+		ret = encoded_size(builder, &size);
+		if (ret || size <= output->max_bytes)
+			break;
+		/* Samples make most of the size: shrink in proportion, with a margin, and always
+		 * by at least one. */
+		size_t next = (size_t)((double)kept * (double)output->max_bytes / (double)size * 0.9);
+
+		if (kept == entries.count)
+			qsort(entries.entries, entries.count, sizeof(*entries.entries),
+			      compare_entries);
+		kept = next < kept ? next : kept - 1;
+		pprof_builder__free(builder);
+		builder = NULL;
+	}
+	if (!ret && output->result) {
+		output->result->samples = pprof_builder__sample_count(builder);
+		output->result->stacks_trimmed = entries.count - kept;
+		output->result->stacks_merged = profile->n_stacks - entries.count;
 	}
 out:
 	mapping_table_free(&mappings);
+	entry_table_free(&entries);
 	if (ret) {
 		pprof_builder__free(builder);
 		return ret;

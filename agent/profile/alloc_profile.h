@@ -60,8 +60,26 @@ void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_pro
 int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
 			     size_t *count);
 
+/* The function name of the one sample that stands for the stacks a size limit left out. */
+#define ALLOC_PROFILE_TRIMMED_FRAME "(trimmed)"
+
+/* What an encoding wrote (alloc_profile_output.result). */
+struct alloc_profile_result {
+	size_t samples;        /* in the profile, the trimmed one included */
+	size_t stacks_merged;  /* (pid, stack) pairs that joined another process's same stack */
+	size_t stacks_trimmed; /* distinct stacks folded into ALLOC_PROFILE_TRIMMED_FRAME */
+};
+
 /* How a profile is rendered. labels go on every sample (the continuous agent's service_name,
- * hostname and static labels); pid_label adds a numeric pid label per sample. */
+ * hostname and static labels); pid_label adds a numeric pid label per sample.
+ *
+ * A push sink's shape: merge_processes makes one sample per distinct stack over all the
+ * processes (frames compared by file and offset, so ASLR does not split them; pid_label is
+ * then ignored). max_samples and max_bytes (the uncompressed encoding) bound the profile:
+ * past them the coldest stacks (least alloc_space) are folded into one sample whose only
+ * frame is ALLOC_PROFILE_TRIMMED_FRAME, so the totals stay whole; 0 means no limit. A
+ * profile whose mappings alone exceed max_bytes is still returned (the trimmed sample only):
+ * the sink's own size check has the last word. */
 struct alloc_profile_output {
 	int64_t start_ns;                 /* wall-clock start */
 	int64_t duration_ns;
@@ -69,6 +87,10 @@ struct alloc_profile_output {
 	const struct pprof_label *labels; /* may be NULL */
 	size_t n_labels;
 	bool pid_label;
+	bool merge_processes;
+	size_t max_samples;               /* >= 2 when set */
+	uint64_t max_bytes;
+	struct alloc_profile_result *result; /* may be NULL */
 };
 
 /* Writes the gzipped pprof atomically. Returns 0 or -errno. */

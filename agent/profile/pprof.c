@@ -7,6 +7,7 @@
 #include "profile/protobuf.h"
 #include "hash.h"
 #include "fd_write.h"
+#include "utf8_text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -312,60 +313,6 @@ static void id_table__insert(struct id_table *t, uint32_t hash, uint32_t id)
 
 /* --- strings ------------------------------------------------------------------------- */
 
-/* Length of the well-formed UTF-8 sequence at s (Unicode 15, table 3-7), or 0 when the bytes
- * there are not one: stray continuation bytes, overlong forms, surrogates, > U+10FFFF,
- * truncated sequences. */
-static size_t utf8_sequence_len(const uint8_t *s, size_t avail)
-{
-	uint8_t c = s[0], lo = 0x80, hi = 0xbf;
-	size_t n, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (avail < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++) {
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	}
-	return n;
-}
-
-static bool utf8_valid(const char *s, size_t len)
-{
-	const uint8_t *p = (const uint8_t *)s;
-	size_t i = 0, n;
-
-	while (i < len) {
-		if (p[i] < 0x80) {
-			i++;
-			continue;
-		}
-		n = utf8_sequence_len(p + i, len - i);
-		if (!n)
-			return false;
-		i += n;
-	}
-	return true;
-}
-
 /* Copy s with each run of invalid bytes replaced by one U+FFFD, as Go's strings.ToValidUTF8
  * does. Returns a malloc'ed string (length in *out_len) or NULL when out of memory. */
 static char *utf8_sanitize(const char *s, size_t len, size_t *out_len)
@@ -383,7 +330,7 @@ static char *utf8_sanitize(const char *s, size_t len, size_t *out_len)
 	if (!out)
 		return NULL;
 	while (i < len) {
-		n = utf8_sequence_len(p + i, len - i);
+		n = utf8__sequence_len(p + i, len - i);
 		if (n) {
 			memcpy(out + o, s + i, n);
 			o += n;
@@ -455,7 +402,7 @@ static int intern_len(struct pprof_builder *b, const char *s, size_t len, uint32
 	uint32_t hash, id;
 	int err = 0;
 
-	if (!utf8_valid(s, len)) {
+	if (!utf8__valid(s, len)) {
 		clean = utf8_sanitize(s, len, &len);
 		if (!clean)
 			return -ENOMEM;

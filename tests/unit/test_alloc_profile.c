@@ -3,11 +3,18 @@
  * land in the same totals (the two paths must give interchangeable profiles). And of the top
  * table's allocation site, on stacks through a program and a library built here and run:
  * the first frame outside the allocator, whether the allocator is a library or lives in the
- * executable (a static glibc or jemalloc, Rust's _rjem_*). */
+ * executable (a static glibc or jemalloc, Rust's _rjem_*). And of the pprof as sinks get it,
+ * read back by a decoder written here: frames without symbols named by file and offset, a
+ * service's processes merged for push, the coldest stacks folded into "(trimmed)" past the
+ * limits with the totals kept. */
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <zlib.h>
 
 #include "profile/alloc_profile.h"
+#include "profile/pprof.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
 #include "unit.h"
@@ -255,11 +262,433 @@ out:
 	CHECK(system(cmd) == 0);
 }
 
+/* ---- the pprof read back ---------------------------------------------------------- */
+
+#define MAX_DECODED 20000
+
+/* The leaf function's name and the two values of each sample. */
+struct decoded {
+	size_t n_samples, n_strings, n_functions, n_locations;
+	uint64_t raw_len; /* uncompressed */
+	int64_t objects[MAX_DECODED], bytes[MAX_DECODED];
+	uint64_t leaf_location[MAX_DECODED];
+	const char *strings[MAX_DECODED * 2];
+	uint64_t function_name[MAX_DECODED];	/* by function id */
+	uint64_t location_function[MAX_DECODED]; /* by location id; 0: no line */
+	uint8_t raw[8 << 20];
+};
+
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* Calls back for each field of a message: number, wire type, varint or bytes. */
+static bool pb_fields(const uint8_t *p, const uint8_t *end,
+		      bool (*fn)(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+				 size_t len),
+		      void *ctx)
+{
+	while (p < end) {
+		uint64_t tag, v = 0;
+		const uint8_t *data = NULL;
+
+		if (!pb_varint(&p, end, &tag))
+			return false;
+		if ((tag & 7) == 0) {
+			if (!pb_varint(&p, end, &v))
+				return false;
+		} else if ((tag & 7) == 2) {
+			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			data = p;
+			p += v;
+		} else {
+			return false;
+		}
+		if (!fn(ctx, (uint32_t)(tag >> 3), (int)(tag & 7), v, data, (size_t)v))
+			return false;
+	}
+	return true;
+}
+
+struct sub {
+	struct decoded *d;
+	uint64_t id, a, n_values;
+	bool first_location;
+};
+
+static bool on_line(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+		    size_t len)
+{
+	struct sub *s = ctx;
+
+	if (field == 1 && wire == 0 && !s->a)
+		s->a = v; /* the innermost line's function */
+	return true;
+}
+
+static bool on_location(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+			size_t len)
+{
+	struct sub *s = ctx;
+
+	if (field == 1 && wire == 0)
+		s->id = v;
+	if (field == 4 && wire == 2 && !s->a) {
+		struct sub line = { .d = s->d };
+
+		pb_fields(data, data + len, on_line, &line);
+		s->a = line.a;
+	}
+	return true;
+}
+
+static bool on_function(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+			size_t len)
+{
+	struct sub *s = ctx;
+
+	if (field == 1 && wire == 0)
+		s->id = v;
+	if (field == 2 && wire == 0)
+		s->a = v;
+	return true;
+}
+
+static bool on_sample(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+		      size_t len)
+{
+	struct sub *s = ctx;
+	size_t i = s->d->n_samples;
+
+	if (field == 1) {
+		if (wire == 2) /* packed: the first is the leaf */
+			pb_varint(&data, data + len, &v);
+		if (!s->first_location)
+			s->d->leaf_location[i] = v;
+		s->first_location = true;
+	}
+	if (field == 2) {
+		uint64_t values[2] = { 0, 0 };
+		size_t n = 0;
+
+		if (wire == 2) {
+			const uint8_t *end = data + len;
+
+			while (data < end && n < 2)
+				pb_varint(&data, end, &values[n++]);
+		} else {
+			values[s->n_values < 2 ? s->n_values : 1] = v;
+			n = 1;
+		}
+		if (wire == 2) {
+			s->d->objects[i] = (int64_t)values[0];
+			s->d->bytes[i] = (int64_t)values[1];
+		} else if (s->n_values++ == 0) {
+			s->d->objects[i] = (int64_t)v;
+		} else {
+			s->d->bytes[i] = (int64_t)v;
+		}
+	}
+	return true;
+}
+
+static bool on_profile(void *ctx, uint32_t field, int wire, uint64_t v, const uint8_t *data,
+		       size_t len)
+{
+	struct decoded *d = ctx;
+	struct sub s = { .d = d };
+
+	if (field == 2 && wire == 2 && d->n_samples < MAX_DECODED) {
+		pb_fields(data, data + len, on_sample, &s);
+		d->n_samples++;
+	} else if (field == 4 && wire == 2) {
+		pb_fields(data, data + len, on_location, &s);
+		if (s.id < MAX_DECODED)
+			d->location_function[s.id] = s.a;
+		d->n_locations++;
+	} else if (field == 5 && wire == 2) {
+		pb_fields(data, data + len, on_function, &s);
+		if (s.id < MAX_DECODED)
+			d->function_name[s.id] = s.a;
+		d->n_functions++;
+	} else if (field == 6 && wire == 2 && d->n_strings < MAX_DECODED * 2) {
+		char *copy = strndup((const char *)data, len);
+
+		d->strings[d->n_strings++] = copy ? copy : "";
+	}
+	return true;
+}
+
+static void decoded_free(struct decoded *d)
+{
+	for (size_t i = 0; i < d->n_strings; i++)
+		free((char *)d->strings[i]);
+	free(d);
+}
+
+static struct decoded *decode(const uint8_t *gz, size_t len)
+{
+	struct decoded *d = calloc(1, sizeof(*d));
+	z_stream z = { 0 };
+
+	if (!d)
+		return NULL;
+	z.next_in = (Bytef *)gz;
+	z.avail_in = (uInt)len;
+	z.next_out = d->raw;
+	z.avail_out = sizeof(d->raw);
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK || inflate(&z, Z_FINISH) != Z_STREAM_END) {
+		inflateEnd(&z);
+		CHECK(!"the profile is a whole gzip stream");
+		free(d);
+		return NULL;
+	}
+	d->raw_len = z.total_out;
+	inflateEnd(&z);
+	CHECK(pb_fields(d->raw, d->raw + d->raw_len, on_profile, d));
+	return d;
+}
+
+/* The name of sample i's leaf function; "" when its location has no function. */
+static const char *leaf_name(const struct decoded *d, size_t i)
+{
+	uint64_t function = d->location_function[d->leaf_location[i]];
+	uint64_t name = function < MAX_DECODED ? d->function_name[function] : 0;
+
+	return function && name < d->n_strings ? d->strings[name] : "";
+}
+
+static struct decoded *encode_and_decode(struct alloc_profile *profile,
+					 const struct alloc_profile_output *output)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	struct decoded *d;
+
+	CHECK(alloc_profile__encode_pprof(profile, output, &data, &len) == 0);
+	if (!data)
+		return NULL;
+	d = decode(data, len);
+	free(data);
+	return d;
+}
+
+/* Frames nothing could name keep their bytes under a name that says where they are: the
+ * file's name and the offset in it, the same in every run (servers show no name at all for a
+ * location without a function). */
+static void test_unnamed_frames_named_by_file_and_offset(void)
+{
+	char dir[] = "/tmp/allocscope-test-unnamed-XXXXXX", path[128];
+	const struct alloc_profile_output output = { .start_ns = 1, .duration_ns = 1 };
+	struct alloc_profile *profile = NULL;
+	struct symbolizer *symbolizer = NULL;
+	struct decoded *d = NULL;
+	uint8_t page[8192] = { 0 };
+	uint64_t frames[2];
+	void *map = MAP_FAILED;
+	int fd = -1;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	/* Executable memory from a file that is no ELF: nothing to name its code with. */
+	snprintf(path, sizeof(path), "%s/libfoo.so", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0700);
+	CHECK(fd >= 0 && write(fd, page, sizeof(page)) == (ssize_t)sizeof(page));
+	map = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 4096);
+	CHECK(map != MAP_FAILED);
+	symbolizer = symbolizer__new();
+	if (map == MAP_FAILED || !symbolizer)
+		goto out;
+	frames[0] = (uint64_t)(uintptr_t)map + 0xa2b;
+	frames[1] = 0x10; /* in no mapping at all */
+	CHECK(alloc_profile__new(RATE, symbolizer, &profile) == 0);
+	CHECK(alloc_profile__add_stack(profile, (uint32_t)getpid(), frames, 2, 4096) == 0);
+	d = profile ? encode_and_decode(profile, &output) : NULL;
+	if (!d)
+		goto out;
+	CHECK_EQ_U64(d->n_samples, 1);
+	CHECK_STR(leaf_name(d, 0), "libfoo.so+0x1a2b");
+	/* Every location has a function. */
+	for (uint64_t id = 1; id <= d->n_locations; id++)
+		CHECK(d->location_function[id] != 0);
+out:
+	if (d)
+		decoded_free(d);
+	alloc_profile__free(profile);
+	symbolizer__free(symbolizer);
+	if (map != MAP_FAILED)
+		munmap(map, 4096);
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Past max_samples the coldest stacks fold into one "(trimmed)" sample: the hottest stay as
+ * they were and the totals are whole. */
+static void test_coldest_stacks_trimmed_totals_kept(void)
+{
+	struct alloc_profile_result result = { 0 };
+	struct alloc_profile_output output = {
+		.start_ns = 1, .duration_ns = 1, .max_samples = 10, .result = &result,
+	};
+	struct alloc_profile *profile;
+	struct decoded *d = NULL;
+	int64_t bytes = 0, objects = 0, want_bytes = 0;
+	bool trimmed_seen = false;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	for (int i = 0; i < 100; i++) {
+		uint64_t frames[2] = { 0x1000 + 16 * (uint64_t)i, 0x9000 };
+
+		/* Stack i weighs (i + 1) KiB in objects of 64 bytes. */
+		CHECK(alloc_profile__add_weighted_stack(profile, 1, frames, 2, 64,
+							1024.0 * (i + 1)) == 0);
+		want_bytes += 1024 * (i + 1);
+	}
+	d = encode_and_decode(profile, &output);
+	if (!d)
+		goto out;
+	CHECK_EQ_U64(d->n_samples, 10);
+	CHECK_EQ_U64(result.samples, 10);
+	CHECK_EQ_U64(result.stacks_trimmed, 91);
+	for (size_t i = 0; i < d->n_samples; i++) {
+		bytes += d->bytes[i];
+		objects += d->objects[i];
+		if (strcmp(leaf_name(d, i), ALLOC_PROFILE_TRIMMED_FRAME) == 0) {
+			trimmed_seen = true;
+			/* Stacks 0..90: (1 + ... + 91) KiB. */
+			CHECK_EQ_U64(d->bytes[i], 1024 * 91 * 92 / 2);
+		} else {
+			/* The 9 hottest: 92..100 KiB. */
+			CHECK(d->bytes[i] >= 92 * 1024);
+		}
+	}
+	CHECK(trimmed_seen);
+	CHECK_EQ_U64(bytes, want_bytes);
+	CHECK_EQ_U64(objects, want_bytes / 64);
+	decoded_free(d);
+
+	/* By size: 5000 stacks into 16 KiB uncompressed. */
+	alloc_profile__free(profile);
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	want_bytes = 0;
+	for (int i = 0; i < 5000; i++) {
+		uint64_t frames[3] = { 0x100000 + 16 * (uint64_t)i, 0x200000 + 16 * (uint64_t)i,
+				       0x9000 };
+
+		CHECK(alloc_profile__add_weighted_stack(profile, 1, frames, 3, 64,
+							64.0 * (i % 7 + 1)) == 0);
+		want_bytes += 64 * (i % 7 + 1);
+	}
+	output.max_samples = 0;
+	output.max_bytes = 16 * 1024;
+	d = encode_and_decode(profile, &output);
+	if (!d)
+		goto out;
+	CHECK(d->raw_len <= 16 * 1024);
+	CHECK(d->n_samples > 100 && d->n_samples < 5000);
+	bytes = 0;
+	for (size_t i = 0; i < d->n_samples; i++)
+		bytes += d->bytes[i];
+	CHECK_EQ_U64(bytes, want_bytes);
+	CHECK_EQ_U64(result.stacks_trimmed, 5000 - (d->n_samples - 1));
+out:
+	if (d)
+		decoded_free(d);
+	alloc_profile__free(profile);
+}
+
+/* For push, a service's processes are one: the same code path in two processes (the same
+ * program, loaded at different addresses) is one sample, with per-sample labels and pid
+ * left to the directory sink. */
+static void test_processes_merged_for_push(void)
+{
+	char dir[] = "/tmp/allocscope-test-merge-XXXXXX", exe[600], cmd[700];
+	const char *const names[] = { "lib_alloc", "lib_helper", "site_via_lib", "main" };
+	const struct pprof_label label = { .key = "service_name", .str = "sites" };
+	struct alloc_profile_output output = {
+		.start_ns = 1, .duration_ns = 1, .labels = &label, .n_labels = 1,
+		.pid_label = true,
+	};
+	struct symbolizer *symbolizer = NULL;
+	struct alloc_profile *profile = NULL;
+	struct run a = { .pid = -1 }, b = { .pid = -1 };
+	struct decoded *d = NULL;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	if (!build_sites_program(dir, exe, sizeof(exe))) {
+		CHECK(!"cc builds the sites program");
+		goto out;
+	}
+	symbolizer = symbolizer__new();
+	if (!symbolizer || !start_run(exe, &a) || !start_run(exe, &b)) {
+		CHECK(!"the sites program runs twice");
+		goto out;
+	}
+	CHECK(alloc_profile__new(RATE, symbolizer, &profile) == 0);
+	for (int r = 0; r < 2 && profile; r++) {
+		const struct run *run = r ? &b : &a;
+		uint64_t frames[4];
+
+		for (size_t i = 0; i < 4; i++)
+			frames[i] = run_value(run, names[i], false) + (i > 0);
+		CHECK(alloc_profile__add_weighted_stack(profile, (uint32_t)run->pid, frames, 4, 64,
+							6400.0 * (r + 1)) == 0);
+	}
+	if (!profile)
+		goto out;
+	d = encode_and_decode(profile, &output);
+	if (d) {
+		CHECK_EQ_U64(d->n_samples, 2); /* the directory sink's: one per process */
+		decoded_free(d);
+	}
+	output.merge_processes = true;
+	output.labels = NULL;
+	output.n_labels = 0;
+	d = encode_and_decode(profile, &output);
+	if (d) {
+		CHECK_EQ_U64(d->n_samples, 1);
+		CHECK_EQ_U64(d->bytes[0], 6400 * 3);
+		CHECK_EQ_U64(d->objects[0], 300);
+		CHECK_STR(leaf_name(d, 0), "lib_alloc");
+		/* No pid label: "pid" is not even a string of the profile. */
+		for (size_t i = 0; i < d->n_strings; i++)
+			CHECK(strcmp(d->strings[i], "pid") != 0);
+		decoded_free(d);
+	}
+out:
+	alloc_profile__free(profile);
+	stop_run(&a);
+	stop_run(&b);
+	symbolizer__free(symbolizer);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
 	RUN(test_weighted_samples_keep_their_weight);
 	RUN(test_both_paths_agree_for_the_same_weight);
 	RUN(test_allocation_site);
+	RUN(test_unnamed_frames_named_by_file_and_offset);
+	RUN(test_coldest_stacks_trimmed_totals_kept);
+	RUN(test_processes_merged_for_push);
 	return unit_summary("alloc_profile");
 }

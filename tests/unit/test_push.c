@@ -764,8 +764,24 @@ static void test_spool_lock_is_exclusive(void)
 	remove_tree(tmp);
 }
 
+/* Which retried failures count against a profile's max_attempts: the server's own "not now"
+ * for this profile, never an outage. */
+static void test_attempt_counts(void)
+{
+	CHECK(push_wire__attempt_counts(429, -1));
+	CHECK(push_wire__attempt_counts(500, -1));
+	CHECK(!push_wire__attempt_counts(0, -1));
+	CHECK(!push_wire__attempt_counts(502, -1));
+	CHECK(!push_wire__attempt_counts(503, -1));
+	CHECK(!push_wire__attempt_counts(504, -1));
+	CHECK(push_wire__attempt_counts(200, GRPC_RESOURCE_EXHAUSTED));
+	CHECK(!push_wire__attempt_counts(200, GRPC_UNAVAILABLE));
+	CHECK(!push_wire__attempt_counts(503, GRPC_UNAVAILABLE));
+}
+
 int main(void)
 {
+	RUN(test_attempt_counts);
 	log_set_level(LOG_ERROR);
 	srand(1);
 	RUN(test_push_request);

@@ -24,6 +24,9 @@ static void test_every_push_key(void)
 				      "    spool_max_bytes: 2GiB\n"
 				      "    shutdown_timeout: 0\n"
 				      "    max_profile_size: 0\n"
+				      "    max_samples: 5000\n"
+				      "    max_profile_age: 2h\n"
+				      "    max_attempts: 0\n"
 				      "    max_backoff: 2m\n"
 				      "    username: \"123456\"\n"
 				      "    password_env: GRAFANA_CLOUD_TOKEN\n"
@@ -55,6 +58,9 @@ static void test_every_push_key(void)
 	CHECK_EQ_U64(s->spool_max_bytes, 2ull << 30);
 	CHECK_EQ_U64(s->shutdown_timeout_ms, 0);
 	CHECK_EQ_U64(s->max_profile_bytes, 0);
+	CHECK_EQ_U64(s->max_samples, 5000);
+	CHECK_EQ_U64(s->max_profile_age_ms, 2 * 3600 * 1000);
+	CHECK_EQ_U64(s->max_attempts, 0);
 	CHECK_EQ_U64(s->max_backoff_ms, 120000);
 	CHECK_STR(s->username, "123456");
 	CHECK(s->password_file == NULL);
@@ -73,7 +79,9 @@ static void test_every_push_key(void)
 	CHECK_STR(s->server_name, "pyroscope.internal");
 	CHECK(s->insecure_skip_verify);
 
-	/* Everything a parca sink leaves out takes its default. */
+	/* Everything a parca sink leaves out takes its default: Parca's own where its server's
+	 * limits differ from Pyroscope's (64 MiB messages, no sample limit, no ingestion
+	 * window). */
 	s = &c->sinks[1];
 	CHECK_EQ_U64(s->type, SINK_TYPE_PARCA);
 	CHECK_STR(s->name, "parca");
@@ -82,7 +90,10 @@ static void test_every_push_key(void)
 	CHECK(s->spool_dir == NULL);
 	CHECK_EQ_U64(s->spool_max_bytes, 256ull << 20);
 	CHECK_EQ_U64(s->shutdown_timeout_ms, 5000);
-	CHECK_EQ_U64(s->max_profile_bytes, 4ull << 20);
+	CHECK_EQ_U64(s->max_profile_bytes, 32ull << 20);
+	CHECK_EQ_U64(s->max_samples, 0);
+	CHECK_EQ_U64(s->max_profile_age_ms, 24 * 3600 * 1000);
+	CHECK_EQ_U64(s->max_attempts, 8);
 	CHECK_EQ_U64(s->max_backoff_ms, 60000);
 	CHECK_STR(s->token_file, "/etc/allocscope/parca-token");
 	CHECK(s->username == NULL && s->token_env == NULL && s->n_headers == 0);
@@ -98,6 +109,12 @@ static void test_every_push_key(void)
 	if (c) {
 		CHECK_STR(c->sinks[1].name, "directory");
 		CHECK_STR(c->sinks[3].name, "pyroscope");
+		/* A pyroscope sink's defaults fit a default-configured Pyroscope: under its
+		 * 2 MiB ingestion burst, at most 16,000 samples, inside its 1 h window. */
+		CHECK_EQ_U64(c->sinks[2].max_profile_bytes, 1ull << 20);
+		CHECK_EQ_U64(c->sinks[2].max_samples, 16000);
+		CHECK_EQ_U64(c->sinks[2].max_profile_age_ms, 50 * 60 * 1000);
+		CHECK_EQ_U64(c->sinks[2].max_attempts, 8);
 	}
 	config_free(c);
 }
@@ -158,7 +175,8 @@ static void test_inline_secrets_refused(void)
 	CHECK_ERROR(PARCA "    tokn: x\n",
 		    "x.yaml:4:5: sinks[0].tokn: unknown key (known keys in a parca sink: type, "
 		    "name, url, timeout, queue_size, spool_dir, spool_max_bytes, shutdown_timeout, "
-		    "max_profile_size, max_backoff, token_file, token_env, headers, ca_file, "
+		    "max_profile_size, max_samples, max_profile_age, max_attempts, max_backoff, "
+		    "token_file, token_env, headers, ca_file, "
 		    "cert_file, key_file, server_name, insecure_skip_verify)");
 }
 

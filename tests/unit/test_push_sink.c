@@ -801,6 +801,164 @@ out:
 	server_stop(&srv);
 }
 
+/* A profile Pyroscope's rate limiter refuses for ever (429: above its burst) stalls nothing:
+ * after max_attempts refusals it is dropped, counted and logged, and the next one goes. */
+static void test_refused_for_ever_is_given_up(void)
+{
+	struct server srv;
+	struct push_sink_opts opts;
+	char order[256];
+	struct sink *sink;
+	const char *log;
+
+	server_init(&srv);
+	for (int i = 0; i < 3; i++)
+		server_script(&srv, (struct scripted){429, NULL,
+						      "{\"code\":\"resource_exhausted\","
+						      "\"message\":\"ingestion rate limit\"}"});
+	server_start(&srv);
+	opts = base_opts(&srv);
+	opts.max_attempts = 3;
+	log_set_level(LOG_INFO);
+	capture_begin();
+	sink = make(&opts);
+	if (!sink) {
+		capture_end();
+		goto out;
+	}
+	submit_n(sink, 0, 2);
+	WAIT_FOR(sink, profiles_written, 1, 8000);
+	log = capture_end();
+	log_set_level(LOG_ERROR);
+	CHECK_STR(server_order(&srv, order, sizeof(order)), "s0,s0,s0,s1");
+	CHECK_EQ_U64(stats_of(sink).profiles_given_up, 1);
+	CHECK_EQ_U64(stats_of(sink).profiles_dropped, 1);
+	CHECK(strstr(log, "error: pyroscope sink \"test\": dropped the profile of s0 after the "
+			  "server refused it 3 times (max_attempts): HTTP 429: resource_exhausted: "
+			  "ingestion rate limit.") != NULL);
+	sink__free(sink);
+out:
+	server_stop(&srv);
+}
+
+/* An outage is not the profile's fault: connection failures never count against
+ * max_attempts. */
+static void test_outage_does_not_count_attempts(void)
+{
+	struct server srv;
+	struct push_sink_opts opts;
+	struct sink *sink;
+
+	server_init(&srv);
+	opts = base_opts(&srv);
+	opts.max_attempts = 1;
+	sink = make(&opts);
+	if (!sink)
+		goto out;
+	submit_n(sink, 0, 1);
+	WAIT_FOR(sink, retries, 3, 5000);
+	server_start(&srv);
+	WAIT_FOR(sink, profiles_written, 1, 5000);
+	CHECK_EQ_U64(stats_of(sink).profiles_given_up, 0);
+	CHECK_EQ_U64(stats_of(sink).profiles_dropped, 0);
+	sink__free(sink);
+out:
+	server_stop(&srv);
+}
+
+static int submit_at(struct sink *sink, const char *service, int64_t start_ns)
+{
+	struct profile_label labels[] = {{"service_name", service}};
+	struct profile_record record = {
+	    .service = service,
+	    .labels = labels,
+	    .n_labels = 1,
+	    .start_ns = start_ns,
+	    .duration_ns = 1000000000LL,
+	    .pprof_gz = fake_gz,
+	    .pprof_gz_len = sizeof(fake_gz),
+	};
+
+	return sink__submit(sink, &record);
+}
+
+/* Spooled profiles past the server's ingestion window are dropped when their turn comes,
+ * without a request (Pyroscope would refuse them), counted and logged with the reason. */
+static void test_too_old_is_dropped(void)
+{
+	struct server srv;
+	struct push_sink_opts opts;
+	char tmp[64], order[256];
+	struct sink *sink;
+	struct timespec ts;
+	int64_t now_ns;
+	const char *log;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	server_init(&srv);
+	make_tmp(tmp, sizeof(tmp));
+	opts = base_opts(&srv);
+	opts.spool_dir = tmp;
+	/* Spooled during an outage by a sink without the limit (an agent of the version
+	 * before), then delivered by one with it. */
+	sink = make(&opts);
+	if (!sink)
+		goto out;
+	CHECK(submit_at(sink, "old", now_ns - 2 * 3600 * 1000000000LL) == 0);
+	CHECK(submit_at(sink, "fresh", now_ns) == 0);
+	WAIT_EQ(sink, spool_profiles, 2, 3000);
+	sink__free(sink);
+
+	server_start(&srv);
+	opts.max_profile_age_ms = 3600 * 1000;
+	log_set_level(LOG_INFO);
+	capture_begin();
+	sink = make(&opts);
+	if (!sink) {
+		capture_end();
+		goto out;
+	}
+	WAIT_FOR(sink, profiles_written, 1, 5000);
+	log = capture_end();
+	log_set_level(LOG_ERROR);
+	CHECK_STR(server_order(&srv, order, sizeof(order)), "fresh");
+	CHECK_EQ_U64(stats_of(sink).profiles_expired, 1);
+	CHECK_EQ_U64(stats_of(sink).profiles_dropped, 1);
+	CHECK_EQ_U64(stats_of(sink).spool_profiles, 0);
+	CHECK(strstr(log, "dropped the profile of old without sending it: it is 2h old, past "
+			  "max_profile_age (1h), and Pyroscope refuses profiles older than 1 h") !=
+	      NULL);
+	sink__free(sink);
+out:
+	server_stop(&srv);
+	nftw(tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A push sink asks for merged, bounded profiles; its limits are the configured ones. */
+static void test_shape(void)
+{
+	struct server srv;
+	struct push_sink_opts opts;
+	struct sink_shape shape;
+	struct sink *sink;
+
+	server_init(&srv);
+	opts = base_opts(&srv);
+	opts.max_samples = 16000;
+	opts.max_profile_bytes = 1 << 20;
+	sink = make(&opts);
+	if (!sink)
+		goto out;
+	sink__shape(sink, &shape);
+	CHECK(shape.merge_processes);
+	CHECK_EQ_U64(shape.max_samples, 16000);
+	CHECK_EQ_U64(shape.max_bytes, 1 << 20);
+	sink__free(sink);
+out:
+	server_stop(&srv);
+}
+
 static void test_bad_urls(void)
 {
 	struct push_sink_opts opts = {.protocol = PUSH_PARCA};
@@ -834,6 +992,10 @@ int main(void)
 	RUN(test_shutdown_deadline);
 	RUN(test_retire_spools_at_once);
 	RUN(test_too_large);
+	RUN(test_refused_for_ever_is_given_up);
+	RUN(test_outage_does_not_count_attempts);
+	RUN(test_too_old_is_dropped);
+	RUN(test_shape);
 	RUN(test_bad_urls);
 	return unit_summary("push_sink");
 }
