@@ -1347,6 +1347,10 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		{ "allocscope_sink_spool_corrupt_total", "counter",
 		  "Spool files that could not be read back (removed; counted as dropped too).",
 		  offsetof(struct sink_stats, spool_corrupt) },
+		{ "allocscope_sink_spool_recovered_total", "counter",
+		  "Whole profiles found under a temporary name in the spool after a crash and put "
+		  "back for delivery.",
+		  offsetof(struct sink_stats, spool_recovered) },
 		{ "allocscope_sink_queue_length", "gauge",
 		  "Profiles waiting in memory to be pushed, the one in flight included.",
 		  offsetof(struct sink_stats, queue_length) },

@@ -656,6 +656,23 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 
 /* ---- the worker --------------------------------------------------------------------- */
 
+/* Counts and says what a scan found of writes a crash interrupted (under lock). */
+static void note_leftovers(struct push_sink *ps)
+{
+	size_t recovered, torn;
+
+	spool__last_scan(ps->spool, &recovered, &torn);
+	ps->stats.spool_recovered += recovered;
+	ps->stats.spool_corrupt += torn;
+	ps->stats.profiles_dropped += torn;
+	if (recovered)
+		log_info("%s: recovered %zu whole profiles from writes to spool %s that a crash "
+			 "interrupted", ps->what, recovered, spool__dir(ps->spool));
+	if (torn)
+		log_warn("%s: removed %zu profiles cut short in spool %s by a crash (they are "
+			 "lost)", ps->what, torn, spool__dir(ps->spool));
+}
+
 /* Takes the spool directory once nobody else holds it, and learns what waits there. Under
  * lock, released around the I/O. */
 static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warned)
@@ -687,6 +704,7 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 			 spool__dir(ps->spool), strerror(-scanned));
 	raise_key_floor(max_key);
 	ps->spool_ready = true;
+	note_leftovers(ps);
 	sync_spool(ps);
 	if (ps->spool_count)
 		log_info("%s: %zu profiles (%llu bytes) wait in spool %s; delivering them first",
@@ -708,6 +726,7 @@ static void rescan_spool(struct push_sink *ps, int64_t *rescan_at)
 	ret = spool__scan(ps->spool, &max_key);
 	pthread_mutex_lock(&ps->lock);
 	raise_key_floor(max_key);
+	note_leftovers(ps);
 	sync_spool(ps);
 	if (ret)
 		*rescan_at = now + (int64_t)ps->initial_backoff_ms;

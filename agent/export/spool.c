@@ -57,6 +57,7 @@ struct spool {
 	uint64_t pinned;
 	unsigned tmp_seq;
 	bool needs_scan; /* a file on disk is missing from the index (out of memory) */
+	size_t recovered, torn; /* the last scan's leftovers of interrupted writes */
 };
 
 /* ---- queued profiles --------------------------------------------------------------- */
@@ -509,6 +510,51 @@ static int compare_entries(const void *a, const void *b)
 	return x->key < y->key ? -1 : x->key > y->key;
 }
 
+/* A temporary file a crash left behind: ".tmp-KEY-PID-SEQ". Its profile had already left
+ * the killed agent's memory only if the write got as far as its sync, so a file that decodes
+ * whole (the CRC proves it) is the profile and goes into the spool under its name; anything
+ * else is a write cut short, whose profile died with the process. Returns true when
+ * recovered (*key, *size set), false when removed. */
+static bool recover_tmp(int dir_fd, const char *tmp_name, uint64_t *key, uint64_t *size)
+{
+	char name[NAME_LEN + 1];
+	struct queued_profile *p = NULL;
+	unsigned long long name_key;
+	uint8_t *data = NULL;
+	struct stat st;
+	bool whole = false;
+	ssize_t got;
+	int fd;
+
+	fd = openat(dir_fd, tmp_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= SPOOL_MAX_PROFILE_BYTES + FIXED_HEADER +
+					(SPOOL_MAX_LABELS * 2 + 1) * (SPOOL_MAX_STRING + 4) &&
+	    sscanf(tmp_name, TMP_PREFIX "%20llu-", &name_key) == 1 &&
+	    (data = malloc((size_t)st.st_size))) {
+		got = pread(fd, data, (size_t)st.st_size, 0);
+		whole = got == st.st_size && !spool__decode(data, (size_t)got, &p) &&
+			p->key == name_key;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(data);
+	if (whole) {
+		*key = p->key;
+		*size = (uint64_t)st.st_size;
+		name_of(p->key, name, sizeof(name));
+		/* Never over a profile of that key: then the leftover is a copy. A hard link
+		 * refuses an existing name as atomically where RENAME_NOREPLACE is missing. */
+		whole = renameat2(dir_fd, tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0;
+		if (!whole && (errno == EINVAL || errno == ENOSYS))
+			whole = linkat(dir_fd, tmp_name, dir_fd, name, 0) == 0;
+	}
+	free(p);
+	/* Recovered: only the hard link's leftover name goes (already gone after a rename). */
+	unlinkat(dir_fd, tmp_name, 0);
+	return whole;
+}
+
 int spool__scan(struct spool *spool, uint64_t *max_key)
 {
 	struct dirent *ent;
@@ -529,9 +575,10 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 	}
 	spool->n = 0;
 	spool->bytes = 0;
+	spool->recovered = spool->torn = 0;
 	for (;;) {
+		uint64_t key, size;
 		struct stat st;
-		uint64_t key;
 
 		errno = 0;
 		ent = readdir(dir);
@@ -539,16 +586,20 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 			ret = -errno;
 			break;
 		}
-		/* A write cut short by a crash: the profile it held was still in memory (or is
-		 * in another file), so the leftover is only litter. */
 		if (strncmp(ent->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
-			unlinkat(fd, ent->d_name, 0);
-			continue;
+			if (!recover_tmp(fd, ent->d_name, &key, &size)) {
+				spool->torn++;
+				continue;
+			}
+			spool->recovered++;
+		} else {
+			if (!parse_name(ent->d_name, &key))
+				continue;
+			if (fstatat(fd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			size = (uint64_t)st.st_size;
 		}
-		if (!parse_name(ent->d_name, &key))
-			continue;
-		if (fstatat(fd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
-			continue;
 		if (spool->n == spool->cap) {
 			size_t cap = spool->cap ? spool->cap * 2 : 64;
 			struct spool_entry *grown = realloc(spool->entries, cap * sizeof(*grown));
@@ -560,8 +611,8 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 			spool->entries = grown;
 			spool->cap = cap;
 		}
-		spool->entries[spool->n++] = (struct spool_entry){key, (uint64_t)st.st_size};
-		spool->bytes += (uint64_t)st.st_size;
+		spool->entries[spool->n++] = (struct spool_entry){key, size};
+		spool->bytes += size;
 		if (key > *max_key)
 			*max_key = key;
 	}
@@ -570,6 +621,12 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 		qsort(spool->entries, spool->n, sizeof(spool->entries[0]), compare_entries);
 	spool->needs_scan = ret == -ENOMEM;
 	return ret;
+}
+
+void spool__last_scan(const struct spool *spool, size_t *recovered, size_t *torn)
+{
+	*recovered = spool->recovered;
+	*torn = spool->torn;
 }
 
 bool spool__needs_scan(const struct spool *spool)

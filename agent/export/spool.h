@@ -64,9 +64,15 @@ const char *spool__dir(const struct spool *spool);
 int spool__lock(struct spool *spool);
 bool spool__locked(const struct spool *spool);
 
-/* Reads the directory (locked) into the index: profile files by key, leftovers of an
- * interrupted write removed. *max_key is the largest key found (0 when none). */
+/* Reads the directory (locked) into the index: profile files by key. A temporary file left by
+ * a write that a crash interrupted (kill -9 between the sync and the rename) is put back in
+ * the spool when it holds a whole profile (magic, lengths, CRC and key all check out), and
+ * removed otherwise (see spool__last_scan). *max_key is the largest key found (0 when
+ * none). */
 int spool__scan(struct spool *spool, uint64_t *max_key);
+/* What the last scan found of interrupted writes: whole profiles recovered, and torn files
+ * removed (their profiles died with the process that was writing them). */
+void spool__last_scan(const struct spool *spool, size_t *recovered, size_t *torn);
 /* True when the index may miss files on disk: a scan ran out of memory, or spool__write could
  * not index the file it wrote (the write still counts as done). The owner scans again to
  * learn of them. */
