@@ -686,16 +686,31 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 		scanned = spool__scan(ps->spool, &max_key);
 	pthread_mutex_lock(&ps->lock);
 	if (ret) {
+		const char *holder = ret == -EWOULDBLOCK ? spool__holder(ps->spool) : NULL;
 		int64_t now = now_ms();
 
 		if (!*waiting_since)
 			*waiting_since = now;
-		if (!*warned && now - *waiting_since > SPOOL_LOCK_WARN_MS) {
+		/* Another sink of this agent in the same directory never lets go: say so at
+		 * once. The same sink's predecessor (a reload) does, once it has closed. */
+		if (!*warned && holder && strcmp(holder, ps->what) != 0) {
 			*warned = true;
-			log_warn("%s: spool directory %s is locked (%s): is another allocscope "
-				 "using it? Waiting for it before delivering",
-				 ps->what, spool__dir(ps->spool),
-				 ret == -EWOULDBLOCK ? "by another process" : strerror(-ret));
+			log_error("%s: spool directory %s is already used by the %s of this agent "
+				  "(the same directory, spelled differently): give each sink a "
+				  "spool_dir of its own. Waiting for it before delivering",
+				  ps->what, spool__dir(ps->spool), holder);
+		} else if (!*warned && now - *waiting_since > SPOOL_LOCK_WARN_MS) {
+			*warned = true;
+			if (holder)
+				log_warn("%s: spool directory %s is still locked by the sink a "
+					 "reload replaced, which is closing. Waiting for it before "
+					 "delivering",
+					 ps->what, spool__dir(ps->spool));
+			else
+				log_warn("%s: spool directory %s is locked (%s): is another "
+					 "allocscope using it? Waiting for it before delivering",
+					 ps->what, spool__dir(ps->spool),
+					 ret == -EWOULDBLOCK ? "by another process" : strerror(-ret));
 		}
 		return;
 	}
@@ -1206,6 +1221,7 @@ int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *e
 			set_err(err, err_len, "%s: %s", ps->what, inner);
 			goto fail;
 		}
+		spool__set_owner(ps->spool, ps->what);
 	}
 	if (opts->insecure_skip_verify)
 		log_warn("%s: insecure_skip_verify is on: the server's certificate is not checked, "

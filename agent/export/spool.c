@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,19 @@ struct spool {
 	unsigned tmp_seq;
 	bool needs_scan; /* a file on disk is missing from the index (out of memory) */
 	size_t recovered, torn; /* the last scan's leftovers of interrupted writes */
+	char owner[SPOOL_OWNER_MAX]; /* who uses it, for other spools' messages */
+	char holder[SPOOL_OWNER_MAX]; /* who held the lock at the last -EWOULDBLOCK, if ours */
+	dev_t lock_dev;		      /* of the lock file, while locked */
+	ino_t lock_ino;
+	struct spool *next_locked;    /* in locked_spools */
 };
+
+/* The spools of this process that hold their lock: when a lock is refused, the message can
+ * name the sink of this agent that holds it (two sinks given one directory in different
+ * spellings) instead of blaming another process. flock(2) locks belong to open files, so a
+ * second open of the same lock file in this process is refused like anyone else's. */
+static pthread_mutex_t locked_spools_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct spool *locked_spools;
 
 /* ---- queued profiles --------------------------------------------------------------- */
 
@@ -406,8 +419,17 @@ void spool__free(struct spool *spool)
 {
 	if (!spool)
 		return;
-	if (spool->lock_fd >= 0)
+	if (spool->lock_fd >= 0) {
+		pthread_mutex_lock(&locked_spools_mutex);
+		for (struct spool **p = &locked_spools; *p; p = &(*p)->next_locked) {
+			if (*p == spool) {
+				*p = spool->next_locked;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&locked_spools_mutex);
 		close(spool->lock_fd); /* releases the flock */
+	}
 	free(spool->entries);
 	free(spool->dir);
 	free(spool);
@@ -418,9 +440,20 @@ const char *spool__dir(const struct spool *spool)
 	return spool->dir;
 }
 
+void spool__set_owner(struct spool *spool, const char *owner)
+{
+	snprintf(spool->owner, sizeof(spool->owner), "%s", owner ? owner : "");
+}
+
+const char *spool__holder(const struct spool *spool)
+{
+	return spool->holder[0] ? spool->holder : NULL;
+}
+
 int spool__lock(struct spool *spool)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int fd;
 
 	if (spool->lock_fd >= 0)
@@ -429,13 +462,31 @@ int spool__lock(struct spool *spool)
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st))
+		memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(&locked_spools_mutex);
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		int ret = -errno;
 
+		spool->holder[0] = '\0';
+		for (const struct spool *s = locked_spools; s && st.st_ino; s = s->next_locked) {
+			if (s->lock_dev == st.st_dev && s->lock_ino == st.st_ino) {
+				snprintf(spool->holder, sizeof(spool->holder), "%s",
+					 s->owner[0] ? s->owner : "another sink");
+				break;
+			}
+		}
+		pthread_mutex_unlock(&locked_spools_mutex);
 		close(fd);
 		return ret == -EAGAIN ? -EWOULDBLOCK : ret;
 	}
 	spool->lock_fd = fd;
+	spool->lock_dev = st.st_dev;
+	spool->lock_ino = st.st_ino;
+	spool->holder[0] = '\0';
+	spool->next_locked = locked_spools;
+	locked_spools = spool;
+	pthread_mutex_unlock(&locked_spools_mutex);
 	return 0;
 }
 

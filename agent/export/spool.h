@@ -59,9 +59,16 @@ int spool__open(const char *dir, uint64_t max_bytes, struct spool **out, char *e
 void spool__free(struct spool *spool);
 const char *spool__dir(const struct spool *spool);
 
+/* Names the spool's user in other spools' messages ("pyroscope sink \"cloud\""). */
+#define SPOOL_OWNER_MAX 96
+void spool__set_owner(struct spool *spool, const char *owner);
+
 /* Takes the directory's lock without waiting: 0, -EWOULDBLOCK when someone else holds it,
- * or another -errno. */
+ * or another -errno. Thread-safe across spools (each spool still has one user). */
 int spool__lock(struct spool *spool);
+/* After -EWOULDBLOCK: the owner of the spool of this process that holds the lock (the same
+ * directory, however spelled), or NULL when it is another process. */
+const char *spool__holder(const struct spool *spool);
 bool spool__locked(const struct spool *spool);
 
 /* Reads the directory (locked) into the index: profile files by key. A temporary file left by

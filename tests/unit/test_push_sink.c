@@ -624,6 +624,62 @@ out:
 	nftw(tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Waits up to timeout_ms for text to appear in what is being captured. */
+static bool captured_has(const char *text, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 20) {
+		ssize_t n;
+
+		fflush(stderr);
+		n = pread(2, captured, sizeof(captured) - 1, 0);
+		captured[n < 0 ? 0 : n] = '\0';
+		if (strstr(captured, text))
+			return true;
+		sleep_ms(20);
+	}
+	return false;
+}
+
+/* Two sinks of one agent on one spool directory spelled differently (which the configuration
+ * refuses, but a symlink can appear later): the second one's message names the first one,
+ * at once, instead of blaming another process after 10 s. */
+static void test_spool_shared_by_two_sinks_named(void)
+{
+	struct server srv;
+	struct push_sink_opts opts_a, opts_b;
+	char tmp[64], other_spelling[80], expected[256];
+	struct sink *a, *b = NULL;
+
+	server_init(&srv);
+	make_tmp(tmp, sizeof(tmp));
+	snprintf(other_spelling, sizeof(other_spelling), "%s/./", tmp);
+	opts_a = base_opts(&srv);
+	opts_a.name = "a";
+	opts_a.spool_dir = tmp;
+	opts_b = opts_a;
+	opts_b.name = "b";
+	opts_b.spool_dir = other_spelling;
+	a = make(&opts_a);
+	if (!a)
+		goto out;
+	submit_n(a, 0, 1);
+	WAIT_FOR(a, profiles_spooled, 1, 5000); /* a holds the spool */
+	capture_begin();
+	b = make(&opts_b);
+	snprintf(expected, sizeof(expected),
+		 "pyroscope sink \"b\": spool directory %s is already used by the pyroscope "
+		 "sink \"a\" of this agent (the same directory, spelled differently): give each "
+		 "sink a spool_dir of its own",
+		 other_spelling);
+	CHECK(captured_has(expected, 5000));
+	capture_end();
+	sink__free(b);
+	sink__free(a);
+out:
+	server_stop(&srv);
+	nftw(tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* A reload makes the new sink before freeing the old one, both on one spool directory: the
  * new one waits for the old one's lock, then delivers everything once, in order. */
 static void test_spool_handover_between_sinks(void)
@@ -903,6 +959,7 @@ int main(void)
 	RUN(test_spool_survives_restart);
 	RUN(test_spool_handover_between_sinks);
 	RUN(test_spool_recovers_after_kill);
+	RUN(test_spool_shared_by_two_sinks_named);
 	RUN(test_retry_after_and_rejection);
 	RUN(test_queue_full_drops_oldest);
 	RUN(test_spool_full_drops_oldest);
