@@ -1558,7 +1558,8 @@ static void canonical_dir(const char *path, char *out, size_t len)
 		} else if (!(n == 1 && p[0] == '.')) {
 			snprintf(next, sizeof(next), "%s%s%.*s", resolved,
 				 strcmp(resolved, "/") == 0 ? "" : "/", (int)n, p);
-			snprintf(resolved, sizeof(resolved), "%s", realpath(next, real) ? real : next);
+			snprintf(resolved, sizeof(resolved), "%s",
+				 realpath(next, real) ? real : next);
 		}
 		p += n;
 	}
@@ -2116,9 +2117,11 @@ static int check_shape(struct load_ctx *ctx, const char *yaml, size_t len)
 			anchor = (const char *)event.data.sequence_start.anchor;
 		else if (event.type == YAML_MAPPING_START_EVENT)
 			anchor = (const char *)event.data.mapping_start.anchor;
-		if (event.type == YAML_SEQUENCE_START_EVENT || event.type == YAML_MAPPING_START_EVENT)
+		if (event.type == YAML_SEQUENCE_START_EVENT ||
+		    event.type == YAML_MAPPING_START_EVENT)
 			depth++;
-		else if (event.type == YAML_SEQUENCE_END_EVENT || event.type == YAML_MAPPING_END_EVENT)
+		else if (event.type == YAML_SEQUENCE_END_EVENT ||
+			 event.type == YAML_MAPPING_END_EVENT)
 			depth--;
 		if (event.type == YAML_SCALAR_EVENT || event.type == YAML_SEQUENCE_START_EVENT ||
 		    event.type == YAML_MAPPING_START_EVENT || event.type == YAML_ALIAS_EVENT)

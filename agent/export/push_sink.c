@@ -710,7 +710,8 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 				log_warn("%s: spool directory %s is locked (%s): is another "
 					 "allocscope using it? Waiting for it before delivering",
 					 ps->what, spool__dir(ps->spool),
-					 ret == -EWOULDBLOCK ? "by another process" : strerror(-ret));
+					 ret == -EWOULDBLOCK ? "by another process"
+							     : strerror(-ret));
 		}
 		return;
 	}

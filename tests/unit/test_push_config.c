@@ -305,8 +305,8 @@ static void test_names_and_spools(void)
 		    "name: on one of them)");
 	CHECK_ERROR("sinks:\n  - {type: pyroscope, url: \"http://a\", spool_dir: /s}\n"
 		    "  - {type: parca, url: \"http://b\", spool_dir: /s}\n",
-		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"pyroscope\") already spools to /s: "
-		    "each sink needs a directory of its own");
+		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"pyroscope\") already spools to "
+		    "/s: each sink needs a directory of its own");
 }
 
 /* One directory spelled two ways is still one directory: the second sink's spool would wait
