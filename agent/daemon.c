@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -93,7 +95,7 @@ static const int attach_retry_ms[] = { 2, 5, 10, 20, 50, 100, 250, 500, 1000, 20
 
 /* epoll tags: the fixed descriptors, or a pid (tag = PID_TAG | pid) for a tracked process's
  * pidfd, or (tag = POD_WAIT_TAG | pid) for a pidfd in the pod wait table. */
-enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS };
+enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS, TAG_RELOAD };
 #define PID_TAG	     (1ull << 32)
 #define POD_WAIT_TAG (1ull << 33)
 
@@ -181,6 +183,23 @@ struct agent_stats {
 	uint64_t retired_kube_refreshes, retired_kube_refresh_errors; /* pod caches replaced */
 };
 
+/* A reload reads and parses the file on a thread of its own, so the loop keeps draining
+ * samples however long that takes (a slow or hung filesystem; the parse itself is bounded,
+ * config.h): the thread fills next/ret/err and signals done_fd; the loop joins it and swaps
+ * the configuration in. A SIGHUP during a load asks for one more load after it. */
+struct config_loader {
+	pthread_t thread;
+	bool running; /* started and not yet joined */
+	bool again;
+	int done_fd;  /* an eventfd, watched as TAG_RELOAD */
+	const char *path;
+	bool path_is_default;
+	/* Written by the thread, read by the loop after the join. */
+	struct agent_config *next;
+	int ret;
+	char err[1024];
+};
+
 struct daemon {
 	const char *config_path;
 	bool path_is_default;
@@ -219,6 +238,7 @@ struct daemon {
 	bool over_limit_warned;
 	struct agent_stats stats;
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
+	struct config_loader loader;
 	bool stop;
 };
 
@@ -1410,6 +1430,10 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		{ "allocscope_sink_spool_corrupt_total", "counter",
 		  "Spool files that could not be read back (removed; counted as dropped too).",
 		  offsetof(struct sink_stats, spool_corrupt) },
+		{ "allocscope_sink_spool_recovered_total", "counter",
+		  "Whole profiles found under a temporary name in the spool after a crash and put "
+		  "back for delivery.",
+		  offsetof(struct sink_stats, spool_recovered) },
 		{ "allocscope_sink_queue_length", "gauge",
 		  "Profiles waiting in memory to be pushed, the one in flight included.",
 		  offsetof(struct sink_stats, queue_length) },
@@ -1725,25 +1749,88 @@ static void reapply_rules(struct daemon *d)
 	scan_processes(d);
 }
 
-static void reload(struct daemon *d)
+static void *load_config_thread(void *arg)
 {
-	struct agent_config *next = NULL;
+	struct config_loader *l = arg;
+	uint64_t one = 1;
+
+	l->err[0] = '\0';
+	l->next = NULL;
+	l->ret = config_load_file(l->path, &l->next, l->err, sizeof(l->err));
+	if (l->ret == -ENOENT && l->path_is_default)
+		l->ret = config_defaults(&l->next);
+	while (write(l->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+/* SIGHUP: starts loading the file on the loader thread (see struct config_loader). */
+static void start_reload(struct daemon *d)
+{
+	struct config_loader *l = &d->loader;
+	int ret;
+
+	if (l->running) {
+		l->again = true;
+		return;
+	}
+	log_info("reloading %s", d->config_path);
+	l->path = d->config_path;
+	l->path_is_default = d->path_is_default;
+	ret = pthread_create(&l->thread, NULL, load_config_thread, l);
+	if (ret) {
+		log_error("reload failed, keeping the running configuration: cannot start a "
+			  "thread to read %s: %s",
+			  d->config_path, strerror(ret));
+		d->stats.reloads_failed++;
+		return;
+	}
+	l->running = true;
+}
+
+/* Waits for the loader thread (at once when it has signalled). Returns its config or NULL. */
+static struct agent_config *join_loader(struct daemon *d)
+{
+	struct config_loader *l = &d->loader;
+	uint64_t count;
+
+	if (!l->running)
+		return NULL;
+	pthread_join(l->thread, NULL);
+	l->running = false;
+	while (read(l->done_fd, &count, sizeof(count)) < 0 && errno == EINTR)
+		;
+	return l->next;
+}
+
+static void apply_reload(struct daemon *d, struct agent_config *next);
+
+/* The loader thread has signalled: swap in what it loaded, and load again if asked to. */
+static void finish_reload(struct daemon *d)
+{
+	struct agent_config *next = join_loader(d);
+
+	if (d->loader.ret) {
+		config_free(next);
+		log_error("reload failed, keeping the running configuration: %s", d->loader.err);
+		d->stats.reloads_failed++;
+	} else {
+		apply_reload(d, next);
+	}
+	if (d->loader.again) {
+		d->loader.again = false;
+		start_reload(d);
+	}
+}
+
+static void apply_reload(struct daemon *d, struct agent_config *next)
+{
 	struct metrics_server *metrics = d->metrics;
 	struct kube_pods *kube = NULL;
 	struct sink **sinks = NULL;
 	bool kube_changed;
-	char err[1024] = "";
 	int ret;
 
-	log_info("reloading %s", d->config_path);
-	ret = config_load_file(d->config_path, &next, err, sizeof(err));
-	if (ret == -ENOENT && d->path_is_default)
-		ret = config_defaults(&next);
-	if (ret) {
-		log_error("reload failed, keeping the running configuration: %s", err);
-		d->stats.reloads_failed++;
-		return;
-	}
 	keep_sampling_settings(d->config, next);
 	/* A new pod cache only when its settings changed: a fresh one knows no pod yet. */
 	kube_changed = !same_kubernetes(&d->config->kubernetes, &next->kubernetes);
@@ -1893,7 +1980,7 @@ static void handle_signals(struct daemon *d)
 
 	while (read(d->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
 		if (info.ssi_signo == SIGHUP) {
-			reload(d);
+			start_reload(d);
 		} else {
 			log_info("stopping on %s", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
 			d->stop = true;
@@ -1933,6 +2020,8 @@ static void run_loop(struct daemon *d)
 				handle_process_events(d);
 			else if (tag == TAG_SIGNALS)
 				handle_signals(d);
+			else if (tag == TAG_RELOAD)
+				finish_reload(d);
 			else if (tag & POD_WAIT_TAG)
 				handle_pod_wait_exit(d, (pid_t)(uint32_t)tag);
 			else if (tag & PID_TAG)
@@ -1961,6 +2050,9 @@ static void shut_down(struct daemon *d)
 	 * arrive in between belong to no written profile and are not counted anywhere. */
 	if (d->samples && d->program && d->sinks)
 		flush_interval(d, now_ms());
+	config_free(join_loader(d)); /* a reload still loading is dropped */
+	if (d->loader.done_fd >= 0)
+		close(d->loader.done_fd);
 	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
 		while (d->buckets[b])
 			release_process(d, d->buckets[b]);
@@ -2034,6 +2126,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		.path_is_default = path_is_default,
 		.epoll_fd = -1,
 		.signal_fd = -1,
+		.loader.done_fd = -1,
 		.self = getpid(),
 	};
 	sigset_t signals;
@@ -2073,7 +2166,8 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		goto out;
 	d.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	d.signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (d.epoll_fd < 0 || d.signal_fd < 0) {
+	d.loader.done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (d.epoll_fd < 0 || d.signal_fd < 0 || d.loader.done_fd < 0) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
@@ -2081,7 +2175,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		goto out;
 	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
 	    watch(&d, process_events__fd(d.events), TAG_EVENTS) ||
-	    watch(&d, d.signal_fd, TAG_SIGNALS)) {
+	    watch(&d, d.signal_fd, TAG_SIGNALS) || watch(&d, d.loader.done_fd, TAG_RELOAD)) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}

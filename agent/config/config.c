@@ -36,6 +36,14 @@
 #define CONFIG_FILE_MAX (4 * MIB)
 /* Longest key path shown in a message ("targets.include[12].systemd_unit"). */
 #define PATH_MAX_LEN 256
+/* Bounds on the file's shape, far above any real configuration (which nests about 5 levels
+ * deep and holds a few hundred values), checked before libyaml builds the document: its
+ * scanner does work proportional to the nesting depth for every token, and its loader looks
+ * every anchor and alias up in a list, so without them a small hostile file keeps the parse
+ * busy for seconds (60,000 levels in 360 KB took 12 s). */
+#define CONFIG_MAX_DEPTH   32
+#define CONFIG_MAX_NODES   20000
+#define CONFIG_MAX_ANCHORS 100 /* anchors (&name), and separately aliases (*name) */
 
 enum key_type {
 	KEY_SIZE,      /* bytes as units_parse_size() reads them, into a uint32_t or uint64_t */
@@ -60,6 +68,7 @@ enum key_type {
 	KEY_HEADERS,   /* a mapping of HTTP headers: pointer and count as for KEY_RULES */
 	KEY_NODE_NAME, /* a Kubernetes node name (a DNS subdomain), or "" */
 	KEY_POD_LABEL, /* "KEY=VALUE": a Kubernetes label key, '=', a glob on the value */
+	KEY_LISTEN,    /* "" or HOST:PORT as the metrics server takes it (listen_problem) */
 };
 
 enum key_flags {
@@ -142,7 +151,7 @@ static const struct config_key agent_keys[] = {
 	  .default_text = "128", CONFIG_FIELD(max_label_value_bytes) },
 	/* The default, one directory sink with the sink defaults, comes from make_default_sinks. */
 	{ "sinks", KEY_SINKS, CONFIG_ARRAY(sinks, n_sinks) },
-	{ "metrics.listen", KEY_STRING, .default_text = "127.0.0.1:9464",
+	{ "metrics.listen", KEY_LISTEN, .default_text = "127.0.0.1:9464",
 	  CONFIG_FIELD(metrics_listen) },
 	{ "metrics.allow_remote", KEY_BOOL, .default_text = "false",
 	  CONFIG_FIELD(metrics_allow_remote) },
@@ -499,6 +508,9 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 	case KEY_POD_LABEL:
 		snprintf(buf, len, "a pod label KEY=VALUE (VALUE may be a glob) like %s", example);
 		break;
+	case KEY_LISTEN:
+		snprintf(buf, len, "HOST:PORT like %s or [::1]:9464 (\"\" turns it off)", example);
+		break;
 	}
 	return buf;
 }
@@ -690,6 +702,58 @@ static const char *url_problem(const char *text)
 	return NULL;
 }
 
+/* A listen address in the form the metrics server takes (export/metrics_server.h), checked
+ * here so that --check-config and a reload refuse what the server would refuse at start:
+ * IPV4:PORT, [IPV6]:PORT or localhost:PORT, the address a literal (nothing is resolved; the
+ * short forms inet_aton allows, such as 127.1, are not addresses to the server), the port a
+ * decimal from 0 to 65535 (0: any free port, for tests). "" turns the endpoint off. Returns
+ * NULL when fine, else what is wrong. */
+static const char *listen_problem(const char *text)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *host_start, *port_text;
+	struct in6_addr v6;
+	struct in_addr v4;
+	size_t host_len;
+	uint64_t port;
+	bool bracketed = text[0] == '[';
+
+	if (!text[0])
+		return NULL;
+	if (bracketed) {
+		const char *close = strchr(text, ']');
+
+		if (!close || close[1] != ':')
+			return "an IPv6 address in brackets must be followed by :PORT";
+		host_start = text + 1;
+		port_text = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+
+		if (!colon)
+			return "it has no :PORT";
+		host_start = text;
+		port_text = colon + 1;
+		if (memchr(text, ':', (size_t)(colon - text)))
+			return "an IPv6 address goes in brackets, as in [::1]:9464";
+	}
+	host_len = (size_t)(port_text - 1 - host_start) - (bracketed ? 1 : 0);
+	if (!host_len)
+		return "it names no address";
+	if (host_len >= sizeof(host))
+		return "the address is too long";
+	memcpy(host, host_start, host_len);
+	host[host_len] = '\0';
+	if (bracketed && inet_pton(AF_INET6, host, &v6) != 1)
+		return "the address in brackets is not an IPv6 address";
+	if (!bracketed && strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &v4) != 1)
+		return "the address must be an IPv4 address in full (four numbers, as in "
+		       "127.0.0.1), an IPv6 address in brackets, or localhost";
+	if (parse_decimal(port_text, &port) || port > 65535)
+		return "the port must be a number from 0 to 65535";
+	return NULL;
+}
+
 /* A DNS subdomain (RFC 1123), what Kubernetes allows as a node name and a label key's prefix:
  * dot-separated labels of lowercase letters, digits and '-', each starting and ending with a
  * letter or digit; at most 253 bytes. */
@@ -851,6 +915,16 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 			return fail(ctx, mark, path, "expected an http:// or https:// URL like %s, "
 				    "got %s: %s", key->example, quote(text, quoted, sizeof(quoted)),
 				    problem);
+		return set_string(field, text);
+	}
+	case KEY_LISTEN: {
+		const char *problem = listen_problem(text);
+		char quoted[QUOTE_MAX + 8], expected[128];
+
+		if (problem)
+			return fail(ctx, mark, path, "expected %s, got %s: %s",
+				    expected_phrase(key, expected, sizeof(expected)),
+				    quote(text, quoted, sizeof(quoted)), problem);
 		return set_string(field, text);
 	}
 	case KEY_ENV_NAME:
@@ -1171,6 +1245,9 @@ static int parse_rules(struct load_ctx *ctx, const struct config_key *key, const
 		return fail_expected(ctx, key, path, node->start_mark,
 				     describe_node(node, found, sizeof(found)));
 	n = node->data.sequence.items.top - node->data.sequence.items.start;
+	if (n > CONFIG_MAX_RULES)
+		return fail(ctx, node->start_mark, path, "expected at most %d rules, got %zu",
+			    CONFIG_MAX_RULES, n);
 	if (!n)
 		return 0;
 	/* Counted up front and zeroed, so config_free() can free a list cut short by an error. */
@@ -1467,6 +1544,79 @@ static int check_push_sink(struct load_ctx *ctx, const yaml_node_t *item, const 
 	return 0;
 }
 
+/* The directory a path names once symlinks, ".", ".." and repeated or trailing slashes are
+ * resolved, for telling whether two sinks' directories are one: each existing prefix through
+ * realpath(3), the rest (not created yet) by its spelling, as the sink's mkdir -p will make
+ * it. Every prefix resolved is free of symlinks, so ".." after it is its parent. */
+static void canonical_dir(const char *path, char *out, size_t len)
+{
+	char resolved[PATH_MAX] = "/", next[PATH_MAX], real[PATH_MAX];
+	const char *p = path;
+
+	while (*p) {
+		size_t n;
+
+		while (*p == '/')
+			p++;
+		n = strcspn(p, "/");
+		if (!n)
+			break;
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			char *slash = strrchr(resolved, '/');
+
+			slash[slash == resolved ? 1 : 0] = '\0';
+		} else if (!(n == 1 && p[0] == '.')) {
+			snprintf(next, sizeof(next), "%s%s%.*s", resolved,
+				 strcmp(resolved, "/") == 0 ? "" : "/", (int)n, p);
+			snprintf(resolved, sizeof(resolved), "%s",
+				 realpath(next, real) ? real : next);
+		}
+		p += n;
+	}
+	snprintf(out, len, "%s", resolved);
+}
+
+/* The directory a sink owns: its profiles' or its spool's; NULL when none. */
+static const char *own_dir(const struct sink_config *sink, const char **key)
+{
+	*key = sink->type == SINK_TYPE_DIRECTORY ? "path" : "spool_dir";
+	return sink->type == SINK_TYPE_DIRECTORY ? sink->path : sink->spool_dir;
+}
+
+/* Two sinks in one directory trip over each other: a second spool waits forever for the
+ * first one's lock, retention counts the other sink's files. Spellings differ easily
+ * (/x/spool and /x/spool/, a "..", a symlink), so the directories are compared resolved. */
+static int check_own_dirs(struct load_ctx *ctx, const yaml_node_t *item, const char *item_path,
+			  const struct sink_config *sinks, size_t i)
+{
+	char mine[PATH_MAX], theirs[PATH_MAX], how[PATH_MAX + 64];
+	const char *key, *other_key, *dir = own_dir(&sinks[i], &key), *other_dir;
+
+	if (!is_set(dir))
+		return 0;
+	canonical_dir(dir, mine, sizeof(mine));
+	for (size_t j = 0; j < i; j++) {
+		other_dir = own_dir(&sinks[j], &other_key);
+		if (!is_set(other_dir))
+			continue;
+		canonical_dir(other_dir, theirs, sizeof(theirs));
+		if (strcmp(mine, theirs) != 0)
+			continue;
+		how[0] = '\0';
+		if (strcmp(dir, other_dir) != 0)
+			snprintf(how, sizeof(how), ", the same directory as %s (both are %s)", dir,
+				 mine);
+		return fail_at_key(ctx, item, item_path, key,
+				   "sinks[%zu] (\"%s\") already %s %s%s: each sink needs a "
+				   "directory of its own",
+				   j, sinks[j].name,
+				   sinks[j].type == SINK_TYPE_DIRECTORY ? "writes its profiles to"
+									: "spools to",
+				   other_dir, how);
+	}
+	return 0;
+}
+
 /* The sink's type, read before its other keys so they are checked against that type. */
 static int sink_type_of(struct load_ctx *ctx, const yaml_node_t *item, const char *item_path,
 			struct sink_config *sink)
@@ -1504,6 +1654,9 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 	if (!n)
 		return fail(ctx, node->start_mark, path,
 			    "expected at least one sink, got an empty list");
+	if (n > CONFIG_MAX_SINKS)
+		return fail(ctx, node->start_mark, path, "expected at most %d sinks, got %zu",
+			    CONFIG_MAX_SINKS, n);
 	free_sinks(config->sinks, config->n_sinks);
 	config->sinks = calloc(n, sizeof(*config->sinks));
 	config->n_sinks = config->sinks ? n : 0;
@@ -1561,7 +1714,7 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 		}
 		/* Names tell sinks apart in metrics and messages: two sinks given the same name
 		 * are a mistake (unnamed sinks of one type share their metrics, as they always
-		 * did). Spool directories are each owned by one sink. */
+		 * did). */
 		for (size_t j = 0; j < i; j++) {
 			const struct sink_config *other = &config->sinks[j];
 			const yaml_node_t *other_item =
@@ -1573,13 +1726,10 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 				return fail_at_key(ctx, item, item_path, "name",
 						   "sinks[%zu] is already called \"%s\" (set a "
 						   "different name: on one of them)", j, sink->name);
-			if (is_set(sink->spool_dir) && is_set(other->spool_dir) &&
-			    strcmp(other->spool_dir, sink->spool_dir) == 0)
-				return fail_at_key(ctx, item, item_path, "spool_dir",
-						   "sinks[%zu] already spools to %s: each sink "
-						   "needs its own spool directory", j,
-						   sink->spool_dir);
 		}
+		ret = check_own_dirs(ctx, item, item_path, config->sinks, i);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
@@ -1925,6 +2075,115 @@ static int syntax_error(struct load_ctx *ctx, const yaml_parser_t *parser, const
 	return fail(ctx, mark, NULL, "YAML syntax error: %s%s", problem, detail);
 }
 
+/* An explicit tag as the user wrote it: "!!python/object" for tag:yaml.org,2002:python/object. */
+static const char *tag_as_written(const char *tag, char *buf, size_t len)
+{
+	static const char yaml_prefix[] = "tag:yaml.org,2002:";
+	char shown[QUOTE_MAX + 8];
+
+	if (strncmp(tag, yaml_prefix, sizeof(yaml_prefix) - 1) == 0) {
+		snprintf(buf, len, "!!%s", tag + sizeof(yaml_prefix) - 1);
+		quote(buf, shown, sizeof(shown));
+	} else {
+		quote(tag, shown, sizeof(shown));
+	}
+	snprintf(buf, len, "%s", shown);
+	return buf;
+}
+
+/* The explicit tag of a node's start event; NULL when it has none (libyaml resolves the
+ * default tags only when it builds the document). */
+static const char *event_tag(const yaml_event_t *event)
+{
+	switch (event->type) {
+	case YAML_SCALAR_EVENT:
+		return (const char *)event->data.scalar.tag;
+	case YAML_SEQUENCE_START_EVENT:
+		return (const char *)event->data.sequence_start.tag;
+	case YAML_MAPPING_START_EVENT:
+		return (const char *)event->data.mapping_start.tag;
+	default:
+		return NULL;
+	}
+}
+
+/* One pass over libyaml's event stream, stopping at the first event past a bound, so the cost
+ * of a hostile file is bounded by the limits, not by its size. Also refused here: explicit
+ * tags (!!python/object, !!binary, !custom). The agent reads plain values only, and a tag
+ * it ignored would make the file mean something else to every other YAML tool. A syntax
+ * error is left for the document load to report. */
+static int check_shape(struct load_ctx *ctx, const char *yaml, size_t len)
+{
+	size_t depth = 0, nodes = 0, anchors = 0, aliases = 0;
+	char shown[QUOTE_MAX + 8];
+	yaml_parser_t parser;
+	yaml_event_t event;
+	int ret = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	while (!ret) {
+		const char *tag, *anchor = NULL;
+		bool end;
+
+		if (!yaml_parser_parse(&parser, &event))
+			break;
+		end = event.type == YAML_STREAM_END_EVENT;
+		tag = event_tag(&event);
+		if (event.type == YAML_SCALAR_EVENT)
+			anchor = (const char *)event.data.scalar.anchor;
+		else if (event.type == YAML_SEQUENCE_START_EVENT)
+			anchor = (const char *)event.data.sequence_start.anchor;
+		else if (event.type == YAML_MAPPING_START_EVENT)
+			anchor = (const char *)event.data.mapping_start.anchor;
+		if (event.type == YAML_SEQUENCE_START_EVENT ||
+		    event.type == YAML_MAPPING_START_EVENT)
+			depth++;
+		else if (event.type == YAML_SEQUENCE_END_EVENT ||
+			 event.type == YAML_MAPPING_END_EVENT)
+			depth--;
+		if (event.type == YAML_SCALAR_EVENT || event.type == YAML_SEQUENCE_START_EVENT ||
+		    event.type == YAML_MAPPING_START_EVENT || event.type == YAML_ALIAS_EVENT)
+			nodes++;
+		if (anchor)
+			anchors++;
+		if (event.type == YAML_ALIAS_EVENT)
+			aliases++;
+
+		if (tag)
+			ret = fail(ctx, event.start_mark, NULL,
+				   "YAML tags are not accepted, got %s: remove it (quote the value "
+				   "if it is meant as text)",
+				   tag_as_written(tag, shown, sizeof(shown)));
+		else if (depth > CONFIG_MAX_DEPTH)
+			ret = fail(ctx, event.start_mark, NULL,
+				   "nested deeper than %d lists and mappings (a configuration needs "
+				   "fewer than 10): is this the right file?",
+				   CONFIG_MAX_DEPTH);
+		else if (nodes > CONFIG_MAX_NODES)
+			ret = fail(ctx, event.start_mark, NULL,
+				   "more than %d values (a configuration needs a few hundred): is "
+				   "this the right file?",
+				   CONFIG_MAX_NODES);
+		else if (anchors > CONFIG_MAX_ANCHORS)
+			ret = fail(ctx, event.start_mark, NULL,
+				   "more than %d anchors (&name): write the values out instead",
+				   CONFIG_MAX_ANCHORS);
+		else if (aliases > CONFIG_MAX_ANCHORS)
+			ret = fail(ctx, event.start_mark, NULL,
+				   "more than %d aliases (*name): write the values out instead",
+				   CONFIG_MAX_ANCHORS);
+		yaml_event_delete(&event);
+		if (end)
+			break;
+	}
+	if (!ret && parser.error == YAML_MEMORY_ERROR)
+		ret = -ENOMEM;
+	yaml_parser_delete(&parser);
+	return ret;
+}
+
 /* Parses the text and walks its one document over a defaults struct. */
 static int load_document(struct load_ctx *ctx, yaml_parser_t *parser, const char *yaml, size_t len,
 			 struct agent_config *config)
@@ -1990,7 +2249,9 @@ int config_load_string(const char *yaml, size_t len, const char *name, struct ag
 		return -ENOMEM;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
-	ret = load_document(&ctx, &parser, yaml, len, config);
+	ret = check_shape(&ctx, yaml, len);
+	if (!ret)
+		ret = load_document(&ctx, &parser, yaml, len, config);
 	yaml_parser_delete(&parser);
 	/* hostname: "" in the file means the default, as absence does. */
 	if (!ret)

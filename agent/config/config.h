@@ -16,6 +16,8 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/allocscope/allocscope.yaml"
 #define CONFIG_MAX_STATIC_LABELS 16
+#define CONFIG_MAX_RULES 256 /* in targets.include, and in targets.exclude */
+#define CONFIG_MAX_SINKS 16
 
 enum sink_type {
 	SINK_TYPE_DIRECTORY,

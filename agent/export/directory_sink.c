@@ -46,6 +46,10 @@
 /* Room for PATH/SERVICE/NAME in messages. */
 #define MSG_PATH_MAX (PATH_MAX + SERVICE_DIR_MAX + PROFILE_NAME_MAX + 2)
 
+/* A failure to write (a full disk, a directory gone read-only) repeats for every service at
+ * every interval while its cause lasts: after one is logged, the next waits this long. */
+#define FAILURE_LOG_INTERVAL_MS 30000
+
 struct directory_sink {
 	struct sink base;
 	char *path;               /* absolute, without trailing slashes (except "/") */
@@ -54,6 +58,8 @@ struct directory_sink {
 	struct sink_stats stats;
 	unsigned int tmp_seq;     /* makes temporary names unique within this process */
 	bool warned_small_limit;  /* the "limit below one profile" warning is said once */
+	int64_t next_failure_log_ms; /* failures are logged again from then (monotonic) */
+	uint64_t failures_unsaid;    /* failures since the last one logged, not logged */
 };
 
 /* A profile file found by the retention scan. */
@@ -251,6 +257,40 @@ static const char *full_path(const struct directory_sink *ds, const char *servic
 	return buf;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Logs a failure of the submit path, at most one per FAILURE_LOG_INTERVAL_MS; the next one
+ * logged says how many were left unsaid in between (stats.errors counts every one). */
+__attribute__((format(printf, 2, 3))) static void log_failure(struct directory_sink *ds,
+							    const char *fmt, ...)
+{
+	char message[MSG_PATH_MAX + 256];
+	int64_t now = now_ms();
+	va_list ap;
+
+	if (now < ds->next_failure_log_ms) {
+		ds->failures_unsaid++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	if (ds->failures_unsaid)
+		log_error("%s (%llu more failures of this sink not logged in the last %d s)",
+			  message, (unsigned long long)ds->failures_unsaid,
+			  FAILURE_LOG_INTERVAL_MS / 1000);
+	else
+		log_error("%s", message);
+	ds->failures_unsaid = 0;
+	ds->next_failure_log_ms = now + FAILURE_LOG_INTERVAL_MS;
+}
+
 /* The hint that makes a full disk actionable. */
 static const char *space_hint(int errnum)
 {
@@ -275,21 +315,22 @@ static int open_root(struct directory_sink *ds)
 		return fd;
 	if (errno != ENOENT) {
 		ret = -errno;
-		log_error("cannot open profile directory %s: %s (check that it is a directory "
-			  "allocscope may write to)",
-			  ds->path, strerror(-ret));
+		log_failure(ds,
+			    "cannot open profile directory %s: %s (check that it is a directory "
+			    "allocscope may write to)",
+			    ds->path, strerror(-ret));
 		return ret;
 	}
 	log_warn("profile directory %s disappeared; creating it again", ds->path);
 	ret = make_dirs(ds->path, err, sizeof(err));
 	if (ret) {
-		log_error("%s", err);
+		log_failure(ds, "%s", err);
 		return ret;
 	}
 	fd = open(ds->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		log_error("cannot open profile directory %s: %s", ds->path, strerror(-ret));
+		log_failure(ds, "cannot open profile directory %s: %s", ds->path, strerror(-ret));
 		return ret;
 	}
 	return fd;
@@ -307,9 +348,9 @@ static int open_service_dir(struct directory_sink *ds, int root_fd, const char *
 		*created = true;
 	} else if (errno != EEXIST) {
 		ret = -errno;
-		log_error("cannot create directory %s: %s%s",
-			  full_path(ds, service, NULL, msg_path, sizeof(msg_path)), strerror(-ret),
-			  space_hint(-ret));
+		log_failure(ds, "cannot create directory %s: %s%s",
+			    full_path(ds, service, NULL, msg_path, sizeof(msg_path)),
+			    strerror(-ret), space_hint(-ret));
 		return ret;
 	}
 	/* No symlinks: retention would not follow one, so files written through it would
@@ -319,11 +360,12 @@ static int open_service_dir(struct directory_sink *ds, int root_fd, const char *
 		ret = -errno;
 		full_path(ds, service, NULL, msg_path, sizeof(msg_path));
 		if (ret == -ENOTDIR || ret == -ELOOP)
-			log_error("cannot write profiles to %s: it exists and is not a directory "
-				  "(move it away)",
-				  msg_path);
+			log_failure(ds,
+				    "cannot write profiles to %s: it exists and is not a directory "
+				    "(move it away)",
+				    msg_path);
 		else
-			log_error("cannot open directory %s: %s", msg_path, strerror(-ret));
+			log_failure(ds, "cannot open directory %s: %s", msg_path, strerror(-ret));
 		return ret;
 	}
 	return fd;
@@ -418,9 +460,9 @@ static int write_profile_file(struct directory_sink *ds, int svc_fd, const char 
 	}
 	if (fd < 0) {
 		ret = -errno;
-		log_error("cannot create a file in %s: %s%s",
-			  full_path(ds, service, NULL, msg_path, sizeof(msg_path)),
-			  strerror(-ret), space_hint(-ret));
+		log_failure(ds, "cannot create a file in %s: %s%s",
+			    full_path(ds, service, NULL, msg_path, sizeof(msg_path)),
+			    strerror(-ret), space_hint(-ret));
 		return ret;
 	}
 
@@ -436,8 +478,8 @@ static int write_profile_file(struct directory_sink *ds, int svc_fd, const char 
 		ret = -errno;
 	}
 	if (ret) {
-		log_error("cannot %s profile %s/%s/alloc-%s.pb.gz: %s%s", step, ds->path, service,
-			  stamp, strerror(-ret), space_hint(-ret));
+		log_failure(ds, "cannot %s profile %s/%s/alloc-%s.pb.gz: %s%s", step, ds->path,
+			    service, stamp, strerror(-ret), space_hint(-ret));
 		goto remove_tmp;
 	}
 
@@ -455,12 +497,13 @@ static int write_profile_file(struct directory_sink *ds, int svc_fd, const char 
 	if (ret) {
 		full_path(ds, service, name, msg_path, sizeof(msg_path));
 		if (ret == -EEXIST)
-			log_error("cannot name profile %s: %d profiles already share its second "
-				  "(is the clock stuck?)",
-				  msg_path, MAX_COLLISIONS + 1);
+			log_failure(ds,
+				    "cannot name profile %s: %d profiles already share its second "
+				    "(is the clock stuck?)",
+				    msg_path, MAX_COLLISIONS + 1);
 		else
-			log_error("cannot rename %s/%s/%s to %s: %s%s", ds->path, service, tmp,
-				  msg_path, strerror(-ret), space_hint(-ret));
+			log_failure(ds, "cannot rename %s/%s/%s to %s: %s%s", ds->path, service,
+				    tmp, msg_path, strerror(-ret), space_hint(-ret));
 		goto remove_tmp;
 	}
 
@@ -778,15 +821,17 @@ static int directory_sink_submit(struct sink *sink, const struct profile_record 
 	bool created;
 
 	if (!record || (!record->pprof_gz && record->pprof_gz_len)) {
-		log_error("directory sink %s was given no profile", ds->path);
+		log_failure(ds, "directory sink %s was given no profile", ds->path);
 		ds->stats.errors++;
 		return -EINVAL;
 	}
 	service_dir_name(record->service, service);
 	ret = format_stamp(record->start_ns, stamp, sizeof(stamp));
 	if (ret) {
-		log_error("cannot name the profile of %s in %s: start time %lld ns is out of range",
-			  service, ds->path, (long long)record->start_ns);
+		log_failure(ds,
+			    "cannot name the profile of %s in %s: start time %lld ns is out of "
+			    "range",
+			    service, ds->path, (long long)record->start_ns);
 		ds->stats.errors++;
 		return ret;
 	}
@@ -811,6 +856,16 @@ static int directory_sink_submit(struct sink *sink, const struct profile_record 
 
 	ds->stats.profiles_written++;
 	ds->stats.bytes_written += record->pprof_gz_len;
+	if (ds->next_failure_log_ms) {
+		if (ds->failures_unsaid)
+			log_info("profile directory %s: writing again (%llu more failures after "
+				 "the last one logged)",
+				 ds->path, (unsigned long long)ds->failures_unsaid);
+		else
+			log_info("profile directory %s: writing again", ds->path);
+		ds->failures_unsaid = 0;
+		ds->next_failure_log_ms = 0;
+	}
 	log_debug("wrote %s (%zu bytes)",
 		  full_path(ds, service, name, msg_path, sizeof(msg_path)), record->pprof_gz_len);
 	apply_retention(ds, root_fd, service, name);

@@ -664,6 +664,23 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 
 /* ---- the worker --------------------------------------------------------------------- */
 
+/* Counts and says what a scan found of writes a crash interrupted (under lock). */
+static void note_leftovers(struct push_sink *ps)
+{
+	size_t recovered, torn;
+
+	spool__last_scan(ps->spool, &recovered, &torn);
+	ps->stats.spool_recovered += recovered;
+	ps->stats.spool_corrupt += torn;
+	ps->stats.profiles_dropped += torn;
+	if (recovered)
+		log_info("%s: recovered %zu whole profiles from writes to spool %s that a crash "
+			 "interrupted", ps->what, recovered, spool__dir(ps->spool));
+	if (torn)
+		log_warn("%s: removed %zu profiles cut short in spool %s by a crash (they are "
+			 "lost)", ps->what, torn, spool__dir(ps->spool));
+}
+
 /* Takes the spool directory once nobody else holds it, and learns what waits there. Under
  * lock, released around the I/O. */
 static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warned)
@@ -677,16 +694,32 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 		scanned = spool__scan(ps->spool, &max_key);
 	pthread_mutex_lock(&ps->lock);
 	if (ret) {
+		const char *holder = ret == -EWOULDBLOCK ? spool__holder(ps->spool) : NULL;
 		int64_t now = now_ms();
 
 		if (!*waiting_since)
 			*waiting_since = now;
-		if (!*warned && now - *waiting_since > SPOOL_LOCK_WARN_MS) {
+		/* Another sink of this agent in the same directory never lets go: say so at
+		 * once. The same sink's predecessor (a reload) does, once it has closed. */
+		if (!*warned && holder && strcmp(holder, ps->what) != 0) {
 			*warned = true;
-			log_warn("%s: spool directory %s is locked (%s): is another allocscope "
-				 "using it? Waiting for it before delivering",
-				 ps->what, spool__dir(ps->spool),
-				 ret == -EWOULDBLOCK ? "by another process" : strerror(-ret));
+			log_error("%s: spool directory %s is already used by the %s of this agent "
+				  "(the same directory, spelled differently): give each sink a "
+				  "spool_dir of its own. Waiting for it before delivering",
+				  ps->what, spool__dir(ps->spool), holder);
+		} else if (!*warned && now - *waiting_since > SPOOL_LOCK_WARN_MS) {
+			*warned = true;
+			if (holder)
+				log_warn("%s: spool directory %s is still locked by the sink a "
+					 "reload replaced, which is closing. Waiting for it before "
+					 "delivering",
+					 ps->what, spool__dir(ps->spool));
+			else
+				log_warn("%s: spool directory %s is locked (%s): is another "
+					 "allocscope using it? Waiting for it before delivering",
+					 ps->what, spool__dir(ps->spool),
+					 ret == -EWOULDBLOCK ? "by another process"
+							     : strerror(-ret));
 		}
 		return;
 	}
@@ -695,6 +728,7 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 			 spool__dir(ps->spool), strerror(-scanned));
 	raise_key_floor(max_key);
 	ps->spool_ready = true;
+	note_leftovers(ps);
 	sync_spool(ps);
 	if (ps->spool_count)
 		log_info("%s: %zu profiles (%llu bytes) wait in spool %s; delivering them first",
@@ -716,6 +750,7 @@ static void rescan_spool(struct push_sink *ps, int64_t *rescan_at)
 	ret = spool__scan(ps->spool, &max_key);
 	pthread_mutex_lock(&ps->lock);
 	raise_key_floor(max_key);
+	note_leftovers(ps);
 	sync_spool(ps);
 	if (ret)
 		*rescan_at = now + (int64_t)ps->initial_backoff_ms;
@@ -1309,6 +1344,7 @@ int push_sink__new(const struct push_sink_opts *opts, struct sink **out, char *e
 			set_err(err, err_len, "%s: %s", ps->what, inner);
 			goto fail;
 		}
+		spool__set_owner(ps->spool, ps->what);
 	}
 	if (opts->insecure_skip_verify)
 		log_warn("%s: insecure_skip_verify is on: the server's certificate is not checked, "

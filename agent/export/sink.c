@@ -45,6 +45,7 @@ void sink_stats__add_counters(struct sink_stats *a, const struct sink_stats *b)
 	a->profiles_rejected += b->profiles_rejected;
 	a->profiles_spooled += b->profiles_spooled;
 	a->spool_corrupt += b->spool_corrupt;
+	a->spool_recovered += b->spool_recovered;
 	a->push_ns += b->push_ns;
 	a->profiles_expired += b->profiles_expired;
 	a->profiles_given_up += b->profiles_given_up;

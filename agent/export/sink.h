@@ -41,6 +41,7 @@ struct sink_stats {
 	uint64_t profiles_rejected; /* refused by the server (not retried) or over size limits */
 	uint64_t profiles_spooled;  /* written to the on-disk spool */
 	uint64_t spool_corrupt;	    /* spool files that could not be read back (skipped) */
+	uint64_t spool_recovered;   /* whole profiles a crash left under a temporary name */
 	uint64_t push_ns;	    /* time spent in successful deliveries */
 	/* Among profiles_dropped, by reason: */
 	uint64_t profiles_expired;  /* older than max_profile_age: the server would refuse them */

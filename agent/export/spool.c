@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,20 @@ struct spool {
 	uint64_t pinned;
 	unsigned tmp_seq;
 	bool needs_scan; /* a file on disk is missing from the index (out of memory) */
+	size_t recovered, torn; /* the last scan's leftovers of interrupted writes */
+	char owner[SPOOL_OWNER_MAX]; /* who uses it, for other spools' messages */
+	char holder[SPOOL_OWNER_MAX]; /* who held the lock at the last -EWOULDBLOCK, if ours */
+	dev_t lock_dev;		      /* of the lock file, while locked */
+	ino_t lock_ino;
+	struct spool *next_locked;    /* in locked_spools */
 };
+
+/* The spools of this process that hold their lock: when a lock is refused, the message can
+ * name the sink of this agent that holds it (two sinks given one directory in different
+ * spellings) instead of blaming another process. flock(2) locks belong to open files, so a
+ * second open of the same lock file in this process is refused like anyone else's. */
+static pthread_mutex_t locked_spools_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct spool *locked_spools;
 
 /* ---- queued profiles --------------------------------------------------------------- */
 
@@ -405,8 +419,17 @@ void spool__free(struct spool *spool)
 {
 	if (!spool)
 		return;
-	if (spool->lock_fd >= 0)
+	if (spool->lock_fd >= 0) {
+		pthread_mutex_lock(&locked_spools_mutex);
+		for (struct spool **p = &locked_spools; *p; p = &(*p)->next_locked) {
+			if (*p == spool) {
+				*p = spool->next_locked;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&locked_spools_mutex);
 		close(spool->lock_fd); /* releases the flock */
+	}
 	free(spool->entries);
 	free(spool->dir);
 	free(spool);
@@ -417,9 +440,20 @@ const char *spool__dir(const struct spool *spool)
 	return spool->dir;
 }
 
+void spool__set_owner(struct spool *spool, const char *owner)
+{
+	snprintf(spool->owner, sizeof(spool->owner), "%s", owner ? owner : "");
+}
+
+const char *spool__holder(const struct spool *spool)
+{
+	return spool->holder[0] ? spool->holder : NULL;
+}
+
 int spool__lock(struct spool *spool)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int fd;
 
 	if (spool->lock_fd >= 0)
@@ -428,13 +462,31 @@ int spool__lock(struct spool *spool)
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st))
+		memset(&st, 0, sizeof(st));
+	pthread_mutex_lock(&locked_spools_mutex);
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		int ret = -errno;
 
+		spool->holder[0] = '\0';
+		for (const struct spool *s = locked_spools; s && st.st_ino; s = s->next_locked) {
+			if (s->lock_dev == st.st_dev && s->lock_ino == st.st_ino) {
+				snprintf(spool->holder, sizeof(spool->holder), "%s",
+					 s->owner[0] ? s->owner : "another sink");
+				break;
+			}
+		}
+		pthread_mutex_unlock(&locked_spools_mutex);
 		close(fd);
 		return ret == -EAGAIN ? -EWOULDBLOCK : ret;
 	}
 	spool->lock_fd = fd;
+	spool->lock_dev = st.st_dev;
+	spool->lock_ino = st.st_ino;
+	spool->holder[0] = '\0';
+	spool->next_locked = locked_spools;
+	locked_spools = spool;
+	pthread_mutex_unlock(&locked_spools_mutex);
 	return 0;
 }
 
@@ -509,6 +561,51 @@ static int compare_entries(const void *a, const void *b)
 	return x->key < y->key ? -1 : x->key > y->key;
 }
 
+/* A temporary file a crash left behind: ".tmp-KEY-PID-SEQ". Its profile had already left
+ * the killed agent's memory only if the write got as far as its sync, so a file that decodes
+ * whole (the CRC proves it) is the profile and goes into the spool under its name; anything
+ * else is a write cut short, whose profile died with the process. Returns true when
+ * recovered (*key, *size set), false when removed. */
+static bool recover_tmp(int dir_fd, const char *tmp_name, uint64_t *key, uint64_t *size)
+{
+	char name[NAME_LEN + 1];
+	struct queued_profile *p = NULL;
+	unsigned long long name_key;
+	uint8_t *data = NULL;
+	struct stat st;
+	bool whole = false;
+	ssize_t got;
+	int fd;
+
+	fd = openat(dir_fd, tmp_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= SPOOL_MAX_PROFILE_BYTES + FIXED_HEADER +
+					(SPOOL_MAX_LABELS * 2 + 1) * (SPOOL_MAX_STRING + 4) &&
+	    sscanf(tmp_name, TMP_PREFIX "%20llu-", &name_key) == 1 &&
+	    (data = malloc((size_t)st.st_size))) {
+		got = pread(fd, data, (size_t)st.st_size, 0);
+		whole = got == st.st_size && !spool__decode(data, (size_t)got, &p) &&
+			p->key == name_key;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(data);
+	if (whole) {
+		*key = p->key;
+		*size = (uint64_t)st.st_size;
+		name_of(p->key, name, sizeof(name));
+		/* Never over a profile of that key: then the leftover is a copy. A hard link
+		 * refuses an existing name as atomically where RENAME_NOREPLACE is missing. */
+		whole = renameat2(dir_fd, tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0;
+		if (!whole && (errno == EINVAL || errno == ENOSYS))
+			whole = linkat(dir_fd, tmp_name, dir_fd, name, 0) == 0;
+	}
+	free(p);
+	/* Recovered: only the hard link's leftover name goes (already gone after a rename). */
+	unlinkat(dir_fd, tmp_name, 0);
+	return whole;
+}
+
 int spool__scan(struct spool *spool, uint64_t *max_key)
 {
 	struct dirent *ent;
@@ -529,9 +626,10 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 	}
 	spool->n = 0;
 	spool->bytes = 0;
+	spool->recovered = spool->torn = 0;
 	for (;;) {
+		uint64_t key, size;
 		struct stat st;
-		uint64_t key;
 
 		errno = 0;
 		ent = readdir(dir);
@@ -539,16 +637,20 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 			ret = -errno;
 			break;
 		}
-		/* A write cut short by a crash: the profile it held was still in memory (or is
-		 * in another file), so the leftover is only litter. */
 		if (strncmp(ent->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
-			unlinkat(fd, ent->d_name, 0);
-			continue;
+			if (!recover_tmp(fd, ent->d_name, &key, &size)) {
+				spool->torn++;
+				continue;
+			}
+			spool->recovered++;
+		} else {
+			if (!parse_name(ent->d_name, &key))
+				continue;
+			if (fstatat(fd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			size = (uint64_t)st.st_size;
 		}
-		if (!parse_name(ent->d_name, &key))
-			continue;
-		if (fstatat(fd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
-			continue;
 		if (spool->n == spool->cap) {
 			size_t cap = spool->cap ? spool->cap * 2 : 64;
 			struct spool_entry *grown = realloc(spool->entries, cap * sizeof(*grown));
@@ -560,8 +662,8 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 			spool->entries = grown;
 			spool->cap = cap;
 		}
-		spool->entries[spool->n++] = (struct spool_entry){key, (uint64_t)st.st_size};
-		spool->bytes += (uint64_t)st.st_size;
+		spool->entries[spool->n++] = (struct spool_entry){key, size};
+		spool->bytes += size;
 		if (key > *max_key)
 			*max_key = key;
 	}
@@ -570,6 +672,12 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 		qsort(spool->entries, spool->n, sizeof(spool->entries[0]), compare_entries);
 	spool->needs_scan = ret == -ENOMEM;
 	return ret;
+}
+
+void spool__last_scan(const struct spool *spool, size_t *recovered, size_t *torn)
+{
+	*recovered = spool->recovered;
+	*torn = spool->torn;
 }
 
 bool spool__needs_scan(const struct spool *spool)

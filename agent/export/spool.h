@@ -59,14 +59,27 @@ int spool__open(const char *dir, uint64_t max_bytes, struct spool **out, char *e
 void spool__free(struct spool *spool);
 const char *spool__dir(const struct spool *spool);
 
+/* Names the spool's user in other spools' messages ("pyroscope sink \"cloud\""). */
+#define SPOOL_OWNER_MAX 96
+void spool__set_owner(struct spool *spool, const char *owner);
+
 /* Takes the directory's lock without waiting: 0, -EWOULDBLOCK when someone else holds it,
- * or another -errno. */
+ * or another -errno. Thread-safe across spools (each spool still has one user). */
 int spool__lock(struct spool *spool);
+/* After -EWOULDBLOCK: the owner of the spool of this process that holds the lock (the same
+ * directory, however spelled), or NULL when it is another process. */
+const char *spool__holder(const struct spool *spool);
 bool spool__locked(const struct spool *spool);
 
-/* Reads the directory (locked) into the index: profile files by key, leftovers of an
- * interrupted write removed. *max_key is the largest key found (0 when none). */
+/* Reads the directory (locked) into the index: profile files by key. A temporary file left by
+ * a write that a crash interrupted (kill -9 between the sync and the rename) is put back in
+ * the spool when it holds a whole profile (magic, lengths, CRC and key all check out), and
+ * removed otherwise (see spool__last_scan). *max_key is the largest key found (0 when
+ * none). */
 int spool__scan(struct spool *spool, uint64_t *max_key);
+/* What the last scan found of interrupted writes: whole profiles recovered, and torn files
+ * removed (their profiles died with the process that was writing them). */
+void spool__last_scan(const struct spool *spool, size_t *recovered, size_t *torn);
 /* True when the index may miss files on disk: a scan ran out of memory, or spool__write could
  * not index the file it wrote (the write still counts as done). The owner scans again to
  * learn of them. */

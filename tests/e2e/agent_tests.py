@@ -380,6 +380,36 @@ def agent_reloads_on_sighup_and_keeps_config_when_invalid(tmp):
 
 
 @test
+def agent_keeps_sampling_while_a_reload_reads(tmp):
+    """A reload reads and parses the file off the main loop. Here the file is a FIFO that no
+    one writes yet (a read that hangs, as on a stuck filesystem): samples are still drained
+    and the metrics still published, and the reload finishes once the text arrives. The old
+    agent parsed on the main loop, where a 60,000-level file stalled sampling for 12 s."""
+    sinks = os.path.join(tmp, "profiles")
+    text = agent_config(sinks, include_executable(MALLOC_LOOP, "loop"))
+    agent = Agent(tmp, text)
+    workload = Workload([MALLOC_LOOP])
+    try:
+        agent.wait_attached(workload.pid, "loop")
+        os.unlink(agent.config_path)
+        os.mkfifo(agent.config_path)
+        mark = agent.mark()
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for(r"reloading ", start=mark)
+        before = agent.metric("allocscope_samples_total")
+        workload.start()
+        agent.wait_metric("allocscope_samples_total", lambda v: v > before)
+        with open(agent.config_path, "w") as f:
+            f.write(text)
+        agent.wait_for(r"reloaded: profiling 1 processes", start=mark)
+        workload.finish()
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+        workload.kill()
+
+
+@test
 def agent_refuses_invalid_configuration(tmp):
     cases = [
         ("sampling:\n  rate: fast\n", "2:9: sampling.rate"),

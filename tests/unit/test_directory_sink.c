@@ -741,6 +741,53 @@ static void test_failed_write_leaves_nothing(void)
 	remove_tree(tmp);
 }
 
+/* Every service fails at every interval while the disk is full: one line is logged, the
+ * repeats are counted (each one in stats.errors) and said when the sink writes again. */
+static void test_repeated_failures_logged_once(void)
+{
+	static uint8_t big[60000];
+	char tmp[64], path[128], service[16];
+	struct rlimit saved, small;
+	struct sink_stats stats;
+	struct sink *sink;
+	enum log_level level = log_max_level;
+	const char *log;
+
+	make_tmp(tmp, sizeof(tmp));
+	snprintf(path, sizeof(path), "%s/profiles", tmp);
+	memset(big, 'b', sizeof(big));
+	sink = new_sink(path, 0, 0);
+	if (!sink) {
+		CHECK(sink != NULL);
+		remove_tree(tmp);
+		return;
+	}
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &saved);
+	small = saved;
+	small.rlim_cur = 4096;
+	setrlimit(RLIMIT_FSIZE, &small);
+	log_set_level(LOG_INFO);
+	capture_begin();
+	for (int i = 0; i < 20; i++) {
+		snprintf(service, sizeof(service), "svc%d", i);
+		CHECK_EQ_U64(submit(sink, service, T0 * NS_PER_SEC, big, sizeof(big)), -EFBIG);
+	}
+	setrlimit(RLIMIT_FSIZE, &saved);
+	CHECK_EQ_U64(submit(sink, "svc0", T0 * NS_PER_SEC, big, sizeof(big)), 0);
+	log = capture_end();
+	log_set_level(level);
+	signal(SIGXFSZ, SIG_DFL);
+
+	CHECK_EQ_U64(count_of(log, "cannot write profile "), 1);
+	CHECK(strstr(log, "writing again (19 more failures after the last one logged)") != NULL);
+	sink__stats(sink, &stats);
+	CHECK_EQ_U64(stats.errors, 20);
+	CHECK_EQ_U64(stats.profiles_written, 1);
+	sink__free(sink);
+	remove_tree(tmp);
+}
+
 static void test_service_path_not_a_directory(void)
 {
 	char tmp[64], path[128], p[256], target[160];
@@ -853,6 +900,7 @@ int main(void)
 	RUN(test_limit_below_one_profile);
 	RUN(test_age_retention);
 	RUN(test_failed_write_leaves_nothing);
+	RUN(test_repeated_failures_logged_once);
 	RUN(test_service_path_not_a_directory);
 	RUN(test_directory_removed_while_running);
 	RUN(test_names_at_extreme_times);

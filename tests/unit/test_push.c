@@ -740,6 +740,57 @@ static void test_spool_leftovers_and_strangers(void)
 	remove_tree(tmp);
 }
 
+/* kill -9 between a spool write's sync and its rename leaves a whole profile under the
+ * temporary name: it goes back into the spool (and is counted); a torn one is removed (and
+ * counted). Before, both were deleted without a word. */
+static void test_spool_recovers_interrupted_writes(void)
+{
+	struct queued_profile *p = sample_profile(42), *back = NULL;
+	char tmp[64], path[128];
+	size_t recovered = 9, torn = 9;
+	uint64_t max_key = 0;
+	struct spool *s;
+	uint8_t *data;
+	size_t len;
+
+	make_tmp(tmp, sizeof(tmp));
+	CHECK(p && spool__encode(p, &data, &len) == 0);
+	snprintf(path, sizeof(path), "%s/.tmp-00000000000000000042-77-0", tmp);
+	write_file(path, data, len);
+	/* Cut short: the same bytes, the last one missing. */
+	snprintf(path, sizeof(path), "%s/.tmp-00000000000000000043-77-1", tmp);
+	write_file(path, data, len - 1);
+	/* Whole, but under another key's name: not trusted. */
+	snprintf(path, sizeof(path), "%s/.tmp-00000000000000000044-77-2", tmp);
+	write_file(path, data, len);
+	s = open_locked(tmp, 0);
+	if (!s)
+		goto out;
+	spool__last_scan(s, &recovered, &torn);
+	CHECK_EQ_U64(recovered, 1);
+	CHECK_EQ_U64(torn, 2);
+	CHECK_EQ_U64(count_files(tmp, ".tmp-"), 0);
+	CHECK_EQ_U64(count_files(tmp, "profile-00000000000000000042.spool"), 1);
+	CHECK_EQ_U64(spool__count(s), 1);
+	CHECK_EQ_U64(spool__bytes(s), len);
+	CHECK(spool__read(s, 42, &back) == 0);
+	if (back) {
+		CHECK_STR(back->service, "checkout");
+		CHECK(memcmp(back->id, p->id, 16) == 0);
+	}
+	free(back);
+	/* A later scan finds nothing more to recover. */
+	CHECK(spool__scan(s, &max_key) == 0);
+	CHECK_EQ_U64(max_key, 42);
+	spool__last_scan(s, &recovered, &torn);
+	CHECK_EQ_U64(recovered + torn, 0);
+	spool__free(s);
+out:
+	free(data);
+	free(p);
+	remove_tree(tmp);
+}
+
 static void test_spool_lock_is_exclusive(void)
 {
 	char tmp[64], err[256];
@@ -800,6 +851,7 @@ int main(void)
 	RUN(test_spool_limit_drops_oldest);
 	RUN(test_spool_damaged_files);
 	RUN(test_spool_leftovers_and_strangers);
+	RUN(test_spool_recovers_interrupted_writes);
 	RUN(test_spool_lock_is_exclusive);
 	return unit_summary("push");
 }

@@ -3,6 +3,9 @@
  * included. Secrets written into the file are refused without being quoted back. */
 #include <errno.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "unit.h"
 #include "config/config.h"
@@ -320,8 +323,59 @@ static void test_names_and_spools(void)
 		    "name: on one of them)");
 	CHECK_ERROR("sinks:\n  - {type: pyroscope, url: \"http://a\", spool_dir: /s}\n"
 		    "  - {type: parca, url: \"http://b\", spool_dir: /s}\n",
-		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] already spools to /s: each sink "
-		    "needs its own spool directory");
+		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"pyroscope\") already spools to "
+		    "/s: each sink needs a directory of its own");
+}
+
+/* One directory spelled two ways is still one directory: the second sink's spool would wait
+ * forever for the first one's lock. */
+static void test_same_spool_spelled_differently(void)
+{
+	char tmp[] = "/tmp/allocscope-spools-XXXXXX", yaml[1024], expected[PATH_MAX * 2], link[128];
+	char real[PATH_MAX];
+
+	CHECK_ERROR("sinks:\n  - {type: pyroscope, url: \"http://a\", name: a, spool_dir: /s}\n"
+		    "  - {type: parca, url: \"http://b\", name: b, spool_dir: //s/./}\n",
+		    "x.yaml:3:45: sinks[1].spool_dir: sinks[0] (\"a\") already spools to /s, the "
+		    "same directory as //s/./ (both are /s): each sink needs a directory of its "
+		    "own");
+	/* Through "..", of directories that do not exist yet. */
+	CHECK_ERROR("sinks:\n  - {type: pyroscope, url: \"http://a\", spool_dir: /no/such/x}\n"
+		    "  - {type: parca, url: \"http://b\", spool_dir: /no/such/y/../x}\n",
+		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"pyroscope\") already spools to "
+		    "/no/such/x, the same directory as /no/such/y/../x (both are /no/such/x): each "
+		    "sink needs a directory of its own");
+	/* A directory sink's profiles and a spool. */
+	CHECK_ERROR("sinks:\n  - {type: directory, path: /p/}\n"
+		    "  - {type: parca, url: \"http://b\", spool_dir: /p}\n",
+		    "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"directory\") already writes its "
+		    "profiles to /p/, the same directory as /p (both are /p): each sink needs a "
+		    "directory of its own");
+	/* Through a symlink. */
+	if (!mkdtemp(tmp) || !realpath(tmp, real)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	snprintf(link, sizeof(link), "%s/link", tmp);
+	CHECK(symlink(real, link) == 0);
+	snprintf(yaml, sizeof(yaml),
+		 "sinks:\n  - {type: pyroscope, url: \"http://a\", spool_dir: %s/spool}\n"
+		 "  - {type: parca, url: \"http://b\", spool_dir: %s/spool}\n",
+		 tmp, link);
+	snprintf(expected, sizeof(expected),
+		 "x.yaml:3:36: sinks[1].spool_dir: sinks[0] (\"pyroscope\") already spools to "
+		 "%s/spool, the same directory as %s/spool (both are %s/spool): each sink needs a "
+		 "directory of its own",
+		 tmp, link, real);
+	CHECK_ERROR(yaml, expected);
+	/* Different directories stay fine. */
+	snprintf(yaml, sizeof(yaml),
+		 "sinks:\n  - {type: pyroscope, url: \"http://a\", spool_dir: %s/spool}\n"
+		 "  - {type: parca, url: \"http://b\", spool_dir: %s/spool2}\n",
+		 tmp, link);
+	config_free(load(yaml));
+	unlink(link);
+	rmdir(tmp);
 }
 
 int main(void)
@@ -335,5 +389,6 @@ int main(void)
 	RUN(test_header_errors);
 	RUN(test_bounds);
 	RUN(test_names_and_spools);
+	RUN(test_same_spool_spelled_differently);
 	return unit_summary("push_config");
 }
