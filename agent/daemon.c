@@ -35,6 +35,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -1803,6 +1804,25 @@ static struct agent_config *join_loader(struct daemon *d)
 	return l->next;
 }
 
+/* Stopping: a reload still reading its file (a FIFO nobody writes, a slow network file
+ * system) must not hold the agent up. The loader blocks only in open() and read(), both
+ * cancellation points; what it had half-built is left to the exiting process. */
+static void cancel_loader(struct daemon *d)
+{
+	struct config_loader *l = &d->loader;
+	struct pollfd done = { .fd = l->done_fd, .events = POLLIN };
+
+	if (!l->running)
+		return;
+	if (poll(&done, 1, 0) == 1) {
+		config_free(join_loader(d));
+		return;
+	}
+	pthread_cancel(l->thread);
+	pthread_join(l->thread, NULL);
+	l->running = false;
+}
+
 static void apply_reload(struct daemon *d, struct agent_config *next);
 
 /* The loader thread has signalled: swap in what it loaded, and load again if asked to. */
@@ -2050,7 +2070,7 @@ static void shut_down(struct daemon *d)
 	 * arrive in between belong to no written profile and are not counted anywhere. */
 	if (d->samples && d->program && d->sinks)
 		flush_interval(d, now_ms());
-	config_free(join_loader(d)); /* a reload still loading is dropped */
+	cancel_loader(d); /* a reload still loading is dropped */
 	if (d->loader.done_fd >= 0)
 		close(d->loader.done_fd);
 	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {

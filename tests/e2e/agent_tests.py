@@ -410,6 +410,23 @@ def agent_keeps_sampling_while_a_reload_reads(tmp):
 
 
 @test
+def agent_stops_while_a_reload_reads(tmp):
+    """SIGTERM while a reload is stuck reading its file (a FIFO no one ever writes): the agent
+    drops that reload and stops as usual instead of waiting for the read for ever."""
+    sinks = os.path.join(tmp, "profiles")
+    agent = Agent(tmp, agent_config(sinks, include_executable(MALLOC_LOOP, "loop")))
+    try:
+        os.unlink(agent.config_path)
+        os.mkfifo(agent.config_path)
+        mark = agent.mark()
+        agent.proc.send_signal(signal.SIGHUP)
+        agent.wait_for(r"reloading ", start=mark)
+        assert agent.stop(timeout=20) == 0
+    finally:
+        agent.kill()
+
+
+@test
 def agent_refuses_invalid_configuration(tmp):
     cases = [
         ("sampling:\n  rate: fast\n", "2:9: sampling.rate"),
