@@ -110,22 +110,39 @@ def thread_id_names_its_process(tmp):
 
 @test
 def agent_never_starts_by_accident(tmp):
-    """`allocscope -- $CMD` with an empty $CMD used to start the host-wide agent."""
-    for args, phrase in ((["--"], "nothing after '--'"),
-                         (["--log-level", "debug", "--"], "nothing after '--'"),
-                         (["--", ""], "empty COMMAND"),
-                         (["--log-level", "debug"], "--config FILE to run the agent")):
-        # An agent would run until stopped: the timeout kills it and fails the test.
-        result = run([ALLOCSCOPE] + args, cwd=tmp, timeout=20)
+    """`allocscope -- $CMD` with an empty $CMD used to start the host-wide agent with
+    /etc/allocscope/allocscope.yaml. Here that path holds, in a private mount namespace, a
+    configuration that profiles nothing and writes only under tmp, so an agent started by
+    mistake (an old binary) harms nothing: it runs until the timeout and fails the test."""
+    etc = os.path.join(tmp, "etc")
+    os.mkdir(etc)
+    with open(os.path.join(etc, "allocscope.yaml"), "w") as f:
+        f.write("targets:\n  include:\n    - executable: /nonexistent/none\n"
+                f"sinks:\n  - type: directory\n    path: {tmp}/profiles\n"
+                "metrics:\n  listen: \"\"\n")
+    work = os.path.join(tmp, "work")
+    os.mkdir(work)
+    cases = ((["--"], "nothing after '--'"),
+             (["--log-level", "debug", "--"], "nothing after '--'"),
+             (["--", "''"], "empty COMMAND"),
+             (["--log-level", "debug"], "--config FILE to run the agent"),
+             ([], "Usage: allocscope"))
+    for args, phrase in cases:
+        # An overlay keeps even the mount point out of the machine's /etc.
+        script = (f"mkdir -p {tmp}/upper {tmp}/ovl\n"
+                  f"mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp}/upper,"
+                  f"workdir={tmp}/ovl /etc\n"
+                  f"mkdir -p /etc/allocscope && mount --bind {etc} /etc/allocscope\n"
+                  f"cd {work}\n"
+                  f"exec timeout -s INT 15 {ALLOCSCOPE} {' '.join(args)}\n")
+        result = in_private_mounts(script, timeout=60)
         assert_refused(result, 2, phrase)
-        assert "profiling" not in result.stderr
-    result = run([ALLOCSCOPE], cwd=tmp, timeout=20)
-    assert result.returncode == 2, result.stderr
-    assert "Usage: allocscope" in result.stderr and "--config FILE" in result.stderr
+        assert "profiling" not in result.stderr and "self-metrics" not in result.stderr
+    assert not os.path.exists(os.path.join(tmp, "profiles")), "an agent ran"
     # "--" as an option's argument is not the separator.
-    result = run([ALLOCSCOPE, "--pid", "999999999", "-o", "--"], cwd=tmp, timeout=20)
+    result = run([ALLOCSCOPE, "--pid", "999999999", "-o", "--"], cwd=work, timeout=20)
     assert_refused(result, 1, "no process with pid 999999999")
-    assert os.listdir(tmp) == []
+    assert os.listdir(work) == []
 
 
 @test
