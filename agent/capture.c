@@ -75,6 +75,21 @@ static int64_t elapsed_ms(const struct capture *cap)
 	       (now.tv_nsec - cap->start_mono.tv_nsec) / 1000000;
 }
 
+static const char *file_type_name(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "not a regular file";
+}
+
 /* Refuse early, before touching any process, when the profile could not be written. */
 static int prepare_output(struct capture *cap, pid_t first_pid)
 {
@@ -92,11 +107,19 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 			 (int)first_pid, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			 tm.tm_min, tm.tm_sec);
 	}
-	if (stat(cap->output, &st) == 0 && S_ISDIR(st.st_mode)) {
-		log_error("cannot write the profile to %s: it is a directory (give a file name "
-			  "with --output)",
-			  cap->output);
-		return -EISDIR;
+	/* The profile is renamed over the path, which would replace whatever entry is there
+	 * for everyone who uses it: only a regular file may be replaced. */
+	if (lstat(cap->output, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			log_error("cannot write the profile to %s: it is a directory (give a file "
+				  "name with --output)",
+				  cap->output);
+		else
+			log_error("cannot write the profile to %s: it is %s, and allocscope only "
+				  "replaces regular files (give a new file name with --output%s)",
+				  cap->output, file_type_name(st.st_mode),
+				  S_ISLNK(st.st_mode) ? ", or the path the link points to" : "");
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
 	}
 	snprintf(dir, sizeof(dir), "%s", cap->output);
 	char *slash = strrchr(dir, '/');
@@ -204,6 +227,44 @@ static void describe_allocators(const struct process_probes *probes, char *buf, 
 					 process_probes__file_at(probes, i));
 }
 
+static bool is_kernel_thread(pid_t pid)
+{
+	struct process_info *info = malloc(sizeof(*info));
+	bool kernel_thread;
+
+	if (!info)
+		return false;
+	kernel_thread = process_info__read("/proc", pid, info) == 0 && info->kernel_thread;
+	free(info);
+	return kernel_thread;
+}
+
+/* The processes to attach to, each once: a thread id names its process (probes are per
+ * process and see every thread), and a pid given twice would count every sample twice. */
+static size_t unique_processes(const struct capture_opts *opts, pid_t *pids)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < opts->n_pids; i++) {
+		pid_t pid = opts->pids[i], tgid;
+		bool dup = false;
+
+		if (process_info__read_tgid(pid, &tgid) == 0 && tgid != pid) {
+			log_info("pid %d is a thread of process %d: profiling the process", (int)pid,
+				 (int)tgid);
+			pid = tgid;
+		}
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = pids[k] == pid;
+		if (dup) {
+			log_info("pid %d given more than once: profiled once", (int)pid);
+			continue;
+		}
+		pids[n++] = pid;
+	}
+	return n;
+}
+
 /* command: the program pid is about to exec (its files are examined), or NULL. */
 static int add_target(struct capture *cap, pid_t pid, const char *command, bool snapshot_now)
 {
@@ -227,6 +288,13 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 		return -EPERM;
 	}
 	process_info__read_comm(pid, t->comm, sizeof(t->comm));
+	if (!command && is_kernel_thread(pid)) {
+		log_error("pid %d (%s) is a kernel thread: it runs no user-space code and has no "
+			  "allocator to profile",
+			  (int)pid, t->comm);
+		close(t->pidfd);
+		return -EINVAL;
+	}
 	ret = process_probes__attach(cap->program, pid, command, &t->probes, err, sizeof(err));
 	if (ret) {
 		log_error("%s", err);
@@ -529,8 +597,16 @@ static int write_profile(struct capture *cap, int64_t duration_ms)
 	};
 
 	ret = alloc_profile__write_pprof(cap->profile, cap->output, &output);
-	if (ret)
-		log_error("cannot write the profile to %s: %s", cap->output, strerror(-ret));
+	if (ret == -EEXIST)
+		log_error("cannot write the profile to %s: it is no longer a regular file (it was "
+			  "replaced during the capture; nothing was written)",
+			  cap->output);
+	else if (ret)
+		log_error("cannot write the profile to %s: %s%s", cap->output, strerror(-ret),
+			  ret == -ENOSPC || ret == -EDQUOT
+				  ? " (free some space or give another --output; the summary "
+				    "below is all that is left of this capture)"
+				  : "");
 	return ret;
 }
 
@@ -569,6 +645,8 @@ int capture_run(const struct capture_opts *opts)
 	struct alloc_counters counters;
 	struct sigaction sa = { .sa_handler = on_stop_signal };
 	char err[512] = "";
+	pid_t pids[CAPTURE_MAX_PIDS];
+	size_t n_pids;
 	int64_t duration_ms;
 	int ret, status = 1;
 
@@ -612,8 +690,9 @@ int capture_run(const struct capture_opts *opts)
 		clock_gettime(CLOCK_REALTIME, &wall);
 		cap.start_wall_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
 	}
-	for (size_t i = 0; i < opts->n_pids; i++) {
-		if (add_target(&cap, opts->pids[i], NULL, true) != 0)
+	n_pids = unique_processes(opts, pids);
+	for (size_t i = 0; i < n_pids; i++) {
+		if (add_target(&cap, pids[i], NULL, true) != 0)
 			goto out;
 	}
 	if (opts->command) {
@@ -640,10 +719,15 @@ int capture_run(const struct capture_opts *opts)
 	release_targets(&cap);
 	drain(&cap);
 	alloc_program__read_counters(cap.program, &counters);
+	/* The summary is printed even when the profile cannot be written (a full disk): it is
+	 * then the only result of the capture. */
 	if (write_profile(&cap, duration_ms) == 0) {
 		print_summary(&cap, &counters, duration_ms);
 		printf("\nprofile: %s\n", cap.output);
 		status = 0;
+	} else {
+		print_summary(&cap, &counters, duration_ms);
+		printf("\nprofile: not written (see the error above)\n");
 	}
 out:
 	release_targets(&cap);

@@ -24,20 +24,22 @@
 static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
-	"       allocscope [--config FILE] [--check-config]\n"
+	"       allocscope --config FILE [--check-config]\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
 	"alloc_objects) that `go tool pprof`, Pyroscope and Parca read.\n"
 	"\n"
-	"Without --pid or COMMAND, allocscope runs as the continuous agent: it profiles the\n"
-	"processes its configuration selects (default " CONFIG_DEFAULT_PATH ";\n"
-	"built-in defaults when that file does not exist) and writes a profile per service\n"
-	"every interval. SIGHUP reloads the configuration; SIGTERM stops.\n"
+	"With --config FILE, allocscope runs as the continuous agent: it profiles the\n"
+	"processes FILE selects (installed as " CONFIG_DEFAULT_PATH ") and writes a\n"
+	"profile per service every interval. SIGHUP reloads the configuration; SIGTERM stops.\n"
+	"Without --pid, COMMAND or --config it prints this help: the agent attaches to every\n"
+	"process it selects, so it never starts by accident.\n"
 	"\n"
 	"Agent options:\n"
 	"  -c, --config FILE        configuration file (YAML; see config/allocscope.yaml)\n"
-	"      --check-config       check the configuration file and exit (0: valid)\n"
+	"      --check-config       check the configuration file and exit (0: valid; without\n"
+	"                           --config: " CONFIG_DEFAULT_PATH ")\n"
 	"\n"
 	"Capture options:\n"
 	"  -p, --pid PID[,PID...]   profile running processes (repeatable)\n"
@@ -54,7 +56,8 @@ static const char usage_text[] =
 	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
 	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
-	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two, default 16MiB)\n"
+	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from 128KiB, the\n"
+	"                           largest sample, to 1GiB; default 16MiB)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -97,6 +100,17 @@ static int parse_pids(const char *text, struct capture_opts *opts)
 	return 0;
 }
 
+static int ringbuf_size_error(const char *arg)
+{
+	char min[32], max[32], what[256];
+
+	units_format_size(ALLOC_RINGBUF_MIN_BYTES, min, sizeof(min));
+	units_format_size(ALLOC_RINGBUF_MAX_BYTES, max, sizeof(max));
+	snprintf(what, sizeof(what), "invalid ring buffer size '%%s': expected a power of two "
+		 "from %s (one sample with the largest stack copy) to %s", min, max);
+	return usage_error(what, arg);
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY,
@@ -127,13 +141,18 @@ int main(int argc, char **argv)
 	};
 	const char *config_path = NULL;
 	bool check_config = false, capture_option = false;
-	int log_level_override = -1;
+	int log_level_override = -1, after_last_option = 1;
 	uint64_t value;
 	enum log_level level;
 	int c, ret;
 
+	if (argc <= 1) {
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
 	/* '+': stop at the first non-option, so COMMAND's own options stay its own. */
 	while ((c = getopt_long(argc, argv, "+p:d:r:o:c:hV", options, NULL)) != -1) {
+		after_last_option = optind;
 		if (c != 'c' && c != OPT_CHECK_CONFIG && c != OPT_LOG_LEVEL && c != 'h' && c != 'V')
 			capture_option = true;
 		switch (c) {
@@ -176,11 +195,10 @@ int main(int argc, char **argv)
 			opts.top = (unsigned)value;
 			break;
 		case OPT_RINGBUF:
-			if (units_parse_size(optarg, &value) != 0 || value < 4096 ||
-			    value > (1u << 30) || (value & (value - 1)))
-				return usage_error("invalid ring buffer size '%s': expected a power "
-						   "of two from 4KiB to 1GiB",
-						   optarg);
+			if (units_parse_size(optarg, &value) != 0 ||
+			    value < ALLOC_RINGBUF_MIN_BYTES || value > ALLOC_RINGBUF_MAX_BYTES ||
+			    (value & (value - 1)))
+				return ringbuf_size_error(optarg);
 			opts.ringbuf_bytes = (uint32_t)value;
 			break;
 		case OPT_UNWIND:
@@ -217,6 +235,14 @@ int main(int argc, char **argv)
 			return usage_error("%s", "invalid option");
 		}
 	}
+	/* "--" ended the options when getopt stepped over it without it being an argument. */
+	if (optind == after_last_option + 1 && strcmp(argv[after_last_option], "--") == 0) {
+		if (optind == argc)
+			return usage_error("%s", "nothing after '--': give the COMMAND to run (an "
+						 "empty $CMD?)");
+		if (!argv[optind][0])
+			return usage_error("%s", "empty COMMAND after '--'");
+	}
 	if (optind < argc)
 		opts.command = &argv[optind];
 	if (config_path || check_config) {
@@ -228,12 +254,11 @@ int main(int argc, char **argv)
 						   !config_path);
 		return daemon_run(config_path, false, log_level_override);
 	}
-	if (!opts.n_pids && !opts.command) {
-		if (capture_option)
-			return usage_error("%s", "nothing to profile: give --pid PID or -- COMMAND "
-						 "(or no capture options to run the agent)");
-		return daemon_run(CONFIG_DEFAULT_PATH, true, log_level_override);
-	}
+	if (!opts.n_pids && !opts.command)
+		return usage_error("%s", capture_option
+						 ? "nothing to profile: give --pid PID or -- COMMAND"
+						 : "nothing to do: give --pid PID or -- COMMAND to "
+						   "profile, or --config FILE to run the agent");
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	return capture_run(&opts);

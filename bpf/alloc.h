@@ -72,6 +72,29 @@ struct alloc_sample {
 	__u8 stack_copy[];       /* the top of the user stack (the record is sized for it) */
 };
 
+/* The ring buffer's size bounds, one rule for the command line and the configuration file. The
+ * kernel puts an 8-byte header before each record and rounds the whole to 8 bytes; a record
+ * larger than the ring can never be reserved, so every sample would be dropped. The smallest
+ * ring accepted is the smallest power of two that holds the largest record (the sample with
+ * the largest stack copy), whatever --stack-copy-size or --unwind say. */
+#define ALLOC_RINGBUF_RECORD_HEADER 8
+#define ALLOC_SAMPLE_MAX_RECORD                                                                    \
+	((sizeof(struct alloc_sample) + ALLOC_MAX_STACK_COPY + ALLOC_RINGBUF_RECORD_HEADER + 7) &  \
+	 ~7ul)
+#define ALLOC_POW2_SMEAR1(x) ((x) | ((x) >> 1))
+#define ALLOC_POW2_SMEAR2(x) (ALLOC_POW2_SMEAR1(x) | (ALLOC_POW2_SMEAR1(x) >> 2))
+#define ALLOC_POW2_SMEAR4(x) (ALLOC_POW2_SMEAR2(x) | (ALLOC_POW2_SMEAR2(x) >> 4))
+#define ALLOC_POW2_SMEAR8(x) (ALLOC_POW2_SMEAR4(x) | (ALLOC_POW2_SMEAR4(x) >> 8))
+#define ALLOC_POW2_SMEAR16(x) (ALLOC_POW2_SMEAR8(x) | (ALLOC_POW2_SMEAR8(x) >> 16))
+/* The smallest power of two >= x, for 1 <= x <= 2^31, as a constant expression. */
+#define ALLOC_POW2_CEIL(x) (ALLOC_POW2_SMEAR16((__u32)(x) - 1) + 1)
+#define ALLOC_RINGBUF_MIN_BYTES ALLOC_POW2_CEIL(ALLOC_SAMPLE_MAX_RECORD)
+#define ALLOC_RINGBUF_MAX_BYTES (1u << 30)
+_Static_assert(ALLOC_RINGBUF_MIN_BYTES >= ALLOC_SAMPLE_MAX_RECORD,
+	       "the smallest ring buffer must hold the largest sample");
+_Static_assert((ALLOC_RINGBUF_MIN_BYTES & (ALLOC_RINGBUF_MIN_BYTES - 1)) == 0,
+	       "ring buffer sizes are powers of two");
+
 /* Kept by the program on the sampled path only; read by the agent from the skeleton's .bss. */
 struct alloc_counters {
 	__u64 samples;           /* records submitted */

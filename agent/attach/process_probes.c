@@ -86,6 +86,10 @@ struct candidates {
 	size_t count;
 	struct usdt_candidate usdt[MAX_FILES];
 	size_t n_usdt;
+	/* The first file that could not be opened, and why: when no malloc is found, that is
+	 * the likelier reason (no ptrace access to the process) than a stripped binary. */
+	int open_error;
+	char open_error_path[PATH_MAX];
 };
 
 /* The file the kernel should resolve: the process's own view of path. */
@@ -100,6 +104,7 @@ static void candidates_free(struct candidates *c)
 		elf_file__free(c->files[i].elf);
 	c->count = 0;
 	c->n_usdt = 0;
+	c->open_error = 0;
 }
 
 /* Keeps path's otel_memory:alloc sites whose arguments can be read; true when it has any. */
@@ -141,6 +146,7 @@ static void consider_file(struct candidates *c, const char *path, const char *op
 	struct candidate *cand;
 	struct elf_file *elf;
 	struct file_allocators set;
+	int ret;
 
 	/* A file that fires otel_memory:alloc samples in-process: an interposing sampler
 	 * defines malloc only to forward it, so it is not the process's allocator. */
@@ -152,8 +158,14 @@ static void consider_file(struct candidates *c, const char *path, const char *op
 			  path);
 		return;
 	}
-	if (elf_file__open(open_path, &elf) != 0)
+	ret = elf_file__open(open_path, &elf);
+	if (ret) {
+		if (!c->open_error) {
+			c->open_error = ret;
+			snprintf(c->open_error_path, sizeof(c->open_error_path), "%s", path);
+		}
 		return;
+	}
 	allocators__identify_file(elf, &set);
 	if (set.count == 0) {
 		elf_file__free(elf);
@@ -305,6 +317,14 @@ static int choose_malloc(pid_t pid, const struct candidates *c, bool *winner, ch
 	if (!found && glibc < c->count) {
 		winner[glibc] = true;
 		found = true;
+	}
+	if (!found && (c->open_error == -EACCES || c->open_error == -EPERM)) {
+		snprintf(err, err_len,
+			 "cannot open %s, which pid %d maps, through /proc/%d/root: %s (reading a "
+			 "process's files needs ptrace access to it: CAP_SYS_PTRACE, or the same "
+			 "user as the process and every capability it has)",
+			 c->open_error_path, (int)pid, (int)pid, strerror(-c->open_error));
+		return -EACCES;
 	}
 	if (!found) {
 		snprintf(err, err_len,

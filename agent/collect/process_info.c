@@ -101,6 +101,29 @@ void process_info__read_comm(pid_t pid, char *comm, size_t len)
 		snprintf(comm, len, "?");
 }
 
+int process_info__read_tgid(pid_t pid, pid_t *tgid)
+{
+	char path[64], buf[1024];
+	const char *line;
+	size_t n;
+	long value;
+	int ret;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	ret = read_small_file(AT_FDCWD, path, buf, sizeof(buf), &n);
+	if (ret)
+		return missing_means_gone(ret);
+	/* Tgid is the 4th line; the Name line before it is escaped by the kernel. */
+	line = strstr(buf, "\nTgid:");
+	if (!line)
+		return -EINVAL;
+	value = strtol(line + strlen("\nTgid:"), NULL, 10);
+	if (value <= 0)
+		return -EINVAL;
+	*tgid = (pid_t)value;
+	return 0;
+}
+
 /* The executable as the process sees it. Kernel threads and zombies have none (ENOENT), and
  * without ptrace rights over the process the kernel refuses the link (EACCES, or EPERM on
  * some hardened kernels): all of these leave exe "" rather than failing the process. */

@@ -39,6 +39,10 @@ int process_info__read(const char *proc_root, pid_t pid, struct process_info *ou
  * for messages about processes whose other facts are not needed. */
 void process_info__read_comm(pid_t pid, char *comm, size_t len);
 
+/* The process (thread group) a thread id belongs to: *tgid == pid for a process itself.
+ * Returns 0, -ESRCH when there is no such thread, or -errno. */
+int process_info__read_tgid(pid_t pid, pid_t *tgid);
+
 /* The systemd unit that owns a cgroup path: its deepest component ending in ".service" or
  * ".scope" ("/system.slice/redis-server.service" -> "redis-server.service",
  * "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service" -> "foo.service").

@@ -17,6 +17,7 @@
 #include <yaml.h>
 #include <arpa/inet.h>
 
+#include "alloc.h"
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
@@ -132,7 +133,8 @@ static const struct config_key agent_keys[] = {
 	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(unwind) },
 	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB, .max = 64 * KIB,
 	  .default_text = "16KiB", CONFIG_FIELD(stack_copy_bytes) },
-	{ "sampling.ringbuf_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 64 * KIB, .max = 1 * GIB,
+	{ "sampling.ringbuf_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = ALLOC_RINGBUF_MIN_BYTES,
+	  .max = ALLOC_RINGBUF_MAX_BYTES,
 	  .default_text = "16MiB", CONFIG_FIELD(ringbuf_bytes) },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,

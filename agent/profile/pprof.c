@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <sys/stat.h>
 
 /* Profile field numbers (perftools.profiles, profile.proto). */
 enum {
@@ -966,30 +967,38 @@ int pprof_builder__encode_gzip(struct pprof_builder *b, uint8_t **data, size_t *
 	return err;
 }
 
-/* Make a rename durable: without this a crash can lose the new directory entry. Best effort,
- * since some file systems refuse fsync on directories and the data is safe either way. The
- * name is built on the stack so that this step cannot run out of memory. */
-static void fsync_parent_dir(const char *path)
+/* Splits path into its directory ("." when there is none) and its last component. */
+static int split_path(const char *path, char *dir, size_t dir_len, const char **name)
 {
 	const char *slash = strrchr(path, '/');
-	char dir[PATH_MAX];
 	size_t len;
-	int fd;
 
 	if (!slash) {
-		strcpy(dir, ".");
+		snprintf(dir, dir_len, ".");
+		*name = path;
 	} else {
 		len = slash == path ? 1 : (size_t)(slash - path);
-		if (len >= sizeof(dir))
-			return;
+		if (len >= dir_len)
+			return -ENAMETOOLONG;
 		memcpy(dir, path, len);
 		dir[len] = '\0';
+		*name = slash + 1;
 	}
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	fsync(fd);
-	close(fd);
+	return **name ? 0 : -EISDIR;
+}
+
+/* What rename() would replace at name must be a regular file or nothing: renaming over a
+ * device, FIFO, socket or symbolic link would replace that entry for everyone who uses it
+ * (/dev/null turned into a gzip file). */
+static int check_replaceable(int dir_fd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISREG(st.st_mode))
+		return 0;
+	return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
 }
 
 int pprof_builder__write_file(struct pprof_builder *b, const char *path)
@@ -997,24 +1006,37 @@ int pprof_builder__write_file(struct pprof_builder *b, const char *path)
 	static unsigned int tmp_counter;
 	uint8_t *data = NULL;
 	size_t len = 0, tmp_size;
-	char *tmp_path = NULL;
-	int fd = -1, attempt, err;
+	char *tmp_name = NULL, dir[PATH_MAX];
+	const char *name;
+	int fd = -1, dir_fd = -1, attempt, err;
 
-	err = pprof_builder__encode_gzip(b, &data, &len);
+	err = split_path(path, dir, sizeof(dir), &name);
 	if (err)
 		return err;
-	tmp_size = strlen(path) + 64;
-	tmp_path = malloc(tmp_size);
-	if (!tmp_path) {
+	/* Every step below is relative to this one descriptor, so the file lands in the
+	 * directory checked here even if a component of its path is swapped meanwhile. */
+	dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	err = check_replaceable(dir_fd, name);
+	if (err)
+		goto out;
+	err = pprof_builder__encode_gzip(b, &data, &len);
+	if (err)
+		goto out;
+	tmp_size = strlen(name) + 64;
+	tmp_name = malloc(tmp_size);
+	if (!tmp_name) {
 		err = -ENOMEM;
 		goto out;
 	}
 	/* Same directory as path, so rename() is atomic; O_EXCL with a fresh name guards
 	 * against clobbering another writer's temporary file. mode 0666 lets umask decide. */
 	for (attempt = 0; attempt < 100; attempt++) {
-		snprintf(tmp_path, tmp_size, "%s.tmp.%d.%u", path, (int)getpid(),
+		snprintf(tmp_name, tmp_size, "%s.tmp.%d.%u", name, (int)getpid(),
 			 __atomic_fetch_add(&tmp_counter, 1, __ATOMIC_RELAXED));
-		fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		fd = openat(dir_fd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0666);
 		if (fd >= 0 || errno != EEXIST)
 			break;
 	}
@@ -1027,14 +1049,20 @@ int pprof_builder__write_file(struct pprof_builder *b, const char *path)
 		err = -errno;
 	if (close(fd) != 0 && !err)
 		err = -errno;
-	if (!err && rename(tmp_path, path) != 0)
+	/* Checked again just before the rename: what remains is the moment between the two,
+	 * open only to someone who may write this directory anyway. */
+	if (!err)
+		err = check_replaceable(dir_fd, name);
+	if (!err && renameat(dir_fd, tmp_name, dir_fd, name) != 0)
 		err = -errno;
 	if (err)
-		unlink(tmp_path);
+		unlinkat(dir_fd, tmp_name, 0);
 	else
-		fsync_parent_dir(path);
+		fsync(dir_fd); /* best effort: some file systems refuse it; the data is safe */
 out:
-	free(tmp_path);
+	if (dir_fd >= 0)
+		close(dir_fd);
+	free(tmp_name);
 	free(data);
 	return err;
 }

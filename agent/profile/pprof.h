@@ -91,7 +91,9 @@ size_t pprof_builder__sample_count(const struct pprof_builder *b);
 int pprof_builder__encode(struct pprof_builder *b, struct pb_buffer *out);
 /* Encode, gzip (BestSpeed, gzip header), write to a temporary file in the same directory,
  * fsync, rename over path. Never leaves a partial or corrupt file at path, nor a temporary
- * one on failure. The file gets mode 0666 minus umask. Returns 0 or -errno. */
+ * one on failure. The file gets mode 0666 minus umask. Only a regular file at path is
+ * replaced: -EEXIST when path is a symbolic link, device, FIFO or socket (checked before
+ * writing and again just before the rename), -EISDIR for a directory. Returns 0 or -errno. */
 int pprof_builder__write_file(struct pprof_builder *b, const char *path);
 /* The gzipped encoding in memory; the caller frees *data. Returns 0 or -errno, with *data
  * NULL and *len 0 on failure. */

@@ -235,7 +235,7 @@ def duration_ends_capture_and_sigint_still_writes(tmp):
 @test
 def dropped_samples_are_counted_and_reported(tmp):
     out_path = os.path.join(tmp, "drops.pb.gz")
-    result = run([ALLOCSCOPE, "--sample-rate", "1", "--ringbuf-size", "4KiB", "-o", out_path,
+    result = run([ALLOCSCOPE, "--sample-rate", "1", "--ringbuf-size", "128KiB", "-o", out_path,
                   "--", MALLOC_LOOP, "--iterations", "20000"])
     assert result.returncode == 0, result.stderr
     m = re.search(r"(\d+) samples dropped: ring buffer full", result.stdout)
@@ -629,6 +629,7 @@ import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
 import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; capabilities kept)
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)
+import hardening_tests  # noqa: E402,F401  (hostile and clumsy command lines, issue 11)
 
 
 def main():

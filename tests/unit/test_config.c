@@ -348,13 +348,13 @@ static void test_value_forms(void)
 		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 100);
 		config_free(c);
 	}
-	c = load("sampling: {rate: 1, stack_copy_size: 64KiB, ringbuf_size: 64KiB}\n"
+	c = load("sampling: {rate: 1, stack_copy_size: 64KiB, ringbuf_size: 128KiB}\n"
 		 "profiles: {interval: 1000ms}\n"
 		 "limits: {max_label_value_bytes: 1024, max_services: 100000}\n");
 	if (c) {
 		CHECK_EQ_U64(c->sample_rate, 1);
 		CHECK_EQ_U64(c->stack_copy_bytes, 64 * 1024);
-		CHECK_EQ_U64(c->ringbuf_bytes, 64 * 1024);
+		CHECK_EQ_U64(c->ringbuf_bytes, 128 * 1024);
 		CHECK_EQ_U64(c->interval_ms, 1000);
 		CHECK_EQ_U64(c->max_label_value_bytes, 1024);
 		CHECK_EQ_U64(c->max_services, 100000);
@@ -674,8 +674,12 @@ static void test_out_of_range(void)
 		    "x.yaml:2:13: profiles.interval: expected a duration from 1s to 1h, got "
 		    "\"500ms\"");
 	CHECK_ERROR("sampling:\n  ringbuf_size: 2GiB\n",
-		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 64KiB to "
+		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
 		    "1GiB, got \"2GiB\"");
+	/* A ring smaller than the largest sample record would drop every sample. */
+	CHECK_ERROR("sampling:\n  ringbuf_size: 64KiB\n",
+		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
+		    "1GiB, got \"64KiB\"");
 }
 
 static void test_not_power_of_two(void)
@@ -684,7 +688,7 @@ static void test_not_power_of_two(void)
 		    "x.yaml:2:20: sampling.stack_copy_size: expected a power of two from 1KiB to "
 		    "64KiB, got \"12KiB\"");
 	CHECK_ERROR("sampling:\n  ringbuf_size: 100000\n",
-		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 64KiB to "
+		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
 		    "1GiB, got \"100000\"");
 }
 

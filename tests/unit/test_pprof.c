@@ -848,6 +848,61 @@ static void test_write_file_failures_leave_nothing(void)
 	pprof_builder__free(b);
 }
 
+/* Renaming over a path replaces whatever entry is there: a symbolic link, a FIFO or a device
+ * node would be swapped for a regular file for everyone who uses it (/dev/null). Only a
+ * regular file or nothing may be at the path; anything else is left as it was. */
+static void test_write_file_leaves_non_regular_files_alone(void)
+{
+	char dir[768], path[1024], target[1024], link_text[1024];
+	struct pprof_builder *b = build_reference_profile();
+	struct stat st;
+	bool saw_tmp;
+	ssize_t n;
+	FILE *f;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	snprintf(dir, sizeof(dir), "%s/nonregular", tmp_root);
+	CHECK(mkdir(dir, 0755) == 0);
+	snprintf(target, sizeof(target), "%s/target", dir);
+	f = fopen(target, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs("keep", f);
+		fclose(f);
+	}
+
+	/* A link to a regular file: neither the link nor the file it names changes. */
+	snprintf(path, sizeof(path), "%s/link.pb.gz", dir);
+	CHECK(symlink(target, path) == 0);
+	CHECK_EQ_U64(pprof_builder__write_file(b, path), (uint64_t)-EEXIST);
+	CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
+	n = readlink(path, link_text, sizeof(link_text) - 1);
+	CHECK(n > 0);
+	link_text[n > 0 ? n : 0] = '\0';
+	CHECK_STR(link_text, target);
+	CHECK(stat(target, &st) == 0 && st.st_size == 4);
+
+	/* A dangling link: no file is created where it points either. */
+	snprintf(path, sizeof(path), "%s/dangling.pb.gz", dir);
+	snprintf(link_text, sizeof(link_text), "%s/created-through-link", dir);
+	CHECK(symlink(link_text, path) == 0);
+	CHECK_EQ_U64(pprof_builder__write_file(b, path), (uint64_t)-EEXIST);
+	CHECK(lstat(link_text, &st) != 0 && errno == ENOENT);
+
+	/* A FIFO (a device node behaves the same; creating one needs root). */
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	CHECK(mkfifo(path, 0644) == 0);
+	CHECK_EQ_U64(pprof_builder__write_file(b, path), (uint64_t)-EEXIST);
+	CHECK(lstat(path, &st) == 0 && S_ISFIFO(st.st_mode));
+
+	/* target, link.pb.gz, dangling.pb.gz, fifo: no temporary file left. */
+	CHECK_EQ_U64(count_entries(dir, &saw_tmp), 4);
+	CHECK(!saw_tmp);
+	pprof_builder__free(b);
+}
+
 static void test_write_file_replaces_atomically(void)
 {
 	char dir[768], path[1024], old_content[64];
@@ -1305,6 +1360,7 @@ int main(void)
 	RUN(test_protoc_field_facts);
 	RUN(test_write_file_failures_leave_nothing);
 	RUN(test_write_file_replaces_atomically);
+	RUN(test_write_file_leaves_non_regular_files_alone);
 	RUN(test_encode_gzip_in_memory);
 	RUN(test_interning);
 	RUN(test_many_strings);
