@@ -628,6 +628,7 @@ import cooperative_tests  # noqa: E402,F401
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
 import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; capabilities kept)
+import rust_tests  # noqa: E402,F401  (a Rust program built at test time; demangled names)
 
 
 def main():

@@ -10,6 +10,14 @@ use std::hint::black_box;
 #[global_allocator]
 static ALLOCATOR: System = System;
 
+/// A pause every few allocations, so the profiler drains its ring buffer as fast as samples
+/// come (a burst would overflow it and drop samples: the totals would come out low).
+fn pace(i: usize) {
+    if i % 16 == 15 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn manifest(label: &str, size: usize, count: usize) {
     println!("site {} {} {}", label, size, count);
 }
@@ -18,9 +26,10 @@ mod fidelity {
     /// A plain function in a module: `rust_sites::fidelity::site`.
     #[inline(never)]
     pub fn site(n: usize) {
-        for _ in 0..n {
+        for i in 0..n {
             let buffer: Vec<u8> = Vec::with_capacity(4096);
             std::hint::black_box(&buffer);
+            super::pace(i);
         }
         super::manifest("fidelity_site", 4096, n);
     }
@@ -35,9 +44,10 @@ pub struct Ledger<T> {
 impl<T: Clone + Default> Ledger<T> {
     #[inline(never)]
     pub fn record(&mut self, n: usize) {
-        for _ in 0..n {
+        for i in 0..n {
             self.entries = vec![T::default(); 640];
             black_box(&self.entries);
+            pace(i);
         }
         manifest("ledger_record", 640 * std::mem::size_of::<T>(), n);
     }
@@ -54,12 +64,13 @@ fn each<F: FnMut(usize)>(n: usize, mut f: F) {
 /// Growth through realloc inside the standard library (`alloc::raw_vec::...finish_grow`).
 #[inline(never)]
 fn grow(n: usize) {
-    for _ in 0..n {
+    for k in 0..n {
         let mut v: Vec<u64> = Vec::new();
         for i in 0..2048u64 {
             v.push(black_box(i));
         }
         black_box(&v);
+        pace(k * 16 + 15);
     }
 }
 
@@ -76,15 +87,16 @@ fn main() {
             std::process::exit(2);
         }
     }
-    fidelity::site(40000 * scale);
+    fidelity::site(4000 * scale);
     let mut ledger = Ledger::<u64> { entries: Vec::new() };
-    ledger.record(30000 * scale);
-    let n = 30000 * scale;
+    ledger.record(3000 * scale);
+    let n = 4000 * scale;
     each(n, |i| {
         let block = Box::new([i as u8; 3000]);
         black_box(&block);
+        pace(i);
     });
     manifest("main_closure", 3000, n);
-    grow(2000 * scale);
+    grow(200 * scale);
     println!("done");
 }
