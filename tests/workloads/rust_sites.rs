@@ -5,17 +5,15 @@
 //!
 //!   rust_sites [--scale N]
 use std::alloc::System;
-use std::hint::black_box;
 
 #[global_allocator]
 static ALLOCATOR: System = System;
 
-/// A pause every few allocations, so the profiler drains its ring buffer as fast as samples
-/// come (a burst would overflow it and drop samples: the totals would come out low).
-fn pace(i: usize) {
-    if i % 16 == 15 {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+/// A volatile write into the block, so the compiler cannot drop the allocation
+/// (std::hint::black_box needs Rust 1.66, Debian 12's rustc is 1.63; LLVM removes an
+/// allocation even when its pointer is published to a static).
+fn keep<T>(pointer: *mut T) {
+    unsafe { std::ptr::write_volatile(pointer as *mut u8, 1) };
 }
 
 fn manifest(label: &str, size: usize, count: usize) {
@@ -26,10 +24,9 @@ mod fidelity {
     /// A plain function in a module: `rust_sites::fidelity::site`.
     #[inline(never)]
     pub fn site(n: usize) {
-        for i in 0..n {
-            let buffer: Vec<u8> = Vec::with_capacity(4096);
-            std::hint::black_box(&buffer);
-            super::pace(i);
+        for _ in 0..n {
+            let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+            super::keep(buffer.as_mut_ptr());
         }
         super::manifest("fidelity_site", 4096, n);
     }
@@ -44,10 +41,9 @@ pub struct Ledger<T> {
 impl<T: Clone + Default> Ledger<T> {
     #[inline(never)]
     pub fn record(&mut self, n: usize) {
-        for i in 0..n {
+        for _ in 0..n {
             self.entries = vec![T::default(); 640];
-            black_box(&self.entries);
-            pace(i);
+            keep(self.entries.as_mut_ptr());
         }
         manifest("ledger_record", 640 * std::mem::size_of::<T>(), n);
     }
@@ -64,13 +60,12 @@ fn each<F: FnMut(usize)>(n: usize, mut f: F) {
 /// Growth through realloc inside the standard library (`alloc::raw_vec::...finish_grow`).
 #[inline(never)]
 fn grow(n: usize) {
-    for k in 0..n {
+    for _ in 0..n {
         let mut v: Vec<u64> = Vec::new();
         for i in 0..2048u64 {
-            v.push(black_box(i));
+            v.push(i);
         }
-        black_box(&v);
-        pace(k * 16 + 15);
+        keep(v.as_mut_ptr());
     }
 }
 
@@ -92,9 +87,8 @@ fn main() {
     ledger.record(3000 * scale);
     let n = 4000 * scale;
     each(n, |i| {
-        let block = Box::new([i as u8; 3000]);
-        black_box(&block);
-        pace(i);
+        let mut block = Box::new([i as u8; 3000]);
+        keep(block.as_mut_ptr());
     });
     manifest("main_closure", 3000, n);
     grow(200 * scale);
