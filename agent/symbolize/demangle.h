@@ -13,9 +13,9 @@
 
 #include <stdbool.h>
 
-/* Names longer than this are left mangled: the demanglers keep per-character work arrays on
- * the stack (about 70 bytes a character for C++), and a name in a target's file is input
- * nobody checked. Real names stay well below it (the longest in libLLVM: 554 characters). */
+/* Names longer than this are left mangled: the C++ demangler keeps per-character work arrays
+ * on the stack (about 70 bytes a character), and a name in a target's file is input nobody
+ * checked. Real names stay well below it (the longest in libLLVM: 554 characters). */
 #define DEMANGLE_MAX_NAME 16384
 
 /* True when name looks mangled: Itanium ("_Z...", also Rust legacy) or Rust v0 ("_R..."). */

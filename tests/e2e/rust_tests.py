@@ -23,7 +23,7 @@ EXPECTED_NAMES = {
            "ledger_record": "<rust_sites::Ledger<u64>>::record",
            "main_closure": "rust_sites::main::{closure#0}"},
 }
-STILL_MANGLED = re.compile(r"::h[0-9a-f]{16}$|^_R|^_ZN|\$(LT|GT|u7b|u7d|C|RF|BP)\$")
+STILL_MANGLED = re.compile(r"::h[0-9a-f]{16}$|^_R|^_ZN|\$[A-Za-z0-9]+\$")
 
 
 def find_rustc():
