@@ -30,7 +30,8 @@ static void test_cxx(void)
 	    {"_ZN2ns1fEi", "ns::f(int)"},
 	    {"_ZN2ns1fEd.cold", "ns::f(double) [clone .cold]"},
 	    {"_ZN8workload10new_ordersEl", "workload::new_orders(long)"},
-	    {"_ZNSt6vectorIiSaIiEE17_M_realloc_insertIJRKiEEEvN9__gnu_cxx17__normal_iteratorIPiS1_EEDpOT_",
+	    {"_ZNSt6vectorIiSaIiEE17_M_realloc_insertIJRKiEEEvN9__gnu_cxx17__normal_iterator"
+	     "IPiS1_EEDpOT_",
 	     "void std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>("
 	     "__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, "
 	     "int const&)"},
