@@ -18,7 +18,7 @@ GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD)
-LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -lstdc++
+LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -liberty -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
 	      -I/usr/include/$(shell $(CC) -dumpmachine)
 

@@ -491,7 +491,7 @@ static const char *readable_name(struct scope *s)
 	read_names(s);
 	if (s->linkage && !s->demangle_tried) {
 		s->demangle_tried = true;
-		s->demangled = demangle__cxx(s->linkage);
+		s->demangled = demangle__readable(s->linkage);
 	}
 	if (s->demangled)
 		return s->demangled;

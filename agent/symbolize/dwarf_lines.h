@@ -21,7 +21,7 @@ struct dwarf_lines;
 
 /* One frame of source: a function and where in it the code is. */
 struct source_line {
-	/* Readable: the demangled linkage name for C++, else DW_AT_name. NULL when DWARF does
+	/* Readable: the demangled linkage name (C++, Rust), else DW_AT_name. NULL when DWARF does
 	 * not name the function (then the symbol table has to). */
 	const char *function;
 	/* The linkage (mangled) name, else DW_AT_name; NULL when function is. */

@@ -1008,7 +1008,7 @@ const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *
 static const char *entry_readable_name(struct elf_file *f, struct func_entry *e)
 {
 	if (!e->readable) {
-		char *demangled = demangle__cxx(e->name);
+		char *demangled = demangle__readable(e->name);
 		const char *owned = demangled ? own_name(f, demangled) : NULL;
 
 		e->readable = owned ? owned : e->name;

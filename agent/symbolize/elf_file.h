@@ -79,7 +79,7 @@ int elf_file__offset_to_vaddr(const struct elf_file *f, uint64_t file_offset, ui
 
 /* Source lines at vaddr, innermost first (see dwarf_lines.h): from DWARF when it covers
  * vaddr, else one line from the symbol tables (no file, line 0). function is readable
- * (demangled for C++), system_name the linkage name. The physical function is named by the
+ * (demangled for C++ and Rust), system_name the linkage name. The physical function is named by the
  * symbol starting at its DWARF entry when there is one (as elf_file__function_at would name
  * it), else by DWARF. *func_start (may be NULL) gets the physical function's entry vaddr.
  * *count is 0 when nothing names vaddr. The lines live in f until the next call, their

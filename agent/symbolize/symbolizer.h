@@ -35,7 +35,7 @@
 struct symbolizer;
 
 struct symbolized_line {
-	const char *function;	 /* demangled for C++ (readable), else the plain name */
+	const char *function;	 /* demangled for C++ and Rust (readable), else the plain name */
 	const char *system_name; /* the mangled/linkage name as in the symbol table */
 	const char *file;	 /* source file, NULL when unknown */
 	int64_t line;		 /* 0 when unknown */

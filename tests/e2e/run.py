@@ -630,6 +630,7 @@ import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API 
 import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; capabilities kept)
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)
 import hardening_tests  # noqa: E402,F401  (hostile and clumsy command lines, issue 11)
+import rust_tests  # noqa: E402,F401  (a Rust program built at test time; demangled names)
 
 
 def main():

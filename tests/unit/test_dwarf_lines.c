@@ -478,23 +478,6 @@ static void test_code_without_dwarf_function(void)
 	elf_file__free(f);
 }
 
-static void test_demangle(void)
-{
-	char *s;
-
-	s = demangle__cxx("_ZN2ns1fEi");
-	CHECK_STR(s, "ns::f(int)");
-	free(s);
-	s = demangle__cxx("_ZN2ns1fEd.cold");
-	CHECK_STR(s, "ns::f(double) [clone .cold]");
-	free(s);
-	CHECK(demangle__cxx("main") == NULL);
-	CHECK(demangle__cxx("_Z") == NULL);
-	CHECK(demangle__cxx("_Znot a name") == NULL);
-	CHECK(demangle__cxx(NULL) == NULL);
-	CHECK(demangle__is_mangled("_ZN2ns1fEi") && !demangle__is_mangled("_start"));
-}
-
 static void test_bad_input(void)
 {
 	struct elf_file *f = open_fixture("lines_cxx_nodwarf");
@@ -520,7 +503,7 @@ static void test_bad_input(void)
 static void test_lookup_cost(void)
 {
 	static const char *const names[] = {"dwarf_lines__lookup", "elf_file__open",
-					    "demangle__cxx", "proc_maps__parse", "main"};
+					    "demangle__readable", "proc_maps__parse", "main"};
 	struct elf_file *f = NULL;
 	const struct source_line *lines;
 	uint64_t vaddrs[5];
@@ -571,7 +554,6 @@ int main(void)
 	RUN(test_cxx_names);
 	RUN(test_cxx_names_from_symbol_table);
 	RUN(test_code_without_dwarf_function);
-	RUN(test_demangle);
 	RUN(test_bad_input);
 	RUN(test_lookup_cost);
 	return unit_summary("dwarf_lines");
