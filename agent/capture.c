@@ -21,7 +21,7 @@
 
 #include "build_info.h"
 #include "capture.h"
-#include "log.h"
+#include "util/log.h"
 #include "attach/alloc_program.h"
 #include "attach/process_probes.h"
 #include "collect/sample_reader.h"

@@ -44,7 +44,7 @@
 
 #include "build_info.h"
 #include "daemon.h"
-#include "log.h"
+#include "util/log.h"
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
@@ -62,7 +62,7 @@
 #include "export/push_sink.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
-#include "utf8_text.h"
+#include "util/utf8_text.h"
 #include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"

@@ -10,7 +10,7 @@
 #include "build_info.h"
 #include "capture.h"
 #include "daemon.h"
-#include "log.h"
+#include "util/log.h"
 #include "config/config.h"
 #include "config/units.h"
 #include "alloc.h"

@@ -19,7 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
-#include "error_text.h"
+#include "util/error_text.h"
 #include "privileges.h"
 
 /* Debian 12's UAPI headers predate these. */

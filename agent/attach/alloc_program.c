@@ -18,7 +18,7 @@
 
 #include "alloc_program.h"
 #include "alloc.skel.h"
-#include "log.h"
+#include "util/log.h"
 #include "sampling.h"
 
 /* Debian 12's UAPI headers predate uprobe_multi links (Linux 6.6): the attach type as

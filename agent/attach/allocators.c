@@ -24,7 +24,7 @@
 
 #include "allocators.h"
 #include "attach/x86_decode.h"
-#include "log.h"
+#include "util/log.h"
 #include "symbolize/elf_file.h"
 
 /* Placement and the call scan decode the whole function; a symbol larger than this is probed

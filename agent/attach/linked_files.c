@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 
 #include "attach/linked_files.h"
-#include "log.h"
+#include "util/log.h"
 
 /* PT_INTERP of exe into interp ("" when static). -ENOEXEC when exe is not ELF. */
 static int read_interpreter(const char *exe, char *interp, size_t len)

@@ -25,7 +25,7 @@
 #include "alloc_program.h"
 #include "attach/linked_files.h"
 #include "attach/usdt_notes.h"
-#include "log.h"
+#include "util/log.h"
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"
 

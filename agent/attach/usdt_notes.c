@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "util/log.h"
 
 _Static_assert(offsetof(struct pt_regs, r15) == USDT_REG_R15, "usdt_reg_offset");
 _Static_assert(offsetof(struct pt_regs, rbp) == USDT_REG_BP, "usdt_reg_offset");

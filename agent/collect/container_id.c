@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "container_id.h"
+#include "util/small_file.h"
 
 /* A component and its length: paths are parsed in place. */
 struct component {
@@ -281,7 +282,7 @@ int container_id__read(const char *proc_root, pid_t pid, struct container_identi
 	char buf[16384];
 	char path[4096];
 	size_t n = 0;
-	int written, fd, ret = 0;
+	int written, ret;
 
 	memset(out, 0, sizeof(*out));
 	if (pid <= 0)
@@ -289,27 +290,9 @@ int container_id__read(const char *proc_root, pid_t pid, struct container_identi
 	written = snprintf(path, sizeof(path), "%s/%d/cgroup", proc_root, (int)pid);
 	if (written < 0 || (size_t)written >= sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	while (n < sizeof(buf) - 1) {
-		ssize_t got = read(fd, buf + n, sizeof(buf) - 1 - n);
-
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			/* The kernel answers ESRCH once the task has exited mid-read. */
-			ret = -errno;
-			break;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	close(fd);
+	ret = small_file_read(AT_FDCWD, path, buf, sizeof(buf), &n);
 	if (ret)
-		return ret;
-	buf[n] = '\0';
+		return ret == -ENOENT ? -ESRCH : ret;
 	if (n == sizeof(buf) - 1) {
 		/* Full buffer: the last line may be cut, and a cut id must not be used. */
 		char *last_newline = strrchr(buf, '\n');

@@ -29,8 +29,12 @@
 
 #include <curl/curl.h>
 
-#include "kube_pods.h"
-#include "log.h"
+#include "collect/kube_pods.h"
+#include "util/log.h"
+#include "util/hex.h"
+#include "util/clock.h"
+#include "util/secret.h"
+#include "util/grow.h"
 
 #define DEFAULT_REFRESH_INTERVAL_MS (30 * 1000)
 #define DEFAULT_MISS_REFRESH_GAP_MS (2 * 1000)
@@ -227,17 +231,6 @@ static size_t utf8_sequence_length(const unsigned char *p, const unsigned char *
 	return 0;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Four hex digits after "\u" at r->p. */
 static int json_read_hex4(struct json_reader *r, unsigned *value)
 {
@@ -245,7 +238,7 @@ static int json_read_hex4(struct json_reader *r, unsigned *value)
 	if (r->end - r->p < 4)
 		return json_fail(r, "a \\u escape needs four hex digits");
 	for (int i = 0; i < 4; i++) {
-		int digit = hex_value(r->p[i]);
+		int digit = hex_digit_value(r->p[i]);
 
 		if (digit < 0)
 			return json_fail(r, "a \\u escape needs four hex digits");
@@ -632,15 +625,9 @@ static int read_labels(struct pod_list_reader *list)
 			return json_fail(r, "an empty or overlong label key");
 		if (list->n_labels == MAX_LABELS_PER_POD)
 			return json_fail(r, "more than 1024 labels on one pod");
-		if (list->n_labels == list->labels_cap) {
-			size_t cap = list->labels_cap ? list->labels_cap * 2 : 16;
-			struct kube_label *grown = realloc(list->labels, cap * sizeof(*grown));
-
-			if (!grown)
-				return json_out_of_memory(r);
-			list->labels = grown;
-			list->labels_cap = cap;
-		}
+		if (array_grow((void **)&list->labels, &list->labels_cap, list->n_labels,
+			       sizeof(*list->labels), 16))
+			return json_out_of_memory(r);
 		label = &list->labels[list->n_labels];
 		label->key = arena_strndup(&list->snapshot->arena, key, strlen(key));
 		if (!label->key)
@@ -758,15 +745,9 @@ static int add_container(struct pod_list_reader *list, const char *id, const cha
 	struct pod_snapshot *snapshot = list->snapshot;
 	struct container_entry *entry;
 
-	if (snapshot->n_containers == snapshot->containers_cap) {
-		size_t cap = snapshot->containers_cap ? snapshot->containers_cap * 2 : 64;
-		struct container_entry *grown = realloc(snapshot->containers, cap * sizeof(*grown));
-
-		if (!grown)
-			return json_out_of_memory(&list->json);
-		snapshot->containers = grown;
-		snapshot->containers_cap = cap;
-	}
+	if (array_grow((void **)&snapshot->containers, &snapshot->containers_cap,
+		       snapshot->n_containers, sizeof(*snapshot->containers), 64))
+		return json_out_of_memory(&list->json);
 	entry = &snapshot->containers[snapshot->n_containers++];
 	memcpy(entry->id, id, CONTAINER_ID_HEX);
 	entry->name = name;
@@ -903,15 +884,9 @@ static int read_pod(struct pod_list_reader *list)
 
 	if (snapshot->n_pods == MAX_PODS)
 		return json_fail(r, "more than 10000 pods");
-	if (snapshot->n_pods == snapshot->pods_cap) {
-		size_t cap = snapshot->pods_cap ? snapshot->pods_cap * 2 : 32;
-		struct pod_entry *grown = realloc(snapshot->pods, cap * sizeof(*grown));
-
-		if (!grown)
-			return json_out_of_memory(r);
-		snapshot->pods = grown;
-		snapshot->pods_cap = cap;
-	}
+	if (array_grow((void **)&snapshot->pods, &snapshot->pods_cap, snapshot->n_pods,
+		       sizeof(*snapshot->pods), 32))
+		return json_out_of_memory(r);
 	/* Its containers point at it by index, so the pod is filled in place. */
 	pod = &snapshot->pods[snapshot->n_pods];
 	memset(pod, 0, sizeof(*pod));
@@ -1061,6 +1036,7 @@ struct kube_pods {
 	char *url;
 	char *node_name;
 	char *token_path; /* NULL: send no token */
+	struct secret token; /* the refresh thread's: read again when the file changes */
 	char *ca_path;	  /* NULL: plain http */
 	uint64_t refresh_interval_ms, miss_refresh_gap_ms, miss_settle_ms, request_timeout_ms;
 	size_t max_response_bytes;
@@ -1085,19 +1061,11 @@ struct kube_pods {
 	struct kube_pods_stats stats;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- one request ---- */
 
+/* The answer's body, up to max_response_bytes. */
 struct response {
-	char *data;
-	size_t len, cap, max;
+	struct dynbuf body;
 	bool too_large;
 };
 
@@ -1105,89 +1073,11 @@ static size_t on_body(char *bytes, size_t size, size_t count, void *userdata)
 {
 	struct response *response = userdata;
 	size_t n = size * count;
+	int ret = dynbuf_add(&response->body, bytes, n);
 
-	if (n > response->max - response->len) {
+	if (ret == -EFBIG)
 		response->too_large = true;
-		return 0;
-	}
-	if (response->len + n > response->cap) {
-		size_t cap = response->cap ? response->cap : 64 * 1024;
-		char *grown;
-
-		while (cap < response->len + n)
-			cap *= 2;
-		if (cap > response->max)
-			cap = response->max;
-		grown = realloc(response->data, cap);
-		if (!grown)
-			return 0;
-		response->data = grown;
-		response->cap = cap;
-	}
-	memcpy(response->data + response->len, bytes, n);
-	response->len += n;
-	return n;
-}
-
-/* Reads the token into buf (NUL-terminated, trailing whitespace removed). Messages name the
- * file, never its content. */
-static int read_token(const char *path, char *buf, size_t cap, char *err, size_t err_len)
-{
-	size_t n = 0;
-	int fd, ret = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		snprintf(err, err_len,
-			 "cannot read the service account token %s: %s (is "
-			 "automountServiceAccountToken off for the pod?)",
-			 path, strerror(-ret));
-		return ret;
-	}
-	while (n < cap - 1) {
-		ssize_t got = read(fd, buf + n, cap - 1 - n);
-
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	close(fd);
-	if (ret) {
-		snprintf(err, err_len, "cannot read the service account token %s: %s", path,
-			 strerror(-ret));
-		return ret;
-	}
-	if (n == cap - 1) {
-		snprintf(err, err_len, "the service account token %s is larger than %d bytes", path,
-			 MAX_TOKEN_BYTES);
-		return -EFBIG;
-	}
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-			 buf[n - 1] == '\t'))
-		n--;
-	buf[n] = '\0';
-	if (n == 0) {
-		snprintf(err, err_len, "the service account token %s is empty", path);
-		return -EINVAL;
-	}
-	/* Only what a bearer token can hold: a newline would start another header. */
-	for (size_t i = 0; i < n; i++) {
-		if (buf[i] <= 0x20 || buf[i] >= 0x7f) {
-			snprintf(
-			    err, err_len,
-			    "the service account token %s holds characters a token cannot have",
-			    path);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return ret ? 0 : n;
 }
 
 static const char *http_status_hint(long status)
@@ -1263,15 +1153,16 @@ static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **
 		      long *http_status, char *err, size_t err_len)
 {
 	static const char auth_prefix[] = "Authorization: Bearer ";
-	char *token = NULL, *auth_header = NULL;
+	char *auth_header = NULL;
 	char curl_error[CURL_ERROR_SIZE] = "";
 	struct curl_slist *headers = NULL, *grown;
-	struct response response = {.max = pods->max_response_bytes};
+	struct response response = {.too_large = false};
 	CURLcode code;
 	int ret = 0;
 
 	*out = NULL;
 	*http_status = 0;
+	dynbuf_init(&response.body, pods->max_response_bytes);
 	grown = curl_slist_append(headers, "Accept: application/json");
 	if (!grown) {
 		ret = -ENOMEM;
@@ -1279,18 +1170,23 @@ static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **
 	}
 	headers = grown;
 	if (pods->token_path) {
-		size_t cap = sizeof(auth_prefix) + MAX_TOKEN_BYTES + 1;
+		static const struct secret_rules token_rules = {
+			.what = "the service account token",
+			.max_bytes = MAX_TOKEN_BYTES,
+			.bearer_token = true,
+			.unreadable_hint = " (is automountServiceAccountToken off for the pod?)",
+		};
 
-		auth_header = malloc(cap);
-		if (!auth_header) {
+		ret = pods->token.path ? secret_refresh(&pods->token, err, err_len)
+				       : secret_from_file(&pods->token, &token_rules,
+							  pods->token_path, err, err_len);
+		if (ret)
+			goto out;
+		if (asprintf(&auth_header, "%s%s", auth_prefix, pods->token.value) < 0) {
+			auth_header = NULL;
 			ret = -ENOMEM;
 			goto out_of_memory;
 		}
-		memcpy(auth_header, auth_prefix, sizeof(auth_prefix) - 1);
-		token = auth_header + sizeof(auth_prefix) - 1;
-		ret = read_token(pods->token_path, token, MAX_TOKEN_BYTES + 1, err, err_len);
-		if (ret)
-			goto out;
 		grown = curl_slist_append(headers, auth_header);
 		if (!grown) {
 			ret = -ENOMEM;
@@ -1326,14 +1222,14 @@ static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **
 	} else if (*http_status != 200) {
 		char message[256];
 
-		status_message(response.data, response.len, message, sizeof(message));
+		status_message(response.body.data, response.body.len, message, sizeof(message));
 		snprintf(err, err_len, "GET %s: HTTP %ld%s%s%s", pods->url, *http_status,
 			 message[0] ? ": " : "", message, http_status_hint(*http_status));
 		ret = *http_status == 401 || *http_status == 403 ? -EACCES : -EIO;
 	} else {
 		char reason[224];
 
-		ret = parse_pod_list(response.data ? response.data : "", response.len,
+		ret = parse_pod_list(response.body.data ? response.body.data : "", response.body.len,
 				     pods->node_name, out, reason, sizeof(reason));
 		if (ret == -EBADMSG)
 			snprintf(err, err_len, "GET %s: malformed pod list, refused: %s", pods->url,
@@ -1348,12 +1244,12 @@ out_of_memory:
 out:
 	/* The request libcurl built is its own; this module's copies of the token go now. */
 	if (auth_header)
-		explicit_bzero(auth_header, sizeof(auth_prefix) + MAX_TOKEN_BYTES + 1);
+		explicit_bzero(auth_header, strlen(auth_header));
 	for (struct curl_slist *h = headers; h; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
 	free(auth_header);
 	curl_slist_free_all(headers);
-	free(response.data);
+	dynbuf_free(&response.body);
 	return ret;
 }
 
@@ -1392,7 +1288,7 @@ static void *refresh_thread(void *arg)
 	while (!atomic_load(&pods->stopping)) {
 		struct pod_snapshot *fresh = NULL, *old = NULL;
 		char message[sizeof(pods->stats.last_error)];
-		uint64_t now = now_ms(), due, started;
+		uint64_t now = (uint64_t)monotonic_ms(), due, started;
 		long http_status = 0;
 		int ret;
 
@@ -1562,6 +1458,7 @@ static void free_fields(struct kube_pods *pods)
 	free(pods->url);
 	free(pods->node_name);
 	free(pods->token_path);
+	secret_free(&pods->token);
 	free(pods->ca_path);
 	snapshot_free(pods->snapshot);
 	free(pods);
@@ -1763,7 +1660,7 @@ int kube_pods__lookup(struct kube_pods *pods, const char *container_id, struct k
 		pthread_mutex_unlock(&pods->lock);
 		return *out ? 0 : -ENOMEM;
 	}
-	now = now_ms();
+	now = (uint64_t)monotonic_ms();
 	miss = find_miss(pods, container_id);
 	if (!miss) {
 		miss = &pods->misses[pods->next_miss];

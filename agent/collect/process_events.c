@@ -6,6 +6,7 @@
 #include <bpf/libbpf.h>
 
 #include "process_events.h"
+#include "util/grow.h"
 
 struct process_events {
 	struct ring_buffer *ring;
@@ -22,17 +23,11 @@ static int on_record(void *ctx, void *data, size_t size)
 		events->malformed++;
 		return 0;
 	}
-	if (events->n == events->cap) {
-		/* The batch grows to at most the ring's capacity in records (256 KiB / 24). */
-		size_t cap = events->cap ? events->cap * 2 : 64;
-		struct process_event *batch = realloc(events->batch, cap * sizeof(*batch));
-
-		if (!batch) {
-			events->lost++; /* libbpf consumes the record whatever we return */
-			return 0;
-		}
-		events->batch = batch;
-		events->cap = cap;
+	/* The batch grows to at most the ring's capacity in records (256 KiB / 24). */
+	if (array_grow((void **)&events->batch, &events->cap, events->n, sizeof(*events->batch),
+		       64)) {
+		events->lost++; /* libbpf consumes the record whatever we return */
+		return 0;
 	}
 	memcpy(&events->batch[events->n++], data, sizeof(struct process_event));
 	return 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "process_info.h"
+#include "util/small_file.h"
 
 /* include/linux/sched.h; not exported to user space headers. */
 #define PF_KTHREAD 0x00200000UL
@@ -37,36 +38,6 @@ static int missing_means_gone(int err)
 	return err == -ENOENT || err == -ESRCH ? -ESRCH : err;
 }
 
-/* Reads at most len - 1 bytes of dir_fd/name into buf and NUL-terminates it; *size is the
- * number of bytes read. */
-static int read_small_file(int dir_fd, const char *name, char *buf, size_t len, size_t *size)
-{
-	size_t n = 0;
-	int ret = 0;
-	int fd;
-
-	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	while (n < len - 1) {
-		ssize_t got = read(fd, buf + n, len - 1 - n);
-
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	close(fd);
-	buf[n] = '\0';
-	*size = n;
-	return ret;
-}
-
 /* dir_fd/comm (or an absolute path in name) into comm[len], without its newline. */
 static int read_comm_at(int dir_fd, const char *name, char *comm, size_t len)
 {
@@ -74,7 +45,7 @@ static int read_comm_at(int dir_fd, const char *name, char *comm, size_t len)
 	size_t n;
 	int ret;
 
-	ret = read_small_file(dir_fd, name, buf, sizeof(buf), &n);
+	ret = small_file_read(dir_fd, name, buf, sizeof(buf), &n);
 	if (ret)
 		return missing_means_gone(ret);
 	if (n > 0 && buf[n - 1] == '\n')
@@ -110,7 +81,7 @@ int process_info__read_tgid(pid_t pid, pid_t *tgid)
 	int ret;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	ret = read_small_file(AT_FDCWD, path, buf, sizeof(buf), &n);
+	ret = small_file_read(AT_FDCWD, path, buf, sizeof(buf), &n);
 	if (ret)
 		return missing_means_gone(ret);
 	/* Tgid is the 4th line; the Name line before it is escaped by the kernel. */
@@ -165,7 +136,7 @@ static int read_kernel_thread(int dir_fd, struct process_info *out)
 	size_t n;
 	int ret;
 
-	ret = read_small_file(dir_fd, "stat", buf, sizeof(buf), &n);
+	ret = small_file_read(dir_fd, "stat", buf, sizeof(buf), &n);
 	if (ret)
 		return missing_means_gone(ret);
 	field = strrchr(buf, ')');
@@ -196,7 +167,7 @@ static int read_cgroup(int dir_fd, struct process_info *out)
 	size_t n;
 	int ret;
 
-	ret = read_small_file(dir_fd, "cgroup", buf, sizeof(buf), &n);
+	ret = small_file_read(dir_fd, "cgroup", buf, sizeof(buf), &n);
 	if (ret)
 		return missing_means_gone(ret);
 	if (n == sizeof(buf) - 1) {

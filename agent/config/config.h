@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "collect/target_rules.h"
 #include "symbolize/unwind.h"
 

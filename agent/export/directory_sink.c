@@ -21,13 +21,18 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "export/directory_sink.h"
 #include "export/sink.h"
-#include "fd_write.h"
-#include "error_text.h"
+#include "util/fd_write.h"
+#include "util/error_text.h"
+#include "util/clock.h"
+#include "util/make_dirs.h"
+#include "util/grow.h"
 
 #define DIR_MODE  0750
+#define DIRS_HINT	\
+	"check that its parent is a directory allocscope may write to, or set sinks[].path"
 #define FILE_MODE 0640
 
 /* Longest service directory name; longer service names are cut. */
@@ -190,38 +195,6 @@ static bool parse_profile_name(const char *name, int64_t *stamp, uint32_t *seq)
 }
 
 /* mkdir -p. Returns 0 or -errno with err describing the directory that could not be made. */
-static int make_dirs(const char *path, char *err, size_t err_len)
-{
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, len + 1);
-	for (size_t i = 1; i <= len; i++) {
-		int ret;
-
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		if (buf[i - 1] == '/')
-			continue; /* "//" */
-		buf[i] = '\0';
-		ret = mkdir(buf, DIR_MODE);
-		if (ret && errno != EEXIST) {
-			int saved = errno;
-
-			set_err(err, err_len,
-				"cannot create directory %s: %s (check that its parent is a "
-				"directory allocscope may write to, or set sinks[].path)",
-				buf, strerror(saved));
-			return -saved;
-		}
-		if (i < len)
-			buf[i] = '/';
-	}
-	return 0;
-}
-
 /* Root passes access() whatever the mode, and a read-only mount or a security module can still
  * refuse, so the only trustworthy test is creating a file. */
 static int probe_writable(const char *path, char *err, size_t err_len)
@@ -257,21 +230,13 @@ static const char *full_path(const struct directory_sink *ds, const char *servic
 	return buf;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Logs a failure of the submit path, at most one per FAILURE_LOG_INTERVAL_MS; the next one
  * logged says how many were left unsaid in between (stats.errors counts every one). */
 __attribute__((format(printf, 2, 3))) static void log_failure(struct directory_sink *ds,
 							    const char *fmt, ...)
 {
 	char message[MSG_PATH_MAX + 256];
-	int64_t now = now_ms();
+	int64_t now = monotonic_ms();
 	va_list ap;
 
 	if (now < ds->next_failure_log_ms) {
@@ -322,7 +287,7 @@ static int open_root(struct directory_sink *ds)
 		return ret;
 	}
 	log_warn("profile directory %s disappeared; creating it again", ds->path);
-	ret = make_dirs(ds->path, err, sizeof(err));
+	ret = make_dirs(ds->path, DIR_MODE, "directory", DIRS_HINT, err, sizeof(err));
 	if (ret) {
 		log_failure(ds, "%s", err);
 		return ret;
@@ -524,15 +489,9 @@ static int scan_add_dir(struct retention_scan *scan, const char *name)
 {
 	struct service_dir *dir;
 
-	if (scan->n_dirs == scan->cap_dirs) {
-		size_t cap = scan->cap_dirs ? scan->cap_dirs * 2 : 16;
-		struct service_dir *dirs = realloc(scan->dirs, cap * sizeof(*dirs));
-
-		if (!dirs)
-			return -ENOMEM;
-		scan->dirs = dirs;
-		scan->cap_dirs = cap;
-	}
+	if (array_grow((void **)&scan->dirs, &scan->cap_dirs, scan->n_dirs, sizeof(*scan->dirs),
+		       16))
+		return -ENOMEM;
 	dir = &scan->dirs[scan->n_dirs];
 	dir->name = strdup(name);
 	if (!dir->name)
@@ -545,15 +504,9 @@ static int scan_add_dir(struct retention_scan *scan, const char *name)
 
 static struct profile_file *scan_add_file(struct retention_scan *scan)
 {
-	if (scan->n_files == scan->cap_files) {
-		size_t cap = scan->cap_files ? scan->cap_files * 2 : 256;
-		struct profile_file *files = realloc(scan->files, cap * sizeof(*files));
-
-		if (!files)
-			return NULL;
-		scan->files = files;
-		scan->cap_files = cap;
-	}
+	if (array_grow((void **)&scan->files, &scan->cap_files, scan->n_files, sizeof(*scan->files),
+		       256))
+		return NULL;
 	scan->dirs[scan->n_dirs - 1].count++;
 	return &scan->files[scan->n_files++];
 }
@@ -939,7 +892,7 @@ int directory_sink__new(const struct directory_sink_opts *opts, struct sink **ou
 	while (len > 1 && ds->path[len - 1] == '/')
 		ds->path[--len] = '\0';
 
-	ret = make_dirs(ds->path, err, err_len);
+	ret = make_dirs(ds->path, DIR_MODE, "directory", DIRS_HINT, err, err_len);
 	if (ret)
 		goto fail;
 	if (stat(ds->path, &st)) {

@@ -16,7 +16,8 @@
 #include "build_info.h"
 #include "export/http_client.h"
 #include "export/push_wire.h"
-#include "error_text.h"
+#include "util/error_text.h"
+#include "util/clock.h"
 
 /* Longest Retry-After honoured. */
 #define RETRY_AFTER_MAX_MS (10 * 60 * 1000)
@@ -48,14 +49,6 @@ static bool old_h2c_reuse_bug(void)
 	const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
 
 	return info && info->version_num < 0x080000;
-}
-
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static char *dup_or_null(const char *s)

@@ -31,7 +31,7 @@
 
 #include "export/http_request.h"
 #include "export/metrics_server.h"
-#include "log.h"
+#include "util/log.h"
 
 /* From accept to the last byte of the answer and the client's hang-up. A scrape of a few
  * kilobytes over loopback takes well under a millisecond; this only bounds misbehaving

@@ -29,14 +29,16 @@
 #include <sys/stat.h>
 #include <curl/curl.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "export/http_client.h"
 #include "export/push_sink.h"
 #include "export/push_wire.h"
 #include "export/sink.h"
 #include "export/spool.h"
 #include "profile/protobuf.h"
-#include "error_text.h"
+#include "util/error_text.h"
+#include "util/clock.h"
+#include "util/secret.h"
 
 #define DEFAULT_TIMEOUT_MS	10000
 #define DEFAULT_QUEUE_SIZE	64
@@ -51,14 +53,6 @@
 #define DROP_LOG_INTERVAL_MS	10000
 #define SECRET_MAX		4096
 #define MAX_HEADERS		40
-
-struct secret {
-	char *path;  /* a file, re-read when it changes */
-	char *value; /* NULL until read */
-	struct timespec mtime;
-	ino_t ino;
-	off_t size;
-};
 
 /* One kind of repeated message, logged at most once per interval. */
 struct log_limit {
@@ -112,22 +106,6 @@ struct push_sink {
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t wall_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t random_u64(void)
 {
 	uint64_t v = 0;
@@ -178,139 +156,17 @@ static bool log_limit_allow(struct log_limit *limit, int64_t now, int64_t interv
 
 /* ---- credentials -------------------------------------------------------------------- */
 
-static void secret_clear(struct secret *s)
-{
-	if (s->value) {
-		explicit_bzero(s->value, strlen(s->value));
-		free(s->value);
-		s->value = NULL;
-	}
-}
-
-static void secret_free(struct secret *s)
-{
-	secret_clear(s);
-	free(s->path);
-	s->path = NULL;
-}
-
-/* Trailing blanks and line ends are never part of a password or token: editors and `echo`
- * add them. */
-static char *trimmed_copy(const char *text, size_t len)
-{
-	char *copy;
-
-	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
-		       text[len - 1] == '\t'))
-		len--;
-	copy = malloc(len + 1);
-	if (!copy)
-		return NULL;
-	memcpy(copy, text, len);
-	copy[len] = '\0';
-	return copy;
-}
-
-static bool secret_usable(const char *value)
-{
-	if (!value[0])
-		return false;
-	/* A line break inside would end the header early and start another. */
-	return !strpbrk(value, "\r\n");
-}
-
-/* (Re-)reads a secret file when it changed. Returns 0 or -errno; the value in use stays when
- * the file cannot be read. what names the key in messages. */
-static int secret_refresh(struct secret *s, const char *what, char *err, size_t err_len)
-{
-	char buf[SECRET_MAX + 1];
-	struct stat st;
-	bool has_nul;
-	ssize_t n;
-	char *value;
-	int fd, ret;
-
-	if (!s->path)
-		return 0;
-	fd = open(s->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
-		return ret;
-	}
-	if (fstat(fd, &st)) {
-		ret = -errno;
-		close(fd);
-		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
-		return ret;
-	}
-	if (s->value && st.st_ino == s->ino && st.st_size == s->size &&
-	    st.st_mtim.tv_sec == s->mtime.tv_sec && st.st_mtim.tv_nsec == s->mtime.tv_nsec) {
-		close(fd);
-		return 0;
-	}
-	n = read(fd, buf, sizeof(buf));
-	ret = n < 0 ? -errno : 0;
-	close(fd);
-	if (ret) {
-		set_err(err, err_len, "cannot read %s %s: %s", what, s->path, strerror(-ret));
-		return ret;
-	}
-	if (n > SECRET_MAX) {
-		explicit_bzero(buf, sizeof(buf));
-		set_err(err, err_len, "%s %s is larger than %d bytes: is it the right file?", what,
-			s->path, SECRET_MAX);
-		return -EFBIG;
-	}
-	has_nul = memchr(buf, '\0', (size_t)n) != NULL;
-	value = trimmed_copy(buf, (size_t)n);
-	explicit_bzero(buf, sizeof(buf));
-	if (!value)
-		return -ENOMEM;
-	if (has_nul || !secret_usable(value)) {
-		explicit_bzero(value, strlen(value));
-		free(value);
-		set_err(err, err_len, "%s %s is empty, or holds more than one line or a NUL byte",
-			what, s->path);
-		return -EINVAL;
-	}
-	secret_clear(s);
-	s->value = value;
-	s->ino = st.st_ino;
-	s->size = st.st_size;
-	s->mtime = st.st_mtim;
-	return 0;
-}
-
+/* From the file when one is configured, else from the variable; neither leaves no secret. */
 static int secret_init(struct secret *s, const char *file, const char *env, const char *what_file,
 		       const char *what_env, char *err, size_t err_len)
 {
-	if (file && file[0]) {
-		s->path = strdup(file);
-		if (!s->path)
-			return -ENOMEM;
-		return secret_refresh(s, what_file, err, err_len);
-	}
-	if (env && env[0]) {
-		const char *value = getenv(env);
+	struct secret_rules rules = {.what = what_file, .max_bytes = SECRET_MAX};
 
-		if (!value || !value[0]) {
-			set_err(err, err_len,
-				"%s: the environment variable %s is not set (or empty)", what_env,
-				env);
-			return -ENOENT;
-		}
-		s->value = trimmed_copy(value, strlen(value));
-		if (!s->value)
-			return -ENOMEM;
-		if (!secret_usable(s->value)) {
-			secret_clear(s);
-			set_err(err, err_len,
-				"%s: the environment variable %s holds more than one "
-				"line",
-				what_env, env);
-			return -EINVAL;
-		}
+	if (file && file[0])
+		return secret_from_file(s, &rules, file, err, err_len);
+	if (env && env[0]) {
+		rules.what = what_env;
+		return secret_from_env(s, &rules, env, err, err_len);
 	}
 	return 0;
 }
@@ -361,7 +217,7 @@ static void note_dropped(struct push_sink *ps, uint64_t n, const char *why)
 	if (!n)
 		return;
 	ps->stats.profiles_dropped += n;
-	if (log_limit_allow(&ps->drop_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+	if (log_limit_allow(&ps->drop_log, monotonic_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
 		log_warn("%s: dropped %llu profile%s: %s%s", ps->what, (unsigned long long)n,
 			 n == 1 ? "" : "s", why,
 			 suppressed ? " (more drops since the last message: see "
@@ -378,7 +234,7 @@ static bool spool_written(struct push_sink *ps, struct queued_profile *p, int re
 	if (ret) {
 		uint64_t suppressed;
 
-		if (log_limit_allow(&ps->drop_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+		if (log_limit_allow(&ps->drop_log, monotonic_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
 			log_error("%s: cannot write to the spool in %s: %s", ps->what,
 				  spool__dir(ps->spool), strerror(-ret));
 		return false;
@@ -479,7 +335,7 @@ static int push_sink_submit(struct sink *sink, const struct profile_record *reco
 
 		pthread_mutex_lock(&ps->lock);
 		ps->stats.profiles_rejected++;
-		say = log_limit_allow(&ps->reject_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed);
+		say = log_limit_allow(&ps->reject_log, monotonic_ms(), DROP_LOG_INTERVAL_MS, &suppressed);
 		pthread_mutex_unlock(&ps->lock);
 		if (say)
 			log_error("%s: not pushing the profile of %s: %llu bytes uncompressed is "
@@ -612,8 +468,8 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 			 (unsigned long long)size, (unsigned long long)ps->max_profile_bytes);
 		return;
 	}
-	if (secret_refresh(&ps->password, "password_file", err, sizeof(err)) ||
-	    secret_refresh(&ps->token, "token_file", err, sizeof(err))) {
+	if (secret_refresh(&ps->password, err, sizeof(err)) ||
+	    secret_refresh(&ps->token, err, sizeof(err))) {
 		/* A secret being rotated can be briefly missing: try again later. */
 		if (!ps->password.value && !ps->token.value) {
 			out->verdict = PUSH_RETRY;
@@ -622,7 +478,7 @@ static void deliver(struct push_sink *ps, const struct queued_profile *p, int64_
 		}
 		uint64_t suppressed;
 
-		if (log_limit_allow(&ps->secret_log, now_ms(), FAILURE_LOG_INTERVAL_MS,
+		if (log_limit_allow(&ps->secret_log, monotonic_ms(), FAILURE_LOG_INTERVAL_MS,
 				    &suppressed))
 			log_warn("%s: %s (using the value read before)", ps->what, err);
 	}
@@ -695,7 +551,7 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 	pthread_mutex_lock(&ps->lock);
 	if (ret) {
 		const char *holder = ret == -EWOULDBLOCK ? spool__holder(ps->spool) : NULL;
-		int64_t now = now_ms();
+		int64_t now = monotonic_ms();
 
 		if (!*waiting_since)
 			*waiting_since = now;
@@ -741,7 +597,7 @@ static void take_spool(struct push_sink *ps, int64_t *waiting_since, bool *warne
 static void rescan_spool(struct push_sink *ps, int64_t *rescan_at)
 {
 	uint64_t max_key = 0;
-	int64_t now = now_ms();
+	int64_t now = monotonic_ms();
 	int ret;
 
 	if (!ps->spool_ready || !spool__needs_scan(ps->spool) || now < *rescan_at)
@@ -759,7 +615,7 @@ static void rescan_spool(struct push_sink *ps, int64_t *rescan_at)
 static void wait_until(struct push_sink *ps, int64_t at_ms)
 {
 	struct timespec ts;
-	int64_t delay = at_ms - now_ms();
+	int64_t delay = at_ms - monotonic_ms();
 
 	if (delay <= 0)
 		return;
@@ -776,7 +632,7 @@ static void wait_until(struct push_sink *ps, int64_t at_ms)
 static void log_outcome(struct push_sink *ps, const struct queued_profile *p,
 			const struct outcome *out, int64_t wait_ms)
 {
-	int64_t now = now_ms();
+	int64_t now = monotonic_ms();
 	uint64_t suppressed = 0;
 
 	switch (out->verdict) {
@@ -861,7 +717,7 @@ static bool expired(struct push_sink *ps, const struct queued_profile *p)
 		return false;
 	ps->stats.profiles_expired++;
 	ps->stats.profiles_dropped++;
-	if (log_limit_allow(&ps->expire_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed)) {
+	if (log_limit_allow(&ps->expire_log, monotonic_ms(), DROP_LOG_INTERVAL_MS, &suppressed)) {
 		format_duration(age, sizeof(age), (uint64_t)age_ms);
 		format_duration(limit, sizeof(limit), ps->max_profile_age_ms);
 		log_warn("%s: dropped the profile of %s without sending it: it is %s old, past "
@@ -894,7 +750,7 @@ static bool given_up(struct push_sink *ps, const struct queued_profile *p,
 		return false;
 	ps->stats.profiles_given_up++;
 	ps->stats.profiles_dropped++;
-	if (log_limit_allow(&ps->give_up_log, now_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
+	if (log_limit_allow(&ps->give_up_log, monotonic_ms(), DROP_LOG_INTERVAL_MS, &suppressed))
 		log_error("%s: dropped the profile of %s after the server refused it %u times "
 			  "(max_attempts): %s. A profile above Pyroscope's ingestion burst (2 MiB "
 			  "by default) is refused for ever: lower max_profile_size, or raise the "
@@ -918,7 +774,7 @@ static void *worker_main(void *arg)
 		uint64_t spool_key = 0;
 		bool from_spool = false, have_spool, have_memory;
 		struct outcome out;
-		int64_t now = now_ms(), timeout, wait_ms = 0;
+		int64_t now = monotonic_ms(), timeout, wait_ms = 0;
 		int ret;
 
 		if (ps->spool && !ps->spool_ready) {
@@ -927,7 +783,7 @@ static void *worker_main(void *arg)
 				/* Nothing is sent before the spool's older profiles are known. */
 				if (ps->closing)
 					break;
-				wait_until(ps, now_ms() + SPOOL_LOCK_POLL_MS);
+				wait_until(ps, monotonic_ms() + SPOOL_LOCK_POLL_MS);
 				continue;
 			}
 		}
@@ -937,7 +793,7 @@ static void *worker_main(void *arg)
 			 * above queue_size goes to disk. */
 			if (ps->failing ? ps->current || ps->q_len : ps->q_len > ps->queue_size)
 				spill_to_spool(ps, ps->failing);
-			now = now_ms();
+			now = monotonic_ms();
 		}
 		have_memory = ps->current || ps->q_len;
 		have_spool = ps->spool_ready && spool__oldest(ps->spool, &spool_key);
@@ -974,7 +830,7 @@ static void *worker_main(void *arg)
 					log_warn("%s: cannot read spooled profile %llu: %s",
 						 ps->what, (unsigned long long)spool_key,
 						 strerror(-ret));
-					ps->retry_at_ms = now_ms() + (int64_t)ps->initial_backoff_ms;
+					ps->retry_at_ms = monotonic_ms() + (int64_t)ps->initial_backoff_ms;
 				}
 				continue;
 			}
@@ -988,7 +844,7 @@ static void *worker_main(void *arg)
 			finish_profile(ps, p, from_spool, spool_key, read_back);
 			continue;
 		}
-		now = now_ms();
+		now = monotonic_ms();
 		timeout = (int64_t)ps->timeout_ms;
 		if (ps->closing && ps->deadline_ms - now < timeout)
 			timeout = ps->deadline_ms - now > 0 ? ps->deadline_ms - now : 1;
@@ -996,7 +852,7 @@ static void *worker_main(void *arg)
 		deliver(ps, p, timeout, &out);
 		pthread_mutex_lock(&ps->lock);
 
-		now = now_ms();
+		now = monotonic_ms();
 		switch (out.verdict) {
 		case PUSH_DELIVERED:
 			ps->stats.profiles_written++;
@@ -1064,7 +920,7 @@ static void push_sink_close(struct sink *sink)
 {
 	struct push_sink *ps = (struct push_sink *)sink;
 	uint64_t left = 0, spooled = 0;
-	int64_t started = now_ms();
+	int64_t started = monotonic_ms();
 
 	if (!ps->worker_started)
 		return;

@@ -22,6 +22,7 @@
 
 #include "export/push_wire.h"
 #include "export/spool.h"
+#include "util/hex.h"
 
 static bool has_label(const struct profile_label *labels, size_t n, const char *key)
 {
@@ -251,17 +252,6 @@ static const char *header_value(const char *line, size_t len, const char *name, 
 	return line + start;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Copies text for a log line: non-printable bytes become '?', so a server cannot write
  * escape sequences or new lines into the agent's log. */
 static void copy_printable(char *out, size_t out_len, const char *in, size_t in_len)
@@ -305,10 +295,10 @@ bool push_wire__grpc_header(const char *line, size_t len, int *status, char *msg
 
 		/* Percent-encoded UTF-8 (gRPC over HTTP/2 spec). */
 		for (size_t i = 0; i < value_len && o < sizeof(decoded); i++) {
-			if (value[i] == '%' && i + 2 < value_len && hex_digit(value[i + 1]) >= 0 &&
-			    hex_digit(value[i + 2]) >= 0) {
+			if (value[i] == '%' && i + 2 < value_len && hex_digit_value(value[i + 1]) >= 0 &&
+			    hex_digit_value(value[i + 2]) >= 0) {
 				decoded[o++] =
-				    (char)(hex_digit(value[i + 1]) * 16 + hex_digit(value[i + 2]));
+				    (char)(hex_digit_value(value[i + 1]) * 16 + hex_digit_value(value[i + 2]));
 				i += 2;
 			} else {
 				decoded[o++] = value[i];
@@ -386,7 +376,7 @@ static bool json_string(const char *body, size_t len, size_t *pos, char *out, si
 					int v = 0, ok = 1;
 
 					for (int k = 1; k <= 4; k++) {
-						int d = hex_digit(body[i + k]);
+						int d = hex_digit_value(body[i + k]);
 
 						ok = ok && d >= 0;
 						v = v * 16 + (d > 0 ? d : 0);

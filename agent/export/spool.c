@@ -27,14 +27,18 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "export/spool.h"
-#include "fd_write.h"
-#include "error_text.h"
+#include "util/fd_write.h"
+#include "util/error_text.h"
+#include "util/make_dirs.h"
+#include "util/grow.h"
 
 #define MAGIC	     "ALSCSPL1"
 #define FIXED_HEADER 68
 #define DIR_MODE     0750
+#define DIRS_HINT	\
+	"check that its parent is a directory allocscope may write to, or set sinks[].spool_dir"
 #define FILE_MODE    0640
 #define NAME_PREFIX  "profile-"
 #define NAME_SUFFIX  ".spool"
@@ -310,35 +314,6 @@ int spool__decode(const uint8_t *data, size_t len, struct queued_profile **out)
 
 /* ---- the directory ----------------------------------------------------------------- */
 
-static int make_dirs(const char *path, char *err, size_t err_len)
-{
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, len + 1);
-	for (size_t i = 1; i <= len; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		if (buf[i - 1] == '/')
-			continue;
-		buf[i] = '\0';
-		if (mkdir(buf, DIR_MODE) && errno != EEXIST) {
-			int saved = errno;
-
-			set_err(err, err_len,
-				"cannot create spool directory %s: %s (check that its parent is a "
-				"directory allocscope may write to, or set sinks[].spool_dir)",
-				buf, strerror(saved));
-			return -saved;
-		}
-		if (i < len)
-			buf[i] = '/';
-	}
-	return 0;
-}
-
 static void name_of(uint64_t key, char *buf, size_t len)
 {
 	snprintf(buf, len, NAME_PREFIX "%020llu" NAME_SUFFIX, (unsigned long long)key);
@@ -382,7 +357,7 @@ int spool__open(const char *dir, uint64_t max_bytes, struct spool **out, char *e
 		set_err(err, err_len, "spool directory %.64s... is too long", dir);
 		return -ENAMETOOLONG;
 	}
-	ret = make_dirs(dir, err, err_len);
+	ret = make_dirs(dir, DIR_MODE, "spool directory", DIRS_HINT, err, err_len);
 	if (ret)
 		return ret;
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
@@ -514,15 +489,9 @@ static int index_insert(struct spool *spool, uint64_t key, uint64_t size)
 {
 	size_t at;
 
-	if (spool->n == spool->cap) {
-		size_t cap = spool->cap ? spool->cap * 2 : 64;
-		struct spool_entry *grown = realloc(spool->entries, cap * sizeof(*grown));
-
-		if (!grown)
-			return -ENOMEM;
-		spool->entries = grown;
-		spool->cap = cap;
-	}
+	if (array_grow((void **)&spool->entries, &spool->cap, spool->n, sizeof(*spool->entries),
+		       64))
+		return -ENOMEM;
 	at = lower_bound(spool, key);
 	if (at < spool->n && spool->entries[at].key == key) {
 		spool->bytes -= spool->entries[at].size;
@@ -651,16 +620,10 @@ int spool__scan(struct spool *spool, uint64_t *max_key)
 				continue;
 			size = (uint64_t)st.st_size;
 		}
-		if (spool->n == spool->cap) {
-			size_t cap = spool->cap ? spool->cap * 2 : 64;
-			struct spool_entry *grown = realloc(spool->entries, cap * sizeof(*grown));
-
-			if (!grown) {
-				ret = -ENOMEM;
-				break;
-			}
-			spool->entries = grown;
-			spool->cap = cap;
+		if (array_grow((void **)&spool->entries, &spool->cap, spool->n,
+			       sizeof(*spool->entries), 64)) {
+			ret = -ENOMEM;
+			break;
 		}
 		spool->entries[spool->n++] = (struct spool_entry){key, size};
 		spool->bytes += size;

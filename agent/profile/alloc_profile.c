@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "alloc_profile.h"
-#include "hash.h"
+#include "util/hash.h"
 #include "pprof.h"
 #include "protobuf.h"
 #include "sampling.h"

@@ -5,9 +5,9 @@
  * result with zlib at BestSpeed, as Go's runtime/pprof does. */
 #include "profile/pprof.h"
 #include "profile/protobuf.h"
-#include "hash.h"
-#include "fd_write.h"
-#include "utf8_text.h"
+#include "util/hash.h"
+#include "util/fd_write.h"
+#include "util/utf8_text.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,6 +5,8 @@
  * how the deadline is kept whatever the server does: refuse, accept and never answer, or
  * trickle bytes. Its own DEBUGINFOD_TIMEOUT only bounds stalls, not the whole query. */
 #include "symbolize/debuginfo.h"
+#include "util/clock.h"
+#include "util/grow.h"
 
 #include <elfutils/debuginfod.h>
 #include <errno.h>
@@ -36,14 +38,6 @@ struct debuginfo_client {
 	size_t n_answers, cap_answers;
 	unsigned queries;
 };
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int debuginfo_client__new(const char *urls, unsigned timeout_seconds, struct debuginfo_client **out)
 {
@@ -105,15 +99,9 @@ static int remember(struct debuginfo_client *c, const char *build_id, char *path
 {
 	struct debuginfo_answer *a;
 
-	if (c->n_answers == c->cap_answers) {
-		size_t cap = c->cap_answers ? c->cap_answers * 2 : 16;
-		struct debuginfo_answer *grown = realloc(c->answers, cap * sizeof(*grown));
-
-		if (!grown)
-			return -ENOMEM;
-		c->answers = grown;
-		c->cap_answers = cap;
-	}
+	if (array_grow((void **)&c->answers, &c->cap_answers, c->n_answers, sizeof(*c->answers),
+		       16))
+		return -ENOMEM;
 	a = &c->answers[c->n_answers];
 	a->build_id = strdup(build_id);
 	if (!a->build_id)

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "symbolize/demangle.h"
+#include "util/hex.h"
+#include "util/grow.h"
 
 /* Deeper DIE nesting than this is malformed input, not code: stop rather than recurse. */
 #define MAX_DIE_DEPTH 128
@@ -169,22 +171,6 @@ bool dwarf_lines__has_line_table(const struct dwarf_lines *d)
 	return d && d->has_line_table && !d->unusable;
 }
 
-static char *hex_string(const unsigned char *bytes, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	char *text = malloc(len * 2 + 1);
-	size_t i;
-
-	if (!text)
-		return NULL;
-	for (i = 0; i < len; i++) {
-		text[2 * i] = hex[bytes[i] >> 4];
-		text[2 * i + 1] = hex[bytes[i] & 0xf];
-	}
-	text[2 * len] = '\0';
-	return text;
-}
-
 int dwarf_lines__alt_link(struct dwarf_lines *d, const char **path, const char **build_id)
 {
 	const char *alt_name = NULL;
@@ -197,7 +183,7 @@ int dwarf_lines__alt_link(struct dwarf_lines *d, const char **path, const char *
 	if (id_len <= 0 || !alt_name)
 		return -ENOENT;
 	if (!d->alt_build_id) {
-		d->alt_build_id = hex_string(id, (size_t)id_len);
+		d->alt_build_id = hex_encode(id, (size_t)id_len);
 		if (!d->alt_build_id)
 			return -ENOMEM;
 	}
@@ -273,15 +259,8 @@ static int read_units(struct dwarf_lines *d)
 		cu = next;
 		if (unit_type != DW_UT_compile && unit_type != DW_UT_skeleton)
 			continue;
-		if (d->n_units == cap_units) {
-			size_t cap = cap_units ? cap_units * 2 : 64;
-			struct unit *grown = realloc(d->units, cap * sizeof(*grown));
-
-			if (!grown)
-				return -ENOMEM;
-			d->units = grown;
-			cap_units = cap;
-		}
+		if (array_grow((void **)&d->units, &cap_units, d->n_units, sizeof(*d->units), 64))
+			return -ENOMEM;
 		u = &d->units[d->n_units];
 		memset(u, 0, sizeof(*u));
 		u->line_die = cudie;
@@ -293,16 +272,9 @@ static int read_units(struct dwarf_lines *d)
 		while ((offset = dwarf_ranges(&cudie, offset, &base, &lo, &hi)) > 0) {
 			if (hi <= lo)
 				continue;
-			if (d->n_unit_ranges == cap_ranges) {
-				size_t cap = cap_ranges ? cap_ranges * 2 : 64;
-				struct unit_range *grown =
-				    realloc(d->unit_ranges, cap * sizeof(*grown));
-
-				if (!grown)
-					return -ENOMEM;
-				d->unit_ranges = grown;
-				cap_ranges = cap;
-			}
+			if (array_grow((void **)&d->unit_ranges, &cap_ranges, d->n_unit_ranges,
+				       sizeof(*d->unit_ranges), 64))
+				return -ENOMEM;
 			d->unit_ranges[d->n_unit_ranges++] =
 			    (struct unit_range){.lo = lo, .hi = hi, .unit = d->n_units};
 		}
@@ -314,15 +286,8 @@ static int read_units(struct dwarf_lines *d)
 
 static int push_range(struct unit *u, uint64_t lo, uint64_t hi, uint32_t scope, uint32_t depth)
 {
-	if (u->n_ranges == u->cap_ranges) {
-		size_t cap = u->cap_ranges ? u->cap_ranges * 2 : 64;
-		struct scope_range *grown = realloc(u->ranges, cap * sizeof(*grown));
-
-		if (!grown)
-			return -ENOMEM;
-		u->ranges = grown;
-		u->cap_ranges = cap;
-	}
+	if (array_grow((void **)&u->ranges, &u->cap_ranges, u->n_ranges, sizeof(*u->ranges), 64))
+		return -ENOMEM;
 	u->ranges[u->n_ranges++] =
 	    (struct scope_range){.lo = lo, .hi = hi, .scope = scope, .parent = -1, .depth = depth};
 	return 0;
@@ -340,15 +305,8 @@ static int add_scope(struct unit *u, Dwarf_Die *die, bool inlined, uint32_t dept
 	size_t added = 0;
 	int ret;
 
-	if (u->n_scopes == u->cap_scopes) {
-		size_t cap = u->cap_scopes ? u->cap_scopes * 2 : 32;
-		struct scope *grown = realloc(u->scopes, cap * sizeof(*grown));
-
-		if (!grown)
-			return -ENOMEM;
-		u->scopes = grown;
-		u->cap_scopes = cap;
-	}
+	if (array_grow((void **)&u->scopes, &u->cap_scopes, u->n_scopes, sizeof(*u->scopes), 32))
+		return -ENOMEM;
 	while ((offset = dwarf_ranges(die, offset, &base, &lo, &hi)) > 0) {
 		if (hi <= lo)
 			continue;

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "symbolize/demangle.h"
+#include "util/hex.h"
 
 #ifndef NT_GNU_BUILD_ID
 #define NT_GNU_BUILD_ID 3
@@ -269,7 +270,6 @@ static const unsigned char *note_build_id(Elf_Data *data, size_t *len)
 /* Lowercase hex of the build id in *out (NULL when none). 0 or -ENOMEM. */
 static int image_build_id(const struct elf_image *img, char **out)
 {
-	static const char hex[] = "0123456789abcdef";
 	const unsigned char *desc = NULL;
 	size_t len = 0, i, phnum;
 	Elf_Scn *scn = NULL;
@@ -303,14 +303,9 @@ static int image_build_id(const struct elf_image *img, char **out)
 	if (!desc)
 		return 0;
 
-	text = malloc(len * 2 + 1);
+	text = hex_encode(desc, len);
 	if (!text)
 		return -ENOMEM;
-	for (i = 0; i < len; i++) {
-		text[2 * i] = hex[desc[i] >> 4];
-		text[2 * i + 1] = hex[desc[i] & 0xf];
-	}
-	text[2 * len] = '\0';
 	*out = text;
 	return 0;
 }

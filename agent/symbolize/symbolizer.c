@@ -27,7 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "hash.h"
+#include "util/hash.h"
 #include "symbolize/debuginfo.h"
 #include "symbolize/elf_file.h"
 #include "symbolize/proc_maps.h"

@@ -33,8 +33,9 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "hash.h"
+#include "util/hash.h"
 #include "symbolize/proc_maps.h"
+#include "util/clock.h"
 
 /* x86-64 DWARF register numbers (System V psABI, figure 3.36). */
 #define DWARF_REG_RBX 3
@@ -154,14 +155,6 @@ const char *unwind_mode_name(enum unwind_mode mode)
 		return "dwarf";
 	}
 	return "unknown";
-}
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 /* The 8 bytes at addr, from the stack copy only. */

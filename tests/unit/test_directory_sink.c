@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 
 #include "unit.h"
-#include "log.h"
+#include "util/log.h"
 #include "export/directory_sink.h"
 #include "export/sink.h"
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "unit.h"
-#include "log.h"
+#include "util/log.h"
 #include "collect/kube_pods.h"
 
 #define FIXTURE_DIR "tests/unit/fixtures/kube/"

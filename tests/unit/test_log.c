@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "unit.h"
 
 static void check_escape(const char *in, size_t in_len, const char *expected)

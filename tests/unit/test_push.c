@@ -15,7 +15,7 @@
 #include <zlib.h>
 
 #include "unit.h"
-#include "log.h"
+#include "util/log.h"
 #include "export/push_wire.h"
 #include "export/sink.h"
 #include "export/spool.h"

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 
 #include "unit.h"
-#include "log.h"
+#include "util/log.h"
 #include "export/push_sink.h"
 #include "export/sink.h"
 

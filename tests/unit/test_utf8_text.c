@@ -3,7 +3,7 @@
 #include <stdbool.h>
 
 #include "unit.h"
-#include "utf8_text.h"
+#include "util/utf8_text.h"
 
 static void test_valid_text_is_kept(void)
 {

@@ -2,7 +2,7 @@
  * utf8_text.h): replacement first, so the cut never lands inside the U+FFFD it added. */
 #include <string.h>
 
-#include "utf8_text.h"
+#include "util/utf8_text.h"
 
 size_t utf8__sequence_len(const uint8_t *s, size_t avail)
 {

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "util/log.h"
 
 /* Most messages fit; longer ones are formatted again into a buffer of their own size. */
 #define MESSAGE_STACK_SIZE 1024

@@ -1,0 +1,37 @@
+/* Reading a small file whole (see small_file.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "util/small_file.h"
+
+int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t *len)
+{
+	size_t n = 0;
+	int ret = 0;
+	int fd;
+
+	*len = 0;
+	buf[0] = '\0';
+	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (n < cap - 1) {
+		ssize_t got = read(fd, buf + n, cap - 1 - n);
+
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			/* The kernel answers ESRCH once a task has exited mid-read. */
+			ret = -errno;
+			break;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	close(fd);
+	buf[n] = '\0';
+	*len = n;
+	return ret;
+}

@@ -1,0 +1,15 @@
+/* Reading a small file whole into a caller's buffer: /proc entries (comm, cgroup, status) and
+ * secrets, where read(2) may return less than asked and may be interrupted by a signal. */
+#ifndef ALLOCSCOPE_UTIL_SMALL_FILE_H
+#define ALLOCSCOPE_UTIL_SMALL_FILE_H
+
+#include <stddef.h>
+
+/* Reads at most cap - 1 bytes of dir_fd/name (AT_FDCWD or an absolute name for a plain path)
+ * into buf and NUL-terminates it; *len is the number of bytes read. A file of cap - 1 bytes
+ * or more fills the buffer: *len == cap - 1 is how a caller tells the file may be longer.
+ * Returns 0 or the -errno of open or read (buf then holds what was read before the error).
+ * cap must be at least 1. */
+int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t *len);
+
+#endif
