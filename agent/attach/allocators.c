@@ -26,6 +26,7 @@
 #include "attach/x86_decode.h"
 #include "util/log.h"
 #include "symbolize/elf_file.h"
+#include "elf/mapped_elf.h"
 
 /* Placement and the call scan decode the whole function; a symbol larger than this is probed
  * at its entry and not scanned. */
@@ -398,32 +399,22 @@ static int add_rela_section(Elf *elf, Elf_Scn *scn, const GElf_Shdr *shdr, struc
 	return 0;
 }
 
-/* Read once per file, on the first call through a PLT stub or GOT slot. */
-static int got_names_load(const char *path, struct got_names *g)
+/* Read once per file, on the first call through a PLT stub or GOT slot, from the mapping the
+ * file was parsed from (its path may be gone: a shared file was opened through another
+ * process's /proc/PID/root). */
+static int got_names_load(const struct elf_file *f, struct got_names *g)
 {
+	Elf *elf = mapped_elf__elf(elf_file__mapped(f));
 	Elf_Scn *scn = NULL;
-	Elf *elf;
-	int fd, ret = 0;
+	int ret = 0;
 
 	g->loaded = true;
-	if (elf_version(EV_CURRENT) == EV_NONE)
-		return -EINVAL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (!elf) {
-		close(fd);
-		return -ENOEXEC;
-	}
 	while (ret == 0 && (scn = elf_nextscn(elf, scn)) != NULL) {
 		GElf_Shdr shdr;
 
 		if (gelf_getshdr(scn, &shdr) && shdr.sh_type == SHT_RELA)
 			ret = add_rela_section(elf, scn, &shdr, g);
 	}
-	elf_end(elf);
-	close(fd);
 	if (g->count)
 		qsort(g->slots, g->count, sizeof(*g->slots), compare_slots);
 	return ret;
@@ -434,7 +425,7 @@ static const char *got_name(struct elf_file *f, struct got_names *g, uint64_t sl
 	size_t lo = 0, hi;
 
 	if (!g->loaded) {
-		int ret = got_names_load(elf_file__path(f), g);
+		int ret = got_names_load(f, g);
 
 		if (ret)
 			log_debug("cannot read the relocations of %s: %s", elf_file__path(f),

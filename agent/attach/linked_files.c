@@ -15,22 +15,22 @@
 
 #include "attach/linked_files.h"
 #include "util/log.h"
+#include "elf/mapped_elf.h"
 
 /* PT_INTERP of exe into interp ("" when static). -ENOEXEC when exe is not ELF. */
 static int read_interpreter(const char *exe, char *interp, size_t len)
 {
+	struct mapped_elf *mapped;
 	size_t phnum = 0;
 	Elf *elf;
-	int fd, ret = 0;
+	int ret;
 
 	interp[0] = '\0';
-	if (elf_version(EV_CURRENT) == EV_NONE)
-		return -EINVAL;
-	fd = open(exe, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (!elf || elf_kind(elf) != ELF_K_ELF || elf_getphdrnum(elf, &phnum) != 0) {
+	ret = mapped_elf__open(exe, &mapped);
+	if (ret)
+		return ret;
+	elf = mapped_elf__elf(mapped);
+	if (elf_getphdrnum(elf, &phnum) != 0) {
 		ret = -ENOEXEC;
 		goto out;
 	}
@@ -53,8 +53,7 @@ static int read_interpreter(const char *exe, char *interp, size_t len)
 		break;
 	}
 out:
-	elf_end(elf);
-	close(fd);
+	mapped_elf__put(mapped);
 	return ret;
 }
 

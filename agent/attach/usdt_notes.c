@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "elf/mapped_elf.h"
 
 _Static_assert(offsetof(struct pt_regs, r15) == USDT_REG_R15, "usdt_reg_offset");
 _Static_assert(offsetof(struct pt_regs, rbp) == USDT_REG_BP, "usdt_reg_offset");
@@ -635,27 +636,17 @@ int usdt_notes__read(const char *path, struct usdt_notes **out)
 {
 	struct usdt_notes *notes = NULL;
 	struct elf_view view = {0};
+	struct mapped_elf *mapped;
 	Elf_Scn *scn = NULL;
 	GElf_Shdr shdr;
-	struct stat st;
-	int fd, ret;
+	int ret;
 
 	*out = NULL;
-	if (elf_version(EV_CURRENT) == EV_NONE)
-		return -ENOTSUP;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) != 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = S_ISDIR(st.st_mode) ? -EISDIR : -ENOEXEC;
-		goto out;
-	}
-	view.elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (!view.elf || elf_kind(view.elf) != ELF_K_ELF || !gelf_getehdr(view.elf, &view.ehdr)) {
+	ret = mapped_elf__open(path, &mapped);
+	if (ret)
+		return ret;
+	view.elf = mapped_elf__elf(mapped);
+	if (!gelf_getehdr(view.elf, &view.ehdr)) {
 		ret = -ENOEXEC;
 		goto out;
 	}
@@ -684,9 +675,7 @@ int usdt_notes__read(const char *path, struct usdt_notes **out)
 	ret = 0;
 out:
 	usdt_notes__free(notes);
-	if (view.elf)
-		elf_end(view.elf);
-	close(fd);
+	mapped_elf__put(mapped);
 	return ret;
 }
 

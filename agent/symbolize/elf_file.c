@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "symbolize/demangle.h"
+#include "elf/mapped_elf.h"
 #include "util/hex.h"
 
 #ifndef NT_GNU_BUILD_ID
@@ -28,7 +29,8 @@
 
 /* One opened ELF: the main file or its separate debug file. */
 struct elf_image {
-	Elf *elf; /* NULL when not open */
+	Elf *elf; /* NULL when not open; mapped's */
+	struct mapped_elf *mapped;
 	char *path;
 	size_t shstrndx;
 };
@@ -52,6 +54,10 @@ struct func_candidate {
 enum dwarf_state { DWARF_UNTRIED, DWARF_READY, DWARF_NONE };
 
 struct elf_file {
+	/* Shared: hung on main.mapped, which owns it (and is owned by the opens); private: a
+	 * file opened while an older parse with other debug roots was still held. */
+	bool shared;
+	unsigned roots_generation;
 	struct elf_image main;
 	struct elf_image debug;	  /* found locally; elf NULL when there is none */
 	struct elf_image fetched; /* handed in by elf_file__use_debug_file (debuginfod) */
@@ -85,6 +91,8 @@ struct elf_file {
 static const char *const default_debug_roots[] = {DEFAULT_DEBUG_ROOT, NULL};
 static char **custom_debug_roots;
 static bool custom_debug_roots_set;
+/* Bumped by elf_file__set_debug_roots: a parse made with other roots is not shared again. */
+static unsigned roots_generation;
 
 static const char *const *debug_roots(void)
 {
@@ -113,6 +121,7 @@ int elf_file__set_debug_roots(const char *const *dirs)
 		free_string_array(custom_debug_roots);
 		custom_debug_roots = NULL;
 		custom_debug_roots_set = false;
+		roots_generation++;
 		return 0;
 	}
 	while (dirs[count])
@@ -130,68 +139,40 @@ int elf_file__set_debug_roots(const char *const *dirs)
 	free_string_array(custom_debug_roots);
 	custom_debug_roots = copy;
 	custom_debug_roots_set = true;
+	roots_generation++;
 	return 0;
 }
 
 static void image_close(struct elf_image *img)
 {
-	if (img->elf)
-		elf_end(img->elf);
+	mapped_elf__put(img->mapped);
 	free(img->path);
 	img->elf = NULL;
+	img->mapped = NULL;
 	img->path = NULL;
 }
 
 static int image_open(const char *path, struct elf_image *img)
 {
-	struct stat st;
-	int fd, ret;
+	int ret;
 
 	img->elf = NULL;
 	img->path = NULL;
 	img->shstrndx = SHN_UNDEF;
-
-	if (elf_version(EV_CURRENT) == EV_NONE)
-		return -ENOTSUP;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	/* libelf would call a directory or a device "not ELF"; say what it really is. */
-	if (fstat(fd, &st) != 0) {
-		ret = -errno;
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = S_ISDIR(st.st_mode) ? -EISDIR : -ENOEXEC;
-		goto err;
-	}
+	ret = mapped_elf__open(path, &img->mapped);
+	if (ret)
+		return ret;
 	img->path = strdup(path);
 	if (!img->path) {
-		ret = -ENOMEM;
-		goto err;
+		image_close(img);
+		return -ENOMEM;
 	}
-	img->elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (!img->elf || elf_kind(img->elf) != ELF_K_ELF) {
-		ret = -ENOEXEC;
-		goto err;
-	}
-	/* Pull the whole file in (with READ_MMAP that is the mapping libelf already made) and
-	 * let go of the descriptor: a daemon may hold thousands of files, and the mapping
-	 * keeps a deleted or replaced file readable just as well. */
-	if (elf_cntl(img->elf, ELF_C_FDREAD) != 0) {
-		ret = -EIO;
-		goto err;
-	}
-	close(fd);
+	img->elf = mapped_elf__elf(img->mapped);
 	/* A file without section headers (rare, but legal) has no names to offer; its
 	 * program headers still map addresses, so that is not an error. */
 	if (elf_getshdrstrndx(img->elf, &img->shstrndx) != 0)
 		img->shstrndx = SHN_UNDEF;
 	return 0;
-err:
-	close(fd);
-	image_close(img);
-	return ret;
 }
 
 static Elf_Scn *find_section_by_type(const struct elf_image *img, Elf64_Word type, GElf_Shdr *shdr)
@@ -330,8 +311,8 @@ static size_t sysroot_prefix_len(const char *path)
 
 /* Opens candidate into img when it carries the build id want; with need_content, only when it
  * also has names or DWARF. 0, -errno from opening, -EINVAL when it is another file. */
-static int open_with_build_id(const char *candidate, const char *want, bool need_content,
-			      struct elf_image *img)
+static int open_with_build_id(const struct elf_file *f, const char *candidate, const char *want,
+			      bool need_content, struct elf_image *img)
 {
 	char *candidate_id = NULL;
 	int ret;
@@ -339,6 +320,12 @@ static int open_with_build_id(const char *candidate, const char *want, bool need
 	ret = image_open(candidate, img);
 	if (ret)
 		return ret;
+	/* The file itself under another name: nothing to add, and holding it would keep it
+	 * cached for ever. */
+	if (img->mapped == f->main.mapped) {
+		image_close(img);
+		return -EINVAL;
+	}
 	ret = image_build_id(img, &candidate_id);
 	if (!ret && (!candidate_id || strcmp(candidate_id, want) != 0 ||
 		     (need_content && !image_is_useful_debug_file(img))))
@@ -353,7 +340,7 @@ static int open_with_build_id(const char *candidate, const char *want, bool need
  * DWARF. */
 static bool try_debug_by_build_id(struct elf_file *f, const char *candidate)
 {
-	return open_with_build_id(candidate, f->build_id, true, &f->debug) == 0;
+	return open_with_build_id(f, candidate, f->build_id, true, &f->debug) == 0;
 }
 
 static int find_debug_by_build_id(struct elf_file *f)
@@ -421,7 +408,7 @@ static bool try_debug_by_link(struct elf_file *f, const char *candidate, uint32_
 		return false;
 	if (image_open(candidate, &f->debug) != 0)
 		return false;
-	if (!image_is_useful_debug_file(&f->debug)) {
+	if (f->debug.mapped == f->main.mapped || !image_is_useful_debug_file(&f->debug)) {
 		image_close(&f->debug);
 		return false;
 	}
@@ -488,12 +475,13 @@ static int find_debug_by_link(struct elf_file *f)
 	return -ENOENT;
 }
 
-void elf_file__free(struct elf_file *f)
+/* Frees f and what it holds; main.mapped too unless the cache is the one freeing it. */
+static void destroy(struct elf_file *f, bool put_main)
 {
 	size_t i;
 
-	if (!f)
-		return;
+	if (!put_main)
+		f->main.mapped = NULL;
 	/* DWARF first: it reads from the images. */
 	dwarf_lines__free(f->dwarf);
 	dwarf_lines__free(f->retired_dwarf);
@@ -511,9 +499,24 @@ void elf_file__free(struct elf_file *f)
 	free(f);
 }
 
+static void free_shared(void *parsed)
+{
+	destroy(parsed, false);
+}
+
+void elf_file__free(struct elf_file *f)
+{
+	if (!f)
+		return;
+	if (f->shared)
+		mapped_elf__put(f->main.mapped); /* this open's reference */
+	else
+		destroy(f, true);
+}
+
 int elf_file__open(const char *path, struct elf_file **out)
 {
-	struct elf_file *f;
+	struct elf_file *f, *parsed;
 	size_t i;
 	int ret;
 
@@ -525,6 +528,18 @@ int elf_file__open(const char *path, struct elf_file **out)
 	ret = image_open(path, &f->main);
 	if (ret)
 		goto err;
+	/* Parsed once per file for the whole agent while anyone holds it: attach and
+	 * symbolization share it. */
+	parsed = mapped_elf__parsed(f->main.mapped);
+	if (parsed && parsed->roots_generation == roots_generation) {
+		/* This open's reference now counts for the shared parse. */
+		f->main.mapped = NULL;
+		image_close(&f->main);
+		free(f);
+		*out = parsed;
+		return 0;
+	}
+	f->roots_generation = roots_generation;
 	if (!gelf_getehdr(f->main.elf, &f->ehdr)) {
 		ret = -ENOEXEC;
 		goto err;
@@ -556,6 +571,10 @@ int elf_file__open(const char *path, struct elf_file **out)
 	    find_debug_by_build_id(f) != 0)
 		find_debug_by_link(f);
 
+	if (!parsed) {
+		mapped_elf__set_parsed(f->main.mapped, f, free_shared);
+		f->shared = true;
+	}
 	*out = f;
 	return 0;
 err:
@@ -576,6 +595,11 @@ bool elf_file__is_shared_object(const struct elf_file *f)
 const char *elf_file__path(const struct elf_file *f)
 {
 	return f ? f->main.path : NULL;
+}
+
+struct mapped_elf *elf_file__mapped(const struct elf_file *f)
+{
+	return f->main.mapped;
 }
 
 const char *elf_file__debug_file_path(const struct elf_file *f)
@@ -1041,13 +1065,13 @@ static void find_alt_file(struct elf_file *f)
 				     slash ? dwarf_path : ".", alt_path);
 		}
 		if (n > 0 && (size_t)n < sizeof(candidate) &&
-		    open_with_build_id(candidate, alt_id, false, &f->alt) == 0)
+		    open_with_build_id(f, candidate, alt_id, false, &f->alt) == 0)
 			break;
 		for (i = 0; roots[i] && strlen(alt_id) > 2; i++) {
 			n = snprintf(candidate, sizeof(candidate), "%.*s%s/.build-id/%.2s/%s.debug",
 				     sysroot_len, f->main.path, roots[i], alt_id, alt_id + 2);
 			if (n > 0 && (size_t)n < sizeof(candidate) &&
-			    open_with_build_id(candidate, alt_id, false, &f->alt) == 0)
+			    open_with_build_id(f, candidate, alt_id, false, &f->alt) == 0)
 				break;
 		}
 		if (f->alt.elf)
@@ -1111,7 +1135,7 @@ int elf_file__use_debug_file(struct elf_file *f, const char *path)
 		return ret;
 	if (f->dwarf_state == DWARF_READY || f->fetched.elf)
 		return -EEXIST;
-	ret = open_with_build_id(path, f->build_id, true, &f->fetched);
+	ret = open_with_build_id(f, path, f->build_id, true, &f->fetched);
 	if (ret)
 		return ret;
 	/* Names from its .symtab join the table on the next lookup; earlier answers stay
@@ -1140,7 +1164,7 @@ int elf_file__use_alt_file(struct elf_file *f, const char *path)
 		return -EINVAL;
 	if (!elf_file__missing_alt_build_id(f))
 		return -EEXIST;
-	ret = open_with_build_id(path, f->missing_alt_build_id, false, &f->alt);
+	ret = open_with_build_id(f, path, f->missing_alt_build_id, false, &f->alt);
 	if (ret)
 		return ret;
 	/* Lookups made without it cached what they could not name: start over from a fresh

@@ -1,8 +1,10 @@
 /* One parsed ELF file (libelf): build id, program headers, function symbols, the separate
  * debug file that stripped distribution binaries point to, and source lines with inline frames
  * from its DWARF (libdw, through dwarf_lines). Parsing is the expensive part of symbolization,
- * so a file is opened once and reused for every process that maps it; the attach stage uses
- * the same object to find allocator entry points.
+ * so a file is parsed once per (device, inode, size, mtime) for the whole agent and shared by
+ * every process that maps it and by both stages: the attach stage finds allocator entry points
+ * in the same object the symbolizer names frames with. The file itself is opened and cached
+ * by elf/mapped_elf.h (bounded: files no one holds are evicted beyond MAPPED_ELF_IDLE_MAX).
  *
  * Ownership: every string returned is owned by the elf_file and lives until elf_file__free.
  * Not thread-safe: one elf_file is used by one thread at a time. */
@@ -24,7 +26,8 @@ struct elf_symbol {
 	uint64_t file_offset; /* where vaddr lies in the file: what a uprobe attach wants */
 };
 
-/* Opens and parses path. 0 or -errno: -ENOENT/-EACCES/... from open(), -ENOEXEC when the
+/* Opens and parses path, or returns the object already parsed for the same file (each open
+ * is matched by one elf_file__free). 0 or -errno: -ENOENT/-EACCES/... from open(), -ENOEXEC when the
  * file is not an ELF file (or is truncated beyond use), -EISDIR, -ENOMEM. The file stays
  * mapped (no descriptor is kept) until elf_file__free, so symbols still resolve after the
  * file is deleted or replaced, or its process exits.
@@ -49,8 +52,11 @@ int elf_file__set_debug_roots(const char *const *dirs);
 const char *elf_file__build_id(const struct elf_file *f);
 /* ET_DYN: a PIE executable or a shared library (load address chosen at run time). */
 bool elf_file__is_shared_object(const struct elf_file *f);
-/* The path the file was opened with. */
+/* The path the file was first opened with (a file shared by several processes keeps the
+ * first one's): for messages, not for opening the file again. */
 const char *elf_file__path(const struct elf_file *f);
+/* The mapping the file was parsed from (elf/mapped_elf.h): for reading more of it. */
+struct mapped_elf *elf_file__mapped(const struct elf_file *f);
 /* The separate debug file in use: the one elf_file__use_debug_file accepted, else the one found
  * at open; NULL when none was needed or found. */
 const char *elf_file__debug_file_path(const struct elf_file *f);

@@ -36,6 +36,7 @@
 #include "util/hash.h"
 #include "symbolize/proc_maps.h"
 #include "util/clock.h"
+#include "elf/mapped_elf.h"
 
 /* x86-64 DWARF register numbers (System V psABI, figure 3.36). */
 #define DWARF_REG_RBX 3
@@ -61,7 +62,8 @@ struct cfi_cache_slot {
 struct unwind_file {
 	uint32_t dev_major, dev_minor;
 	uint64_t inode;
-	Elf *elf;	  /* this cache's reference */
+	struct mapped_elf *mapped; /* this cache's reference */
+	Elf *elf;		   /* mapped's */
 	char *path;	  /* as the first process that mapped it names it */
 	uint16_t e_type;  /* ET_EXEC or ET_DYN */
 	GElf_Phdr *loads; /* PT_LOAD segments, in file order */
@@ -459,31 +461,29 @@ static uint64_t modules_signature(const struct proc_maps *maps)
 /* Opens the file e maps as the process sees it, checked by inode. A file replaced since it
  * was mapped (an upgrade: the kernel prints " (deleted)") is reached through
  * /proc/PID/map_files, which names the mapped file itself (root only). -errno. */
-static int open_mapped_file(pid_t pid, const struct proc_map_entry *e)
+static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct mapped_elf **out)
 {
 	char path[PATH_MAX + 32];
-	struct stat st;
-	int fd;
+	int ret;
 
 	if (!e->deleted) {
 		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			if (fstat(fd, &st) == 0 && st.st_ino == e->inode)
-				return fd;
-			close(fd);
+		if (mapped_elf__open(path, out) == 0) {
+			if (mapped_elf__inode(*out) == e->inode)
+				return 0;
+			mapped_elf__put(*out);
 		}
 	}
 	snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)pid, e->start,
 		 e->end);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) != 0 || st.st_ino != e->inode) {
-		close(fd);
+	ret = mapped_elf__open(path, out);
+	if (ret)
+		return ret;
+	if (mapped_elf__inode(*out) != e->inode) {
+		mapped_elf__put(*out);
 		return -ESTALE;
 	}
-	return fd;
+	return 0;
 }
 
 static size_t file_bucket(uint32_t dev_major, uint32_t dev_minor, uint64_t inode)
@@ -495,16 +495,17 @@ static void file_free(struct unwind_file *f)
 {
 	if (!f)
 		return;
-	elf_end(f->elf);
+	mapped_elf__put(f->mapped);
 	free(f->loads);
 	free(f->path);
 	free(f);
 }
 
-/* Reads what reporting needs from an opened ELF file: its type and PT_LOAD segments. libelf
- * maps the whole file, so the descriptor is given up (ELF_C_FDREAD) and closed here.
- * -ENOEXEC for anything but an x86-64 ET_EXEC/ET_DYN with loadable segments, -ENOMEM. */
-static int file_load(int fd, const struct proc_map_entry *e, struct unwind_file **out)
+/* Reads what reporting needs from an opened ELF file: its type and PT_LOAD segments. Takes
+ * over the reference to mapped. -ENOEXEC for anything but an x86-64 ET_EXEC/ET_DYN with
+ * loadable segments, -ENOMEM. */
+static int file_load(struct mapped_elf *mapped, const struct proc_map_entry *e,
+		     struct unwind_file **out)
 {
 	struct unwind_file *f;
 	GElf_Ehdr ehdr;
@@ -513,16 +514,15 @@ static int file_load(int fd, const struct proc_map_entry *e, struct unwind_file 
 
 	f = calloc(1, sizeof(*f));
 	if (!f) {
-		close(fd);
+		mapped_elf__put(mapped);
 		return -ENOMEM;
 	}
-	f->elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (!f->elf || elf_kind(f->elf) != ELF_K_ELF || !gelf_getehdr(f->elf, &ehdr) ||
+	f->mapped = mapped;
+	f->elf = mapped_elf__elf(mapped);
+	if (!gelf_getehdr(f->elf, &ehdr) ||
 	    ehdr.e_machine != EM_X86_64 || (ehdr.e_type != ET_EXEC && ehdr.e_type != ET_DYN) ||
-	    elf_getphdrnum(f->elf, &phnum) != 0 || elf_cntl(f->elf, ELF_C_FDREAD) != 0)
+	    elf_getphdrnum(f->elf, &phnum) != 0)
 		goto fail;
-	close(fd);
-	fd = -1;
 	f->e_type = ehdr.e_type;
 	f->loads = calloc(phnum ? phnum : 1, sizeof(*f->loads));
 	f->path = strdup(e->path);
@@ -552,8 +552,6 @@ static int file_load(int fd, const struct proc_map_entry *e, struct unwind_file 
 	*out = f;
 	return 0;
 fail:
-	if (fd >= 0)
-		close(fd);
 	file_free(f);
 	return ret;
 }
@@ -564,8 +562,8 @@ static struct unwind_file *file_get(struct unwinder *u, pid_t pid, const struct 
 				    int *err)
 {
 	size_t b = file_bucket(e->dev_major, e->dev_minor, e->inode);
+	struct mapped_elf *mapped;
 	struct unwind_file *f;
-	int fd;
 
 	*err = 0;
 	for (f = u->files[b]; f; f = f->next) {
@@ -575,10 +573,9 @@ static struct unwind_file *file_get(struct unwinder *u, pid_t pid, const struct 
 			return f;
 		}
 	}
-	fd = open_mapped_file(pid, e);
-	if (fd < 0)
+	if (open_mapped_file(pid, e, &mapped) != 0)
 		return NULL;
-	*err = file_load(fd, e, &f);
+	*err = file_load(mapped, e, &f);
 	if (*err) {
 		if (*err != -ENOMEM)
 			*err = 0;

@@ -611,6 +611,31 @@ static void test_stripped_with_build_id_tree(void)
 	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
 }
 
+/* One parse per file for the whole agent: the attach stage's open and the symbolizer's of the
+ * same file (here through a second name, as /proc/PID/root paths of two processes give) get
+ * the same object, and it outlives either open alone. */
+static void test_one_parse_per_file(void)
+{
+	char dir[] = "/tmp/allocscope-elfshare-XXXXXX", link_path[PATH_MAX];
+	struct elf_file *attach = NULL, *symbolize = NULL;
+	char path[PATH_MAX];
+	struct elf_symbol sym;
+
+	CHECK(realpath(fixture("target_pie"), path) != NULL);
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(link_path, sizeof(link_path), "%s/target_pie", dir);
+	CHECK(symlink(path, link_path) == 0);
+	CHECK_EQ_U64(elf_file__open(path, &attach), 0);
+	CHECK_EQ_U64(elf_file__open(link_path, &symbolize), 0);
+	CHECK(attach != NULL && attach == symbolize);
+	elf_file__free(attach);
+	/* The other holder still reads it. */
+	CHECK(symbolize && elf_file__find_function(symbolize, "fixture_alpha", &sym) == 0);
+	elf_file__free(symbolize);
+	unlink(link_path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	RUN(test_bad_input);
@@ -627,5 +652,6 @@ int main(void)
 	RUN(test_survives_deletion);
 	RUN(test_stripped_with_debuglink);
 	RUN(test_stripped_with_build_id_tree);
+	RUN(test_one_parse_per_file);
 	return unit_summary("elf_file");
 }

@@ -1,0 +1,105 @@
+/* The agent's one ELF opener (agent/elf/mapped_elf.h): a file opened under two names is one
+ * mapping, a rewritten file is a new one, what is not a regular ELF file is refused without
+ * blocking, and files no one holds are kept only up to MAPPED_ELF_IDLE_MAX. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "elf/mapped_elf.h"
+
+static char dir[] = "/tmp/allocscope-mapped-XXXXXX";
+
+static int copy_self(const char *to)
+{
+	char cmd[PATH_MAX + 64];
+
+	snprintf(cmd, sizeof(cmd), "cp /proc/%d/exe '%s'", (int)getpid(), to);
+	return system(cmd);
+}
+
+static void test_same_file_is_one_mapping(void)
+{
+	char path[PATH_MAX], link_path[PATH_MAX];
+	struct mapped_elf *a = NULL, *b = NULL, *c = NULL;
+	struct mapped_elf_stats before, after;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/one", dir);
+	snprintf(link_path, sizeof(link_path), "%s/one-link", dir);
+	CHECK(copy_self(path) == 0);
+	CHECK(symlink(path, link_path) == 0);
+	mapped_elf__stats(&before);
+	CHECK(mapped_elf__open(path, &a) == 0);
+	CHECK(mapped_elf__open(link_path, &b) == 0);
+	CHECK(a != NULL && a == b);
+	CHECK(a && mapped_elf__elf(a) != NULL);
+	mapped_elf__stats(&after);
+	CHECK_EQ_U64(after.hits - before.hits, 1);
+	mapped_elf__put(a);
+	mapped_elf__put(b);
+	/* Rewritten in place (another size): the old mapping is not served for it. */
+	CHECK(truncate(path, 8192) == 0);
+	ret = mapped_elf__open(path, &c);
+	CHECK(ret == 0 ? c != a : ret == -ENOEXEC);
+	mapped_elf__put(c);
+	unlink(link_path);
+	unlink(path);
+}
+
+static void test_refusals(void)
+{
+	char fifo[PATH_MAX], text[PATH_MAX];
+	struct mapped_elf *m = NULL;
+	int fd;
+
+	CHECK(mapped_elf__open(dir, &m) == -EISDIR && m == NULL);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	CHECK(mkfifo(fifo, 0600) == 0);
+	/* No writer: an open without O_NONBLOCK would never return. */
+	CHECK(mapped_elf__open(fifo, &m) == -ENOEXEC && m == NULL);
+	snprintf(text, sizeof(text), "%s/text", dir);
+	fd = open(text, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0 && write(fd, "not elf\n", 8) == 8);
+	close(fd);
+	CHECK(mapped_elf__open(text, &m) == -ENOEXEC && m == NULL);
+	CHECK(mapped_elf__open("/nonexistent/lib.so", &m) == -ENOENT && m == NULL);
+	unlink(fifo);
+	unlink(text);
+}
+
+static void test_idle_files_are_bounded(void)
+{
+	struct mapped_elf_stats before, after;
+	char path[PATH_MAX];
+	int n = MAPPED_ELF_IDLE_MAX + 6;
+
+	mapped_elf__stats(&before);
+	for (int i = 0; i < n; i++) {
+		struct mapped_elf *m = NULL;
+
+		snprintf(path, sizeof(path), "%s/copy-%d", dir, i);
+		CHECK(copy_self(path) == 0);
+		CHECK(mapped_elf__open(path, &m) == 0);
+		mapped_elf__put(m);
+		unlink(path);
+	}
+	mapped_elf__stats(&after);
+	CHECK(after.idle <= MAPPED_ELF_IDLE_MAX);
+	CHECK(after.evicted - before.evicted >= 6);
+	CHECK_EQ_U64(after.live, before.live);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir))
+		return 1;
+	RUN(test_same_file_is_one_mapping);
+	RUN(test_refusals);
+	RUN(test_idle_files_are_bounded);
+	rmdir(dir);
+	return unit_summary("mapped_elf");
+}
