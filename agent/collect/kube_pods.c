@@ -1,6 +1,6 @@
 /* A cache of this node's pods from the Kubernetes API, keyed by container id.
  *
- * One thread owns the libcurl handle and does every request; lookups only take the lock, find
+ * One thread owns the HTTP getter (export/http_client.h) and does every request; lookups only take the lock, find
  * the id in the current snapshot (a sorted array) and copy the answer out, so a slow or absent
  * API server never stalls the agent. A refresh builds a whole new snapshot and swaps it in
  * only when the answer was complete and well formed: a failed refresh changes nothing but the
@@ -12,9 +12,9 @@
  * holds is bounded: the answer's size, nesting, the length of a kept string, pods, containers
  * and labels per pod. Anything else is refused with the byte offset where reading stopped.
  *
- * The service account token is read from its file before every request (the kubelet rotates
- * projected tokens), sent only in the Authorization header, never logged, and wiped from this
- * module's buffers after each request. */
+ * The service account token is checked before every request and read again when its file
+ * changed (the kubelet rotates projected tokens: util/secret.h), sent only in the
+ * Authorization header, never logged, and wiped from every copy when it is let go. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,9 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "collect/kube_pods.h"
+#include "export/http_client.h"
 #include "util/log.h"
 #include "util/hex.h"
 #include "util/clock.h"
@@ -1042,9 +1041,9 @@ struct kube_pods {
 	size_t max_response_bytes;
 
 	pthread_t thread;
-	/* The refresh thread's multi handle: kube_pods__free wakes it with curl_multi_wakeup
-	 * (safe from any thread) to abandon a request in flight at once. */
-	CURLM *multi;
+	/* The refresh thread's: kube_pods__free cancels it (safe from any thread) to abandon a
+	 * request in flight at once. */
+	struct http_getter *http;
 	atomic_bool stopping;
 
 	pthread_mutex_t lock;
@@ -1063,23 +1062,6 @@ struct kube_pods {
 
 /* ---- one request ---- */
 
-/* The answer's body, up to max_response_bytes. */
-struct response {
-	struct dynbuf body;
-	bool too_large;
-};
-
-static size_t on_body(char *bytes, size_t size, size_t count, void *userdata)
-{
-	struct response *response = userdata;
-	size_t n = size * count;
-	int ret = dynbuf_add(&response->body, bytes, n);
-
-	if (ret == -EFBIG)
-		response->too_large = true;
-	return ret ? 0 : n;
-}
-
 static const char *http_status_hint(long status)
 {
 	switch (status) {
@@ -1096,79 +1078,30 @@ static const char *http_status_hint(long status)
 	}
 }
 
-static const char *curl_error_hint(CURLcode code)
+static const char *failure_hint(enum http_get_failure failure)
 {
-	switch (code) {
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_OPERATION_TIMEDOUT:
+	switch (failure) {
+	case HTTP_GET_UNREACHABLE:
 		return " (is the API server reachable from the pod? check kubernetes.api_server "
 		       "and network policies)";
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
+	case HTTP_GET_TLS_VERIFY:
 		return " (check the service account's ca.crt)";
 	default:
 		return "";
 	}
 }
 
-/* Runs one transfer on the thread's multi handle (which keeps the connection for the next
- * one) until it ends or the cache is being freed. */
-static CURLcode perform(struct kube_pods *pods, CURL *curl)
-{
-	CURLcode result = CURLE_OK;
-	int running = 1;
-	CURLMsg *message;
-	int queued;
-
-	if (curl_multi_add_handle(pods->multi, curl) != CURLM_OK)
-		return CURLE_OUT_OF_MEMORY;
-	while (running && !atomic_load(&pods->stopping)) {
-		if (curl_multi_perform(pods->multi, &running) != CURLM_OK) {
-			result = CURLE_RECV_ERROR;
-			break;
-		}
-		if (running && curl_multi_poll(pods->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
-			result = CURLE_RECV_ERROR;
-			break;
-		}
-	}
-	if (atomic_load(&pods->stopping)) {
-		result = CURLE_ABORTED_BY_CALLBACK;
-	} else {
-		message = curl_multi_info_read(pods->multi, &queued);
-		while (message) {
-			if (message->msg == CURLMSG_DONE && message->easy_handle == curl)
-				result = message->data.result;
-			message = curl_multi_info_read(pods->multi, &queued);
-		}
-	}
-	curl_multi_remove_handle(pods->multi, curl);
-	return result;
-}
-
 /* Lists the pods once. Returns 0 with a new snapshot, or a negative errno with a message in
  * err; *http_status is the answer's status (0 without one). */
-static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **out,
-		      long *http_status, char *err, size_t err_len)
+static int fetch_pods(struct kube_pods *pods, struct pod_snapshot **out, long *http_status,
+		      char *err, size_t err_len)
 {
-	static const char auth_prefix[] = "Authorization: Bearer ";
-	char *auth_header = NULL;
-	char curl_error[CURL_ERROR_SIZE] = "";
-	struct curl_slist *headers = NULL, *grown;
-	struct response response = {.too_large = false};
-	CURLcode code;
-	int ret = 0;
+	static const char *const headers[] = {"Accept: application/json", NULL};
+	struct http_get_result answer;
+	int ret;
 
 	*out = NULL;
 	*http_status = 0;
-	dynbuf_init(&response.body, pods->max_response_bytes);
-	grown = curl_slist_append(headers, "Accept: application/json");
-	if (!grown) {
-		ret = -ENOMEM;
-		goto out_of_memory;
-	}
-	headers = grown;
 	if (pods->token_path) {
 		static const struct secret_rules token_rules = {
 			.what = "the service account token",
@@ -1181,55 +1114,33 @@ static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **
 				       : secret_from_file(&pods->token, &token_rules,
 							  pods->token_path, err, err_len);
 		if (ret)
-			goto out;
-		if (asprintf(&auth_header, "%s%s", auth_prefix, pods->token.value) < 0) {
-			auth_header = NULL;
-			ret = -ENOMEM;
-			goto out_of_memory;
-		}
-		grown = curl_slist_append(headers, auth_header);
-		if (!grown) {
-			ret = -ENOMEM;
-			goto out_of_memory;
-		}
-		headers = grown;
+			return ret;
 	}
-
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_error);
-	code = perform(pods, curl);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, http_status);
-
-	if (response.too_large) {
+	ret = http_getter__get(pods->http, pods->url, headers,
+			       pods->token_path ? pods->token.value : NULL, &answer);
+	*http_status = answer.status;
+	if (ret == -EFBIG) {
 		snprintf(err, err_len, "GET %s: the answer is larger than %zu bytes", pods->url,
 			 pods->max_response_bytes);
-		ret = -EFBIG;
-	} else if (code == CURLE_ABORTED_BY_CALLBACK || atomic_load(&pods->stopping)) {
+	} else if (ret == -ECANCELED || atomic_load(&pods->stopping)) {
 		snprintf(err, err_len, "GET %s: abandoned: the agent is stopping", pods->url);
 		ret = -ECANCELED;
-	} else if (code == CURLE_WRITE_ERROR) {
-		ret = -ENOMEM;
-		goto out_of_memory;
-	} else if (code != CURLE_OK) {
-		snprintf(err, err_len, "GET %s: %s%s", pods->url,
-			 curl_error[0] ? curl_error : curl_easy_strerror(code),
-			 curl_error_hint(code));
-		ret = -EIO;
-	} else if (*http_status != 200) {
+	} else if (ret == -ENOMEM) {
+		snprintf(err, err_len, "GET %s: out of memory", pods->url);
+	} else if (ret) {
+		snprintf(err, err_len, "GET %s: %s%s", pods->url, answer.error,
+			 failure_hint(answer.failure));
+	} else if (answer.status != 200) {
 		char message[256];
 
-		status_message(response.body.data, response.body.len, message, sizeof(message));
-		snprintf(err, err_len, "GET %s: HTTP %ld%s%s%s", pods->url, *http_status,
-			 message[0] ? ": " : "", message, http_status_hint(*http_status));
-		ret = *http_status == 401 || *http_status == 403 ? -EACCES : -EIO;
+		status_message(answer.body.data, answer.body.len, message, sizeof(message));
+		snprintf(err, err_len, "GET %s: HTTP %ld%s%s%s", pods->url, answer.status,
+			 message[0] ? ": " : "", message, http_status_hint(answer.status));
+		ret = answer.status == 401 || answer.status == 403 ? -EACCES : -EIO;
 	} else {
 		char reason[224];
 
-		ret = parse_pod_list(response.body.data ? response.body.data : "", response.body.len,
+		ret = parse_pod_list(answer.body.data ? answer.body.data : "", answer.body.len,
 				     pods->node_name, out, reason, sizeof(reason));
 		if (ret == -EBADMSG)
 			snprintf(err, err_len, "GET %s: malformed pod list, refused: %s", pods->url,
@@ -1237,19 +1148,7 @@ static int fetch_pods(struct kube_pods *pods, CURL *curl, struct pod_snapshot **
 		else if (ret)
 			snprintf(err, err_len, "GET %s: %s", pods->url, reason);
 	}
-	goto out;
-
-out_of_memory:
-	snprintf(err, err_len, "GET %s: out of memory", pods->url);
-out:
-	/* The request libcurl built is its own; this module's copies of the token go now. */
-	if (auth_header)
-		explicit_bzero(auth_header, strlen(auth_header));
-	for (struct curl_slist *h = headers; h; h = h->next)
-		explicit_bzero(h->data, strlen(h->data));
-	free(auth_header);
-	curl_slist_free_all(headers);
-	dynbuf_free(&response.body);
+	dynbuf_free(&answer.body);
 	return ret;
 }
 
@@ -1261,28 +1160,9 @@ static void timespec_at_ms(uint64_t ms, struct timespec *ts)
 	ts->tv_nsec = (long)(ms % 1000) * 1000000L;
 }
 
-static CURL *new_curl_handle(struct kube_pods *pods)
-{
-	CURL *curl = curl_easy_init();
-
-	if (!curl)
-		return NULL;
-	curl_easy_setopt(curl, CURLOPT_URL, pods->url);
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)pods->request_timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_USERAGENT, "allocscope");
-	/* The API server compresses large lists when asked. */
-	curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
-	if (pods->ca_path)
-		curl_easy_setopt(curl, CURLOPT_CAINFO, pods->ca_path);
-	return curl;
-}
-
 static void *refresh_thread(void *arg)
 {
 	struct kube_pods *pods = arg;
-	CURL *curl = new_curl_handle(pods);
 
 	pthread_mutex_lock(&pods->lock);
 	while (!atomic_load(&pods->stopping)) {
@@ -1312,13 +1192,7 @@ static void *refresh_thread(void *arg)
 		pods->last_attempt_ms = started = now;
 		pthread_mutex_unlock(&pods->lock);
 
-		if (curl) {
-			ret =
-			    fetch_pods(pods, curl, &fresh, &http_status, message, sizeof(message));
-		} else {
-			snprintf(message, sizeof(message), "cannot start libcurl");
-			ret = -ENOMEM;
-		}
+		ret = fetch_pods(pods, &fresh, &http_status, message, sizeof(message));
 
 		pthread_mutex_lock(&pods->lock);
 		pods->stats.last_http_status = http_status;
@@ -1352,8 +1226,6 @@ static void *refresh_thread(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&pods->lock);
-	if (curl)
-		curl_easy_cleanup(curl);
 	return NULL;
 }
 
@@ -1469,6 +1341,7 @@ int kube_pods__new(const struct kube_pods_options *options, struct kube_pods **o
 {
 	struct kube_pods *pods;
 	pthread_condattr_t cond_attr;
+	struct http_getter_opts http_opts;
 	char *api_server = NULL;
 	const char *token_path, *ca_path;
 	size_t url_len;
@@ -1534,15 +1407,10 @@ int kube_pods__new(const struct kube_pods_options *options, struct kube_pods **o
 		return -ENOMEM;
 	}
 
-	/* Reference-counted by libcurl, so other users of it in the agent are not disturbed. */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		free_fields(pods);
-		snprintf(err, err_len, "kubernetes: cannot initialise libcurl");
-		return -ENOMEM;
-	}
-	pods->multi = curl_multi_init();
-	if (!pods->multi) {
-		curl_global_cleanup();
+	http_opts.ca_file = pods->ca_path;
+	http_opts.timeout_ms = (int64_t)pods->request_timeout_ms;
+	http_opts.max_body_bytes = pods->max_response_bytes;
+	if (http_getter__new(&http_opts, &pods->http) != 0) {
 		free_fields(pods);
 		snprintf(err, err_len, "kubernetes: cannot initialise libcurl");
 		return -ENOMEM;
@@ -1559,8 +1427,7 @@ int kube_pods__new(const struct kube_pods_options *options, struct kube_pods **o
 			 strerror(-ret));
 		pthread_cond_destroy(&pods->wake);
 		pthread_mutex_destroy(&pods->lock);
-		curl_multi_cleanup(pods->multi);
-		curl_global_cleanup();
+		http_getter__free(pods->http);
 		free_fields(pods);
 		return ret;
 	}
@@ -1576,12 +1443,11 @@ void kube_pods__free(struct kube_pods *pods)
 	atomic_store(&pods->stopping, true);
 	pthread_cond_broadcast(&pods->wake);
 	pthread_mutex_unlock(&pods->lock);
-	curl_multi_wakeup(pods->multi);
+	http_getter__cancel(pods->http);
 	pthread_join(pods->thread, NULL);
 	pthread_cond_destroy(&pods->wake);
 	pthread_mutex_destroy(&pods->lock);
-	curl_multi_cleanup(pods->multi);
-	curl_global_cleanup();
+	http_getter__free(pods->http);
 	free_fields(pods);
 }
 

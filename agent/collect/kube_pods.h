@@ -4,8 +4,9 @@
  *
  *   GET {api}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}&resourceVersion=0
  *
- * made with libcurl by a thread of its own, with the pod's service account token (re-read
- * before every request: projected tokens rotate) and its CA. Lookups never wait for the
+ * made through export/http_client's GET by a thread of its own, with the pod's service
+ * account token (checked before every request and re-read when it changed: projected tokens
+ * rotate) and its CA. Lookups never wait for the
  * network: an id the cache does not know yet asks for a refresh and answers -EAGAIN; the
  * refresh fills it in. The cache is also refreshed on an interval. A failed refresh (HTTP
  * 401/403, no connection, a malformed or oversized answer) keeps the previous cache, is

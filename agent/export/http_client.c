@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,4 +374,198 @@ int http_client__post(struct http_client *c, const struct http_request *req,
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
 	curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &resp->http_version);
 	return 0;
+}
+
+/* ---- GET ---------------------------------------------------------------------------- */
+
+/* The transfer runs on a multi handle of its own, polled a second at a time, so that
+ * http_getter__cancel can end it from another thread with curl_multi_wakeup. The easy handle
+ * stays, and with it the connection, between GETs. */
+struct http_getter {
+	CURLM *multi;
+	CURL *curl;
+	size_t max_body_bytes;
+	atomic_bool cancelled;
+};
+
+struct get_transfer {
+	struct http_get_result *result;
+	bool too_large;
+};
+
+static size_t on_get_body(char *bytes, size_t size, size_t count, void *arg)
+{
+	struct get_transfer *t = arg;
+	size_t n = size * count;
+	int ret = dynbuf_add(&t->result->body, bytes, n);
+
+	if (ret == -EFBIG)
+		t->too_large = true;
+	return ret ? 0 : n;
+}
+
+void http_getter__free(struct http_getter *g)
+{
+	if (!g)
+		return;
+	if (g->curl)
+		curl_easy_cleanup(g->curl);
+	if (g->multi)
+		curl_multi_cleanup(g->multi);
+	free(g);
+}
+
+int http_getter__new(const struct http_getter_opts *opts, struct http_getter **out)
+{
+	struct http_getter *g;
+
+	*out = NULL;
+	pthread_once(&global_once, global_init);
+	if (global_result != CURLE_OK)
+		return -ENOMEM;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	atomic_init(&g->cancelled, false);
+	g->max_body_bytes = opts->max_body_bytes;
+	g->multi = curl_multi_init();
+	g->curl = curl_easy_init();
+	if (!g->multi || !g->curl) {
+		http_getter__free(g);
+		return -ENOMEM;
+	}
+	curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(g->curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)opts->timeout_ms);
+	curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "allocscope");
+	/* The API server compresses large lists when asked. */
+	curl_easy_setopt(g->curl, CURLOPT_ACCEPT_ENCODING, "");
+	if (opts->ca_file)
+		curl_easy_setopt(g->curl, CURLOPT_CAINFO, opts->ca_file);
+	*out = g;
+	return 0;
+}
+
+void http_getter__cancel(struct http_getter *g)
+{
+	atomic_store(&g->cancelled, true);
+	curl_multi_wakeup(g->multi);
+}
+
+/* Runs the transfer until it ends or the getter is cancelled. */
+static CURLcode get_perform(struct http_getter *g)
+{
+	CURLcode result = CURLE_OK;
+	int running = 1, queued;
+	CURLMsg *message;
+
+	if (curl_multi_add_handle(g->multi, g->curl) != CURLM_OK)
+		return CURLE_OUT_OF_MEMORY;
+	while (running && !atomic_load(&g->cancelled)) {
+		if (curl_multi_perform(g->multi, &running) != CURLM_OK) {
+			result = CURLE_RECV_ERROR;
+			break;
+		}
+		if (running && curl_multi_poll(g->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+			result = CURLE_RECV_ERROR;
+			break;
+		}
+	}
+	if (atomic_load(&g->cancelled)) {
+		result = CURLE_ABORTED_BY_CALLBACK;
+	} else {
+		message = curl_multi_info_read(g->multi, &queued);
+		while (message) {
+			if (message->msg == CURLMSG_DONE && message->easy_handle == g->curl)
+				result = message->data.result;
+			message = curl_multi_info_read(g->multi, &queued);
+		}
+	}
+	curl_multi_remove_handle(g->multi, g->curl);
+	return result;
+}
+
+static enum http_get_failure failure_of(CURLcode code)
+{
+	switch (code) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+		return HTTP_GET_UNREACHABLE;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		return HTTP_GET_TLS_VERIFY;
+	default:
+		return HTTP_GET_OTHER;
+	}
+}
+
+int http_getter__get(struct http_getter *g, const char *url, const char *const *headers,
+		     const char *bearer_token, struct http_get_result *result)
+{
+	char curl_error[CURL_ERROR_SIZE] = "";
+	struct get_transfer t = {.result = result};
+	struct curl_slist *list = NULL, *grown;
+	char *auth = NULL;
+	CURLcode code;
+	int ret = 0;
+
+	memset(result, 0, sizeof(*result));
+	dynbuf_init(&result->body, g->max_body_bytes);
+	if (atomic_load(&g->cancelled))
+		return -ECANCELED;
+	for (size_t i = 0; headers && headers[i]; i++) {
+		grown = curl_slist_append(list, headers[i]);
+		if (!grown) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		list = grown;
+	}
+	if (bearer_token) {
+		if (asprintf(&auth, "Authorization: Bearer %s", bearer_token) < 0) {
+			auth = NULL;
+			ret = -ENOMEM;
+			goto out;
+		}
+		grown = curl_slist_append(list, auth);
+		if (!grown) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		list = grown;
+	}
+	curl_easy_setopt(g->curl, CURLOPT_URL, url);
+	curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_get_body);
+	curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, &t);
+	curl_easy_setopt(g->curl, CURLOPT_ERRORBUFFER, curl_error);
+	code = get_perform(g);
+	curl_easy_setopt(g->curl, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_getinfo(g->curl, CURLINFO_RESPONSE_CODE, &result->status);
+
+	if (t.too_large) {
+		ret = -EFBIG;
+	} else if (code == CURLE_ABORTED_BY_CALLBACK || atomic_load(&g->cancelled)) {
+		ret = -ECANCELED;
+	} else if (code == CURLE_WRITE_ERROR || code == CURLE_OUT_OF_MEMORY) {
+		ret = -ENOMEM;
+	} else if (code != CURLE_OK) {
+		snprintf(result->error, sizeof(result->error), "%s",
+			 curl_error[0] ? curl_error : curl_easy_strerror(code));
+		result->failure = failure_of(code);
+		ret = -EIO;
+	}
+out:
+	/* The request libcurl built is its own; this module's copies of the token go now. */
+	if (auth) {
+		explicit_bzero(auth, strlen(auth));
+		free(auth);
+	}
+	for (struct curl_slist *h = list; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(list);
+	return ret;
 }

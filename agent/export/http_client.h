@@ -1,8 +1,11 @@
-/* One HTTP endpoint over libcurl, for the push sinks' worker threads: a POST at a time on a
+/* HTTP over libcurl. http_client: one endpoint for the push sinks' worker threads: a POST at a time on a
  * kept-alive connection, with the TLS settings of the sink, HTTP/2 when gRPC needs it
  * (cleartext with prior knowledge for http://, ALPN for https://), and the parts of the
  * response the sinks act on: status, grpc-status and grpc-message (from headers or trailers),
  * Retry-After and the start of the body for error messages.
+ *
+ * http_getter: whole documents by GET (the Kubernetes API's pod list), bounded in size and
+ * cancellable from another thread.
  *
  * Nothing here logs; the caller decides what to say. Header values, credentials included,
  * are never copied into errors or responses. One client belongs to one thread at a time. */
@@ -13,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "util/grow.h"
 
 struct http_client_opts {
 	const char *url;       /* http:// or https://, optional path prefix, no query */
@@ -67,5 +72,46 @@ struct http_response {
  * response->error set when none did. */
 int http_client__post(struct http_client *client, const struct http_request *request,
 		      struct http_response *response);
+
+/* ---- GET ---------------------------------------------------------------------------- */
+
+struct http_getter_opts {
+	const char *ca_file;	/* https: NULL for the system's CAs */
+	int64_t timeout_ms;	/* one whole request */
+	size_t max_body_bytes;	/* a longer answer fails with -EFBIG */
+};
+
+/* What kept a GET from getting an answer, for the caller's hint. */
+enum http_get_failure {
+	HTTP_GET_NO_FAILURE,
+	HTTP_GET_UNREACHABLE, /* name not resolved, connection refused, timed out */
+	HTTP_GET_TLS_VERIFY,  /* the server's certificate, or the CA file */
+	HTTP_GET_OTHER,
+};
+
+struct http_get_result {
+	long status;	      /* 0: no HTTP answer */
+	struct dynbuf body;   /* the answer (decompressed), NUL-terminated; free with dynbuf_free,
+				 whatever the return */
+	char error[256];      /* with -EIO: what libcurl said */
+	enum http_get_failure failure;
+};
+
+struct http_getter;
+
+/* One connection kept alive between GETs, for one thread. 0 or -ENOMEM. */
+int http_getter__new(const struct http_getter_opts *opts, struct http_getter **out);
+/* Accepts NULL. */
+void http_getter__free(struct http_getter *getter);
+/* Thread-safe: a GET in flight returns -ECANCELED at once, and so does every later one. */
+void http_getter__cancel(struct http_getter *getter);
+/* GETs url (http or https; a query is fine) with the "Name: value" lines of headers
+ * (NULL-terminated, or NULL) and, when non-NULL, "Authorization: Bearer <bearer_token>"
+ * (this module's copy of it is wiped). Redirects are not followed (credentials would go
+ * along); compressed answers are accepted. Returns 0 when an HTTP answer came, whatever its
+ * status; -EFBIG past max_body_bytes, -ECANCELED, -ENOMEM, or -EIO with result->error and
+ * result->failure. result->body is set up in every case. */
+int http_getter__get(struct http_getter *getter, const char *url, const char *const *headers,
+		     const char *bearer_token, struct http_get_result *result);
 
 #endif
