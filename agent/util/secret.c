@@ -11,6 +11,7 @@
 
 #include "util/error_text.h"
 #include "util/secret.h"
+#include "util/small_file.h"
 
 static void wipe_free(char *value)
 {
@@ -66,7 +67,8 @@ void secret_free(struct secret *s)
 int secret_refresh(struct secret *s, char *err, size_t err_len)
 {
 	const struct secret_rules *rules = &s->rules;
-	size_t cap = rules->max_bytes + 1, n = 0, len;
+	/* One byte more than allowed tells a file that is too large; one more for the NUL. */
+	size_t cap = rules->max_bytes + 2, n = 0, len = 0;
 	struct stat st;
 	char *buf, *value;
 	int fd, ret = 0;
@@ -98,19 +100,7 @@ int secret_refresh(struct secret *s, char *err, size_t err_len)
 		close(fd);
 		return -ENOMEM;
 	}
-	while (n < cap) {
-		ssize_t got = read(fd, buf + n, cap - n);
-
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
+	ret = small_file_read_fd(fd, buf, cap, &n);
 	close(fd);
 	if (ret) {
 		set_err(err, err_len, "cannot read %s %s: %s", rules->what, s->path,

@@ -5,17 +5,11 @@
 
 #include "util/small_file.h"
 
-int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t *len)
+int small_file_read_fd(int fd, char *buf, size_t cap, size_t *len)
 {
 	size_t n = 0;
 	int ret = 0;
-	int fd;
 
-	*len = 0;
-	buf[0] = '\0';
-	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	while (n < cap - 1) {
 		ssize_t got = read(fd, buf + n, cap - 1 - n);
 
@@ -30,8 +24,21 @@ int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t 
 			break;
 		n += (size_t)got;
 	}
-	close(fd);
 	buf[n] = '\0';
 	*len = n;
+	return ret;
+}
+
+int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t *len)
+{
+	int fd, ret;
+
+	*len = 0;
+	buf[0] = '\0';
+	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = small_file_read_fd(fd, buf, cap, len);
+	close(fd);
 	return ret;
 }

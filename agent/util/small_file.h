@@ -11,5 +11,7 @@
  * Returns 0 or the -errno of open or read (buf then holds what was read before the error).
  * cap must be at least 1. */
 int small_file_read(int dir_fd, const char *name, char *buf, size_t cap, size_t *len);
+/* The same from an open descriptor, from its current offset (fd stays open). */
+int small_file_read_fd(int fd, char *buf, size_t cap, size_t *len);
 
 #endif
