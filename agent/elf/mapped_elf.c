@@ -15,7 +15,8 @@
 #include "elf/mapped_elf.h"
 #include "util/hash.h"
 
-#define BUCKETS 4096
+#define BUCKETS		4096
+#define SETTLED_SECONDS 2
 
 struct mapped_elf {
 	Elf *elf;
@@ -23,6 +24,10 @@ struct mapped_elf {
 	int64_t size;
 	struct timespec mtime;
 	unsigned refs;
+	/* The file's last change (ctime) was well before it was mapped: a later change would
+	 * show in size, mtime or ctime even with coarse timestamps. Only such a file is taken
+	 * back from the idle list. */
+	bool settled;
 	void *parsed;
 	void (*free_parsed)(void *);
 	struct mapped_elf *next_in_bucket;
@@ -77,14 +82,25 @@ static bool same_file(const struct mapped_elf *m, const struct stat *st)
 	       m->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
-/* A held file matching st, with a new reference; NULL when none. Under the lock. */
-static struct mapped_elf *find_and_hold(const struct stat *st)
+/* A held file matching st, with a new reference; NULL when none. An idle match that is not
+ * settled (the file changed about when it was mapped: a rewrite within the same timestamp
+ * tick would not show) is taken out of the cache into *stale for the caller to destroy.
+ * Under the lock. */
+static struct mapped_elf *find_and_hold(const struct stat *st, struct mapped_elf **stale)
 {
 	struct mapped_elf *m = buckets[bucket_of((uint64_t)st->st_dev, (uint64_t)st->st_ino)];
 
 	for (; m; m = m->next_in_bucket) {
 		if (!same_file(m, st))
 			continue;
+		if (m->refs == 0 && !m->settled) {
+			if (!*stale) {
+				idle_unlink(m);
+				bucket_unlink(m);
+				*stale = m;
+			}
+			continue;
+		}
 		if (m->refs == 0) {
 			idle_unlink(m);
 			stats.live++;
@@ -124,13 +140,14 @@ static int map_file(int fd, const struct stat *st, struct mapped_elf **out)
 	m->size = (int64_t)st->st_size;
 	m->mtime = st->st_mtim;
 	m->refs = 1;
+	m->settled = st->st_ctim.tv_sec + SETTLED_SECONDS < time(NULL);
 	*out = m;
 	return 0;
 }
 
 int mapped_elf__open(const char *path, struct mapped_elf **out)
 {
-	struct mapped_elf *m, *raced;
+	struct mapped_elf *m, *raced, *stale = NULL;
 	struct stat st;
 	int fd, ret;
 
@@ -153,8 +170,12 @@ int mapped_elf__open(const char *path, struct mapped_elf **out)
 		return S_ISDIR(st.st_mode) ? -EISDIR : -ENOEXEC;
 	}
 	pthread_mutex_lock(&lock);
-	m = find_and_hold(&st);
+	m = find_and_hold(&st, &stale);
 	pthread_mutex_unlock(&lock);
+	if (stale) {
+		destroy(stale);
+		stale = NULL;
+	}
 	if (m) {
 		close(fd);
 		*out = m;
@@ -166,7 +187,7 @@ int mapped_elf__open(const char *path, struct mapped_elf **out)
 		return ret;
 	pthread_mutex_lock(&lock);
 	/* Another thread may have mapped the same file meanwhile: one copy wins. */
-	raced = find_and_hold(&st);
+	raced = find_and_hold(&st, &stale);
 	if (!raced) {
 		size_t b = bucket_of(m->dev, m->inode);
 
@@ -176,6 +197,8 @@ int mapped_elf__open(const char *path, struct mapped_elf **out)
 		stats.live++;
 	}
 	pthread_mutex_unlock(&lock);
+	if (stale)
+		destroy(stale);
 	if (raced) {
 		destroy(m);
 		m = raced;

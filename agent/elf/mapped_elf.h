@@ -7,7 +7,9 @@
  * the agent), must be a regular file, and is mapped whole; the descriptor is closed at once,
  * so a file that is deleted or replaced stays readable through the mapping. A file nobody
  * holds stays mapped (the most recently released MAPPED_ELF_IDLE_MAX of them), so the next
- * process that maps the same libc finds it open.
+ * process that maps the same libc finds it open; only a file that had not changed for a few
+ * seconds when it was mapped is taken back from there (a file rewritten in place within one
+ * timestamp tick keeps its size and times, and its old mapping must not be served).
  *
  * A parsed form of the file (symbolize/elf_file.c's) can be hung on the image with
  * mapped_elf__set_parsed: it lives while anyone holds the file and is freed when the last
