@@ -3,6 +3,8 @@
  * each line becomes an entry with its own copy of the path, so the snapshot outlives both
  * the buffer and the process. */
 #include "symbolize/proc_maps.h"
+#include "util/grow.h"
+#include "util/small_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -141,41 +143,21 @@ err:
 	return ret;
 }
 
+/* /proc/PID/maps of a process at vm.max_map_count (65530 by default) is a few MiB. */
+#define MAPS_MAX_BYTES (256u << 20)
+
 static int read_whole_file(int fd, char **text, size_t *len)
 {
-	size_t capacity = 64 * 1024, used = 0;
-	char *buf = malloc(capacity);
+	struct dynbuf b;
+	int ret;
 
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (used == capacity) {
-			char *grown = realloc(buf, capacity * 2);
-
-			if (!grown) {
-				free(buf);
-				return -ENOMEM;
-			}
-			buf = grown;
-			capacity *= 2;
-		}
-		n = read(fd, buf + used, capacity - used);
-		if (n < 0) {
-			int err = -errno;
-
-			if (err == -EINTR)
-				continue;
-			free(buf);
-			return err;
-		}
-		if (n == 0)
-			break;
-		used += n;
+	dynbuf_init(&b, MAPS_MAX_BYTES);
+	ret = small_file_read_all(fd, &b);
+	if (ret) {
+		dynbuf_free(&b);
+		return ret;
 	}
-	*text = buf;
-	*len = used;
+	*text = dynbuf_take(&b, len);
 	return 0;
 }
 
