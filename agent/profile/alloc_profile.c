@@ -18,6 +18,7 @@
 #include "protobuf.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
+#include "util/grow.h"
 
 #define MAX_FRAMES (ALLOC_MAX_STACK_DEPTH + 1)
 /* Labels a sample may carry: service_name, hostname and the configured static labels. */
@@ -176,16 +177,9 @@ static const char *process_executable(struct alloc_profile *profile, uint32_t pi
 		path[len - (sizeof(deleted) - 1)] = '\0';
 	if (known && strcmp(known->path, path) == 0)
 		return known->path;
-	if (!known && profile->n_executables == profile->cap_executables) {
-		size_t cap = profile->cap_executables ? profile->cap_executables * 2 : 8;
-		struct process_executable *grown =
-			realloc(profile->executables, cap * sizeof(*grown));
-
-		if (!grown)
-			return NULL;
-		profile->executables = grown;
-		profile->cap_executables = cap;
-	}
+	if (!known && array_grow((void **)&profile->executables, &profile->cap_executables,
+				 profile->n_executables, sizeof(*profile->executables), 8))
+		return NULL;
 	copy = strdup(path);
 	if (!copy)
 		return known ? known->path : NULL;
@@ -223,15 +217,9 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 		    memcmp(rec->frames, frames, n * sizeof(*frames)) == 0)
 			return rec;
 	}
-	if (profile->n_stacks == profile->cap_stacks) {
-		size_t cap = profile->cap_stacks ? profile->cap_stacks * 2 : 256;
-		struct stack_record **stacks = realloc(profile->stacks, cap * sizeof(*stacks));
-
-		if (!stacks)
-			return NULL;
-		profile->stacks = stacks;
-		profile->cap_stacks = cap;
-	}
+	if (array_grow((void **)&profile->stacks, &profile->cap_stacks, profile->n_stacks,
+		       sizeof(*profile->stacks), 256))
+		return NULL;
 	if (profile->n_stacks >= profile->n_buckets && grow_buckets(profile) != 0)
 		return NULL;
 	rec = calloc(1, sizeof(*rec) + n * sizeof(*frames));

@@ -114,17 +114,10 @@ int proc_maps__parse(const char *text, size_t len, struct proc_maps **out)
 			line += 1;
 			continue;
 		}
-		if (maps->count == capacity) {
-			size_t new_capacity = capacity ? capacity * 2 : 64;
-			struct proc_map_entry *grown;
-
-			grown = realloc(maps->entries, new_capacity * sizeof(*grown));
-			if (!grown) {
-				ret = -ENOMEM;
-				goto err;
-			}
-			maps->entries = grown;
-			capacity = new_capacity;
+		if (array_grow((void **)&maps->entries, &capacity, maps->count,
+			       sizeof(*maps->entries), 64)) {
+			ret = -ENOMEM;
+			goto err;
 		}
 		ret = parse_line(line, line_len, &maps->entries[maps->count]);
 		if (ret)
