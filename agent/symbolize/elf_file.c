@@ -372,29 +372,31 @@ static int find_debug_by_build_id(struct elf_file *f)
 
 static int file_crc32(const char *path, uint32_t *crc_out)
 {
-	unsigned char buf[64 * 1024];
 	uLong crc = crc32(0L, Z_NULL, 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int ret = 0;
+	struct mapped_elf *m;
+	size_t size, done = 0;
+	const char *raw;
+	int ret;
 
-	if (fd < 0)
-		return -errno;
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		crc = crc32(crc, buf, (uInt)n);
+	/* Through the one opener: a FIFO is refused, and the mapping is the one image_open
+	 * takes next when the CRC matches. */
+	ret = mapped_elf__open(path, &m);
+	if (ret)
+		return ret;
+	raw = elf_rawfile(mapped_elf__elf(m), &size);
+	if (!raw) {
+		mapped_elf__put(m);
+		return -ENOEXEC;
 	}
-	close(fd);
+	while (done < size) {
+		uInt piece = size - done < UINT_MAX ? (uInt)(size - done) : UINT_MAX;
+
+		crc = crc32(crc, (const Bytef *)raw + done, piece);
+		done += piece;
+	}
+	mapped_elf__put(m);
 	*crc_out = (uint32_t)crc;
-	return ret;
+	return 0;
 }
 
 static bool try_debug_by_link(struct elf_file *f, const char *candidate, uint32_t want_crc)
