@@ -627,6 +627,7 @@ import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after t
 import cooperative_tests  # noqa: E402,F401
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
+import backend_tests  # noqa: E402,F401  (a real Parca, built by scripts/backends)
 
 
 def main():
