@@ -200,7 +200,8 @@ def parca_stores_types_totals_and_labels(tmp):
     server = Server("parca")
     sinks = os.path.join(tmp, "profiles")
     agent = Agent(tmp, config(sinks, server.url, rule(ALLOC_SITES, "sites") +
-                              rule(MALLOC_LOOP, "loop"), sampling="  ringbuf_size: 64MiB\n"))
+                              rule(MALLOC_LOOP, "loop"),
+                              sampling="  stack_copy_size: 4KiB\n  ringbuf_size: 256MiB\n"))
     window = Window()
     try:
         sites = Workload([ALLOC_SITES])
@@ -374,12 +375,11 @@ def parca_outage_and_restart_keep_every_interval_once(tmp):
         # timestamp once and nothing else.
         params = {"query": f'{ALLOC_SPACE}{{service_name="loop"}}', "step": "1s"}
         params.update(window.params())
-        series = server.get("/profiles/query_range", **params).get("series", [])
-        stamps = sorted(int(s["timestamp"][:19].replace("-", "").replace("T", "")
-                            .replace(":", "")) and s["timestamp"]
-                        for one in series for s in one.get("samples", []))
+        body = server.get("/profiles/query_range", **params)
+        points = [p for one in body.get("series", []) for p in one.get("samples", [])]
+        theirs = sorted(p["timestamp"][:19] for p in points)
         mine = sorted(rfc3339(Profile(p).time_nanos / 1e9)[:19] for p in paths)
-        assert sorted(s[:19] for s in stamps) == mine, f"server {stamps}\nsink {mine}"
+        assert theirs == mine, f"server {theirs}\nsink {mine}\n{json.dumps(body)[:2000]}"
     finally:
         proxy.down()
         assert server.stop() == 0
