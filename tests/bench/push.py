@@ -18,6 +18,7 @@ Run as root; figures go to docs/performance.md with the machine they ran on.
 """
 import gzip
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -60,7 +61,13 @@ def one(server, workers, stacks):
         agent.wait_all_exited_and_flushed(timeout=120)
         built = agent.metric("allocscope_profiles_built_total")
         deadline = time.monotonic() + 300
-        while agent.metric("allocscope_sink_profiles_written_total", sink="parca") < built:
+        while True:  # delivered, or refused (by the server, or by the agent's own limits)
+            done = sum(agent.metric(m, sink="parca") or 0 for m in (
+                "allocscope_sink_profiles_written_total",
+                "allocscope_sink_profiles_rejected_total",
+                "allocscope_sink_profiles_dropped_total"))
+            if done >= built:
+                break
             assert time.monotonic() < deadline, agent.log()[-2000:]
             time.sleep(0.5)
         cpu = cpu_seconds(agent.proc.pid) - cpu0
@@ -70,12 +77,17 @@ def one(server, workers, stacks):
         pushed = agent.metric("allocscope_sink_bytes_written_total", sink="parca")
         rejected = agent.metric("allocscope_sink_profiles_rejected_total", sink="parca")
         dropped = agent.metric("allocscope_samples_dropped_total", reason="ringbuf_full")
+        refusals = sorted(set(re.findall(r"parca sink: (?:not pushing|the server refused)[^\n]*",
+                                         agent.log())))
         assert agent.stop() == 0
     finally:
         agent.kill()
     raw = [len(gzip.decompress(open(p, "rb").read())) for p in profiles_of(sinks, "busy")]
-    return {"pairs": workers * stacks, "profiles": written, "push_ms": 1000 * push_s / written,
-            "pushed_kib": pushed / written / 1024, "raw_kib": statistics.median(raw) / 1024,
+    for line in refusals[:2]:
+        print(f"     {line}")
+    return {"pairs": workers * stacks, "profiles": built,
+            "push_ms": 1000 * push_s / written if written else float("nan"),
+            "pushed_kib": pushed / written / 1024 if written else float("nan"), "raw_kib": statistics.median(raw) / 1024,
             "cpu_ms": 1000 * cpu / max(intervals, 1), "rejected": rejected,
             "dropped": dropped}
 
