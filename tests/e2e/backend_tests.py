@@ -14,8 +14,6 @@ import gzip
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -24,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from agent_tests import Agent, MergedProfile, merged_totals, profiles_of
+from agent_tests import Agent, merged_totals, profiles_of
 from helpers import (ALLOC_SITES, BUILD, MALLOC_LOOP, RATE, RATE_ARG, ROOT, Workload,
                      check_sites, expected_with_tolerance, parse_manifest, run, test)
 from pprof_reader import Profile
