@@ -209,6 +209,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
+	$(Q)python3 tests/bench/push.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo
