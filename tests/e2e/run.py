@@ -631,6 +631,7 @@ import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; 
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)
 import hardening_tests  # noqa: E402,F401  (hostile and clumsy command lines, issue 11)
 import rust_tests  # noqa: E402,F401  (a Rust program built at test time; demangled names)
+import count_once_tests  # noqa: E402,F401  (every entry point and alignment counted once)
 
 
 def main():
