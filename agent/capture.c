@@ -675,6 +675,8 @@ int capture_run(const struct capture_opts *opts)
 	}
 	if (!cap.symbolizer ||
 	    alloc_profile__new(opts->sample_rate, cap.symbolizer, &cap.profile) ||
+	    (opts->skip_frames &&
+	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err))) ||
 	    sample_reader__new(alloc_program__ringbuf_fd(cap.program), on_sample, &cap,
 			       &cap.reader)) {
 		log_error("cannot set up the capture: out of memory");
