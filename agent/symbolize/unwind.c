@@ -616,9 +616,18 @@ static void file_put(struct unwinder *u, struct unwind_file *f)
 }
 
 /* The load bias of f as mapped by e (runtime address minus ELF virtual address): the PT_LOAD
- * segment holding the mapping's file offset was placed at e->start. 0 for ET_EXEC. */
+ * segment holding the mapping's file offset was placed at e->start. 0 for ET_EXEC.
+ *
+ * Two segments can share a file page: lld (rustc's default linker since 1.90) packs the
+ * read-only segment and the code segment back to back, so the page the code mapping starts
+ * at also lies inside the read-only segment's file range, whose vaddr - offset differs by a
+ * page. Taking the first segment that holds the offset gave every Rust executable a bias one
+ * page off, and libdwfl then found no CFI for any of its frames: the segment that starts in
+ * the mapping's first page wins, then one whose execute permission matches the mapping. */
 static bool file_bias(const struct unwind_file *f, const struct proc_map_entry *e, uint64_t *bias)
 {
+	const GElf_Phdr *best = NULL;
+	int best_score = -1;
 	size_t i;
 
 	if (f->e_type == ET_EXEC) {
@@ -627,14 +636,24 @@ static bool file_bias(const struct unwind_file *f, const struct proc_map_entry *
 	}
 	for (i = 0; i < f->n_loads; i++) {
 		const GElf_Phdr *ph = &f->loads[i];
+		int score = 0;
 
 		if ((ph->p_offset & PAGE_MASK_4K) > e->offset ||
 		    e->offset >= ph->p_offset + ph->p_filesz)
 			continue;
-		*bias = e->start - e->offset - (ph->p_vaddr - ph->p_offset);
-		return true;
+		if ((ph->p_offset & PAGE_MASK_4K) == e->offset)
+			score += 2;
+		if (!!(ph->p_flags & PF_X) == !!e->executable)
+			score += 1;
+		if (score > best_score) {
+			best = ph;
+			best_score = score;
+		}
 	}
-	return false;
+	if (!best)
+		return false;
+	*bias = e->start - e->offset - (best->p_vaddr - best->p_offset);
+	return true;
 }
 
 static void session_release(struct unwinder *u, struct session *s)
