@@ -81,13 +81,13 @@ def plain_symbols(path):
     return names
 
 
-def check_rust_names(tmp, mangling):
+def check_rust_names(tmp, mangling, unwind="auto"):
     program = build_rust_sites(tmp, mangling)
     out_path = os.path.join(tmp, f"{mangling}.pb.gz")
     # A ring that holds every sample of the run (about 3,000 of 16 KiB): none is dropped
     # however slowly the agent drains it.
-    result = run([ALLOCSCOPE, "--sample-rate", RATE_ARG, "--ringbuf-size", "128MiB",
-                  "-o", out_path, "--", program])
+    result = run([ALLOCSCOPE, "--unwind", unwind, "--sample-rate", RATE_ARG,
+                  "--ringbuf-size", "128MiB", "-o", out_path, "--", program])
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     assert "samples dropped" not in result.stdout, f"totals would be low: {result.stdout}"
     profile = Profile(out_path)
@@ -125,3 +125,9 @@ def rust_legacy_names_are_demangled(tmp):
 def rust_v0_names_are_demangled(tmp):
     """-C symbol-mangling-version=v0: `_R...` names, generics and closures included."""
     check_rust_names(tmp, "v0")
+
+
+@test
+def rust_stacks_unwound_in_the_kernel(tmp):
+    """--unwind kernel: the tables of an lld-linked Rust executable walk to main."""
+    check_rust_names(tmp, "legacy", unwind="kernel")
