@@ -953,13 +953,14 @@ static void handle_pod_wait_exit(struct daemon *d, pid_t pid)
 static int add_sample(struct daemon *d, struct alloc_profile *profile,
 		      const struct alloc_sample *sample)
 {
-	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
+	uint64_t pcs[UNWIND_MAX_PCS];
 	struct unwind_input input = {
 		.pid = (pid_t)sample->pid,
 		.tid = (pid_t)sample->tid,
 		.regs = (const uint64_t *)sample->regs,
 		.stack = sample->stack_copy,
 		.stack_len = sample->stack_copy_bytes,
+		.flags = sample->flags,
 	};
 	struct unwind_result result = { 0 };
 	int ret;

@@ -92,6 +92,8 @@ struct {
 	__type(value, struct usdt_probe_spec);
 } usdt_specs SEC(".maps");
 
+#include "unwind.bpf.h"
+
 static __always_inline __u64 next_interval(void)
 {
 	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
@@ -115,7 +117,7 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 	rec->regs[ALLOC_REG_R14] = ctx->r14;
 	rec->regs[ALLOC_REG_R15] = ctx->r15;
 	rec->stack_copy_bytes = 0;
-	rec->reserved = 0;
+	rec->flags = 0;
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u32 try_size = size >> i;
@@ -165,6 +167,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		__sync_fetch_and_add(&counters.not_permitted, 1);
 		return 0;
 	}
+	if (kernel_unwind && unwind_and_submit(ctx, size, weighted_bytes, entry, at_entry))
+		return 0;
 	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
