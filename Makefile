@@ -47,7 +47,7 @@ WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
-.PHONY: all test unit e2e bench demo install clean check-deps FORCE
+.PHONY: all test unit e2e workloads bench demo install clean check-deps FORCE
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/allocscope
@@ -210,6 +210,8 @@ $(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe
 
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
+
+workloads: $(WORKLOAD_BINS)
 
 e2e: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)python3 tests/e2e/run.py

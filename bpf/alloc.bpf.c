@@ -430,19 +430,23 @@ int alloc_multi(struct pt_regs *ctx)
 	default:
 		/* An aligned entry whose cookie carries a relayed alignment: the cases above
 		 * never see it, so malloc's path is the same compare as before. */
+		/* Each read pinned where it is (barrier_var), as for calloc: merged, the two
+		 * branches' reads become ctx + a variable offset, which the verifier refuses. */
 		if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_MEMALIGN) {
 			alignment = PT_REGS_PARM1(ctx);
+			barrier_var(alignment);
 			size = PT_REGS_PARM2(ctx);
+			barrier_var(size);
 		} else if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_POSIX_MEMALIGN) {
 			alignment = PT_REGS_PARM2(ctx);
+			barrier_var(alignment);
 			size = PT_REGS_PARM3(ctx);
+			barrier_var(size);
 			if (!posix_alignment_valid(alignment))
 				return 0;
 		} else {
 			return 0;
 		}
-		barrier_var(alignment);
-		barrier_var(size);
 		if (alignment <= relayed_alignment(entry))
 			return 0;
 		break;
