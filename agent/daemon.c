@@ -60,6 +60,7 @@
 #include "export/directory_sink.h"
 #include "export/metrics_server.h"
 #include "export/push_sink.h"
+#include "export/self_metrics.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
 #include "utf8_text.h"
@@ -67,11 +68,11 @@
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"
 #include "privileges.h"
+#include "services.h"
 
 #define PROCESS_BUCKETS 4096
 #define DRAIN_INTERVAL_MS 100
 #define PUBLISH_INTERVAL_MS 1000
-#define OVERFLOW_SERVICE "other"
 /* Threads detaching probes of released processes (see attach/detach_queue.h). */
 #define DETACH_WORKERS 8
 /* Descriptors one profiled process holds: a pidfd, and a perf event plus a BPF link per probe
@@ -99,20 +100,6 @@ static const int attach_retry_ms[] = { 2, 5, 10, 20, 50, 100, 250, 500, 1000, 20
 enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS, TAG_RELOAD };
 #define PID_TAG	     (1ull << 32)
 #define POD_WAIT_TAG (1ull << 33)
-
-/* Labels of pods' services besides service_name and hostname, in this order. */
-enum { POD_LABEL_NAMESPACE, POD_LABEL_POD, POD_LABEL_CONTAINER, POD_LABEL_NODE, POD_LABELS };
-static const char *const pod_label_keys[POD_LABELS] = { "namespace", "pod", "container", "node" };
-
-struct service {
-	struct service *next;
-	char *name;                    /* already cut to the label length limit */
-	/* For a pod container's processes: its namespace, pod, container and node (the
-	 * POD_LABEL_* order); all NULL for every other service. Part of what the service is. */
-	char *pod_labels[POD_LABELS];
-	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
-	size_t n_processes;            /* processes tracked under this name */
-};
 
 struct tracked_process {
 	struct tracked_process *next; /* hash chain */
@@ -171,11 +158,6 @@ struct agent_stats {
 	uint64_t truncated_unwinds;
 	uint64_t attaches;
 	uint64_t not_profiled[NOT_PROFILED__COUNT];
-	uint64_t services_overflowed;  /* processes put under "other" */
-	uint64_t label_values_truncated;
-	uint64_t profiles_built;
-	uint64_t encode_errors;
-	uint64_t stacks_trimmed;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
@@ -219,8 +201,7 @@ struct daemon {
 
 	struct tracked_process *buckets[PROCESS_BUCKETS];
 	size_t n_processes, n_waiting, n_probes, n_probe_links;
-	struct service *services;
-	size_t n_services;
+	struct services *services;
 	pid_t *forget;             /* released pids whose symbols go after the next flush */
 	size_t n_forget, cap_forget;
 
@@ -235,7 +216,6 @@ struct daemon {
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
 	bool last_flush_failed;
-	bool trim_logged; /* the first trimmed profile was logged */
 	bool over_limit_warned;
 	struct agent_stats stats;
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
@@ -261,90 +241,36 @@ static int64_t wall_ns(void)
 
 /* ---- services ---------------------------------------------------------------------- */
 
-/* A pod container's label values in the POD_LABEL_* order; all NULL without a pod. */
-static void pod_label_values(const struct kube_container *pod, const char *values[POD_LABELS])
+/* A pod container's label values in the SERVICE_LABEL_* order; all NULL without a pod. */
+static void pod_label_values(const struct kube_container *pod,
+			     const char *values[SERVICE_POD_LABELS])
 {
-	values[POD_LABEL_NAMESPACE] = pod ? pod->namespace_name : NULL;
-	values[POD_LABEL_POD] = pod ? pod->pod : NULL;
-	values[POD_LABEL_CONTAINER] = pod ? pod->container : NULL;
-	values[POD_LABEL_NODE] = pod ? pod->node : NULL;
+	values[SERVICE_LABEL_NAMESPACE] = pod ? pod->namespace_name : NULL;
+	values[SERVICE_LABEL_POD] = pod ? pod->pod : NULL;
+	values[SERVICE_LABEL_CONTAINER] = pod ? pod->container : NULL;
+	values[SERVICE_LABEL_NODE] = pod ? pod->node : NULL;
 }
 
-static struct service *find_service(struct daemon *d, const char *name,
-				    const struct kube_container *pod)
+static size_t service_count(const struct daemon *d)
 {
-	const char *values[POD_LABELS];
+	struct services_stats stats;
 
-	pod_label_values(pod, values);
-	for (struct service *s = d->services; s; s = s->next) {
-		bool same = strcmp(s->name, name) == 0;
-
-		for (int i = 0; i < POD_LABELS && same; i++) {
-			if (values[i])
-				same = s->pod_labels[i] && strcmp(s->pod_labels[i], values[i]) == 0;
-			else
-				same = !s->pod_labels[i];
-		}
-		if (same)
-			return s;
-	}
-	return NULL;
+	services__stats(d->services, &stats);
+	return stats.services;
 }
 
-static void free_service(struct service *s)
-{
-	alloc_profile__free(s->profile);
-	free(s->name);
-	for (int i = 0; i < POD_LABELS; i++)
-		free(s->pod_labels[i]);
-	free(s);
-}
-
-/* The service a new process goes to: by name and, for a pod's process, pod container; created
- * if the cap allows, else "other" (which has no pod labels). */
+/* The service a new process goes to: by name and, for a pod's process, pod container. */
 static struct service *service_for(struct daemon *d, const char *wanted,
 				   const struct kube_container *pod)
 {
-	const char *values[POD_LABELS];
-	char name[1025];
-	struct service *s;
-	size_t max = d->config->max_label_value_bytes;
-	bool complete;
+	const char *values[SERVICE_POD_LABELS];
+	struct service_limits limits = {
+		.max_services = d->config->max_services,
+		.max_label_value_bytes = d->config->max_label_value_bytes,
+	};
 
-	if (utf8__label_value(name, sizeof(name), wanted, max))
-		d->stats.label_values_truncated++;
-	s = find_service(d, name, pod);
-	if (s)
-		return s;
-	if (d->n_services >= d->config->max_services) {
-		d->stats.services_overflowed++;
-		pod = NULL;
-		s = find_service(d, OVERFLOW_SERVICE, NULL);
-		if (s)
-			return s;
-		snprintf(name, sizeof(name), "%s", OVERFLOW_SERVICE);
-		log_warn("more than %u services: new ones are profiled as service \"%s\" "
-			 "(raise limits.max_services)",
-			 d->config->max_services, OVERFLOW_SERVICE);
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
-	s->name = strdup(name);
-	complete = s->name != NULL;
 	pod_label_values(pod, values);
-	for (int i = 0; i < POD_LABELS && values[i]; i++) {
-		s->pod_labels[i] = strdup(values[i]);
-		complete = complete && s->pod_labels[i];
-	}
-	if (!complete) {
-		free_service(s);
-		return NULL;
-	}
-	s->next = d->services;
-	d->services = s;
-	d->n_services++;
-	return s;
+	return services__get(d->services, wanted, values, &limits);
 }
 
 /* ---- tracked processes ------------------------------------------------------------- */
@@ -1006,154 +932,27 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 
 /* ---- intervals --------------------------------------------------------------------- */
 
-static bool same_shape(const struct sink *sink, const struct sink_shape *shape)
-{
-	struct sink_shape other;
-
-	sink__shape(sink, &other);
-	return other.merge_processes == shape->merge_processes &&
-	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes;
-}
-
-/* A label value as sent: valid UTF-8, at most limits.max_label_value_bytes (value is a
- * buffer of 1025 bytes). */
-static void label_value(struct daemon *d, char *value, const char *raw)
-{
-	if (utf8__label_value(value, 1025, raw ? raw : "", d->config->max_label_value_bytes))
-		d->stats.label_values_truncated++;
-}
-
-static int submit_profile(struct daemon *d, struct service *s, int64_t duration_ns)
-{
-	const struct agent_config *c = d->config;
-	struct pprof_label sample_labels[2 + POD_LABELS + CONFIG_MAX_STATIC_LABELS];
-	struct profile_label labels[2 + POD_LABELS + CONFIG_MAX_STATIC_LABELS];
-	/* Copies of hostname, the pod labels and the static labels, cut to the limit below. */
-	char values[1 + POD_LABELS + CONFIG_MAX_STATIC_LABELS][1025];
-	char line1[128], line2[1200];
-	const char *comments[] = { line1, line2, NULL };
-	size_t n = 0, n_values = 0;
-	uint8_t *data = NULL;
-	size_t len = 0;
-	int ret, failures = 0;
-	bool built = false;
-
-	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
-	 * character boundary (the service name already did, in service_for). */
-	labels[n++] = (struct profile_label){ "service_name", s->name };
-	labels[n++] = (struct profile_label){ "hostname", values[n_values] };
-	label_value(d, values[n_values++], c->hostname);
-	for (int i = 0; i < POD_LABELS && s->pod_labels[i]; i++) {
-		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values] };
-		label_value(d, values[n_values++], s->pod_labels[i]);
-	}
-	for (size_t i = 0; i < c->n_labels; i++) {
-		labels[n++] = (struct profile_label){ c->labels[i].key, values[n_values] };
-		label_value(d, values[n_values++], c->labels[i].value);
-	}
-	for (size_t i = 0; i < n; i++)
-		sample_labels[i] = (struct pprof_label){ .key = labels[i].key,
-							 .str = labels[i].value };
-	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
-		 (unsigned long long)c->sample_rate);
-	if (s->pod_labels[0])
-		snprintf(line2, sizeof(line2), "service %s, container %s of pod %s/%s, on %s",
-			 s->name, s->pod_labels[POD_LABEL_CONTAINER], s->pod_labels[POD_LABEL_NAMESPACE],
-			 s->pod_labels[POD_LABEL_POD], values[0]);
-	else
-		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
-
-	struct profile_record record = {
-		.service = s->name,
-		.labels = labels,
-		.n_labels = n,
-		.start_ns = d->interval_start_wall_ns,
-		.duration_ns = duration_ns,
-	};
-	/* One encoding per shape the sinks ask for (sink.h): the directory sink keeps each
-	 * process apart, push sinks take the processes merged and bounded to their server's
-	 * limits; sinks of the same shape share one encoding. */
-	for (size_t i = 0; i < d->n_sinks; i++) {
-		struct alloc_profile_result result = { 0 };
-		struct sink_shape shape;
-		bool encoded_before = false;
-
-		sink__shape(d->sinks[i], &shape);
-		for (size_t j = 0; j < i && !encoded_before; j++)
-			encoded_before = same_shape(d->sinks[j], &shape);
-		if (encoded_before)
-			continue;
-
-		struct alloc_profile_output output = {
-			.start_ns = d->interval_start_wall_ns,
-			.duration_ns = duration_ns,
-			.comments = comments,
-			/* Per-sample labels only repeat the series labels of a push. */
-			.labels = shape.merge_processes ? NULL : sample_labels,
-			.n_labels = shape.merge_processes ? 0 : n,
-			.pid_label = c->pid_label && !shape.merge_processes,
-			.merge_processes = shape.merge_processes,
-			.max_samples = (size_t)shape.max_samples,
-			.max_bytes = shape.max_bytes,
-			.result = &result,
-		};
-
-		ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
-		if (ret) {
-			d->stats.encode_errors++;
-			log_error("cannot encode the profile of service %s: %s", s->name,
-				  strerror(-ret));
-			failures++;
-			continue;
-		}
-		built = true;
-		if (result.stacks_trimmed) {
-			d->stats.stacks_trimmed += result.stacks_trimmed;
-			if (!d->trim_logged)
-				log_warn("the profile of service %s for %s sink %s has %zu stacks "
-					 "more than its max_samples or max_profile_size allow: the "
-					 "coldest were folded into one \"%s\" frame (totals kept); "
-					 "see allocscope_profile_stacks_trimmed_total. Logged once",
-					 s->name, sink__type(d->sinks[i]), sink__name(d->sinks[i]),
-					 result.stacks_trimmed, ALLOC_PROFILE_TRIMMED_FRAME);
-			d->trim_logged = true;
-		}
-		record.pprof_gz = data;
-		record.pprof_gz_len = len;
-		for (size_t j = i; j < d->n_sinks; j++)
-			if (same_shape(d->sinks[j], &shape))
-				failures += sink__submit(d->sinks[j], &record) != 0;
-		free(data);
-		data = NULL;
-	}
-	if (built)
-		d->stats.profiles_built++;
-	return failures >= (int)d->n_sinks ? -EIO : 0;
-}
-
 static void flush_interval(struct daemon *d, int64_t now)
 {
-	int64_t duration_ns = (now - d->interval_start_ms) * 1000000;
-	size_t written = 0, failed = 0;
-	struct service **link;
+	const struct agent_config *c = d->config;
+	struct services_interval interval = {
+		.sinks = d->sinks,
+		.n_sinks = d->n_sinks,
+		.hostname = c->hostname,
+		.labels = c->labels,
+		.n_labels = c->n_labels,
+		.sample_rate = c->sample_rate,
+		.pid_label = c->pid_label,
+		.max_label_value_bytes = c->max_label_value_bytes,
+		.start_wall_ns = d->interval_start_wall_ns,
+		.duration_ns = (now - d->interval_start_ms) * 1000000,
+	};
+	struct services_written result;
+	struct services_stats stats;
 
 	drain_samples(d);
-	for (struct service *s = d->services; s; s = s->next) {
-		struct alloc_profile_totals totals;
-
-		if (!s->profile)
-			continue;
-		alloc_profile__totals(s->profile, &totals);
-		if (totals.samples) {
-			if (submit_profile(d, s, duration_ns) == 0)
-				written++;
-			else
-				failed++;
-		}
-		alloc_profile__free(s->profile);
-		s->profile = NULL;
-	}
-	d->last_flush_failed = failed && !written;
+	services__write_interval(d->services, &interval, &result);
+	d->last_flush_failed = result.failed && !result.written;
 	/* The profiles are written: released processes' symbols can go. */
 	for (size_t i = 0; i < d->n_forget; i++) {
 		if (find_process(d, d->forget[i]))
@@ -1163,362 +962,98 @@ static void flush_interval(struct daemon *d, int64_t now)
 			unwinder__remove_process(d->unwinder, d->forget[i]);
 	}
 	d->n_forget = 0;
-	link = &d->services;
-	while (*link) {
-		struct service *s = *link;
-
-		if (s->n_processes == 0) {
-			*link = s->next;
-			free_service(s);
-			d->n_services--;
-		} else {
-			link = &s->next;
-		}
-	}
+	services__prune(d->services);
+	services__stats(d->services, &stats);
 	d->stats.intervals++;
 	log_debug("interval: %zu profiles written, %zu failed; %zu processes in %zu services",
-		  written, failed, d->n_processes, d->n_services);
+		  result.written, result.failed, d->n_processes, stats.services);
 	d->interval_start_ms = now;
 	d->interval_start_wall_ns = wall_ns();
 }
 
 /* ---- self-metrics ------------------------------------------------------------------ */
 
-/* The counters of the sinks of sink i's type and name (unnamed sinks of one type share
- * theirs), those of the sinks they replaced at reloads included; their gauges. False when an
- * earlier sink has the same type and name: its sample already holds sink i's. */
-static bool sink_totals(const struct daemon *d, size_t i, struct sink_stats *out)
-{
-	const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
+_Static_assert(NOT_PROFILED__COUNT <= SELF_METRICS_MAX_REASONS, "reasons fit");
+_Static_assert(POD_UNKNOWN__COUNT <= SELF_METRICS_MAX_REASONS, "reasons fit");
 
-	for (size_t j = 0; j < i; j++) {
-		if (strcmp(sink__type(d->sinks[j]), type) == 0 &&
-		    strcmp(sink__name(d->sinks[j]), name) == 0)
-			return false;
-	}
-	sink__totals(d->sinks[i], out);
-	for (size_t j = i + 1; j < d->n_sinks; j++) {
-		struct sink_stats more;
-
-		if (strcmp(sink__type(d->sinks[j]), type) != 0 ||
-		    strcmp(sink__name(d->sinks[j]), name) != 0)
-			continue;
-		sink__stats(d->sinks[j], &more);
-		sink_stats__add_counters(out, &more);
-		out->queue_length += more.queue_length;
-		out->spool_profiles += more.spool_profiles;
-		out->spool_bytes += more.spool_bytes;
-	}
-	return true;
-}
-
-static size_t count_open_fds(void)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	size_t n = 0;
-
-	if (!dir)
-		return 0;
-	while (readdir(dir))
-		n++;
-	closedir(dir);
-	return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
-}
-
-static double resident_bytes(void)
-{
-	unsigned long size, resident;
-	FILE *f = fopen("/proc/self/statm", "re");
-	int n;
-
-	if (!f)
-		return 0;
-	n = fscanf(f, "%lu %lu", &size, &resident);
-	fclose(f);
-	return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : 0;
-}
-
-static void counter(struct metrics_text *t, const char *name, const char *help, double value)
-{
-	metrics_text__family(t, name, "counter", help);
-	metrics_text__sample(t, name, NULL, value);
-}
-
-static void gauge(struct metrics_text *t, const char *name, const char *help, double value)
-{
-	metrics_text__family(t, name, "gauge", help);
-	metrics_text__sample(t, name, NULL, value);
-}
-
-/* Present with Kubernetes off too (all zero), so dashboards need no special case. */
-static void render_kubernetes_metrics(struct daemon *d, struct metrics_text *t)
-{
-	struct kube_pods_stats kube = { 0 };
-
-	if (d->kube)
-		kube_pods__stats(d->kube, &kube);
-	counter(t, "allocscope_kubernetes_refreshes_total",
-		"Successful pod list refreshes from the Kubernetes API.",
-		(double)(d->stats.retired_kube_refreshes + kube.refreshes));
-	counter(t, "allocscope_kubernetes_refresh_errors_total",
-		"Failed pod list refreshes (the previous list is kept; the log says why).",
-		(double)(d->stats.retired_kube_refresh_errors + kube.refresh_errors));
-	gauge(t, "allocscope_kubernetes_pods", "Pods on this node in the last pod list.",
-	      (double)kube.pods);
-	gauge(t, "allocscope_kubernetes_processes_waiting",
-	      "Processes in containers whose decision waits for their pod to be listed.",
-	      (double)d->n_pod_waiting);
-	metrics_text__family(t, "allocscope_kubernetes_pod_unknown_total", "counter",
-			     "Processes in containers decided without pod metadata, by reason: "
-			     "not_listed (no pod on this node has the container: a sandbox, a "
-			     "container started outside Kubernetes), timeout (the API did not "
-			     "answer in time), too_many_waiting.");
-	for (int i = 0; i < POD_UNKNOWN__COUNT; i++)
-		metrics_text__sample(t, "allocscope_kubernetes_pod_unknown_total",
-				     (const char *const[]){ "reason", pod_unknown_names[i], NULL },
-				     (double)d->stats.pod_unknown[i]);
-	counter(t, "allocscope_kubernetes_pods_found_late_total",
-		"Processes decided again because a later refresh listed their pod.",
-		(double)d->stats.pods_found_late);
-}
-
-static void render_metrics(struct daemon *d, struct metrics_text *t)
+/* The numbers export/self_metrics.c renders, read from each stage now. */
+static void gather_metrics(struct daemon *d, struct self_metrics *m,
+			   struct metrics_server_stats *server)
 {
 	struct alloc_counters bpf;
-	struct rusage usage;
+	struct kube_pods_stats kube = { 0 };
+	struct services_stats services;
 	uint64_t hits = alloc_program__probe_hits(d->program);
-	double cpu = 0;
 
 	alloc_program__read_counters(d->program, &bpf);
-	hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0;
-	if (getrusage(RUSAGE_SELF, &usage) == 0)
-		cpu = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
-		      (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-
-	metrics_text__family(t, "allocscope_build_info", "gauge",
-			     "The agent's version and source revision.");
-	metrics_text__sample(t, "allocscope_build_info",
-			     (const char *const[]){ "version", ALLOCSCOPE_VERSION, "revision",
-						    ALLOCSCOPE_GIT_REV, NULL },
-			     1);
-	counter(t, "allocscope_samples_total", "Sampled allocations received from the kernel.",
-		(double)d->stats.samples);
-	metrics_text__family(t, "allocscope_samples_dropped_total", "counter",
-			     "Sampled allocations lost, by reason.");
-	const struct {
-		const char *reason;
-		uint64_t value;
-	} drops[] = {
-		{ "ringbuf_full", bpf.ringbuf_full },
-		{ "out_of_memory", d->stats.samples_out_of_memory },
-		{ "malformed", sample_reader__malformed(d->samples) },
-		{ "unattributed", d->stats.samples_unattributed },
+	services__stats(d->services, &services);
+	if (d->kube)
+		kube_pods__stats(d->kube, &kube);
+	if (d->metrics)
+		metrics_server__stats(d->metrics, server);
+	*m = (struct self_metrics){
+		.samples = d->stats.samples,
+		.dropped_ringbuf_full = bpf.ringbuf_full,
+		.dropped_out_of_memory = d->stats.samples_out_of_memory,
+		.dropped_malformed = sample_reader__malformed(d->samples),
+		.dropped_unattributed = d->stats.samples_unattributed,
+		.degraded_frame_pointer_walk = bpf.stack_errors,
+		.degraded_caller_unreadable = bpf.caller_errors,
+		.degraded_no_stack_copy = bpf.stack_copy_errors,
+		.degraded_truncated = d->stats.truncated_unwinds,
+		.allocations_uncounted = bpf.storage_errors,
+		.probe_hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0,
+		.probe_cost_ns = d->probe_cost_ns,
+		.processes_attached = d->n_processes - d->n_waiting,
+		.processes_waiting = d->n_waiting,
+		.probes = d->n_probes,
+		.probe_links = d->n_probe_links,
+		.processes_detaching = detach_queue__pending(d->detacher),
+		.services = services.services,
+		.attaches = d->stats.attaches,
+		.process_events_lost = bpf.process_events_lost + process_events__lost(d->events) +
+				       process_events__malformed(d->events),
+		.services_overflowed = services.overflowed,
+		.label_values_truncated = services.label_values_truncated,
+		.profiles_built = services.profiles_built,
+		.encode_errors = services.encode_errors,
+		.stacks_trimmed = services.stacks_trimmed,
+		.intervals = d->stats.intervals,
+		.sinks = d->sinks,
+		.n_sinks = d->n_sinks,
+		.reloads_ok = d->stats.reloads_ok,
+		.reloads_failed = d->stats.reloads_failed,
+		.kube_refreshes = d->stats.retired_kube_refreshes + kube.refreshes,
+		.kube_refresh_errors = d->stats.retired_kube_refresh_errors + kube.refresh_errors,
+		.kube_pods = kube.pods,
+		.kube_processes_waiting = d->n_pod_waiting,
+		.pods_found_late = d->stats.pods_found_late,
+		.server = d->metrics ? server : NULL,
+		.symbolizer_processes = symbolizer__process_count(d->symbolizer),
+		.symbolizer_files = symbolizer__file_count(d->symbolizer),
+		.sample_rate = d->config->sample_rate,
+		.interval_seconds = d->config->interval_ms / 1000.0,
 	};
-	for (size_t i = 0; i < sizeof(drops) / sizeof(drops[0]); i++)
-		metrics_text__sample(t, "allocscope_samples_dropped_total",
-				     (const char *const[]){ "reason", drops[i].reason, NULL },
-				     (double)drops[i].value);
-	metrics_text__family(t, "allocscope_stacks_degraded_total", "counter",
-			     "Samples whose stack is incomplete, by reason.");
-	const struct {
-		const char *reason;
-		uint64_t value;
-	} degraded[] = {
-		{ "frame_pointer_walk_failed", bpf.stack_errors },
-		{ "caller_unreadable", bpf.caller_errors },
-		{ "no_stack_copy", bpf.stack_copy_errors },
-		{ "truncated", d->stats.truncated_unwinds },
-	};
-	for (size_t i = 0; i < sizeof(degraded) / sizeof(degraded[0]); i++)
-		metrics_text__sample(t, "allocscope_stacks_degraded_total",
-				     (const char *const[]){ "reason", degraded[i].reason, NULL },
-				     (double)degraded[i].value);
-	counter(t, "allocscope_allocations_uncounted_total",
-		"Allocations not counted: no per-thread countdown could be created.",
-		(double)bpf.storage_errors);
-	counter(t, "allocscope_probe_hits_total", "Allocator calls that hit a probe.",
-		(double)hits);
-	gauge(t, "allocscope_probe_hit_cost_seconds",
-	      "Measured cost of one probe hit on this machine (calibrated at start).",
-	      d->probe_cost_ns / 1e9);
-	counter(t, "allocscope_estimated_overhead_seconds_total",
-		"CPU time the probes cost the profiled processes: hits times the measured cost.",
-		(double)hits * d->probe_cost_ns / 1e9);
-	metrics_text__family(t, "allocscope_processes", "gauge",
-			     "Processes tracked: attached, or waiting for their allocator.");
-	metrics_text__sample(t, "allocscope_processes",
-			     (const char *const[]){ "state", "attached", NULL },
-			     (double)(d->n_processes - d->n_waiting));
-	metrics_text__sample(t, "allocscope_processes",
-			     (const char *const[]){ "state", "waiting", NULL },
-			     (double)d->n_waiting);
-	gauge(t, "allocscope_probes", "Uprobes attached (one per entry point per process).",
-	      (double)d->n_probes);
-	gauge(t, "allocscope_probe_links",
-	      "Kernel links holding those uprobes: one uprobe_multi link per process, or one "
-	      "perf-event link per uprobe on kernels without uprobe_multi.",
-	      (double)d->n_probe_links);
-	gauge(t, "allocscope_processes_detaching",
-	      "Released processes whose probes are still being removed (the kernel waits for "
-	      "a grace period per removal).",
-	      (double)detach_queue__pending(d->detacher));
-	gauge(t, "allocscope_services", "Services with tracked processes.",
-	      (double)d->n_services);
-	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
-		(double)d->stats.attaches);
-	metrics_text__family(t, "allocscope_processes_not_profiled_total", "counter",
-			     "Target processes that were not profiled, by reason.");
 	for (int i = 0; i < NOT_PROFILED__COUNT; i++)
-		metrics_text__sample(t, "allocscope_processes_not_profiled_total",
-				     (const char *const[]){ "reason", not_profiled_names[i], NULL },
-				     (double)d->stats.not_profiled[i]);
-	counter(t, "allocscope_process_events_lost_total",
-		"Exec and fork notices lost (a process may have been missed).",
-		(double)(bpf.process_events_lost + process_events__lost(d->events) +
-			 process_events__malformed(d->events)));
-	counter(t, "allocscope_services_overflowed_total",
-		"Processes profiled as service \"other\" because of limits.max_services.",
-		(double)d->stats.services_overflowed);
-	counter(t, "allocscope_label_values_truncated_total",
-		"Label values cut to limits.max_label_value_bytes, or with bytes that were not UTF-8 "
-		"replaced.",
-		(double)d->stats.label_values_truncated);
-	counter(t, "allocscope_profiles_built_total", "Interval profiles encoded.",
-		(double)d->stats.profiles_built);
-	counter(t, "allocscope_profile_encode_errors_total", "Interval profiles that failed to encode.",
-		(double)d->stats.encode_errors);
-	counter(t, "allocscope_profile_stacks_trimmed_total",
-		"Distinct stacks folded into a \"(trimmed)\" frame to keep pushed profiles within "
-		"their sink's max_samples and max_profile_size.",
-		(double)d->stats.stacks_trimmed);
-	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
-		(double)d->stats.intervals);
-
-	/* One sample per sink, labelled sink="TYPE", plus name="NAME" when the sink was given
-	 * a name other than its type. */
-	const struct {
-		const char *name, *type, *help;
-		size_t offset;
-	} sink_metrics[] = {
-		{ "allocscope_sink_profiles_written_total", "counter",
-		  "Profiles delivered by sinks.", offsetof(struct sink_stats, profiles_written) },
-		{ "allocscope_sink_bytes_written_total", "counter",
-		  "Profile bytes delivered by sinks.", offsetof(struct sink_stats, bytes_written) },
-		{ "allocscope_sink_errors_total", "counter",
-		  "Sink writes or delivery attempts that failed.",
-		  offsetof(struct sink_stats, errors) },
-		{ "allocscope_sink_profiles_dropped_total", "counter",
-		  "Profiles sinks gave up on (queue or spool full, undeliverable at exit, damaged "
-		  "in the spool).", offsetof(struct sink_stats, profiles_dropped) },
-		{ "allocscope_sink_profiles_expired_total", "counter",
-		  "Profiles dropped unsent because they were older than the sink's max_profile_age "
-		  "(counted as dropped too).", offsetof(struct sink_stats, profiles_expired) },
-		{ "allocscope_sink_profiles_given_up_total", "counter",
-		  "Profiles dropped after the server refused them max_attempts times (HTTP 429 "
-		  "or 500, gRPC RESOURCE_EXHAUSTED; counted as dropped too).",
-		  offsetof(struct sink_stats, profiles_given_up) },
-		{ "allocscope_sink_files_removed_total", "counter",
-		  "Files removed by a retention limit.", offsetof(struct sink_stats, files_removed) },
-		{ "allocscope_sink_retries_total", "counter",
-		  "Failed push attempts that are tried again later.",
-		  offsetof(struct sink_stats, retries) },
-		{ "allocscope_sink_profiles_rejected_total", "counter",
-		  "Profiles the server refused, or over max_profile_size: not retried.",
-		  offsetof(struct sink_stats, profiles_rejected) },
-		{ "allocscope_sink_profiles_spooled_total", "counter",
-		  "Profiles written to the on-disk spool to be delivered later.",
-		  offsetof(struct sink_stats, profiles_spooled) },
-		{ "allocscope_sink_spool_corrupt_total", "counter",
-		  "Spool files that could not be read back (removed; counted as dropped too).",
-		  offsetof(struct sink_stats, spool_corrupt) },
-		{ "allocscope_sink_spool_recovered_total", "counter",
-		  "Whole profiles found under a temporary name in the spool after a crash and put "
-		  "back for delivery.",
-		  offsetof(struct sink_stats, spool_recovered) },
-		{ "allocscope_sink_queue_length", "gauge",
-		  "Profiles waiting in memory to be pushed, the one in flight included.",
-		  offsetof(struct sink_stats, queue_length) },
-		{ "allocscope_sink_spool_profiles", "gauge", "Profiles waiting in the spool.",
-		  offsetof(struct sink_stats, spool_profiles) },
-		{ "allocscope_sink_spool_bytes", "gauge", "Bytes of the spool's files.",
-		  offsetof(struct sink_stats, spool_bytes) },
-	};
-	for (size_t m = 0; m < sizeof(sink_metrics) / sizeof(sink_metrics[0]); m++) {
-		metrics_text__family(t, sink_metrics[m].name, sink_metrics[m].type,
-				     sink_metrics[m].help);
-		for (size_t i = 0; i < d->n_sinks; i++) {
-			const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
-			const char *const labels[] = { "sink", type,
-						       strcmp(name, type) ? "name" : NULL, name,
-						       NULL };
-			struct sink_stats stats;
-			uint64_t value;
-
-			if (!sink_totals(d, i, &stats))
-				continue;
-			memcpy(&value, (const char *)&stats + sink_metrics[m].offset, sizeof(value));
-			metrics_text__sample(t, sink_metrics[m].name, labels, (double)value);
-		}
-	}
-	metrics_text__family(t, "allocscope_sink_push_duration_seconds_total", "counter",
-			     "Time spent in successful pushes; divided by the profiles written, the "
-			     "mean push latency.");
-	for (size_t i = 0; i < d->n_sinks; i++) {
-		const char *type = sink__type(d->sinks[i]), *name = sink__name(d->sinks[i]);
-		const char *const labels[] = { "sink", type, strcmp(name, type) ? "name" : NULL,
-					       name, NULL };
-		struct sink_stats stats;
-
-		if (!sink_totals(d, i, &stats))
-			continue;
-		metrics_text__sample(t, "allocscope_sink_push_duration_seconds_total", labels,
-				     (double)stats.push_ns / 1e9);
-	}
-	metrics_text__family(t, "allocscope_config_reloads_total", "counter",
-			     "Configuration reloads (SIGHUP), by result.");
-	metrics_text__sample(t, "allocscope_config_reloads_total",
-			     (const char *const[]){ "result", "success", NULL },
-			     (double)d->stats.reloads_ok);
-	metrics_text__sample(t, "allocscope_config_reloads_total",
-			     (const char *const[]){ "result", "failure", NULL },
-			     (double)d->stats.reloads_failed);
-	render_kubernetes_metrics(d, t);
-	if (d->metrics) {
-		struct metrics_server_stats server;
-
-		metrics_server__stats(d->metrics, &server);
-		metrics_text__family(t, "allocscope_metrics_connections_dropped_total", "counter",
-				     "Connections to this endpoint closed before their answer, "
-				     "by reason.");
-		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
-				     (const char *const[]){ "reason", "limit", NULL },
-				     (double)server.closed_over_limit);
-		metrics_text__sample(t, "allocscope_metrics_connections_dropped_total",
-				     (const char *const[]){ "reason", "deadline", NULL },
-				     (double)server.closed_at_deadline);
-	}
-	gauge(t, "allocscope_symbolizer_processes", "Processes the symbolizer holds maps of.",
-	      (double)symbolizer__process_count(d->symbolizer));
-	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
-	      (double)symbolizer__file_count(d->symbolizer));
-	gauge(t, "allocscope_sample_rate_bytes", "Mean bytes between samples.",
-	      (double)d->config->sample_rate);
-	gauge(t, "allocscope_interval_seconds", "Profile interval.",
-	      d->config->interval_ms / 1000.0);
-	counter(t, "process_cpu_seconds_total", "User and system CPU time of the agent.", cpu);
-	gauge(t, "process_resident_memory_bytes", "Resident memory of the agent.",
-	      resident_bytes());
-	gauge(t, "process_open_fds", "Open file descriptors of the agent.",
-	      (double)count_open_fds());
+		m->not_profiled.reason[m->not_profiled.n++] = (struct self_metrics_reason){
+			not_profiled_names[i], d->stats.not_profiled[i]
+		};
+	for (int i = 0; i < POD_UNKNOWN__COUNT; i++)
+		m->pod_unknown.reason[m->pod_unknown.n++] = (struct self_metrics_reason){
+			pod_unknown_names[i], d->stats.pod_unknown[i]
+		};
 }
 
 static void publish_metrics(struct daemon *d)
 {
 	struct metrics_text text = { 0 };
+	struct metrics_server_stats server;
+	struct self_metrics m;
 
 	if (!d->metrics)
 		return;
-	render_metrics(d, &text);
+	gather_metrics(d, &m, &server);
+	self_metrics__render(&m, &text);
 	if (metrics_text__error(&text) == 0)
 		metrics_server__publish(d->metrics, text.data, text.len);
 	metrics_text__free(&text);
@@ -1893,7 +1428,7 @@ static void apply_reload(struct daemon *d, struct agent_config *next)
 	reapply_rules(d);
 	d->stats.reloads_ok++;
 	log_info("reloaded: profiling %zu processes in %zu services", d->n_processes,
-		 d->n_services);
+		 service_count(d));
 }
 
 /* ---- start and loop ---------------------------------------------------------------- */
@@ -2081,12 +1616,7 @@ static void shut_down(struct daemon *d)
 	free_kube_pods(d);
 	detach_queue__free(d->detacher); /* waits until every probe is gone */
 	d->detacher = NULL;
-	while (d->services) {
-		struct service *s = d->services;
-
-		d->services = s->next;
-		free_service(s);
-	}
+	services__free(d->services);
 	free_sinks(d, false);
 	metrics_server__free(d->metrics);
 	process_events__free(d->events);
@@ -2191,6 +1721,10 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
+	if (services__new(&d.services) != 0) {
+		log_error("cannot set up the service table: out of memory");
+		goto out;
+	}
 	if (load_program(&d) != 0)
 		goto out;
 	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
@@ -2208,7 +1742,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	units_format_size((double)d.config->sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",
-		 d.n_processes, d.n_services, rate, d.config->interval_ms / 1000.0,
+		 d.n_processes, service_count(&d), rate, d.config->interval_ms / 1000.0,
 		 d.config->source);
 	publish_metrics(&d);
 	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
