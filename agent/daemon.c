@@ -3,31 +3,14 @@
  * probe-cost calibration, the exec/fork tracepoints, a scan of the processes already running,
  * and one epoll loop until SIGTERM.
  *
- * Processes. Each target is tracked with a pidfd (exits are never confused with a reused
- * pid) and its probes; exec and fork notices come from the kernel, so a new process is
- * attached within milliseconds. Right after exec the dynamic loader has not mapped libc yet,
- * so attaching retries on a short backoff until the allocator appears. Before any process is
- * released (exit, exec, rules changed) the sample ring is drained, so its last samples still
- * land in its service; its symbolization state is forgotten only after the interval's
- * profiles are written, because the profiles resolve their stacks then.
- *
- * Services. Processes are grouped by service name (from the rules, the pod, the systemd unit or
- * the executable); each service gets one delta profile per interval. The number of services is
- * capped: past the cap new services fold into "other", counted.
- *
- * Pods. With kubernetes.enabled, a process in a container is decided with its pod's metadata
- * (collect/kube_pods.h): namespace, pod, container, node and pod labels for the rules, the
- * pod's service name, and namespace/pod/container/node labels on its profiles. Processes of
- * one service in different pods (the replicas of a Deployment on a node) are kept apart: a
- * service is a service name plus, for pods' processes, the pod and container, so every profile
- * carries exact labels and Pyroscope shows a series per pod. The pod cache never blocks: a
- * container it does not know yet is asked for and the decision on its process waits (its pidfd
- * watched) until a refresh lists it, the cache says it is not a pod's (a sandbox, a container
- * started by hand), or POD_WAIT_MAX_MS pass with the API unreachable; the process is then
- * decided without pod metadata, and decided again if a later refresh lists its pod. */
-#include <dirent.h>
+ * The loop owns the descriptors and the clock; the parts of the agent's work live in modules
+ * of their own: process_tracker.c decides which processes are targets (rules, pods, the pod
+ * wait table) and attaches to them, services.c groups them into services and writes each
+ * service's profile per interval, export/self_metrics.c renders the self-metrics this file
+ * gathers. Here remain start-up and shutdown, the sample ring and each sample's way into its
+ * service's profile, the interval clock, reload (on a thread of its own) and the sinks, the
+ * metrics server and the pod cache that the configuration makes. */
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,7 +23,6 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/syscall.h>
 
 #include "build_info.h"
 #include "daemon.h"
@@ -48,13 +30,9 @@
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
-#include "attach/process_probes.h"
-#include "collect/container_id.h"
 #include "collect/kube_pods.h"
 #include "collect/process_events.h"
-#include "collect/process_info.h"
 #include "collect/sample_reader.h"
-#include "collect/target_rules.h"
 #include "config/config.h"
 #include "config/units.h"
 #include "export/directory_sink.h"
@@ -63,14 +41,12 @@
 #include "export/self_metrics.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
-#include "utf8_text.h"
-#include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
 #include "symbolize/unwind.h"
 #include "privileges.h"
+#include "process_tracker.h"
 #include "services.h"
 
-#define PROCESS_BUCKETS 4096
 #define DRAIN_INTERVAL_MS 100
 #define PUBLISH_INTERVAL_MS 1000
 /* Threads detaching probes of released processes (see attach/detach_queue.h). */
@@ -79,90 +55,17 @@
  * (7 probes on glibc). */
 #define FDS_PER_PROCESS 16
 
-/* After exec, how long to wait before each new look for the allocator: the loader maps libc
- * within a millisecond or two; a program that never maps a known allocator is given up on
- * after ~10 s in total. */
-static const int attach_retry_ms[] = { 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 6000 };
-#define ATTACH_RETRIES (sizeof(attach_retry_ms) / sizeof(attach_retry_ms[0]))
-
-/* How long the decision on a process in an unknown container may wait for its pod. The pod
- * cache answers "not a pod's" about 10 s after the first lookup when the API server answers;
- * this bound is for an API server that does not. */
-#define POD_WAIT_MAX_MS 20000
-/* Processes waiting for their pod, or decided without it and watched for it; each holds a
- * pidfd. Past this, processes are decided without their pod at once (counted). */
-#define POD_WAITS_MAX 1024
-/* How often waiting processes are checked against POD_WAIT_MAX_MS between refreshes. */
-#define POD_WAIT_CHECK_MS 1000
-
-/* epoll tags: the fixed descriptors, or a pid (tag = PID_TAG | pid) for a tracked process's
- * pidfd, or (tag = POD_WAIT_TAG | pid) for a pidfd in the pod wait table. */
+/* epoll tags of the fixed descriptors; the process tracker's are above 2^32. */
 enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS, TAG_RELOAD };
-#define PID_TAG	     (1ull << 32)
-#define POD_WAIT_TAG (1ull << 33)
-
-struct tracked_process {
-	struct tracked_process *next; /* hash chain */
-	pid_t pid;
-	int pidfd;
-	char comm[16];
-	struct service *service;
-	char container_id[CONTAINER_ID_LEN + 1]; /* "" when not in a container */
-	struct kube_container *pod;    /* its pod's metadata (owned); NULL when none is known */
-	struct process_probes *probes; /* NULL while waiting for its allocator */
-	unsigned attach_attempts;
-	int64_t next_attempt_ms;
-	bool waiting;                  /* counted in n_waiting */
-	bool snapshotted;              /* the symbolizer knows it: forget it later */
-};
-
-enum not_profiled_reason {
-	NOT_PROFILED_UNSUPPORTED, /* another allocator (jemalloc, tcmalloc, ...) */
-	NOT_PROFILED_NO_ALLOCATOR,
-	NOT_PROFILED_OVER_LIMIT,
-	NOT_PROFILED_ERROR,
-	NOT_PROFILED__COUNT,
-};
-
-static const char *const not_profiled_names[NOT_PROFILED__COUNT] = {
-	"unsupported_allocator", "no_allocator", "over_limit", "error",
-};
-
-/* A process in a container whose pod is not known: its decision waits, or it was decided
- * without pod metadata and is looked up again after each refresh. */
-struct pod_wait {
-	struct pod_wait *next; /* hash chain */
-	pid_t pid;
-	int pidfd;
-	char container_id[CONTAINER_ID_LEN + 1];
-	int64_t since_ms; /* when its decision first waited */
-	bool decided;	  /* decided without its pod (counted in n_pod_waits only) */
-};
-
-/* Why a process in a container was decided without its pod. */
-enum pod_unknown_reason {
-	POD_UNKNOWN_NOT_LISTED, /* the API lists no pod with this container on this node */
-	POD_UNKNOWN_TIMEOUT,	/* no refresh succeeded within POD_WAIT_MAX_MS */
-	POD_UNKNOWN_TOO_MANY,	/* the wait table was full */
-	POD_UNKNOWN__COUNT,
-};
-
-static const char *const pod_unknown_names[POD_UNKNOWN__COUNT] = {
-	"not_listed", "timeout", "too_many_waiting",
-};
 
 struct agent_stats {
 	uint64_t samples;
 	uint64_t samples_unattributed; /* from a process no longer tracked */
 	uint64_t samples_out_of_memory;
 	uint64_t truncated_unwinds;
-	uint64_t attaches;
-	uint64_t not_profiled[NOT_PROFILED__COUNT];
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
-	uint64_t pod_unknown[POD_UNKNOWN__COUNT];
-	uint64_t pods_found_late;        /* decided again when a later refresh listed the pod */
 	uint64_t retired_kube_refreshes, retired_kube_refresh_errors; /* pod caches replaced */
 };
 
@@ -199,16 +102,8 @@ struct daemon {
 	struct kube_pods *kube;    /* NULL unless kubernetes.enabled */
 	int epoll_fd, signal_fd;
 
-	struct tracked_process *buckets[PROCESS_BUCKETS];
-	size_t n_processes, n_waiting, n_probes, n_probe_links;
 	struct services *services;
-	pid_t *forget;             /* released pids whose symbols go after the next flush */
-	size_t n_forget, cap_forget;
-
-	struct pod_wait *pod_waits[PROCESS_BUCKETS];
-	size_t n_pod_waits, n_pod_waiting; /* all entries; those whose decision waits */
-	uint64_t kube_seen_refreshes, kube_seen_answers; /* the pod cache's counters last seen */
-	int64_t next_pod_check_ms;
+	struct process_tracker *tracker;
 
 	pid_t self;
 	double probe_cost_ns;
@@ -216,7 +111,6 @@ struct daemon {
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
 	bool last_flush_failed;
-	bool over_limit_warned;
 	struct agent_stats stats;
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
 	struct config_loader loader;
@@ -239,67 +133,12 @@ static int64_t wall_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- services ---------------------------------------------------------------------- */
-
-/* A pod container's label values in the SERVICE_LABEL_* order; all NULL without a pod. */
-static void pod_label_values(const struct kube_container *pod,
-			     const char *values[SERVICE_POD_LABELS])
-{
-	values[SERVICE_LABEL_NAMESPACE] = pod ? pod->namespace_name : NULL;
-	values[SERVICE_LABEL_POD] = pod ? pod->pod : NULL;
-	values[SERVICE_LABEL_CONTAINER] = pod ? pod->container : NULL;
-	values[SERVICE_LABEL_NODE] = pod ? pod->node : NULL;
-}
-
 static size_t service_count(const struct daemon *d)
 {
 	struct services_stats stats;
 
 	services__stats(d->services, &stats);
 	return stats.services;
-}
-
-/* The service a new process goes to: by name and, for a pod's process, pod container. */
-static struct service *service_for(struct daemon *d, const char *wanted,
-				   const struct kube_container *pod)
-{
-	const char *values[SERVICE_POD_LABELS];
-	struct service_limits limits = {
-		.max_services = d->config->max_services,
-		.max_label_value_bytes = d->config->max_label_value_bytes,
-	};
-
-	pod_label_values(pod, values);
-	return services__get(d->services, wanted, values, &limits);
-}
-
-/* ---- tracked processes ------------------------------------------------------------- */
-
-static struct tracked_process **bucket_of(struct daemon *d, pid_t pid)
-{
-	return &d->buckets[(uint32_t)pid % PROCESS_BUCKETS];
-}
-
-static struct tracked_process *find_process(struct daemon *d, pid_t pid)
-{
-	for (struct tracked_process *p = *bucket_of(d, pid); p; p = p->next)
-		if (p->pid == pid)
-			return p;
-	return NULL;
-}
-
-static void remember_to_forget(struct daemon *d, pid_t pid)
-{
-	if (d->n_forget == d->cap_forget) {
-		size_t cap = d->cap_forget ? d->cap_forget * 2 : 64;
-		pid_t *forget = realloc(d->forget, cap * sizeof(*forget));
-
-		if (!forget)
-			return; /* its symbols stay until the agent stops: memory, not correctness */
-		d->forget = forget;
-		d->cap_forget = cap;
-	}
-	d->forget[d->n_forget++] = pid;
 }
 
 static void drain_samples(struct daemon *d)
@@ -310,496 +149,49 @@ static void drain_samples(struct daemon *d)
 		log_warn("reading samples failed: %s", strerror(-n));
 }
 
-/* Detaches and forgets a tracked process. The caller has drained the sample ring. */
-static void release_process(struct daemon *d, struct tracked_process *p)
+static void drain_samples_cb(void *ctx)
 {
-	struct tracked_process **link = bucket_of(d, p->pid);
-
-	while (*link != p)
-		link = &(*link)->next;
-	*link = p->next;
-	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, p->pidfd, NULL);
-	close(p->pidfd);
-	if (p->probes) {
-		d->n_probes -= process_probes__count(p->probes);
-		d->n_probe_links -= process_probes__links(p->probes);
-		alloc_program__set_profiled(d->program, p->pid, false);
-		detach_queue__push(d->detacher, p->probes);
-	}
-	if (p->waiting)
-		d->n_waiting--;
-	if (p->snapshotted)
-		remember_to_forget(d, p->pid);
-	p->service->n_processes--;
-	d->n_processes--;
-	kube_container__free(p->pod);
-	free(p);
+	drain_samples(ctx);
 }
 
-static void snapshot_process(struct daemon *d, struct tracked_process *p)
+static void tracker_settings(const struct daemon *d, struct process_tracker_settings *out)
 {
-	int ret = symbolizer__add_process(d->symbolizer, p->pid);
-
-	if (ret == 0 && d->unwinder)
-		ret = unwinder__add_process(d->unwinder, p->pid);
-	if (ret && ret != -ESRCH)
-		log_warn("cannot read the memory map of pid %d: %s", (int)p->pid, strerror(-ret));
-	p->snapshotted = true;
+	*out = (struct process_tracker_settings){
+		.targets = &d->config->targets,
+		.max_processes = d->config->max_processes,
+		.services = {
+			.max_services = d->config->max_services,
+			.max_label_value_bytes = d->config->max_label_value_bytes,
+		},
+		.kube = d->kube,
+	};
 }
 
-static void not_profiled(struct daemon *d, enum not_profiled_reason reason)
+static int make_tracker(struct daemon *d)
 {
-	d->stats.not_profiled[reason]++;
+	struct process_tracker_deps deps = {
+		.program = d->program,
+		.symbolizer = d->symbolizer,
+		.unwinder = d->unwinder,
+		.detacher = d->detacher,
+		.services = d->services,
+		.epoll_fd = d->epoll_fd,
+		.self = d->self,
+		.drain = drain_samples_cb,
+		.drain_ctx = d,
+	};
+	struct process_tracker_settings settings;
+
+	tracker_settings(d, &settings);
+	return process_tracker__new(&deps, &settings, &d->tracker);
 }
 
-/* Attaches now, or schedules another look when the allocator is not mapped yet. Returns
- * false when the process was released. */
-static bool try_attach(struct daemon *d, struct tracked_process *p)
+static size_t process_count(const struct daemon *d)
 {
-	char err[512] = "";
-	int ret;
+	struct process_tracker_stats stats;
 
-	ret = process_probes__attach(d->program, p->pid, NULL, &p->probes, err, sizeof(err));
-	if (ret == 0) {
-		size_t stepped = process_probes__single_stepped(p->probes);
-
-		if (p->waiting)
-			d->n_waiting--;
-		p->waiting = false;
-		d->n_probes += process_probes__count(p->probes);
-		d->n_probe_links += process_probes__links(p->probes);
-		d->stats.attaches++;
-		alloc_program__set_profiled(d->program, p->pid, true);
-		snapshot_process(d, p);
-		if (p->service->n_processes == 1)
-			log_info("service %s: profiling pid %d (%s)", p->service->name, (int)p->pid,
-				 p->comm);
-		log_debug("pid %d (%s): %zu probes on %s%s%s", (int)p->pid, p->comm,
-			  process_probes__count(p->probes), process_probes__file(p->probes),
-			  process_probes__cooperative(p->probes)
-				  ? " (otel_memory:alloc USDT: it samples in-process)"
-				  : "",
-			  stepped ? ", some single-stepped" : "");
-		return true;
-	}
-	if (ret == -ENOENT && p->attach_attempts < ATTACH_RETRIES) {
-		if (!p->waiting)
-			d->n_waiting++;
-		p->waiting = true;
-		p->next_attempt_ms = now_ms() + attach_retry_ms[p->attach_attempts++];
-		log_debug("pid %d (%s): %s; looking again in %d ms", (int)p->pid, p->comm, err,
-			  attach_retry_ms[p->attach_attempts - 1]);
-		return true;
-	}
-	if (ret == -ENOTSUP) {
-		log_info("pid %d (%s) is not profiled: %s", (int)p->pid, p->comm, err);
-		not_profiled(d, NOT_PROFILED_UNSUPPORTED);
-	} else if (ret == -ENOENT) {
-		log_debug("pid %d (%s) is not profiled: no allocator allocscope knows is mapped",
-			  (int)p->pid, p->comm);
-		not_profiled(d, NOT_PROFILED_NO_ALLOCATOR);
-	} else if (ret != -ESRCH) {
-		log_warn("pid %d (%s) is not profiled: %s", (int)p->pid, p->comm, err);
-		not_profiled(d, NOT_PROFILED_ERROR);
-	}
-	release_process(d, p);
-	return false;
-}
-
-/* Tracks pid in the service named service_name (for pod's processes, that pod container's),
- * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
-static void track_process(struct daemon *d, pid_t pid, const char *service_name,
-			  struct service *inherited, struct kube_container *pod,
-			  const char *container_id, const char *comm)
-{
-	struct tracked_process *p;
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = PID_TAG | (uint32_t)pid };
-	int pidfd;
-
-	if (d->n_processes >= d->config->max_processes) {
-		not_profiled(d, NOT_PROFILED_OVER_LIMIT);
-		if (!d->over_limit_warned)
-			log_warn("already profiling %zu processes: pid %d (%s) and others past "
-				 "the limit are not profiled (raise limits.max_processes)",
-				 d->n_processes, (int)pid, comm);
-		d->over_limit_warned = true;
-		kube_container__free(pod);
-		return;
-	}
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		kube_container__free(pod);
-		return; /* gone already */
-	}
-	p = calloc(1, sizeof(*p));
-	if (p)
-		p->service = inherited ? inherited : service_for(d, service_name, pod);
-	if (!p || !p->service || epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
-		log_warn("cannot track pid %d: %s", (int)pid, p ? strerror(errno) : "out of memory");
-		not_profiled(d, NOT_PROFILED_ERROR);
-		free(p);
-		close(pidfd);
-		kube_container__free(pod);
-		return;
-	}
-	p->pid = pid;
-	p->pidfd = pidfd;
-	p->pod = pod;
-	snprintf(p->container_id, sizeof(p->container_id), "%s", container_id);
-	snprintf(p->comm, sizeof(p->comm), "%s", comm);
-	p->next = *bucket_of(d, pid);
-	*bucket_of(d, pid) = p;
-	p->service->n_processes++;
-	d->n_processes++;
-	try_attach(d, p);
-}
-
-/* ---- pods: the wait table ---------------------------------------------------------- */
-
-static struct pod_wait **pod_wait_bucket(struct daemon *d, pid_t pid)
-{
-	return &d->pod_waits[(uint32_t)pid % PROCESS_BUCKETS];
-}
-
-static struct pod_wait *find_pod_wait(struct daemon *d, pid_t pid)
-{
-	for (struct pod_wait *w = *pod_wait_bucket(d, pid); w; w = w->next)
-		if (w->pid == pid)
-			return w;
-	return NULL;
-}
-
-static void remove_pod_wait(struct daemon *d, struct pod_wait *w)
-{
-	struct pod_wait **link = pod_wait_bucket(d, w->pid);
-
-	while (*link != w)
-		link = &(*link)->next;
-	*link = w->next;
-	epoll_ctl(d->epoll_fd, EPOLL_CTL_DEL, w->pidfd, NULL);
-	close(w->pidfd);
-	if (!w->decided)
-		d->n_pod_waiting--;
-	d->n_pod_waits--;
-	free(w);
-}
-
-static void clear_pod_waits(struct daemon *d)
-{
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
-		while (d->pod_waits[b])
-			remove_pod_wait(d, d->pod_waits[b]);
-	}
-}
-
-/* Puts pid in the wait table: its decision waits (decided false), or it was decided without
- * its pod and is looked up again after each refresh. Returns 0, -ENOSPC when the table is
- * full, -ESRCH when the process is gone, or another -errno. */
-static int add_pod_wait(struct daemon *d, pid_t pid, const char *container_id, bool decided,
-			int64_t now)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = POD_WAIT_TAG | (uint32_t)pid };
-	struct pod_wait *w;
-	int ret;
-
-	if (d->n_pod_waits >= POD_WAITS_MAX)
-		return -ENOSPC;
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	/* A pidfd, so that an exit removes the entry and a reused pid is never mistaken for
-	 * the process that waited. */
-	w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (w->pidfd < 0) {
-		ret = errno == ESRCH ? -ESRCH : -errno;
-		free(w);
-		return ret;
-	}
-	if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, w->pidfd, &ev) != 0) {
-		ret = -errno;
-		close(w->pidfd);
-		free(w);
-		return ret;
-	}
-	w->pid = pid;
-	snprintf(w->container_id, sizeof(w->container_id), "%s", container_id);
-	w->since_ms = now;
-	w->decided = decided;
-	w->next = *pod_wait_bucket(d, pid);
-	*pod_wait_bucket(d, pid) = w;
-	d->n_pod_waits++;
-	if (!decided)
-		d->n_pod_waiting++;
-	return 0;
-}
-
-/* True while the process behind pidfd runs: then its pid is still its own. */
-static bool pidfd_alive(int pidfd)
-{
-	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
-}
-
-/* Watches a process in a container that was decided without its pod (unless it already is),
- * so that a refresh that lists the pod later decides it again. */
-static void watch_for_pod(struct daemon *d, pid_t pid, const char *container_id)
-{
-	if (!d->kube || !container_id[0] || find_pod_wait(d, pid))
-		return;
-	add_pod_wait(d, pid, container_id, true, now_ms());
-}
-
-static void pod_unknown(struct daemon *d, const struct process_info *info,
-			enum pod_unknown_reason reason)
-{
-	d->stats.pod_unknown[reason]++;
-	log_debug("pid %d (%s): container %.12s is in no known pod (%s): deciding without pod "
-		  "metadata",
-		  (int)info->pid, info->comm, info->container.id, pod_unknown_names[reason]);
-}
-
-/* The pod of a process in a container. Returns 0 with *pod set (NULL: not in a container, or
- * Kubernetes is off), -EAGAIN while the cache does not know the container yet, -ENOENT when
- * it says the container is in no pod on this node, or another -errno. */
-static int find_pod(struct daemon *d, const struct process_info *info, struct kube_container **pod)
-{
-	int ret;
-
-	*pod = NULL;
-	if (!d->kube || !info->container.id[0])
-		return 0;
-	ret = kube_pods__lookup(d->kube, info->container.id, pod);
-	if (ret && ret != -EAGAIN && ret != -ENOENT)
-		log_warn("pid %d: cannot look up container %.12s: %s", (int)info->pid,
-			 info->container.id, strerror(-ret));
-	return ret;
-}
-
-/* ---- deciding ---------------------------------------------------------------------- */
-
-/* Applies the rules to the facts (pod included, or NULL) and tracks a target. Takes pod. */
-static void decide_process(struct daemon *d, struct process_info *info, struct kube_container *pod)
-{
-	char service[1024];
-
-	info->pod = pod;
-	if (!target_rules__match(&d->config->targets, info, service, sizeof(service))) {
-		kube_container__free(pod);
-		return;
-	}
-	track_process(d, info->pid, service, NULL, pod, info->container.id, info->comm);
-}
-
-/* Decides from /proc (and the pod cache) whether pid is a target, and tracks it if so; or
- * lets the decision wait for the pod. */
-static void consider_process(struct daemon *d, pid_t pid)
-{
-	struct kube_container *pod = NULL;
-	struct process_info info;
-	struct pod_wait *w;
-	int ret;
-
-	if (pid == d->self || find_process(d, pid))
-		return;
-	w = find_pod_wait(d, pid);
-	if (w && !w->decided)
-		return; /* the pod cache will answer */
-	if (process_info__read("/proc", pid, &info) != 0)
-		return;
-	if (w)
-		remove_pod_wait(d, w); /* decided without its pod before: decided afresh now */
-	ret = find_pod(d, &info, &pod);
-	if (ret == -EAGAIN) {
-		ret = add_pod_wait(d, pid, info.container.id, false, now_ms());
-		if (ret == 0)
-			log_debug("pid %d (%s): container %.12s is not in the pod list yet: "
-				  "deciding once it is",
-				  (int)pid, info.comm, info.container.id);
-		if (ret == 0 || ret == -ESRCH)
-			return;
-		pod_unknown(d, &info, POD_UNKNOWN_TOO_MANY);
-		decide_process(d, &info, NULL);
-		return;
-	}
-	if (ret) {
-		pod_unknown(d, &info, POD_UNKNOWN_NOT_LISTED);
-		watch_for_pod(d, pid, info.container.id);
-	}
-	decide_process(d, &info, pod);
-}
-
-/* Decides a tracked process again from fresh facts (rules or pod changed): released when no
- * longer a target, moved when its service changed. The caller has drained the sample ring. */
-static void redecide_tracked(struct daemon *d, struct tracked_process *p)
-{
-	struct kube_container *pod = NULL;
-	struct process_info info;
-	char service[1024];
-	struct service *s;
-
-	if (process_info__read("/proc", p->pid, &info) != 0) {
-		release_process(d, p);
-		return;
-	}
-	if (!d->kube) {
-		kube_container__free(p->pod);
-		p->pod = NULL;
-	} else if (find_pod(d, &info, &pod) == 0 && pod) {
-		kube_container__free(p->pod);
-		p->pod = pod;
-	}
-	/* Not answered now (a pod cache just started): the metadata it had still holds. */
-	if (!p->pod)
-		watch_for_pod(d, p->pid, info.container.id);
-	info.pod = p->pod;
-	if (!target_rules__match(&d->config->targets, &info, service, sizeof(service))) {
-		release_process(d, p);
-		return;
-	}
-	s = service_for(d, service, p->pod);
-	if (s && s != p->service) {
-		p->service->n_processes--;
-		p->service = s;
-		s->n_processes++;
-	}
-}
-
-/* A waiting process after the pod cache changed, or at its deadline. */
-static void retry_pod_wait(struct daemon *d, struct pod_wait *w, int64_t now)
-{
-	struct kube_container *pod = NULL;
-	struct process_info info;
-	int ret;
-
-	if (process_info__read("/proc", w->pid, &info) != 0 || !pidfd_alive(w->pidfd)) {
-		remove_pod_wait(d, w);
-		return;
-	}
-	ret = find_pod(d, &info, &pod);
-	if (ret == -EAGAIN && now < w->since_ms + POD_WAIT_MAX_MS)
-		return;
-	if (ret == 0) {
-		/* Found, or no longer in a container at all. */
-		remove_pod_wait(d, w);
-		decide_process(d, &info, pod);
-		return;
-	}
-	pod_unknown(d, &info, ret == -EAGAIN ? POD_UNKNOWN_TIMEOUT : POD_UNKNOWN_NOT_LISTED);
-	w->decided = true;
-	d->n_pod_waiting--;
-	decide_process(d, &info, NULL);
-}
-
-/* A process decided without its pod, after a successful refresh: decided again once listed. */
-static void recheck_pod_wait(struct daemon *d, struct pod_wait *w)
-{
-	struct kube_container *pod = NULL;
-	struct tracked_process *p;
-	pid_t pid = w->pid;
-
-	if (kube_pods__lookup(d->kube, w->container_id, &pod) != 0)
-		return;
-	log_info("pid %d: pod %s/%s is listed now: deciding again with its metadata", (int)pid,
-		 pod->namespace_name, pod->pod);
-	kube_container__free(pod);
-	d->stats.pods_found_late++;
-	remove_pod_wait(d, w);
-	p = find_process(d, pid);
-	if (p) {
-		drain_samples(d);
-		redecide_tracked(d, p);
-	} else {
-		consider_process(d, pid);
-	}
-}
-
-/* Called every turn of the loop: waiting decisions are retried when the pod cache answered a
- * request (or at their deadline), and processes decided without their pod are looked up again
- * after each successful refresh. */
-static void poll_pods(struct daemon *d, int64_t now)
-{
-	struct kube_pods_stats stats;
-	bool answered, refreshed, deadline;
-
-	if (!d->kube)
-		return;
-	kube_pods__stats(d->kube, &stats);
-	answered = stats.refreshes + stats.refresh_errors != d->kube_seen_answers;
-	refreshed = stats.refreshes != d->kube_seen_refreshes;
-	d->kube_seen_answers = stats.refreshes + stats.refresh_errors;
-	d->kube_seen_refreshes = stats.refreshes;
-	deadline = d->n_pod_waiting && now >= d->next_pod_check_ms;
-	if (!d->n_pod_waits || (!answered && !refreshed && !deadline))
-		return;
-	if (deadline)
-		d->next_pod_check_ms = now + POD_WAIT_CHECK_MS;
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
-		struct pod_wait *w = d->pod_waits[b], *next;
-
-		for (; w; w = next) {
-			next = w->next;
-			if (!w->decided && (answered || now >= w->since_ms + POD_WAIT_MAX_MS))
-				retry_pod_wait(d, w, now);
-			else if (w->decided && refreshed)
-				recheck_pod_wait(d, w);
-		}
-	}
-}
-
-static void scan_processes(struct daemon *d)
-{
-	DIR *dir = opendir("/proc");
-	struct dirent *entry;
-
-	if (!dir) {
-		log_error("cannot list /proc: %s", strerror(errno));
-		return;
-	}
-	while ((entry = readdir(dir))) {
-		char *end;
-		long pid = strtol(entry->d_name, &end, 10);
-
-		if (*end || pid <= 0 || pid > INT_MAX)
-			continue;
-		consider_process(d, (pid_t)pid);
-	}
-	closedir(dir);
-}
-
-static void retry_waiting(struct daemon *d, int64_t now)
-{
-	if (!d->n_waiting)
-		return;
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
-		struct tracked_process *p = d->buckets[b], *next;
-
-		for (; p; p = next) {
-			next = p->next;
-			if (!p->probes && p->next_attempt_ms <= now)
-				try_attach(d, p);
-		}
-	}
-}
-
-static int64_t next_retry_ms(struct daemon *d)
-{
-	int64_t next = INT64_MAX;
-
-	if (!d->n_waiting)
-		return next;
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++)
-		for (struct tracked_process *p = d->buckets[b]; p; p = p->next)
-			if (!p->probes && p->next_attempt_ms < next)
-				next = p->next_attempt_ms;
-	return next;
-}
-
-/* A fork followed by an exec in the same batch is decided by the exec. */
-static bool execs_later(const struct process_event *batch, size_t n, size_t from, uint32_t pid)
-{
-	for (size_t i = from + 1; i < n; i++)
-		if (batch[i].type == PROCESS_EVENT_EXEC && batch[i].pid == pid)
-			return true;
-	return false;
+	process_tracker__stats(d->tracker, &stats);
+	return stats.processes;
 }
 
 static void handle_process_events(struct daemon *d)
@@ -810,68 +202,7 @@ static void handle_process_events(struct daemon *d)
 
 	if (ret < 0 && ret != -EINTR)
 		log_warn("reading process notices failed: %s", strerror(-ret));
-	if (!n)
-		return;
-	/* Samples first: a process released below keeps what it allocated before. */
-	drain_samples(d);
-	for (size_t i = 0; i < n; i++) {
-		const struct process_event *event = &batch[i];
-		pid_t pid = (pid_t)event->pid;
-		struct tracked_process *p = find_process(d, pid);
-
-		if (event->type == PROCESS_EVENT_EXEC) {
-			struct pod_wait *w = find_pod_wait(d, pid);
-
-			/* A new image: decided afresh. */
-			if (p)
-				release_process(d, p);
-			if (w)
-				remove_pod_wait(d, w);
-			consider_process(d, pid);
-		} else if (event->type == PROCESS_EVENT_FORK && !p &&
-			   !execs_later(batch, n, i, event->pid)) {
-			struct tracked_process *parent = find_process(d, (pid_t)event->parent_pid);
-			struct kube_container *pod = NULL;
-			char comm[16];
-
-			if (pid == d->self)
-				continue;
-			/* The parent's decision waits for its pod, or may change when the pod is
-			 * found: the child, in the same container, is decided the same way. */
-			if (find_pod_wait(d, (pid_t)event->parent_pid)) {
-				consider_process(d, pid);
-				continue;
-			}
-			if (!parent)
-				continue;
-			/* A forked worker is its parent's image: same rules, same service. */
-			process_info__read_comm(pid, comm, sizeof(comm));
-			if (parent->pod && d->kube &&
-			    kube_pods__lookup(d->kube, parent->container_id, &pod) != 0)
-				pod = NULL;
-			track_process(d, pid, NULL, parent->service, pod, parent->container_id,
-				      comm);
-		}
-	}
-}
-
-static void handle_exit(struct daemon *d, pid_t pid)
-{
-	struct tracked_process *p = find_process(d, pid);
-
-	if (!p)
-		return;
-	drain_samples(d);
-	log_debug("pid %d (%s) exited", (int)pid, p->comm);
-	release_process(d, p);
-}
-
-static void handle_pod_wait_exit(struct daemon *d, pid_t pid)
-{
-	struct pod_wait *w = find_pod_wait(d, pid);
-
-	if (w)
-		remove_pod_wait(d, w);
+	process_tracker__on_events(d->tracker, batch, n);
 }
 
 /* ---- samples ----------------------------------------------------------------------- */
@@ -908,18 +239,16 @@ static int add_sample(struct daemon *d, struct alloc_profile *profile,
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
-	struct tracked_process *p;
 	struct service *s;
 
 	if ((pid_t)sample->pid == d->self)
 		return 0; /* the start-up calibration's rare sample */
 	d->stats.samples++;
-	p = find_process(d, (pid_t)sample->pid);
-	if (!p) {
+	s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
+	if (!s) {
 		d->stats.samples_unattributed++;
 		return 0;
 	}
-	s = p->service;
 	if (!s->profile &&
 	    alloc_profile__new(d->config->sample_rate, d->symbolizer, &s->profile) != 0) {
 		d->stats.samples_out_of_memory++;
@@ -954,26 +283,19 @@ static void flush_interval(struct daemon *d, int64_t now)
 	services__write_interval(d->services, &interval, &result);
 	d->last_flush_failed = result.failed && !result.written;
 	/* The profiles are written: released processes' symbols can go. */
-	for (size_t i = 0; i < d->n_forget; i++) {
-		if (find_process(d, d->forget[i]))
-			continue; /* the pid came back as a new target: its snapshot is fresh */
-		symbolizer__remove_process(d->symbolizer, d->forget[i]);
-		if (d->unwinder)
-			unwinder__remove_process(d->unwinder, d->forget[i]);
-	}
-	d->n_forget = 0;
+	process_tracker__forget_released(d->tracker);
 	services__prune(d->services);
 	services__stats(d->services, &stats);
 	d->stats.intervals++;
 	log_debug("interval: %zu profiles written, %zu failed; %zu processes in %zu services",
-		  result.written, result.failed, d->n_processes, stats.services);
+		  result.written, result.failed, process_count(d), stats.services);
 	d->interval_start_ms = now;
 	d->interval_start_wall_ns = wall_ns();
 }
 
 /* ---- self-metrics ------------------------------------------------------------------ */
 
-_Static_assert(NOT_PROFILED__COUNT <= SELF_METRICS_MAX_REASONS, "reasons fit");
+_Static_assert(PROCESS_NOT_PROFILED__COUNT <= SELF_METRICS_MAX_REASONS, "reasons fit");
 _Static_assert(POD_UNKNOWN__COUNT <= SELF_METRICS_MAX_REASONS, "reasons fit");
 
 /* The numbers export/self_metrics.c renders, read from each stage now. */
@@ -983,10 +305,12 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 	struct alloc_counters bpf;
 	struct kube_pods_stats kube = { 0 };
 	struct services_stats services;
+	struct process_tracker_stats processes;
 	uint64_t hits = alloc_program__probe_hits(d->program);
 
 	alloc_program__read_counters(d->program, &bpf);
 	services__stats(d->services, &services);
+	process_tracker__stats(d->tracker, &processes);
 	if (d->kube)
 		kube_pods__stats(d->kube, &kube);
 	if (d->metrics)
@@ -1004,13 +328,13 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.allocations_uncounted = bpf.storage_errors,
 		.probe_hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0,
 		.probe_cost_ns = d->probe_cost_ns,
-		.processes_attached = d->n_processes - d->n_waiting,
-		.processes_waiting = d->n_waiting,
-		.probes = d->n_probes,
-		.probe_links = d->n_probe_links,
+		.processes_attached = processes.processes - processes.waiting,
+		.processes_waiting = processes.waiting,
+		.probes = processes.probes,
+		.probe_links = processes.probe_links,
 		.processes_detaching = detach_queue__pending(d->detacher),
 		.services = services.services,
-		.attaches = d->stats.attaches,
+		.attaches = processes.attaches,
 		.process_events_lost = bpf.process_events_lost + process_events__lost(d->events) +
 				       process_events__malformed(d->events),
 		.services_overflowed = services.overflowed,
@@ -1026,21 +350,21 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.kube_refreshes = d->stats.retired_kube_refreshes + kube.refreshes,
 		.kube_refresh_errors = d->stats.retired_kube_refresh_errors + kube.refresh_errors,
 		.kube_pods = kube.pods,
-		.kube_processes_waiting = d->n_pod_waiting,
-		.pods_found_late = d->stats.pods_found_late,
+		.kube_processes_waiting = processes.pod_waiting,
+		.pods_found_late = processes.pods_found_late,
 		.server = d->metrics ? server : NULL,
 		.symbolizer_processes = symbolizer__process_count(d->symbolizer),
 		.symbolizer_files = symbolizer__file_count(d->symbolizer),
 		.sample_rate = d->config->sample_rate,
 		.interval_seconds = d->config->interval_ms / 1000.0,
 	};
-	for (int i = 0; i < NOT_PROFILED__COUNT; i++)
+	for (int i = 0; i < PROCESS_NOT_PROFILED__COUNT; i++)
 		m->not_profiled.reason[m->not_profiled.n++] = (struct self_metrics_reason){
-			not_profiled_names[i], d->stats.not_profiled[i]
+			process_not_profiled_names[i], processes.not_profiled[i]
 		};
 	for (int i = 0; i < POD_UNKNOWN__COUNT; i++)
 		m->pod_unknown.reason[m->pod_unknown.n++] = (struct self_metrics_reason){
-			pod_unknown_names[i], d->stats.pod_unknown[i]
+			pod_unknown_names[i], processes.pod_unknown[i]
 		};
 }
 
@@ -1250,7 +574,6 @@ static void free_kube_pods(struct daemon *d)
 	d->stats.retired_kube_refresh_errors += stats.refresh_errors;
 	kube_pods__free(d->kube);
 	d->kube = NULL;
-	d->kube_seen_refreshes = d->kube_seen_answers = 0;
 }
 
 /* Sampling settings are baked into the loaded BPF program: a reload keeps the running ones. */
@@ -1265,24 +588,6 @@ static void keep_sampling_settings(const struct agent_config *running, struct ag
 	next->unwind = running->unwind;
 	next->stack_copy_bytes = running->stack_copy_bytes;
 	next->ringbuf_bytes = running->ringbuf_bytes;
-}
-
-/* Rules changed: drop what is no longer a target, move what changed service, add what newly
- * matches. */
-static void reapply_rules(struct daemon *d)
-{
-	drain_samples(d);
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
-		struct tracked_process *p = d->buckets[b], *next;
-
-		for (; p; p = next) {
-			next = p->next;
-			redecide_tracked(d, p);
-		}
-	}
-	/* Processes waiting for their pod are decided with the new rules when it comes; those
-	 * decided without it are decided again now, like every other untracked process. */
-	scan_processes(d);
 }
 
 static void *load_config_thread(void *arg)
@@ -1380,6 +685,7 @@ static void finish_reload(struct daemon *d)
 
 static void apply_reload(struct daemon *d, struct agent_config *next)
 {
+	struct process_tracker_settings settings;
 	struct metrics_server *metrics = d->metrics;
 	struct kube_pods *kube = NULL;
 	struct sink **sinks = NULL;
@@ -1420,14 +726,13 @@ static void apply_reload(struct daemon *d, struct agent_config *next)
 	if (kube_changed) {
 		free_kube_pods(d);
 		d->kube = kube;
-		/* Without a pod cache nothing would ever answer the waiting decisions. */
-		if (!d->kube)
-			clear_pod_waits(d);
 	}
+	tracker_settings(d, &settings);
+	process_tracker__configure(d->tracker, &settings);
 	apply_log_level(d);
-	reapply_rules(d);
+	process_tracker__reapply(d->tracker);
 	d->stats.reloads_ok++;
-	log_info("reloaded: profiling %zu processes in %zu services", d->n_processes,
+	log_info("reloaded: profiling %zu processes in %zu services", process_count(d),
 		 service_count(d));
 }
 
@@ -1447,7 +752,7 @@ static void raise_fd_limit(const struct agent_config *c)
 	rlim_t wanted = (rlim_t)c->max_processes * FDS_PER_PROCESS + 256;
 
 	if (c->kubernetes.enabled)
-		wanted += POD_WAITS_MAX; /* a pidfd per entry of the pod wait table */
+		wanted += PROCESS_TRACKER_POD_WAITS_MAX; /* a pidfd per entry of the pod wait table */
 
 	if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted)
 		return;
@@ -1550,7 +855,7 @@ static void run_loop(struct daemon *d)
 	while (!d->stop) {
 		int64_t now = now_ms();
 		int64_t deadline = d->interval_start_ms + (int64_t)d->config->interval_ms;
-		int64_t retry = next_retry_ms(d);
+		int64_t retry = process_tracker__next_retry_ms(d->tracker);
 		int timeout;
 		int n;
 
@@ -1577,18 +882,16 @@ static void run_loop(struct daemon *d)
 				handle_signals(d);
 			else if (tag == TAG_RELOAD)
 				finish_reload(d);
-			else if (tag & POD_WAIT_TAG)
-				handle_pod_wait_exit(d, (pid_t)(uint32_t)tag);
-			else if (tag & PID_TAG)
-				handle_exit(d, (pid_t)(uint32_t)tag);
+			else
+				process_tracker__on_epoll(d->tracker, tag);
 		}
 		now = now_ms();
 		if (now >= d->next_drain_ms) {
 			drain_samples(d);
 			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
 		}
-		retry_waiting(d, now);
-		poll_pods(d, now);
+		process_tracker__retry_attaches(d->tracker, now);
+		process_tracker__poll_pods(d->tracker, now);
 		if (now >= d->interval_start_ms + (int64_t)d->config->interval_ms)
 			flush_interval(d, now);
 		if (d->metrics && now >= d->next_publish_ms) {
@@ -1603,16 +906,13 @@ static void shut_down(struct daemon *d)
 	/* The partial interval first, so a slow detach (a grace period per link) can never cost
 	 * the profiles; then detach everything and wait until the kernel has let go. Samples that
 	 * arrive in between belong to no written profile and are not counted anywhere. */
-	if (d->samples && d->program && d->sinks)
+	if (d->tracker && d->samples && d->program && d->sinks)
 		flush_interval(d, now_ms());
 	cancel_loader(d); /* a reload still loading is dropped */
 	if (d->loader.done_fd >= 0)
 		close(d->loader.done_fd);
-	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
-		while (d->buckets[b])
-			release_process(d, d->buckets[b]);
-	}
-	clear_pod_waits(d);
+	process_tracker__free(d->tracker);
+	d->tracker = NULL;
 	free_kube_pods(d);
 	detach_queue__free(d->detacher); /* waits until every probe is gone */
 	d->detacher = NULL;
@@ -1628,7 +928,6 @@ static void shut_down(struct daemon *d)
 		close(d->epoll_fd);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
-	free(d->forget);
 	config_free(d->config);
 }
 
@@ -1727,6 +1026,10 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	}
 	if (load_program(&d) != 0)
 		goto out;
+	if (make_tracker(&d) != 0) {
+		log_error("cannot set up process tracking: out of memory");
+		goto out;
+	}
 	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
 	    watch(&d, process_events__fd(d.events), TAG_EVENTS) ||
 	    watch(&d, d.signal_fd, TAG_SIGNALS) || watch(&d, d.loader.done_fd, TAG_RELOAD)) {
@@ -1736,13 +1039,13 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	d.interval_start_ms = now_ms();
 	d.interval_start_wall_ns = wall_ns();
 	d.next_drain_ms = d.interval_start_ms + DRAIN_INTERVAL_MS;
-	scan_processes(&d);
+	process_tracker__scan(d.tracker);
 	/* Exec notices queued during the scan are handled in the loop; a process seen twice is
 	 * tracked once. */
 	units_format_size((double)d.config->sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",
-		 d.n_processes, service_count(&d), rate, d.config->interval_ms / 1000.0,
+		 process_count(&d), service_count(&d), rate, d.config->interval_ms / 1000.0,
 		 d.config->source);
 	publish_metrics(&d);
 	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
