@@ -238,7 +238,8 @@ static void track_process(struct process_tracker *t, pid_t pid, const char *serv
 			  const char *container_id, const char *comm)
 {
 	struct tracked_process *p;
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = PROCESS_TRACKER_PID_TAG | (uint32_t)pid };
+	struct epoll_event ev = { .events = EPOLLIN,
+				  .data.u64 = PROCESS_TRACKER_PID_TAG | (uint32_t)pid };
 	int pidfd;
 
 	if (t->n_processes >= t->settings.max_processes) {
@@ -308,7 +309,8 @@ static void pod_unknown(struct process_tracker *t, const struct process_info *in
 /* The pod of a process in a container. Returns 0 with *pod set (NULL: not in a container, or
  * Kubernetes is off), -EAGAIN while the cache does not know the container yet, -ENOENT when
  * it says the container is in no pod on this node, or another -errno. */
-static int find_pod(struct process_tracker *t, const struct process_info *info, struct kube_container **pod)
+static int find_pod(struct process_tracker *t, const struct process_info *info,
+		    struct kube_container **pod)
 {
 	int ret;
 
@@ -325,7 +327,8 @@ static int find_pod(struct process_tracker *t, const struct process_info *info, 
 /* ---- deciding ---------------------------------------------------------------------- */
 
 /* Applies the rules to the facts (pod included, or NULL) and tracks a target. Takes pod. */
-static void decide_process(struct process_tracker *t, struct process_info *info, struct kube_container *pod)
+static void decide_process(struct process_tracker *t, struct process_info *info,
+			   struct kube_container *pod)
 {
 	char service[1024];
 
@@ -354,7 +357,8 @@ static void consider_process(struct process_tracker *t, pid_t pid)
 	if (process_info__read("/proc", pid, &info) != 0)
 		return;
 	if (w)
-		pod_waits__remove(t->pod_waits, w); /* decided without its pod before: decided afresh now */
+		/* Decided without its pod before: decided afresh now. */
+		pod_waits__remove(t->pod_waits, w);
 	ret = find_pod(t, &info, &pod);
 	if (ret == -EAGAIN) {
 		ret = pod_waits__add(t->pod_waits, pid, info.container.id, false, now_ms());

@@ -137,7 +137,8 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	struct pprof_label sample_labels[2 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS];
 	struct profile_label labels[2 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS];
 	/* Copies of hostname, the pod labels and the static labels, cut to the limit below. */
-	char values[1 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS][SERVICES_MAX_LABEL_VALUE + 1];
+	char values[1 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS]
+		   [SERVICES_MAX_LABEL_VALUE + 1];
 	char line1[128], line2[1200];
 	const char *comments[] = { line1, line2, NULL };
 	size_t n = 0, n_values = 0;
@@ -167,7 +168,8 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	if (s->pod_labels[0])
 		snprintf(line2, sizeof(line2), "service %s, container %s of pod %s/%s, on %s",
 			 s->name, s->pod_labels[SERVICE_LABEL_CONTAINER],
-			 s->pod_labels[SERVICE_LABEL_NAMESPACE], s->pod_labels[SERVICE_LABEL_POD], values[0]);
+			 s->pod_labels[SERVICE_LABEL_NAMESPACE], s->pod_labels[SERVICE_LABEL_POD],
+			 values[0]);
 	else
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
 

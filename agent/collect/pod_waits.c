@@ -78,7 +78,8 @@ void pod_waits__clear(struct pod_waits *w)
 int pod_waits__add(struct pod_waits *w, pid_t pid, const char *container_id, bool decided,
 		   int64_t now_ms)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = w->opts.epoll_tag | (uint32_t)pid };
+	struct epoll_event ev = { .events = EPOLLIN,
+				  .data.u64 = w->opts.epoll_tag | (uint32_t)pid };
 	struct pod_wait *e;
 	int ret;
 

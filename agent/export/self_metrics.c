@@ -70,7 +70,8 @@ static void reasons(struct metrics_text *t, const char *name,
 		    const struct self_metrics_reasons *r)
 {
 	for (size_t i = 0; i < r->n && i < SELF_METRICS_MAX_REASONS; i++)
-		metrics_text__sample(t, name, (const char *const[]){ "reason", r->reason[i].name, NULL },
+		metrics_text__sample(t, name,
+				     (const char *const[]){ "reason", r->reason[i].name, NULL },
 				     (double)r->reason[i].value);
 }
 
@@ -90,7 +91,8 @@ static void gauge(struct metrics_text *t, const char *name, const char *help, do
 static void render_kubernetes_metrics(const struct self_metrics *m, struct metrics_text *t)
 {
 	counter(t, "allocscope_kubernetes_refreshes_total",
-		"Successful pod list refreshes from the Kubernetes API.", (double)m->kube_refreshes);
+		"Successful pod list refreshes from the Kubernetes API.",
+		(double)m->kube_refreshes);
 	counter(t, "allocscope_kubernetes_refresh_errors_total",
 		"Failed pod list refreshes (the previous list is kept; the log says why).",
 		(double)m->kube_refresh_errors);
