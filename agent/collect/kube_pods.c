@@ -1019,6 +1019,18 @@ out:
 	return ret;
 }
 
+int kube_pods__parse_pod_list(const char *text, size_t len, const char *node_name,
+			      size_t *n_pods, size_t *n_containers, char *err, size_t err_len)
+{
+	struct pod_snapshot *snapshot;
+	int ret = parse_pod_list(text, len, node_name, &snapshot, err, err_len);
+
+	*n_pods = ret ? 0 : snapshot->n_pods;
+	*n_containers = ret ? 0 : snapshot->n_containers;
+	snapshot_free(snapshot);
+	return ret;
+}
+
 /* The "message" of a Kubernetes Status object (the body of an error answer), with control
  * characters made spaces; "" when the body is not one. */
 static void status_message(const char *body, size_t len, char *message, size_t cap)
