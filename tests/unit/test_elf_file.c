@@ -612,6 +612,22 @@ static void test_stripped_with_build_id_tree(void)
 	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
 }
 
+/* DWARF that covers no code (a library of data only): no lines anywhere, and no trouble. */
+static void test_dwarf_without_code(void)
+{
+	struct elf_file *f = open_fixture("data_only.so");
+	const struct source_line *lines = NULL;
+	size_t count = 1;
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	CHECK(elf_file__has_dwarf(f));
+	CHECK_EQ_U64(elf_file__lines_at(f, 0x1000, &lines, &count, NULL), 0);
+	CHECK_EQ_U64(count, 0);
+	elf_file__free(f);
+}
+
 static void hung(int sig)
 {
 	static const char message[] = "FAIL test_debug_candidates_that_are_not_files: "
@@ -688,5 +704,6 @@ int main(void)
 	RUN(test_stripped_with_debuglink);
 	RUN(test_stripped_with_build_id_tree);
 	RUN(test_debug_candidates_that_are_not_files);
+	RUN(test_dwarf_without_code);
 	return unit_summary("elf_file");
 }
