@@ -209,6 +209,8 @@ FUZZ_LIB	:= $(BUILD)/fuzz/libagent.a
 FUZZ_CFLAGS	:= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 		   -fno-sanitize-recover=all -std=gnu11 -Wall -Wextra -Werror \
 		   -Wno-unused-parameter -fno-strict-aliasing
+# make fuzz FUZZ_TARGETS="config spool" runs only those harnesses.
+FUZZ_TARGETS	?= $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%)
 FUZZ_SECONDS	?= 60
 FUZZ_JOBS	?= 1
 # Where `make fuzz` keeps what it learns between runs (never the committed seeds).
@@ -236,9 +238,9 @@ $(BUILD)/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB)
 
 # FUZZ_JOBS=2 runs two harnesses at once. A finding fails the run; the input that caused it
 # is kept in build/fuzz/findings/.
-fuzz: $(FUZZ_BINS)
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/bin/fuzz_%)
 	$(Q)tests/fuzz/run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) \
-		--corpus-dir $(FUZZ_CORPUS_DIR) $(FUZZ_BINS)
+		--corpus-dir $(FUZZ_CORPUS_DIR) $^
 
 # What `make test` runs: a few seconds each over the committed seeds.
 fuzz-smoke: $(FUZZ_BINS)
