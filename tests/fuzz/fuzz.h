@@ -33,11 +33,11 @@ static inline void fuzz_die(const char *what)
 	abort();
 }
 
-/* Writes the input to NAME in a private directory of its own (made once; removed at exit
- * when libFuzzer runs exit handlers, which it does not at -max_total_time, so tests/fuzz/run
- * points TMPDIR at a directory it removes):
- * the file stands alone, so paths the parser derives from it (a debug link) find nothing
- * but what the input names. Returns the file's path. */
+/* Writes the input to NAME in a private directory of its own: the file stands alone, so paths
+ * the parser derives from it (a debug link) find nothing but what the input names. The
+ * directory is made once and removed at exit when libFuzzer runs exit handlers; it does not
+ * at -max_total_time, so tests/fuzz/run points TMPDIR at a directory it removes itself.
+ * Returns the file's path. */
 static inline const char *fuzz_input_file(const char *name, const uint8_t *data, size_t size)
 {
 	size_t done = 0;
