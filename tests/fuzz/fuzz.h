@@ -35,8 +35,8 @@ static inline void fuzz_die(const char *what)
 
 /* Writes the input to NAME in a private directory of its own: the file stands alone, so paths
  * the parser derives from it (a debug link) find nothing but what the input names. The
- * directory is made once and removed at exit when libFuzzer runs exit handlers; it does not
- * at -max_total_time, so tests/fuzz/run points TMPDIR at a directory it removes itself.
+ * directory is made once and removed at exit; a finding ends the process without exit
+ * handlers, so tests/fuzz/run points TMPDIR at a directory it removes itself.
  * Returns the file's path. */
 static inline const char *fuzz_input_file(const char *name, const uint8_t *data, size_t size)
 {
