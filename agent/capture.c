@@ -156,13 +156,14 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
  * still has the direct caller the program read at *sp. */
 static int add_unwound_sample(struct capture *cap, const struct alloc_sample *sample)
 {
-	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
+	uint64_t pcs[UNWIND_MAX_PCS];
 	struct unwind_input input = {
 		.pid = (pid_t)sample->pid,
 		.tid = (pid_t)sample->tid,
 		.regs = (const uint64_t *)sample->regs,
 		.stack = sample->stack_copy,
 		.stack_len = sample->stack_copy_bytes,
+		.flags = sample->flags,
 	};
 	struct unwind_result result = { 0 };
 	int ret;
@@ -563,6 +564,8 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ cap->truncated_unwinds, "stacks cut short: kept the frames found (a larger "
 					  "--stack-copy-size or debug info may help)" },
 		{ sample_reader__malformed(cap->reader), "malformed records" },
+		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
+					      "the process or its leaf yet (unwound in user space)" },
 	};
 	bool header = false;
 
@@ -640,6 +643,7 @@ int capture_run(const struct capture_opts *opts)
 		.ringbuf_bytes = opts->ringbuf_bytes,
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
+		.kernel_unwind = opts->unwind == UNWIND_KERNEL,
 	};
 	struct capture cap = { .opts = opts };
 	struct alloc_counters counters;
@@ -673,8 +677,18 @@ int capture_run(const struct capture_opts *opts)
 		log_error("cannot set up the unwinder: out of memory");
 		goto out;
 	}
+	if (opts->unwind == UNWIND_KERNEL &&
+	    unwinder__use_kernel_tables(cap.unwinder, alloc_program__unwind_rows_fd(cap.program),
+					alloc_program__unwind_procs_fd(cap.program),
+					alloc_program__unwind_table_rows(cap.program), err,
+					sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (!cap.symbolizer ||
 	    alloc_profile__new(opts->sample_rate, cap.symbolizer, &cap.profile) ||
+	    (opts->skip_frames &&
+	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err))) ||
 	    sample_reader__new(alloc_program__ringbuf_fd(cap.program), on_sample, &cap,
 			       &cap.reader)) {
 		log_error("cannot set up the capture: out of memory");

@@ -24,6 +24,7 @@ struct capture_opts {
 	uint32_t stack_copy_bytes; /* user stack copied per sample for CFI unwinding */
 	unsigned top;            /* rows in the summary's top table */
 	const char *debuginfod_urls; /* NULL: DEBUGINFOD_URLS from the environment; "": none */
+	const char *skip_frames; /* --skip-frames: wrappers the top table looks through, or NULL */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

@@ -13,6 +13,7 @@
 #include "util/log.h"
 #include "config/config.h"
 #include "config/units.h"
+#include "profile/alloc_profile.h"
 #include "alloc.h"
 #include "sampling.h"
 
@@ -50,12 +51,18 @@ static const char usage_text[] =
 	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
 	"      --unwind MODE        how stacks are walked: auto (default: CFI from .eh_frame and\n"
 	"                           debug info, frame pointers where there is none), dwarf (CFI\n"
-	"                           only) or fp (frame pointers only, cheapest)\n"
+	"                           only), fp (frame pointers only, cheapest) or kernel (the\n"
+	"                           kernel walks the stack with tables built from CFI: no stack\n"
+	"                           copy, any depth; experimental)\n"
 	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (1KiB to\n"
 	"                           64KiB, a power of two; default 16KiB)\n"
 	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
 	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
+	"      --skip-frames REGEX  functions the top table looks through to find the allocation\n"
+	"                           site, besides the allocator and known wrappers (zmalloc,\n"
+	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
+	"                           names, e.g. 'my_alloc|my_calloc'\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from 128KiB, the\n"
 	"                           largest sample, to 1GiB; default 16MiB)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
@@ -114,7 +121,7 @@ static int ringbuf_size_error(const char *arg)
 int main(int argc, char **argv)
 {
 	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY,
-	       OPT_DEBUGINFOD, OPT_CHECK_CONFIG };
+	       OPT_DEBUGINFOD, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
 	static const struct option options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -124,6 +131,7 @@ int main(int argc, char **argv)
 		{ "unwind", required_argument, NULL, OPT_UNWIND },
 		{ "stack-copy-size", required_argument, NULL, OPT_STACK_COPY },
 		{ "debuginfod", required_argument, NULL, OPT_DEBUGINFOD },
+		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
 		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "config", required_argument, NULL, 'c' },
@@ -214,6 +222,14 @@ int main(int argc, char **argv)
 						   optarg);
 			opts.stack_copy_bytes = (uint32_t)value;
 			break;
+		case OPT_SKIP_FRAMES: {
+			char why[512];
+
+			if (alloc_profile_check_skip_frames(optarg, why, sizeof(why)) != 0)
+				return usage_error("%s", why);
+			opts.skip_frames = optarg;
+			break;
+		}
 		case OPT_DEBUGINFOD:
 			opts.debuginfod_urls = optarg;
 			break;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -476,6 +477,30 @@ static void test_function_at_prefers_global_name(void)
 	elf_file__free(f);
 }
 
+/* glibc's entry points under their public names, whatever their binding: calloc is a weak
+ * alias of the global __libc_calloc, malloc a global alias of __libc_malloc. */
+static void test_function_at_names_libc_public(void)
+{
+	static const char *const names[][2] = {
+		{ "__libc_calloc", "calloc" },   { "__libc_malloc", "malloc" },
+		{ "__libc_realloc", "realloc" }, { "__libc_valloc", "valloc" },
+		{ "__libc_pvalloc", "pvalloc" }, { "__libc_memalign", "memalign" },
+	};
+	struct elf_file *f = NULL;
+
+	if (elf_file__open("/lib/x86_64-linux-gnu/libc.so.6", &f) != 0) {
+		CHECK(!"libc.so.6 opens");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct elf_symbol sym;
+
+		CHECK(elf_file__find_function(f, names[i][0], &sym) == 0);
+		CHECK_STR(elf_file__function_at(f, sym.vaddr, NULL), names[i][1]);
+	}
+	elf_file__free(f);
+}
+
 static void test_function_at_shared_library(void)
 {
 	struct elf_file *f = open_fixture("libfixture.so");
@@ -636,6 +661,81 @@ static void test_one_parse_per_file(void)
 	rmdir(dir);
 }
 
+/* DWARF that covers no code (a library of data only): no lines anywhere, and no trouble. */
+static void test_dwarf_without_code(void)
+{
+	struct elf_file *f = open_fixture("data_only.so");
+	const struct source_line *lines = NULL;
+	size_t count = 1;
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	CHECK(elf_file__has_dwarf(f));
+	CHECK_EQ_U64(elf_file__lines_at(f, 0x1000, &lines, &count, NULL), 0);
+	CHECK_EQ_U64(count, 0);
+	elf_file__free(f);
+}
+
+static void hung(int sig)
+{
+	static const char message[] = "FAIL test_debug_candidates_that_are_not_files: "
+				      "elf_file__open hung on a FIFO or a device\n";
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, message, sizeof(message) - 1);
+	_exit(1);
+}
+
+/* A target owns the directories its binaries lie in (and, in a container, the build-id tree
+ * under its root): a debug link or a build-id path naming a FIFO must not block the agent in
+ * open(), nor one naming /dev/zero keep it reading forever. They are not debug files, and
+ * neither is a FIFO given as the file itself. alarm() turns a hang into a failure. */
+static void test_debug_candidates_that_are_not_files(void)
+{
+	char dir[] = "/tmp/allocscope-elf-XXXXXX";
+	char path[PATH_MAX], debug[PATH_MAX + 32], id[128], cmd[PATH_MAX + 64];
+	const char *roots[] = {dir, NULL};
+	struct elf_file *f = NULL;
+
+	signal(SIGALRM, hung);
+	alarm(30);
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/target_debuglink", dir);
+	CHECK(copy_file(fixture("target_debuglink"), path));
+
+	snprintf(debug, sizeof(debug), "%s/target_debuglink.debug", dir);
+	CHECK(mkfifo(debug, 0600) == 0);
+	CHECK_EQ_U64(elf_file__open(path, &f), 0);
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+
+	CHECK(unlink(debug) == 0 && symlink("/dev/zero", debug) == 0);
+	CHECK_EQ_U64(elf_file__open(path, &f), 0);
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+
+	/* The build-id tree. */
+	CHECK(readelf_build_id(fixture("target_buildid"), id));
+	snprintf(debug, sizeof(debug), "%s/.build-id/%.2s", dir, id);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", debug);
+	CHECK(system(cmd) == 0);
+	snprintf(debug, sizeof(debug), "%s/.build-id/%.2s/%s.debug", dir, id, id + 2);
+	CHECK(mkfifo(debug, 0600) == 0);
+	CHECK_EQ_U64(elf_file__set_debug_roots(roots), 0);
+	f = open_fixture("target_buildid");
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
+
+	/* The file itself. */
+	CHECK_EQ_U64(elf_file__open(debug, &f), -ENOEXEC);
+
+	alarm(0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	RUN(test_bad_input);
@@ -648,10 +748,13 @@ int main(void)
 	RUN(test_offset_to_vaddr);
 	RUN(test_function_at);
 	RUN(test_function_at_prefers_global_name);
+	RUN(test_function_at_names_libc_public);
 	RUN(test_function_at_shared_library);
 	RUN(test_survives_deletion);
 	RUN(test_stripped_with_debuglink);
 	RUN(test_stripped_with_build_id_tree);
 	RUN(test_one_parse_per_file);
+	RUN(test_debug_candidates_that_are_not_files);
+	RUN(test_dwarf_without_code);
 	return unit_summary("elf_file");
 }
