@@ -47,13 +47,14 @@ class Receiver:
     """A stand-in server in a process of its own, recording into a directory."""
 
     def __init__(self, kind, tmp, script=None, port=None, tls=None, client_ca=None,
-                 start=True):
+                 start=True, limits=None):
         self.kind = kind
         self.port = port or free_port()
         self.out = os.path.join(tmp, f"{kind}-{self.port}")
         self.script = script or []
         self.tls = tls
         self.client_ca = client_ca
+        self.limits = limits  # the Pyroscope stand-in's limits overridden (pyroscope_rules)
         self.proc = None
         if start:
             self.start()
@@ -67,6 +68,8 @@ class Receiver:
             argv += ["--cert", self.tls[0], "--key", self.tls[1]]
         if self.client_ca:
             argv += ["--client-ca", self.client_ca]
+        if self.limits:
+            argv += ["--limits", json.dumps(self.limits)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         line = self.proc.stdout.readline()
