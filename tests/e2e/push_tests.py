@@ -1,6 +1,7 @@
 """End-to-end tests of the push sinks: the real agent with real BPF profiles a running
 malloc_loop and pushes to stand-in servers (tests/e2e/receivers/): a Pyroscope Connect
-endpoint over HTTP/1.1 and a Parca gRPC endpoint served by grpcio, both decoding what arrives
+endpoint over HTTP/1.1 (which also refuses what Pyroscope v2.2.1 would: receivers/
+pyroscope_rules.py) and a Parca gRPC endpoint served by grpcio, both decoding what arrives
 by hand. The tests take the endpoint down and up, script 429/503/400 and gRPC errors, fill the
 spool, restart the agent, and use TLS with a CA made for the test; they check what a user
 would: every profile arrives, in order, with the right labels and credentials, and /metrics
