@@ -671,6 +671,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
 import cooperative_tests  # noqa: E402,F401
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
+import pyroscope_tests  # noqa: E402,F401  (against a stand-in with Pyroscope's rules)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
 import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; capabilities kept)
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)
