@@ -18,7 +18,10 @@ GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD)
-LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -lstdc++
+# libbpf (1.4 or newer; Debian 12 has it in bookworm-backports) is linked statically, so the
+# hosts and the runtime image need no backports; what it needs (libelf, zlib) stays dynamic.
+LIBBPF_A  ?= $(shell pkg-config --variable=libdir libbpf 2>/dev/null)/libbpf.a
+LDLIBS    += $(LIBBPF_A) -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
 	      -I/usr/include/$(shell $(CC) -dumpmachine)
 
@@ -193,7 +196,7 @@ $(BUILD)/bench/empty_probe.skel.h: $(BUILD)/bench/empty_probe.bpf.o
 
 $(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe.skel.h
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< -lbpf -o $@
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< $(LIBBPF_A) -lelf -lz -o $@
 
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
