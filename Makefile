@@ -148,6 +148,15 @@ $(ALLOCATOR_SITES): $(BUILD)/workloads/sites_%: tests/workloads/allocator_sites.
 	$(Q)$(CXX) $(WORKLOAD_CFLAGS) -D$(call sites_define,$*) $< -o $@ $(sites_link_$*)
 # ---- end of workloads on other allocators ----
 
+# Preloaded into allocscope by an e2e test: a kernel without uprobe_multi links, played by
+# failing those bpf() calls, so the perf-event fallback runs on a kernel that has them.
+NO_MULTI_LINKS := $(BUILD)/workloads/no_multi_links.so
+WORKLOAD_BINS += $(NO_MULTI_LINKS)
+$(NO_MULTI_LINKS): tests/e2e/no_multi_links.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -O1 -g -shared -fPIC -Wall -Wextra -Werror $< -o $@ -ldl
+
 -include tests/unit/fixtures.mk
 
 # ---- liballocscope-sampler.so: in-process sampling for LD_PRELOAD (docs/cooperative.md) ----
