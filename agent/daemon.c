@@ -45,6 +45,7 @@
 #include "build_info.h"
 #include "daemon.h"
 #include "log.h"
+#include "pipeline.h"
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
@@ -53,7 +54,6 @@
 #include "collect/kube_pods.h"
 #include "collect/process_events.h"
 #include "collect/process_info.h"
-#include "collect/sample_reader.h"
 #include "collect/target_rules.h"
 #include "config/config.h"
 #include "config/units.h"
@@ -65,7 +65,6 @@
 #include "utf8_text.h"
 #include "profile/pprof.h"
 #include "symbolize/symbolizer.h"
-#include "symbolize/unwind.h"
 #include "privileges.h"
 
 #define PROCESS_BUCKETS 4096
@@ -168,7 +167,6 @@ struct agent_stats {
 	uint64_t samples;
 	uint64_t samples_unattributed; /* from a process no longer tracked */
 	uint64_t samples_out_of_memory;
-	uint64_t truncated_unwinds;
 	uint64_t attaches;
 	uint64_t not_profiled[NOT_PROFILED__COUNT];
 	uint64_t services_overflowed;  /* processes put under "other" */
@@ -205,10 +203,9 @@ struct daemon {
 	const char *config_path;
 	bool path_is_default;
 	struct agent_config *config;
-	struct alloc_program *program;
-	struct symbolizer *symbolizer;
-	struct unwinder *unwinder; /* NULL with unwind: fp */
-	struct sample_reader *samples;
+	struct pipeline *pipeline;
+	struct alloc_program *program;  /* the pipeline's, borrowed */
+	struct symbolizer *symbolizer;  /* the pipeline's, borrowed */
 	struct process_events *events;
 	struct detach_queue *detacher;
 	struct sink **sinks;
@@ -378,10 +375,7 @@ static void remember_to_forget(struct daemon *d, pid_t pid)
 
 static void drain_samples(struct daemon *d)
 {
-	int n = sample_reader__drain(d->samples);
-
-	if (n < 0 && n != -EINTR)
-		log_warn("reading samples failed: %s", strerror(-n));
+	pipeline__drain(d->pipeline);
 }
 
 /* Detaches and forgets a tracked process. The caller has drained the sample ring. */
@@ -412,10 +406,8 @@ static void release_process(struct daemon *d, struct tracked_process *p)
 
 static void snapshot_process(struct daemon *d, struct tracked_process *p)
 {
-	int ret = symbolizer__add_process(d->symbolizer, p->pid);
+	int ret = pipeline__add_process(d->pipeline, p->pid);
 
-	if (ret == 0 && d->unwinder)
-		ret = unwinder__add_process(d->unwinder, p->pid);
 	if (ret && ret != -ESRCH)
 		log_warn("cannot read the memory map of pid %d: %s", (int)p->pid, strerror(-ret));
 	p->snapshotted = true;
@@ -950,35 +942,6 @@ static void handle_pod_wait_exit(struct daemon *d, pid_t pid)
 
 /* ---- samples ----------------------------------------------------------------------- */
 
-static int add_sample(struct daemon *d, struct alloc_profile *profile,
-		      const struct alloc_sample *sample)
-{
-	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
-	struct unwind_input input = {
-		.pid = (pid_t)sample->pid,
-		.tid = (pid_t)sample->tid,
-		.regs = (const uint64_t *)sample->regs,
-		.stack = sample->stack_copy,
-		.stack_len = sample->stack_copy_bytes,
-	};
-	struct unwind_result result = { 0 };
-	int ret;
-
-	if (!d->unwinder)
-		return alloc_profile__add(profile, sample);
-	ret = unwinder__unwind(d->unwinder, &input, d->config->unwind, pcs,
-			       sizeof(pcs) / sizeof(pcs[0]), &result);
-	if (ret)
-		return ret;
-	if (result.n_pcs < 2 && sample->caller_address) {
-		pcs[0] = sample->regs[ALLOC_REG_IP];
-		pcs[1] = sample->caller_address;
-		result.n_pcs = 2;
-	}
-	d->stats.truncated_unwinds += result.truncated;
-	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
-}
-
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
@@ -994,12 +957,11 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		return 0;
 	}
 	s = p->service;
-	if (!s->profile &&
-	    alloc_profile__new(d->config->sample_rate, d->symbolizer, &s->profile) != 0) {
+	if (!s->profile && pipeline__new_profile(d->pipeline, &s->profile) != 0) {
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
-	if (add_sample(d, s->profile, sample) != 0)
+	if (pipeline__add_sample(d->pipeline, s->profile, sample) != 0)
 		d->stats.samples_out_of_memory++;
 	return 0;
 }
@@ -1055,7 +1017,7 @@ static int submit_profile(struct daemon *d, struct service *s, int64_t duration_
 		sample_labels[i] = (struct pprof_label){ .key = labels[i].key,
 							 .str = labels[i].value };
 	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
-		 (unsigned long long)c->sample_rate);
+		 (unsigned long long)c->sampling.sample_rate);
 	if (s->pod_labels[0])
 		snprintf(line2, sizeof(line2), "service %s, container %s of pod %s/%s, on %s",
 			 s->name, s->pod_labels[POD_LABEL_CONTAINER], s->pod_labels[POD_LABEL_NAMESPACE],
@@ -1158,9 +1120,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 	for (size_t i = 0; i < d->n_forget; i++) {
 		if (find_process(d, d->forget[i]))
 			continue; /* the pid came back as a new target: its snapshot is fresh */
-		symbolizer__remove_process(d->symbolizer, d->forget[i]);
-		if (d->unwinder)
-			unwinder__remove_process(d->unwinder, d->forget[i]);
+		pipeline__remove_process(d->pipeline, d->forget[i]);
 	}
 	d->n_forget = 0;
 	link = &d->services;
@@ -1311,7 +1271,7 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 	} drops[] = {
 		{ "ringbuf_full", bpf.ringbuf_full },
 		{ "out_of_memory", d->stats.samples_out_of_memory },
-		{ "malformed", sample_reader__malformed(d->samples) },
+		{ "malformed", pipeline__malformed(d->pipeline) },
 		{ "unattributed", d->stats.samples_unattributed },
 	};
 	for (size_t i = 0; i < sizeof(drops) / sizeof(drops[0]); i++)
@@ -1327,7 +1287,7 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 		{ "frame_pointer_walk_failed", bpf.stack_errors },
 		{ "caller_unreadable", bpf.caller_errors },
 		{ "no_stack_copy", bpf.stack_copy_errors },
-		{ "truncated", d->stats.truncated_unwinds },
+		{ "truncated", pipeline__truncated_unwinds(d->pipeline) },
 	};
 	for (size_t i = 0; i < sizeof(degraded) / sizeof(degraded[0]); i++)
 		metrics_text__sample(t, "allocscope_stacks_degraded_total",
@@ -1502,7 +1462,7 @@ static void render_metrics(struct daemon *d, struct metrics_text *t)
 	gauge(t, "allocscope_symbolizer_files", "ELF files the symbolizer holds parsed.",
 	      (double)symbolizer__file_count(d->symbolizer));
 	gauge(t, "allocscope_sample_rate_bytes", "Mean bytes between samples.",
-	      (double)d->config->sample_rate);
+	      (double)d->config->sampling.sample_rate);
 	gauge(t, "allocscope_interval_seconds", "Profile interval.",
 	      d->config->interval_ms / 1000.0);
 	counter(t, "process_cpu_seconds_total", "User and system CPU time of the agent.", cpu);
@@ -1721,15 +1681,18 @@ static void free_kube_pods(struct daemon *d)
 /* Sampling settings are baked into the loaded BPF program: a reload keeps the running ones. */
 static void keep_sampling_settings(const struct agent_config *running, struct agent_config *next)
 {
-	if (running->sample_rate != next->sample_rate || running->unwind != next->unwind ||
-	    running->stack_copy_bytes != next->stack_copy_bytes ||
-	    running->ringbuf_bytes != next->ringbuf_bytes)
+	const struct sampling_opts *now = &running->sampling;
+	struct sampling_opts *then = &next->sampling;
+
+	if (now->sample_rate != then->sample_rate || now->unwind != then->unwind ||
+	    now->stack_copy_bytes != then->stack_copy_bytes ||
+	    now->ringbuf_bytes != then->ringbuf_bytes)
 		log_warn("reload: sampling.* settings change only on restart; keeping the running "
 			 "ones");
-	next->sample_rate = running->sample_rate;
-	next->unwind = running->unwind;
-	next->stack_copy_bytes = running->stack_copy_bytes;
-	next->ringbuf_bytes = running->ringbuf_bytes;
+	then->sample_rate = now->sample_rate;
+	then->unwind = now->unwind;
+	then->stack_copy_bytes = now->stack_copy_bytes;
+	then->ringbuf_bytes = now->ringbuf_bytes;
 }
 
 /* Rules changed: drop what is no longer a target, move what changed service, add what newly
@@ -1925,21 +1888,20 @@ static void raise_fd_limit(const struct agent_config *c)
 			 c->max_processes);
 }
 
-/* The BPF program, then down to the capabilities the agent keeps for life: before any thread
- * starts, since each thread has its own. */
+/* The sampling pipeline (BPF program, reader, unwinder, symbolizer), then down to the
+ * capabilities the agent keeps for life: before any thread starts, since each thread has its
+ * own. */
 static int load_bpf(struct daemon *d)
 {
-	const struct agent_config *c = d->config;
-	struct alloc_program_opts opts = {
-		.sample_rate = c->sample_rate,
-		.ringbuf_bytes = c->ringbuf_bytes,
-		.walk_frame_pointers = c->unwind == UNWIND_FP,
-		.stack_copy_bytes = c->unwind == UNWIND_FP ? 0 : c->stack_copy_bytes,
-	};
 	char err[512] = "";
 	int ret;
 
-	ret = alloc_program__load(&opts, &d->program, err, sizeof(err));
+	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
+			     sizeof(err));
+	if (!ret) {
+		d->program = pipeline__program(d->pipeline);
+		d->symbolizer = pipeline__symbolizer(d->pipeline);
+	}
 	if (!ret)
 		ret = privileges__keep_needed(PRIVILEGES_AGENT,
 					      !alloc_program__has_multi(d->program), err,
@@ -1951,7 +1913,6 @@ static int load_bpf(struct daemon *d)
 
 static int load_program(struct daemon *d)
 {
-	const struct agent_config *c = d->config;
 	char err[512] = "";
 	int ret;
 
@@ -1962,19 +1923,6 @@ static int load_program(struct daemon *d)
 	else
 		log_info("one probe hit costs %.0f ns on this machine", d->probe_cost_ns);
 	d->calibration_hits = alloc_program__probe_hits(d->program);
-	d->symbolizer = symbolizer__new();
-	if (!d->symbolizer)
-		return -ENOMEM;
-	if (c->debuginfod_urls && symbolizer__set_debuginfod(d->symbolizer, c->debuginfod_urls, 0))
-		return -ENOMEM;
-	if (c->unwind != UNWIND_FP) {
-		ret = unwinder__new(&d->unwinder);
-		if (ret)
-			return ret;
-	}
-	ret = sample_reader__new(alloc_program__ringbuf_fd(d->program), on_sample, d, &d->samples);
-	if (ret)
-		return ret;
 	ret = process_events__new(alloc_program__process_events_fd(d->program), &d->events);
 	if (ret)
 		return ret;
@@ -2068,7 +2016,7 @@ static void shut_down(struct daemon *d)
 	/* The partial interval first, so a slow detach (a grace period per link) can never cost
 	 * the profiles; then detach everything and wait until the kernel has let go. Samples that
 	 * arrive in between belong to no written profile and are not counted anywhere. */
-	if (d->samples && d->program && d->sinks)
+	if (d->pipeline && d->events && d->sinks)
 		flush_interval(d, now_ms());
 	cancel_loader(d); /* a reload still loading is dropped */
 	if (d->loader.done_fd >= 0)
@@ -2090,10 +2038,7 @@ static void shut_down(struct daemon *d)
 	free_sinks(d, false);
 	metrics_server__free(d->metrics);
 	process_events__free(d->events);
-	sample_reader__free(d->samples);
-	unwinder__free(d->unwinder);
-	symbolizer__free(d->symbolizer);
-	alloc_program__free(d->program);
+	pipeline__close(d->pipeline);
 	if (d->epoll_fd >= 0)
 		close(d->epoll_fd);
 	if (d->signal_fd >= 0)
@@ -2193,7 +2138,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	}
 	if (load_program(&d) != 0)
 		goto out;
-	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
+	if (watch(&d, pipeline__fd(d.pipeline), TAG_SAMPLES) ||
 	    watch(&d, process_events__fd(d.events), TAG_EVENTS) ||
 	    watch(&d, d.signal_fd, TAG_SIGNALS) || watch(&d, d.loader.done_fd, TAG_RELOAD)) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
@@ -2205,7 +2150,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	scan_processes(&d);
 	/* Exec notices queued during the scan are handled in the loop; a process seen twice is
 	 * tracked once. */
-	units_format_size((double)d.config->sample_rate, rate, sizeof(rate));
+	units_format_size((double)d.config->sampling.sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",
 		 d.n_processes, d.n_services, rate, d.config->interval_ms / 1000.0,

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include "alloc.h"
+#include "sampling.h"
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
@@ -95,6 +96,13 @@ struct config_key {
 	size_t offset;		  /* of the field in the table's struct */
 	size_t width;		  /* sizeof the field, for integers */
 	size_t count_offset;	  /* KEY_RULES, KEY_LABELS, KEY_SINKS: of the size_t count */
+	/* Keys the command line sets too (config_set_flag): the long option without "--", its
+	 * one-letter form (or 0), what a message calls the value ("sample rate"; NULL: the
+	 * option itself), and why the range is what it is, said on the command line. */
+	const char *flag;
+	char short_flag;
+	const char *noun;
+	const char *range_why;
 };
 
 /* A set of keys that one kind of YAML mapping may hold. */
@@ -127,15 +135,23 @@ _Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 /* The longest Kubernetes node name (a DNS subdomain). */
 #define NODE_NAME_MAX 253
 
+/* The one definition of every setting's name, default and range, for the file and (with .flag)
+ * the command line alike. */
 static const struct config_key agent_keys[] = {
-	{ "sampling.rate", KEY_SIZE, .min = 1, .max = 4 * GIB, .default_text = "512KiB",
-	  CONFIG_FIELD(sample_rate) },
-	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(unwind) },
-	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB, .max = 64 * KIB,
-	  .default_text = "16KiB", CONFIG_FIELD(stack_copy_bytes) },
+	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE, .default_text = "512KiB",
+	  CONFIG_FIELD(sampling.sample_rate), .flag = "sample-rate", .short_flag = 'r',
+	  .noun = "sample rate" },
+	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(sampling.unwind),
+	  .flag = "unwind" },
+	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB,
+	  .max = ALLOC_MAX_STACK_COPY, .default_text = "16KiB",
+	  CONFIG_FIELD(sampling.stack_copy_bytes), .flag = "stack-copy-size",
+	  .noun = "stack copy size" },
 	{ "sampling.ringbuf_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = ALLOC_RINGBUF_MIN_BYTES,
-	  .max = ALLOC_RINGBUF_MAX_BYTES,
-	  .default_text = "16MiB", CONFIG_FIELD(ringbuf_bytes) },
+	  .max = ALLOC_RINGBUF_MAX_BYTES, .default_text = "16MiB",
+	  CONFIG_FIELD(sampling.ringbuf_bytes), .flag = "ringbuf-size",
+	  .noun = "ring buffer size",
+	  .range_why = "the smallest holds one sample with the largest stack copy" },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
 	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },
@@ -157,9 +173,11 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(metrics_listen) },
 	{ "metrics.allow_remote", KEY_BOOL, .default_text = "false",
 	  CONFIG_FIELD(metrics_allow_remote) },
-	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level) },
+	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level),
+	  .flag = "log-level", .noun = "log level" },
 	/* No default text: NULL tells the symbolizer to read DEBUGINFOD_URLS itself. */
-	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(debuginfod_urls) },
+	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(sampling.debuginfod_urls),
+	  .flag = "debuginfod" },
 	{ "kubernetes.enabled", KEY_BOOL, .default_text = "false",
 	  CONFIG_FIELD(kubernetes.enabled) },
 	/* No default text: "" or absence means $NODE_NAME, filled in after loading. */
@@ -321,6 +339,11 @@ struct load_ctx {
 	yaml_document_t *doc;
 	char *err;
 	size_t err_len;
+	/* Set when the value comes from a command-line flag (config_set_flag): messages then
+	 * read "invalid NOUN 'TEXT': expected ..." and sizes are shown as the summary shows
+	 * them. */
+	const char *flag_noun;
+	const char *flag_text;
 };
 
 /* Writes "NAME:LINE:COLUMN: PATH: message" into the error buffer (libyaml counts from 0,
@@ -336,7 +359,10 @@ __attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, yaml
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	if (path && path[0])
+	if (ctx->flag_noun)
+		snprintf(ctx->err, ctx->err_len, "invalid %s '%s': %s", ctx->flag_noun,
+			 ctx->flag_text, message);
+	else if (path && path[0])
 		snprintf(ctx->err, ctx->err_len, "%s:%zu:%zu: %s: %s", ctx->name, mark.line + 1,
 			 mark.column + 1, path, message);
 	else
@@ -522,6 +548,10 @@ static int fail_expected(struct load_ctx *ctx, const struct config_key *key, con
 {
 	char expected[128];
 
+	/* The command line's message quotes the text already. */
+	if (ctx->flag_noun)
+		return fail(ctx, mark, path, "expected %s",
+			    expected_phrase(key, expected, sizeof(expected)));
 	return fail(ctx, mark, path, "expected %s, got %s",
 		    expected_phrase(key, expected, sizeof(expected)), found);
 }
@@ -814,6 +844,30 @@ static int set_quantity(struct load_ctx *ctx, const struct config_key *key, cons
 	int ret;
 
 	ret = is_size ? units_parse_size(text, &value) : parse_duration_ms(text, &value);
+	if (ctx->flag_noun) {
+		/* One message for the form and the range: what a user of the flag needs. */
+		bool fits = !ret && value >= key->min && value <= key->max &&
+			    (!(key->flags & KEY_POWER_OF_TWO) || !(value & (value - 1)));
+
+		if (fits) {
+			set_uint(field, key->width, value);
+			return 0;
+		}
+		if (is_size) {
+			units_format_size((double)key->min, low, sizeof(low));
+			units_format_size((double)key->max, high, sizeof(high));
+		} else {
+			format_duration(key->min, low, sizeof(low));
+			format_duration(key->max, high, sizeof(high));
+		}
+		return fail(ctx, mark, path, "expected %s from %s to %s%s%s%s, e.g. %s",
+			    (key->flags & KEY_POWER_OF_TWO) ? "a power of two"
+			    : is_size			     ? "a size"
+							     : "a duration",
+			    low, high, key->range_why ? " (" : "",
+			    key->range_why ? key->range_why : "", key->range_why ? ")" : "",
+			    key->example ? key->example : key->default_text);
+	}
 	if (ret)
 		return fail_expected_text(ctx, key, path, mark, text);
 	quote(text, quoted, sizeof(quoted));
@@ -1796,7 +1850,7 @@ void config_free(struct agent_config *config)
 	free_labels(config->labels, config->n_labels);
 	free_sinks(config->sinks, config->n_sinks);
 	free(config->metrics_listen);
-	free(config->debuginfod_urls);
+	free(config->sampling.debuginfod_urls);
 	free(config->kubernetes.node_name);
 	free(config->kubernetes.api_server);
 	free(config->kubernetes.token_path);
@@ -1825,6 +1879,47 @@ static int build_defaults(struct load_ctx *ctx, const char *source, struct agent
 	}
 	*out = config;
 	return 0;
+}
+
+int config_set_flag(struct agent_config *config, const char *flag, const char *text, char *err,
+		    size_t err_len)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(agent_keys); i++) {
+		const struct config_key *key = &agent_keys[i];
+		char option[64];
+		struct load_ctx ctx = {
+			.name = "the command line",
+			.err = err,
+			.err_len = err_len,
+			.flag_noun = key->noun,
+			.flag_text = text,
+		};
+		yaml_mark_t no_mark = { 0 };
+
+		if (!key->flag || strcmp(key->flag, flag) != 0)
+			continue;
+		if (!ctx.flag_noun) {
+			snprintf(option, sizeof(option), "--%s", key->flag);
+			ctx.flag_noun = option;
+		}
+		return set_scalar(&ctx, key, key->name, text, no_mark, config);
+	}
+	snprintf(err, err_len, "unknown option --%s", flag);
+	return -ENOENT;
+}
+
+const char *config_flag(size_t i, char *short_flag)
+{
+	for (size_t k = 0; k < ARRAY_SIZE(agent_keys); k++) {
+		if (!agent_keys[k].flag)
+			continue;
+		if (i-- == 0) {
+			if (short_flag)
+				*short_flag = agent_keys[k].short_flag;
+			return agent_keys[k].flag;
+		}
+	}
+	return NULL;
 }
 
 int config_defaults(struct agent_config **out)

@@ -26,10 +26,10 @@ static char *machine_hostname(void)
 /* Every field against the documented defaults (source aside). */
 static void check_defaults(const struct agent_config *c)
 {
-	CHECK_EQ_U64(c->sample_rate, 512 * 1024);
-	CHECK_EQ_U64(c->unwind, UNWIND_AUTO);
-	CHECK_EQ_U64(c->stack_copy_bytes, 16 * 1024);
-	CHECK_EQ_U64(c->ringbuf_bytes, 16 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.sample_rate, 512 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind, UNWIND_AUTO);
+	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 16 * 1024);
+	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 16 * 1024 * 1024);
 	CHECK_EQ_U64(c->targets.n_include, 0);
 	CHECK(c->targets.include == NULL);
 	CHECK_EQ_U64(c->targets.n_exclude, 0);
@@ -52,7 +52,7 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_STR(c->metrics_listen, "127.0.0.1:9464");
 	CHECK(c->metrics_allow_remote == false);
 	CHECK_EQ_U64(c->log_level, LOG_INFO);
-	CHECK(c->debuginfod_urls == NULL);
+	CHECK(c->sampling.debuginfod_urls == NULL);
 	CHECK(c->kubernetes.enabled == false);
 	/* main() clears NODE_NAME: nothing fills it in. */
 	CHECK(c->kubernetes.node_name == NULL || c->kubernetes.node_name[0] == '\0');
@@ -228,10 +228,10 @@ static void test_every_key(void)
 
 	if (!c)
 		return;
-	CHECK_EQ_U64(c->sample_rate, 1024 * 1024);
-	CHECK_EQ_U64(c->unwind, UNWIND_DWARF);
-	CHECK_EQ_U64(c->stack_copy_bytes, 32 * 1024);
-	CHECK_EQ_U64(c->ringbuf_bytes, 64 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.sample_rate, 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind, UNWIND_DWARF);
+	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 32 * 1024);
+	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 64 * 1024 * 1024);
 
 	CHECK_EQ_U64(c->targets.n_include, 2);
 	if (c->targets.n_include == 2) {
@@ -298,7 +298,7 @@ static void test_every_key(void)
 	CHECK_STR(c->metrics_listen, "");
 	CHECK(c->metrics_allow_remote == true);
 	CHECK_EQ_U64(c->log_level, LOG_DEBUG);
-	CHECK_STR(c->debuginfod_urls, "https://debuginfod.debian.net");
+	CHECK_STR(c->sampling.debuginfod_urls, "https://debuginfod.debian.net");
 	CHECK(c->kubernetes.enabled == true);
 	CHECK_STR(c->kubernetes.node_name, "node-7.eu");
 	CHECK_STR(c->kubernetes.api_server, "https://10.96.0.1:443");
@@ -340,9 +340,9 @@ static void test_value_forms(void)
 		 "profiles: {interval: 3600}\n"
 		 "sinks: [{type: directory, max_age: 1.5d, max_total_size: 100}]\n");
 	if (c) {
-		CHECK_EQ_U64(c->sample_rate, 4ull << 30);
-		CHECK_EQ_U64(c->stack_copy_bytes, 1024);
-		CHECK_EQ_U64(c->ringbuf_bytes, 1u << 30);
+		CHECK_EQ_U64(c->sampling.sample_rate, 4ull << 30);
+		CHECK_EQ_U64(c->sampling.stack_copy_bytes, 1024);
+		CHECK_EQ_U64(c->sampling.ringbuf_bytes, 1u << 30);
 		CHECK_EQ_U64(c->interval_ms, 3600 * 1000);
 		CHECK_EQ_U64(c->sinks[0].max_age_ms, 36ull * 3600 * 1000);
 		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 100);
@@ -352,9 +352,9 @@ static void test_value_forms(void)
 		 "profiles: {interval: 1000ms}\n"
 		 "limits: {max_label_value_bytes: 1024, max_services: 100000}\n");
 	if (c) {
-		CHECK_EQ_U64(c->sample_rate, 1);
-		CHECK_EQ_U64(c->stack_copy_bytes, 64 * 1024);
-		CHECK_EQ_U64(c->ringbuf_bytes, 128 * 1024);
+		CHECK_EQ_U64(c->sampling.sample_rate, 1);
+		CHECK_EQ_U64(c->sampling.stack_copy_bytes, 64 * 1024);
+		CHECK_EQ_U64(c->sampling.ringbuf_bytes, 128 * 1024);
 		CHECK_EQ_U64(c->interval_ms, 1000);
 		CHECK_EQ_U64(c->max_label_value_bytes, 1024);
 		CHECK_EQ_U64(c->max_services, 100000);
@@ -362,7 +362,7 @@ static void test_value_forms(void)
 	}
 	c = load("sampling:\n  unwind: fp\nlog: {level: error}\n");
 	if (c) {
-		CHECK_EQ_U64(c->unwind, UNWIND_FP);
+		CHECK_EQ_U64(c->sampling.unwind, UNWIND_FP);
 		CHECK_EQ_U64(c->log_level, LOG_ERROR);
 		config_free(c);
 	}
@@ -377,7 +377,7 @@ static void test_empty_strings(void)
 	if (!c)
 		return;
 	CHECK_STR(c->hostname, machine_hostname());
-	CHECK_STR(c->debuginfod_urls, "");
+	CHECK_STR(c->sampling.debuginfod_urls, "");
 	config_free(c);
 }
 
