@@ -1022,38 +1022,8 @@ static int scalar_text(struct load_ctx *ctx, const struct config_key *key, const
 	return 0;
 }
 
-static void free_rules(struct target_rule *rules, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(rules[i].service);
-		free(rules[i].executable);
-		free(rules[i].process_name);
-		free(rules[i].cgroup);
-		free(rules[i].systemd_unit);
-		free(rules[i].namespace_name);
-		free(rules[i].pod_label);
-		free(rules[i].container);
-	}
-	free(rules);
-}
-
-static void free_labels(struct config_label *labels, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(labels[i].key);
-		free(labels[i].value);
-	}
-	free(labels);
-}
-
-static void free_headers(struct config_header *headers, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(headers[i].name);
-		free(headers[i].value);
-	}
-	free(headers);
-}
+static void free_headers(struct config_header *headers, size_t n);
+static void free_labels(struct config_label *labels, size_t n);
 
 static void free_sinks(struct sink_config *sinks, size_t n)
 {
@@ -1292,7 +1262,7 @@ static int parse_rules(struct load_ctx *ctx, const struct config_key *key, const
 	char item_path[PATH_MAX_LEN], found[QUOTE_MAX + 8];
 	size_t n;
 
-	free_rules(*rules, *count);
+	target_rules__free_list(*rules, *count);
 	*rules = NULL;
 	*count = 0;
 	if (is_null(node))
@@ -1349,75 +1319,25 @@ static bool label_name_valid(const char *name)
 
 /* Static labels: names follow the Prometheus/pprof label rules, "__" names are reserved by
  * Prometheus, and the agent's own labels cannot be overridden. */
-static int parse_labels(struct load_ctx *ctx, const struct config_key *key, const char *path,
-			const yaml_node_t *node, void *base)
+static bool label_name_refused(const char *name, const char *quoted, char *why, size_t len)
 {
-	struct config_label **labels = (struct config_label **)((char *)base + key->offset);
-	size_t *count = (size_t *)((char *)base + key->count_offset);
-	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
-	size_t n;
-
-	free_labels(*labels, *count);
-	*labels = NULL;
-	*count = 0;
-	if (is_null(node))
-		return 0;
-	if (node->type != YAML_MAPPING_NODE)
-		return fail_expected(ctx, key, path, node->start_mark,
-				     describe_node(node, found, sizeof(found)));
-	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
-	if (n > CONFIG_MAX_STATIC_LABELS)
-		return fail(ctx, node->start_mark, path, "expected at most %d labels, got %zu",
-			    CONFIG_MAX_STATIC_LABELS, n);
-	if (!n)
-		return 0;
-	*labels = calloc(n, sizeof(**labels));
-	if (!*labels)
-		return -ENOMEM;
-	*count = n;
-	for (size_t i = 0; i < n; i++) {
-		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
-		yaml_node_t *name_node = node_at(ctx, pair->key),
-			    *value = node_at(ctx, pair->value);
-		const char *name;
-		int ret;
-
-		ret = pair_key(ctx, node, pair, path, &name);
-		if (ret)
-			return ret;
-		quote(name, found, sizeof(found));
-		if (!label_name_valid(name))
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, got %s",
-				    found);
-		if (strncmp(name, "__", 2) == 0)
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a label name not starting with __ (reserved), got %s",
-				    found);
-		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++) {
+	if (!label_name_valid(name))
+		snprintf(why, len, "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, got %s",
+			 quoted);
+	else if (strncmp(name, "__", 2) == 0)
+		snprintf(why, len, "expected a label name not starting with __ (reserved), got %s",
+			 quoted);
+	else
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++)
 			if (strcmp(name, reserved_label_names[r]) == 0)
-				return fail(ctx, name_node->start_mark, path,
-					    "expected a label name other than service_name, "
-					    "hostname and pid (the agent sets those), got %s",
-					    found);
-		}
-		join_path(value_path, sizeof(value_path), path, name);
-		if (!value || value->type != YAML_SCALAR_NODE || is_null(value))
-			return fail(ctx, value ? value->start_mark : name_node->start_mark,
-				    value_path,
-				    "expected a label value (a non-empty string), got %s",
-				    describe_node(value, found, sizeof(found)));
-		if (!value->data.scalar.value[0] ||
-		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length)
-			return fail(ctx, value->start_mark, value_path,
-				    "expected a label value (a non-empty string), got %s",
-				    describe_node(value, found, sizeof(found)));
-		(*labels)[i].key = strdup(name);
-		(*labels)[i].value = strdup((const char *)value->data.scalar.value);
-		if (!(*labels)[i].key || !(*labels)[i].value)
-			return -ENOMEM;
-	}
-	return 0;
+				snprintf(why, len, "expected a label name other than service_name, "
+					 "hostname and pid (the agent sets those), got %s", quoted);
+	return why[0] != '\0';
+}
+
+static bool label_value_valid(const char *value)
+{
+	return value[0] != '\0';
 }
 
 /* HTTP header names are tokens (RFC 9110); these ones the sink sets itself, or they carry
@@ -1439,16 +1359,102 @@ static bool header_name_valid(const char *name)
 	return true;
 }
 
-static int parse_headers(struct load_ctx *ctx, const struct config_key *key, const char *path,
-			 const yaml_node_t *node, void *base)
+static bool header_name_refused(const char *name, const char *quoted, char *why, size_t len)
 {
-	struct config_header **headers = (struct config_header **)((char *)base + key->offset);
+	if (!header_name_valid(name)) {
+		snprintf(why, len, "expected a header name (letters, digits and !#$%%&'*+-.^_`|~), "
+			 "got %s", quoted);
+	} else if (strncasecmp(name, "grpc-", 5) == 0) {
+		snprintf(why, len, "expected a header name not starting with grpc- (reserved by "
+			 "gRPC), got %s", quoted);
+	} else {
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_headers) && !why[0]; r++) {
+			if (strcasecmp(name, reserved_headers[r]) != 0)
+				continue;
+			if (r < 3)
+				snprintf(why, len, "%s: credentials are not accepted in the "
+					 "configuration file (use token_file or token_env, or "
+					 "username with password_file or password_env)", quoted);
+			else if (strcasecmp(name, "x-scope-orgid") == 0)
+				snprintf(why, len, "%s: set the tenant key instead", quoted);
+			else
+				snprintf(why, len, "expected a header the sink does not set itself, "
+					 "got %s", quoted);
+		}
+	}
+	return why[0] != '\0';
+}
+
+/* A mapping of names to text values (static labels, HTTP headers), stored as an array of
+ * structs that hold two strings: what differs between the kinds is only this. */
+struct string_map_kind {
+	size_t item_size, name_offset, value_offset;
+	size_t max;
+	const char *items;	/* "labels", in "expected at most 16 labels" */
+	/* Writes why name (quoted: its quoted form) is refused into why; false when fine. */
+	bool (*name_refused)(const char *name, const char *quoted, char *why, size_t len);
+	bool (*value_valid)(const char *value);
+	const char *value_expected; /* "a label value (a non-empty string)" */
+};
+
+static const struct string_map_kind label_map = {
+	.item_size = sizeof(struct config_label),
+	.name_offset = offsetof(struct config_label, key),
+	.value_offset = offsetof(struct config_label, value),
+	.max = CONFIG_MAX_STATIC_LABELS,
+	.items = "labels",
+	.name_refused = label_name_refused,
+	.value_valid = label_value_valid,
+	.value_expected = "a label value (a non-empty string)",
+};
+
+static const struct string_map_kind header_map = {
+	.item_size = sizeof(struct config_header),
+	.name_offset = offsetof(struct config_header, name),
+	.value_offset = offsetof(struct config_header, value),
+	.max = CONFIG_MAX_HEADERS,
+	.items = "headers",
+	.name_refused = header_name_refused,
+	.value_valid = text_valid,
+	.value_expected = "a header value (one line of text)",
+};
+
+static char **map_string(void *items, const struct string_map_kind *kind, size_t i, size_t offset)
+{
+	return (char **)((char *)items + i * kind->item_size + offset);
+}
+
+/* Frees every name and value and the array. Accepts NULL. */
+static void free_string_map(void *items, size_t n, const struct string_map_kind *kind)
+{
+	for (size_t i = 0; items && i < n; i++) {
+		free(*map_string(items, kind, i, kind->name_offset));
+		free(*map_string(items, kind, i, kind->value_offset));
+	}
+	free(items);
+}
+
+static void free_labels(struct config_label *labels, size_t n)
+{
+	free_string_map(labels, n, &label_map);
+}
+
+static void free_headers(struct config_header *headers, size_t n)
+{
+	free_string_map(headers, n, &header_map);
+}
+
+/* KEY_LABELS and KEY_HEADERS: one parser for every mapping of names to text. */
+static int parse_string_map(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			    const yaml_node_t *node, void *base, const struct string_map_kind *kind)
+{
+	void **items = (void **)((char *)base + key->offset);
 	size_t *count = (size_t *)((char *)base + key->count_offset);
-	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
+	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN], why[512];
 	size_t n;
 
-	free_headers(*headers, *count);
-	*headers = NULL;
+	free_string_map(*items, *count, kind);
+	*items = NULL;
 	*count = 0;
 	if (is_null(node))
 		return 0;
@@ -1456,58 +1462,40 @@ static int parse_headers(struct load_ctx *ctx, const struct config_key *key, con
 		return fail_expected(ctx, key, path, node->start_mark,
 				     describe_node(node, found, sizeof(found)));
 	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
-	if (n > CONFIG_MAX_HEADERS)
-		return fail(ctx, node->start_mark, path, "expected at most %d headers, got %zu",
-			    CONFIG_MAX_HEADERS, n);
+	if (n > kind->max)
+		return fail(ctx, node->start_mark, path, "expected at most %zu %s, got %zu",
+			    kind->max, kind->items, n);
 	if (!n)
 		return 0;
-	*headers = calloc(n, sizeof(**headers));
-	if (!*headers)
+	/* Counted up front and zeroed, so config_free() can free a map cut short by an error. */
+	*items = calloc(n, kind->item_size);
+	if (!*items)
 		return -ENOMEM;
 	*count = n;
 	for (size_t i = 0; i < n; i++) {
 		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
 		yaml_node_t *name_node = node_at(ctx, pair->key), *value = node_at(ctx, pair->value);
+		char **name_field = map_string(*items, kind, i, kind->name_offset);
+		char **value_field = map_string(*items, kind, i, kind->value_offset);
 		const char *name;
 		int ret;
 
 		ret = pair_key(ctx, node, pair, path, &name);
 		if (ret)
 			return ret;
-		quote(name, found, sizeof(found));
-		if (!header_name_valid(name))
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header name (letters, digits and !#$%%&'*+-.^_`|~), "
-				    "got %s", found);
-		if (strncasecmp(name, "grpc-", 5) == 0)
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header name not starting with grpc- (reserved by "
-				    "gRPC), got %s", found);
-		for (size_t r = 0; r < ARRAY_SIZE(reserved_headers); r++) {
-			if (strcasecmp(name, reserved_headers[r]) != 0)
-				continue;
-			if (r < 3)
-				return fail(ctx, name_node->start_mark, path,
-					    "%s: credentials are not accepted in the configuration "
-					    "file (use token_file or token_env, or username with "
-					    "password_file or password_env)", found);
-			if (strcasecmp(name, "x-scope-orgid") == 0)
-				return fail(ctx, name_node->start_mark, path,
-					    "%s: set the tenant key instead", found);
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header the sink does not set itself, got %s",
-				    found);
-		}
+		why[0] = '\0';
+		if (kind->name_refused(name, quote(name, found, sizeof(found)), why, sizeof(why)))
+			return fail(ctx, name_node->start_mark, path, "%s", why);
 		join_path(value_path, sizeof(value_path), path, name);
 		if (!value || value->type != YAML_SCALAR_NODE || is_null(value) ||
 		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length ||
-		    !text_valid((const char *)value->data.scalar.value))
+		    !kind->value_valid((const char *)value->data.scalar.value))
 			return fail(ctx, value ? value->start_mark : name_node->start_mark,
-				    value_path, "expected a header value (one line of text), got %s",
+				    value_path, "expected %s, got %s", kind->value_expected,
 				    describe_node(value, found, sizeof(found)));
-		(*headers)[i].name = strdup(name);
-		(*headers)[i].value = strdup((const char *)value->data.scalar.value);
-		if (!(*headers)[i].name || !(*headers)[i].value)
+		*name_field = strdup(name);
+		*value_field = strdup((const char *)value->data.scalar.value);
+		if (!*name_field || !*value_field)
 			return -ENOMEM;
 	}
 	return 0;
@@ -1800,11 +1788,11 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 	case KEY_RULES:
 		return parse_rules(ctx, key, path, node, base);
 	case KEY_LABELS:
-		return parse_labels(ctx, key, path, node, base);
+		return parse_string_map(ctx, key, path, node, base, &label_map);
 	case KEY_SINKS:
 		return parse_sinks(ctx, key, path, node, base);
 	case KEY_HEADERS:
-		return parse_headers(ctx, key, path, node, base);
+		return parse_string_map(ctx, key, path, node, base, &header_map);
 	case KEY_SECRET:
 		/* Nothing of the value is quoted back: it is a secret. */
 		return fail(ctx, node->start_mark, path,
@@ -1844,8 +1832,7 @@ void config_free(struct agent_config *config)
 	if (!config)
 		return;
 	free(config->source);
-	free_rules(config->targets.include, config->targets.n_include);
-	free_rules(config->targets.exclude, config->targets.n_exclude);
+	target_rules__clear(&config->targets);
 	free(config->hostname);
 	free_labels(config->labels, config->n_labels);
 	free_sinks(config->sinks, config->n_sinks);
