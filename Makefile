@@ -143,6 +143,19 @@ $(ALLOCATOR_SITES): $(BUILD)/workloads/sites_%: tests/workloads/allocator_sites.
 	$(call msg,CXX,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CXX) $(WORKLOAD_CFLAGS) -D$(call sites_define,$*) $< -o $@ $(sites_link_$*)
+# tests/workloads/aligned_sites.c: every C entry point at small and large alignments, built as
+# distributions build (-O2, no frame pointers) on glibc and on each other allocator. jemalloc
+# has no pvalloc of its own (glibc's would serve it, unprobed).
+ALIGNED_SITES := $(addprefix $(BUILD)/workloads/aligned_sites_,nofp jemalloc tcmalloc mimalloc)
+WORKLOAD_BINS += $(ALIGNED_SITES)
+aligned_link_nofp :=
+aligned_link_jemalloc := -DNO_PVALLOC -ljemalloc
+aligned_link_tcmalloc := -ltcmalloc_minimal
+aligned_link_mimalloc := -lmimalloc
+$(ALIGNED_SITES): $(BUILD)/workloads/aligned_sites_%: tests/workloads/aligned_sites.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(NOFP_CFLAGS) $< -o $@ $(aligned_link_$*)
 # ---- end of workloads on other allocators ----
 
 -include tests/unit/fixtures.mk
@@ -209,6 +222,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
+	$(Q)python3 tests/bench/push.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

@@ -610,7 +610,9 @@ int capture_run(const struct capture_opts *opts)
 		log_error("%s", err);
 		return 1;
 	}
-	if (pipeline__new_profile(cap.pipeline, &cap.profile) != 0) {
+	if (pipeline__new_profile(cap.pipeline, &cap.profile) != 0 ||
+	    (opts->skip_frames &&
+	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err)))) {
 		log_error("cannot set up the capture: out of memory");
 		goto out;
 	}

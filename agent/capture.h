@@ -20,6 +20,7 @@ struct capture_opts {
 	struct sampling_opts sampling; /* the configuration's sampling keys, set by flags */
 	const char *output;      /* NULL: alloc-<pid>-<UTC time>.pb.gz in the current directory */
 	unsigned top;            /* rows in the summary's top table */
+	const char *skip_frames; /* --skip-frames: wrappers the top table looks through, or NULL */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "config/config.h"
 #include "config/units.h"
+#include "profile/alloc_profile.h"
 
 #define EXIT_USAGE 2
 /* getopt_long values of the flags that set configuration keys: OPT_KEY + their index. */
@@ -54,6 +55,10 @@ static const char usage_text[] =
 	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
 	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
+	"      --skip-frames REGEX  functions the top table looks through to find the allocation\n"
+	"                           site, besides the allocator and known wrappers (zmalloc,\n"
+	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
+	"                           names, e.g. 'my_alloc|my_calloc'\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from 128KiB, the\n"
 	"                           largest sample, to 1GiB; default 16MiB)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
@@ -139,12 +144,13 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "top", required_argument, NULL, OPT_TOP },
+		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
@@ -212,6 +218,14 @@ static int run(int argc, char **argv, struct agent_config *settings)
 				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
 			opts.top = (unsigned)value;
 			break;
+		case OPT_SKIP_FRAMES: {
+			char why[512];
+
+			if (alloc_profile_check_skip_frames(optarg, why, sizeof(why)) != 0)
+				return usage_error("%s", why);
+			opts.skip_frames = optarg;
+			break;
+		}
 		case 'h':
 			fputs(usage_text, stdout);
 			return 0;

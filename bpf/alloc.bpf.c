@@ -220,7 +220,8 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	}
 	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
 	countdown->bytes_left = next_interval();
-	return submit_sample(ctx, size, 0, (__u32)bpf_get_attach_cookie(ctx), true);
+	return submit_sample(ctx, size, 0,
+			     (__u32)(bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_KIND_MASK), true);
 }
 
 static __always_inline void count_probe_hit(void)
@@ -259,10 +260,26 @@ int BPF_KPROBE(alloc_size_arg1, __u64 size)
 	return on_allocation(ctx, size);
 }
 
+/* The largest alignment an aligned entry point's allocator hands to its probed malloc (glibc:
+ * 16), from the attach cookie; those calls are malloc's to count. 0 for no relay. */
+static __always_inline __u64 relayed_alignment(__u64 cookie)
+{
+	return (cookie >> ALLOC_COOKIE_RELAY_SHIFT) & ALLOC_COOKIE_RELAY_MAX;
+}
+
+/* posix_memalign fails with EINVAL, allocating nothing, unless the alignment is a power of
+ * two multiple of sizeof(void *) (POSIX; every allocator checks it). */
+static __always_inline bool posix_alignment_valid(__u64 alignment)
+{
+	return alignment >= sizeof(void *) && (alignment & (alignment - 1)) == 0;
+}
+
 /* memalign, aligned_alloc (alignment, size). */
 SEC("uprobe")
 int BPF_KPROBE(alloc_size_arg2, __u64 alignment, __u64 size)
 {
+	if (alignment <= relayed_alignment(bpf_get_attach_cookie(ctx)))
+		return 0;
 	return on_allocation(ctx, size);
 }
 
@@ -270,6 +287,9 @@ int BPF_KPROBE(alloc_size_arg2, __u64 alignment, __u64 size)
 SEC("uprobe")
 int BPF_KPROBE(alloc_size_arg3, void *memptr, __u64 alignment, __u64 size)
 {
+	if (!posix_alignment_valid(alignment) ||
+	    alignment <= relayed_alignment(bpf_get_attach_cookie(ctx)))
+		return 0;
 	return on_allocation(ctx, size);
 }
 
@@ -365,7 +385,7 @@ SEC("uprobe")
 int alloc_multi(struct pt_regs *ctx)
 {
 	__u64 entry = bpf_get_attach_cookie(ctx);
-	__u64 nmemb, size;
+	__u64 nmemb, size, alignment;
 
 	if (entry >= ALLOC_COOKIE_USDT)
 		return on_usdt_alloc(ctx, entry);
@@ -380,6 +400,8 @@ int alloc_multi(struct pt_regs *ctx)
 		size = PT_REGS_PARM2(ctx);
 		break;
 	case ALLOC_ENTRY_POSIX_MEMALIGN:
+		if (!posix_alignment_valid(PT_REGS_PARM2(ctx)))
+			return 0;
 		size = PT_REGS_PARM3(ctx);
 		break;
 	case ALLOC_ENTRY_CALLOC:
@@ -404,7 +426,24 @@ int alloc_multi(struct pt_regs *ctx)
 		size = PT_REGS_PARM2(ctx);
 		break;
 	default:
-		return 0;
+		/* An aligned entry whose cookie carries a relayed alignment: the cases above
+		 * never see it, so malloc's path is the same compare as before. */
+		if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_MEMALIGN) {
+			alignment = PT_REGS_PARM1(ctx);
+			size = PT_REGS_PARM2(ctx);
+		} else if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_POSIX_MEMALIGN) {
+			alignment = PT_REGS_PARM2(ctx);
+			size = PT_REGS_PARM3(ctx);
+			if (!posix_alignment_valid(alignment))
+				return 0;
+		} else {
+			return 0;
+		}
+		barrier_var(alignment);
+		barrier_var(size);
+		if (alignment <= relayed_alignment(entry))
+			return 0;
+		break;
 	}
 	return on_allocation(ctx, size);
 }

@@ -19,8 +19,12 @@ enum alloc_entry {
 	ALLOC_ENTRY_CALLOC,         /* (nmemb, size) */
 	ALLOC_ENTRY_REALLOC,        /* (ptr, size); realloc(NULL, n) reaches a probed malloc and
 				       is skipped here (glibc); size 0 frees */
-	ALLOC_ENTRY_MEMALIGN,       /* memalign, aligned_alloc: size is the 2nd argument */
-	ALLOC_ENTRY_POSIX_MEMALIGN, /* size is the 3rd argument */
+	ALLOC_ENTRY_MEMALIGN,       /* memalign, aligned_alloc (alignment, size); alignments
+				       the allocator relays to malloc are skipped (see
+				       ALLOC_COOKIE_RELAY_SHIFT) */
+	ALLOC_ENTRY_POSIX_MEMALIGN, /* (memptr, alignment, size); an alignment that is not a
+				       power of two >= 8 fails (EINVAL) and is skipped, and so
+				       are relayed ones */
 	ALLOC_ENTRY_VALLOC,
 	ALLOC_ENTRY_PVALLOC,
 	ALLOC_ENTRY_NEW,            /* operator new and new[], every variant: size is the 1st */
@@ -109,6 +113,15 @@ struct alloc_counters {
 	__u64 not_permitted;     /* samples refused: the process ran with credentials other
 				    than the caller's (only_caller) */
 };
+
+/* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned
+ * entry (memalign, posix_memalign layouts) of an allocator that hands small alignments to its
+ * own malloc, the largest such alignment above it: glibc's memalign(16, n) is malloc(n), which
+ * malloc's probe counts, so the aligned probe skips alignments up to that. 0 when the
+ * allocator never relays; malloc's cookie is always its bare kind. */
+#define ALLOC_COOKIE_KIND_MASK 0xffull
+#define ALLOC_COOKIE_RELAY_SHIFT 8
+#define ALLOC_COOKIE_RELAY_MAX 0xffffffull /* bits 8..31 */
 
 /* The cooperative path's probes are told apart from entry points by their attach cookie:
  * ALLOC_COOKIE_USDT + the index of their argument spec in the usdt_specs map. */

@@ -13,7 +13,17 @@
  * direct calls and jumps are resolved to addresses of other entry points, through PLT stubs
  * and GOT slots to names. A wrapper (mimalloc's memalign jumps to mi_malloc_aligned;
  * libstdc++'s operator new calls malloc@plt) is left unprobed; a realloc that calls malloc is
- * kept, its realloc(NULL, n) counted by malloc. */
+ * kept, its realloc(NULL, n) counted by malloc.
+ *
+ * Some paths to another entry point depend on an argument, and decoding does not see them
+ * (they go through local helpers). Known from reading each allocator's code, per family:
+ * glibc's memalign, aligned_alloc and posix_memalign call _mid_memalign, which for an
+ * alignment <= MALLOC_ALIGNMENT (16 on x86-64) returns __libc_malloc(size), malloc's probed
+ * address; valloc and pvalloc pass the page size and never relay; calloc allocates with
+ * _int_malloc. Such an aligned entry stays probed with that alignment in its attach cookie,
+ * and the BPF program skips the calls malloc counts. jemalloc's and tcmalloc's aligned entries
+ * allocate in their own bodies (tcmalloc's posix_memalign, valloc and pvalloc call
+ * tc_memalign, which decoding sees), mimalloc's jump to mi_malloc_aligned: none relay. */
 #include <errno.h>
 #include <fcntl.h>
 #include <gelf.h>
@@ -48,6 +58,19 @@ struct entry_symbol {
 	const char *name;
 	enum alloc_entry entry; /* realloc layouts are given as ALLOC_ENTRY_REALLOC_ANY */
 };
+
+/* glibc's MALLOC_ALIGNMENT on x86-64 (2 * sizeof(size_t), and alignof(long double)). */
+#define GLIBC_MALLOC_ALIGNMENT 16
+
+/* The largest alignment an entry point of this family and kind hands to its own malloc (see
+ * the top of this file), or 0. */
+static uint32_t relayed_alignment_of(enum allocator_family family, enum alloc_entry entry)
+{
+	if (family == ALLOCATOR_GLIBC &&
+	    (entry == ALLOC_ENTRY_MEMALIGN || entry == ALLOC_ENTRY_POSIX_MEMALIGN))
+		return GLIBC_MALLOC_ALIGNMENT;
+	return 0;
+}
 
 /* The C standard's functions and their GNU relatives: glibc, and what an allocator that owns
  * malloc overrides. Also the names whose PLT call from another file reaches the process's
@@ -195,6 +218,15 @@ const char *alloc_entry_name(enum alloc_entry entry)
 	return entry_names[entry];
 }
 
+uint64_t entry_point__cookie(const struct entry_point *point)
+{
+	uint64_t relay = point->relayed_alignment;
+
+	if (relay > ALLOC_COOKIE_RELAY_MAX)
+		relay = ALLOC_COOKIE_RELAY_MAX;
+	return (uint64_t)point->entry | relay << ALLOC_COOKIE_RELAY_SHIFT;
+}
+
 uint16_t alloc_entry_read_regs(enum alloc_entry entry)
 {
 	const uint16_t rdi = X86_REG_BIT(X86_RDI), rsi = X86_REG_BIT(X86_RSI);
@@ -206,9 +238,10 @@ uint16_t alloc_entry_read_regs(enum alloc_entry entry)
 	case ALLOC_ENTRY_NEW:
 		return rdi;
 	case ALLOC_ENTRY_MEMALIGN:
-		return rsi;
+		/* The alignment too: it decides whether the call is malloc's to count. */
+		return rdi | rsi;
 	case ALLOC_ENTRY_POSIX_MEMALIGN:
-		return X86_REG_BIT(X86_RDX);
+		return rsi | X86_REG_BIT(X86_RDX);
 	case ALLOC_ENTRY_CALLOC:
 		return rdi | rsi;
 	case ALLOC_ENTRY_REALLOC:
@@ -520,7 +553,7 @@ static int find_by_name(const struct search *s, const char *name)
 }
 
 static int add_symbol(struct search *s, const char *name, enum alloc_entry entry,
-		      const char *allocator)
+		      const struct allocator_id *id, const char *allocator)
 {
 	struct entry_point *point;
 	struct elf_symbol sym;
@@ -548,6 +581,7 @@ static int add_symbol(struct search *s, const char *name, enum alloc_entry entry
 		point->size = sym.size;
 		point->file_offset = sym.file_offset;
 		point->probed = true;
+		point->relayed_alignment = relayed_alignment_of(id->family, entry);
 	}
 	if (s->n_names < sizeof(s->names) / sizeof(s->names[0])) {
 		snprintf(s->names[s->n_names].name, sizeof(s->names[0].name), "%s", name);
@@ -558,14 +592,14 @@ static int add_symbol(struct search *s, const char *name, enum alloc_entry entry
 }
 
 static int add_table(struct search *s, const struct entry_symbol *table, size_t n,
-		     const char *prefix, const char *allocator)
+		     const struct allocator_id *id, const char *prefix, const char *allocator)
 {
 	for (size_t i = 0; i < n; i++) {
 		char name[64];
 		int ret;
 
 		snprintf(name, sizeof(name), "%s%s", prefix, table[i].name);
-		ret = add_symbol(s, name, table[i].entry, allocator);
+		ret = add_symbol(s, name, table[i].entry, id, allocator);
 		if (ret)
 			return ret;
 	}
@@ -721,6 +755,15 @@ void allocators__decide(struct entry_calls *calls, size_t n)
 		calls[i].callees &= ~to_malloc;
 		calls[i].external &= ~malloc_bit;
 	}
+	/* An aligned entry that relays small alignments reaches malloc for those only. */
+	for (size_t i = 0; i < n; i++) {
+		if (!calls[i].relayed_alignment)
+			continue;
+		for (size_t j = 0; j < n; j++)
+			if (calls[j].entry == ALLOC_ENTRY_MALLOC)
+				calls[i].callees &= ~(1ull << j);
+		calls[i].external &= ~malloc_bit;
+	}
 	/* Transitive closure (Warshall) of "calls or jumps to". */
 	for (size_t i = 0; i < n; i++)
 		reach[i] = calls[i].callees & ~(1ull << i);
@@ -763,6 +806,20 @@ static void first_name(const char *names, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)strcspn(names, "/"), names);
 }
 
+/* The probed malloc of the same allocator that counts point's relayed calls. Without one
+ * nothing would count them, so point counts every call. */
+static void relay_target(const struct entry_point *points, size_t n, struct entry_point *point)
+{
+	for (size_t j = 0; j < n; j++) {
+		if (points[j].probed && points[j].entry == ALLOC_ENTRY_MALLOC &&
+		    strcmp(points[j].allocator, point->allocator) == 0) {
+			first_name(points[j].names, point->relayed_to, sizeof(point->relayed_to));
+			return;
+		}
+	}
+	point->relayed_alignment = 0;
+}
+
 int allocators__find_entry_points(struct elf_file *f, const struct allocator_id *ids,
 				  size_t n_ids, struct entry_point *out, size_t max, size_t *count)
 {
@@ -782,19 +839,24 @@ int allocators__find_entry_points(struct elf_file *f, const struct allocator_id 
 
 		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
 		for (size_t t = 0; t < n_tables && ret == 0; t++)
-			ret = add_table(s, tables[t].symbols, tables[t].count,
+			ret = add_table(s, tables[t].symbols, tables[t].count, &ids[k],
 					tables[t].prefixed ? ids[k].prefix : "", allocator);
 	}
 	if (ret)
 		goto out;
 	for (size_t i = 0; i < s->n; i++) {
 		s->calls[i].entry = out[i].entry;
+		s->calls[i].relayed_alignment = out[i].relayed_alignment;
 		examine(s, i);
 	}
 	allocators__decide(s->calls, s->n);
 	for (size_t i = 0; i < s->n; i++) {
 		out[i].entry = s->calls[i].entry;
 		out[i].probed = s->calls[i].probed;
+	}
+	for (size_t i = 0; i < s->n; i++) {
+		if (out[i].probed && out[i].relayed_alignment)
+			relay_target(out, s->n, &out[i]);
 		if (out[i].probed)
 			continue;
 		size_t j = i;

@@ -59,7 +59,15 @@ struct entry_point {
 	struct probe_placement placement;
 	bool probed;		  /* false: another entry point counts its allocations */
 	char counted_by[64];	  /* when not probed: the function it reaches, e.g. "mi_malloc" */
+	uint32_t relayed_alignment; /* probed aligned entries: alignments up to this are handed
+				       to the probed malloc named in relayed_to, which counts
+				       them (glibc: 16); 0 when none are */
+	char relayed_to[64];
 };
+
+/* The attach cookie of a probed entry point: its kind and relayed alignment, as
+ * ALLOC_COOKIE_RELAY_SHIFT in bpf/alloc.h lays them out. */
+uint64_t entry_point__cookie(const struct entry_point *point);
 
 /* Human name of an entry kind, e.g. "malloc", "operator new". */
 const char *alloc_entry_name(enum alloc_entry entry);
@@ -90,11 +98,14 @@ int allocators__find_entry_points(struct elf_file *f, const struct allocator_id 
  * ALLOC_ENTRY_REALLOC (NULL skipped) and that call does not count against it. Otherwise an
  * entry point is left unprobed when it reaches an allocation function of another file (the
  * process's malloc, probed there) or, through other entry points, one that does not reach it
- * back (entry points calling each other in a cycle are all kept). */
+ * back (entry points calling each other in a cycle are all kept). An aligned entry that hands
+ * small alignments to malloc (relayed_alignment) keeps its probe whatever it reaches of a
+ * malloc, as a realloc does: the program skips the relayed calls, malloc counts them. */
 struct entry_calls {
 	enum alloc_entry entry; /* in; out for realloc layouts */
 	uint64_t callees;	/* in: bit j when its body calls or jumps to entry point j */
 	uint32_t external;	/* in: bit k when it calls allocation kind k in another file */
+	uint32_t relayed_alignment; /* in: as in struct entry_point */
 	bool probed;		/* out */
 	int counted_by;		/* out, when not probed: the entry point it reaches, or -1 for an
 				   external function */

@@ -498,7 +498,7 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		if (points[i].probed) {
 			probes->probes[probes->count].point = points[i];
 			probes->probes[probes->count].link = NULL;
-			probes->probes[probes->count].cookie = points[i].entry;
+			probes->probes[probes->count].cookie = entry_point__cookie(&points[i]);
 			probes->probes[probes->count].semaphore_offset = 0;
 			probes->count++;
 			file->count++;
@@ -780,6 +780,10 @@ void process_probes__describe(const struct process_probes *probes, FILE *out)
 				point->placement.insn_desc,
 				point->placement.emulated ? "emulated" : "single-stepped: ",
 				point->placement.emulated ? "" : point->placement.reason);
+			if (point->relayed_alignment)
+				fprintf(out, "    %-24s alignment <= %u: reaches %s, which counts it\n",
+					"", point->relayed_alignment,
+					log_escaped(counted_by, point->relayed_to));
 		}
 		for (size_t i = file->first_skipped; i < file->first_skipped + file->n_skipped;
 		     i++)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,9 @@ struct alloc_profile {
 	struct alloc_site *sites;
 	char (*site_names)[160];
 	size_t n_sites;
+	/* --skip-frames: wrappers the user names, matched against whole function names */
+	regex_t skip_frames;
+	bool has_skip_frames;
 };
 
 static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
@@ -120,7 +124,68 @@ void alloc_profile__free(struct alloc_profile *profile)
 	free(profile->executables);
 	free(profile->sites);
 	free(profile->site_names);
+	if (profile->has_skip_frames)
+		regfree(&profile->skip_frames);
 	free(profile);
+}
+
+static int compile_skip_frames(const char *regex, regex_t *compiled, char *err, size_t err_len)
+{
+	char *anchored;
+	size_t len;
+	int ret;
+
+	if (!regex || !*regex) {
+		snprintf(err, err_len, "empty --skip-frames: give a regular expression such as "
+				       "'my_alloc|my_calloc'");
+		return -EINVAL;
+	}
+	len = strlen(regex) + 5;
+	anchored = malloc(len);
+	if (!anchored) {
+		snprintf(err, err_len, "cannot compile --skip-frames: out of memory");
+		return -ENOMEM;
+	}
+	/* The whole name must match, as pprof's drop_frames: "xmalloc" skips no "xmalloc_r". */
+	snprintf(anchored, len, "^(%s)$", regex);
+	ret = regcomp(compiled, anchored, REG_EXTENDED | REG_NOSUB);
+	free(anchored);
+	if (ret) {
+		char why[128];
+
+		regerror(ret, compiled, why, sizeof(why));
+		snprintf(err, err_len,
+			 "invalid --skip-frames '%s': %s (a POSIX extended regular expression "
+			 "matched against whole function names, e.g. 'my_alloc|my_calloc')",
+			 regex, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int alloc_profile_check_skip_frames(const char *regex, char *err, size_t err_len)
+{
+	regex_t compiled;
+	int ret = compile_skip_frames(regex, &compiled, err, err_len);
+
+	if (ret == 0)
+		regfree(&compiled);
+	return ret;
+}
+
+int alloc_profile__set_skip_frames(struct alloc_profile *profile, const char *regex, char *err,
+				   size_t err_len)
+{
+	regex_t compiled;
+	int ret = compile_skip_frames(regex, &compiled, err, err_len);
+
+	if (ret)
+		return ret;
+	if (profile->has_skip_frames)
+		regfree(&profile->skip_frames);
+	profile->skip_frames = compiled;
+	profile->has_skip_frames = true;
+	return 0;
 }
 
 static int grow_buckets(struct alloc_profile *profile)
@@ -337,35 +402,123 @@ static const char *const allocator_function_prefixes[] = {
 };
 /* clang-format on */
 
-static bool is_allocator_function(const struct symbolized_frame *frame)
-{
-	const char *name = frame->system_name ? frame->system_name : frame->function;
+/* Programs' own allocation wrappers, never where the program allocated: skipped when the
+ * summary picks a stack's allocation site, like the allocator (and --skip-frames). By name as
+ * the symbol table or debug info gives it, readable or linkage. */
+/* clang-format off */
+static const char *const wrapper_function_names[] = {
+	/* redis, valkey, keydb */
+	"zmalloc", "zcalloc", "zrealloc", "ztrymalloc", "ztrycalloc", "ztryrealloc",
+	"zmalloc_usable", "zcalloc_usable", "zrealloc_usable", "ztrymalloc_usable",
+	"ztrycalloc_usable", "ztryrealloc_usable", "ztrymalloc_usable_internal",
+	"ztrycalloc_usable_internal", "ztryrealloc_usable_internal", "zmalloc_no_tcache",
+	"zcalloc_num", "zstrdup",
+	/* nginx */
+	"ngx_alloc", "ngx_calloc", "ngx_memalign",
+	/* SQLite */
+	"sqlite3Malloc", "sqlite3MallocZero", "sqlite3Realloc", "sqlite3MemMalloc",
+	"sqlite3MemRealloc", "sqlite3_malloc", "sqlite3_malloc64", "sqlite3_realloc",
+	"sqlite3_realloc64", "mallocWithAlarm", "sqlite3DbMallocRaw", "sqlite3DbMallocRawNN",
+	"sqlite3DbMallocZero", "sqlite3DbRealloc", "sqlite3DbReallocOrFree", "dbMallocRawFinish",
+	"dbReallocFinish",
+	/* CPython */
+	"PyMem_Malloc", "PyMem_Calloc", "PyMem_Realloc", "PyMem_RawMalloc", "PyMem_RawCalloc",
+	"PyMem_RawRealloc", "PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc",
+	"_PyMem_RawMalloc", "_PyMem_RawCalloc", "_PyMem_RawRealloc", "_PyObject_Malloc",
+	"_PyObject_Calloc", "_PyObject_Realloc", "_PyMem_DebugRawAlloc", "_PyMem_DebugRawRealloc",
+	"_PyMem_DebugMalloc", "_PyMem_DebugCalloc", "_PyMem_DebugRealloc",
+	/* GLib */
+	"g_malloc", "g_malloc0", "g_realloc", "g_try_malloc", "g_try_malloc0", "g_try_realloc",
+	"g_malloc_n", "g_malloc0_n", "g_realloc_n", "g_try_malloc_n", "g_try_malloc0_n",
+	"g_try_realloc_n", "g_slice_alloc", "g_slice_alloc0", "g_memdup", "g_memdup2",
+	/* GNU and BSD programs, gnulib */
+	"xmalloc", "xcalloc", "xrealloc", "xzalloc", "xnmalloc", "xcharalloc", "xmemdup",
+	"ximalloc", "xicalloc", "xirealloc", "xreallocarray", "reallocarr",
+};
 
-	if (!name)
-		return false;
-	for (size_t i = 0;
-	     i < sizeof(allocator_function_names) / sizeof(allocator_function_names[0]); i++)
-		if (strcmp(name, allocator_function_names[i]) == 0)
-			return true;
-	for (size_t i = 0;
-	     i < sizeof(allocator_function_prefixes) / sizeof(allocator_function_prefixes[0]); i++)
-		if (strncmp(name, allocator_function_prefixes[i],
-			    strlen(allocator_function_prefixes[i])) == 0)
+/* Readable names: Rust's liballoc (Box, Vec, String, RawVec, the collections: its functions
+ * allocate for their caller, as libc's strdup does), std's System allocator and the
+ * __rust_alloc shims between the program and malloc. Trait impls for liballoc's types show as
+ * "<alloc::vec::Vec<T> as ...>" and "<T as alloc::vec::spec_from_elem::SpecFromElem>". */
+static const char *const wrapper_function_prefixes[] = {
+	"alloc::",
+	"<alloc::",
+	"std::alloc::",
+	"<std::alloc::",
+	"std::sys::alloc::",
+	"std::sys::pal::unix::alloc::",
+	"__rust_",
+	"__rustc::",
+	"__rdl_",
+	"__rg_",
+};
+/* clang-format on */
+
+static bool name_in(const char *name, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(name, names[i]) == 0)
 			return true;
 	return false;
 }
 
-/* The allocation site of a stack: the first frame outside the allocator (its innermost inline
- * frame when there are several); the allocator frame itself when there is nothing else.
- * The allocator is its functions (is_allocator_function) and, when the leaf is in a library,
- * that whole library: libc's strdup or fopen are not the site, their caller is. When the leaf
- * is in the executable (glibc or jemalloc linked statically, Rust's _rjem_*), the rest of that
- * file is the program itself: only its allocator functions are skipped. */
+static bool prefix_in(const char *name, const char *const *prefixes, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static bool is_allocator_name(const char *name)
+{
+	return name && (name_in(name, allocator_function_names, COUNT_OF(allocator_function_names)) ||
+			prefix_in(name, allocator_function_prefixes,
+				  COUNT_OF(allocator_function_prefixes)));
+}
+
+static bool is_wrapper_name(const struct alloc_profile *profile, const char *name)
+{
+	if (!name)
+		return false;
+	if (name_in(name, wrapper_function_names, COUNT_OF(wrapper_function_names)) ||
+	    prefix_in(name, wrapper_function_prefixes, COUNT_OF(wrapper_function_prefixes)))
+		return true;
+	if (name[0] == '<' && strstr(name, " as alloc::"))
+		return true;
+	return profile->has_skip_frames && regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
+}
+
+static bool is_allocator_function(const struct symbolized_frame *frame)
+{
+	return is_allocator_name(frame->system_name ? frame->system_name : frame->function);
+}
+
+/* One function of a frame (an inline line or the physical function): part of the allocator,
+ * or a wrapper the site looks through. */
+static bool skipped_function(const struct alloc_profile *profile, const char *function,
+			     const char *system_name)
+{
+	return is_allocator_name(system_name ? system_name : function) ||
+	       is_wrapper_name(profile, function) || is_wrapper_name(profile, system_name);
+}
+
+/* The allocation site of a stack: the first function, from the leaf out and innermost inline
+ * function first, that is neither the allocator nor a wrapper; the allocator frame itself when
+ * there is nothing else. The allocator is its functions (is_allocator_name) and, when the leaf
+ * is in a library, that whole library: libc's strdup or fopen are not the site, their caller
+ * is. When the leaf is in the executable (glibc or jemalloc linked statically, Rust's
+ * _rjem_*), the rest of that file is the program itself: only its allocator functions are
+ * skipped. Wrappers are the built-in list above and --skip-frames; a stack that is all
+ * wrappers (cut short) is attributed to its first wrapper, as if none were known. */
 static void stack_site(struct alloc_profile *profile, const struct stack_record *rec, char *name,
 		       size_t len)
 {
 	struct symbolized_frame leaf = { 0 }, frame;
 	bool have_leaf = false;
+	char first_wrapper[160] = "";
 
 	for (uint32_t i = 0; i < rec->n_frames; i++) {
 		bool ok = symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
@@ -381,17 +534,40 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 			continue;
 		if (ok && is_allocator_function(&frame))
 			continue;
-		if (ok && frame.n_lines)
-			snprintf(name, len, "%s", frame.lines[0].function);
-		else if (ok && frame.function)
+		if (ok && frame.n_lines) {
+			size_t k = 0;
+
+			while (k < frame.n_lines &&
+			       skipped_function(profile, frame.lines[k].function,
+						frame.lines[k].system_name)) {
+				if (!first_wrapper[0] &&
+				    !is_allocator_name(frame.lines[k].system_name
+							       ? frame.lines[k].system_name
+							       : frame.lines[k].function))
+					snprintf(first_wrapper, sizeof(first_wrapper), "%s",
+						 frame.lines[k].function);
+				k++;
+			}
+			if (k == frame.n_lines)
+				continue;
+			snprintf(name, len, "%s", frame.lines[k].function);
+		} else if (ok && frame.function) {
+			if (skipped_function(profile, frame.function, frame.system_name)) {
+				if (!first_wrapper[0])
+					snprintf(first_wrapper, sizeof(first_wrapper), "%s",
+						 frame.function);
+				continue;
+			}
 			snprintf(name, len, "%s", frame.function);
-		else
+		} else
 			snprintf(name, len, "0x%" PRIx64 "%s%s", rec->frames[i],
 				 ok && frame.map_path ? " in " : "",
 				 ok && frame.map_path ? frame.map_path : "");
 		return;
 	}
-	if (have_leaf && leaf.function)
+	if (first_wrapper[0])
+		snprintf(name, len, "%s", first_wrapper);
+	else if (have_leaf && leaf.function)
 		snprintf(name, len, "%s", leaf.function);
 	else
 		snprintf(name, len, "(unknown)");

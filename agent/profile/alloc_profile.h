@@ -55,7 +55,16 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
-/* The allocation sites (the first frame outside the allocator) by alloc_space, largest first.
+/* Functions whose whole name (readable or linkage) matches regex, a POSIX extended regular
+ * expression, are wrappers: top_sites looks through them as through the built-in ones
+ * (zmalloc, g_malloc, xmalloc, ...). -EINVAL with a message in err when it does not compile. */
+int alloc_profile__set_skip_frames(struct alloc_profile *profile, const char *regex, char *err,
+				   size_t err_len);
+/* Whether regex would be accepted by alloc_profile__set_skip_frames (for the command line). */
+int alloc_profile_check_skip_frames(const char *regex, char *err, size_t err_len);
+
+/* The allocation sites (the first function outside the allocator and the known and
+ * configured wrappers) by alloc_space, largest first.
  * Fills up to max; *count gets how many were filled. Pointers live until the next call. */
 int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
 			     size_t *count);

@@ -840,14 +840,18 @@ static int compare_candidates(const void *a, const void *b)
 
 	if (x->start != y->start)
 		return x->start < y->start ? -1 : 1;
-	if (x->bind_rank != y->bind_rank)
-		return y->bind_rank - x->bind_rank;
+	if ((x->bind_rank == 1) != (y->bind_rank == 1))
+		return x->bind_rank == 1 ? 1 : -1;
 	if ((x->size == 0) != (y->size == 0))
 		return x->size == 0 ? 1 : -1;
+	/* The public name before the implementation's, weak or not: glibc's calloc is a weak
+	 * alias of the global __libc_calloc, malloc a global one of __libc_malloc. */
 	ux = leading_underscores(x->name);
 	uy = leading_underscores(y->name);
 	if (ux != uy)
 		return ux < uy ? -1 : 1;
+	if (x->bind_rank != y->bind_rank)
+		return y->bind_rank - x->bind_rank;
 	lx = strlen(x->name);
 	ly = strlen(y->name);
 	if (lx != ly)

@@ -67,8 +67,9 @@ int elf_file__read_vaddr(struct elf_file *f, uint64_t vaddr, void *buf, size_t l
 
 /* The function containing vaddr and, through func_start (may be NULL), its first vaddr.
  * Symbols from .symtab, .dynsym and the debug file's .symtab are merged; at one address the
- * preferred name is global before weak before local, then the one with fewer leading
- * underscores, then the shorter, then the alphabetically first. Symbols of size 0 extend to
+ * preferred name is a global or weak one before a local one, then the one with fewer leading
+ * underscores (the public name: calloc, not __libc_calloc), then global before weak, then the
+ * shorter, then the alphabetically first. Symbols of size 0 extend to
  * the next symbol (within their section). Version suffixes are dropped. NULL when vaddr lies
  * in no known function. The table is built on the first call. */
 const char *elf_file__function_at(struct elf_file *f, uint64_t vaddr, uint64_t *func_start);

@@ -631,6 +631,9 @@ import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; 
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)
 import hardening_tests  # noqa: E402,F401  (hostile and clumsy command lines, issue 11)
 import rust_tests  # noqa: E402,F401  (a Rust program built at test time; demangled names)
+import backend_tests  # noqa: E402,F401  (a real Parca, built by scripts/backends)
+import count_once_tests  # noqa: E402,F401  (every entry point and alignment counted once)
+import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public names)
 
 
 def main():

@@ -111,6 +111,10 @@ def check_rust_names(tmp, mangling):
                 for label, classes in parse_manifest(result.stdout).items()}
     assert set(manifest) == set(expected.values()), manifest
     check_sites(profile, manifest, RATE)
+    # The summary's sites are the program's functions, not liballoc's or __rust_alloc.
+    sites = re.findall(r"^\s*[\d.]+ \S+\s+[\d.]+%\s+\d+\s+(\S.*)$", result.stdout, re.M)
+    for name in expected.values():
+        assert name in sites, f"{mangling}: {name} is not an allocation site:\n{result.stdout}"
 
 
 @test

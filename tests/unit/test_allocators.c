@@ -154,6 +154,19 @@ static void glibc(void)
 		CHECK(p->placement.emulated);
 		CHECK_STR(p->allocator, "glibc");
 	}
+	/* _mid_memalign hands alignments <= 16 to __libc_malloc: malloc counts those. valloc
+	 * and pvalloc pass the page size, never relayed. */
+	for (size_t i = 0; i < found.n; i++) {
+		p = &found.points[i];
+		if (p->entry == ALLOC_ENTRY_MEMALIGN || p->entry == ALLOC_ENTRY_POSIX_MEMALIGN) {
+			CHECK_EQ_U64(p->relayed_alignment, 16);
+			CHECK_STR(p->relayed_to, "malloc");
+			CHECK_EQ_U64(entry_point__cookie(p), p->entry | 16u << 8);
+		} else {
+			CHECK_EQ_U64(p->relayed_alignment, 0);
+			CHECK_EQ_U64(entry_point__cookie(p), p->entry);
+		}
+	}
 }
 
 static void jemalloc(void)
@@ -180,6 +193,9 @@ static void jemalloc(void)
 	check_probed(&found, "aligned_alloc", ALLOC_ENTRY_MEMALIGN);
 	check_probed(&found, "memalign", ALLOC_ENTRY_MEMALIGN);
 	check_probed(&found, "posix_memalign", ALLOC_ENTRY_POSIX_MEMALIGN);
+	/* jemalloc's aligned entries allocate in their own bodies: nothing relayed. */
+	for (size_t i = 0; i < found.n; i++)
+		CHECK_EQ_U64(found.points[i].relayed_alignment, 0);
 	check_probed(&found, "valloc", ALLOC_ENTRY_VALLOC);
 	check_probed(&found, "mallocx", ALLOC_ENTRY_MALLOC);
 	check_probed(&found, "rallocx", ALLOC_ENTRY_REALLOC_ANY);
@@ -517,6 +533,26 @@ static void rule_realloc(void)
 	CHECK(calls[6].probed);
 }
 
+/* An aligned entry that relays small alignments to malloc stays probed even when its body
+ * jumps to malloc (a glibc whose _mid_memalign is inlined): the program skips what it relays. */
+static void rule_relayed_alignment(void)
+{
+	struct entry_calls calls[] = {
+		{ .entry = ALLOC_ENTRY_MEMALIGN, .callees = BIT(1), .relayed_alignment = 16 },
+		{ .entry = ALLOC_ENTRY_MALLOC },
+		{ .entry = ALLOC_ENTRY_POSIX_MEMALIGN, .external = 1u << ALLOC_ENTRY_MALLOC,
+		  .relayed_alignment = 16 },
+		{ .entry = ALLOC_ENTRY_VALLOC, .callees = BIT(1) },
+	};
+
+	decide(calls, 4);
+	CHECK(calls[0].probed);
+	CHECK(calls[1].probed);
+	CHECK(calls[2].probed);
+	CHECK(!calls[3].probed); /* no relay declared: a plain wrapper */
+	CHECK_EQ_U64(calls[3].counted_by, 1);
+}
+
 static void rule_other_files(void)
 {
 	/* 0 calls aligned_alloc of another file: left to it (-1). 1 wraps 0. A malloc calling
@@ -561,8 +597,10 @@ static void read_registers(void)
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_NEW), rdi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_VALLOC), rdi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_PVALLOC), rdi);
-	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_MEMALIGN), rsi);
-	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_POSIX_MEMALIGN), X86_REG_BIT(X86_RDX));
+	/* Aligned entries: the alignment too, which decides whether malloc counts the call. */
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_MEMALIGN), rdi | rsi);
+	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_POSIX_MEMALIGN),
+		     rsi | X86_REG_BIT(X86_RDX));
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_CALLOC), rdi | rsi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC), rdi | rsi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC_ANY), rdi | rsi);
@@ -582,6 +620,7 @@ int main(void)
 	RUN(rule_wrappers_and_chains);
 	RUN(rule_cycles);
 	RUN(rule_realloc);
+	RUN(rule_relayed_alignment);
 	RUN(rule_other_files);
 	RUN(names);
 	RUN(read_registers);

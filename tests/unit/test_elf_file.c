@@ -476,6 +476,30 @@ static void test_function_at_prefers_global_name(void)
 	elf_file__free(f);
 }
 
+/* glibc's entry points under their public names, whatever their binding: calloc is a weak
+ * alias of the global __libc_calloc, malloc a global alias of __libc_malloc. */
+static void test_function_at_names_libc_public(void)
+{
+	static const char *const names[][2] = {
+		{ "__libc_calloc", "calloc" },   { "__libc_malloc", "malloc" },
+		{ "__libc_realloc", "realloc" }, { "__libc_valloc", "valloc" },
+		{ "__libc_pvalloc", "pvalloc" }, { "__libc_memalign", "memalign" },
+	};
+	struct elf_file *f = NULL;
+
+	if (elf_file__open("/lib/x86_64-linux-gnu/libc.so.6", &f) != 0) {
+		CHECK(!"libc.so.6 opens");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct elf_symbol sym;
+
+		CHECK(elf_file__find_function(f, names[i][0], &sym) == 0);
+		CHECK_STR(elf_file__function_at(f, sym.vaddr, NULL), names[i][1]);
+	}
+	elf_file__free(f);
+}
+
 static void test_function_at_shared_library(void)
 {
 	struct elf_file *f = open_fixture("libfixture.so");
@@ -623,6 +647,7 @@ int main(void)
 	RUN(test_offset_to_vaddr);
 	RUN(test_function_at);
 	RUN(test_function_at_prefers_global_name);
+	RUN(test_function_at_names_libc_public);
 	RUN(test_function_at_shared_library);
 	RUN(test_survives_deletion);
 	RUN(test_stripped_with_debuglink);
