@@ -170,10 +170,10 @@ $(ALIGNED_SITES): $(BUILD)/workloads/aligned_sites_%: tests/workloads/aligned_si
 # keeps it mapped if it was dlopen()ed and then dlclosed.
 # Its workload is built by the $(BUILD)/workloads/% rule.
 SAMPLER_SRCS     := $(sort $(wildcard sampler/*.c))
-SAMPLER_HDRS     := $(wildcard sampler/*.h)
+SAMPLER_HDRS     := $(wildcard sampler/*.h) bpf/sampling.h
 SAMPLER_LIB      := $(BUILD)/liballocscope-sampler.so
 SAMPLER_WORKLOAD := $(BUILD)/workloads/sampler_workload
-SAMPLER_CFLAGS   := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -fno-builtin -D_GNU_SOURCE \
+SAMPLER_CFLAGS   := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -fno-builtin -D_GNU_SOURCE -Ibpf \
 		    -fno-omit-frame-pointer -Wall -Wextra -Werror
 SAMPLER_LDFLAGS  := -shared -Wl,-soname,liballocscope-sampler.so -Wl,-z,now -Wl,-z,nodelete
 

@@ -138,7 +138,8 @@ _Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 /* The one definition of every setting's name, default and range, for the file and (with .flag)
  * the command line alike. */
 static const struct config_key agent_keys[] = {
-	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE, .default_text = "512KiB",
+	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE,
+	  .default_text = SAMPLING_DEFAULT_RATE_TEXT,
 	  CONFIG_FIELD(sampling.sample_rate), .flag = "sample-rate", .short_flag = 'r',
 	  .noun = "sample rate" },
 	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(sampling.unwind),

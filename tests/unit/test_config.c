@@ -10,6 +10,7 @@
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config_load.h"
+#include "sampling.h"
 
 #define REFERENCE_FILE "config/allocscope.yaml"
 
@@ -27,6 +28,8 @@ static char *machine_hostname(void)
 static void check_defaults(const struct agent_config *c)
 {
 	CHECK_EQ_U64(c->sampling.sample_rate, 512 * 1024);
+	/* The text the key table parses and the number the in-process sampler uses. */
+	CHECK_EQ_U64(c->sampling.sample_rate, SAMPLING_DEFAULT_RATE);
 	CHECK_EQ_U64(c->sampling.unwind, UNWIND_AUTO);
 	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 16 * 1024);
 	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 16 * 1024 * 1024);
