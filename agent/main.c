@@ -20,6 +20,8 @@
 #define OPT_KEY 512
 #define MAX_OPTIONS 32
 
+/* The defaults and ranges of the flags that set configuration keys are the key table's, filled
+ * in by print_usage (%1$s ...): written nowhere else. */
 static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -45,13 +47,13 @@ static const char usage_text[] =
 	"  -d, --duration D         stop after D (e.g. 30s, 5m, 1h; default: until Ctrl-C\n"
 	"                           or every target has exited)\n"
 	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
-	"                           default 512KiB)\n"
+	"                           default %1$s)\n"
 	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
 	"      --unwind MODE        how stacks are walked: auto (default: CFI from .eh_frame and\n"
 	"                           debug info, frame pointers where there is none), dwarf (CFI\n"
 	"                           only) or fp (frame pointers only, cheapest)\n"
-	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (1KiB to\n"
-	"                           64KiB, a power of two; default 16KiB)\n"
+	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (%2$s to\n"
+	"                           %3$s, a power of two; default %4$s)\n"
 	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
 	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
@@ -59,8 +61,8 @@ static const char usage_text[] =
 	"                           site, besides the allocator and known wrappers (zmalloc,\n"
 	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
-	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from 128KiB, the\n"
-	"                           largest sample, to 1GiB; default 16MiB)\n"
+	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
+	"                           largest sample, to %6$s; default %7$s)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -70,6 +72,17 @@ static const char usage_text[] =
 	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
 	"\n"
 	"Read the profile with: go tool pprof -top FILE\n";
+
+static void print_usage(FILE *out)
+{
+	char low[2][32], high[2][32];
+
+	config_flag_range("stack-copy-size", low[0], high[0], sizeof(low[0]));
+	config_flag_range("ringbuf-size", low[1], high[1], sizeof(low[1]));
+	fprintf(out, usage_text, config_flag_default("sample-rate"), low[0], high[0],
+		config_flag_default("stack-copy-size"), low[1], high[1],
+		config_flag_default("ringbuf-size"));
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -227,7 +240,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 			break;
 		}
 		case 'h':
-			fputs(usage_text, stdout);
+			print_usage(stdout);
 			return 0;
 		case 'V':
 			printf("allocscope %s (%s)\n", ALLOCSCOPE_VERSION, ALLOCSCOPE_GIT_REV);
@@ -272,7 +285,7 @@ int main(int argc, char **argv)
 	int status;
 
 	if (argc <= 1) {
-		fputs(usage_text, stderr);
+		print_usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (config_defaults(&settings) != 0) {

@@ -1896,6 +1896,35 @@ int config_set_flag(struct agent_config *config, const char *flag, const char *t
 	return -ENOENT;
 }
 
+static const struct config_key *flag_key(const char *flag)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(agent_keys); i++)
+		if (agent_keys[i].flag && strcmp(agent_keys[i].flag, flag) == 0)
+			return &agent_keys[i];
+	return NULL;
+}
+
+const char *config_flag_default(const char *flag)
+{
+	const struct config_key *key = flag_key(flag);
+
+	return key && key->default_text ? key->default_text : "";
+}
+
+void config_flag_range(const char *flag, char *low, char *high, size_t len)
+{
+	const struct config_key *key = flag_key(flag);
+
+	low[0] = high[0] = '\0';
+	if (key && key->type == KEY_SIZE) {
+		format_size(key->min, low, len);
+		format_size(key->max, high, len);
+	} else if (key && key->type == KEY_DURATION) {
+		format_duration(key->min, low, len);
+		format_duration(key->max, high, len);
+	}
+}
+
 const char *config_flag(size_t i, char *short_flag)
 {
 	for (size_t k = 0; k < ARRAY_SIZE(agent_keys); k++) {

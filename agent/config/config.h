@@ -129,6 +129,10 @@ int config_load_string(const char *yaml, size_t len, const char *name,
  * each setting has one name, one default, one range and one check. config_flag(i, &c) is the
  * i-th such flag without "--" (c: its one-letter form, or 0), NULL past the last. */
 const char *config_flag(size_t i, char *short_flag);
+/* A flag's default as the file writes it ("512KiB"; "" when it has none), and its range
+ * (sizes and durations; "" otherwise), for the help text. */
+const char *config_flag_default(const char *flag);
+void config_flag_range(const char *flag, char *low, char *high, size_t len);
 /* Sets flag's key in config from text. Returns 0; -EINVAL with "invalid NOUN 'TEXT': expected
  * ..." in err; -ENOENT when flag sets no key; -ENOMEM. */
 int config_set_flag(struct agent_config *config, const char *flag, const char *text, char *err,
