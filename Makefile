@@ -2,7 +2,9 @@
 # a bpftool skeleton; everything lands in build/. `make V=1` shows the commands.
 #
 #   make            build/allocscope
-#   make test       unit tests, then end-to-end tests with real BPF (as root)
+#   make test       unit tests, a short fuzz run over the seed corpora, then end-to-end tests
+#                   with real BPF (as root)
+#   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60; docs/fuzzing.md)
 #   make bench      the overhead benchmark (as root); figures go in docs/performance.md
 #   make demo       profile the bundled demo workload and print the top table (as root)
 #   make install    binary, systemd unit and reference configuration under $(PREFIX)
@@ -47,7 +49,7 @@ WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
-.PHONY: all test unit e2e bench demo install clean check-deps FORCE
+.PHONY: all test unit e2e workloads fuzz fuzz-smoke bench demo install clean check-deps FORCE
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/allocscope
@@ -208,13 +210,65 @@ $(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< -lbpf -o $@
 
+# ---- fuzzing: libFuzzer harnesses for the parsers of untrusted input (docs/fuzzing.md) ----
+# Each tests/fuzz/fuzz_NAME.c is a harness with its seeds in tests/fuzz/corpus/NAME/ (and
+# tests/fuzz/NAME.dict when there is one). The agent's sources are compiled again with clang's
+# sanitizers into build/fuzz/ (libFuzzer's runtime: Debian's libclang-rt-dev), into an archive
+# each harness takes only what it needs from.
+FUZZ_SRCS	:= $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS	:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/bin/%)
+FUZZ_OBJS	:= $(AGENT_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_LIB	:= $(BUILD)/fuzz/libagent.a
+FUZZ_CFLAGS	:= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+		   -fno-sanitize-recover=all -std=gnu11 -Wall -Wextra -Werror \
+		   -Wno-unused-parameter -fno-strict-aliasing
+# make fuzz FUZZ_TARGETS="config spool" runs only those harnesses.
+FUZZ_TARGETS	?= $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%)
+FUZZ_SECONDS	?= 60
+FUZZ_JOBS	?= 1
+# Where `make fuzz` keeps what it learns between runs (never the committed seeds).
+FUZZ_CORPUS_DIR	?= $(BUILD)/fuzz/corpus
+
+FUZZ_DEPS_OK	:= $(BUILD)/.fuzz-deps-ok
+$(FUZZ_DEPS_OK): scripts/check-deps
+	$(Q)CLANG=$(CLANG) scripts/check-deps --fuzz
+	@mkdir -p $(@D) && touch $@
+
+$(BUILD)/fuzz/obj/%.o: %.c | $(SKELETON) $(BUILD_INFO) $(FUZZ_DEPS_OK)
+	$(call msg,CC-FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB)
+	$(call msg,FUZZER,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(CPPFLAGS) -Itests/fuzz $(FUZZ_CFLAGS) -fsanitize=fuzzer \
+		-MMD -MP -MF $(BUILD)/fuzz/$*.d $< $(FUZZ_LIB) $(LDLIBS) -o $@
+
+# FUZZ_JOBS=2 runs two harnesses at once. A finding fails the run; the input that caused it
+# is kept in build/fuzz/findings/.
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/bin/fuzz_%)
+	$(Q)tests/fuzz/run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) \
+		--corpus-dir $(FUZZ_CORPUS_DIR) $^
+
+# What `make test` runs: a few seconds each over the committed seeds.
+fuzz-smoke: $(FUZZ_BINS)
+	$(Q)tests/fuzz/run --smoke $(FUZZ_BINS)
+# ---- end of fuzzing ----
+
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
+
+workloads: $(WORKLOAD_BINS)
 
 e2e: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)python3 tests/e2e/run.py
 
-test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
+test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS) $(FUZZ_BINS)
 	$(Q)tests/run-all
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
@@ -247,4 +301,4 @@ install: $(BUILD)/allocscope $(SAMPLER_LIB)
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/fuzz -name '*.d' 2>/dev/null)

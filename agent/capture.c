@@ -514,6 +514,8 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ pipeline__truncated_unwinds(cap->pipeline), "stacks cut short: kept the frames found (a larger "
 					  "--stack-copy-size or debug info may help)" },
 		{ pipeline__malformed(cap->pipeline), "malformed records" },
+		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
+					      "the process or its leaf yet (unwound in user space)" },
 	};
 	bool header = false;
 

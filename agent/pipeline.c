@@ -33,6 +33,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.ringbuf_bytes = opts->ringbuf_bytes,
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
+		.kernel_unwind = opts->unwind == UNWIND_KERNEL,
 	};
 	struct pipeline *p;
 	int ret;
@@ -72,6 +73,16 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 			goto fail;
 		}
 	}
+	/* --unwind kernel: the unwinder fills the program's tables for each process it meets. */
+	if (opts->unwind == UNWIND_KERNEL) {
+		ret = unwinder__use_kernel_tables(p->unwinder,
+						  alloc_program__unwind_rows_fd(p->program),
+						  alloc_program__unwind_procs_fd(p->program),
+						  alloc_program__unwind_table_rows(p->program), err,
+						  err_len);
+		if (ret)
+			goto fail;
+	}
 	ret = sample_reader__new(alloc_program__ringbuf_fd(p->program), on_sample, ctx,
 				 &p->reader);
 	if (ret) {
@@ -104,13 +115,14 @@ int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out)
 int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 			 const struct alloc_sample *sample)
 {
-	uint64_t pcs[ALLOC_MAX_STACK_DEPTH + 1];
+	uint64_t pcs[UNWIND_MAX_PCS];
 	struct unwind_input input = {
 		.pid = (pid_t)sample->pid,
 		.tid = (pid_t)sample->tid,
 		.regs = (const uint64_t *)sample->regs,
 		.stack = sample->stack_copy,
 		.stack_len = sample->stack_copy_bytes,
+		.flags = sample->flags,
 	};
 	struct unwind_result result = { 0 };
 	int ret;

@@ -94,6 +94,8 @@ struct {
 	__type(value, struct usdt_probe_spec);
 } usdt_specs SEC(".maps");
 
+#include "unwind.bpf.h"
+
 static __always_inline __u64 next_interval(void)
 {
 	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
@@ -117,7 +119,7 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 	rec->regs[ALLOC_REG_R14] = ctx->r14;
 	rec->regs[ALLOC_REG_R15] = ctx->r15;
 	rec->stack_copy_bytes = 0;
-	rec->reserved = 0;
+	rec->flags = 0;
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u32 try_size = size >> i;
@@ -167,6 +169,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		__sync_fetch_and_add(&counters.not_permitted, 1);
 		return 0;
 	}
+	if (kernel_unwind && unwind_and_submit(ctx, size, weighted_bytes, entry, at_entry))
+		return 0;
 	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
@@ -428,19 +432,23 @@ int alloc_multi(struct pt_regs *ctx)
 	default:
 		/* An aligned entry whose cookie carries a relayed alignment: the cases above
 		 * never see it, so malloc's path is the same compare as before. */
+		/* Each read pinned where it is (barrier_var), as for calloc: merged, the two
+		 * branches' reads become ctx + a variable offset, which the verifier refuses. */
 		if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_MEMALIGN) {
 			alignment = PT_REGS_PARM1(ctx);
+			barrier_var(alignment);
 			size = PT_REGS_PARM2(ctx);
+			barrier_var(size);
 		} else if ((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_POSIX_MEMALIGN) {
 			alignment = PT_REGS_PARM2(ctx);
+			barrier_var(alignment);
 			size = PT_REGS_PARM3(ctx);
+			barrier_var(size);
 			if (!posix_alignment_valid(alignment))
 				return 0;
 		} else {
 			return 0;
 		}
-		barrier_var(alignment);
-		barrier_var(size);
 		if (alignment <= relayed_alignment(entry))
 			return 0;
 		break;

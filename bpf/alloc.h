@@ -72,9 +72,73 @@ struct alloc_sample {
 	__u64 stack[ALLOC_MAX_STACK_DEPTH];
 	__u64 regs[ALLOC_REG__COUNT];
 	__u32 stack_copy_bytes;  /* bytes of stack_copy[] filled, from regs[ALLOC_REG_SP] up */
-	__u32 reserved;
-	__u8 stack_copy[];       /* the top of the user stack (the record is sized for it) */
+	__u32 flags;             /* ALLOC_SAMPLE_* */
+	__u8 stack_copy[];       /* the top of the user stack (the record is sized for it), or
+				    with ALLOC_SAMPLE_KERNEL_FRAMES the frames the kernel
+				    walked: stack_copy_bytes / 8 pcs, leaf first */
 };
+
+/* The kernel walked the stack with the unwind tables: stack_copy[] holds __u64 pcs (pcs[0] =
+ * regs[ALLOC_REG_IP], then return addresses), and the record is only as long as they are. */
+#define ALLOC_SAMPLE_KERNEL_FRAMES 1u
+/* ... and the walk stopped before the outermost frame (no table for a frame, an unsupported
+ * rule, unreadable memory, or UNWIND_MAX_FRAMES reached). */
+#define ALLOC_SAMPLE_TRUNCATED 2u
+
+/* In-kernel unwinding (bpf/unwind.bpf.h; tables built by agent/symbolize/unwind_tables.c).
+ * Each ELF file's CFI becomes sorted rows, one per pc range, in one global array shared by
+ * every process mapping the file; each process has a sorted list of its executable file
+ * mappings pointing into it. x86-64 only: the return address is always at CFA - 8. */
+enum unwind_cfa_rule {
+	UNWIND_CFA_NONE,        /* no CFI covers this pc: the walk stops (truncated) */
+	UNWIND_CFA_RSP,         /* CFA = rsp + cfa_offset */
+	UNWIND_CFA_RBP,         /* CFA = rbp + cfa_offset */
+	UNWIND_CFA_PLT,         /* a PLT entry: CFA = rsp + cfa_offset, + 8 when
+				   (rip & 15) >= rbp_offset (the linkers' PLT expression) */
+	UNWIND_CFA_SIGNAL,      /* __restore_rt: rsp points at a ucontext; rip, rsp and rbp
+				   come from its mcontext */
+	UNWIND_CFA_END,         /* the return address is undefined: the outermost frame */
+	UNWIND_CFA_UNSUPPORTED, /* an expression or register the walk cannot evaluate */
+};
+
+enum unwind_rbp_rule {
+	UNWIND_RBP_SAME,        /* rbp is the callee's */
+	UNWIND_RBP_SAVED,       /* saved at CFA + rbp_offset */
+	UNWIND_RBP_UNKNOWN,     /* anything else: an rbp-based CFA above this frame fails */
+};
+
+struct unwind_row {
+	__u32 pc;               /* first address (ELF virtual address) the row covers; the row
+				   ends where the next one starts */
+	__s32 cfa_offset;
+	__s16 rbp_offset;
+	__u8 cfa_rule;          /* enum unwind_cfa_rule */
+	__u8 rbp_rule;          /* enum unwind_rbp_rule */
+	__u32 reserved;         /* an array map stores values 8-byte aligned: the mmapped
+				   array has a 16-byte stride either way */
+};
+
+/* One executable file mapping of a process: pcs in [start, end) are looked up at pc - bias
+ * among rows [row_first, row_first + row_count) (sorted by pc); row_count 0 means no table. */
+struct unwind_mapping {
+	__u64 start, end, bias;
+	__u32 row_first, row_count;
+};
+
+_Static_assert(sizeof(struct unwind_row) == 16, "rows are mmapped with the map's 16-byte stride");
+
+#define UNWIND_MAX_MAPPINGS 256
+/* A process's executable file mappings, sorted by start: the value of the unwind_procs map. */
+struct unwind_proc {
+	__u32 n_mappings;
+	__u32 reserved;
+	struct unwind_mapping mappings[UNWIND_MAX_MAPPINGS];
+};
+
+/* Frames a kernel walk may return (a power of two), and the rows of the global table (the
+ * default: 16 bytes each, 16 MiB; the agent sizes the map before load). */
+#define UNWIND_MAX_FRAMES 512
+#define UNWIND_DEFAULT_TABLE_ROWS (1u << 20)
 
 /* The ring buffer's size bounds, one rule for the command line and the configuration file. The
  * kernel puts an 8-byte header before each record and rounds the whole to 8 bytes; a record
@@ -112,6 +176,10 @@ struct alloc_counters {
 				    argument could not be read */
 	__u64 not_permitted;     /* samples refused: the process ran with credentials other
 				    than the caller's (only_caller) */
+	__u64 kernel_unwinds;    /* samples whose stack the kernel walked with the tables */
+	__u64 unwind_fallbacks;  /* samples sent with a stack copy instead: no table for the
+				    process or its leaf (the agent unwinds them with libdw) */
+	__u64 unwind_truncated;  /* kernel walks that stopped before the outermost frame */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned

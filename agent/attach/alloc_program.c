@@ -152,6 +152,16 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	prog->skel->rodata->sample_rate = opts->sample_rate;
 	prog->skel->rodata->walk_frame_pointers = opts->walk_frame_pointers;
 	prog->skel->rodata->stack_copy_size = opts->stack_copy_bytes;
+	prog->skel->rodata->kernel_unwind = opts->kernel_unwind;
+	/* Without the kernel walk the rows array is never read: one row, not megabytes. */
+	ret = bpf_map__set_max_entries(prog->skel->maps.unwind_rows,
+				       !opts->kernel_unwind	  ? 1
+				       : opts->unwind_table_rows ? opts->unwind_table_rows
+								  : UNWIND_DEFAULT_TABLE_ROWS);
+	if (ret) {
+		snprintf(err, err_len, "cannot size the unwind table: %s", strerror(-ret));
+		return ret;
+	}
 	prog->skel->rodata->wakeup_bytes = opts->ringbuf_bytes / 4;
 	prog->skel->rodata->only_caller = opts->only_caller;
 	prog->skel->rodata->caller_uid = opts->caller_uid;
@@ -368,6 +378,21 @@ found:
 int alloc_program__ringbuf_fd(const struct alloc_program *prog)
 {
 	return bpf_map__fd(prog->skel->maps.samples);
+}
+
+int alloc_program__unwind_rows_fd(const struct alloc_program *prog)
+{
+	return bpf_map__fd(prog->skel->maps.unwind_rows);
+}
+
+uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog)
+{
+	return bpf_map__max_entries(prog->skel->maps.unwind_rows);
+}
+
+int alloc_program__unwind_procs_fd(const struct alloc_program *prog)
+{
+	return bpf_map__fd(prog->skel->maps.unwind_procs);
 }
 
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out)

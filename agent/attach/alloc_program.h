@@ -21,6 +21,9 @@ struct alloc_program_opts {
 	bool walk_frame_pointers;    /* the kernel's frame-pointer walk in every sample */
 	uint32_t stack_copy_bytes;   /* registers + this much user stack per sample (0: none);
 					a power of two up to ALLOC_MAX_STACK_COPY */
+	bool kernel_unwind;          /* walk stacks in the kernel with unwind tables where the
+					agent installed them (a stack copy elsewhere) */
+	uint32_t unwind_table_rows;  /* the tables' array, in rows (0: the default) */
 	bool only_caller;            /* sample only processes running as exactly this uid/gid
 					with no capabilities (counted as not_permitted) */
 	uint32_t caller_uid, caller_gid;
@@ -57,6 +60,11 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
 			     uint64_t *cookie);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
+/* The in-kernel unwinder's maps (unwind_tables.h): the rows array and its size, the
+ * per-process mapping lists. */
+int alloc_program__unwind_rows_fd(const struct alloc_program *prog);
+uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog);
+int alloc_program__unwind_procs_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
 /* Allocator calls that hit a probe, summed over CPUs. */
 uint64_t alloc_program__probe_hits(const struct alloc_program *prog);

@@ -999,8 +999,11 @@ static int parse_pod_list(const char *text, size_t len, const char *node_name,
 		ret = list.json.out_of_memory ? -ENOMEM : -EBADMSG;
 		goto out;
 	}
-	qsort(snapshot->containers, snapshot->n_containers, sizeof(snapshot->containers[0]),
-	      compare_containers);
+	/* No container at all (a node without pods) leaves the array NULL, which qsort may
+	 * not be given even for no elements. */
+	if (snapshot->n_containers > 1)
+		qsort(snapshot->containers, snapshot->n_containers,
+		      sizeof(snapshot->containers[0]), compare_containers);
 	for (size_t i = 1; i < snapshot->n_containers; i++) {
 		if (compare_containers(&snapshot->containers[i - 1], &snapshot->containers[i]) ==
 		    0) {
@@ -1016,6 +1019,18 @@ out:
 		snapshot_free(snapshot);
 	else
 		*out = snapshot;
+	return ret;
+}
+
+int kube_pods__parse_pod_list(const char *text, size_t len, const char *node_name,
+			      size_t *n_pods, size_t *n_containers, char *err, size_t err_len)
+{
+	struct pod_snapshot *snapshot;
+	int ret = parse_pod_list(text, len, node_name, &snapshot, err, err_len);
+
+	*n_pods = ret ? 0 : snapshot->n_pods;
+	*n_containers = ret ? 0 : snapshot->n_containers;
+	snapshot_free(snapshot);
 	return ret;
 }
 

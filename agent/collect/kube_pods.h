@@ -101,4 +101,11 @@ void kube_container__free(struct kube_container *container);
 /* A snapshot of the counters and the last error. Thread-safe. */
 void kube_pods__stats(struct kube_pods *pods, struct kube_pods_stats *stats);
 
+/* The answer's reader alone, for tests and the fuzz harness (tests/fuzz/): reads a PodList
+ * of len bytes (not NUL-terminated) as a refresh does and counts the pods of node_name and
+ * their containers that it would keep. 0, -EBADMSG with the reason and the byte offset in err,
+ * or -ENOMEM. */
+int kube_pods__parse_pod_list(const char *text, size_t len, const char *node_name,
+			      size_t *n_pods, size_t *n_containers, char *err, size_t err_len);
+
 #endif

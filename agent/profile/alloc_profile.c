@@ -20,7 +20,7 @@
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
 
-#define MAX_FRAMES (ALLOC_MAX_STACK_DEPTH + 1)
+#define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
 /* Labels a sample may carry: service_name, hostname and the configured static labels. */
 #define ALLOC_PROFILE_MAX_LABELS 24
 

@@ -38,7 +38,7 @@ void alloc_profile__free(struct alloc_profile *profile);
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample);
 
 /* The same for a stack unwound elsewhere: frames leaf first (frames[0] in the allocator,
- * frames[1] the return address into its caller, ...). At most ALLOC_MAX_STACK_DEPTH + 1
+ * frames[1] the return address into its caller, ...). At most UNWIND_MAX_FRAMES
  * frames are kept. */
 int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
 			     size_t n_frames, uint64_t size);

@@ -308,7 +308,11 @@ static int read_units(struct dwarf_lines *d)
 		}
 		d->n_units++;
 	}
-	qsort(d->unit_ranges, d->n_unit_ranges, sizeof(*d->unit_ranges), compare_unit_ranges);
+	/* DWARF that covers no code (data only, or a unit without ranges) leaves the array
+	 * NULL, which qsort may not be given even for no elements. */
+	if (d->n_unit_ranges > 1)
+		qsort(d->unit_ranges, d->n_unit_ranges, sizeof(*d->unit_ranges),
+		      compare_unit_ranges);
 	return 0;
 }
 

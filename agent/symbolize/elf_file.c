@@ -152,7 +152,9 @@ static int image_open(const char *path, struct elf_image *img)
 
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOTSUP;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO where a file should be (a target writes the directories its
+	 * binaries and debug links point into) must not block the open. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	/* libelf would call a directory or a device "not ELF"; say what it really is. */
@@ -392,11 +394,17 @@ static int file_crc32(const char *path, uint32_t *crc_out)
 {
 	unsigned char buf[64 * 1024];
 	uLong crc = crc32(0L, Z_NULL, 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
 	int ret = 0;
 
 	if (fd < 0)
 		return -errno;
+	/* Only a regular file can be a debug file: a FIFO would block, /dev/zero never end. */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 

@@ -35,6 +35,7 @@
 #include "alloc.h"
 #include "hash.h"
 #include "symbolize/proc_maps.h"
+#include "symbolize/unwind_tables.h"
 
 /* x86-64 DWARF register numbers (System V psABI, figure 3.36). */
 #define DWARF_REG_RBX 3
@@ -107,6 +108,7 @@ struct unwinder {
 	struct unwind_file *files[FILE_BUCKETS];
 	size_t n_files;
 	uint32_t next_epoch;
+	struct unwind_tables *tables; /* UNWIND_KERNEL: the kernel's tables, else NULL */
 	struct cfi_cache_slot cfi_cache[CFI_CACHE_SLOTS];
 };
 
@@ -138,6 +140,8 @@ int unwind_mode_parse(const char *text, enum unwind_mode *mode)
 		*mode = UNWIND_FP;
 	else if (strcmp(text, "dwarf") == 0)
 		*mode = UNWIND_DWARF;
+	else if (strcmp(text, "kernel") == 0)
+		*mode = UNWIND_KERNEL;
 	else
 		return -EINVAL;
 	return 0;
@@ -152,6 +156,8 @@ const char *unwind_mode_name(enum unwind_mode mode)
 		return "fp";
 	case UNWIND_DWARF:
 		return "dwarf";
+	case UNWIND_KERNEL:
+		return "kernel";
 	}
 	return "unknown";
 }
@@ -616,9 +622,18 @@ static void file_put(struct unwinder *u, struct unwind_file *f)
 }
 
 /* The load bias of f as mapped by e (runtime address minus ELF virtual address): the PT_LOAD
- * segment holding the mapping's file offset was placed at e->start. 0 for ET_EXEC. */
+ * segment holding the mapping's file offset was placed at e->start. 0 for ET_EXEC.
+ *
+ * Two segments can share a file page: lld (rustc's default linker since 1.90) packs the
+ * read-only segment and the code segment back to back, so the page the code mapping starts
+ * at also lies inside the read-only segment's file range, whose vaddr - offset differs by a
+ * page. Taking the first segment that holds the offset gave every Rust executable a bias one
+ * page off, and libdwfl then found no CFI for any of its frames: the segment that starts in
+ * the mapping's first page wins, then one whose execute permission matches the mapping. */
 static bool file_bias(const struct unwind_file *f, const struct proc_map_entry *e, uint64_t *bias)
 {
+	const GElf_Phdr *best = NULL;
+	int best_score = -1;
 	size_t i;
 
 	if (f->e_type == ET_EXEC) {
@@ -627,14 +642,24 @@ static bool file_bias(const struct unwind_file *f, const struct proc_map_entry *
 	}
 	for (i = 0; i < f->n_loads; i++) {
 		const GElf_Phdr *ph = &f->loads[i];
+		int score = 0;
 
 		if ((ph->p_offset & PAGE_MASK_4K) > e->offset ||
 		    e->offset >= ph->p_offset + ph->p_filesz)
 			continue;
-		*bias = e->start - e->offset - (ph->p_vaddr - ph->p_offset);
-		return true;
+		if ((ph->p_offset & PAGE_MASK_4K) == e->offset)
+			score += 2;
+		if (!!(ph->p_flags & PF_X) == !!e->executable)
+			score += 1;
+		if (score > best_score) {
+			best = ph;
+			best_score = score;
+		}
 	}
-	return false;
+	if (!best)
+		return false;
+	*bias = e->start - e->offset - (best->p_vaddr - best->p_offset);
+	return true;
 }
 
 static void session_release(struct unwinder *u, struct session *s)
@@ -715,6 +740,48 @@ out:
 	return ret;
 }
 
+/* Gives the kernel p's executable file mappings, each with its file's table (built now when
+ * the file is new). A mapping whose file could not be opened goes in without a table, so the
+ * kernel knows to fall back there. -ENOMEM; other failures leave the process without a
+ * kernel walk (its samples carry a copy). */
+static int tables_install(struct unwinder *u, struct unwind_process *p)
+{
+	size_t i, j, count = p->maps ? proc_maps__count(p->maps) : 0, n = 0;
+	struct unwind_table_mapping *list;
+	int ret;
+
+	if (!u->tables)
+		return 0;
+	list = calloc(count ? count : 1, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	for (i = 0; i < count; i++) {
+		const struct proc_map_entry *e = proc_maps__entry(p->maps, i);
+		struct unwind_table_mapping *m = &list[n];
+
+		if (!e->executable || !proc_map_entry__is_file(e))
+			continue;
+		m->start = e->start;
+		m->end = e->end;
+		m->dev_major = e->dev_major;
+		m->dev_minor = e->dev_minor;
+		m->inode = e->inode;
+		for (j = 0; j < p->session.n_files; j++) {
+			struct unwind_file *f = p->session.files[j];
+
+			if (f->inode == e->inode && f->dev_major == e->dev_major &&
+			    f->dev_minor == e->dev_minor && file_bias(f, e, &m->bias)) {
+				m->elf = f->elf;
+				break;
+			}
+		}
+		n++;
+	}
+	ret = unwind_tables__set_process(u->tables, p->pid, list, n);
+	free(list);
+	return ret == -ENOMEM ? ret : 0;
+}
+
 /* Installs maps in p: rebuilds the session when its executable mappings changed (or there is
  * none yet). Takes ownership of maps. Returns 1 when the session was rebuilt, 0 when it was
  * kept, -ENOMEM (maps freed, p unchanged). */
@@ -750,7 +817,8 @@ static int process_install_maps(struct unwinder *u, struct unwind_process *p,
 		u->next_epoch = 1;
 	}
 	p->epoch = u->next_epoch;
-	return 1;
+	ret = tables_install(u, p);
+	return ret ? ret : 1;
 }
 
 /* Re-reads p's maps. 1: the session changed, 0: it did not, -errno (-ESRCH marks p gone). */
@@ -829,6 +897,7 @@ static int process_insert(struct unwinder *u, pid_t pid, struct unwind_process *
 
 static void process_free(struct unwinder *u, struct unwind_process *p)
 {
+	unwind_tables__remove_process(u->tables, p->pid);
 	session_release(u, &p->session);
 	proc_maps__free(p->maps);
 	free(p);
@@ -888,7 +957,21 @@ void unwinder__free(struct unwinder *u)
 		}
 	}
 	free(u->buckets);
+	unwind_tables__free(u->tables);
 	free(u);
+}
+
+int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, uint32_t max_rows,
+				char *err, size_t err_len)
+{
+	if (!u || u->tables)
+		return -EINVAL;
+	return unwind_tables__new(rows_fd, procs_fd, max_rows, &u->tables, err, err_len);
+}
+
+void unwinder__table_stats(const struct unwinder *u, struct unwind_tables_stats *out)
+{
+	unwind_tables__stats(u ? u->tables : NULL, out);
 }
 
 /* Finds or creates pid's entry and reads its maps; *out is NULL when there is no entry. A new
@@ -967,6 +1050,24 @@ static bool has_unknown_pc(const struct unwind_process *p, const uint64_t *pcs, 
 	return false;
 }
 
+/* The frames the kernel walked, as they are. */
+static void kernel_frames(const struct unwind_input *in, uint64_t *pcs, size_t max_pcs,
+			  struct unwind_result *out)
+{
+	size_t n = in->stack_len / sizeof(uint64_t), i;
+
+	if (n > max_pcs) {
+		n = max_pcs;
+		out->truncated = true;
+	}
+	for (i = 0; i < n; i++)
+		memcpy(&pcs[i], in->stack + i * sizeof(uint64_t), sizeof(uint64_t));
+	out->n_pcs = n;
+	out->cfi_frames = n ? (unsigned)(n - 1) : 0;
+	if (in->flags & ALLOC_SAMPLE_TRUNCATED)
+		out->truncated = true;
+}
+
 /* One walk of in over p's session; p may be NULL (no process to take CFI from). */
 static void walk_once(struct unwinder *u, struct unwind_process *p, const struct unwind_input *in,
 		      enum unwind_mode mode, uint64_t *pcs, size_t max_pcs,
@@ -996,8 +1097,11 @@ int unwinder__unwind(struct unwinder *u, const struct unwind_input *in, enum unw
 	int ret;
 
 	if (!u || !in || !in->regs || !out || (!pcs && max_pcs) || (!in->stack && in->stack_len) ||
-	    (mode != UNWIND_AUTO && mode != UNWIND_FP && mode != UNWIND_DWARF))
+	    (mode != UNWIND_AUTO && mode != UNWIND_FP && mode != UNWIND_DWARF &&
+	     mode != UNWIND_KERNEL))
 		return -EINVAL;
+	if (mode == UNWIND_KERNEL)
+		mode = UNWIND_AUTO; /* for the samples the kernel sent a copy with */
 	memset(out, 0, sizeof(*out));
 	if (!max_pcs) {
 		out->truncated = true;
@@ -1009,6 +1113,21 @@ int unwinder__unwind(struct unwinder *u, const struct unwind_input *in, enum unw
 	}
 
 	p = in->pid > 0 ? process_find(u, in->pid) : NULL;
+	if (in->flags & ALLOC_SAMPLE_KERNEL_FRAMES) {
+		kernel_frames(in, pcs, max_pcs, out);
+		/* A pc outside the snapshot (a library loaded since) means the kernel's list is
+		 * stale too: re-read, which rebuilds both, at most every few ms. */
+		if (!p || p->gone || !has_unknown_pc(p, pcs, out->n_pcs))
+			return 0;
+		now = monotonic_ns();
+		if (p->last_miss_reread_ns &&
+		    now - p->last_miss_reread_ns < UNWIND_REREAD_INTERVAL_MS * 1000000ULL)
+			return 0;
+		p->last_miss_reread_ns = now;
+		out->maps_reread = true;
+		ret = process_refresh(u, p);
+		return ret == -ENOMEM ? ret : 0;
+	}
 	if (!p && in->pid > 0) {
 		ret = process_add(u, in->pid, &p);
 		if (ret == -ENOMEM)

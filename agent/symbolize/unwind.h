@@ -19,15 +19,20 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "alloc.h"
+
 enum unwind_mode {
 	UNWIND_AUTO,  /* CFI where the code has it, the frame pointer elsewhere */
 	UNWIND_FP,    /* the rbp chain only (no ELF file is opened) */
 	UNWIND_DWARF, /* CFI only: the walk stops at the first frame without CFI */
+	UNWIND_KERNEL, /* the kernel walks the stack with tables built from CFI
+			  (unwind_tables.h); samples it could not walk carry a stack copy,
+			  unwound as in UNWIND_AUTO */
 };
 
-/* "auto", "fp", "dwarf" -> *mode. -EINVAL for anything else (mode untouched). */
+/* "auto", "fp", "dwarf", "kernel" -> *mode. -EINVAL for anything else (mode untouched). */
 int unwind_mode_parse(const char *text, enum unwind_mode *mode);
-/* "auto", "fp", "dwarf"; "unknown" for a value outside the enum. */
+/* "auto", "fp", "dwarf", "kernel"; "unknown" for a value outside the enum. */
 const char *unwind_mode_name(enum unwind_mode mode);
 
 /* One sample, as captured at an allocator's entry probe: the allocator has not pushed anything
@@ -38,7 +43,13 @@ struct unwind_input {
 	const uint64_t *regs; /* ALLOC_REG__COUNT values in enum alloc_reg order */
 	const uint8_t *stack; /* copy of user memory [regs[ALLOC_REG_SP], + stack_len) */
 	size_t stack_len;
+	/* The sample's ALLOC_SAMPLE_* flags: with ALLOC_SAMPLE_KERNEL_FRAMES, stack holds the
+	 * pcs the kernel walked (stack_len / 8 of them), which are returned as they are. */
+	uint32_t flags;
 };
+
+/* The most frames a walk returns: size pcs for this. */
+#define UNWIND_MAX_PCS UNWIND_MAX_FRAMES
 
 struct unwind_result {
 	size_t n_pcs; /* frames written to pcs, leaf first: pcs[0] = regs[IP] */
@@ -75,6 +86,16 @@ int unwinder__add_process(struct unwinder *u, pid_t pid);
  * open; the others are closed. A later sample or add for the pid (pid reuse) starts from a
  * new snapshot. Unknown pid: no-op. */
 void unwinder__remove_process(struct unwinder *u, pid_t pid);
+
+/* Has the kernel walk stacks (UNWIND_KERNEL): from now on every process added (and every
+ * re-read of its maps) also builds the tables of its files and installs its mapping list in
+ * the program's maps (rows_fd: the unwind_rows array of max_rows, procs_fd: unwind_procs).
+ * -errno with a sentence in err. */
+int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, uint32_t max_rows,
+				char *err, size_t err_len);
+struct unwind_tables_stats;
+/* The kernel tables' figures; zeros without them. */
+void unwinder__table_stats(const struct unwinder *u, struct unwind_tables_stats *out);
 
 /* Processes known (added, or met in a sample, and not removed), for self-metrics. */
 size_t unwinder__process_count(const struct unwinder *u);

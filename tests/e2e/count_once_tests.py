@@ -60,3 +60,17 @@ def tcmalloc_aligned_entries_count_once(tmp):
 def mimalloc_aligned_entries_count_once(tmp):
     result, _ = profile_aligned_sites(tmp, "mimalloc")
     assert "alignment <=" not in result.stderr, result.stderr
+
+
+@test
+def every_bpf_program_passes_the_verifier(tmp):
+    """A program the verifier refuses falls back quietly (alloc_multi -> one perf-event uprobe
+    per entry point), which every other test still passes: check the load itself. A merge
+    once made clang fold two branches' register reads into ctx + a variable offset."""
+    out_path = os.path.join(tmp, "true.pb.gz")
+    result = run([ALLOCSCOPE, "--log-level", "debug", "-o", out_path, "--", "/bin/true"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "failed to load" not in result.stderr and "did not load" not in result.stderr, \
+        "\n".join(line for line in result.stderr.splitlines()
+                  if "load" in line or "disallowed" in line or "invalid" in line)
+    assert "one uprobe_multi link" in result.stderr, result.stderr[-2000:]

@@ -148,3 +148,20 @@ def go_pprof(args, tmp):
     result = run(["go", "tool", "pprof"] + args, env=env, timeout=180)
     assert result.returncode == 0, f"go tool pprof failed: {result.stderr}"
     return result.stdout
+
+
+def check_reach_main(profile, sites, fraction=0.99, roots=("main", "start_thread")):
+    """Whole stacks: of each site's alloc_space, at least fraction comes from samples whose stack
+    reaches main (or a thread's entry), not a cut-off frame."""
+    for site in sites:
+        total = complete = 0
+        for sample in profile.samples:
+            names = profile.stack_functions(sample)
+            if site in names:
+                total += sample["values"][1]
+                if any(n in roots or n.endswith("::main") for n in names):
+                    complete += sample["values"][1]
+        assert total > 0, f"{site}: no samples"
+        assert complete >= fraction * total, \
+            f"{site}: {complete} of {total} bytes from stacks that reach main"
+

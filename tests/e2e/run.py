@@ -93,6 +93,51 @@ def no_frame_pointer_build_is_attributed_right(tmp):
         assert complete >= 0.99 * total, f"{site}: {complete} of {total} reach main"
 
 
+def deep_recursion_profile(tmp, unwind):
+    """The --deep workload profiled by pid, attached before it allocates (a process's tables
+    are built when it is attached to; -- COMMAND would build them only after its exec)."""
+    out_path = os.path.join(tmp, f"deep-{unwind}.pb.gz")
+    workload = Workload([ALLOC_SITES_NOFP, "--deep"])
+    try:
+        proc, seen = start_allocscope(["--pid", str(workload.pid), "--unwind", unwind,
+                                       "--sample-rate", RATE_ARG, "-o", out_path])
+        workload.start()
+        manifest = parse_manifest(workload.finish())
+        code, out, err = finish_allocscope(proc, seen)
+    finally:
+        workload.kill()
+    assert code == 0, f"exit {code}: {err}"
+    return manifest, out, Profile(out_path)
+
+
+@test
+def kernel_unwinding_reaches_main_under_deep_recursion(tmp):
+    """--unwind kernel on a -O2 build without frame pointers: an allocation 200 frames of 1 KiB
+    below main (200 KiB of stack, past any stack copy) has its totals and >= 99% of its bytes
+    come from stacks that reach main; records carry frames only, so none is dropped."""
+    manifest, out, profile = deep_recursion_profile(tmp, "kernel")
+    profile.check_ids()
+    check_sites(profile, manifest, RATE)
+    check_reach_main(profile, manifest)
+    assert "samples dropped" not in out, out
+    assert "stack copy" not in out, out
+
+
+@test
+def kernel_unwinding_attributes_every_site(tmp):
+    """--unwind kernel on the whole no-frame-pointer workload, threads included: every site's
+    totals, and whole stacks (main or the thread entry)."""
+    out_path = os.path.join(tmp, "kernel.pb.gz")
+    result = run([ALLOCSCOPE, "--unwind", "kernel", "--sample-rate", RATE_ARG, "-o", out_path,
+                  "--", ALLOC_SITES_NOFP])
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    profile = Profile(out_path)
+    profile.check_ids()
+    manifest = parse_manifest(result.stdout)
+    check_sites(profile, manifest, RATE)
+    check_reach_main(profile, manifest)
+
+
 @test
 def cxx_new_is_attributed_to_its_caller(tmp):
     """libstdc++'s operator new keeps no frame pointer; CFI finds the function that called it,

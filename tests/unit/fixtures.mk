@@ -186,6 +186,13 @@ $(UNIT_FIXTURE_DIR)/.stamp-dwz: $(UNIT_FIXTURE_SRC)/lines.c
 	cp $$d/common.debug $(@D)/debuginfod/allocscope-common.debug; \
 	touch $@
 
+# DWARF without a single code range (test_elf_file).
+UNIT_FIXTURES += $(UNIT_FIXTURE_DIR)/data_only.so
+$(UNIT_FIXTURE_DIR)/data_only.so: $(UNIT_FIXTURE_SRC)/data_only.c
+	$(call msg,FIXTURE,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -O1 -g -fPIC -shared -nostdlib -Wall -Werror -Wl,--build-id=sha1 $< -o $@
+
 $(UNIT_FIXTURE_DIR)/lines_cxx: $(UNIT_FIXTURE_SRC)/lines_cxx.cc
 	$(call msg,FIXTURE,$@)
 	$(Q)mkdir -p $(@D)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -635,6 +636,81 @@ static void test_stripped_with_build_id_tree(void)
 	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
 }
 
+/* DWARF that covers no code (a library of data only): no lines anywhere, and no trouble. */
+static void test_dwarf_without_code(void)
+{
+	struct elf_file *f = open_fixture("data_only.so");
+	const struct source_line *lines = NULL;
+	size_t count = 1;
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	CHECK(elf_file__has_dwarf(f));
+	CHECK_EQ_U64(elf_file__lines_at(f, 0x1000, &lines, &count, NULL), 0);
+	CHECK_EQ_U64(count, 0);
+	elf_file__free(f);
+}
+
+static void hung(int sig)
+{
+	static const char message[] = "FAIL test_debug_candidates_that_are_not_files: "
+				      "elf_file__open hung on a FIFO or a device\n";
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, message, sizeof(message) - 1);
+	_exit(1);
+}
+
+/* A target owns the directories its binaries lie in (and, in a container, the build-id tree
+ * under its root): a debug link or a build-id path naming a FIFO must not block the agent in
+ * open(), nor one naming /dev/zero keep it reading forever. They are not debug files, and
+ * neither is a FIFO given as the file itself. alarm() turns a hang into a failure. */
+static void test_debug_candidates_that_are_not_files(void)
+{
+	char dir[] = "/tmp/allocscope-elf-XXXXXX";
+	char path[PATH_MAX], debug[PATH_MAX + 32], id[128], cmd[PATH_MAX + 64];
+	const char *roots[] = {dir, NULL};
+	struct elf_file *f = NULL;
+
+	signal(SIGALRM, hung);
+	alarm(30);
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/target_debuglink", dir);
+	CHECK(copy_file(fixture("target_debuglink"), path));
+
+	snprintf(debug, sizeof(debug), "%s/target_debuglink.debug", dir);
+	CHECK(mkfifo(debug, 0600) == 0);
+	CHECK_EQ_U64(elf_file__open(path, &f), 0);
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+
+	CHECK(unlink(debug) == 0 && symlink("/dev/zero", debug) == 0);
+	CHECK_EQ_U64(elf_file__open(path, &f), 0);
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+
+	/* The build-id tree. */
+	CHECK(readelf_build_id(fixture("target_buildid"), id));
+	snprintf(debug, sizeof(debug), "%s/.build-id/%.2s", dir, id);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", debug);
+	CHECK(system(cmd) == 0);
+	snprintf(debug, sizeof(debug), "%s/.build-id/%.2s/%s.debug", dir, id, id + 2);
+	CHECK(mkfifo(debug, 0600) == 0);
+	CHECK_EQ_U64(elf_file__set_debug_roots(roots), 0);
+	f = open_fixture("target_buildid");
+	CHECK(f && elf_file__debug_file_path(f) == NULL);
+	elf_file__free(f);
+	CHECK_EQ_U64(elf_file__set_debug_roots(NULL), 0);
+
+	/* The file itself. */
+	CHECK_EQ_U64(elf_file__open(debug, &f), -ENOEXEC);
+
+	alarm(0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	RUN(test_bad_input);
@@ -652,5 +728,7 @@ int main(void)
 	RUN(test_survives_deletion);
 	RUN(test_stripped_with_debuglink);
 	RUN(test_stripped_with_build_id_tree);
+	RUN(test_debug_candidates_that_are_not_files);
+	RUN(test_dwarf_without_code);
 	return unit_summary("elf_file");
 }

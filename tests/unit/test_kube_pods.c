@@ -1009,6 +1009,36 @@ static void test_unlisted_settles(void)
 	server_stop(server);
 }
 
+/* The reader alone: a node with no pods (or none with a running container yet) lists
+ * nothing, which is an answer like any other; the fixture's pods of node-a are kept. */
+static void test_parse_pod_list(void)
+{
+	static const char empty[] = "{\"kind\":\"PodList\",\"apiVersion\":\"v1\","
+				    "\"metadata\":{\"resourceVersion\":\"912001\"},\"items\":[]}";
+	size_t n_pods = 1, n_containers = 1, len;
+	char err[512];
+	char *text;
+
+	CHECK_EQ_U64(kube_pods__parse_pod_list(empty, strlen(empty), "node-a", &n_pods,
+					       &n_containers, err, sizeof(err)),
+		     0);
+	CHECK_EQ_U64(n_pods, 0);
+	CHECK_EQ_U64(n_containers, 0);
+
+	text = read_file("pods-node-a.json", &len);
+	CHECK_EQ_U64(kube_pods__parse_pod_list(text, len, "node-a", &n_pods, &n_containers, err,
+					       sizeof(err)),
+		     0);
+	CHECK_EQ_U64(n_pods, 3);
+	CHECK(n_containers >= 3);
+	/* Cut short: refused with where reading stopped. */
+	CHECK_EQ_U64(kube_pods__parse_pod_list(text, len / 2, "node-a", &n_pods, &n_containers,
+					       err, sizeof(err)),
+		     (uint64_t)-EBADMSG);
+	CHECK(strncmp(err, "byte ", 5) == 0);
+	free(text);
+}
+
 static void test_options_refused(void)
 {
 	struct kube_pods_options options = {0};
@@ -1069,6 +1099,7 @@ int main(void)
 	RUN(test_lookups_never_wait);
 	RUN(test_unlisted_settles);
 	RUN(test_options_refused);
+	RUN(test_parse_pod_list);
 	unlink(token_path);
 	return unit_summary("kube_pods");
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "attach/usdt_notes.h"
 #include "unit.h"
@@ -806,6 +808,32 @@ static void test_bad_paths(void)
 	usdt_notes__free(NULL);
 }
 
+static void fifo_hung(int sig)
+{
+	static const char message[] = "FAIL test_fifo: usdt_notes__read hung on a FIFO\n";
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, message, sizeof(message) - 1);
+	_exit(1);
+}
+
+/* A target can put a FIFO where its library was (the path in its maps): refused at once,
+ * never waited on. alarm() turns a hang into a failure. */
+static void test_fifo(void)
+{
+	struct usdt_notes *notes = (struct usdt_notes *)&notes;
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/fifo.so", work_dir);
+	CHECK(mkfifo(path, 0600) == 0);
+	signal(SIGALRM, fifo_hung);
+	alarm(30);
+	CHECK_EQ_U64(usdt_notes__read(path, &notes), -ENOEXEC);
+	CHECK(notes == NULL);
+	alarm(0);
+	unlink(path);
+}
+
 /* Every probe of a system file as readelf -n prints it; false when the file is absent or
  * carries no notes. */
 static bool check_against_readelf(const char *path)
@@ -909,6 +937,7 @@ int main(void)
 	RUN(test_probe_spec);
 	RUN(test_file_without_notes);
 	RUN(test_bad_paths);
+	RUN(test_fifo);
 	RUN(test_system_libraries);
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);

@@ -3,8 +3,9 @@
  * prints, one line per site and request size ("site NAME SIZE COUNT"), is the truth the
  * profile's estimates are checked against.
  *
- *   alloc_sites [--wait] [--scale N]
+ *   alloc_sites [--wait] [--deep] [--scale N]
  *     --wait     print "ready PID" and wait for SIGUSR1 before allocating (attach first)
+ *     --deep     only site_deep_recursion: an allocation 200 frames of 1 KiB below main
  *     --scale N  multiply every site's call count by N (default 1)
  */
 #include <malloc.h>
@@ -137,6 +138,35 @@ __attribute__((noinline)) void site_inlined(long n)
 	manifest(__func__, 3000, n);
 }
 
+/* An allocation under 200 frames of 1 KiB each (--deep only): 200 KiB of stack between the
+ * allocation and main, past any stack copy; the kernel's table walk reaches main. */
+#define DEEP_FRAMES 200
+
+__attribute__((noinline)) long deep_frame(int depth, long n)
+{
+	volatile char frame[1024];
+
+	frame[0] = (char)depth;
+	frame[sizeof(frame) - 1] = 0;
+	if (depth == 0) {
+		for (long i = 0; i < n; i++) {
+			void *p = malloc(4096);
+
+			touch(p);
+			free(p);
+		}
+		return frame[0];
+	}
+	/* Not a tail call: the frame stays. */
+	return deep_frame(depth - 1, n) + frame[sizeof(frame) - 1];
+}
+
+__attribute__((noinline)) void site_deep_recursion(long n)
+{
+	deep_frame(DEEP_FRAMES - 1, n);
+	manifest(__func__, 4096, n);
+}
+
 /* Two threads: each has its own countdown in the kernel. */
 static long thread_calls;
 
@@ -175,15 +205,17 @@ static void on_start(int sig)
 
 int main(int argc, char **argv)
 {
-	int wait = 0;
+	int wait = 0, deep = 0;
 
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--wait") == 0)
+		if (strcmp(argv[i], "--deep") == 0)
+			deep = 1;
+		else if (strcmp(argv[i], "--wait") == 0)
 			wait = 1;
 		else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
 			scale = atol(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--wait] [--scale N]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--wait] [--deep] [--scale N]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -201,6 +233,11 @@ int main(int argc, char **argv)
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}
 	/* ~370k calls: a few seconds under probes on a VM where a trap costs microseconds. */
+	if (deep) {
+		site_deep_recursion(20000 * scale);
+		printf("done\n");
+		return 0;
+	}
 	site_malloc_small(200000 * scale);
 	site_calloc(20000 * scale);
 	site_malloc_large(100 * scale);

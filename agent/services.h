@@ -1,0 +1,94 @@
+/* The continuous agent's services: processes are grouped by service name and, for a pod's
+ * processes, by pod container (namespace, pod, container, node), so every profile carries exact
+ * labels; each service holds one delta profile per interval. The number of services is capped:
+ * past the cap new services fold into "other" (which has no pod labels), counted. At the end of
+ * an interval every service's profile is encoded once per shape the sinks ask for and handed to
+ * them; services left without processes are then removed.
+ *
+ * The table knows nothing of BPF or of processes: callers count their processes in
+ * service.n_processes and fill service.profile as samples arrive. */
+#ifndef ALLOCSCOPE_SERVICES_H
+#define ALLOCSCOPE_SERVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+struct alloc_profile;
+struct sink;
+
+/* The labels of a pod's service besides service_name and hostname, in this order. */
+enum { SERVICE_LABEL_NAMESPACE, SERVICE_LABEL_POD, SERVICE_LABEL_CONTAINER, SERVICE_LABEL_NODE,
+       SERVICE_POD_LABELS };
+/* Where processes past limits.max_services go. */
+#define SERVICES_OVERFLOW "other"
+/* The longest label value services__get and the interval's labels keep, in bytes. */
+#define SERVICES_MAX_LABEL_VALUE 1024
+
+struct service {
+	char *name; /* already cut to the label length limit */
+	/* For a pod container's processes: its namespace, pod, container and node (the
+	 * SERVICE_LABEL_* order); all NULL for every other service. Part of what the service
+	 * is. */
+	char *pod_labels[SERVICE_POD_LABELS];
+	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
+	size_t n_processes;            /* the caller's processes in it */
+	struct service *next;          /* the table's */
+};
+
+struct service_limits {
+	unsigned max_services;
+	size_t max_label_value_bytes; /* at most SERVICES_MAX_LABEL_VALUE */
+};
+
+struct services_stats {
+	size_t services;
+	uint64_t overflowed;             /* lookups that ended in "other" for the cap */
+	uint64_t label_values_truncated; /* cut to the limit, or with bytes not UTF-8 replaced */
+	uint64_t profiles_built;         /* services whose interval profile encoded */
+	uint64_t encode_errors;
+	uint64_t stacks_trimmed;         /* folded to keep push sinks' profiles within bounds */
+};
+
+struct services;
+
+int services__new(struct services **out);
+/* Frees every service and its profile. Accepts NULL. */
+void services__free(struct services *t);
+
+/* The service named wanted (cut to the limit as a label value) with these pod labels (NULL, or
+ * values in the SERVICE_LABEL_* order: all or none); created when the cap allows, else
+ * SERVICES_OVERFLOW without pod labels. NULL when out of memory. */
+struct service *services__get(struct services *t, const char *wanted,
+			      const char *const *pod_labels, const struct service_limits *limits);
+
+/* What an interval's profiles are labelled with and where they go. */
+struct services_interval {
+	struct sink *const *sinks; /* at least one */
+	size_t n_sinks;
+	const char *hostname;
+	const struct config_label *labels; /* static labels, at most CONFIG_MAX_STATIC_LABELS */
+	size_t n_labels;
+	uint64_t sample_rate; /* for the profile's comment */
+	bool pid_label;
+	size_t max_label_value_bytes;
+	int64_t start_wall_ns, duration_ns;
+};
+
+struct services_written {
+	size_t written; /* services at least one sink took */
+	size_t failed;  /* services every sink refused, or whose profile did not encode */
+};
+
+/* Hands every service's profile that holds samples to the sinks and frees every profile. */
+void services__write_interval(struct services *t, const struct services_interval *interval,
+			      struct services_written *out);
+
+/* Removes the services without processes (their last profile is written). */
+void services__prune(struct services *t);
+
+void services__stats(const struct services *t, struct services_stats *out);
+
+#endif

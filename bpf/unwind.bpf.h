@@ -1,0 +1,299 @@
+/* In-kernel stack unwinding for a sampled allocation, without copying the stack: the agent
+ * turns each mapped file's CFI into rows (struct unwind_row) in one global array, and each
+ * profiled process's executable mappings into a sorted list (struct unwind_proc). A walk
+ * finds a pc's mapping and its row by binary search, computes the CFA from rsp or rbp, and
+ * reads two words per frame: the return address at CFA - 8 and, where the row says so, the
+ * saved rbp. It runs in bpf_loop, one frame per iteration, up to UNWIND_MAX_FRAMES.
+ *
+ * Only the sampled path gets here. A process the agent has no list for, or a leaf in a
+ * mapping without a table, is not walked: the caller sends the stack copy instead (counted as
+ * a fallback). The frames are built in a per-CPU scratch record and sent with
+ * bpf_ringbuf_output at their own length; uprobe programs can be preempted (not migrated), so
+ * a rare interleaving of two samples on one CPU can garble one record's frames. */
+#ifndef ALLOCSCOPE_UNWIND_BPF_H
+#define ALLOCSCOPE_UNWIND_BPF_H
+
+#include "alloc.h"
+
+/* Set by the agent before load: walk in the kernel where a table exists. */
+const volatile bool kernel_unwind = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, UNWIND_DEFAULT_TABLE_ROWS); /* resized by the agent before load */
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tgid */
+	__type(value, struct unwind_proc);
+} unwind_procs SEC(".maps");
+
+/* The record being built: the sample header, then (in its stack_copy[]) the frames. */
+struct unwind_scratch {
+	__u64 words[sizeof(struct alloc_sample) / 8 + UNWIND_MAX_FRAMES];
+};
+_Static_assert(sizeof(struct alloc_sample) % 8 == 0, "frames follow the header aligned");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_scratch);
+} unwind_scratch_buf SEC(".maps");
+
+struct unwind_walk {
+	struct unwind_proc *proc;
+	struct alloc_sample *rec; /* in the scratch buffer, with room for the frames */
+	__u64 ip, sp, bp;
+	__u32 n;        /* frames written */
+	bool activation; /* ip is where the frame is (leaf, or interrupted by a signal), not a
+			    return address: look it up as is rather than at ip - 1 */
+	bool bp_known;
+	bool truncated;
+};
+
+/* Binary searches run as bpf_loop callbacks: the verifier checks a callback once, where a
+ * plain loop would be explored path by path (its bounds are precise: they index memory). */
+struct unwind_search {
+	struct unwind_proc *proc; /* mappings: NULL for rows */
+	__u64 key;
+	__u32 lo, hi;            /* the answer is the last entry below lo */
+};
+
+static long mapping_search_step(__u32 index, void *ctx)
+{
+	struct unwind_search *s = ctx;
+	__u32 mid;
+
+	if (s->lo >= s->hi)
+		return 1;
+	mid = ((s->lo + s->hi) / 2) & (UNWIND_MAX_MAPPINGS - 1);
+	if (s->proc->mappings[mid].start <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+static long row_search_step(__u32 index, void *ctx)
+{
+	struct unwind_search *s = ctx;
+	struct unwind_row *row;
+	__u32 mid;
+
+	if (s->lo >= s->hi)
+		return 1;
+	mid = s->lo + (s->hi - s->lo) / 2;
+	row = bpf_map_lookup_elem(&unwind_rows, &mid);
+	if (!row)
+		return 1;
+	if (row->pc <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+/* The mapping holding pc, or NULL. */
+static __always_inline struct unwind_mapping *unwind_find_mapping(struct unwind_proc *proc,
+								  __u64 pc)
+{
+	struct unwind_search s = { .proc = proc, .key = pc, .lo = 0, .hi = proc->n_mappings };
+	struct unwind_mapping *m;
+
+	if (s.hi > UNWIND_MAX_MAPPINGS)
+		return NULL;
+	bpf_loop(10, mapping_search_step, &s, 0);
+	if (s.lo == 0 || s.lo > UNWIND_MAX_MAPPINGS)
+		return NULL;
+	m = &proc->mappings[(s.lo - 1) & (UNWIND_MAX_MAPPINGS - 1)];
+	return pc >= m->start && pc < m->end ? m : NULL;
+}
+
+/* The row covering the file address addr among [first, first + count), or NULL. */
+static __always_inline struct unwind_row *unwind_find_row(__u32 first, __u32 count, __u32 addr)
+{
+	struct unwind_search s = { .key = addr, .lo = first, .hi = first + count };
+	__u32 key;
+
+	bpf_loop(33, row_search_step, &s, 0);
+	if (s.lo == first)
+		return NULL;
+	key = s.lo - 1;
+	return bpf_map_lookup_elem(&unwind_rows, &key);
+}
+
+static __always_inline bool unwind_read(__u64 addr, __u64 *value)
+{
+	return bpf_probe_read_user(value, sizeof(*value), (void *)addr) == 0;
+}
+
+/* Offsets in the ucontext_t that rsp points at in __restore_rt (uc_mcontext.gregs[]). */
+#define UCONTEXT_RBP 120
+#define UCONTEXT_RSP 160
+#define UCONTEXT_RIP 168
+
+/* One frame: records ip, then finds the caller's ip, sp, bp. 1 stops the loop. */
+static long unwind_step(__u32 index, void *ctx)
+{
+	struct unwind_walk *w = ctx;
+	struct unwind_mapping *m;
+	struct unwind_row *row;
+	__u64 lookup, cfa, ra, value;
+	__u32 n = w->n;
+
+	if (n >= UNWIND_MAX_FRAMES) {
+		w->truncated = true;
+		return 1;
+	}
+	((__u64 *)w->rec->stack_copy)[n & (UNWIND_MAX_FRAMES - 1)] = w->ip;
+	w->n = n + 1;
+
+	lookup = w->activation ? w->ip : w->ip - 1;
+	m = unwind_find_mapping(w->proc, lookup);
+	if (!m || !m->row_count || lookup - m->bias > 0xffffffffull) {
+		w->truncated = true;
+		return 1;
+	}
+	row = unwind_find_row(m->row_first, m->row_count, (__u32)(lookup - m->bias));
+	if (!row) {
+		w->truncated = true;
+		return 1;
+	}
+	switch (row->cfa_rule) {
+	case UNWIND_CFA_RSP:
+		cfa = w->sp + (__s64)row->cfa_offset;
+		break;
+	case UNWIND_CFA_RBP:
+		if (!w->bp_known) {
+			w->truncated = true;
+			return 1;
+		}
+		cfa = w->bp + (__s64)row->cfa_offset;
+		break;
+	case UNWIND_CFA_PLT:
+		cfa = w->sp + (__s64)row->cfa_offset +
+		      ((w->ip & 15) >= (__u64)row->rbp_offset ? 8 : 0);
+		break;
+	case UNWIND_CFA_SIGNAL:
+		if (!unwind_read(w->sp + UCONTEXT_RIP, &ra) ||
+		    !unwind_read(w->sp + UCONTEXT_RBP, &value) ||
+		    !unwind_read(w->sp + UCONTEXT_RSP, &cfa)) {
+			w->truncated = true;
+			return 1;
+		}
+		w->ip = ra;
+		w->sp = cfa;
+		w->bp = value;
+		w->bp_known = true;
+		w->activation = true;
+		return ra ? 0 : 1;
+	case UNWIND_CFA_END:
+		return 1;
+	default:
+		w->truncated = true;
+		return 1;
+	}
+	if (cfa <= w->sp || !unwind_read(cfa - 8, &ra)) {
+		w->truncated = true;
+		return 1;
+	}
+	if (row->rbp_rule == UNWIND_RBP_SAVED) {
+		if (!unwind_read(cfa + (__s64)row->rbp_offset, &value)) {
+			w->truncated = true;
+			return 1;
+		}
+		w->bp = value;
+		w->bp_known = true;
+	} else if (row->rbp_rule == UNWIND_RBP_UNKNOWN) {
+		w->bp_known = false;
+	}
+	w->ip = ra;
+	w->sp = cfa;
+	w->activation = false;
+	/* A zero return address ends the chain (thread entry without CFI saying so). */
+	return ra ? 0 : 1;
+}
+
+/* Walks the sampled thread's stack and sends the record. Returns true when sent (or lost to
+ * a full ring, counted), false when the caller should send a stack copy instead. */
+static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
+					 __u32 entry, bool at_entry)
+{
+	struct unwind_walk w = {};
+	struct alloc_sample *rec;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, zero = 0, n;
+	struct unwind_scratch *scratch;
+	struct unwind_mapping *m;
+
+	w.proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+	scratch = bpf_map_lookup_elem(&unwind_scratch_buf, &zero);
+	if (!w.proc || !scratch)
+		goto fallback;
+	w.ip = PT_REGS_IP(ctx);
+	w.sp = PT_REGS_SP(ctx);
+	w.bp = ctx->bp;
+	w.bp_known = true;
+	w.activation = true;
+	m = unwind_find_mapping(w.proc, w.ip);
+	if (!m || !m->row_count)
+		goto fallback;
+
+	rec = (struct alloc_sample *)scratch->words;
+	w.rec = rec;
+	rec->pid = tgid;
+	rec->tid = (__u32)pid_tgid;
+	rec->size = size;
+	rec->time_ns = bpf_ktime_get_ns();
+	rec->weighted_bytes = weighted_bytes;
+	rec->entry = entry;
+	rec->caller_address = 0;
+	if (at_entry && !unwind_read(PT_REGS_SP(ctx), &rec->caller_address)) {
+		rec->caller_address = 0;
+		__sync_fetch_and_add(&counters.caller_errors, 1);
+	}
+	rec->stack_bytes = 0;
+	rec->regs[ALLOC_REG_IP] = w.ip;
+	rec->regs[ALLOC_REG_SP] = w.sp;
+	rec->regs[ALLOC_REG_BP] = w.bp;
+	rec->regs[ALLOC_REG_BX] = ctx->bx;
+	rec->regs[ALLOC_REG_R12] = ctx->r12;
+	rec->regs[ALLOC_REG_R13] = ctx->r13;
+	rec->regs[ALLOC_REG_R14] = ctx->r14;
+	rec->regs[ALLOC_REG_R15] = ctx->r15;
+
+	bpf_loop(UNWIND_MAX_FRAMES, unwind_step, &w, 0);
+
+	n = w.n;
+	if (n > UNWIND_MAX_FRAMES)
+		n = UNWIND_MAX_FRAMES;
+	/* Not even the allocator's caller: the copy and the agent's unwinder may do better. */
+	if (n <= 1 && w.truncated)
+		goto fallback;
+	rec->stack_copy_bytes = n * sizeof(__u64);
+	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0);
+	__sync_fetch_and_add(&counters.kernel_unwinds, 1);
+	if (w.truncated)
+		__sync_fetch_and_add(&counters.unwind_truncated, 1);
+	if (bpf_ringbuf_output(&samples, rec, sizeof(*rec) + n * sizeof(__u64),
+			       bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
+				       ? BPF_RB_FORCE_WAKEUP
+				       : BPF_RB_NO_WAKEUP)) {
+		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		return true;
+	}
+	__sync_fetch_and_add(&counters.samples, 1);
+	return true;
+fallback:
+	__sync_fetch_and_add(&counters.unwind_fallbacks, 1);
+	return false;
+}
+
+#endif
