@@ -20,7 +20,10 @@ GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS  += -D_GNU_SOURCE -Iagent -Ibpf -I$(BUILD)
-LDLIBS    += -lbpf -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -liberty -lstdc++
+# libbpf (1.4 or newer; Debian 12 has it in bookworm-backports) is linked statically, so the
+# hosts and the runtime image need no backports; what it needs (libelf, zlib) stays dynamic.
+LIBBPF_A  ?= $(shell pkg-config --variable=libdir libbpf 2>/dev/null)/libbpf.a
+LDLIBS    += $(LIBBPF_A) -ldw -lelf -ldebuginfod -lyaml -lcurl -lz -lm -lpthread -liberty -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibpf \
 	      -I/usr/include/$(shell $(CC) -dumpmachine)
 
@@ -160,6 +163,15 @@ $(ALIGNED_SITES): $(BUILD)/workloads/aligned_sites_%: tests/workloads/aligned_si
 	$(Q)$(CC) $(NOFP_CFLAGS) $< -o $@ $(aligned_link_$*)
 # ---- end of workloads on other allocators ----
 
+# Preloaded into allocscope by an e2e test: a kernel without uprobe_multi links, played by
+# failing those bpf() calls, so the perf-event fallback runs on a kernel that has them.
+NO_MULTI_LINKS := $(BUILD)/workloads/no_multi_links.so
+WORKLOAD_BINS += $(NO_MULTI_LINKS)
+$(NO_MULTI_LINKS): tests/e2e/no_multi_links.c | $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -O1 -g -shared -fPIC -Wall -Wextra -Werror $< -o $@ -ldl
+
 -include tests/unit/fixtures.mk
 
 # ---- liballocscope-sampler.so: in-process sampling for LD_PRELOAD (docs/cooperative.md) ----
@@ -208,7 +220,7 @@ $(BUILD)/bench/empty_probe.skel.h: $(BUILD)/bench/empty_probe.bpf.o
 
 $(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe.skel.h
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< -lbpf -o $@
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< $(LIBBPF_A) -lelf -lz -o $@
 
 # ---- fuzzing: libFuzzer harnesses for the parsers of untrusted input (docs/fuzzing.md) ----
 # Each tests/fuzz/fuzz_NAME.c is a harness with its seeds in tests/fuzz/corpus/NAME/ (and

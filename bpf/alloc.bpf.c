@@ -381,11 +381,11 @@ int alloc_usdt(struct pt_regs *ctx)
 	return on_usdt_alloc(ctx, bpf_get_attach_cookie(ctx));
 }
 
-/* Every entry point at once, for a uprobe_multi link: the agent loads it with the uprobe_multi
- * attach type (libbpf 1.1 has no section name for it). A multi link runs one program for all
+/* Every entry point at once, for a uprobe_multi link (libbpf loads it with that attach type;
+ * the agent leaves it out on kernels that refuse it). A multi link runs one program for all
  * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
  * compare or two before the same countdown as the per-layout programs. */
-SEC("uprobe")
+SEC("uprobe.multi")
 int alloc_multi(struct pt_regs *ctx)
 {
 	__u64 entry = bpf_get_attach_cookie(ctx);

@@ -21,30 +21,6 @@
 #include "log.h"
 #include "sampling.h"
 
-/* Debian 12's UAPI headers predate uprobe_multi links (Linux 6.6): the attach type as
- * numbered in enum bpf_attach_type, and BPF_LINK_CREATE's attributes for it, laid out as
- * union bpf_attr's link_create.uprobe_multi (include/uapi/linux/bpf.h). */
-#define UPROBE_MULTI_ATTACH_TYPE 48
-
-struct uprobe_multi_link_attr {
-	__u32 prog_fd;
-	__u32 target_fd;         /* unused by uprobe_multi */
-	__u32 attach_type;
-	__u32 link_flags;        /* must be 0 */
-	__aligned_u64 path;      /* const char *: the file the offsets are in */
-	__aligned_u64 offsets;   /* const unsigned long[cnt]: file offsets */
-	__aligned_u64 ref_ctr_offsets; /* USDT semaphores (const unsigned long[cnt]), or 0 */
-	__aligned_u64 cookies;   /* const __u64[cnt]: bpf_get_attach_cookie() at offsets[i] */
-	__u32 cnt;
-	__u32 flags;             /* 1 would make them return probes */
-	__u32 pid;               /* breakpoints in this process only; 0 for every process */
-};
-
-_Static_assert(offsetof(struct uprobe_multi_link_attr, path) == 16, "bpf_attr layout");
-_Static_assert(offsetof(struct uprobe_multi_link_attr, cookies) == 40, "bpf_attr layout");
-_Static_assert(offsetof(struct uprobe_multi_link_attr, cnt) == 48, "bpf_attr layout");
-_Static_assert(offsetof(struct uprobe_multi_link_attr, pid) == 56, "bpf_attr layout");
-
 /* More offsets than the allocators of one file have entry points (glibc plus a prefixed
  * jemalloc and operator new in one static executable stay under 40); the kernel takes up to
  * 1 << 20. */
@@ -174,17 +150,15 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 			 opts->ringbuf_bytes, strerror(-ret));
 		return ret;
 	}
-	/* libbpf 1.1 knows no section name for uprobe_multi programs: the attach type is set
-	 * by hand. The per-layout programs keep the plain uprobe type perf events need. */
-	if (with_multi)
-		ret = bpf_program__set_expected_attach_type(
-			prog->skel->progs.alloc_multi, (enum bpf_attach_type)UPROBE_MULTI_ATTACH_TYPE);
-	else
+	/* alloc_multi's SEC("uprobe.multi") gives it the uprobe_multi attach type; the
+	 * per-layout programs keep the plain uprobe type perf events need. */
+	if (!with_multi) {
 		ret = bpf_program__set_autoload(prog->skel->progs.alloc_multi, false);
-	if (ret) {
-		snprintf(err, err_len, "cannot prepare the uprobe_multi program: %s",
-			 strerror(-ret));
-		return ret;
+		if (ret) {
+			snprintf(err, err_len, "cannot leave out the uprobe_multi program: %s",
+				 strerror(-ret));
+			return ret;
+		}
 	}
 	ret = alloc_bpf__load(prog->skel);
 	if (ret) {
@@ -199,27 +173,29 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 }
 
 /* Whether the kernel makes uprobe_multi links, asked once at load rather than inferred from a
- * target's refusal (an offset past the end of a file is EINVAL too). A link on "/" cannot be
- * made either way; a kernel that knows the link kind gets as far as opening the path and
- * answers EBADF (not a regular file), one that does not answers EINVAL. */
+ * target's refusal (an offset past the end of a file is EINVAL too). libbpf probes the same
+ * way for its USDT support but does not export the answer. A link on "/" cannot be made
+ * either way; a kernel that knows the link kind gets as far as opening the path and answers
+ * EBADF (not a regular file), one that does not answers EINVAL. */
 static bool kernel_has_multi_links(const struct alloc_program *prog)
 {
-	struct uprobe_multi_link_attr attr;
-	unsigned long offset = 0;
-	int fd;
+	const unsigned long offset = 0;
+	LIBBPF_OPTS(bpf_uprobe_multi_opts, opts, .offsets = &offset, .cnt = 1);
+	libbpf_print_fn_t print;
+	struct bpf_link *link;
+	int ret;
 
-	memset(&attr, 0, sizeof(attr));
-	attr.prog_fd = bpf_program__fd(prog->skel->progs.alloc_multi);
-	attr.attach_type = UPROBE_MULTI_ATTACH_TYPE;
-	attr.path = (__u64)(uintptr_t)"/";
-	attr.offsets = (__u64)(uintptr_t)&offset;
-	attr.cnt = 1;
-	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
-	if (fd >= 0) {
-		close(fd);
+	/* The refusal is the answer, not a failure: libbpf's warning about it is left out. */
+	print = libbpf_set_print(NULL);
+	link = bpf_program__attach_uprobe_multi(prog->skel->progs.alloc_multi, -1, "/", NULL,
+						&opts);
+	ret = link ? 0 : -errno;
+	libbpf_set_print(print);
+	if (link) {
+		bpf_link__destroy(link);
 		return true;
 	}
-	return errno == EBADF;
+	return ret == -EBADF;
 }
 
 int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_program **out,
@@ -312,44 +288,37 @@ bool alloc_program__has_multi(const struct alloc_program *prog)
 	return prog->multi_links;
 }
 
-/* One uprobe_multi link for pid over offsets[count] in path, each reporting cookies[i], with
- * USDT semaphores at ref_ctr_offsets[i] (NULL: none). */
-static int create_multi_link(struct alloc_program *prog, pid_t pid, const char *path,
-			     const uint64_t *offsets, const uint64_t *ref_ctr_offsets,
-			     const uint64_t *cookies, size_t count)
-{
-	struct uprobe_multi_link_attr attr;
-	int fd;
-
-	if (!prog->multi_links)
-		return -EOPNOTSUPP;
-	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
-		return -EINVAL;
-	/* Zeroed as a whole: the kernel refuses nonzero bytes past the fields it knows,
-	 * padding included. */
-	memset(&attr, 0, sizeof(attr));
-	attr.prog_fd = bpf_program__fd(prog->skel->progs.alloc_multi);
-	attr.attach_type = UPROBE_MULTI_ATTACH_TYPE;
-	attr.path = (__u64)(uintptr_t)path;
-	attr.offsets = (__u64)(uintptr_t)offsets;
-	attr.ref_ctr_offsets = (__u64)(uintptr_t)ref_ctr_offsets;
-	attr.cookies = (__u64)(uintptr_t)cookies;
-	attr.cnt = (__u32)count;
-	attr.pid = (__u32)pid;
-	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
-	return fd >= 0 ? fd : -errno;
-}
-
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
 				const uint64_t *offsets, const uint64_t *semaphores,
-				const uint64_t *cookies, size_t count)
+				const uint64_t *cookies, size_t count, struct bpf_link **link)
 {
+	/* libbpf's types for the same 64-bit values. */
+	unsigned long link_offsets[MULTI_MAX_OFFSETS], link_semaphores[MULTI_MAX_OFFSETS];
+	__u64 link_cookies[MULTI_MAX_OFFSETS];
 	bool any_semaphore = false;
+	LIBBPF_OPTS(bpf_uprobe_multi_opts, opts, .offsets = link_offsets,
+		    .cookies = link_cookies, .cnt = count);
 
-	for (size_t i = 0; semaphores && i < count; i++)
-		any_semaphore |= semaphores[i] != 0;
-	return create_multi_link(prog, pid, path, offsets, any_semaphore ? semaphores : NULL,
-				 cookies, count);
+	*link = NULL;
+	if (!prog->multi_links)
+		return -EOPNOTSUPP;
+	/* pid 0 would be libbpf's "this process", -1 every process: neither is meant here. */
+	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
+		return -EINVAL;
+	for (size_t i = 0; i < count; i++) {
+		link_offsets[i] = offsets[i];
+		link_cookies[i] = cookies[i];
+		link_semaphores[i] = semaphores ? semaphores[i] : 0;
+		any_semaphore |= link_semaphores[i] != 0;
+	}
+	/* Only USDT sites have semaphores; entry points go without ref_ctr_offsets. */
+	if (any_semaphore)
+		opts.ref_ctr_offsets = link_semaphores;
+	*link = bpf_program__attach_uprobe_multi(prog->skel->progs.alloc_multi, pid, path, NULL,
+						 &opts);
+	if (!*link)
+		return errno ? -errno : -EINVAL;
+	return 0;
 }
 
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,

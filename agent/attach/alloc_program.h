@@ -13,6 +13,7 @@
 #include "usdt_args.h"
 
 struct alloc_program;
+struct bpf_link;
 struct bpf_program;
 
 struct alloc_program_opts {
@@ -43,15 +44,16 @@ struct bpf_program *alloc_program__for_entry(struct alloc_program *prog, enum al
 /* Whether the kernel makes uprobe_multi links (Linux 6.6+), asked once at load. Without
  * them every probe is a perf-event uprobe of its own (alloc_program__for_entry). */
 bool alloc_program__has_multi(const struct alloc_program *prog);
-/* One uprobe_multi link for pid over offsets[i] (file offsets into path, the file as the
- * process sees it; at most 64), each reporting cookies[i] to the program: an enum alloc_entry
- * for an entry point, or a USDT site's cookie from alloc_program__usdt_spec. semaphores[i]
- * (NULL, or 0 for none) are USDT semaphores the kernel raises while the link exists, which is
- * what turns an in-process sampler on. Breakpoints go into pid's address space only. Returns
- * the link's descriptor (closing it detaches) or -errno; -EOPNOTSUPP without multi links. */
+/* One uprobe_multi link (libbpf's bpf_program__attach_uprobe_multi) for pid over offsets[i]
+ * (file offsets into path, the file as the process sees it; at most 64), each reporting
+ * cookies[i] to the program: an enum alloc_entry for an entry point, or a USDT site's cookie
+ * from alloc_program__usdt_spec. semaphores[i] (NULL, or 0 for none) are USDT semaphores the
+ * kernel raises while the link exists, which is what turns an in-process sampler on.
+ * Breakpoints go into pid's address space only. Returns 0 with *link set (bpf_link__destroy
+ * detaches) or -errno; -EOPNOTSUPP without multi links. */
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
 				const uint64_t *offsets, const uint64_t *semaphores,
-				const uint64_t *cookies, size_t count);
+				const uint64_t *cookies, size_t count, struct bpf_link **link);
 /* The cooperative path (otel_memory:alloc USDT). A probe site's argument spec goes into the
  * program's table once (identical specs share an entry; at most ALLOC_MAX_USDT_SPECS
  * distinct ones, then -ENOSPC); *cookie is what its probe must report. Without multi links a

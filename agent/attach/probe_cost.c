@@ -79,24 +79,19 @@ static int calibration_file_offset(uint64_t *offset)
 }
 
 /* The probe the way targets get theirs: a uprobe_multi link where the kernel has them, else a
- * perf-event uprobe. Returns 0 with *link_fd or *link set, or -errno. */
-static int attach_calibration_probe(struct alloc_program *prog, uint64_t offset, int *link_fd,
+ * perf-event uprobe. Returns 0 with *link set, or -errno. */
+static int attach_calibration_probe(struct alloc_program *prog, uint64_t offset,
 				    struct bpf_link **link)
 {
 	const enum alloc_entry entry = ALLOC_ENTRY_MALLOC;
 	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = entry);
 
-	*link_fd = -1;
 	*link = NULL;
 	if (alloc_program__has_multi(prog)) {
 		uint64_t cookie = entry;
-		int fd = alloc_program__attach_multi(prog, getpid(), "/proc/self/exe", &offset,
-						     NULL, &cookie, 1);
 
-		if (fd < 0)
-			return fd;
-		*link_fd = fd;
-		return 0;
+		return alloc_program__attach_multi(prog, getpid(), "/proc/self/exe", &offset, NULL,
+						   &cookie, 1, link);
 	}
 	*link = bpf_program__attach_uprobe_opts(alloc_program__for_entry(prog, entry), getpid(),
 						"/proc/self/exe", offset, &opts);
@@ -110,20 +105,18 @@ int probe_cost__measure(struct alloc_program *prog, double *ns_per_hit)
 	double plain[ROUNDS], probed[ROUNDS];
 	struct bpf_link *link;
 	uint64_t offset = 0;
-	int link_fd, ret;
+	int ret;
 
 	ret = calibration_file_offset(&offset);
 	if (ret)
 		return ret;
 	for (int i = 0; i < ROUNDS; i++)
 		plain[i] = round_ns();
-	ret = attach_calibration_probe(prog, offset, &link_fd, &link);
+	ret = attach_calibration_probe(prog, offset, &link);
 	if (ret)
 		return ret;
 	for (int i = 0; i < ROUNDS; i++)
 		probed[i] = round_ns();
-	if (link_fd >= 0)
-		close(link_fd);
 	bpf_link__destroy(link);
 	qsort(plain, ROUNDS, sizeof(plain[0]), compare_double);
 	qsort(probed, ROUNDS, sizeof(probed[0]), compare_double);

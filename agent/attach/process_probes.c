@@ -57,7 +57,7 @@ struct probed_file {
 	char allocators[128];       /* "glibc, jemalloc (_rjem_ prefix)" */
 	size_t first, count;        /* its probes: probes[first, first + count) */
 	size_t first_skipped, n_skipped; /* its unprobed entry points in skipped[] */
-	int multi_link_fd;          /* the uprobe_multi link serving its probes, or -1 */
+	struct bpf_link *multi_link; /* the uprobe_multi link serving its probes, or NULL */
 };
 
 struct process_probes {
@@ -407,7 +407,7 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 {
 	uint64_t offsets[ALLOCATORS_MAX_ENTRY_POINTS], semaphores[ALLOCATORS_MAX_ENTRY_POINTS];
 	uint64_t cookies[ALLOCATORS_MAX_ENTRY_POINTS];
-	int ret, fd;
+	int ret;
 
 	if (alloc_program__has_multi(prog)) {
 		for (size_t i = 0; i < file->count; i++) {
@@ -416,11 +416,11 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 			cookies[i] = probes->probes[file->first + i].cookie;
 		}
 		/* The same link either way; only USDT sites have semaphores. */
-		fd = alloc_program__attach_multi(prog, probes->pid, open_path, offsets, semaphores,
-						 cookies, file->count);
-		if (fd < 0)
-			return attach_error(fd, probes, file, NULL, err, err_len);
-		file->multi_link_fd = fd;
+		ret = alloc_program__attach_multi(prog, probes->pid, open_path, offsets,
+						  semaphores, cookies, file->count,
+						  &file->multi_link);
+		if (ret)
+			return attach_error(ret, probes, file, NULL, err, err_len);
 		return 0;
 	}
 	for (size_t i = 0; i < file->count; i++) {
@@ -490,7 +490,7 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 
 	file = &probes->files[probes->n_files++];
 	memset(file, 0, sizeof(*file));
-	file->multi_link_fd = -1;
+	file->multi_link = NULL;
 	snprintf(file->path, sizeof(file->path), "%s", cand->path);
 	file->first = probes->count;
 	file->first_skipped = probes->n_skipped;
@@ -532,8 +532,7 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 static void release_probes(struct process_probes *probes)
 {
 	for (size_t i = 0; i < probes->n_files; i++)
-		if (probes->files[i].multi_link_fd >= 0)
-			close(probes->files[i].multi_link_fd);
+		bpf_link__destroy(probes->files[i].multi_link);
 	for (size_t i = 0; i < probes->count; i++)
 		bpf_link__destroy(probes->probes[i].link);
 	free(probes->probes);
@@ -587,7 +586,7 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 		struct probed_file *file = &probes->files[probes->n_files++];
 
 		memset(file, 0, sizeof(*file));
-		file->multi_link_fd = -1;
+		file->multi_link = NULL;
 		snprintf(file->path, sizeof(file->path), "%s", cand->path);
 		snprintf(file->allocators, sizeof(file->allocators),
 			 "otel_memory:alloc USDT, cooperative sampling");
@@ -722,7 +721,7 @@ size_t process_probes__links(const struct process_probes *probes)
 	size_t n = 0;
 
 	for (size_t i = 0; i < probes->n_files; i++)
-		n += probes->files[i].multi_link_fd >= 0 ? 1 : probes->files[i].count;
+		n += probes->files[i].multi_link ? 1 : probes->files[i].count;
 	return n;
 }
 
@@ -770,7 +769,7 @@ void process_probes__describe(const struct process_probes *probes, FILE *out)
 
 		fprintf(out, "  %s (%s): %zu probes, %s\n", log_escaped(path, file->path),
 			file->allocators, file->count,
-			file->multi_link_fd >= 0 ? "one uprobe_multi link" : "one link each");
+			file->multi_link ? "one uprobe_multi link" : "one link each");
 		for (size_t i = file->first; i < file->first + file->count; i++) {
 			const struct entry_point *point = &probes->probes[i].point;
 

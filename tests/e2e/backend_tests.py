@@ -6,7 +6,8 @@ QueryService's HTTP gateway under /api/profiles/), the way a user's UI would, an
 with what the same agent wrote to its directory sink and with the workloads' manifests.
 
 Grafana Pyroscope has no test here: its module is not served to this project's machines (see
-scripts/backends). A server that is not built is a failure that says how to build it, never
+scripts/backends); pyroscope_tests.py runs the agent against a stand-in with its rules
+instead. A server that is not built is a failure that says how to build it, never
 a skip."""
 import base64
 import datetime

@@ -1,6 +1,7 @@
 """End-to-end tests of the push sinks: the real agent with real BPF profiles a running
 malloc_loop and pushes to stand-in servers (tests/e2e/receivers/): a Pyroscope Connect
-endpoint over HTTP/1.1 and a Parca gRPC endpoint served by grpcio, both decoding what arrives
+endpoint over HTTP/1.1 (which also refuses what Pyroscope v2.2.1 would: receivers/
+pyroscope_rules.py) and a Parca gRPC endpoint served by grpcio, both decoding what arrives
 by hand. The tests take the endpoint down and up, script 429/503/400 and gRPC errors, fill the
 spool, restart the agent, and use TLS with a CA made for the test; they check what a user
 would: every profile arrives, in order, with the right labels and credentials, and /metrics
@@ -47,13 +48,14 @@ class Receiver:
     """A stand-in server in a process of its own, recording into a directory."""
 
     def __init__(self, kind, tmp, script=None, port=None, tls=None, client_ca=None,
-                 start=True):
+                 start=True, limits=None):
         self.kind = kind
         self.port = port or free_port()
         self.out = os.path.join(tmp, f"{kind}-{self.port}")
         self.script = script or []
         self.tls = tls
         self.client_ca = client_ca
+        self.limits = limits  # the Pyroscope stand-in's limits overridden (pyroscope_rules)
         self.proc = None
         if start:
             self.start()
@@ -67,6 +69,8 @@ class Receiver:
             argv += ["--cert", self.tls[0], "--key", self.tls[1]]
         if self.client_ca:
             argv += ["--client-ca", self.client_ca]
+        if self.limits:
+            argv += ["--limits", json.dumps(self.limits)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         line = self.proc.stdout.readline()

@@ -253,6 +253,27 @@ def probes_sit_on_emulated_instructions(tmp):
 
 
 @test
+def kernel_without_multi_links_gets_perf_event_uprobes(tmp):
+    """Linux before 6.6 makes no uprobe_multi links: the load-time question says so and every
+    entry point gets a perf-event uprobe of its own, with the same estimates. A preloaded shim
+    fails those bpf() calls (NO_MULTI_LINKS=load: the multi program is refused too)."""
+    shim = os.path.join(BUILD, "workloads", "no_multi_links.so")
+    for mode in ("link", "load"):
+        out_path = os.path.join(tmp, f"nomulti-{mode}.pb.gz")
+        env = dict(os.environ, LD_PRELOAD=shim, NO_MULTI_LINKS=mode)
+        result = run([ALLOCSCOPE, "--log-level", "debug", "--sample-rate", RATE_ARG,
+                      "-o", out_path, "--", ALLOC_SITES], env=env)
+        assert result.returncode == 0, f"{mode}: exit {result.returncode}: {result.stderr}"
+        assert "probes, one link each" in result.stderr, f"{mode}: {result.stderr}"
+        assert "uprobe_multi link\n" not in result.stderr, f"{mode}: {result.stderr}"
+        check_sites(Profile(out_path), parse_manifest(result.stdout), RATE)
+    # The same capture without the shim takes one multi link: the shim is what changed it.
+    result = run([ALLOCSCOPE, "--log-level", "debug", "-o", os.path.join(tmp, "multi.pb.gz"),
+                  "--", "/bin/true"])
+    assert "probes, one uprobe_multi link" in result.stderr, result.stderr
+
+
+@test
 def duration_ends_capture_and_sigint_still_writes(tmp):
     for how in ("duration", "sigint", "sigterm"):
         out_path = os.path.join(tmp, f"{how}.pb.gz")
@@ -671,6 +692,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
 import cooperative_tests  # noqa: E402,F401
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
+import pyroscope_tests  # noqa: E402,F401  (against a stand-in with Pyroscope's rules)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
 import privilege_tests  # noqa: E402,F401  (setcap binaries run by other users; capabilities kept)
 import escaping_tests  # noqa: E402,F401  (hostile names in the log and the summary)

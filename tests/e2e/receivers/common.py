@@ -22,6 +22,16 @@ class Recorder:
             answer = self.script.pop(0) if self.script else None
         return seq, answer
 
+    def next_seq(self):
+        with self.lock:
+            self.seq += 1
+            return self.seq
+
+    def take_answer(self):
+        """The next scripted answer (a dict), or None once the script is used up."""
+        with self.lock:
+            return self.script.pop(0) if self.script else None
+
     def record(self, seq, entry, series):
         """Writes req-SEQ.json with entry, the raw profiles as req-SEQ-N.pb.gz."""
         n = 0

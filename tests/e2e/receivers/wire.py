@@ -38,21 +38,23 @@ def fields(buf):
     return out
 
 
-def _label(buf):
-    """LabelPair / Label: 1 name, 2 value."""
-    name = value = None
+def _label(buf, raw=False):
+    """LabelPair / Label: 1 name, 2 value; as bytes when raw (not checked for UTF-8)."""
+    name = value = b"" if raw else None
     for field, wire, v in fields(buf):
         if field == 1 and wire == 2:
-            name = v.decode()
+            name = v if raw else v.decode()
         elif field == 2 and wire == 2:
-            value = v.decode()
+            value = v if raw else v.decode()
         else:
             raise ValueError(f"unexpected field {field} in a label")
     return name, value
 
 
-def push_request(body):
-    """Pyroscope PushRequest -> [{"labels": [(name, value)], "samples": [{"raw", "id"}]}]."""
+def push_request(body, raw=False):
+    """Pyroscope PushRequest -> [{"labels": [(name, value)], "samples": [{"raw", "id"}]}];
+    with raw, label names and values are bytes, as Pyroscope's decoder (vtproto) leaves them:
+    it does not check their UTF-8, its validation does."""
     series = []
     for field, wire, v in fields(body):
         if field != 1 or wire != 2:
@@ -60,14 +62,14 @@ def push_request(body):
         labels, samples = [], []
         for f, w, sv in fields(v):
             if f == 1 and w == 2:
-                labels.append(_label(sv))
+                labels.append(_label(sv, raw))
             elif f == 2 and w == 2:
                 sample = {"raw": b"", "id": ""}
                 for ff, ww, xv in fields(sv):
                     if ff == 1 and ww == 2:
                         sample["raw"] = xv
                     elif ff == 2 and ww == 2:
-                        sample["id"] = xv.decode()
+                        sample["id"] = xv.decode("utf-8", "replace")
                     else:
                         raise ValueError(f"unexpected field {ff} in RawSample")
                 samples.append(sample)
