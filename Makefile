@@ -43,7 +43,7 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 WORKLOAD_SRCS := $(sort $(wildcard tests/workloads/*.c))
 WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
 		 $(BUILD)/workloads/alloc_sites_static $(BUILD)/workloads/alloc_sites_nofp \
-		 $(BUILD)/workloads/cxx_sites
+		 $(BUILD)/workloads/cxx_sites $(BUILD)/workloads/cxx_deep
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
@@ -107,7 +107,8 @@ $(BUILD)/workloads/alloc_sites_nofp: tests/workloads/alloc_sites.c | $(DEPS_OK)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(NOFP_CFLAGS) $< -o $@ -lpthread
 
-$(BUILD)/workloads/cxx_sites: tests/workloads/cxx_sites.cc | $(DEPS_OK)
+$(BUILD)/workloads/cxx_sites $(BUILD)/workloads/cxx_deep: $(BUILD)/workloads/%: \
+		tests/workloads/%.cc | $(DEPS_OK)
 	$(call msg,CXX,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CXX) $(NOFP_CFLAGS) $< -o $@
