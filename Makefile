@@ -209,6 +209,12 @@ $(BUILD)/bench/empty_probe: tests/bench/empty_probe.c $(BUILD)/bench/empty_probe
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bench $< -lbpf -o $@
 
+# The cold cost of one file's unwind table (tests/bench/unwind.py).
+$(BUILD)/bench/unwind_table_build: tests/bench/unwind_table_build.c $(AGENT_OBJS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(AGENT_OBJS) $(LDLIBS) -o $@
+
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
 
@@ -221,11 +227,12 @@ test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS)
 	$(Q)tests/run-all
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
-       $(SAMPLER_WORKLOAD)
+       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
 	$(Q)python3 tests/bench/push.py
+	$(Q)python3 tests/bench/unwind.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo
