@@ -984,13 +984,14 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	process_tracker__scan(d.tracker);
 	/* Exec notices queued during the scan are handled in the loop; a process seen twice is
 	 * tracked once. */
+	/* Metrics first: whoever waits for "agent ready" may ask for them at once. */
+	publish_metrics(&d);
+	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
 	units_format_size((double)pipeline__opts(d.pipeline)->sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",
 		 process_count(&d), service_count(&d), rate, d.config->interval_ms / 1000.0,
 		 d.config->source);
-	publish_metrics(&d);
-	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
 	run_loop(&d);
 	status = 0;
 out:

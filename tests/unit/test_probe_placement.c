@@ -652,6 +652,36 @@ static void what_blocks_skipping(void)
 	}
 }
 
+/* A string instruction in a prologue moves the pointer arguments: cmps advances %rsi and %rdi,
+ * scas %rdi, with or without rep. Skipping one would hand malloc's probe a size that is no longer
+ * the caller's. */
+static void string_instructions_move_pointer_arguments(void)
+{
+	static const struct {
+		const char *what;
+		uint8_t code[8];
+		size_t len;
+	} cases[] = {
+	    {"cmpsb", {0xa6, 0x53, 0xc3}, 3},
+	    {"repz cmpsb", {0xf3, 0xa6, 0x53, 0xc3}, 4},
+	    {"scasb", {0xae, 0x53, 0xc3}, 3},
+	    {"repnz scasb", {0xf2, 0xae, 0x53, 0xc3}, 4},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct probe_placement got;
+
+		CHECK_EQ_U64(probe_placement_choose(cases[i].code, cases[i].len, cases[i].len,
+						    X86_REG_BIT(X86_RDI), &got),
+			     0);
+		if (got.offset != 0 || got.emulated || !strstr(got.reason, "writes %rdi")) {
+			fprintf(stderr, "  %s: +%u emulated %d reason \"%s\"\n", cases[i].what,
+				got.offset, got.emulated, got.reason);
+			unit_case_failures++;
+		}
+	}
+}
+
 static void what_is_skipped(void)
 {
 	static const struct {
@@ -738,6 +768,7 @@ int main(void)
 	RUN(missing_or_bad_bytes);
 	RUN(bounded_skipping);
 	RUN(what_blocks_skipping);
+	RUN(string_instructions_move_pointer_arguments);
 	RUN(what_is_skipped);
 	RUN(entry_already_emulated);
 	RUN(invalid_arguments);

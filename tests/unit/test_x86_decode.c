@@ -135,6 +135,13 @@ static const struct decode_case decode_cases[] = {
 	{ "rep stos %rax,%es:(%rdi)", { 0xf3, 0x48, 0xab }, 3, K_OTHER, STEP, B(RDI) | B(RCX) },
 	{ "repz cmpsb %es:(%rdi),%ds:(%rsi)",
 	  { 0xf3, 0xa6 }, 2, K_OTHER, STEP, B(RSI) | B(RDI) | B(RCX) },
+	/* String instructions advance %rsi/%rdi with or without rep (rcx is counted whatever
+	 * the prefix: safe, and rep is the common form). Zydis 4.0.0, Debian 12's, leaves the
+	 * pointer updates of cmps and scas out, which is one reason this decoder stays. */
+	{ "cmpsq %es:(%rdi),%ds:(%rsi)",
+	  { 0x48, 0xa7 }, 2, K_OTHER, STEP, B(RSI) | B(RDI) | B(RCX) },
+	{ "scas %es:(%rdi),%al", { 0xae }, 1, K_OTHER, STEP, B(RDI) | B(RCX) },
+	{ "repnz scas %es:(%rdi),%al", { 0xf2, 0xae }, 2, K_OTHER, STEP, B(RDI) | B(RCX) },
 	{ "fwait", { 0x9b }, 1, K_OTHER, STEP, 0 },
 	{ "fnstcw -0x4(%rsp)", { 0xd9, 0x7c, 0x24, 0xfc }, 4, K_OTHER, STEP, 0 },
 	{ "fnstsw %ax", { 0xdf, 0xe0 }, 2, K_OTHER, STEP, B(RAX) },
