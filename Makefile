@@ -48,7 +48,7 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 WORKLOAD_SRCS := $(sort $(wildcard tests/workloads/*.c))
 WORKLOAD_BINS := $(WORKLOAD_SRCS:tests/workloads/%.c=$(BUILD)/workloads/%) \
 		 $(BUILD)/workloads/alloc_sites_static $(BUILD)/workloads/alloc_sites_nofp \
-		 $(BUILD)/workloads/cxx_sites
+		 $(BUILD)/workloads/cxx_sites $(BUILD)/workloads/cxx_deep
 # Workloads keep frame pointers: frame-pointer stacks are what this build unwinds.
 WORKLOAD_CFLAGS := -O1 -g -fno-omit-frame-pointer -fno-inline -Wall -Werror
 
@@ -112,7 +112,8 @@ $(BUILD)/workloads/alloc_sites_nofp: tests/workloads/alloc_sites.c | $(DEPS_OK)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(NOFP_CFLAGS) $< -o $@ -lpthread
 
-$(BUILD)/workloads/cxx_sites: tests/workloads/cxx_sites.cc | $(DEPS_OK)
+$(BUILD)/workloads/cxx_sites $(BUILD)/workloads/cxx_deep: $(BUILD)/workloads/%: \
+		tests/workloads/%.cc | $(DEPS_OK)
 	$(call msg,CXX,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CXX) $(NOFP_CFLAGS) $< -o $@
@@ -184,10 +185,10 @@ $(NO_MULTI_LINKS): tests/e2e/no_multi_links.c | $(DEPS_OK)
 # keeps it mapped if it was dlopen()ed and then dlclosed.
 # Its workload is built by the $(BUILD)/workloads/% rule.
 SAMPLER_SRCS     := $(sort $(wildcard sampler/*.c))
-SAMPLER_HDRS     := $(wildcard sampler/*.h)
+SAMPLER_HDRS     := $(wildcard sampler/*.h) bpf/sampling.h
 SAMPLER_LIB      := $(BUILD)/liballocscope-sampler.so
 SAMPLER_WORKLOAD := $(BUILD)/workloads/sampler_workload
-SAMPLER_CFLAGS   := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -fno-builtin -D_GNU_SOURCE \
+SAMPLER_CFLAGS   := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -fno-builtin -D_GNU_SOURCE -Ibpf \
 		    -fno-omit-frame-pointer -Wall -Wextra -Werror
 SAMPLER_LDFLAGS  := -shared -Wl,-soname,liballocscope-sampler.so -Wl,-z,now -Wl,-z,nodelete
 
@@ -272,6 +273,12 @@ fuzz-smoke: $(FUZZ_BINS)
 	$(Q)tests/fuzz/run --smoke $(FUZZ_BINS)
 # ---- end of fuzzing ----
 
+# The cold cost of one file's unwind table (tests/bench/unwind.py).
+$(BUILD)/bench/unwind_table_build: tests/bench/unwind_table_build.c $(AGENT_OBJS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(AGENT_OBJS) $(LDLIBS) -o $@
+
 unit: $(UNIT_BINS) $(UNIT_FIXTURES)
 	$(Q)tests/run-unit $(UNIT_BINS)
 
@@ -284,11 +291,12 @@ test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS) $(FUZZ_BINS)
 	$(Q)tests/run-all
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
-       $(SAMPLER_WORKLOAD)
+       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
 	$(Q)python3 tests/bench/push.py
+	$(Q)python3 tests/bench/unwind.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

@@ -22,12 +22,11 @@
 #include "build_info.h"
 #include "capture.h"
 #include "util/log.h"
+#include "pipeline.h"
 #include "attach/alloc_program.h"
 #include "attach/process_probes.h"
-#include "collect/sample_reader.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
-#include "symbolize/symbolizer.h"
 #include "collect/process_info.h"
 #include "privileges.h"
 
@@ -44,17 +43,13 @@ struct target {
 
 struct capture {
 	const struct capture_opts *opts;
-	struct alloc_program *program;
-	struct symbolizer *symbolizer;
+	struct pipeline *pipeline;
 	struct alloc_profile *profile;
-	struct sample_reader *reader;
-	struct unwinder *unwinder;   /* NULL with --unwind fp */
 	struct target targets[CAPTURE_MAX_PIDS];
 	size_t n_targets;
 	pid_t child;             /* the command's pid, or 0 */
 	char output[PATH_MAX];
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
-	uint64_t truncated_unwinds; /* CFI/frame-pointer walks that stopped early */
 	struct timespec start_mono;
 	int64_t start_wall_ns;
 };
@@ -152,66 +147,20 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 	return 0;
 }
 
-/* Walks the sample's copied stack in user space. A walk that cannot get past the allocator
- * still has the direct caller the program read at *sp. */
-static int add_unwound_sample(struct capture *cap, const struct alloc_sample *sample)
-{
-	uint64_t pcs[UNWIND_MAX_PCS];
-	struct unwind_input input = {
-		.pid = (pid_t)sample->pid,
-		.tid = (pid_t)sample->tid,
-		.regs = (const uint64_t *)sample->regs,
-		.stack = sample->stack_copy,
-		.stack_len = sample->stack_copy_bytes,
-		.flags = sample->flags,
-	};
-	struct unwind_result result = { 0 };
-	int ret;
-
-	ret = unwinder__unwind(cap->unwinder, &input, cap->opts->unwind, pcs,
-			       sizeof(pcs) / sizeof(pcs[0]), &result);
-	if (ret)
-		return ret;
-	if (result.n_pcs < 2 && sample->caller_address) {
-		pcs[0] = sample->regs[ALLOC_REG_IP];
-		pcs[1] = sample->caller_address;
-		result.n_pcs = 2;
-	}
-	cap->truncated_unwinds += result.truncated;
-	return alloc_profile__add_unwound(cap->profile, sample, pcs, result.n_pcs);
-}
-
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct capture *cap = ctx;
-	int ret;
 
-	if (cap->unwinder)
-		ret = add_unwound_sample(cap, sample);
-	else
-		ret = alloc_profile__add(cap->profile, sample);
-	if (ret)
+	if (pipeline__add_sample(cap->pipeline, cap->profile, sample) != 0)
 		cap->handler_errors++;
 	return 0;
 }
 
-static int drain(struct capture *cap)
-{
-	int n = sample_reader__drain(cap->reader);
-
-	if (n < 0 && n != -EINTR)
-		log_warn("reading samples failed: %s", strerror(-n));
-	return n;
-}
-
-/* Both the symbolizer and the unwinder keep their own view of the process's memory map, taken
- * now so that samples still resolve after the process exits. */
+/* The process's memory map, taken now so that samples still resolve after it exits. */
 static void snapshot_process(struct capture *cap, pid_t pid)
 {
-	int ret = symbolizer__add_process(cap->symbolizer, pid);
+	int ret = pipeline__add_process(cap->pipeline, pid);
 
-	if (ret == 0 && cap->unwinder)
-		ret = unwinder__add_process(cap->unwinder, pid);
 	if (ret)
 		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
 }
@@ -296,7 +245,8 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 		close(t->pidfd);
 		return -EINVAL;
 	}
-	ret = process_probes__attach(cap->program, pid, command, &t->probes, err, sizeof(err));
+	ret = process_probes__attach(pipeline__program(cap->pipeline), pid, command, &t->probes,
+				     err, sizeof(err));
 	if (ret) {
 		log_error("%s", err);
 		close(t->pidfd);
@@ -314,7 +264,7 @@ static void describe_targets(const struct capture *cap)
 	char rate[32], how[160];
 	size_t cooperative = 0;
 
-	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
+	units_format_size((double)cap->opts->sampling.sample_rate, rate, sizeof(rate));
 	for (size_t i = 0; i < cap->n_targets; i++) {
 		const struct target *t = &cap->targets[i];
 		size_t stepped = process_probes__single_stepped(t->probes);
@@ -482,7 +432,7 @@ static void run_loop(struct capture *cap)
 			n++;
 		}
 		/* Last: the ring buffer, readable when the program wants an early drain. */
-		fds[n].fd = sample_reader__fd(cap->reader);
+		fds[n].fd = pipeline__fd(cap->pipeline);
 		fds[n].events = POLLIN;
 		fds[n].revents = 0;
 		if (poll(fds, n + 1, timeout) > 0) {
@@ -496,7 +446,7 @@ static void run_loop(struct capture *cap)
 				}
 			}
 		}
-		drain(cap);
+		pipeline__drain(cap->pipeline);
 		if (progress && now - last_progress >= 1000) {
 			struct alloc_profile_totals totals;
 
@@ -519,7 +469,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1], function[1024];
 
 	alloc_profile__totals(cap->profile, &totals);
-	units_format_size((double)cap->opts->sample_rate, rate, sizeof(rate));
+	units_format_size((double)cap->opts->sampling.sample_rate, rate, sizeof(rate));
 	struct rusage usage;
 	double agent_ms = 0;
 
@@ -561,9 +511,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->stack_copy_errors, "samples without a stack copy: stack unreadable" },
 		{ counters->not_permitted, "samples refused: the process ran with credentials "
 					   "other than the caller's (a set-user-ID program?)" },
-		{ cap->truncated_unwinds, "stacks cut short: kept the frames found (a larger "
+		{ pipeline__truncated_unwinds(cap->pipeline), "stacks cut short: kept the frames found (a larger "
 					  "--stack-copy-size or debug info may help)" },
-		{ sample_reader__malformed(cap->reader), "malformed records" },
+		{ pipeline__malformed(cap->pipeline), "malformed records" },
 		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
 					      "the process or its leaf yet (unwound in user space)" },
 	};
@@ -587,7 +537,7 @@ static int write_profile(struct capture *cap, int64_t duration_ms)
 	int ret;
 
 	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
-		 (unsigned long long)cap->opts->sample_rate);
+		 (unsigned long long)cap->opts->sampling.sample_rate);
 	used = (size_t)snprintf(line2, sizeof(line2), "targets:");
 	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
 		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",
@@ -638,13 +588,7 @@ static void release_targets(struct capture *cap)
 
 int capture_run(const struct capture_opts *opts)
 {
-	struct alloc_program_opts program_opts = {
-		.sample_rate = opts->sample_rate,
-		.ringbuf_bytes = opts->ringbuf_bytes,
-		.walk_frame_pointers = opts->unwind == UNWIND_FP,
-		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
-		.kernel_unwind = opts->unwind == UNWIND_KERNEL,
-	};
+	struct pipeline_caller caller;
 	struct capture cap = { .opts = opts };
 	struct alloc_counters counters;
 	struct sigaction sa = { .sa_handler = on_stop_signal };
@@ -658,39 +602,19 @@ int capture_run(const struct capture_opts *opts)
 		log_error("%s", err);
 		return 1;
 	}
-	program_opts.only_caller = privileges__borrowed();
-	privileges__caller(&program_opts.caller_uid, &program_opts.caller_gid);
+	caller.only_caller = privileges__borrowed();
+	privileges__caller(&caller.uid, &caller.gid);
 	if (prepare_output(&cap, opts->n_pids ? opts->pids[0] : getpid()) != 0)
 		return 1;
-	ret = alloc_program__load(&program_opts, &cap.program, err, sizeof(err));
+	ret = pipeline__open(&opts->sampling, &caller, on_sample, &cap, &cap.pipeline, err,
+			     sizeof(err));
 	if (ret) {
 		log_error("%s", err);
 		return 1;
 	}
-	cap.symbolizer = symbolizer__new();
-	if (cap.symbolizer && opts->debuginfod_urls &&
-	    symbolizer__set_debuginfod(cap.symbolizer, opts->debuginfod_urls, 0) != 0) {
-		log_error("cannot use the debuginfod servers '%s'", opts->debuginfod_urls);
-		goto out;
-	}
-	if (opts->unwind != UNWIND_FP && unwinder__new(&cap.unwinder) != 0) {
-		log_error("cannot set up the unwinder: out of memory");
-		goto out;
-	}
-	if (opts->unwind == UNWIND_KERNEL &&
-	    unwinder__use_kernel_tables(cap.unwinder, alloc_program__unwind_rows_fd(cap.program),
-					alloc_program__unwind_procs_fd(cap.program),
-					alloc_program__unwind_table_rows(cap.program), err,
-					sizeof(err)) != 0) {
-		log_error("%s", err);
-		goto out;
-	}
-	if (!cap.symbolizer ||
-	    alloc_profile__new(opts->sample_rate, cap.symbolizer, &cap.profile) ||
+	if (pipeline__new_profile(cap.pipeline, &cap.profile) != 0 ||
 	    (opts->skip_frames &&
-	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err))) ||
-	    sample_reader__new(alloc_program__ringbuf_fd(cap.program), on_sample, &cap,
-			       &cap.reader)) {
+	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err)))) {
 		log_error("cannot set up the capture: out of memory");
 		goto out;
 	}
@@ -729,10 +653,10 @@ int capture_run(const struct capture_opts *opts)
 	duration_ms = elapsed_ms(&cap);
 
 	/* Detach first so targets run at full speed again, then take what is still queued. */
-	drain(&cap);
+	pipeline__drain(cap.pipeline);
 	release_targets(&cap);
-	drain(&cap);
-	alloc_program__read_counters(cap.program, &counters);
+	pipeline__drain(cap.pipeline);
+	alloc_program__read_counters(pipeline__program(cap.pipeline), &counters);
 	/* The summary is printed even when the profile cannot be written (a full disk): it is
 	 * then the only result of the capture. */
 	if (write_profile(&cap, duration_ms) == 0) {
@@ -755,11 +679,9 @@ out:
 	}
 	for (size_t i = 0; i < cap.n_targets; i++)
 		close(cap.targets[i].pidfd);
-	sample_reader__free(cap.reader);
+	/* The profile resolves through the pipeline's symbolizer: it goes first. */
 	alloc_profile__free(cap.profile);
-	unwinder__free(cap.unwinder);
-	symbolizer__free(cap.symbolizer);
-	alloc_program__free(cap.program);
+	pipeline__close(cap.pipeline);
 	fflush(stdout);
 	return status;
 }

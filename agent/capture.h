@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "symbolize/unwind.h"
+#include "pipeline.h"
 
 #define CAPTURE_MAX_PIDS 64
 
@@ -17,13 +17,9 @@ struct capture_opts {
 	size_t n_pids;
 	char **command;          /* argv of the command to run, NULL-terminated; or NULL */
 	uint64_t duration_ms;    /* 0: until interrupted or every target has exited */
-	uint64_t sample_rate;    /* mean bytes between samples */
-	uint32_t ringbuf_bytes;  /* ring buffer size, a power of two */
+	struct sampling_opts sampling; /* the configuration's sampling keys, set by flags */
 	const char *output;      /* NULL: alloc-<pid>-<UTC time>.pb.gz in the current directory */
-	enum unwind_mode unwind; /* how stacks are walked */
-	uint32_t stack_copy_bytes; /* user stack copied per sample for CFI unwinding */
 	unsigned top;            /* rows in the summary's top table */
-	const char *debuginfod_urls; /* NULL: DEBUGINFOD_URLS from the environment; "": none */
 	const char *skip_frames; /* --skip-frames: wrappers the top table looks through, or NULL */
 };
 

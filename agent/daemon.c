@@ -27,12 +27,12 @@
 #include "build_info.h"
 #include "daemon.h"
 #include "util/log.h"
+#include "pipeline.h"
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
 #include "attach/probe_cost.h"
 #include "collect/kube_pods.h"
 #include "collect/process_events.h"
-#include "collect/sample_reader.h"
 #include "config/config.h"
 #include "config/units.h"
 #include "export/directory_sink.h"
@@ -42,7 +42,6 @@
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
 #include "symbolize/symbolizer.h"
-#include "symbolize/unwind.h"
 #include "privileges.h"
 #include "process_tracker.h"
 #include "services.h"
@@ -62,7 +61,6 @@ struct agent_stats {
 	uint64_t samples;
 	uint64_t samples_unattributed; /* from a process no longer tracked */
 	uint64_t samples_out_of_memory;
-	uint64_t truncated_unwinds;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
 	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
@@ -90,10 +88,7 @@ struct daemon {
 	const char *config_path;
 	bool path_is_default;
 	struct agent_config *config;
-	struct alloc_program *program;
-	struct symbolizer *symbolizer;
-	struct unwinder *unwinder; /* NULL with unwind: fp */
-	struct sample_reader *samples;
+	struct pipeline *pipeline; /* program, sample ring, unwinder, symbolizer */
 	struct process_events *events;
 	struct detach_queue *detacher;
 	struct sink **sinks;
@@ -143,10 +138,7 @@ static size_t service_count(const struct daemon *d)
 
 static void drain_samples(struct daemon *d)
 {
-	int n = sample_reader__drain(d->samples);
-
-	if (n < 0 && n != -EINTR)
-		log_warn("reading samples failed: %s", strerror(-n));
+	pipeline__drain(d->pipeline);
 }
 
 static void drain_samples_cb(void *ctx)
@@ -170,9 +162,7 @@ static void tracker_settings(const struct daemon *d, struct process_tracker_sett
 static int make_tracker(struct daemon *d)
 {
 	struct process_tracker_deps deps = {
-		.program = d->program,
-		.symbolizer = d->symbolizer,
-		.unwinder = d->unwinder,
+		.pipeline = d->pipeline,
 		.detacher = d->detacher,
 		.services = d->services,
 		.epoll_fd = d->epoll_fd,
@@ -207,36 +197,6 @@ static void handle_process_events(struct daemon *d)
 
 /* ---- samples ----------------------------------------------------------------------- */
 
-static int add_sample(struct daemon *d, struct alloc_profile *profile,
-		      const struct alloc_sample *sample)
-{
-	uint64_t pcs[UNWIND_MAX_PCS];
-	struct unwind_input input = {
-		.pid = (pid_t)sample->pid,
-		.tid = (pid_t)sample->tid,
-		.regs = (const uint64_t *)sample->regs,
-		.stack = sample->stack_copy,
-		.stack_len = sample->stack_copy_bytes,
-		.flags = sample->flags,
-	};
-	struct unwind_result result = { 0 };
-	int ret;
-
-	if (!d->unwinder)
-		return alloc_profile__add(profile, sample);
-	ret = unwinder__unwind(d->unwinder, &input, d->config->unwind, pcs,
-			       sizeof(pcs) / sizeof(pcs[0]), &result);
-	if (ret)
-		return ret;
-	if (result.n_pcs < 2 && sample->caller_address) {
-		pcs[0] = sample->regs[ALLOC_REG_IP];
-		pcs[1] = sample->caller_address;
-		result.n_pcs = 2;
-	}
-	d->stats.truncated_unwinds += result.truncated;
-	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
-}
-
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
@@ -250,12 +210,11 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.samples_unattributed++;
 		return 0;
 	}
-	if (!s->profile &&
-	    alloc_profile__new(d->config->sample_rate, d->symbolizer, &s->profile) != 0) {
+	if (!s->profile && pipeline__new_profile(d->pipeline, &s->profile) != 0) {
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
-	if (add_sample(d, s->profile, sample) != 0)
+	if (pipeline__add_sample(d->pipeline, s->profile, sample) != 0)
 		d->stats.samples_out_of_memory++;
 	return 0;
 }
@@ -271,7 +230,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 		.hostname = c->hostname,
 		.labels = c->labels,
 		.n_labels = c->n_labels,
-		.sample_rate = c->sample_rate,
+		.sample_rate = pipeline__opts(d->pipeline)->sample_rate,
 		.pid_label = c->pid_label,
 		.max_label_value_bytes = c->max_label_value_bytes,
 		.start_wall_ns = d->interval_start_wall_ns,
@@ -307,9 +266,9 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 	struct kube_pods_stats kube = { 0 };
 	struct services_stats services;
 	struct process_tracker_stats processes;
-	uint64_t hits = alloc_program__probe_hits(d->program);
+	uint64_t hits = alloc_program__probe_hits(pipeline__program(d->pipeline));
 
-	alloc_program__read_counters(d->program, &bpf);
+	alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
 	services__stats(d->services, &services);
 	process_tracker__stats(d->tracker, &processes);
 	if (d->kube)
@@ -320,12 +279,12 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.samples = d->stats.samples,
 		.dropped_ringbuf_full = bpf.ringbuf_full,
 		.dropped_out_of_memory = d->stats.samples_out_of_memory,
-		.dropped_malformed = sample_reader__malformed(d->samples),
+		.dropped_malformed = pipeline__malformed(d->pipeline),
 		.dropped_unattributed = d->stats.samples_unattributed,
 		.degraded_frame_pointer_walk = bpf.stack_errors,
 		.degraded_caller_unreadable = bpf.caller_errors,
 		.degraded_no_stack_copy = bpf.stack_copy_errors,
-		.degraded_truncated = d->stats.truncated_unwinds,
+		.degraded_truncated = pipeline__truncated_unwinds(d->pipeline),
 		.allocations_uncounted = bpf.storage_errors,
 		.probe_hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0,
 		.probe_cost_ns = d->probe_cost_ns,
@@ -354,9 +313,9 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.kube_processes_waiting = processes.pod_waiting,
 		.pods_found_late = processes.pods_found_late,
 		.server = d->metrics ? server : NULL,
-		.symbolizer_processes = symbolizer__process_count(d->symbolizer),
-		.symbolizer_files = symbolizer__file_count(d->symbolizer),
-		.sample_rate = d->config->sample_rate,
+		.symbolizer_processes = symbolizer__process_count(pipeline__symbolizer(d->pipeline)),
+		.symbolizer_files = symbolizer__file_count(pipeline__symbolizer(d->pipeline)),
+		.sample_rate = pipeline__opts(d->pipeline)->sample_rate,
 		.interval_seconds = d->config->interval_ms / 1000.0,
 	};
 	for (int i = 0; i < PROCESS_NOT_PROFILED__COUNT; i++)
@@ -580,15 +539,18 @@ static void free_kube_pods(struct daemon *d)
 /* Sampling settings are baked into the loaded BPF program: a reload keeps the running ones. */
 static void keep_sampling_settings(const struct agent_config *running, struct agent_config *next)
 {
-	if (running->sample_rate != next->sample_rate || running->unwind != next->unwind ||
-	    running->stack_copy_bytes != next->stack_copy_bytes ||
-	    running->ringbuf_bytes != next->ringbuf_bytes)
+	const struct sampling_opts *now = &running->sampling;
+	struct sampling_opts *then = &next->sampling;
+
+	if (now->sample_rate != then->sample_rate || now->unwind != then->unwind ||
+	    now->stack_copy_bytes != then->stack_copy_bytes ||
+	    now->ringbuf_bytes != then->ringbuf_bytes)
 		log_warn("reload: sampling.* settings change only on restart; keeping the running "
 			 "ones");
-	next->sample_rate = running->sample_rate;
-	next->unwind = running->unwind;
-	next->stack_copy_bytes = running->stack_copy_bytes;
-	next->ringbuf_bytes = running->ringbuf_bytes;
+	then->sample_rate = now->sample_rate;
+	then->unwind = now->unwind;
+	then->stack_copy_bytes = now->stack_copy_bytes;
+	then->ringbuf_bytes = now->ringbuf_bytes;
 }
 
 static void *load_config_thread(void *arg)
@@ -766,25 +728,20 @@ static void raise_fd_limit(const struct agent_config *c)
 			 c->max_processes);
 }
 
-/* The BPF program, then down to the capabilities the agent keeps for life: before any thread
- * starts, since each thread has its own. */
+/* The sampling pipeline (BPF program, sample reader, unwinder, symbolizer), then down to the
+ * capabilities the agent keeps for life: before any thread starts, since each thread has its
+ * own. */
 static int load_bpf(struct daemon *d)
 {
-	const struct agent_config *c = d->config;
-	struct alloc_program_opts opts = {
-		.sample_rate = c->sample_rate,
-		.ringbuf_bytes = c->ringbuf_bytes,
-		.walk_frame_pointers = c->unwind == UNWIND_FP,
-		.stack_copy_bytes = c->unwind == UNWIND_FP ? 0 : c->stack_copy_bytes,
-	};
 	char err[512] = "";
 	int ret;
 
-	ret = alloc_program__load(&opts, &d->program, err, sizeof(err));
+	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
+			     sizeof(err));
 	if (!ret)
 		ret = privileges__keep_needed(PRIVILEGES_AGENT,
-					      !alloc_program__has_multi(d->program), err,
-					      sizeof(err));
+					      !alloc_program__has_multi(pipeline__program(d->pipeline)),
+					      err, sizeof(err));
 	if (ret)
 		log_error("%s", err);
 	return ret;
@@ -792,37 +749,24 @@ static int load_bpf(struct daemon *d)
 
 static int load_program(struct daemon *d)
 {
-	const struct agent_config *c = d->config;
+	struct alloc_program *program = pipeline__program(d->pipeline);
 	char err[512] = "";
 	int ret;
 
-	ret = probe_cost__measure(d->program, &d->probe_cost_ns);
+	ret = probe_cost__measure(program, &d->probe_cost_ns);
 	if (ret)
 		log_warn("cannot measure the probe cost (%s): overhead estimates read 0",
 			 strerror(-ret));
 	else
 		log_info("one probe hit costs %.0f ns on this machine", d->probe_cost_ns);
-	d->calibration_hits = alloc_program__probe_hits(d->program);
-	d->symbolizer = symbolizer__new();
-	if (!d->symbolizer)
-		return -ENOMEM;
-	if (c->debuginfod_urls && symbolizer__set_debuginfod(d->symbolizer, c->debuginfod_urls, 0))
-		return -ENOMEM;
-	if (c->unwind != UNWIND_FP) {
-		ret = unwinder__new(&d->unwinder);
-		if (ret)
-			return ret;
-	}
-	ret = sample_reader__new(alloc_program__ringbuf_fd(d->program), on_sample, d, &d->samples);
-	if (ret)
-		return ret;
-	ret = process_events__new(alloc_program__process_events_fd(d->program), &d->events);
+	d->calibration_hits = alloc_program__probe_hits(program);
+	ret = process_events__new(alloc_program__process_events_fd(program), &d->events);
 	if (ret)
 		return ret;
 	ret = detach_queue__new(DETACH_WORKERS, &d->detacher);
 	if (ret)
 		return ret;
-	ret = alloc_program__watch_processes(d->program, err, sizeof(err));
+	ret = alloc_program__watch_processes(program, err, sizeof(err));
 	if (ret)
 		log_error("%s", err);
 	return ret;
@@ -907,7 +851,7 @@ static void shut_down(struct daemon *d)
 	/* The partial interval first, so a slow detach (a grace period per link) can never cost
 	 * the profiles; then detach everything and wait until the kernel has let go. Samples that
 	 * arrive in between belong to no written profile and are not counted anywhere. */
-	if (d->tracker && d->samples && d->program && d->sinks)
+	if (d->tracker && d->pipeline && d->sinks)
 		flush_interval(d, now_ms());
 	cancel_loader(d); /* a reload still loading is dropped */
 	if (d->loader.done_fd >= 0)
@@ -921,10 +865,7 @@ static void shut_down(struct daemon *d)
 	free_sinks(d, false);
 	metrics_server__free(d->metrics);
 	process_events__free(d->events);
-	sample_reader__free(d->samples);
-	unwinder__free(d->unwinder);
-	symbolizer__free(d->symbolizer);
-	alloc_program__free(d->program);
+	pipeline__close(d->pipeline);
 	if (d->epoll_fd >= 0)
 		close(d->epoll_fd);
 	if (d->signal_fd >= 0)
@@ -1031,7 +972,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		log_error("cannot set up process tracking: out of memory");
 		goto out;
 	}
-	if (watch(&d, sample_reader__fd(d.samples), TAG_SAMPLES) ||
+	if (watch(&d, pipeline__fd(d.pipeline), TAG_SAMPLES) ||
 	    watch(&d, process_events__fd(d.events), TAG_EVENTS) ||
 	    watch(&d, d.signal_fd, TAG_SIGNALS) || watch(&d, d.loader.done_fd, TAG_RELOAD)) {
 		log_error("cannot set up the event loop: %s", strerror(errno));
@@ -1046,7 +987,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 	/* Metrics first: whoever waits for "agent ready" may ask for them at once. */
 	publish_metrics(&d);
 	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
-	units_format_size((double)d.config->sample_rate, rate, sizeof(rate));
+	units_format_size((double)pipeline__opts(d.pipeline)->sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",
 		 process_count(&d), service_count(&d), rate, d.config->interval_ms / 1000.0,

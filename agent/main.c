@@ -14,14 +14,14 @@
 #include "config/config.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
-#include "alloc.h"
-#include "sampling.h"
 
-#define DEFAULT_SAMPLE_RATE (512 * 1024)
-#define DEFAULT_RINGBUF_BYTES (16u << 20)
-#define DEFAULT_STACK_COPY_BYTES (16u << 10)
 #define EXIT_USAGE 2
+/* getopt_long values of the flags that set configuration keys: OPT_KEY + their index. */
+#define OPT_KEY 512
+#define MAX_OPTIONS 32
 
+/* The defaults and ranges of the flags that set configuration keys are the key table's, filled
+ * in by print_usage (%1$s ...): written nowhere else. */
 static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
@@ -47,15 +47,15 @@ static const char usage_text[] =
 	"  -d, --duration D         stop after D (e.g. 30s, 5m, 1h; default: until Ctrl-C\n"
 	"                           or every target has exited)\n"
 	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
-	"                           default 512KiB)\n"
+	"                           default %1$s)\n"
 	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
 	"      --unwind MODE        how stacks are walked: auto (default: CFI from .eh_frame and\n"
 	"                           debug info, frame pointers where there is none), dwarf (CFI\n"
 	"                           only), fp (frame pointers only, cheapest) or kernel (the\n"
 	"                           kernel walks the stack with tables built from CFI: no stack\n"
 	"                           copy, any depth; experimental)\n"
-	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (1KiB to\n"
-	"                           64KiB, a power of two; default 16KiB)\n"
+	"      --stack-copy-size SIZE  user stack copied per sample for CFI unwinding (%2$s to\n"
+	"                           %3$s, a power of two; default %4$s)\n"
 	"      --debuginfod URLS    fetch missing debug info by build id from these servers\n"
 	"                           (space-separated; default: $DEBUGINFOD_URLS; \"\" for none)\n"
 	"      --top N              rows in the summary's top table (default 10)\n"
@@ -63,8 +63,8 @@ static const char usage_text[] =
 	"                           site, besides the allocator and known wrappers (zmalloc,\n"
 	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
-	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from 128KiB, the\n"
-	"                           largest sample, to 1GiB; default 16MiB)\n"
+	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
+	"                           largest sample, to %6$s; default %7$s)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -74,6 +74,17 @@ static const char usage_text[] =
 	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
 	"\n"
 	"Read the profile with: go tool pprof -top FILE\n";
+
+static void print_usage(FILE *out)
+{
+	char low[2][32], high[2][32];
+
+	config_flag_range("stack-copy-size", low[0], high[0], sizeof(low[0]));
+	config_flag_range("ringbuf-size", low[1], high[1], sizeof(low[1]));
+	fprintf(out, usage_text, config_flag_default("sample-rate"), low[0], high[0],
+		config_flag_default("stack-copy-size"), low[1], high[1],
+		config_flag_default("ringbuf-size"));
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -107,61 +118,89 @@ static int parse_pids(const char *text, struct capture_opts *opts)
 	return 0;
 }
 
-static int ringbuf_size_error(const char *arg)
+/* The capture's own options, then every flag the configuration key table defines
+ * (config_flag): --sample-rate, --unwind, ... are sampling.rate, sampling.unwind, ... */
+static void build_options(const struct option *own, size_t n_own, struct option *options,
+			  char *short_options, size_t short_len)
 {
-	char min[32], max[32], what[256];
+	size_t n = 0, used = strlen(short_options);
+	const char *flag;
+	char short_flag;
 
-	units_format_size(ALLOC_RINGBUF_MIN_BYTES, min, sizeof(min));
-	units_format_size(ALLOC_RINGBUF_MAX_BYTES, max, sizeof(max));
-	snprintf(what, sizeof(what), "invalid ring buffer size '%%s': expected a power of two "
-		 "from %s (one sample with the largest stack copy) to %s", min, max);
-	return usage_error(what, arg);
+	for (; n < n_own; n++)
+		options[n] = own[n];
+	for (size_t i = 0; (flag = config_flag(i, &short_flag)) && n + 1 < MAX_OPTIONS; i++) {
+		options[n++] = (struct option){ flag, required_argument, NULL,
+						short_flag ? short_flag : OPT_KEY + (int)i };
+		if (short_flag && used + 3 < short_len) {
+			short_options[used++] = short_flag;
+			short_options[used++] = ':';
+			short_options[used] = '\0';
+		}
+	}
+	options[n] = (struct option){ NULL, 0, NULL, 0 };
 }
 
-int main(int argc, char **argv)
+/* The configuration flag getopt_long returned c for, or NULL. */
+static const char *key_flag(int c)
 {
-	enum { OPT_TOP = 256, OPT_RINGBUF, OPT_LOG_LEVEL, OPT_UNWIND, OPT_STACK_COPY,
-	       OPT_DEBUGINFOD, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
-	static const struct option options[] = {
+	const char *flag;
+	char short_flag;
+
+	if (c >= OPT_KEY)
+		return config_flag((size_t)(c - OPT_KEY), NULL);
+	for (size_t i = 0; (flag = config_flag(i, &short_flag)); i++)
+		if (short_flag && short_flag == c)
+			return flag;
+	return NULL;
+}
+
+/* Parses the command line over settings (the configuration's defaults) and runs what it asks
+ * for; returns the exit status. */
+static int run(int argc, char **argv, struct agent_config *settings)
+{
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
+	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
-		{ "sample-rate", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "top", required_argument, NULL, OPT_TOP },
-		{ "unwind", required_argument, NULL, OPT_UNWIND },
-		{ "stack-copy-size", required_argument, NULL, OPT_STACK_COPY },
-		{ "debuginfod", required_argument, NULL, OPT_DEBUGINFOD },
 		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
-		{ "ringbuf-size", required_argument, NULL, OPT_RINGBUF },
-		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
 	};
-	struct capture_opts opts = {
-		.sample_rate = DEFAULT_SAMPLE_RATE,
-		.ringbuf_bytes = DEFAULT_RINGBUF_BYTES,
-		.unwind = UNWIND_AUTO,
-		.stack_copy_bytes = DEFAULT_STACK_COPY_BYTES,
-		.top = 10,
-	};
-	const char *config_path = NULL;
+	struct option options[MAX_OPTIONS];
+	/* '+': stop at the first non-option, so COMMAND's own options stay its own. */
+	char short_options[64] = "+p:d:o:c:hV";
+	struct capture_opts opts = { .top = 10 };
+	const char *config_path = NULL, *flag;
 	bool check_config = false, capture_option = false;
 	int log_level_override = -1, after_last_option = 1;
 	uint64_t value;
-	enum log_level level;
+	char err[512];
 	int c, ret;
 
-	if (argc <= 1) {
-		fputs(usage_text, stderr);
-		return EXIT_USAGE;
-	}
-	/* '+': stop at the first non-option, so COMMAND's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+p:d:r:o:c:hV", options, NULL)) != -1) {
+	build_options(own_options, sizeof(own_options) / sizeof(own_options[0]), options,
+		      short_options, sizeof(short_options));
+	while ((c = getopt_long(argc, argv, short_options, options, NULL)) != -1) {
 		after_last_option = optind;
-		if (c != 'c' && c != OPT_CHECK_CONFIG && c != OPT_LOG_LEVEL && c != 'h' && c != 'V')
+		flag = key_flag(c);
+		/* A flag that sets a configuration key: the same check and message as the
+		 * file's key. --log-level applies at once and, alone of them, to the agent too. */
+		if (flag) {
+			if (config_set_flag(settings, flag, optarg, err, sizeof(err)) != 0)
+				return usage_error("%s", err);
+			if (strcmp(flag, "log-level") == 0) {
+				log_set_level(settings->log_level);
+				log_level_override = (int)settings->log_level;
+			} else {
+				capture_option = true;
+			}
+			continue;
+		}
+		if (c != 'c' && c != OPT_CHECK_CONFIG && c != 'h' && c != 'V')
 			capture_option = true;
 		switch (c) {
 		case 'c':
@@ -184,14 +223,6 @@ int main(int argc, char **argv)
 						   "number with s, m or h (e.g. 30s, 5m)",
 						   optarg);
 			break;
-		case 'r':
-			if (units_parse_size(optarg, &value) != 0 || value == 0 ||
-			    value > SAMPLING_MAX_RATE)
-				return usage_error("invalid sample rate '%s': expected a size from "
-						   "1 byte to 4GiB, e.g. 64KiB or 1MiB",
-						   optarg);
-			opts.sample_rate = value;
-			break;
 		case 'o':
 			if (!*optarg)
 				return usage_error("empty --output%s", "");
@@ -202,26 +233,6 @@ int main(int argc, char **argv)
 				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
 			opts.top = (unsigned)value;
 			break;
-		case OPT_RINGBUF:
-			if (units_parse_size(optarg, &value) != 0 ||
-			    value < ALLOC_RINGBUF_MIN_BYTES || value > ALLOC_RINGBUF_MAX_BYTES ||
-			    (value & (value - 1)))
-				return ringbuf_size_error(optarg);
-			opts.ringbuf_bytes = (uint32_t)value;
-			break;
-		case OPT_UNWIND:
-			if (unwind_mode_parse(optarg, &opts.unwind) != 0)
-				return usage_error("invalid --unwind '%s': expected auto, dwarf or fp",
-						   optarg);
-			break;
-		case OPT_STACK_COPY:
-			if (units_parse_size(optarg, &value) != 0 || value < 1024 ||
-			    value > ALLOC_MAX_STACK_COPY || (value & (value - 1)))
-				return usage_error("invalid stack copy size '%s': expected a power "
-						   "of two from 1KiB to 64KiB",
-						   optarg);
-			opts.stack_copy_bytes = (uint32_t)value;
-			break;
 		case OPT_SKIP_FRAMES: {
 			char why[512];
 
@@ -230,19 +241,8 @@ int main(int argc, char **argv)
 			opts.skip_frames = optarg;
 			break;
 		}
-		case OPT_DEBUGINFOD:
-			opts.debuginfod_urls = optarg;
-			break;
-		case OPT_LOG_LEVEL:
-			if (log_parse_level(optarg, &level) != 0)
-				return usage_error("invalid log level '%s': expected error, warn, "
-						   "info or debug",
-						   optarg);
-			log_set_level(level);
-			log_level_override = (int)level;
-			break;
 		case 'h':
-			fputs(usage_text, stdout);
+			print_usage(stdout);
 			return 0;
 		case 'V':
 			printf("allocscope %s (%s)\n", ALLOCSCOPE_VERSION, ALLOCSCOPE_GIT_REV);
@@ -277,5 +277,24 @@ int main(int argc, char **argv)
 						   "profile, or --config FILE to run the agent");
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
+	opts.sampling = settings->sampling;
 	return capture_run(&opts);
+}
+
+int main(int argc, char **argv)
+{
+	struct agent_config *settings = NULL;
+	int status;
+
+	if (argc <= 1) {
+		print_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (config_defaults(&settings) != 0) {
+		fputs("allocscope: cannot start: out of memory\n", stderr);
+		return 1;
+	}
+	status = run(argc, argv, settings);
+	config_free(settings);
+	return status;
 }

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 
 #include "util/log.h"
+#include "pipeline.h"
 #include "process_tracker.h"
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
@@ -23,8 +24,6 @@
 #include "collect/process_events.h"
 #include "collect/process_info.h"
 #include "collect/target_rules.h"
-#include "symbolize/symbolizer.h"
-#include "symbolize/unwind.h"
 #include "util/clock.h"
 
 #define PROCESS_BUCKETS 4096
@@ -141,7 +140,7 @@ static void release_process(struct process_tracker *t, struct tracked_process *p
 	if (p->probes) {
 		t->n_probes -= process_probes__count(p->probes);
 		t->n_probe_links -= process_probes__links(p->probes);
-		alloc_program__set_profiled(t->deps.program, p->pid, false);
+		alloc_program__set_profiled(pipeline__program(t->deps.pipeline), p->pid, false);
 		detach_queue__push(t->deps.detacher, p->probes);
 	}
 	if (p->waiting)
@@ -156,10 +155,8 @@ static void release_process(struct process_tracker *t, struct tracked_process *p
 
 static void snapshot_process(struct process_tracker *t, struct tracked_process *p)
 {
-	int ret = symbolizer__add_process(t->deps.symbolizer, p->pid);
+	int ret = pipeline__add_process(t->deps.pipeline, p->pid);
 
-	if (ret == 0 && t->deps.unwinder)
-		ret = unwinder__add_process(t->deps.unwinder, p->pid);
 	if (ret && ret != -ESRCH)
 		log_warn("cannot read the memory map of pid %d: %s", (int)p->pid, strerror(-ret));
 	p->snapshotted = true;
@@ -177,7 +174,8 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 	char err[512] = "";
 	int ret;
 
-	ret = process_probes__attach(t->deps.program, p->pid, NULL, &p->probes, err, sizeof(err));
+	ret = process_probes__attach(pipeline__program(t->deps.pipeline), p->pid, NULL, &p->probes,
+				     err, sizeof(err));
 	if (ret == 0) {
 		size_t stepped = process_probes__single_stepped(p->probes);
 
@@ -187,7 +185,7 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 		t->n_probes += process_probes__count(p->probes);
 		t->n_probe_links += process_probes__links(p->probes);
 		t->stats.attaches++;
-		alloc_program__set_profiled(t->deps.program, p->pid, true);
+		alloc_program__set_profiled(pipeline__program(t->deps.pipeline), p->pid, true);
 		snapshot_process(t, p);
 		if (p->service->n_processes == 1)
 			log_info("service %s: profiling pid %d (%s)", p->service->name, (int)p->pid,
@@ -694,9 +692,7 @@ void process_tracker__forget_released(struct process_tracker *t)
 	for (size_t i = 0; i < t->n_forget; i++) {
 		if (find_process(t, t->forget[i]))
 			continue; /* the pid came back as a new target: its snapshot is fresh */
-		symbolizer__remove_process(t->deps.symbolizer, t->forget[i]);
-		if (t->deps.unwinder)
-			unwinder__remove_process(t->deps.unwinder, t->forget[i]);
+		pipeline__remove_process(t->deps.pipeline, t->forget[i]);
 	}
 	t->n_forget = 0;
 }

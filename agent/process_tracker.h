@@ -21,13 +21,11 @@
 
 #include "services.h"
 
-struct alloc_program;
 struct detach_queue;
 struct kube_pods;
+struct pipeline;
 struct process_event;
-struct symbolizer;
 struct target_rules;
-struct unwinder;
 
 /* epoll data of the tracker's descriptors: tag | pid. The caller's own tags stay below 2^32. */
 #define PROCESS_TRACKER_PID_TAG	     (1ull << 32)
@@ -38,9 +36,8 @@ struct unwinder;
 
 /* What the tracker works with; borrowed for its life. */
 struct process_tracker_deps {
-	struct alloc_program *program;
-	struct symbolizer *symbolizer;
-	struct unwinder *unwinder; /* NULL with unwind: fp */
+	struct pipeline *pipeline; /* attaches through its program; snapshots and forgets
+				      processes in its symbolizer and unwinder */
 	struct detach_queue *detacher;
 	struct services *services;
 	int epoll_fd;

@@ -23,8 +23,10 @@
 /* Set by the agent before load: the mean bytes between samples (R), the log2 table
  * sampling_next_interval needs, and what a sample carries for unwinding: the kernel's
  * frame-pointer walk, and/or registers plus a copy of the top of the user stack (bytes, a
- * power of two up to ALLOC_MAX_STACK_COPY; 0 for none). */
-const volatile __u64 sample_rate = 512 * 1024;
+ * power of two up to ALLOC_MAX_STACK_COPY; 0 for none). The rate has no default of its own:
+ * the loader always sets it from the sampling options (agent/pipeline.h), whose one default
+ * is the sampling.rate key's. */
+const volatile __u64 sample_rate = 0;
 const volatile __u32 log2_frac_q16[SAMPLING_TABLE_SIZE];
 const volatile bool walk_frame_pointers = true;
 const volatile __u32 stack_copy_size = 0;

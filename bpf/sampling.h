@@ -25,6 +25,11 @@
 
 /* Largest mean interval accepted (4 GiB): keeps every product below within 64 bits. */
 #define SAMPLING_MAX_RATE (1ull << 32)
+/* The default mean interval: the agent's sampling.rate key and --sample-rate (config.c's key
+ * table parses the text) and the in-process sampler (sampler/, the number). Both spellings
+ * here, side by side, so they cannot part. */
+#define SAMPLING_DEFAULT_RATE_TEXT "512KiB"
+#define SAMPLING_DEFAULT_RATE (512u * 1024)
 
 /* Index of the most significant set bit of a nonzero 32-bit value, without a clz instruction. */
 static inline __u32 sampling_msb32(__u32 x)

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "allocscope_sampler.h"
+#include "sampling.h"
 #include "usdt.h"
 
 #define EXPORT	    __attribute__((visibility("default")))
@@ -48,8 +49,9 @@
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define THREAD_IE   __thread __attribute__((tls_model("initial-exec")))
 
-#define DEFAULT_SAMPLE_RATE (512u * 1024)
-#define MAX_SAMPLE_RATE	    (4ull << 30) /* the kernel path's limit (SAMPLING_MAX_RATE) */
+/* The default and the limit are the kernel path's (bpf/sampling.h). */
+#define DEFAULT_SAMPLE_RATE SAMPLING_DEFAULT_RATE
+#define MAX_SAMPLE_RATE	    SAMPLING_MAX_RATE
 #define ARENA_SIZE	    (64 * 1024)
 #define ARENA_ALIGN	    16
 
@@ -764,7 +766,7 @@ static void read_sample_rate(void)
 	message_add(&msg, text, 64);
 	message_add(&msg, ": ", SIZE_MAX);
 	message_add(&msg, why, SIZE_MAX);
-	message_add(&msg, "; using 512KiB\n", SIZE_MAX);
+	message_add(&msg, "; using " SAMPLING_DEFAULT_RATE_TEXT "\n", SIZE_MAX);
 	if (msg.text[msg.len - 1] != '\n')
 		msg.text[msg.len - 1] = '\n';
 	(void)!write(STDERR_FILENO, msg.text, msg.len);

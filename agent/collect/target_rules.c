@@ -171,7 +171,7 @@ void target_rules__default_service(const struct process_info *process, char *ser
 	copy_truncated(service, len, "unknown", strlen("unknown"));
 }
 
-static void free_rule_array(struct target_rule *rules, size_t n)
+void target_rules__free_list(struct target_rule *rules, size_t n)
 {
 	if (!rules)
 		return;
@@ -192,8 +192,8 @@ void target_rules__clear(struct target_rules *rules)
 {
 	if (!rules)
 		return;
-	free_rule_array(rules->include, rules->n_include);
-	free_rule_array(rules->exclude, rules->n_exclude);
+	target_rules__free_list(rules->include, rules->n_include);
+	target_rules__free_list(rules->exclude, rules->n_exclude);
 	rules->include = NULL;
 	rules->n_include = 0;
 	rules->exclude = NULL;

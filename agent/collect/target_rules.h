@@ -47,6 +47,10 @@ bool target_rules__match(const struct target_rules *rules, const struct process_
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len);
 
+/* This module owns struct target_rule: the configuration loader fills rules (every string
+ * malloc'd) and frees them only through these. */
+/* Frees every string of n rules and the array. Accepts NULL. */
+void target_rules__free_list(struct target_rule *rules, size_t n);
 /* Frees every string of every rule and the arrays; the struct itself is the caller's.
  * Accepts NULL and zeroes what it frees. */
 void target_rules__clear(struct target_rules *rules);

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include "alloc.h"
+#include "sampling.h"
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
@@ -95,6 +96,13 @@ struct config_key {
 	size_t offset;		  /* of the field in the table's struct */
 	size_t width;		  /* sizeof the field, for integers */
 	size_t count_offset;	  /* KEY_RULES, KEY_LABELS, KEY_SINKS: of the size_t count */
+	/* Keys the command line sets too (config_set_flag): the long option without "--", its
+	 * one-letter form (or 0), what a message calls the value ("sample rate"; NULL: the
+	 * option itself), and why the range is what it is, said on the command line. */
+	const char *flag;
+	char short_flag;
+	const char *noun;
+	const char *range_why;
 };
 
 /* A set of keys that one kind of YAML mapping may hold. */
@@ -127,15 +135,24 @@ _Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 /* The longest Kubernetes node name (a DNS subdomain). */
 #define NODE_NAME_MAX 253
 
+/* The one definition of every setting's name, default and range, for the file and (with .flag)
+ * the command line alike. */
 static const struct config_key agent_keys[] = {
-	{ "sampling.rate", KEY_SIZE, .min = 1, .max = 4 * GIB, .default_text = "512KiB",
-	  CONFIG_FIELD(sample_rate) },
-	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(unwind) },
-	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB, .max = 64 * KIB,
-	  .default_text = "16KiB", CONFIG_FIELD(stack_copy_bytes) },
+	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE,
+	  .default_text = SAMPLING_DEFAULT_RATE_TEXT,
+	  CONFIG_FIELD(sampling.sample_rate), .flag = "sample-rate", .short_flag = 'r',
+	  .noun = "sample rate" },
+	{ "sampling.unwind", KEY_UNWIND, .default_text = "auto", CONFIG_FIELD(sampling.unwind),
+	  .flag = "unwind" },
+	{ "sampling.stack_copy_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = 1 * KIB,
+	  .max = ALLOC_MAX_STACK_COPY, .default_text = "16KiB",
+	  CONFIG_FIELD(sampling.stack_copy_bytes), .flag = "stack-copy-size",
+	  .noun = "stack copy size" },
 	{ "sampling.ringbuf_size", KEY_SIZE, KEY_POWER_OF_TWO, .min = ALLOC_RINGBUF_MIN_BYTES,
-	  .max = ALLOC_RINGBUF_MAX_BYTES,
-	  .default_text = "16MiB", CONFIG_FIELD(ringbuf_bytes) },
+	  .max = ALLOC_RINGBUF_MAX_BYTES, .default_text = "16MiB",
+	  CONFIG_FIELD(sampling.ringbuf_bytes), .flag = "ringbuf-size",
+	  .noun = "ring buffer size",
+	  .range_why = "the smallest holds one sample with the largest stack copy" },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
 	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },
@@ -157,9 +174,11 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(metrics_listen) },
 	{ "metrics.allow_remote", KEY_BOOL, .default_text = "false",
 	  CONFIG_FIELD(metrics_allow_remote) },
-	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level) },
+	{ "log.level", KEY_LOG_LEVEL, .default_text = "info", CONFIG_FIELD(log_level),
+	  .flag = "log-level", .noun = "log level" },
 	/* No default text: NULL tells the symbolizer to read DEBUGINFOD_URLS itself. */
-	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(debuginfod_urls) },
+	{ "symbolize.debuginfod_urls", KEY_STRING, CONFIG_FIELD(sampling.debuginfod_urls),
+	  .flag = "debuginfod" },
 	{ "kubernetes.enabled", KEY_BOOL, .default_text = "false",
 	  CONFIG_FIELD(kubernetes.enabled) },
 	/* No default text: "" or absence means $NODE_NAME, filled in after loading. */
@@ -321,6 +340,11 @@ struct load_ctx {
 	yaml_document_t *doc;
 	char *err;
 	size_t err_len;
+	/* Set when the value comes from a command-line flag (config_set_flag): messages then
+	 * read "invalid NOUN 'TEXT': expected ..." and sizes are shown as the summary shows
+	 * them. */
+	const char *flag_noun;
+	const char *flag_text;
 };
 
 /* Writes "NAME:LINE:COLUMN: PATH: message" into the error buffer (libyaml counts from 0,
@@ -336,7 +360,10 @@ __attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, yaml
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	if (path && path[0])
+	if (ctx->flag_noun)
+		snprintf(ctx->err, ctx->err_len, "invalid %s '%s': %s", ctx->flag_noun,
+			 ctx->flag_text, message);
+	else if (path && path[0])
 		snprintf(ctx->err, ctx->err_len, "%s:%zu:%zu: %s: %s", ctx->name, mark.line + 1,
 			 mark.column + 1, path, message);
 	else
@@ -522,6 +549,10 @@ static int fail_expected(struct load_ctx *ctx, const struct config_key *key, con
 {
 	char expected[128];
 
+	/* The command line's message quotes the text already. */
+	if (ctx->flag_noun)
+		return fail(ctx, mark, path, "expected %s",
+			    expected_phrase(key, expected, sizeof(expected)));
 	return fail(ctx, mark, path, "expected %s, got %s",
 		    expected_phrase(key, expected, sizeof(expected)), found);
 }
@@ -814,6 +845,30 @@ static int set_quantity(struct load_ctx *ctx, const struct config_key *key, cons
 	int ret;
 
 	ret = is_size ? units_parse_size(text, &value) : parse_duration_ms(text, &value);
+	if (ctx->flag_noun) {
+		/* One message for the form and the range: what a user of the flag needs. */
+		bool fits = !ret && value >= key->min && value <= key->max &&
+			    (!(key->flags & KEY_POWER_OF_TWO) || !(value & (value - 1)));
+
+		if (fits) {
+			set_uint(field, key->width, value);
+			return 0;
+		}
+		if (is_size) {
+			units_format_size((double)key->min, low, sizeof(low));
+			units_format_size((double)key->max, high, sizeof(high));
+		} else {
+			format_duration(key->min, low, sizeof(low));
+			format_duration(key->max, high, sizeof(high));
+		}
+		return fail(ctx, mark, path, "expected %s from %s to %s%s%s%s, e.g. %s",
+			    (key->flags & KEY_POWER_OF_TWO) ? "a power of two"
+			    : is_size			     ? "a size"
+							     : "a duration",
+			    low, high, key->range_why ? " (" : "",
+			    key->range_why ? key->range_why : "", key->range_why ? ")" : "",
+			    key->example ? key->example : key->default_text);
+	}
 	if (ret)
 		return fail_expected_text(ctx, key, path, mark, text);
 	quote(text, quoted, sizeof(quoted));
@@ -968,38 +1023,8 @@ static int scalar_text(struct load_ctx *ctx, const struct config_key *key, const
 	return 0;
 }
 
-static void free_rules(struct target_rule *rules, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(rules[i].service);
-		free(rules[i].executable);
-		free(rules[i].process_name);
-		free(rules[i].cgroup);
-		free(rules[i].systemd_unit);
-		free(rules[i].namespace_name);
-		free(rules[i].pod_label);
-		free(rules[i].container);
-	}
-	free(rules);
-}
-
-static void free_labels(struct config_label *labels, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(labels[i].key);
-		free(labels[i].value);
-	}
-	free(labels);
-}
-
-static void free_headers(struct config_header *headers, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(headers[i].name);
-		free(headers[i].value);
-	}
-	free(headers);
-}
+static void free_headers(struct config_header *headers, size_t n);
+static void free_labels(struct config_label *labels, size_t n);
 
 static void free_sinks(struct sink_config *sinks, size_t n)
 {
@@ -1238,7 +1263,7 @@ static int parse_rules(struct load_ctx *ctx, const struct config_key *key, const
 	char item_path[PATH_MAX_LEN], found[QUOTE_MAX + 8];
 	size_t n;
 
-	free_rules(*rules, *count);
+	target_rules__free_list(*rules, *count);
 	*rules = NULL;
 	*count = 0;
 	if (is_null(node))
@@ -1295,75 +1320,25 @@ static bool label_name_valid(const char *name)
 
 /* Static labels: names follow the Prometheus/pprof label rules, "__" names are reserved by
  * Prometheus, and the agent's own labels cannot be overridden. */
-static int parse_labels(struct load_ctx *ctx, const struct config_key *key, const char *path,
-			const yaml_node_t *node, void *base)
+static bool label_name_refused(const char *name, const char *quoted, char *why, size_t len)
 {
-	struct config_label **labels = (struct config_label **)((char *)base + key->offset);
-	size_t *count = (size_t *)((char *)base + key->count_offset);
-	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
-	size_t n;
-
-	free_labels(*labels, *count);
-	*labels = NULL;
-	*count = 0;
-	if (is_null(node))
-		return 0;
-	if (node->type != YAML_MAPPING_NODE)
-		return fail_expected(ctx, key, path, node->start_mark,
-				     describe_node(node, found, sizeof(found)));
-	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
-	if (n > CONFIG_MAX_STATIC_LABELS)
-		return fail(ctx, node->start_mark, path, "expected at most %d labels, got %zu",
-			    CONFIG_MAX_STATIC_LABELS, n);
-	if (!n)
-		return 0;
-	*labels = calloc(n, sizeof(**labels));
-	if (!*labels)
-		return -ENOMEM;
-	*count = n;
-	for (size_t i = 0; i < n; i++) {
-		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
-		yaml_node_t *name_node = node_at(ctx, pair->key),
-			    *value = node_at(ctx, pair->value);
-		const char *name;
-		int ret;
-
-		ret = pair_key(ctx, node, pair, path, &name);
-		if (ret)
-			return ret;
-		quote(name, found, sizeof(found));
-		if (!label_name_valid(name))
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, got %s",
-				    found);
-		if (strncmp(name, "__", 2) == 0)
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a label name not starting with __ (reserved), got %s",
-				    found);
-		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++) {
+	if (!label_name_valid(name))
+		snprintf(why, len, "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, got %s",
+			 quoted);
+	else if (strncmp(name, "__", 2) == 0)
+		snprintf(why, len, "expected a label name not starting with __ (reserved), got %s",
+			 quoted);
+	else
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_label_names); r++)
 			if (strcmp(name, reserved_label_names[r]) == 0)
-				return fail(ctx, name_node->start_mark, path,
-					    "expected a label name other than service_name, "
-					    "hostname and pid (the agent sets those), got %s",
-					    found);
-		}
-		join_path(value_path, sizeof(value_path), path, name);
-		if (!value || value->type != YAML_SCALAR_NODE || is_null(value))
-			return fail(ctx, value ? value->start_mark : name_node->start_mark,
-				    value_path,
-				    "expected a label value (a non-empty string), got %s",
-				    describe_node(value, found, sizeof(found)));
-		if (!value->data.scalar.value[0] ||
-		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length)
-			return fail(ctx, value->start_mark, value_path,
-				    "expected a label value (a non-empty string), got %s",
-				    describe_node(value, found, sizeof(found)));
-		(*labels)[i].key = strdup(name);
-		(*labels)[i].value = strdup((const char *)value->data.scalar.value);
-		if (!(*labels)[i].key || !(*labels)[i].value)
-			return -ENOMEM;
-	}
-	return 0;
+				snprintf(why, len, "expected a label name other than service_name, "
+					 "hostname and pid (the agent sets those), got %s", quoted);
+	return why[0] != '\0';
+}
+
+static bool label_value_valid(const char *value)
+{
+	return value[0] != '\0';
 }
 
 /* HTTP header names are tokens (RFC 9110); these ones the sink sets itself, or they carry
@@ -1385,16 +1360,102 @@ static bool header_name_valid(const char *name)
 	return true;
 }
 
-static int parse_headers(struct load_ctx *ctx, const struct config_key *key, const char *path,
-			 const yaml_node_t *node, void *base)
+static bool header_name_refused(const char *name, const char *quoted, char *why, size_t len)
 {
-	struct config_header **headers = (struct config_header **)((char *)base + key->offset);
+	if (!header_name_valid(name)) {
+		snprintf(why, len, "expected a header name (letters, digits and !#$%%&'*+-.^_`|~), "
+			 "got %s", quoted);
+	} else if (strncasecmp(name, "grpc-", 5) == 0) {
+		snprintf(why, len, "expected a header name not starting with grpc- (reserved by "
+			 "gRPC), got %s", quoted);
+	} else {
+		for (size_t r = 0; r < ARRAY_SIZE(reserved_headers) && !why[0]; r++) {
+			if (strcasecmp(name, reserved_headers[r]) != 0)
+				continue;
+			if (r < 3)
+				snprintf(why, len, "%s: credentials are not accepted in the "
+					 "configuration file (use token_file or token_env, or "
+					 "username with password_file or password_env)", quoted);
+			else if (strcasecmp(name, "x-scope-orgid") == 0)
+				snprintf(why, len, "%s: set the tenant key instead", quoted);
+			else
+				snprintf(why, len, "expected a header the sink does not set itself, "
+					 "got %s", quoted);
+		}
+	}
+	return why[0] != '\0';
+}
+
+/* A mapping of names to text values (static labels, HTTP headers), stored as an array of
+ * structs that hold two strings: what differs between the kinds is only this. */
+struct string_map_kind {
+	size_t item_size, name_offset, value_offset;
+	size_t max;
+	const char *items;	/* "labels", in "expected at most 16 labels" */
+	/* Writes why name (quoted: its quoted form) is refused into why; false when fine. */
+	bool (*name_refused)(const char *name, const char *quoted, char *why, size_t len);
+	bool (*value_valid)(const char *value);
+	const char *value_expected; /* "a label value (a non-empty string)" */
+};
+
+static const struct string_map_kind label_map = {
+	.item_size = sizeof(struct config_label),
+	.name_offset = offsetof(struct config_label, key),
+	.value_offset = offsetof(struct config_label, value),
+	.max = CONFIG_MAX_STATIC_LABELS,
+	.items = "labels",
+	.name_refused = label_name_refused,
+	.value_valid = label_value_valid,
+	.value_expected = "a label value (a non-empty string)",
+};
+
+static const struct string_map_kind header_map = {
+	.item_size = sizeof(struct config_header),
+	.name_offset = offsetof(struct config_header, name),
+	.value_offset = offsetof(struct config_header, value),
+	.max = CONFIG_MAX_HEADERS,
+	.items = "headers",
+	.name_refused = header_name_refused,
+	.value_valid = text_valid,
+	.value_expected = "a header value (one line of text)",
+};
+
+static char **map_string(void *items, const struct string_map_kind *kind, size_t i, size_t offset)
+{
+	return (char **)((char *)items + i * kind->item_size + offset);
+}
+
+/* Frees every name and value and the array. Accepts NULL. */
+static void free_string_map(void *items, size_t n, const struct string_map_kind *kind)
+{
+	for (size_t i = 0; items && i < n; i++) {
+		free(*map_string(items, kind, i, kind->name_offset));
+		free(*map_string(items, kind, i, kind->value_offset));
+	}
+	free(items);
+}
+
+static void free_labels(struct config_label *labels, size_t n)
+{
+	free_string_map(labels, n, &label_map);
+}
+
+static void free_headers(struct config_header *headers, size_t n)
+{
+	free_string_map(headers, n, &header_map);
+}
+
+/* KEY_LABELS and KEY_HEADERS: one parser for every mapping of names to text. */
+static int parse_string_map(struct load_ctx *ctx, const struct config_key *key, const char *path,
+			    const yaml_node_t *node, void *base, const struct string_map_kind *kind)
+{
+	void **items = (void **)((char *)base + key->offset);
 	size_t *count = (size_t *)((char *)base + key->count_offset);
-	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN];
+	char found[QUOTE_MAX + 8], value_path[PATH_MAX_LEN], why[512];
 	size_t n;
 
-	free_headers(*headers, *count);
-	*headers = NULL;
+	free_string_map(*items, *count, kind);
+	*items = NULL;
 	*count = 0;
 	if (is_null(node))
 		return 0;
@@ -1402,58 +1463,40 @@ static int parse_headers(struct load_ctx *ctx, const struct config_key *key, con
 		return fail_expected(ctx, key, path, node->start_mark,
 				     describe_node(node, found, sizeof(found)));
 	n = node->data.mapping.pairs.top - node->data.mapping.pairs.start;
-	if (n > CONFIG_MAX_HEADERS)
-		return fail(ctx, node->start_mark, path, "expected at most %d headers, got %zu",
-			    CONFIG_MAX_HEADERS, n);
+	if (n > kind->max)
+		return fail(ctx, node->start_mark, path, "expected at most %zu %s, got %zu",
+			    kind->max, kind->items, n);
 	if (!n)
 		return 0;
-	*headers = calloc(n, sizeof(**headers));
-	if (!*headers)
+	/* Counted up front and zeroed, so config_free() can free a map cut short by an error. */
+	*items = calloc(n, kind->item_size);
+	if (!*items)
 		return -ENOMEM;
 	*count = n;
 	for (size_t i = 0; i < n; i++) {
 		const yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
 		yaml_node_t *name_node = node_at(ctx, pair->key), *value = node_at(ctx, pair->value);
+		char **name_field = map_string(*items, kind, i, kind->name_offset);
+		char **value_field = map_string(*items, kind, i, kind->value_offset);
 		const char *name;
 		int ret;
 
 		ret = pair_key(ctx, node, pair, path, &name);
 		if (ret)
 			return ret;
-		quote(name, found, sizeof(found));
-		if (!header_name_valid(name))
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header name (letters, digits and !#$%%&'*+-.^_`|~), "
-				    "got %s", found);
-		if (strncasecmp(name, "grpc-", 5) == 0)
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header name not starting with grpc- (reserved by "
-				    "gRPC), got %s", found);
-		for (size_t r = 0; r < ARRAY_SIZE(reserved_headers); r++) {
-			if (strcasecmp(name, reserved_headers[r]) != 0)
-				continue;
-			if (r < 3)
-				return fail(ctx, name_node->start_mark, path,
-					    "%s: credentials are not accepted in the configuration "
-					    "file (use token_file or token_env, or username with "
-					    "password_file or password_env)", found);
-			if (strcasecmp(name, "x-scope-orgid") == 0)
-				return fail(ctx, name_node->start_mark, path,
-					    "%s: set the tenant key instead", found);
-			return fail(ctx, name_node->start_mark, path,
-				    "expected a header the sink does not set itself, got %s",
-				    found);
-		}
+		why[0] = '\0';
+		if (kind->name_refused(name, quote(name, found, sizeof(found)), why, sizeof(why)))
+			return fail(ctx, name_node->start_mark, path, "%s", why);
 		join_path(value_path, sizeof(value_path), path, name);
 		if (!value || value->type != YAML_SCALAR_NODE || is_null(value) ||
 		    strlen((const char *)value->data.scalar.value) != value->data.scalar.length ||
-		    !text_valid((const char *)value->data.scalar.value))
+		    !kind->value_valid((const char *)value->data.scalar.value))
 			return fail(ctx, value ? value->start_mark : name_node->start_mark,
-				    value_path, "expected a header value (one line of text), got %s",
+				    value_path, "expected %s, got %s", kind->value_expected,
 				    describe_node(value, found, sizeof(found)));
-		(*headers)[i].name = strdup(name);
-		(*headers)[i].value = strdup((const char *)value->data.scalar.value);
-		if (!(*headers)[i].name || !(*headers)[i].value)
+		*name_field = strdup(name);
+		*value_field = strdup((const char *)value->data.scalar.value);
+		if (!*name_field || !*value_field)
 			return -ENOMEM;
 	}
 	return 0;
@@ -1746,11 +1789,11 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 	case KEY_RULES:
 		return parse_rules(ctx, key, path, node, base);
 	case KEY_LABELS:
-		return parse_labels(ctx, key, path, node, base);
+		return parse_string_map(ctx, key, path, node, base, &label_map);
 	case KEY_SINKS:
 		return parse_sinks(ctx, key, path, node, base);
 	case KEY_HEADERS:
-		return parse_headers(ctx, key, path, node, base);
+		return parse_string_map(ctx, key, path, node, base, &header_map);
 	case KEY_SECRET:
 		/* Nothing of the value is quoted back: it is a secret. */
 		return fail(ctx, node->start_mark, path,
@@ -1790,13 +1833,12 @@ void config_free(struct agent_config *config)
 	if (!config)
 		return;
 	free(config->source);
-	free_rules(config->targets.include, config->targets.n_include);
-	free_rules(config->targets.exclude, config->targets.n_exclude);
+	target_rules__clear(&config->targets);
 	free(config->hostname);
 	free_labels(config->labels, config->n_labels);
 	free_sinks(config->sinks, config->n_sinks);
 	free(config->metrics_listen);
-	free(config->debuginfod_urls);
+	free(config->sampling.debuginfod_urls);
 	free(config->kubernetes.node_name);
 	free(config->kubernetes.api_server);
 	free(config->kubernetes.token_path);
@@ -1825,6 +1867,76 @@ static int build_defaults(struct load_ctx *ctx, const char *source, struct agent
 	}
 	*out = config;
 	return 0;
+}
+
+int config_set_flag(struct agent_config *config, const char *flag, const char *text, char *err,
+		    size_t err_len)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(agent_keys); i++) {
+		const struct config_key *key = &agent_keys[i];
+		char option[64];
+		struct load_ctx ctx = {
+			.name = "the command line",
+			.err = err,
+			.err_len = err_len,
+			.flag_noun = key->noun,
+			.flag_text = text,
+		};
+		yaml_mark_t no_mark = { 0 };
+
+		if (!key->flag || strcmp(key->flag, flag) != 0)
+			continue;
+		if (!ctx.flag_noun) {
+			snprintf(option, sizeof(option), "--%s", key->flag);
+			ctx.flag_noun = option;
+		}
+		return set_scalar(&ctx, key, key->name, text, no_mark, config);
+	}
+	snprintf(err, err_len, "unknown option --%s", flag);
+	return -ENOENT;
+}
+
+static const struct config_key *flag_key(const char *flag)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(agent_keys); i++)
+		if (agent_keys[i].flag && strcmp(agent_keys[i].flag, flag) == 0)
+			return &agent_keys[i];
+	return NULL;
+}
+
+const char *config_flag_default(const char *flag)
+{
+	const struct config_key *key = flag_key(flag);
+
+	return key && key->default_text ? key->default_text : "";
+}
+
+void config_flag_range(const char *flag, char *low, char *high, size_t len)
+{
+	const struct config_key *key = flag_key(flag);
+
+	low[0] = high[0] = '\0';
+	if (key && key->type == KEY_SIZE) {
+		format_size(key->min, low, len);
+		format_size(key->max, high, len);
+	} else if (key && key->type == KEY_DURATION) {
+		format_duration(key->min, low, len);
+		format_duration(key->max, high, len);
+	}
+}
+
+const char *config_flag(size_t i, char *short_flag)
+{
+	for (size_t k = 0; k < ARRAY_SIZE(agent_keys); k++) {
+		if (!agent_keys[k].flag)
+			continue;
+		if (i-- == 0) {
+			if (short_flag)
+				*short_flag = agent_keys[k].short_flag;
+			return agent_keys[k].flag;
+		}
+	}
+	return NULL;
 }
 
 int config_defaults(struct agent_config **out)

@@ -12,7 +12,7 @@
 
 #include "util/log.h"
 #include "collect/target_rules.h"
-#include "symbolize/unwind.h"
+#include "pipeline.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/allocscope/allocscope.yaml"
 #define CONFIG_MAX_STATIC_LABELS 16
@@ -82,11 +82,9 @@ struct kubernetes_config {
 struct agent_config {
 	char *source;              /* the file it was loaded from; "(defaults)" when none */
 
-	/* sampling: needs a restart to change (the BPF program is loaded with it) */
-	uint64_t sample_rate;      /* default 512 KiB; 1 .. 4 GiB */
-	enum unwind_mode unwind;   /* default auto */
-	uint32_t stack_copy_bytes; /* default 16 KiB; power of two, 1 KiB .. 64 KiB */
-	uint32_t ringbuf_bytes;    /* default 16 MiB; power of two, 64 KiB .. 1 GiB */
+	/* sampling.* and symbolize.debuginfod_urls: need a restart to change (the BPF program
+	 * is loaded with them); defaults and ranges in config.c's key table */
+	struct sampling_opts sampling;
 
 	struct target_rules targets;
 
@@ -110,7 +108,6 @@ struct agent_config {
 	char *metrics_listen;      /* default "127.0.0.1:9464"; "" disables */
 	bool metrics_allow_remote; /* default false: a non-loopback listen address is an error */
 	enum log_level log_level;  /* default info */
-	char *debuginfod_urls;     /* default NULL: the DEBUGINFOD_URLS environment variable */
 
 	struct kubernetes_config kubernetes;
 };
@@ -126,6 +123,20 @@ int config_load_file(const char *path, struct agent_config **out, char *err, siz
 /* The same from text in memory; name stands for the file in messages. */
 int config_load_string(const char *yaml, size_t len, const char *name,
 		       struct agent_config **out, char *err, size_t err_len);
+
+/* The command line speaks the same vocabulary: the flags below set configuration keys
+ * (--sample-rate is sampling.rate, --log-level is log.level, ...) through the same table, so
+ * each setting has one name, one default, one range and one check. config_flag(i, &c) is the
+ * i-th such flag without "--" (c: its one-letter form, or 0), NULL past the last. */
+const char *config_flag(size_t i, char *short_flag);
+/* A flag's default as the file writes it ("512KiB"; "" when it has none), and its range
+ * (sizes and durations; "" otherwise), for the help text. */
+const char *config_flag_default(const char *flag);
+void config_flag_range(const char *flag, char *low, char *high, size_t len);
+/* Sets flag's key in config from text. Returns 0; -EINVAL with "invalid NOUN 'TEXT': expected
+ * ..." in err; -ENOENT when flag sets no key; -ENOMEM. */
+int config_set_flag(struct agent_config *config, const char *flag, const char *text, char *err,
+		    size_t err_len);
 
 /* Accepts NULL. */
 void config_free(struct agent_config *config);

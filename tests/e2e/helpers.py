@@ -92,11 +92,12 @@ def run(args, timeout=120, **kw):
 
 
 def parse_manifest(text):
-    """{site: [(size, count), ...]} from the workload's 'site NAME SIZE COUNT' lines."""
+    """{site: [(size, count), ...]} from the workload's 'site NAME SIZE COUNT' lines (NAME may
+    hold spaces: a demangled C++ name such as 'f(ns::T const&)')."""
     sites = {}
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[0] == "site":
+        parts = line.split(" ")[:1] + line[5:].rsplit(" ", 2)
+        if len(parts) == 4 and parts[0] == "site" and parts[2].isdigit() and parts[3].isdigit():
             sites.setdefault(parts[1], []).append((int(parts[2]), int(parts[3])))
     assert sites, f"no manifest in workload output: {text[:300]!r}"
     return sites

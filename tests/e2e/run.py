@@ -701,6 +701,8 @@ import rust_tests  # noqa: E402,F401  (a Rust program built at test time; demang
 import backend_tests  # noqa: E402,F401  (a real Parca, built by scripts/backends)
 import count_once_tests  # noqa: E402,F401  (every entry point and alignment counted once)
 import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public names)
+import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact totals)
+import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 
 
 def main():

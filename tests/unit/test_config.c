@@ -10,6 +10,7 @@
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config_load.h"
+#include "sampling.h"
 
 #define REFERENCE_FILE "config/allocscope.yaml"
 
@@ -26,10 +27,12 @@ static char *machine_hostname(void)
 /* Every field against the documented defaults (source aside). */
 static void check_defaults(const struct agent_config *c)
 {
-	CHECK_EQ_U64(c->sample_rate, 512 * 1024);
-	CHECK_EQ_U64(c->unwind, UNWIND_AUTO);
-	CHECK_EQ_U64(c->stack_copy_bytes, 16 * 1024);
-	CHECK_EQ_U64(c->ringbuf_bytes, 16 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.sample_rate, 512 * 1024);
+	/* The text the key table parses and the number the in-process sampler uses. */
+	CHECK_EQ_U64(c->sampling.sample_rate, SAMPLING_DEFAULT_RATE);
+	CHECK_EQ_U64(c->sampling.unwind, UNWIND_AUTO);
+	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 16 * 1024);
+	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 16 * 1024 * 1024);
 	CHECK_EQ_U64(c->targets.n_include, 0);
 	CHECK(c->targets.include == NULL);
 	CHECK_EQ_U64(c->targets.n_exclude, 0);
@@ -52,7 +55,7 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_STR(c->metrics_listen, "127.0.0.1:9464");
 	CHECK(c->metrics_allow_remote == false);
 	CHECK_EQ_U64(c->log_level, LOG_INFO);
-	CHECK(c->debuginfod_urls == NULL);
+	CHECK(c->sampling.debuginfod_urls == NULL);
 	CHECK(c->kubernetes.enabled == false);
 	/* main() clears NODE_NAME: nothing fills it in. */
 	CHECK(c->kubernetes.node_name == NULL || c->kubernetes.node_name[0] == '\0');
@@ -228,10 +231,10 @@ static void test_every_key(void)
 
 	if (!c)
 		return;
-	CHECK_EQ_U64(c->sample_rate, 1024 * 1024);
-	CHECK_EQ_U64(c->unwind, UNWIND_DWARF);
-	CHECK_EQ_U64(c->stack_copy_bytes, 32 * 1024);
-	CHECK_EQ_U64(c->ringbuf_bytes, 64 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.sample_rate, 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind, UNWIND_DWARF);
+	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 32 * 1024);
+	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 64 * 1024 * 1024);
 
 	CHECK_EQ_U64(c->targets.n_include, 2);
 	if (c->targets.n_include == 2) {
@@ -298,7 +301,7 @@ static void test_every_key(void)
 	CHECK_STR(c->metrics_listen, "");
 	CHECK(c->metrics_allow_remote == true);
 	CHECK_EQ_U64(c->log_level, LOG_DEBUG);
-	CHECK_STR(c->debuginfod_urls, "https://debuginfod.debian.net");
+	CHECK_STR(c->sampling.debuginfod_urls, "https://debuginfod.debian.net");
 	CHECK(c->kubernetes.enabled == true);
 	CHECK_STR(c->kubernetes.node_name, "node-7.eu");
 	CHECK_STR(c->kubernetes.api_server, "https://10.96.0.1:443");
@@ -340,9 +343,9 @@ static void test_value_forms(void)
 		 "profiles: {interval: 3600}\n"
 		 "sinks: [{type: directory, max_age: 1.5d, max_total_size: 100}]\n");
 	if (c) {
-		CHECK_EQ_U64(c->sample_rate, 4ull << 30);
-		CHECK_EQ_U64(c->stack_copy_bytes, 1024);
-		CHECK_EQ_U64(c->ringbuf_bytes, 1u << 30);
+		CHECK_EQ_U64(c->sampling.sample_rate, 4ull << 30);
+		CHECK_EQ_U64(c->sampling.stack_copy_bytes, 1024);
+		CHECK_EQ_U64(c->sampling.ringbuf_bytes, 1u << 30);
 		CHECK_EQ_U64(c->interval_ms, 3600 * 1000);
 		CHECK_EQ_U64(c->sinks[0].max_age_ms, 36ull * 3600 * 1000);
 		CHECK_EQ_U64(c->sinks[0].max_total_bytes, 100);
@@ -352,9 +355,9 @@ static void test_value_forms(void)
 		 "profiles: {interval: 1000ms}\n"
 		 "limits: {max_label_value_bytes: 1024, max_services: 100000}\n");
 	if (c) {
-		CHECK_EQ_U64(c->sample_rate, 1);
-		CHECK_EQ_U64(c->stack_copy_bytes, 64 * 1024);
-		CHECK_EQ_U64(c->ringbuf_bytes, 128 * 1024);
+		CHECK_EQ_U64(c->sampling.sample_rate, 1);
+		CHECK_EQ_U64(c->sampling.stack_copy_bytes, 64 * 1024);
+		CHECK_EQ_U64(c->sampling.ringbuf_bytes, 128 * 1024);
 		CHECK_EQ_U64(c->interval_ms, 1000);
 		CHECK_EQ_U64(c->max_label_value_bytes, 1024);
 		CHECK_EQ_U64(c->max_services, 100000);
@@ -362,7 +365,7 @@ static void test_value_forms(void)
 	}
 	c = load("sampling:\n  unwind: fp\nlog: {level: error}\n");
 	if (c) {
-		CHECK_EQ_U64(c->unwind, UNWIND_FP);
+		CHECK_EQ_U64(c->sampling.unwind, UNWIND_FP);
 		CHECK_EQ_U64(c->log_level, LOG_ERROR);
 		config_free(c);
 	}
@@ -377,7 +380,7 @@ static void test_empty_strings(void)
 	if (!c)
 		return;
 	CHECK_STR(c->hostname, machine_hostname());
-	CHECK_STR(c->debuginfod_urls, "");
+	CHECK_STR(c->sampling.debuginfod_urls, "");
 	config_free(c);
 }
 
@@ -1074,6 +1077,99 @@ static void test_no_output_without_error_buffer(void)
 		    "/var/lib/allocscope/profiles, got \"b\"");
 }
 
+/* The command line and the file are one vocabulary: every flag that sets a key takes and
+ * refuses exactly what the file's key takes and refuses, into the same field. */
+static void test_flags_are_the_file_keys(void)
+{
+	static const struct {
+		const char *flag, *yaml_section, *yaml_key, *values[8];
+	} cases[] = {
+		{ "sample-rate", "sampling", "rate",
+		  { "1", "1B", "4GiB", "4097MiB", "0", "fast", "1.5MiB", NULL } },
+		{ "ringbuf-size", "sampling", "ringbuf_size",
+		  { "64KiB", "128KiB", "1GiB", "2GiB", "100000", "256MiB", NULL } },
+		{ "stack-copy-size", "sampling", "stack_copy_size",
+		  { "512", "1KiB", "64KiB", "128KiB", "3000", "16KiB", NULL } },
+		{ "unwind", "sampling", "unwind", { "auto", "dwarf", "fp", "lbr", "", NULL } },
+		{ "log-level", "log", "level", { "debug", "error", "loud", "", NULL } },
+		{ "debuginfod", "symbolize", "debuginfod_urls",
+		  { "https://debuginfod.debian.net", "", "a b", NULL } },
+	};
+	size_t n_flags = 0;
+	char short_flag;
+
+	while (config_flag(n_flags, &short_flag))
+		n_flags++;
+	CHECK_EQ_U64(n_flags, sizeof(cases) / sizeof(cases[0]));
+	CHECK_STR(config_flag(0, &short_flag), "sample-rate");
+	CHECK(short_flag == 'r');
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (size_t v = 0; cases[i].values[v]; v++) {
+			const char *value = cases[i].values[v];
+			struct agent_config *flagged = NULL, *filed = NULL;
+			char yaml[256], flag_err[512];
+			int flag_ret, file_ret;
+
+			CHECK(config_defaults(&flagged) == 0);
+			if (!flagged)
+				return;
+			flag_ret = config_set_flag(flagged, cases[i].flag, value, flag_err,
+						   sizeof(flag_err));
+			snprintf(yaml, sizeof(yaml), "%s:\n  %s: \"%s\"\n", cases[i].yaml_section,
+				 cases[i].yaml_key, value);
+			file_ret = config_load_string(yaml, strlen(yaml), "x.yaml", &filed, err,
+						      sizeof(err));
+			if ((flag_ret == 0) != (file_ret == 0))
+				fprintf(stderr, "  --%s %s: flag %d (%s), file %d (%s)\n",
+					cases[i].flag, value, flag_ret, flag_ret ? flag_err : "",
+					file_ret, file_ret ? err : "");
+			CHECK((flag_ret == 0) == (file_ret == 0));
+			if (flag_ret == 0 && file_ret == 0) {
+				CHECK_EQ_U64(flagged->sampling.sample_rate, filed->sampling.sample_rate);
+				CHECK_EQ_U64(flagged->sampling.ringbuf_bytes,
+					     filed->sampling.ringbuf_bytes);
+				CHECK_EQ_U64(flagged->sampling.stack_copy_bytes,
+					     filed->sampling.stack_copy_bytes);
+				CHECK_EQ_U64(flagged->sampling.unwind, filed->sampling.unwind);
+				CHECK_EQ_U64(flagged->log_level, filed->log_level);
+				CHECK_STR(flagged->sampling.debuginfod_urls ?: "(null)",
+					  filed->sampling.debuginfod_urls ?: "(null)");
+			} else if (flag_ret) {
+				/* A message a user of the flag can act on: what, the text, the
+				 * expected form. */
+				CHECK(flag_ret == -EINVAL);
+				CHECK(strncmp(flag_err, "invalid ", 8) == 0);
+				CHECK(strstr(flag_err, "expected ") != NULL);
+			}
+			config_free(flagged);
+			config_free(filed);
+		}
+	}
+}
+
+static void test_flag_messages(void)
+{
+	struct agent_config *c = NULL;
+	char msg[512];
+
+	CHECK(config_defaults(&c) == 0);
+	if (!c)
+		return;
+	CHECK(config_set_flag(c, "ringbuf-size", "64KiB", msg, sizeof(msg)) == -EINVAL);
+	CHECK_STR(msg, "invalid ring buffer size '64KiB': expected a power of two from 128.00 KiB "
+		       "to 1.00 GiB (the smallest holds one sample with the largest stack copy), "
+		       "e.g. 16MiB");
+	CHECK(config_set_flag(c, "sample-rate", "12XB", msg, sizeof(msg)) == -EINVAL);
+	CHECK_STR(msg, "invalid sample rate '12XB': expected a size from 1 B to 4.00 GiB, e.g. "
+		       "512KiB");
+	CHECK(config_set_flag(c, "unwind", "lbr", msg, sizeof(msg)) == -EINVAL);
+	CHECK_STR(msg, "invalid --unwind 'lbr': expected an unwind mode (auto, dwarf or fp)");
+	CHECK(config_set_flag(c, "pid", "1", msg, sizeof(msg)) == -ENOENT);
+	CHECK(config_set_flag(c, "sample-rate", "1MiB", msg, sizeof(msg)) == 0);
+	CHECK_EQ_U64(c->sampling.sample_rate, 1024 * 1024);
+	config_free(c);
+}
+
 int main(void)
 {
 	/* The agent reads it as kubernetes.node_name's default; the cases set it themselves. */
@@ -1107,5 +1203,7 @@ int main(void)
 	RUN(test_pod_rules);
 	RUN(test_metrics_allow_remote);
 	RUN(test_no_output_without_error_buffer);
+	RUN(test_flags_are_the_file_keys);
+	RUN(test_flag_messages);
 	return unit_summary("config");
 }

@@ -1,0 +1,200 @@
+/* The sampling pipeline shared by the capture and the agent (see pipeline.h): what both used
+ * to assemble for themselves, in one place, so a sample is unwound, given its fallback frame
+ * and weighted the same way whichever mode took it, and the sample rate the BPF program
+ * samples at is the rate every profile weights by. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+#include "pipeline.h"
+#include "attach/alloc_program.h"
+#include "collect/sample_reader.h"
+#include "profile/alloc_profile.h"
+#include "symbolize/symbolizer.h"
+
+struct pipeline {
+	struct sampling_opts opts; /* debuginfod_urls not kept: used at open only */
+	struct alloc_program *program;
+	struct symbolizer *symbolizer;
+	struct unwinder *unwinder; /* NULL with unwind fp */
+	struct sample_reader *reader;
+	uint64_t truncated_unwinds;
+};
+
+int pipeline__open(const struct sampling_opts *opts, const struct pipeline_caller *caller,
+		   pipeline_sample_fn on_sample, void *ctx, struct pipeline **out, char *err,
+		   size_t err_len)
+{
+	/* With frame pointers only, the kernel walks the stack and no stack is copied. */
+	struct alloc_program_opts program_opts = {
+		.sample_rate = opts->sample_rate,
+		.ringbuf_bytes = opts->ringbuf_bytes,
+		.walk_frame_pointers = opts->unwind == UNWIND_FP,
+		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
+		.kernel_unwind = opts->unwind == UNWIND_KERNEL,
+	};
+	struct pipeline *p;
+	int ret;
+
+	*out = NULL;
+	if (caller) {
+		program_opts.only_caller = caller->only_caller;
+		program_opts.caller_uid = caller->uid;
+		program_opts.caller_gid = caller->gid;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		snprintf(err, err_len, "cannot set up sampling: out of memory");
+		return -ENOMEM;
+	}
+	p->opts = *opts;
+	p->opts.debuginfod_urls = NULL;
+	ret = alloc_program__load(&program_opts, &p->program, err, err_len);
+	if (ret)
+		goto fail;
+	ret = -ENOMEM;
+	p->symbolizer = symbolizer__new();
+	if (!p->symbolizer) {
+		snprintf(err, err_len, "cannot set up the symbolizer: out of memory");
+		goto fail;
+	}
+	if (opts->debuginfod_urls &&
+	    symbolizer__set_debuginfod(p->symbolizer, opts->debuginfod_urls, 0) != 0) {
+		snprintf(err, err_len, "cannot use the debuginfod servers '%s': out of memory",
+			 opts->debuginfod_urls);
+		goto fail;
+	}
+	if (opts->unwind != UNWIND_FP) {
+		ret = unwinder__new(&p->unwinder);
+		if (ret) {
+			snprintf(err, err_len, "cannot set up the unwinder: out of memory");
+			goto fail;
+		}
+	}
+	/* --unwind kernel: the unwinder fills the program's tables for each process it meets. */
+	if (opts->unwind == UNWIND_KERNEL) {
+		ret = unwinder__use_kernel_tables(p->unwinder,
+						  alloc_program__unwind_rows_fd(p->program),
+						  alloc_program__unwind_procs_fd(p->program),
+						  alloc_program__unwind_table_rows(p->program), err,
+						  err_len);
+		if (ret)
+			goto fail;
+	}
+	ret = sample_reader__new(alloc_program__ringbuf_fd(p->program), on_sample, ctx,
+				 &p->reader);
+	if (ret) {
+		snprintf(err, err_len, "cannot set up the sample reader: %s", strerror(-ret));
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	pipeline__close(p);
+	return ret;
+}
+
+void pipeline__close(struct pipeline *p)
+{
+	if (!p)
+		return;
+	sample_reader__free(p->reader);
+	unwinder__free(p->unwinder);
+	symbolizer__free(p->symbolizer);
+	alloc_program__free(p->program);
+	free(p);
+}
+
+int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out)
+{
+	return alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
+}
+
+int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
+			 const struct alloc_sample *sample)
+{
+	uint64_t pcs[UNWIND_MAX_PCS];
+	struct unwind_input input = {
+		.pid = (pid_t)sample->pid,
+		.tid = (pid_t)sample->tid,
+		.regs = (const uint64_t *)sample->regs,
+		.stack = sample->stack_copy,
+		.stack_len = sample->stack_copy_bytes,
+		.flags = sample->flags,
+	};
+	struct unwind_result result = { 0 };
+	int ret;
+
+	if (!p->unwinder)
+		return alloc_profile__add(profile, sample);
+	ret = unwinder__unwind(p->unwinder, &input, p->opts.unwind, pcs,
+			       sizeof(pcs) / sizeof(pcs[0]), &result);
+	if (ret)
+		return ret;
+	/* A walk that cannot get past the allocator still has the direct caller the program
+	 * read at *sp. */
+	if (result.n_pcs < 2 && sample->caller_address) {
+		pcs[0] = sample->regs[ALLOC_REG_IP];
+		pcs[1] = sample->caller_address;
+		result.n_pcs = 2;
+	}
+	p->truncated_unwinds += result.truncated;
+	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
+}
+
+int pipeline__drain(struct pipeline *p)
+{
+	int n = sample_reader__drain(p->reader);
+
+	if (n < 0 && n != -EINTR)
+		log_warn("reading samples failed: %s", strerror(-n));
+	return n;
+}
+
+int pipeline__add_process(struct pipeline *p, pid_t pid)
+{
+	int ret = symbolizer__add_process(p->symbolizer, pid);
+
+	if (ret == 0 && p->unwinder)
+		ret = unwinder__add_process(p->unwinder, pid);
+	return ret;
+}
+
+void pipeline__remove_process(struct pipeline *p, pid_t pid)
+{
+	symbolizer__remove_process(p->symbolizer, pid);
+	if (p->unwinder)
+		unwinder__remove_process(p->unwinder, pid);
+}
+
+const struct sampling_opts *pipeline__opts(const struct pipeline *p)
+{
+	return &p->opts;
+}
+
+struct alloc_program *pipeline__program(const struct pipeline *p)
+{
+	return p->program;
+}
+
+struct symbolizer *pipeline__symbolizer(const struct pipeline *p)
+{
+	return p->symbolizer;
+}
+
+int pipeline__fd(const struct pipeline *p)
+{
+	return sample_reader__fd(p->reader);
+}
+
+uint64_t pipeline__malformed(const struct pipeline *p)
+{
+	return sample_reader__malformed(p->reader);
+}
+
+uint64_t pipeline__truncated_unwinds(const struct pipeline *p)
+{
+	return p->truncated_unwinds;
+}
