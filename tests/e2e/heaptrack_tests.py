@@ -207,7 +207,7 @@ def sqlite3_totals_agree_with_heaptrack(tmp):
     asserted: in 2 runs of 3 the frame above main is lost for almost every sample (open
     defect: the 16 KiB copy halves to 8 KiB when it would cross the end of the stack mapping,
     and the shell's main sits within 16 KiB of it; its frame is then cut off)."""
-    check_sqlite3_against_heaptrack(tmp, "auto", allocscope_by_command, whole_stacks=False)
+    check_sqlite3_against_heaptrack(tmp, "auto", allocscope_by_command)
 
 
 @test
