@@ -423,46 +423,62 @@ static bool is_main_frame(const struct symbolized_frame *frame)
 	const char *name = frame->function;
 	size_t len = name ? strlen(name) : 0;
 
-	if (frame->n_lines)
-		name = frame->lines[frame->n_lines - 1].function, len = name ? strlen(name) : 0;
 	return name && (strcmp(name, "main") == 0 ||
 			(len > 6 && strcmp(name + len - 6, "::main") == 0));
 }
 
+/* Whether two return addresses of pid are in the same function (not only the same call). */
+static bool same_function(struct alloc_profile *profile, uint32_t pid, uint64_t a, uint64_t b)
+{
+	struct symbolized_frame fa, fb;
+
+	if (a == b)
+		return true;
+	if (symbolizer__resolve(profile->symbolizer, pid, a, true, &fa) != 0 ||
+	    symbolizer__resolve(profile->symbolizer, pid, b, true, &fb) != 0)
+		return false;
+	return fa.mapping_key && fa.mapping_key == fb.mapping_key && fa.function_start &&
+	       fa.function_start == fb.function_start;
+}
+
 /* The stack a process's dropped samples go under: [DROPPED_PC, main, ..., outermost] when
- * every stack of the process kept ends with the same frames through one main frame (the
- * allocator's own frame left out), else [DROPPED_PC] alone. A new record, the caller's. */
+ * every stack of the process kept runs through the same functions from its outermost frame
+ * to main (the allocator's own frame left out), the frames (call sites) of the first such
+ * stack; else [DROPPED_PC] alone, at the root: a thread's stack or one cut short says a
+ * dropped sample may not have come from under main. A new record, the caller's. */
 static struct stack_record *dropped_record(struct alloc_profile *profile,
 					   const struct dropped_weight *d)
 {
 	const struct stack_record *first = NULL;
+	struct symbolized_frame frame;
 	struct stack_record *rec;
-	size_t common = 0, keep = 0;
+	size_t keep = 0;
 
-	for (size_t i = 0; i < profile->n_stacks; i++) {
-		const struct stack_record *s = profile->stacks[i];
-		size_t n = 0;
-
-		if (s->pid != d->pid)
-			continue;
-		if (!first) {
-			first = s;
-			common = s->n_frames ? s->n_frames - 1 : 0;
-			continue;
-		}
-		while (n < common && n + 1 < s->n_frames &&
-		       s->frames[s->n_frames - 1 - n] == first->frames[first->n_frames - 1 - n])
-			n++;
-		common = n;
-	}
-	/* Down to the innermost main frame among the common ones: no deeper. */
-	for (size_t n = 0; n < common; n++) {
-		struct symbolized_frame frame;
-
+	for (size_t i = 0; i < profile->n_stacks && !first; i++)
+		if (profile->stacks[i]->pid == d->pid)
+			first = profile->stacks[i];
+	/* From the outermost frame in: the first main, the allocator's frame left out. */
+	for (size_t n = 0; first && n + 1 < first->n_frames && !keep; n++)
 		if (symbolizer__resolve(profile->symbolizer, d->pid,
 					first->frames[first->n_frames - 1 - n], true, &frame) == 0 &&
 		    is_main_frame(&frame))
 			keep = n + 1;
+	for (size_t i = 0; i < profile->n_stacks && keep; i++) {
+		const struct stack_record *s = profile->stacks[i];
+
+		if (s->pid != d->pid || s == first)
+			continue;
+		if (s->n_frames < keep + 1) {
+			keep = 0;
+			break;
+		}
+		for (size_t n = 0; n < keep; n++) {
+			if (!same_function(profile, d->pid, s->frames[s->n_frames - 1 - n],
+					   first->frames[first->n_frames - 1 - n])) {
+				keep = 0;
+				break;
+			}
+		}
 	}
 	rec = calloc(1, sizeof(*rec) + (keep + 1) * sizeof(rec->frames[0]));
 	if (!rec)
