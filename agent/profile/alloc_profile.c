@@ -454,7 +454,7 @@ static struct stack_record *dropped_record(struct alloc_profile *profile,
 	struct stack_record *rec;
 	size_t keep = 0;
 
-	for (size_t i = 0; i < profile->n_stacks && !first; i++)
+	for (size_t i = 0; i < profile->n_stacks && !first && profile->symbolizer; i++)
 		if (profile->stacks[i]->pid == d->pid)
 			first = profile->stacks[i];
 	/* From the outermost frame in: the first main, the allocator's frame left out. */
