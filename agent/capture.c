@@ -502,8 +502,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		uint64_t count;
 		const char *what;
 	} losses[] = {
-		{ counters->ringbuf_full,
-		  "samples dropped: ring buffer full (raise the sample rate or --ringbuf-size)" },
+		{ counters->drops_unweighted,
+		  "samples lost with their weight: the ring buffer and the drop notices' ring "
+		  "were full (raise the sample rate or --ringbuf-size)" },
 		{ counters->stack_errors, "stacks failed: kept with the direct caller only" },
 		{ counters->caller_errors, "direct callers unreadable" },
 		{ counters->storage_errors, "allocations not counted: no per-thread countdown" },
@@ -517,8 +518,17 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
 					      "the process or its leaf yet (unwound in user space)" },
 	};
+	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;
 
+	if (weighed_drops) {
+		printf("\nlost or degraded:\n");
+		header = true;
+		printf("  %llu samples dropped: ring buffer full; their %s are kept under "
+		       ALLOC_PROFILE_DROPPED_FRAME " (raise the sample rate or --ringbuf-size)\n",
+		       (unsigned long long)weighed_drops,
+		       units_format_size(totals.dropped_bytes, bytes, sizeof(bytes)));
+	}
 	for (size_t i = 0; i < sizeof(losses) / sizeof(losses[0]); i++) {
 		if (!losses[i].count)
 			continue;

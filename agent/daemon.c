@@ -60,6 +60,7 @@ enum { TAG_SAMPLES = 1, TAG_EVENTS, TAG_SIGNALS, TAG_RELOAD };
 struct agent_stats {
 	uint64_t samples;
 	uint64_t samples_unattributed; /* from a process no longer tracked */
+	uint64_t drop_notices;         /* samples the ring had no room for, weight kept */
 	uint64_t samples_out_of_memory;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
@@ -204,7 +205,10 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 
 	if ((pid_t)sample->pid == d->self)
 		return 0; /* the start-up calibration's rare sample */
-	d->stats.samples++;
+	if (sample->flags & ALLOC_SAMPLE_DROPPED)
+		d->stats.drop_notices++;
+	else
+		d->stats.samples++;
 	s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
 	if (!s) {
 		d->stats.samples_unattributed++;
@@ -278,6 +282,7 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 	*m = (struct self_metrics){
 		.samples = d->stats.samples,
 		.dropped_ringbuf_full = bpf.ringbuf_full,
+		.dropped_weight_kept = d->stats.drop_notices,
 		.dropped_out_of_memory = d->stats.samples_out_of_memory,
 		.dropped_malformed = pipeline__malformed(d->pipeline),
 		.dropped_unattributed = d->stats.samples_unattributed,

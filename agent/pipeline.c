@@ -83,7 +83,8 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		if (ret)
 			goto fail;
 	}
-	ret = sample_reader__new(alloc_program__ringbuf_fd(p->program), on_sample, ctx,
+	ret = sample_reader__new(alloc_program__ringbuf_fd(p->program),
+				 alloc_program__drop_ringbuf_fd(p->program), on_sample, ctx,
 				 &p->reader);
 	if (ret) {
 		snprintf(err, err_len, "cannot set up the sample reader: %s", strerror(-ret));
@@ -127,6 +128,9 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 	struct unwind_result result = { 0 };
 	int ret;
 
+	/* A drop notice: its weight, under [dropped samples], weighted as a kept sample. */
+	if (sample->flags & ALLOC_SAMPLE_DROPPED)
+		return alloc_profile__add_dropped(profile, sample);
 	if (!p->unwinder)
 		return alloc_profile__add(profile, sample);
 	ret = unwinder__unwind(p->unwinder, &input, p->opts.unwind, pcs,

@@ -64,6 +64,7 @@ int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out);
 
 /* Unwinds the sample's copied stack (with an unwinder), falling back to the allocator's saved
  * return address when the walk cannot get past the allocator, and adds the stack to profile.
+ * A drop notice (ALLOC_SAMPLE_DROPPED) adds its weight under ALLOC_PROFILE_DROPPED_FRAME.
  * 0, or -errno (out of memory) when the profile could not take it. */
 int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 			 const struct alloc_sample *sample);

@@ -61,6 +61,13 @@ struct {
 	__uint(max_entries, 8 << 20); /* resized by the agent before load */
 } samples SEC(".maps");
 
+/* Drop notices: a sample the samples ring had no room for still sends its weight here, so the
+ * agent's totals stay unbiased (struct alloc_drop). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, ALLOC_DROP_RING_BYTES);
+} dropped_samples SEC(".maps");
+
 /* Probe hits, one slot per CPU so the hot path never shares a cache line: what the agent
  * multiplies by the measured cost of a hit to report its overhead. */
 struct {
@@ -94,6 +101,28 @@ struct {
 	__type(value, struct usdt_probe_spec);
 } usdt_specs SEC(".maps");
 
+/* The samples ring had no room for a sampled allocation: send its weight as a drop notice.
+ * Only when that ring is full too is the sample lost without its weight (drops_unweighted). */
+static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 entry)
+{
+	struct alloc_drop *drop;
+
+	__sync_fetch_and_add(&counters.ringbuf_full, 1);
+	drop = bpf_ringbuf_reserve(&dropped_samples, sizeof(*drop), 0);
+	if (!drop) {
+		__sync_fetch_and_add(&counters.drops_unweighted, 1);
+		return;
+	}
+	drop->pid = bpf_get_current_pid_tgid() >> 32;
+	drop->entry = entry;
+	drop->size = size;
+	drop->weighted_bytes = weighted_bytes;
+	bpf_ringbuf_submit(drop, bpf_ringbuf_query(&dropped_samples, BPF_RB_AVAIL_DATA) >
+					 ALLOC_DROP_RING_BYTES / 4
+				 ? BPF_RB_FORCE_WAKEUP
+				 : BPF_RB_NO_WAKEUP);
+}
+
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -103,12 +132,15 @@ static __always_inline __u64 next_interval(void)
 
 /* Registers and the top of the user stack, for CFI unwinding in the agent. The copy is as
  * long as configured or, when the stack ends sooner (a read crossing the end of the mapping
- * fails), the longest halving of it that fits. Each size tried is a constant for the
- * verifier. */
+ * fails), the longest halving of it that fits, topped up with the smaller halvings that still
+ * fit after it (8 KiB, then 4 KiB at +8 KiB, 2 KiB at +12 KiB, ... down to 256 bytes): the copy
+ * reaches within 256 bytes of the stack's end, where main's caller and main often are. Each
+ * size and offset tried is a constant for the verifier (the configured size is). */
 static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sample *rec)
 {
 	__u64 sp = PT_REGS_SP(ctx);
 	__u32 size = stack_copy_size;
+	__u32 copied = 0;
 
 	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
 	rec->regs[ALLOC_REG_SP] = sp;
@@ -118,20 +150,21 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 	rec->regs[ALLOC_REG_R13] = ctx->r13;
 	rec->regs[ALLOC_REG_R14] = ctx->r14;
 	rec->regs[ALLOC_REG_R15] = ctx->r15;
-	rec->stack_copy_bytes = 0;
 	rec->flags = 0;
 #pragma unroll
-	for (int i = 0; i < 8; i++) {
+	for (int i = 0; i < 9; i++) {
 		__u32 try_size = size >> i;
 
 		if (try_size < 256 || try_size > ALLOC_MAX_STACK_COPY)
 			break;
-		if (bpf_probe_read_user(rec->stack_copy, try_size, (void *)sp) == 0) {
-			rec->stack_copy_bytes = try_size;
-			return;
-		}
+		if (copied > ALLOC_MAX_STACK_COPY - try_size || copied + try_size > size)
+			continue;
+		if (bpf_probe_read_user(rec->stack_copy + copied, try_size,
+					(void *)(sp + copied)) == 0)
+			copied += try_size;
 	}
-	if (size)
+	rec->stack_copy_bytes = copied;
+	if (size && !copied)
 		__sync_fetch_and_add(&counters.stack_copy_errors, 1);
 }
 
@@ -173,7 +206,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		return 0;
 	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
 	if (!rec) {
-		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		submit_drop(size, weighted_bytes, entry);
 		return 0;
 	}
 	pid_tgid = bpf_get_current_pid_tgid();

@@ -85,6 +85,24 @@ struct alloc_sample {
  * rule, unreadable memory, or UNWIND_MAX_FRAMES reached). */
 #define ALLOC_SAMPLE_TRUNCATED 2u
 
+/* A record the agent made from a drop notice (struct alloc_drop), not from the ring: no stack,
+ * only the pid, size, entry and weight, which go under ALLOC_PROFILE_DROPPED_FRAME. */
+#define ALLOC_SAMPLE_DROPPED 4u
+
+/* A sampled allocation the samples ring had no room for: what the program sends instead,
+ * through a small ring of its own, so that the agent still counts its weight (under a
+ * "[dropped samples]" frame) and totals stay unbiased. 24 bytes: 32 with the ring's header. */
+struct alloc_drop {
+	__u32 pid;               /* tgid */
+	__u32 entry;             /* enum alloc_entry */
+	__u64 size;              /* requested bytes (0 counted as 1) */
+	__u64 weighted_bytes;    /* as in struct alloc_sample: 0 but on the cooperative path */
+};
+
+/* The drop notices' ring: 16384 notices, a burst of 16384 samples the samples ring missed
+ * between two drains. */
+#define ALLOC_DROP_RING_BYTES (512 * 1024)
+
 /* In-kernel unwinding (bpf/unwind.bpf.h; tables built by agent/symbolize/unwind_tables.c).
  * Each ELF file's CFI becomes sorted rows, one per pc range, in one global array shared by
  * every process mapping the file; each process has a sorted list of its executable file
@@ -166,7 +184,9 @@ _Static_assert((ALLOC_RINGBUF_MIN_BYTES & (ALLOC_RINGBUF_MIN_BYTES - 1)) == 0,
 /* Kept by the program on the sampled path only; read by the agent from the skeleton's .bss. */
 struct alloc_counters {
 	__u64 samples;           /* records submitted */
-	__u64 ringbuf_full;      /* sampled allocations lost: the ring buffer had no room */
+	__u64 ringbuf_full;      /* sampled allocations the samples ring had no room for: each
+				    sent a drop notice instead (their weight is kept) unless
+				    counted in drops_unweighted too */
 	__u64 stack_errors;      /* samples whose frame-pointer walk failed */
 	__u64 caller_errors;     /* samples whose caller could not be read at *sp */
 	__u64 storage_errors;    /* allocations not counted: no per-thread countdown could be made */
@@ -180,6 +200,8 @@ struct alloc_counters {
 	__u64 unwind_fallbacks;  /* samples sent with a stack copy instead: no table for the
 				    process or its leaf (the agent unwinds them with libdw) */
 	__u64 unwind_truncated;  /* kernel walks that stopped before the outermost frame */
+	__u64 drops_unweighted;  /* of ringbuf_full, those whose drop notice was lost too (its
+				    ring was full as well): their weight is lost */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned

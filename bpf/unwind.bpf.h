@@ -222,7 +222,7 @@ static long unwind_step(__u32 index, void *ctx)
 }
 
 /* Walks the sampled thread's stack and sends the record. Returns true when sent (or lost to
- * a full ring, counted), false when the caller should send a stack copy instead. */
+ * a full ring: sent as a drop notice), false when the caller should send a stack copy instead. */
 static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
 					 __u32 entry, bool at_entry)
 {
@@ -286,7 +286,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 			       bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
 				       ? BPF_RB_FORCE_WAKEUP
 				       : BPF_RB_NO_WAKEUP)) {
-		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		submit_drop(size, weighted_bytes, entry);
 		return true;
 	}
 	__sync_fetch_and_add(&counters.samples, 1);

@@ -349,6 +349,11 @@ int alloc_program__ringbuf_fd(const struct alloc_program *prog)
 	return bpf_map__fd(prog->skel->maps.samples);
 }
 
+int alloc_program__drop_ringbuf_fd(const struct alloc_program *prog)
+{
+	return bpf_map__fd(prog->skel->maps.dropped_samples);
+}
+
 int alloc_program__unwind_rows_fd(const struct alloc_program *prog)
 {
 	return bpf_map__fd(prog->skel->maps.unwind_rows);

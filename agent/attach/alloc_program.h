@@ -62,6 +62,8 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
 			     uint64_t *cookie);
 int alloc_program__ringbuf_fd(const struct alloc_program *prog);
+/* The drop notices' ring (struct alloc_drop): samples the samples ring had no room for. */
+int alloc_program__drop_ringbuf_fd(const struct alloc_program *prog);
 /* The in-kernel unwinder's maps (unwind_tables.h): the rows array and its size, the
  * per-process mapping lists. */
 int alloc_program__unwind_rows_fd(const struct alloc_program *prog);

@@ -1,7 +1,9 @@
 /* Ring buffer draining through libbpf's consumer; the record layout is checked here once so
- * later stages can trust it. */
+ * later stages can trust it. Drop notices, from a ring of their own, become records with
+ * ALLOC_SAMPLE_DROPPED and no stack, handed to the same handler. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <bpf/libbpf.h>
 
@@ -12,6 +14,7 @@ struct sample_reader {
 	sample_handler_fn handler;
 	void *ctx;
 	uint64_t malformed;
+	struct alloc_sample drop; /* the record a drop notice becomes (no stack copy) */
 };
 
 static int on_record(void *ctx, void *data, size_t size)
@@ -25,7 +28,27 @@ static int on_record(void *ctx, void *data, size_t size)
 	return reader->handler(data, reader->ctx);
 }
 
-int sample_reader__new(int ringbuf_fd, sample_handler_fn handler, void *ctx,
+static int on_drop(void *ctx, void *data, size_t size)
+{
+	struct sample_reader *reader = ctx;
+	const struct alloc_drop *drop = data;
+	struct alloc_sample *rec = &reader->drop;
+
+	if (size < sizeof(*drop)) {
+		reader->malformed++;
+		return 0;
+	}
+	memset(rec, 0, sizeof(*rec));
+	rec->pid = drop->pid;
+	rec->tid = drop->pid;
+	rec->size = drop->size;
+	rec->weighted_bytes = drop->weighted_bytes;
+	rec->entry = drop->entry;
+	rec->flags = ALLOC_SAMPLE_DROPPED;
+	return reader->handler(rec, reader->ctx);
+}
+
+int sample_reader__new(int ringbuf_fd, int drop_ringbuf_fd, sample_handler_fn handler, void *ctx,
 		       struct sample_reader **out)
 {
 	struct sample_reader *reader = calloc(1, sizeof(*reader));
@@ -41,6 +64,14 @@ int sample_reader__new(int ringbuf_fd, sample_handler_fn handler, void *ctx,
 
 		free(reader);
 		return ret ? ret : -EINVAL;
+	}
+	if (drop_ringbuf_fd >= 0) {
+		int ret = ring_buffer__add(reader->ring, drop_ringbuf_fd, on_drop, reader);
+
+		if (ret) {
+			sample_reader__free(reader);
+			return ret;
+		}
 	}
 	*out = reader;
 	return 0;

@@ -10,10 +10,13 @@
 
 struct sample_reader;
 
-/* Called once per record, in submission order; a negative return stops the drain. */
+/* Called once per record, in submission order (drop notices in theirs); a negative return
+ * stops the drain. */
 typedef int (*sample_handler_fn)(const struct alloc_sample *sample, void *ctx);
 
-int sample_reader__new(int ringbuf_fd, sample_handler_fn handler, void *ctx,
+/* drop_ringbuf_fd (or -1): the drop notices' ring; each notice reaches the handler as a
+ * record with ALLOC_SAMPLE_DROPPED, pid, size, entry and weighted_bytes only. */
+int sample_reader__new(int ringbuf_fd, int drop_ringbuf_fd, sample_handler_fn handler, void *ctx,
 		       struct sample_reader **out);
 void sample_reader__free(struct sample_reader *reader);
 

@@ -144,6 +144,10 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		metrics_text__sample(t, "allocscope_samples_dropped_total",
 				     (const char *const[]){ "reason", drops[i].reason, NULL },
 				     (double)drops[i].value);
+	counter(t, "allocscope_samples_dropped_weight_kept_total",
+		"Of the samples dropped for a full ring buffer, those whose weight the profiles "
+		"keep under [dropped samples]; the rest were lost with their weight.",
+		(double)m->dropped_weight_kept);
 	metrics_text__family(t, "allocscope_stacks_degraded_total", "counter",
 			     "Samples whose stack is incomplete, by reason.");
 	const struct {

@@ -32,6 +32,7 @@ struct self_metrics {
 	uint64_t samples;
 	uint64_t dropped_ringbuf_full, dropped_out_of_memory, dropped_malformed,
 		dropped_unattributed;
+	uint64_t dropped_weight_kept; /* drop notices: ringbuf_full drops whose weight is kept */
 	uint64_t degraded_frame_pointer_walk, degraded_caller_unreadable, degraded_no_stack_copy,
 		degraded_truncated;
 	uint64_t allocations_uncounted;

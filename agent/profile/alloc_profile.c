@@ -22,6 +22,8 @@
 #include "util/grow.h"
 
 #define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
+/* The frame address that stands for ALLOC_PROFILE_DROPPED_FRAME: no user pc is this. */
+#define DROPPED_PC UINT64_MAX
 /* Labels a sample may carry: service_name, hostname and the configured static labels. */
 #define ALLOC_PROFILE_MAX_LABELS 24
 
@@ -38,6 +40,13 @@ struct stack_record {
 	uint64_t frames[];
 };
 
+/* The weight of a process's dropped samples (drop notices), placed at encoding time. */
+struct dropped_weight {
+	uint32_t pid;
+	uint64_t samples;
+	double bytes, objects;
+};
+
 /* A process's executable as /proc/PID/exe named it when last read. */
 struct process_executable {
 	uint32_t pid;
@@ -52,6 +61,8 @@ struct alloc_profile {
 	struct stack_record **stacks; /* insertion order, for deterministic output */
 	size_t n_stacks, cap_stacks;
 	struct alloc_profile_totals totals;
+	struct dropped_weight *drops; /* one per process with drop notices */
+	size_t n_drops, cap_drops;
 	/* Executables of the processes whose stacks were added, for leaf_in_executable. */
 	struct process_executable *executables;
 	size_t n_executables, cap_executables;
@@ -123,6 +134,7 @@ void alloc_profile__free(struct alloc_profile *profile)
 	for (size_t i = 0; i < profile->n_executables; i++)
 		free(profile->executables[i].path);
 	free(profile->executables);
+	free(profile->drops);
 	free(profile->sites);
 	free(profile->site_names);
 	if (profile->has_skip_frames)
@@ -327,23 +339,148 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 	return 0;
 }
 
+/* The bytes a sample of size stands for: bytes / p, p = 1 - exp(-size/R). */
+static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t size)
+{
+	double p = sampling_probability(size, profile->sample_rate);
+
+	return (double)(size ? size : 1) / p;
+}
+
+/* What a sample stands for: the weight the cooperative path's sampler gave it, or the
+ * kernel's own sampling's. Kept samples and drop notices alike. */
+static double sample_weight(const struct alloc_profile *profile, const struct alloc_sample *sample)
+{
+	if (sample->weighted_bytes)
+		return (double)sample->weighted_bytes;
+	return kernel_sample_weight(profile, sample->size);
+}
+
 int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
 			     size_t n_frames, uint64_t size)
 {
-	double p = sampling_probability(size, profile->sample_rate);
-	double bytes = (double)(size ? size : 1);
-
-	return alloc_profile__add_weighted_stack(profile, pid, frames, n_frames, size, bytes / p);
+	return alloc_profile__add_weighted_stack(profile, pid, frames, n_frames, size,
+						 kernel_sample_weight(profile, size));
 }
 
 int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
 			       const uint64_t *frames, size_t n_frames)
 {
-	if (sample->weighted_bytes)
-		return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
-							 sample->size,
-							 (double)sample->weighted_bytes);
-	return alloc_profile__add_stack(profile, sample->pid, frames, n_frames, sample->size);
+	return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
+						 sample->size, sample_weight(profile, sample));
+}
+
+int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample)
+{
+	double weighted_bytes = sample_weight(profile, sample);
+	double objects = weighted_bytes / (double)(sample->size ? sample->size : 1);
+	struct dropped_weight *d = NULL;
+
+	for (size_t i = profile->n_drops; i > 0 && !d; i--)
+		if (profile->drops[i - 1].pid == sample->pid)
+			d = &profile->drops[i - 1];
+	if (!d) {
+		if (profile->n_drops == profile->cap_drops) {
+			size_t cap = profile->cap_drops ? profile->cap_drops * 2 : 8;
+			struct dropped_weight *grown =
+				realloc(profile->drops, cap * sizeof(*grown));
+
+			if (!grown)
+				return -ENOMEM;
+			profile->drops = grown;
+			profile->cap_drops = cap;
+		}
+		d = &profile->drops[profile->n_drops++];
+		*d = (struct dropped_weight){ .pid = sample->pid };
+	}
+	d->samples++;
+	d->bytes += weighted_bytes;
+	d->objects += objects;
+	profile->totals.samples++;
+	profile->totals.bytes += weighted_bytes;
+	profile->totals.objects += objects;
+	profile->totals.dropped_samples++;
+	profile->totals.dropped_bytes += weighted_bytes;
+	profile->totals.dropped_objects += objects;
+	return 0;
+}
+
+/* Whether the frame is a program's main (C's, or a Rust or C++ namespace's ::main). */
+static bool is_main_frame(const struct symbolized_frame *frame)
+{
+	const char *name = frame->function;
+	size_t len = name ? strlen(name) : 0;
+
+	return name && (strcmp(name, "main") == 0 ||
+			(len > 6 && strcmp(name + len - 6, "::main") == 0));
+}
+
+/* Whether two return addresses of pid are in the same function (not only the same call). */
+static bool same_function(struct alloc_profile *profile, uint32_t pid, uint64_t a, uint64_t b)
+{
+	struct symbolized_frame fa, fb;
+
+	if (a == b)
+		return true;
+	if (symbolizer__resolve(profile->symbolizer, pid, a, true, &fa) != 0 ||
+	    symbolizer__resolve(profile->symbolizer, pid, b, true, &fb) != 0)
+		return false;
+	return fa.mapping_key && fa.mapping_key == fb.mapping_key && fa.function_start &&
+	       fa.function_start == fb.function_start;
+}
+
+/* The stack a process's dropped samples go under: [DROPPED_PC, main, ..., outermost] when
+ * every stack of the process kept runs through the same functions from its outermost frame
+ * to main (the allocator's own frame left out), the frames (call sites) of the first such
+ * stack; else [DROPPED_PC] alone, at the root: a thread's stack or one cut short says a
+ * dropped sample may not have come from under main. A new record, the caller's. */
+static struct stack_record *dropped_record(struct alloc_profile *profile,
+					   const struct dropped_weight *d)
+{
+	const struct stack_record *first = NULL;
+	struct symbolized_frame frame;
+	struct stack_record *rec;
+	size_t keep = 0;
+
+	for (size_t i = 0; i < profile->n_stacks && !first && profile->symbolizer; i++)
+		if (profile->stacks[i]->pid == d->pid)
+			first = profile->stacks[i];
+	/* From the outermost frame in: the first main, the allocator's frame left out. */
+	for (size_t n = 0; first && n + 1 < first->n_frames && !keep; n++)
+		if (symbolizer__resolve(profile->symbolizer, d->pid,
+					first->frames[first->n_frames - 1 - n], true, &frame) == 0 &&
+		    is_main_frame(&frame))
+			keep = n + 1;
+	for (size_t i = 0; i < profile->n_stacks && keep; i++) {
+		const struct stack_record *s = profile->stacks[i];
+
+		if (s->pid != d->pid || s == first)
+			continue;
+		if (s->n_frames < keep + 1) {
+			keep = 0;
+			break;
+		}
+		for (size_t n = 0; n < keep; n++) {
+			if (!same_function(profile, d->pid, s->frames[s->n_frames - 1 - n],
+					   first->frames[first->n_frames - 1 - n])) {
+				keep = 0;
+				break;
+			}
+		}
+	}
+	rec = calloc(1, sizeof(*rec) + (keep + 1) * sizeof(rec->frames[0]));
+	if (!rec)
+		return NULL;
+	rec->pid = d->pid;
+	rec->n_frames = (uint32_t)(keep + 1);
+	rec->frames[0] = DROPPED_PC;
+	if (keep)
+		memcpy(&rec->frames[1], &first->frames[first->n_frames - keep],
+		       keep * sizeof(rec->frames[0]));
+	rec->bytes = d->bytes;
+	rec->objects = d->objects;
+	rec->samples = d->samples;
+	return rec;
 }
 
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample)
@@ -578,8 +715,8 @@ int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *o
 	*count = 0;
 	free(profile->sites);
 	free(profile->site_names);
-	profile->sites = calloc(profile->n_stacks + 1, sizeof(*profile->sites));
-	profile->site_names = calloc(profile->n_stacks + 1, sizeof(*profile->site_names));
+	profile->sites = calloc(profile->n_stacks + 2, sizeof(*profile->sites));
+	profile->site_names = calloc(profile->n_stacks + 2, sizeof(*profile->site_names));
 	if (!profile->sites || !profile->site_names)
 		return -ENOMEM;
 	for (size_t i = 0; i < profile->n_stacks; i++) {
@@ -598,6 +735,14 @@ int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *o
 		}
 		profile->sites[j].bytes += rec->bytes;
 		profile->sites[j].objects += rec->objects;
+	}
+	if (profile->totals.dropped_samples) {
+		snprintf(profile->site_names[n], sizeof(profile->site_names[n]), "%s",
+			 ALLOC_PROFILE_DROPPED_FRAME);
+		profile->sites[n].function = profile->site_names[n];
+		profile->sites[n].bytes = profile->totals.dropped_bytes;
+		profile->sites[n].objects = profile->totals.dropped_objects;
+		n++;
 	}
 	profile->n_sites = n;
 	qsort(profile->sites, n, sizeof(*profile->sites), compare_sites);
@@ -767,25 +912,29 @@ static void entry_table_free(struct entry_table *t)
 	free(t->buckets);
 }
 
-/* Groups the stacks into entries: one per stack, or with merge one per distinct code path
- * over all processes. Fills the mapping table as it goes. */
-static int group_stacks(struct alloc_profile *profile, struct mapping_table *mappings, bool merge,
+/* Groups the stacks (the profile's, then the dropped samples' records in extra) into entries:
+ * one per stack, or with merge one per distinct code path over all processes. Fills the
+ * mapping table as it goes. */
+static int group_stacks(struct alloc_profile *profile, struct stack_record *const *extra,
+			size_t n_extra, struct mapping_table *mappings, bool merge,
 			struct entry_table *t)
 {
 	struct frame_ref refs[MAX_FRAMES];
 	struct symbolized_frame frame;
+	size_t n_records = profile->n_stacks + n_extra;
 	bool added;
 
 	t->n_buckets = 64;
-	while (t->n_buckets < 2 * profile->n_stacks)
+	while (t->n_buckets < 2 * n_records)
 		t->n_buckets *= 2;
 	t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
-	t->entries = calloc(profile->n_stacks + 1, sizeof(*t->entries));
+	t->entries = calloc(n_records + 1, sizeof(*t->entries));
 	t->count = 0;
 	if (!t->buckets || !t->entries)
 		return -ENOMEM;
-	for (size_t i = 0; i < profile->n_stacks; i++) {
-		const struct stack_record *rec = profile->stacks[i];
+	for (size_t i = 0; i < n_records; i++) {
+		const struct stack_record *rec =
+			i < profile->n_stacks ? profile->stacks[i] : extra[i - profile->n_stacks];
 		uint64_t hash = hash_mix64(merge ? 0 : rec->pid + 1);
 		struct profile_entry *e;
 
@@ -794,7 +943,8 @@ static int group_stacks(struct alloc_profile *profile, struct mapping_table *map
 
 			refs[f].slot = UINT32_MAX;
 			refs[f].address = rec->frames[f];
-			if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
+			if (rec->frames[f] != DROPPED_PC &&
+			    symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
 						f > 0, &frame) == 0 &&
 			    frame.mapping_key)
 				slot = mapping_lookup(mappings,
@@ -858,6 +1008,18 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 	for (uint32_t i = 0; i < rec->n_frames; i++) {
 		uint64_t mapping_id = 0;
 
+		if (rec->frames[i] == DROPPED_PC) {
+			struct pprof_line line = { 0 };
+
+			line.function_id = pprof_builder__function(
+				builder, ALLOC_PROFILE_DROPPED_FRAME, NULL, NULL, 0);
+			location_ids[i] = line.function_id ? pprof_builder__location(
+								     builder, 0, DROPPED_PC, &line, 1)
+							   : 0;
+			if (!location_ids[i])
+				return -ENOMEM;
+			continue;
+		}
 		if (symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
 					&frame) != 0)
 			memset(&frame, 0, sizeof(frame));
@@ -1014,16 +1176,27 @@ static int build_pprof(struct alloc_profile *profile, const struct alloc_profile
 	struct mapping_table mappings = { 0 };
 	struct entry_table entries = { 0 };
 	struct pprof_builder *builder = NULL;
-	size_t total_frames = 0, kept;
+	struct stack_record **dropped = NULL;
+	size_t total_frames = 0, kept, n_dropped = 0;
 	uint64_t size = 0;
 	int ret;
 
 	*out = NULL;
 	for (size_t i = 0; i < profile->n_stacks; i++)
 		total_frames += profile->stacks[i]->n_frames;
+	ret = -ENOMEM;
+	if (profile->n_drops && !(dropped = calloc(profile->n_drops, sizeof(*dropped))))
+		goto out;
+	for (; n_dropped < profile->n_drops; n_dropped++) {
+		dropped[n_dropped] = dropped_record(profile, &profile->drops[n_dropped]);
+		if (!dropped[n_dropped])
+			goto out;
+		total_frames += dropped[n_dropped]->n_frames;
+	}
 	ret = mapping_table_init(&mappings, total_frames);
 	if (!ret)
-		ret = group_stacks(profile, &mappings, output->merge_processes, &entries);
+		ret = group_stacks(profile, dropped, n_dropped, &mappings, output->merge_processes,
+				   &entries);
 	if (ret)
 		goto out;
 	kept = entries.count;
@@ -1053,11 +1226,14 @@ static int build_pprof(struct alloc_profile *profile, const struct alloc_profile
 	if (!ret && output->result) {
 		output->result->samples = pprof_builder__sample_count(builder);
 		output->result->stacks_trimmed = entries.count - kept;
-		output->result->stacks_merged = profile->n_stacks - entries.count;
+		output->result->stacks_merged = profile->n_stacks + n_dropped - entries.count;
 	}
 out:
 	mapping_table_free(&mappings);
 	entry_table_free(&entries);
+	for (size_t i = 0; i < n_dropped; i++)
+		free(dropped[i]);
+	free(dropped);
 	if (ret) {
 		pprof_builder__free(builder);
 		return ret;

@@ -21,9 +21,11 @@ struct alloc_site {
 };
 
 struct alloc_profile_totals {
-	uint64_t samples;          /* records aggregated */
+	uint64_t samples;          /* records aggregated (drop notices included) */
 	uint64_t stacks;           /* distinct (pid, stack) pairs */
-	double bytes, objects;     /* estimates over everything */
+	double bytes, objects;     /* estimates over everything (dropped samples included) */
+	uint64_t dropped_samples;  /* drop notices: samples the ring had no room for */
+	double dropped_bytes, dropped_objects; /* their estimates, under the dropped frame */
 };
 
 /* sample_rate: the mean sampling interval R. The symbolizer resolves each new stack while its
@@ -52,6 +54,17 @@ int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc
 int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
 				      const uint64_t *frames, size_t n_frames, uint64_t size,
 				      double weighted_bytes);
+
+/* The function name under which the weight of samples the ring buffer had no room for is
+ * kept: the program sent a drop notice (pid, size, weight) instead of the sample. In the pprof
+ * it sits under the process's root frames down to main when every stack of the process kept
+ * goes through the same main frame, else at the root. */
+#define ALLOC_PROFILE_DROPPED_FRAME "[dropped samples]"
+
+/* A drop notice (sample->flags has ALLOC_SAMPLE_DROPPED): weighted exactly as a kept sample
+ * of its size (and weighted_bytes) would be, and kept under ALLOC_PROFILE_DROPPED_FRAME.
+ * 0 or -ENOMEM. */
+int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample);
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 

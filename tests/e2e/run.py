@@ -703,6 +703,7 @@ import count_once_tests  # noqa: E402,F401  (every entry point and alignment cou
 import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public names)
 import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact totals)
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
+import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
 
 
 def main():

@@ -538,6 +538,54 @@ out:
 
 /* Past max_samples the coldest stacks fold into one "(trimmed)" sample: the hottest stay as
  * they were and the totals are whole. */
+/* A drop notice weighs what a kept sample of its size would (both paths), counts in the
+ * totals, and is one sample under [dropped samples] in the pprof (no symbolizer: at the root). */
+static void test_dropped_samples_keep_their_weight(void)
+{
+	const uint64_t frames[] = { 0x1000, 0x2000 };
+	struct alloc_sample drop = { .pid = 1, .size = 3000, .flags = ALLOC_SAMPLE_DROPPED };
+	struct alloc_profile_output output = { .start_ns = 1, .duration_ns = 1 };
+	struct alloc_profile_totals kept, dropped;
+	struct alloc_profile *a, *b;
+	struct alloc_site sites[4];
+	struct decoded *d = NULL;
+	size_t n = 0;
+	bool seen = false;
+
+	CHECK(alloc_profile__new(RATE, NULL, &a) == 0);
+	CHECK(alloc_profile__new(RATE, NULL, &b) == 0);
+	CHECK(alloc_profile__add_stack(a, 1, frames, 2, 3000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(a, 1, frames, 2, 3000, 50000.0) == 0);
+	CHECK(alloc_profile__add_dropped(b, &drop) == 0);
+	drop.weighted_bytes = 50000;
+	CHECK(alloc_profile__add_dropped(b, &drop) == 0);
+	alloc_profile__totals(a, &kept);
+	alloc_profile__totals(b, &dropped);
+	CHECK(near(kept.bytes, dropped.bytes));
+	CHECK(near(kept.objects, dropped.objects));
+	CHECK_EQ_U64(dropped.samples, 2);
+	CHECK_EQ_U64(dropped.dropped_samples, 2);
+	CHECK(near(dropped.dropped_bytes, kept.bytes));
+	CHECK(alloc_profile__top_sites(b, sites, 4, &n) == 0);
+	CHECK_EQ_U64(n, 1);
+	if (n == 1) {
+		CHECK(strcmp(sites[0].function, ALLOC_PROFILE_DROPPED_FRAME) == 0);
+		CHECK(near(sites[0].bytes, kept.bytes));
+	}
+	d = encode_and_decode(b, &output);
+	if (!d)
+		goto out;
+	CHECK_EQ_U64(d->n_samples, 1);
+	for (size_t i = 0; i < d->n_samples; i++)
+		seen |= strcmp(leaf_name(d, i), ALLOC_PROFILE_DROPPED_FRAME) == 0 &&
+			d->bytes[i] == (int64_t)(kept.bytes + 0.5);
+	CHECK(seen);
+out:
+	decoded_free(d);
+	alloc_profile__free(a);
+	alloc_profile__free(b);
+}
+
 static void test_coldest_stacks_trimmed_totals_kept(void)
 {
 	struct alloc_profile_result result = { 0 };
@@ -688,6 +736,7 @@ int main(void)
 	RUN(test_both_paths_agree_for_the_same_weight);
 	RUN(test_allocation_site);
 	RUN(test_unnamed_frames_named_by_file_and_offset);
+	RUN(test_dropped_samples_keep_their_weight);
 	RUN(test_coldest_stacks_trimmed_totals_kept);
 	RUN(test_processes_merged_for_push);
 	return unit_summary("alloc_profile");

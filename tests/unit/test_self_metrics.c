@@ -55,6 +55,7 @@ static void test_snapshot_becomes_families(void)
 	struct self_metrics m = {
 		.samples = 1000,
 		.dropped_ringbuf_full = 7,
+		.dropped_weight_kept = 5,
 		.dropped_unattributed = 2,
 		.degraded_truncated = 5,
 		.probe_hits = 200,
@@ -75,6 +76,7 @@ static void test_snapshot_becomes_families(void)
 	CHECK(metrics_text__error(&t) == 0);
 	CHECK(sample(&t, "allocscope_samples_total") == 1000);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"ringbuf_full\"}") == 7);
+	CHECK(sample(&t, "allocscope_samples_dropped_weight_kept_total") == 5);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"unattributed\"}") == 2);
 	CHECK(sample(&t, "allocscope_stacks_degraded_total{reason=\"truncated\"}") == 5);
 	CHECK(sample(&t, "allocscope_probe_hits_total") == 200);
