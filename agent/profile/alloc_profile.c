@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,13 +349,35 @@ int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const 
 	return alloc_profile__add_weighted_stack(profile, pid, frames, n_frames, size, bytes / p);
 }
 
+/* The rate an in-process sampler used, from one of its samples: R = -size / ln(1 - size/weight).
+ * Only samples weighted at least twice their size (size <= R ln 2) tell it well: for much
+ * larger ones the weight is the size itself, rounded. */
+static void note_sampler_rate(struct alloc_profile *profile, uint64_t size, uint64_t weighted)
+{
+	struct alloc_profile_totals *t = &profile->totals;
+	double bytes = (double)(size ? size : 1), rate;
+
+	t->weighted_samples++;
+	if ((double)weighted < 2 * bytes)
+		return;
+	rate = -bytes / log1p(-bytes / (double)weighted);
+	if (!isfinite(rate) || rate <= 0)
+		return;
+	if (t->sampler_rate_min == 0 || rate < t->sampler_rate_min)
+		t->sampler_rate_min = rate;
+	if (rate > t->sampler_rate_max)
+		t->sampler_rate_max = rate;
+}
+
 int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
 			       const uint64_t *frames, size_t n_frames)
 {
-	if (sample->weighted_bytes)
+	if (sample->weighted_bytes) {
+		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
 		return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
 							 sample->size,
 							 (double)sample->weighted_bytes);
+	}
 	return alloc_profile__add_stack(profile, sample->pid, frames, n_frames, sample->size);
 }
 
