@@ -626,13 +626,23 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 
 static int write_profile(struct capture *cap, int64_t duration_ms)
 {
-	char line1[128], line2[256];
+	char line1[4 * PATH_MAX + 320], line2[256], how[4 * PATH_MAX + 256], rate[32];
 	const char *comments[] = { line1, line2, NULL };
-	size_t used = 0;
+	struct alloc_profile_totals totals;
+	size_t used = 0, n_coop;
 	int ret;
 
-	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
-		 (unsigned long long)cap->opts->sampling.sample_rate);
+	/* With an in-process sampler, its rate, not the period's (the agent's --sample-rate). */
+	in_process_sampler(cap, &n_coop);
+	if (n_coop) {
+		alloc_profile__totals(cap->profile, &totals);
+		units_format_size((double)cap->opts->sampling.sample_rate, rate, sizeof(rate));
+		snprintf(line1, sizeof(line1), "allocscope %s, %s", ALLOCSCOPE_VERSION,
+			 how_sampled(cap, &totals, rate, how, sizeof(how)));
+	} else {
+		snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes",
+			 ALLOCSCOPE_VERSION, (unsigned long long)cap->opts->sampling.sample_rate);
+	}
 	used = (size_t)snprintf(line2, sizeof(line2), "targets:");
 	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
 		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",

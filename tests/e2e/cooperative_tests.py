@@ -59,6 +59,8 @@ def cooperative_sampler_estimates_each_site(tmp):
     profile = Profile(out_path)
     profile.check_ids()
     assert [t for t, _ in profile.sample_types] == ["alloc_objects", "alloc_space"]
+    assert "sampled in-process by liballocscope-sampler.so at 64.00 KiB" in profile.comments[0], \
+        profile.comments
     check_sites(profile, parse_manifest(result.stdout), COOP_RATE)
     # The top table names real sites, not the sampler's own functions.
     assert "site_realloc" in result.stdout and "record_sample" not in result.stdout
