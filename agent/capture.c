@@ -260,7 +260,8 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 	t->cooperative = process_probes__cooperative(t->probes);
 	t->sampler[0] = '\0';
 	if (t->cooperative && process_probes__file_count(t->probes) == 1) {
-		const char *path = process_probes__file_at(t->probes, 0), *base = strrchr(path, '/');
+		const char *path = process_probes__file_at(t->probes, 0);
+		const char *base = strrchr(path, '/');
 
 		snprintf(t->sampler, sizeof(t->sampler), "%s", base ? base + 1 : path);
 	}
