@@ -332,8 +332,8 @@ static void describe_targets(const struct capture *cap)
 		snprintf(how, sizeof(how), "sampling in-process: the targets' own sampler fires "
 			 "otel_memory:alloc, each sample weighted at its rate");
 	else if (cooperative)
-		snprintf(how, sizeof(how), "sampling every %s on average, in-process in the targets "
-			 "that fire otel_memory:alloc", rate);
+		snprintf(how, sizeof(how), "sampling every %s on average (the targets that fire "
+			 "otel_memory:alloc sample in-process, at their sampler's own rate)", rate);
 	else
 		snprintf(how, sizeof(how), "sampling every %s on average", rate);
 	log_info("%s; %s", how,
