@@ -39,6 +39,10 @@ struct target {
 	char comm[64];
 	struct process_probes *probes;
 	char allocators[512]; /* "jemalloc in /usr/lib/.../libjemalloc.so.2": for the summary */
+	/* The cooperative path: the file name of the in-process sampler whose otel_memory:alloc
+	 * sites are probed ("liballocscope-sampler.so"; "" when in several files). */
+	bool cooperative;
+	char sampler[NAME_MAX + 1];
 };
 
 struct capture {
@@ -253,10 +257,43 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 		return ret;
 	}
 	describe_allocators(t->probes, t->allocators, sizeof(t->allocators));
+	t->cooperative = process_probes__cooperative(t->probes);
+	t->sampler[0] = '\0';
+	if (t->cooperative && process_probes__file_count(t->probes) == 1) {
+		const char *path = process_probes__file_at(t->probes, 0);
+		const char *base = strrchr(path, '/');
+
+		snprintf(t->sampler, sizeof(t->sampler), "%s", base ? base + 1 : path);
+	}
 	if (snapshot_now)
 		snapshot_process(cap, pid);
 	cap->n_targets++;
 	return 0;
+}
+
+/* A cooperative target's probes as they are: "1 USDT site (otel_memory:alloc) in
+ * /usr/local/lib/liballocscope-sampler.so, on a nop5". */
+static const char *usdt_sites(const struct process_probes *probes, char *buf, size_t len)
+{
+	size_t n = process_probes__count(probes), nop5 = process_probes__on_nop5(probes);
+	size_t stepped = process_probes__single_stepped(probes), nop = n - nop5 - stepped;
+	size_t used = (size_t)snprintf(buf, len, "%zu USDT site%s (otel_memory:alloc) in ", n,
+				       n == 1 ? "" : "s");
+
+	for (size_t k = 0; k < process_probes__file_count(probes) && used < len; k++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? ", " : "",
+					 process_probes__file_at(probes, k));
+	if (used >= len)
+		return buf;
+	if (n == 1)
+		snprintf(buf + used, len - used, ", %s",
+			 nop5 ? "on a nop5" : nop ? "on a nop" : "single-stepped (not a nop)");
+	else if (nop5 == n)
+		snprintf(buf + used, len - used, ", all on nop5s");
+	else
+		snprintf(buf + used, len - used, ": %zu on nop5s, %zu on nops, %zu single-stepped "
+			 "(not a nop)", nop5, nop, stepped);
+	return buf;
 }
 
 static void describe_targets(const struct capture *cap)
@@ -277,9 +314,14 @@ static void describe_targets(const struct capture *cap)
 			used += (size_t)snprintf(files + used, sizeof(files) - used, "%s%s (%s)",
 						 k ? ", " : "", process_probes__file_at(t->probes, k),
 						 process_probes__file_allocators(t->probes, k));
-		log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid, t->comm,
-			 process_probes__count(t->probes), files,
-			 stepped ? "some single-stepped (slower)" : "all on emulated instructions");
+		if (process_probes__cooperative(t->probes))
+			log_info("profiling pid %d (%s): %s", (int)t->pid, t->comm,
+				 usdt_sites(t->probes, files, sizeof(files)));
+		else
+			log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid,
+				 t->comm, process_probes__count(t->probes), files,
+				 stepped ? "some single-stepped (slower)"
+					 : "all on emulated instructions");
 		if (log_max_level >= LOG_DEBUG || stepped)
 			process_probes__describe(t->probes, stderr);
 	}
@@ -290,8 +332,8 @@ static void describe_targets(const struct capture *cap)
 		snprintf(how, sizeof(how), "sampling in-process: the targets' own sampler fires "
 			 "otel_memory:alloc, each sample weighted at its rate");
 	else if (cooperative)
-		snprintf(how, sizeof(how), "sampling every %s on average, in-process in the targets "
-			 "that fire otel_memory:alloc", rate);
+		snprintf(how, sizeof(how), "sampling every %s on average (the targets that fire "
+			 "otel_memory:alloc sample in-process, at their sampler's own rate)", rate);
 	else
 		snprintf(how, sizeof(how), "sampling every %s on average", rate);
 	log_info("%s; %s", how,
@@ -460,6 +502,59 @@ static void run_loop(struct capture *cap)
 		fputc('\n', stderr);
 }
 
+/* "liballocscope-sampler.so": the file the cooperative targets' otel_memory:alloc sites are
+ * in, when it is the same for all of them, else NULL; *n gets how many targets are
+ * cooperative. */
+static const char *in_process_sampler(const struct capture *cap, size_t *n)
+{
+	const char *name = NULL;
+	bool same = true;
+
+	*n = 0;
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		const struct target *t = &cap->targets[i];
+
+		if (!t->cooperative)
+			continue;
+		(*n)++;
+		if (!t->sampler[0] || (name && strcmp(name, t->sampler) != 0))
+			same = false;
+		name = t->sampler;
+	}
+	return same ? name : NULL;
+}
+
+/* How the samples were taken, for the summary's first line: the agent's rate, or for targets
+ * with an in-process sampler (the cooperative path) that sampler and the rate its samples'
+ * weights show (the agent's --sample-rate plays no part there). */
+static const char *how_sampled(const struct capture *cap, const struct alloc_profile_totals *t,
+			       const char *rate, char *buf, size_t len)
+{
+	char sampler[4 * PATH_MAX + 1] = "the targets' in-process samplers", low[32], high[32];
+	char at[96] = ", weights from the sampler";
+	size_t n_coop = 0, used = 0;
+	const char *name = in_process_sampler(cap, &n_coop);
+
+	if (!n_coop) {
+		snprintf(buf, len, "sample rate %s", rate);
+		return buf;
+	}
+	if (name)
+		log_escaped(sampler, name);
+	units_format_size(t->sampler_rate_min, low, sizeof(low));
+	units_format_size(t->sampler_rate_max, high, sizeof(high));
+	if (t->sampler_rate_min > 0 && t->sampler_rate_max <= t->sampler_rate_min * 1.01)
+		snprintf(at, sizeof(at), " at %s, as its weights show", high);
+	else if (t->sampler_rate_min > 0)
+		snprintf(at, sizeof(at), " at %s to %s, as their weights show", low, high);
+	if (n_coop < cap->n_targets)
+		used = (size_t)snprintf(buf, len, "sample rate %s; %zu of %zu processes ", rate,
+					n_coop, cap->n_targets);
+	if (used < len)
+		snprintf(buf + used, len - used, "sampled in-process by %s%s", sampler, at);
+	return buf;
+}
+
 static void print_summary(struct capture *cap, const struct alloc_counters *counters,
 			  int64_t duration_ms)
 {
@@ -467,6 +562,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	struct alloc_profile_totals totals;
 	size_t n = 0, rows = cap->opts->top;
 	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1], function[1024];
+	char sampling[4 * PATH_MAX + 256];
 
 	alloc_profile__totals(cap->profile, &totals);
 	units_format_size((double)cap->opts->sampling.sample_rate, rate, sizeof(rate));
@@ -476,10 +572,10 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	if (getrusage(RUSAGE_SELF, &usage) == 0)
 		agent_ms = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
 			   (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
-	printf("\nallocscope: %llu samples from %zu process%s in %.1fs (sample rate %s; agent CPU "
-	       "%.0f ms)\n",
+	printf("\nallocscope: %llu samples from %zu process%s in %.1fs (%s; agent CPU %.0f ms)\n",
 	       (unsigned long long)totals.samples, cap->n_targets, cap->n_targets == 1 ? "" : "es",
-	       duration_ms / 1000.0, rate, agent_ms);
+	       duration_ms / 1000.0, how_sampled(cap, &totals, rate, sampling, sizeof(sampling)),
+	       agent_ms);
 	/* Names and paths come from the targets: escaped like every logged name (log.h). */
 	for (size_t i = 0; i < cap->n_targets; i++)
 		printf("allocator of pid %d (%s): %s\n", (int)cap->targets[i].pid,
@@ -541,13 +637,23 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 
 static int write_profile(struct capture *cap, int64_t duration_ms)
 {
-	char line1[128], line2[256];
+	char line1[4 * PATH_MAX + 320], line2[256], how[4 * PATH_MAX + 256], rate[32];
 	const char *comments[] = { line1, line2, NULL };
-	size_t used = 0;
+	struct alloc_profile_totals totals;
+	size_t used = 0, n_coop;
 	int ret;
 
-	snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes", ALLOCSCOPE_VERSION,
-		 (unsigned long long)cap->opts->sampling.sample_rate);
+	/* With an in-process sampler, its rate, not the period's (the agent's --sample-rate). */
+	in_process_sampler(cap, &n_coop);
+	if (n_coop) {
+		alloc_profile__totals(cap->profile, &totals);
+		units_format_size((double)cap->opts->sampling.sample_rate, rate, sizeof(rate));
+		snprintf(line1, sizeof(line1), "allocscope %s, %s", ALLOCSCOPE_VERSION,
+			 how_sampled(cap, &totals, rate, how, sizeof(how)));
+	} else {
+		snprintf(line1, sizeof(line1), "allocscope %s, sample rate %llu bytes",
+			 ALLOCSCOPE_VERSION, (unsigned long long)cap->opts->sampling.sample_rate);
+	}
 	used = (size_t)snprintf(line2, sizeof(line2), "targets:");
 	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
 		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",

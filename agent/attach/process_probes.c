@@ -39,6 +39,8 @@ struct attached_probe {
 	uint64_t cookie;            /* what the probe reports: the entry kind, or for a USDT
 				       site ALLOC_COOKIE_USDT + its argument spec */
 	uint64_t semaphore_offset;  /* USDT: the semaphore the kernel raises (0: none) */
+	bool on_nop5;               /* USDT: the site is a 5-byte nop (the kernel may turn it
+				       into a call instead of a trap) */
 };
 
 /* Sites of otel_memory:alloc in one file: offsets and semaphores in the file, argument specs. */
@@ -543,8 +545,8 @@ static void release_probes(struct process_probes *probes)
 }
 
 /* What sits at a USDT site: a nop the kernel emulates (or, a 5-byte one, replaces with a call
- * on Linux 6.18), or something else, single-stepped. */
-static void usdt_site_placement(const char *open_path, uint64_t offset,
+ * on Linux 6.18), or something else, single-stepped. True for a 5-byte nop. */
+static bool usdt_site_placement(const char *open_path, uint64_t offset,
 				struct probe_placement *out)
 {
 	static const uint8_t nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
@@ -560,13 +562,16 @@ static void usdt_site_placement(const char *open_path, uint64_t offset,
 	out->emulated = true;
 	if (n == (ssize_t)sizeof(code) && memcmp(code, nop5, sizeof(nop5)) == 0) {
 		snprintf(out->insn_desc, sizeof(out->insn_desc), "nop5 (USDT)");
-	} else if (n >= 1 && code[0] == 0x90) {
+		return true;
+	}
+	if (n >= 1 && code[0] == 0x90) {
 		snprintf(out->insn_desc, sizeof(out->insn_desc), "nop (USDT)");
 	} else {
 		out->emulated = false;
 		snprintf(out->insn_desc, sizeof(out->insn_desc), "USDT site");
 		snprintf(out->reason, sizeof(out->reason), "the USDT site is not a nop");
 	}
+	return false;
 }
 
 /* The cooperative path: every otel_memory:alloc site in every file that has them. */
@@ -608,8 +613,8 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 				 "otel_memory");
 			probe->point.file_offset = cand->offsets[i];
 			probe->point.probed = true;
-			usdt_site_placement(cand->open_path, cand->offsets[i],
-					    &probe->point.placement);
+			probe->on_nop5 = usdt_site_placement(cand->open_path, cand->offsets[i],
+							     &probe->point.placement);
 			probe->semaphore_offset = cand->semaphores[i];
 			probes->count++;
 			file->count++;
@@ -756,6 +761,15 @@ size_t process_probes__single_stepped(const struct process_probes *probes)
 
 	for (size_t i = 0; i < probes->count; i++)
 		n += !probes->probes[i].point.placement.emulated;
+	return n;
+}
+
+size_t process_probes__on_nop5(const struct process_probes *probes)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < probes->count; i++)
+		n += probes->probes[i].on_nop5;
 	return n;
 }
 

@@ -52,6 +52,9 @@ const char *process_probes__file_allocators(const struct process_probes *probes,
 bool process_probes__cooperative(const struct process_probes *probes);
 /* How many probes sit on an instruction the kernel must single-step (each ~20x dearer). */
 size_t process_probes__single_stepped(const struct process_probes *probes);
+/* Cooperative probes: how many USDT sites are 5-byte nops (the rest are 1-byte nops, or
+ * single-stepped). */
+size_t process_probes__on_nop5(const struct process_probes *probes);
 /* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),
  * then the entry points left unprobed and the function that counts for each. */
 void process_probes__describe(const struct process_probes *probes, FILE *out);

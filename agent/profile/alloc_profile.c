@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,9 +364,31 @@ int alloc_profile__add_stack(struct alloc_profile *profile, uint32_t pid, const 
 						 kernel_sample_weight(profile, size));
 }
 
+/* The rate an in-process sampler used, from one of its samples: R = -size / ln(1 - size/weight).
+ * Only samples weighted at least twice their size (size <= R ln 2) tell it well: for much
+ * larger ones the weight is the size itself, rounded. */
+static void note_sampler_rate(struct alloc_profile *profile, uint64_t size, uint64_t weighted)
+{
+	struct alloc_profile_totals *t = &profile->totals;
+	double bytes = (double)(size ? size : 1), rate;
+
+	t->weighted_samples++;
+	if ((double)weighted < 2 * bytes)
+		return;
+	rate = -bytes / log1p(-bytes / (double)weighted);
+	if (!isfinite(rate) || rate <= 0)
+		return;
+	if (t->sampler_rate_min == 0 || rate < t->sampler_rate_min)
+		t->sampler_rate_min = rate;
+	if (rate > t->sampler_rate_max)
+		t->sampler_rate_max = rate;
+}
+
 int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
 			       const uint64_t *frames, size_t n_frames)
 {
+	if (sample->weighted_bytes)
+		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
 	return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
 						 sample->size, sample_weight(profile, sample));
 }
@@ -630,6 +653,24 @@ static bool skipped_function(const struct alloc_profile *profile, const char *fu
 	       is_wrapper_name(profile, function) || is_wrapper_name(profile, system_name);
 }
 
+/* The name of a frame nothing could name: the file it is in and the offset in that file,
+ * which stay the same across runs and processes (an absolute address does not), so that a
+ * flame graph shows its bytes under "libfoo.so+0x1a2b" rather than under no name at all. */
+static void unnamed_frame_name(const struct symbolized_frame *frame, uint64_t address, char *name,
+			       size_t len)
+{
+	const char *base;
+
+	if (!frame->map_path || address < frame->map_start) {
+		snprintf(name, len, "0x%" PRIx64, address);
+		return;
+	}
+	base = strrchr(frame->map_path, '/');
+	base = base && base[1] ? base + 1 : frame->map_path;
+	snprintf(name, len, "%s+0x%" PRIx64, base,
+		 address - frame->map_start + frame->map_file_offset);
+}
+
 /* The allocation site of a stack: the first function, from the leaf out and innermost inline
  * function first, that is neither the allocator nor a wrapper; the allocator frame itself when
  * there is nothing else. The allocator is its functions (is_allocator_name) and, when the leaf
@@ -684,16 +725,19 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 				continue;
 			}
 			snprintf(name, len, "%s", frame.function);
-		} else
-			snprintf(name, len, "0x%" PRIx64 "%s%s", rec->frames[i],
-				 ok && frame.map_path ? " in " : "",
-				 ok && frame.map_path ? frame.map_path : "");
+		} else if (ok) {
+			unnamed_frame_name(&frame, rec->frames[i], name, len);
+		} else {
+			snprintf(name, len, "0x%" PRIx64, rec->frames[i]);
+		}
 		return;
 	}
 	if (first_wrapper[0])
 		snprintf(name, len, "%s", first_wrapper);
 	else if (have_leaf && leaf.function)
 		snprintf(name, len, "%s", leaf.function);
+	else if (have_leaf && leaf.map_path)
+		unnamed_frame_name(&leaf, rec->frames[0], name, len);
 	else
 		snprintf(name, len, "(unknown)");
 }
@@ -830,24 +874,6 @@ static const void *file_key(const struct symbolized_frame *frame)
 	for (const char *c = frame->build_id ? frame->build_id : ""; *c; c++)
 		h = hash_combine(h, (unsigned char)*c);
 	return (const void *)(uintptr_t)(h | 1);
-}
-
-/* The name of a frame nothing could name: the file it is in and the offset in that file,
- * which stay the same across runs and processes (an absolute address does not), so that a
- * flame graph shows its bytes under "libfoo.so+0x1a2b" rather than under no name at all. */
-static void unnamed_frame_name(const struct symbolized_frame *frame, uint64_t address, char *name,
-			       size_t len)
-{
-	const char *base;
-
-	if (!frame->map_path || address < frame->map_start) {
-		snprintf(name, len, "0x%" PRIx64, address);
-		return;
-	}
-	base = strrchr(frame->map_path, '/');
-	base = base && base[1] ? base + 1 : frame->map_path;
-	snprintf(name, len, "%s+0x%" PRIx64, base,
-		 address - frame->map_start + frame->map_file_offset);
 }
 
 /* One pprof Location per frame address, with a Line per inline level, innermost first; a
@@ -1069,6 +1095,24 @@ static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_
 	return pprof_builder__add_sample(builder, &location_id, 1, values, NULL, 0);
 }
 
+/* The first-seen mapping of the first process's executable (the first process whose stacks
+ * were added), or NULL when no frame is in it. */
+static const void *executable_mapping(const struct alloc_profile *profile,
+				      struct mapping_table *mappings)
+{
+	const char *exe = profile->n_executables ? profile->executables[0].path : NULL;
+	bool added;
+
+	for (size_t i = 0; exe && i < mappings->count; i++) {
+		struct mapping_slot *slot = mapping_lookup(mappings, mappings->order[i], &added);
+
+		if (slot && !slot->first.unnamed_memory && slot->first.map_path &&
+		    strcmp(slot->first.map_path, exe) == 0)
+			return mappings->order[i];
+	}
+	return NULL;
+}
+
 /* A builder with the profile's header, the mappings and the first kept entries (the rest
  * folded into one trimmed sample). */
 static int build_entries(struct alloc_profile *profile, const struct alloc_profile_output *output,
@@ -1107,8 +1151,11 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	if (ret)
 		goto out;
 
-	/* pprof tools take the first mapping for "the" binary, so main's goes first, then the
-	 * others in the order they were seen. */
+	/* pprof tools take the first mapping for "the" binary ("File:" in go tool pprof), so the
+	 * program's executable goes first (of the first process, when processes are merged), then
+	 * the others in the order they were seen. Without a frame in the executable, the mapping
+	 * of a function named main, else the first seen. */
+	main_key = executable_mapping(profile, mappings);
 	for (size_t i = 0; i < entries->count && !main_key; i++) {
 		const struct stack_record *rec = entries->entries[i]->rec;
 		struct symbolized_frame frame;

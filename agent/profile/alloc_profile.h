@@ -26,6 +26,12 @@ struct alloc_profile_totals {
 	double bytes, objects;     /* estimates over everything (dropped samples included) */
 	uint64_t dropped_samples;  /* drop notices: samples the ring had no room for */
 	double dropped_bytes, dropped_objects; /* their estimates, under the dropped frame */
+	/* Samples that carried their own weight (an in-process sampler, the cooperative path),
+	 * and the sampler's mean interval R those weights imply, weight = size / (1 -
+	 * exp(-size/R)): the smallest and largest over the samples that can tell (0 when none
+	 * could: every one much larger than R). */
+	uint64_t weighted_samples;
+	double sampler_rate_min, sampler_rate_max;
 };
 
 /* sample_rate: the mean sampling interval R. The symbolizer resolves each new stack while its

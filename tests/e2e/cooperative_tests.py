@@ -41,15 +41,26 @@ def cooperative_sampler_estimates_each_site(tmp):
     result = run([ALLOCSCOPE, "--ringbuf-size", "256MiB", "-o", out_path, "--", ALLOC_SITES],
                  env=preloaded(COOP_RATE_ARG))
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    assert "otel_memory:alloc USDT, cooperative sampling" in result.stderr, result.stderr
+    assert "otel_memory:alloc USDT, cooperative sampling" in result.stdout, result.stdout[:600]
     assert "sampling in-process" in result.stderr, result.stderr
-    # Instead of the entry points, not beside them: no probe in libc.
-    attach_line = [line for line in result.stderr.splitlines() if "probes on" in line][0]
-    assert "libc.so.6" not in attach_line and "1 probes on" in attach_line, attach_line
+    # Instead of the entry points, not beside them: no probe in libc. The attach line says
+    # what the probe is: a USDT site on a 5-byte nop, not an emulated entry instruction.
+    attach_line = [line for line in result.stderr.splitlines() if "profiling pid" in line][0]
+    assert "libc.so.6" not in attach_line, attach_line
+    assert re.search(r": 1 USDT site \(otel_memory:alloc\) in \S+/liballocscope-sampler\.so, "
+                     r"on a nop5$", attach_line), attach_line
+    # The summary gives the rate the sampler used (its weights show it), not the agent's
+    # --sample-rate (512 KiB by default), which played no part.
+    assert re.search(r"samples from 1 process in [\d.]+s \(sampled in-process by "
+                     r"liballocscope-sampler\.so at 64\.00 KiB, as its weights show;",
+                     result.stdout), result.stdout[:600]
+    assert "sample rate" not in result.stdout.split("\n\n")[1], result.stdout[:600]
     assert "samples dropped" not in result.stdout, result.stdout
     profile = Profile(out_path)
     profile.check_ids()
     assert [t for t, _ in profile.sample_types] == ["alloc_objects", "alloc_space"]
+    assert "sampled in-process by liballocscope-sampler.so at 64.00 KiB" in profile.comments[0], \
+        profile.comments
     check_sites(profile, parse_manifest(result.stdout), COOP_RATE)
     # The top table names real sites, not the sampler's own functions.
     assert "site_realloc" in result.stdout and "record_sample" not in result.stdout
@@ -116,6 +127,11 @@ def cooperative_and_transparent_targets_in_one_capture(tmp):
     assert code == 0, stderr
     assert f"profiling pid {preload.pid}" in stderr and "otel_memory:alloc" in stderr, stderr
     assert re.search(rf"profiling pid {plain.pid} .*libc\.so\.6", stderr), stderr
+    # Each rate where it applies: the agent's for the probed process, the sampler's for the
+    # preloaded one.
+    assert re.search(r"\(sample rate 16\.00 KiB; 1 of 2 processes sampled in-process by "
+                     r"liballocscope-sampler\.so at 16\.00 KiB, as its weights show;", stdout), \
+        stdout[:600]
     profile = Profile(out_path)
     pids = {s["labels"].get("pid") for s in profile.samples}
     assert {preload.pid, plain.pid} <= pids, pids
@@ -170,7 +186,7 @@ def sampler_behind_an_executable_malloc_falls_back_to_entry_points(tmp):
     code, stdout, stderr = finish_allocscope(proc, seen)
     assert code == 0, stderr[-3000:]
     assert "its executable defines malloc" in stderr, stderr[-3000:]
-    assert "cooperative sampling" not in stderr
+    assert "USDT site" not in stderr and "cooperative sampling" not in stdout, stderr[-3000:]
     assert f"jemalloc in {exe}" in stdout, stdout
     profile = Profile(out_path)
     profile.check_ids()

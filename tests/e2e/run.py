@@ -222,6 +222,34 @@ def go_pprof_reads_the_profile(tmp):
 
 
 @test
+def stripped_executable_is_named_by_file_and_offset(tmp):
+    """A stripped executable (issue 13): the summary names its unnamed sites by file and file
+    offset, the same names in every run (not absolute addresses, which ASLR changes) and the
+    same as the profile's function names; the profile's first mapping (go tool pprof's
+    "File:") is the executable, not libc, though no frame is named main."""
+    stripped = os.path.join(tmp, "alloc_sites_stripped")
+    result = run(["strip", "--strip-all", "-o", stripped, ALLOC_SITES])
+    assert result.returncode == 0, result.stderr
+    runs = []
+    for i in range(2):
+        out_path = os.path.join(tmp, f"stripped{i}.pb.gz")
+        result = run([ALLOCSCOPE, "-r", "64KiB", "--top", "5", "-o", out_path, "--", stripped])
+        assert result.returncode == 0, result.stderr
+        sites = re.findall(r"^\s*[\d.]+ \S+\s+[\d.]+%\s+\d+\s+(\S.*)$", result.stdout,
+                           re.M)
+        assert sites, result.stdout
+        for site in sites:
+            assert re.fullmatch(r"alloc_sites_stripped\+0x[0-9a-f]+", site), result.stdout
+        profile = Profile(out_path)
+        names = {f["name"] for f in profile.functions}
+        assert set(sites) <= names, (sites, sorted(names)[:40])
+        assert profile.mappings[0]["filename"] == stripped, profile.mappings[:2]
+        runs.append(sites)
+    # The largest site (about 40% of the bytes, three times the next) is named the same.
+    assert runs[0][0] == runs[1][0], runs
+
+
+@test
 def untargeted_processes_are_not_profiled(tmp):
     out_path = os.path.join(tmp, "only.pb.gz")
     target = Workload([ALLOC_SITES])
