@@ -26,6 +26,7 @@
 
 #include "build_info.h"
 #include "daemon.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "pipeline.h"
 #include "attach/alloc_program.h"
@@ -112,22 +113,6 @@ struct daemon {
 	struct config_loader loader;
 	bool stop;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static size_t service_count(const struct daemon *d)
 {
@@ -254,7 +239,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 	log_debug("interval: %zu profiles written, %zu failed; %zu processes in %zu services",
 		  result.written, result.failed, process_count(d), stats.services);
 	d->interval_start_ms = now;
-	d->interval_start_wall_ns = wall_ns();
+	d->interval_start_wall_ns = (int64_t)wall_ns();
 }
 
 /* ---- self-metrics ------------------------------------------------------------------ */
@@ -803,7 +788,7 @@ static void run_loop(struct daemon *d)
 	struct epoll_event events[64];
 
 	while (!d->stop) {
-		int64_t now = now_ms();
+		int64_t now = monotonic_ms();
 		int64_t deadline = d->interval_start_ms + (int64_t)d->config->interval_ms;
 		int64_t retry = process_tracker__next_retry_ms(d->tracker);
 		int timeout;
@@ -835,7 +820,7 @@ static void run_loop(struct daemon *d)
 			else
 				process_tracker__on_epoll(d->tracker, tag);
 		}
-		now = now_ms();
+		now = monotonic_ms();
 		if (now >= d->next_drain_ms) {
 			drain_samples(d);
 			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
@@ -857,7 +842,7 @@ static void shut_down(struct daemon *d)
 	 * the profiles; then detach everything and wait until the kernel has let go. Samples that
 	 * arrive in between belong to no written profile and are not counted anywhere. */
 	if (d->tracker && d->pipeline && d->sinks)
-		flush_interval(d, now_ms());
+		flush_interval(d, monotonic_ms());
 	cancel_loader(d); /* a reload still loading is dropped */
 	if (d->loader.done_fd >= 0)
 		close(d->loader.done_fd);
@@ -983,15 +968,15 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 		log_error("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
-	d.interval_start_ms = now_ms();
-	d.interval_start_wall_ns = wall_ns();
+	d.interval_start_ms = monotonic_ms();
+	d.interval_start_wall_ns = (int64_t)wall_ns();
 	d.next_drain_ms = d.interval_start_ms + DRAIN_INTERVAL_MS;
 	process_tracker__scan(d.tracker);
 	/* Exec notices queued during the scan are handled in the loop; a process seen twice is
 	 * tracked once. */
 	/* Metrics first: whoever waits for "agent ready" may ask for them at once. */
 	publish_metrics(&d);
-	d.next_publish_ms = now_ms() + PUBLISH_INTERVAL_MS;
+	d.next_publish_ms = monotonic_ms() + PUBLISH_INTERVAL_MS;
 	units_format_size((double)pipeline__opts(d.pipeline)->sample_rate, rate, sizeof(rate));
 	log_info("agent ready: profiling %zu processes in %zu services, sampling every %s, "
 		 "a profile per service every %.0fs (configuration: %s)",

@@ -22,6 +22,8 @@
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
+#include "util/grow.h"
+#include "util/small_file.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -2382,52 +2384,22 @@ int config_load_string(const char *yaml, size_t len, const char *name, struct ag
  * CONFIG_FILE_MAX). */
 static int read_whole_file(const char *path, char **text, size_t *len)
 {
-	size_t used = 0, capacity = 4096;
-	char *buf, *grown;
-	ssize_t n;
-	int fd, ret = 0;
+	struct dynbuf buf;
+	int fd, ret;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	buf = malloc(capacity);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (;;) {
-		if (used + 1 >= capacity) {
-			if (capacity >= CONFIG_FILE_MAX) {
-				ret = -EFBIG;
-				break;
-			}
-			grown = realloc(buf, capacity * 2);
-			if (!grown) {
-				ret = -ENOMEM;
-				break;
-			}
-			buf = grown;
-			capacity *= 2;
-		}
-		n = read(fd, buf + used, capacity - used - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		used += (size_t)n;
-	}
+	dynbuf_init(&buf, CONFIG_FILE_MAX);
+	ret = small_file_read_all(fd, &buf);
+	if (ret == 0 && !buf.data)
+		ret = dynbuf_add(&buf, "", 0); /* an empty file is an empty text */
 	close(fd);
 	if (ret) {
-		free(buf);
+		dynbuf_free(&buf);
 		return ret;
 	}
-	buf[used] = '\0';
-	*text = buf;
-	*len = used;
+	*text = dynbuf_take(&buf, len);
 	return 0;
 }
 
