@@ -87,12 +87,17 @@ int unwinder__add_process(struct unwinder *u, pid_t pid);
  * new snapshot. Unknown pid: no-op. */
 void unwinder__remove_process(struct unwinder *u, pid_t pid);
 
-/* Has the kernel walk stacks (UNWIND_KERNEL): from now on every process added (and every
- * re-read of its maps) also builds the tables of its files and installs its mapping list in
- * the program's maps (rows_fd: the unwind_rows array of max_rows, procs_fd: unwind_procs).
- * -errno with a sentence in err. */
-int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, uint32_t max_rows,
-				char *err, size_t err_len);
+/* Has the kernel walk stacks: from now on every process added (and every re-read of its
+ * maps) also builds the tables of its files and installs its mapping list in the program's
+ * maps (rows_fd: the unwind_rows array of max_rows, procs_fd: unwind_procs, files_fd:
+ * unwind_files). -errno with a sentence in err. */
+int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, int files_fd,
+				uint32_t max_rows, char *err, size_t err_len);
+/* Builds the kernel table of the ELF file at path before any process maps it (a command's
+ * executable and libraries, before it execs), so the kernel walks its frames from the first
+ * sample. 0 (also without kernel tables), -ENOENT (no table: no usable CFI), -ENOEXEC, or the
+ * open's -errno. */
+int unwinder__prepare_file(struct unwinder *u, const char *path);
 struct unwind_tables_stats;
 /* The kernel tables' figures; zeros without them. */
 void unwinder__table_stats(const struct unwinder *u, struct unwind_tables_stats *out);
