@@ -63,11 +63,6 @@ struct {
 
 struct unwind_walk {
 	struct unwind_proc *proc; /* NULL: the agent has not installed the process's list */
-	/* The last mapping found outside the list: frames of one library come in runs, and
-	 * each lookup takes the mm's lock for reading (a trylock: when another thread holds it
-	 * for writing, the frame is cut short). No lookup count is kept: a counter in the
-	 * walk's state multiplied the verifier's states (loading took seconds). */
-	struct unwind_mapping found;
 	struct alloc_sample *rec; /* in the scratch buffer, with room for the frames */
 	__u64 ip, sp, bp;
 	__u32 n;        /* frames written */
@@ -172,10 +167,13 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
 }
 
 /* The kernel's mapping holding pc, with its file's table from unwind_files, into *out: 0, or
- * -1 when pc is not in a file the agent has a table for. A global function: the verifier
- * checks it (and bpf_find_vma's callback) once, not at every state of the walk that calls
- * it, which made loading take seconds. */
-__noinline int unwind_vma_mapping(__u64 pc, struct unwind_mapping *out)
+ * -1 when pc is not in a file the agent has a table for. The mm's lock is only tried: when
+ * another thread holds it for writing, the frame ends the walk. Nothing is cached in the walk
+ * (the process's list serves nearly every frame): a cached mapping or a lookup counter in the
+ * walk's state multiplied the verifier's states, and loading took seconds. Not a global
+ * function either: those are verified even when unreachable, and a kernel without
+ * bpf_find_vma (before 5.17) would then refuse the program in every unwind mode. */
+static __noinline int unwind_vma_mapping(__u64 pc, struct unwind_mapping *out)
 {
 	struct unwind_file_entry *file;
 	struct unwind_vma v = {};
@@ -200,9 +198,8 @@ __noinline int unwind_vma_mapping(__u64 pc, struct unwind_mapping *out)
 	return 0;
 }
 
-/* The mapping holding pc, copied into *out: from the process's list, else from the walk's
- * recent finds, else from the kernel's (unwind_vma_mapping). false when none is known
- * (out->row_count 0 also means no table). */
+/* The mapping holding pc, copied into *out: from the process's list, else from the kernel's
+ * (unwind_vma_mapping). false when none is known (out->row_count 0 also means no table). */
 static __always_inline bool unwind_mapping_for(struct unwind_walk *w, __u64 pc,
 					       struct unwind_mapping *out)
 {
@@ -212,14 +209,7 @@ static __always_inline bool unwind_mapping_for(struct unwind_walk *w, __u64 pc,
 		*out = *m;
 		return true;
 	}
-	if (pc >= w->found.start && pc < w->found.end) {
-		*out = w->found;
-		return true;
-	}
-	if (unwind_vma_mapping(pc, out) != 0)
-		return false;
-	w->found = *out;
-	return true;
+	return unwind_vma_mapping(pc, out) == 0;
 }
 
 static __always_inline bool unwind_read(__u64 addr, __u64 *value)
