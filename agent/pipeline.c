@@ -29,7 +29,7 @@ struct pipeline {
  * could be set up (the program loaded with the walk and the rows array could be mapped). */
 static bool wants_kernel_walk(enum unwind_mode mode)
 {
-	return mode == UNWIND_KERNEL;
+	return mode == UNWIND_KERNEL || mode == UNWIND_AUTO;
 }
 
 int pipeline__open(const struct sampling_opts *opts, const struct pipeline_caller *caller,

@@ -22,7 +22,8 @@
 #include "alloc.h"
 
 enum unwind_mode {
-	UNWIND_AUTO,  /* CFI where the code has it, the frame pointer elsewhere */
+	UNWIND_AUTO,  /* CFI where the code has it, the frame pointer elsewhere; the pipeline
+			 also has the kernel walk stacks where it can (pipeline.c) */
 	UNWIND_FP,    /* the rbp chain only (no ELF file is opened) */
 	UNWIND_DWARF, /* CFI only: the walk stops at the first frame without CFI */
 	UNWIND_KERNEL, /* the kernel walks the stack with tables built from CFI
