@@ -171,8 +171,8 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
  * another thread holds it for writing, the frame ends the walk. Nothing is cached in the walk
  * (the process's list serves nearly every frame): a cached mapping or a lookup counter in the
  * walk's state multiplied the verifier's states, and loading took seconds. Not a global
- * function either: those are verified even when unreachable, and a kernel without
- * bpf_find_vma (before 5.17) would then refuse the program in every unwind mode. */
+ * function either: kernels before 6.8 verify those even when unreachable, so one without
+ * bpf_find_vma (before 5.17) would refuse the program in every unwind mode. */
 static __noinline int unwind_vma_mapping(__u64 pc, struct unwind_mapping *out)
 {
 	struct unwind_file_entry *file;
