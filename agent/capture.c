@@ -249,6 +249,9 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 		close(t->pidfd);
 		return -EINVAL;
 	}
+	/* Its map and unwind tables first: the probes' first samples are walked in the kernel. */
+	if (snapshot_now)
+		snapshot_process(cap, pid);
 	ret = process_probes__attach(pipeline__program(cap->pipeline), pid, command, &t->probes,
 				     err, sizeof(err));
 	if (ret) {
@@ -265,8 +268,6 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 
 		snprintf(t->sampler, sizeof(t->sampler), "%s", base ? base + 1 : path);
 	}
-	if (snapshot_now)
-		snapshot_process(cap, pid);
 	cap->n_targets++;
 	return 0;
 }
@@ -424,6 +425,8 @@ static int start_command(struct capture *cap)
 		cap->child = 0;
 		return ret;
 	}
+	/* Its files' unwind tables, before it runs: the kernel walks its first samples too. */
+	pipeline__prepare_command(cap->pipeline, exe);
 	if (write(cs.go_pipe[1], "g", 1) != 1)
 		log_warn("cannot release the command: %s", strerror(errno));
 	close(cs.go_pipe[1]);

@@ -10,6 +10,7 @@
 #include "util/log.h"
 #include "pipeline.h"
 #include "attach/alloc_program.h"
+#include "attach/linked_files.h"
 #include "collect/sample_reader.h"
 #include "profile/alloc_profile.h"
 #include "symbolize/symbolizer.h"
@@ -21,7 +22,15 @@ struct pipeline {
 	struct unwinder *unwinder; /* NULL with unwind fp */
 	struct sample_reader *reader;
 	uint64_t truncated_unwinds;
+	bool kernel_tables; /* the kernel walks stacks where it has a table */
 };
+
+/* Whether the kernel walks stacks: always with --unwind kernel; with auto wherever the tables
+ * could be set up (the program loaded with the walk and the rows array could be mapped). */
+static bool wants_kernel_walk(enum unwind_mode mode)
+{
+	return mode == UNWIND_KERNEL || mode == UNWIND_AUTO;
+}
 
 int pipeline__open(const struct sampling_opts *opts, const struct pipeline_caller *caller,
 		   pipeline_sample_fn on_sample, void *ctx, struct pipeline **out, char *err,
@@ -33,7 +42,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.ringbuf_bytes = opts->ringbuf_bytes,
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
-		.kernel_unwind = opts->unwind == UNWIND_KERNEL,
+		.kernel_unwind = wants_kernel_walk(opts->unwind),
 	};
 	struct pipeline *p;
 	int ret;
@@ -52,8 +61,17 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 	p->opts = *opts;
 	p->opts.debuginfod_urls = NULL;
 	ret = alloc_program__load(&program_opts, &p->program, err, err_len);
+	if (ret && program_opts.kernel_unwind && opts->unwind == UNWIND_AUTO) {
+		/* auto: a kernel that cannot run the walk (no bpf_find_vma, Linux < 5.17) still
+		 * samples, with stack copies unwound here. */
+		log_info("the kernel cannot walk stacks (%s): copying stacks for unwinding instead",
+			 err);
+		program_opts.kernel_unwind = false;
+		ret = alloc_program__load(&program_opts, &p->program, err, err_len);
+	}
 	if (ret)
 		goto fail;
+	p->kernel_tables = program_opts.kernel_unwind;
 	ret = -ENOMEM;
 	p->symbolizer = symbolizer__new();
 	if (!p->symbolizer) {
@@ -73,11 +91,12 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 			goto fail;
 		}
 	}
-	/* --unwind kernel: the unwinder fills the program's tables for each process it meets. */
-	if (opts->unwind == UNWIND_KERNEL) {
+	/* The unwinder fills the program's tables for each process and file it meets. */
+	if (p->kernel_tables) {
 		ret = unwinder__use_kernel_tables(p->unwinder,
 						  alloc_program__unwind_rows_fd(p->program),
 						  alloc_program__unwind_procs_fd(p->program),
+						  alloc_program__unwind_files_fd(p->program),
 						  alloc_program__unwind_table_rows(p->program), err,
 						  err_len);
 		if (ret)
@@ -164,6 +183,28 @@ int pipeline__add_process(struct pipeline *p, pid_t pid)
 	if (ret == 0 && p->unwinder)
 		ret = unwinder__add_process(p->unwinder, pid);
 	return ret;
+}
+
+void pipeline__prepare_command(struct pipeline *p, const char *exe)
+{
+	struct linked_files files;
+	size_t i, built = 0;
+
+	if (!p->kernel_tables || linked_files__list(exe, &files) != 0)
+		return;
+	for (i = 0; i < files.count; i++) {
+		int ret = unwinder__prepare_file(p->unwinder, files.paths[i]);
+
+		if (ret == 0)
+			built++;
+		else
+			log_debug("no kernel unwind table for %s before it runs: %s (its samples "
+				  "carry a stack copy)",
+				  files.paths[i], strerror(-ret));
+	}
+	log_debug("kernel unwind tables for %zu of the %zu files %s will map", built, files.count,
+		  exe);
+	linked_files__free(&files);
 }
 
 void pipeline__remove_process(struct pipeline *p, pid_t pid)

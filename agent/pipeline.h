@@ -76,6 +76,11 @@ int pipeline__drain(struct pipeline *p);
 /* Snapshots pid's memory map in the symbolizer and the unwinder, so its samples still resolve
  * after it exits. 0 or -errno (-ESRCH: it is gone). */
 int pipeline__add_process(struct pipeline *p, pid_t pid);
+/* Builds the kernel unwind tables of the files the command exe will map (its executable and
+ * the libraries its loader will load), before it execs: its first samples are then walked in
+ * the kernel, not sent with a stack copy. Without kernel tables, or when the files cannot be
+ * listed, it does nothing (the tables come when the process is added). */
+void pipeline__prepare_command(struct pipeline *p, const char *exe);
 /* Forgets what pipeline__add_process kept for pid. */
 void pipeline__remove_process(struct pipeline *p, pid_t pid);
 

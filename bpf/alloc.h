@@ -153,6 +153,24 @@ struct unwind_proc {
 	struct unwind_mapping mappings[UNWIND_MAX_MAPPINGS];
 };
 
+/* A file's table as the walk finds it from a mapping the process's list does not hold (a
+ * library the loader mapped after the list was installed, a process with no list yet): the
+ * kernel names the mapping's file (bpf_find_vma), and the unwind_files map, keyed by its
+ * identity, says where its rows are and how its code segment is laid out, which gives the load
+ * bias: mapping start - file offset * page - code_delta. */
+struct unwind_file_key {
+	__u64 dev;   /* the kernel's encoding: major << 20 | minor */
+	__u64 inode;
+};
+
+struct unwind_file_entry {
+	__u32 row_first, row_count;
+	__u64 code_delta;           /* p_vaddr - p_offset of the file's code segment */
+	__u64 code_start, code_end; /* its ELF virtual addresses */
+};
+
+#define UNWIND_MAX_FILES 16384
+
 /* Frames a kernel walk may return (a power of two), and the rows of the global table (the
  * default: 16 bytes each, 16 MiB; the agent sizes the map before load). */
 #define UNWIND_MAX_FRAMES 512

@@ -5,9 +5,15 @@
  * reads two words per frame: the return address at CFA - 8 and, where the row says so, the
  * saved rbp. It runs in bpf_loop, one frame per iteration, up to UNWIND_MAX_FRAMES.
  *
- * Only the sampled path gets here. A process the agent has no list for, or a leaf in a
- * mapping without a table, is not walked: the caller sends the stack copy instead (counted as
- * a fallback). The frames are built in a per-CPU scratch record and sent with
+ * A pc outside the process's list (the loader mapped a library after the list was installed,
+ * or the process has no list yet: a command just exec'ed) is looked up in the kernel instead:
+ * bpf_find_vma names the mapping's file, and the file's table is found by its identity in
+ * unwind_files, which the agent fills as it builds tables (before a command execs, for the
+ * files it will map). So a process's first samples are walked too.
+ *
+ * Only the sampled path gets here. A leaf in a mapping without a table (none built, or the
+ * file is unknown) is not walked: the caller sends the stack copy instead (counted as a
+ * fallback). The frames are built in a per-CPU scratch record and sent with
  * bpf_ringbuf_output at their own length; uprobe programs can be preempted (not migrated), so
  * a rare interleaving of two samples on one CPU can garble one record's frames. */
 #ifndef ALLOCSCOPE_UNWIND_BPF_H
@@ -34,6 +40,14 @@ struct {
 	__type(value, struct unwind_proc);
 } unwind_procs SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UNWIND_MAX_FILES);
+	__type(key, struct unwind_file_key);
+	__type(value, struct unwind_file_entry);
+} unwind_files SEC(".maps");
+
 /* The record being built: the sample header, then (in its stack_copy[]) the frames. */
 struct unwind_scratch {
 	__u64 words[sizeof(struct alloc_sample) / 8 + UNWIND_MAX_FRAMES];
@@ -48,7 +62,7 @@ struct {
 } unwind_scratch_buf SEC(".maps");
 
 struct unwind_walk {
-	struct unwind_proc *proc;
+	struct unwind_proc *proc; /* NULL: the agent has not installed the process's list */
 	struct alloc_sample *rec; /* in the scratch buffer, with room for the frames */
 	__u64 ip, sp, bp;
 	__u32 n;        /* frames written */
@@ -129,6 +143,75 @@ static __always_inline struct unwind_row *unwind_find_row(__u32 first, __u32 cou
 	return bpf_map_lookup_elem(&unwind_rows, &key);
 }
 
+/* What bpf_find_vma's callback reports of the mapping holding a pc. */
+struct unwind_vma {
+	struct unwind_file_key key;
+	__u64 start, end, pgoff;
+	bool file;
+};
+
+static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
+{
+	struct unwind_vma *v = ctx;
+	struct inode *inode = BPF_CORE_READ(vma, vm_file, f_inode);
+
+	if (!inode)
+		return 0;
+	v->key.inode = BPF_CORE_READ(inode, i_ino);
+	v->key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	v->start = BPF_CORE_READ(vma, vm_start);
+	v->end = BPF_CORE_READ(vma, vm_end);
+	v->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	v->file = true;
+	return 0;
+}
+
+/* The kernel's mapping holding pc, with its file's table from unwind_files, into *out: 0, or
+ * -1 when pc is not in a file the agent has a table for. The mm's lock is only tried: when
+ * another thread holds it for writing, the frame ends the walk. Nothing is cached in the walk
+ * (the process's list serves nearly every frame): a cached mapping or a lookup counter in the
+ * walk's state multiplied the verifier's states, and loading took seconds. Not a global
+ * function either: kernels before 6.8 verify those even when unreachable, so one without
+ * bpf_find_vma (before 5.17) would refuse the program in every unwind mode. */
+static __noinline int unwind_vma_mapping(__u64 pc, struct unwind_mapping *out)
+{
+	struct unwind_file_entry *file;
+	struct unwind_vma v = {};
+	__u64 bias;
+
+	if (!out)
+		return -1;
+	if (bpf_find_vma(bpf_get_current_task_btf(), pc, unwind_vma_cb, &v, 0) || !v.file)
+		return -1;
+	file = bpf_map_lookup_elem(&unwind_files, &v.key);
+	if (!file)
+		return -1;
+	bias = v.start - v.pgoff * 4096 - file->code_delta;
+	/* Only the code segment's pages: other mappings of the file have other biases. */
+	if (pc - bias < file->code_start || pc - bias >= file->code_end)
+		return -1;
+	out->start = v.start;
+	out->end = v.end;
+	out->bias = bias;
+	out->row_first = file->row_first;
+	out->row_count = file->row_count;
+	return 0;
+}
+
+/* The mapping holding pc, copied into *out: from the process's list, else from the kernel's
+ * (unwind_vma_mapping). false when none is known (out->row_count 0 also means no table). */
+static __always_inline bool unwind_mapping_for(struct unwind_walk *w, __u64 pc,
+					       struct unwind_mapping *out)
+{
+	struct unwind_mapping *m = w->proc ? unwind_find_mapping(w->proc, pc) : NULL;
+
+	if (m) {
+		*out = *m;
+		return true;
+	}
+	return unwind_vma_mapping(pc, out) == 0;
+}
+
 static __always_inline bool unwind_read(__u64 addr, __u64 *value)
 {
 	return bpf_probe_read_user(value, sizeof(*value), (void *)addr) == 0;
@@ -143,7 +226,7 @@ static __always_inline bool unwind_read(__u64 addr, __u64 *value)
 static long unwind_step(__u32 index, void *ctx)
 {
 	struct unwind_walk *w = ctx;
-	struct unwind_mapping *m;
+	struct unwind_mapping m;
 	struct unwind_row *row;
 	__u64 lookup, cfa, ra, value;
 	__u32 n = w->n;
@@ -156,12 +239,12 @@ static long unwind_step(__u32 index, void *ctx)
 	w->n = n + 1;
 
 	lookup = w->activation ? w->ip : w->ip - 1;
-	m = unwind_find_mapping(w->proc, lookup);
-	if (!m || !m->row_count || lookup - m->bias > 0xffffffffull) {
+	if (!unwind_mapping_for(w, lookup, &m) || !m.row_count ||
+	    lookup - m.bias > 0xffffffffull) {
 		w->truncated = true;
 		return 1;
 	}
-	row = unwind_find_row(m->row_first, m->row_count, (__u32)(lookup - m->bias));
+	row = unwind_find_row(m.row_first, m.row_count, (__u32)(lookup - m.bias));
 	if (!row) {
 		w->truncated = true;
 		return 1;
@@ -231,19 +314,18 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, zero = 0, n;
 	struct unwind_scratch *scratch;
-	struct unwind_mapping *m;
+	struct unwind_mapping m;
 
 	w.proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
 	scratch = bpf_map_lookup_elem(&unwind_scratch_buf, &zero);
-	if (!w.proc || !scratch)
+	if (!scratch)
 		goto fallback;
 	w.ip = PT_REGS_IP(ctx);
 	w.sp = PT_REGS_SP(ctx);
 	w.bp = ctx->bp;
 	w.bp_known = true;
 	w.activation = true;
-	m = unwind_find_mapping(w.proc, w.ip);
-	if (!m || !m->row_count)
+	if (!unwind_mapping_for(&w, w.ip, &m) || !m.row_count)
 		goto fallback;
 
 	rec = (struct alloc_sample *)scratch->words;

@@ -68,6 +68,28 @@ struct task_struct {
 	const struct cred *real_cred;
 };
 
+/* What the in-kernel unwinder reads of a mapping it meets outside the process's list: the
+ * mapped file's identity, as /proc/PID/maps shows it (unwind.bpf.h). */
+struct super_block {
+	__u32 s_dev;
+};
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
+struct file {
+	struct inode *f_inode;
+};
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+};
+
 #pragma clang attribute pop
 
 #endif

@@ -364,6 +364,11 @@ uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog)
 	return bpf_map__max_entries(prog->skel->maps.unwind_rows);
 }
 
+int alloc_program__unwind_files_fd(const struct alloc_program *prog)
+{
+	return bpf_map__fd(prog->skel->maps.unwind_files);
+}
+
 int alloc_program__unwind_procs_fd(const struct alloc_program *prog)
 {
 	return bpf_map__fd(prog->skel->maps.unwind_procs);

@@ -69,6 +69,7 @@ int alloc_program__drop_ringbuf_fd(const struct alloc_program *prog);
 int alloc_program__unwind_rows_fd(const struct alloc_program *prog);
 uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog);
 int alloc_program__unwind_procs_fd(const struct alloc_program *prog);
+int alloc_program__unwind_files_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
 /* Allocator calls that hit a probe, summed over CPUs. */
 uint64_t alloc_program__probe_hits(const struct alloc_program *prog);

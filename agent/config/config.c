@@ -495,7 +495,7 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a service name of 1 to %d bytes", SERVICE_NAME_MAX);
 		break;
 	case KEY_UNWIND:
-		snprintf(buf, len, "an unwind mode (auto, dwarf or fp)");
+		snprintf(buf, len, "an unwind mode (auto, kernel, dwarf or fp)");
 		break;
 	case KEY_LOG_LEVEL:
 		snprintf(buf, len, "a log level (error, warn, info or debug)");

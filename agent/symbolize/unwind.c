@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -951,12 +952,43 @@ void unwinder__free(struct unwinder *u)
 	free(u);
 }
 
-int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, uint32_t max_rows,
-				char *err, size_t err_len)
+int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, int files_fd,
+				uint32_t max_rows, char *err, size_t err_len)
 {
 	if (!u || u->tables)
 		return -EINVAL;
-	return unwind_tables__new(rows_fd, procs_fd, max_rows, &u->tables, err, err_len);
+	return unwind_tables__new(rows_fd, procs_fd, files_fd, max_rows, &u->tables, err, err_len);
+}
+
+int unwinder__prepare_file(struct unwinder *u, const char *path)
+{
+	struct stat st;
+	Elf *elf;
+	int fd, ret;
+
+	if (!u || !path)
+		return -EINVAL;
+	if (!u->tables)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		ret = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+		close(fd);
+		return ret;
+	}
+	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	if (!elf || elf_kind(elf) != ELF_K_ELF) {
+		elf_end(elf);
+		close(fd);
+		return -ENOEXEC;
+	}
+	ret = unwind_tables__add_file(u->tables, elf, major(st.st_dev), minor(st.st_dev),
+				      st.st_ino);
+	elf_end(elf);
+	close(fd);
+	return ret;
 }
 
 void unwinder__table_stats(const struct unwinder *u, struct unwind_tables_stats *out)

@@ -22,7 +22,8 @@
 #include "alloc.h"
 
 enum unwind_mode {
-	UNWIND_AUTO,  /* CFI where the code has it, the frame pointer elsewhere */
+	UNWIND_AUTO,  /* CFI where the code has it, the frame pointer elsewhere; the pipeline
+			 also has the kernel walk stacks where it can (pipeline.c) */
 	UNWIND_FP,    /* the rbp chain only (no ELF file is opened) */
 	UNWIND_DWARF, /* CFI only: the walk stops at the first frame without CFI */
 	UNWIND_KERNEL, /* the kernel walks the stack with tables built from CFI
@@ -87,12 +88,17 @@ int unwinder__add_process(struct unwinder *u, pid_t pid);
  * new snapshot. Unknown pid: no-op. */
 void unwinder__remove_process(struct unwinder *u, pid_t pid);
 
-/* Has the kernel walk stacks (UNWIND_KERNEL): from now on every process added (and every
- * re-read of its maps) also builds the tables of its files and installs its mapping list in
- * the program's maps (rows_fd: the unwind_rows array of max_rows, procs_fd: unwind_procs).
- * -errno with a sentence in err. */
-int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, uint32_t max_rows,
-				char *err, size_t err_len);
+/* Has the kernel walk stacks: from now on every process added (and every re-read of its
+ * maps) also builds the tables of its files and installs its mapping list in the program's
+ * maps (rows_fd: the unwind_rows array of max_rows, procs_fd: unwind_procs, files_fd:
+ * unwind_files). -errno with a sentence in err. */
+int unwinder__use_kernel_tables(struct unwinder *u, int rows_fd, int procs_fd, int files_fd,
+				uint32_t max_rows, char *err, size_t err_len);
+/* Builds the kernel table of the ELF file at path before any process maps it (a command's
+ * executable and libraries, before it execs), so the kernel walks its frames from the first
+ * sample. 0 (also without kernel tables), -ENOENT (no table: no usable CFI), -ENOEXEC, or the
+ * open's -errno. */
+int unwinder__prepare_file(struct unwinder *u, const char *path);
 struct unwind_tables_stats;
 /* The kernel tables' figures; zeros without them. */
 void unwinder__table_stats(const struct unwinder *u, struct unwind_tables_stats *out);

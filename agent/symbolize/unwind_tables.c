@@ -451,6 +451,7 @@ struct table_file {
 	uint32_t dev_major, dev_minor;
 	uint64_t inode;
 	bool failed;       /* no table could be built: not tried again */
+	bool in_files_map; /* has an entry in unwind_files (its code segment is known) */
 	uint32_t first, count;
 	size_t users;      /* processes mapping it */
 	uint64_t last_used; /* tick of its last release */
@@ -467,7 +468,7 @@ struct table_proc {
 };
 
 struct unwind_tables {
-	int rows_fd, procs_fd;
+	int rows_fd, procs_fd, files_fd;
 	struct unwind_row *rows; /* the mmapped array */
 	size_t map_bytes;
 	uint32_t max_rows;
@@ -482,8 +483,8 @@ struct unwind_tables {
 	struct unwind_proc *scratch; /* the value written to the procs map */
 };
 
-int unwind_tables__new(int rows_fd, int procs_fd, uint32_t max_rows, struct unwind_tables **out,
-		       char *err, size_t err_len)
+int unwind_tables__new(int rows_fd, int procs_fd, int files_fd, uint32_t max_rows,
+		       struct unwind_tables **out, char *err, size_t err_len)
 {
 	struct unwind_tables *t;
 	int ret;
@@ -494,6 +495,7 @@ int unwind_tables__new(int rows_fd, int procs_fd, uint32_t max_rows, struct unwi
 		return -ENOMEM;
 	t->rows_fd = rows_fd;
 	t->procs_fd = procs_fd;
+	t->files_fd = files_fd;
 	t->max_rows = max_rows;
 	t->map_bytes = ((size_t)max_rows * sizeof(struct unwind_row) + 4095) & ~(size_t)4095;
 	t->rows = mmap(NULL, t->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, rows_fd, 0);
@@ -501,7 +503,7 @@ int unwind_tables__new(int rows_fd, int procs_fd, uint32_t max_rows, struct unwi
 		ret = -errno;
 		snprintf(err, err_len,
 			 "cannot map the unwind table array (%s): the kernel must allow "
-			 "mmap of BPF arrays (Linux 5.5+); use --unwind auto",
+			 "mmap of BPF arrays (Linux 5.5+); use --unwind dwarf",
 			 strerror(-ret));
 		free(t);
 		return ret;
@@ -586,6 +588,45 @@ static int extent_free(struct unwind_tables *t, uint32_t first, uint32_t count)
 	return 0;
 }
 
+/* The unwind_files key of a file: the kernel's dev_t encoding (MKDEV) of what /proc/PID/maps
+ * and stat show as major:minor. */
+static struct unwind_file_key file_key(const struct table_file *f)
+{
+	struct unwind_file_key key = {
+		.dev = ((uint64_t)f->dev_major << 20) | f->dev_minor,
+		.inode = f->inode,
+	};
+
+	return key;
+}
+
+/* Describes elf's code segment for the kernel's lookup by file (struct unwind_file_entry).
+ * false when it has none, or several that disagree on vaddr - offset (its mappings then have
+ * different biases, which one entry cannot say). */
+static bool code_segment(Elf *elf, struct unwind_file_entry *entry)
+{
+	size_t i, n;
+	bool found = false;
+
+	if (elf_getphdrnum(elf, &n) != 0)
+		return false;
+	for (i = 0; i < n; i++) {
+		GElf_Phdr ph;
+
+		if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_LOAD || !(ph.p_flags & PF_X))
+			continue;
+		if (found && entry->code_delta != ph.p_vaddr - ph.p_offset)
+			return false;
+		if (!found || ph.p_vaddr < entry->code_start)
+			entry->code_start = ph.p_vaddr;
+		if (!found || ph.p_vaddr + ph.p_memsz > entry->code_end)
+			entry->code_end = ph.p_vaddr + ph.p_memsz;
+		entry->code_delta = ph.p_vaddr - ph.p_offset;
+		found = true;
+	}
+	return found;
+}
+
 /* Frees the rows of the least recently released unused file. false when there is none. */
 static bool evict_one(struct unwind_tables *t)
 {
@@ -602,6 +643,12 @@ static bool evict_one(struct unwind_tables *t)
 	}
 	if (!victim || extent_free(t, victim->first, victim->count) != 0)
 		return false;
+	if (victim->in_files_map) {
+		struct unwind_file_key key = file_key(victim);
+
+		bpf_map_delete_elem(t->files_fd, &key);
+		victim->in_files_map = false;
+	}
 	t->stats.rows_used -= victim->count;
 	t->stats.files--;
 	victim->count = 0;
@@ -673,6 +720,14 @@ static int file_get(struct unwind_tables *t, const struct unwind_table_mapping *
 	free(rows);
 	f->first = first;
 	f->count = (uint32_t)n_rows;
+	/* Walks find the file by its identity too: a mapping the process's list does not hold
+	 * yet still gets this table. A full map only loses that shortcut. */
+	struct unwind_file_entry entry = { .row_first = first, .row_count = (uint32_t)n_rows };
+	struct unwind_file_key key = file_key(f);
+
+	if (code_segment(m->elf, &entry) &&
+	    bpf_map_update_elem(t->files_fd, &key, &entry, BPF_ANY) == 0)
+		f->in_files_map = true;
 	t->stats.rows_used += n_rows;
 	t->stats.files++;
 	return 0;
@@ -776,6 +831,28 @@ int unwind_tables__set_process(struct unwind_tables *t, pid_t pid,
 	p->files = files;
 	p->n_files = n_files;
 	return ret;
+}
+
+int unwind_tables__add_file(struct unwind_tables *t, Elf *elf, uint32_t dev_major,
+			    uint32_t dev_minor, uint64_t inode)
+{
+	struct unwind_table_mapping m = {
+		.dev_major = dev_major,
+		.dev_minor = dev_minor,
+		.inode = inode,
+		.elf = elf,
+	};
+	size_t index;
+	int ret;
+
+	if (!t || !elf)
+		return -EINVAL;
+	ret = file_get(t, &m, &index);
+	if (ret)
+		return ret;
+	/* Unused until a process maps it: first to go when space is short, newest last. */
+	t->files[index].last_used = ++t->tick;
+	return t->files[index].count ? 0 : -ENOENT;
 }
 
 void unwind_tables__remove_process(struct unwind_tables *t, pid_t pid)

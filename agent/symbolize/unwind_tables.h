@@ -4,7 +4,8 @@
  * frame, or unsupported; where rbp was saved). Rows are built once per file (device, inode)
  * with libdw's CFI interpreter and written into one global BPF array (mmapped) shared by every
  * process that maps the file; each process gets its sorted list of executable mappings in a
- * BPF hash keyed by pid.
+ * BPF hash keyed by pid. Each file with rows also has an entry keyed by its identity in a
+ * third map (unwind_files), where the walk finds mappings the process's list does not hold.
  *
  * Memory is bounded by the array: a file no process uses any more keeps its rows until the
  * space is needed, then the least recently used such file goes. A file whose rows do not fit,
@@ -53,9 +54,10 @@ struct unwind_tables_stats {
 struct unwind_tables;
 
 /* Uses the program's maps: rows_fd a BPF_F_MMAPABLE array of max_rows struct unwind_row,
- * procs_fd a hash of pid -> struct unwind_proc. -errno with a sentence in err. */
-int unwind_tables__new(int rows_fd, int procs_fd, uint32_t max_rows, struct unwind_tables **out,
-		       char *err, size_t err_len);
+ * procs_fd a hash of pid -> struct unwind_proc, files_fd a hash of struct unwind_file_key ->
+ * struct unwind_file_entry. -errno with a sentence in err. */
+int unwind_tables__new(int rows_fd, int procs_fd, int files_fd, uint32_t max_rows,
+		       struct unwind_tables **out, char *err, size_t err_len);
 /* Unmaps the array; the BPF maps stay with the program. Accepts NULL. */
 void unwind_tables__free(struct unwind_tables *t);
 
@@ -64,6 +66,11 @@ void unwind_tables__free(struct unwind_tables *t);
  * or the BPF update's -errno. */
 int unwind_tables__set_process(struct unwind_tables *t, pid_t pid,
 			       const struct unwind_table_mapping *mappings, size_t n);
+/* Builds and places the rows of one file no process maps yet (a command's files, before it
+ * execs), so that walks find it by its identity. It stays cached like a file whose processes
+ * exited. 0, -ENOENT (no table could be built for it), -ENOMEM, -EINVAL. */
+int unwind_tables__add_file(struct unwind_tables *t, Elf *elf, uint32_t dev_major,
+			    uint32_t dev_minor, uint64_t inode);
 /* Forgets pid (its files stay cached while space allows). Unknown pid: no-op. */
 void unwind_tables__remove_process(struct unwind_tables *t, pid_t pid);
 

@@ -204,9 +204,19 @@ def check_sqlite3_against_heaptrack(tmp, unwind, attach, whole_stacks=True):
 def sqlite3_totals_agree_with_heaptrack(tmp):
     """The default unwinding, sqlite3 started by allocscope: every function of the program
     with enough samples agrees with heaptrack within the tolerance, and >= 99% of the bytes
-    come from stacks that reach main (the shell's main sits within 16 KiB of the stack's end:
-    the copy must reach it, not halve to 8 KiB; before that fix 0-7% did)."""
+    come from stacks that reach main (the kernel walks them with tables built before the
+    shell runs; the old default's 16 KiB copy lost the frame above main in 2 runs of 3)."""
     check_sqlite3_against_heaptrack(tmp, "auto", allocscope_by_command)
+
+
+@test
+def sqlite3_totals_agree_with_heaptrack_stack_copies(tmp):
+    """--unwind dwarf (a stack copy per sample, unwound in the agent), attached to the waiting
+    shell (started by allocscope, about 1 run in 15 of a copy-unwinding capture loses every
+    stack above the allocator's caller: open defect, the memory map read at exec): the same
+    totals. Whole stacks are not asserted here because of that flake; the copy itself now reaches
+    the stack's end (it used to halve to 8 KiB and lose the frame above main)."""
+    check_sqlite3_against_heaptrack(tmp, "dwarf", allocscope_by_pid, whole_stacks=False)
 
 
 @test

@@ -95,7 +95,7 @@ def no_frame_pointer_build_is_attributed_right(tmp):
 
 def deep_recursion_profile(tmp, unwind):
     """The --deep workload profiled by pid, attached before it allocates (a process's tables
-    are built when it is attached to; -- COMMAND would build them only after its exec)."""
+    are built when it is attached to, before its probes go in)."""
     out_path = os.path.join(tmp, f"deep-{unwind}.pb.gz")
     workload = Workload([ALLOC_SITES_NOFP, "--deep"])
     try:
@@ -121,6 +121,26 @@ def kernel_unwinding_reaches_main_under_deep_recursion(tmp):
     check_reach_main(profile, manifest)
     assert "samples dropped" not in out, out
     assert "stack copy" not in out, out
+
+
+@test
+def kernel_unwinding_walks_a_commands_first_samples(tmp):
+    """--unwind kernel with -- COMMAND: the tables of the command's executable and libraries
+    are built before it execs and found by file in the kernel, so even the samples taken
+    before its memory map could be read are walked in the kernel: none is sent with a stack
+    copy (before, the first few dozen were, each a 16 KiB record), and the deep site's stacks
+    reach main."""
+    out_path = os.path.join(tmp, "command.pb.gz")
+    result = run([ALLOCSCOPE, "--unwind", "kernel", "--sample-rate", RATE_ARG, "-o", out_path,
+                  "--", ALLOC_SITES_NOFP, "--deep"])
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "stack copy" not in result.stdout, result.stdout
+    assert "samples dropped" not in result.stdout, result.stdout
+    profile = Profile(out_path)
+    profile.check_ids()
+    manifest = parse_manifest(result.stdout)
+    check_sites(profile, manifest, RATE)
+    check_reach_main(profile, manifest)
 
 
 @test

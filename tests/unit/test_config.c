@@ -714,7 +714,7 @@ static void test_bad_values(void)
 		    "x.yaml:2:14: profiles.pid_label: expected true or false, got \"1\"");
 	CHECK_ERROR(
 	    "sampling:\n  unwind: lbr\n",
-	    "x.yaml:2:11: sampling.unwind: expected an unwind mode (auto, dwarf or fp), got "
+	    "x.yaml:2:11: sampling.unwind: expected an unwind mode (auto, kernel, dwarf or fp), got "
 	    "\"lbr\"");
 	CHECK_ERROR(
 	    "log:\n  level: verbose\n",
@@ -1163,7 +1163,7 @@ static void test_flag_messages(void)
 	CHECK_STR(msg, "invalid sample rate '12XB': expected a size from 1 B to 4.00 GiB, e.g. "
 		       "512KiB");
 	CHECK(config_set_flag(c, "unwind", "lbr", msg, sizeof(msg)) == -EINVAL);
-	CHECK_STR(msg, "invalid --unwind 'lbr': expected an unwind mode (auto, dwarf or fp)");
+	CHECK_STR(msg, "invalid --unwind 'lbr': expected an unwind mode (auto, kernel, dwarf or fp)");
 	CHECK(config_set_flag(c, "pid", "1", msg, sizeof(msg)) == -ENOENT);
 	CHECK(config_set_flag(c, "sample-rate", "1MiB", msg, sizeof(msg)) == 0);
 	CHECK_EQ_U64(c->sampling.sample_rate, 1024 * 1024);
