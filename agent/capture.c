@@ -165,6 +165,7 @@ static void snapshot_process(struct capture *cap, pid_t pid)
 {
 	int ret = pipeline__add_process(cap->pipeline, pid);
 
+	alloc_profile__note_process(cap->profile, pid);
 	if (ret)
 		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
 }

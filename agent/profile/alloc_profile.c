@@ -271,6 +271,11 @@ static const char *process_executable(struct alloc_profile *profile, uint32_t pi
 	return copy;
 }
 
+void alloc_profile__note_process(struct alloc_profile *profile, uint32_t pid)
+{
+	(void)process_executable(profile, pid);
+}
+
 static bool leaf_in_executable(struct alloc_profile *profile, const struct stack_record *rec)
 {
 	struct symbolized_frame leaf;
@@ -635,6 +640,10 @@ static bool is_wrapper_name(const struct alloc_profile *profile, const char *nam
 	    prefix_in(name, wrapper_function_prefixes, COUNT_OF(wrapper_function_prefixes)))
 		return true;
 	if (name[0] == '<' && strstr(name, " as alloc::"))
+		return true;
+	/* A program's #[global_allocator] (tikv_jemallocator::Jemalloc, mimalloc::MiMalloc, its
+	 * own): it allocates for whoever called liballoc. */
+	if (name[0] == '<' && strstr(name, " as core::alloc::global::GlobalAlloc>::"))
 		return true;
 	return profile->has_skip_frames && regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
 }

@@ -45,6 +45,11 @@ void alloc_profile__free(struct alloc_profile *profile);
  * frame-pointer walk and the caller read at *sp. 0 or -ENOMEM. */
 int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample *sample);
 
+/* Reads pid's executable now, while it lives: a short command may exit before its samples are
+ * aggregated, and a stack whose allocator sits in the executable (a static glibc, Rust's
+ * _rjem_*) is told apart by it. Best effort. */
+void alloc_profile__note_process(struct alloc_profile *profile, uint32_t pid);
+
 /* The same for a stack unwound elsewhere: frames leaf first (frames[0] in the allocator,
  * frames[1] the return address into its caller, ...). At most UNWIND_MAX_FRAMES
  * frames are kept. */

@@ -150,7 +150,8 @@ def agent_cost():
     """The agent's own CPU per sample: the marginal cost between a short and a long capture
     (warm: files parsed, stacks seen), and the fixed cost of the short one (cold)."""
     print("\nagent CPU per sample (user + system, allocscope process):")
-    for extra, name in (([], "auto (CFI unwind + symbolize)"), (["--unwind", "fp"], "fp")):
+    for extra, name in (([], "auto (the kernel walks CFI tables; symbolize)"),
+                        (["--unwind", "fp"], "fp")):
         small = min((agent_cpu(20000, extra) for _ in range(REPEATS)), key=lambda r: r[0])
         large = min((agent_cpu(200000, extra) for _ in range(REPEATS)), key=lambda r: r[0])
         warm = (large[0] - small[0]) / max(1, large[1] - small[1])
@@ -187,7 +188,7 @@ def main():
     rows.append(("allocscope, default rate 512KiB", scope, scope / floor))
     every = ["--sample-rate", "1", "--ringbuf-size", "256MiB"]
     sampled = median_of(lambda: run_loop([], allocscope_with(every)))
-    rows.append(("allocscope, every call sampled, CFI stack copy 16KiB (default)", sampled,
+    rows.append(("allocscope, every call sampled, default unwinding (in-kernel CFI walk)", sampled,
                  sampled / floor))
     sampled_fp = median_of(lambda: run_loop([], allocscope_with(every + ["--unwind", "fp"])))
     rows.append(("allocscope, every call sampled, --unwind fp", sampled_fp, sampled_fp / floor))
@@ -232,7 +233,7 @@ def main():
     for name, ns, ratio in rows:
         print(f"| {name} | {ns:,.1f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
     print(f"\nsampled-path cost in the target: {sampled - scope:,.0f} ns per sampled allocation "
-          f"with the 16KiB stack copy, {sampled_fp - scope:,.0f} ns with --unwind fp "
+          f"with the default unwinding (in-kernel CFI walk), {sampled_fp - scope:,.0f} ns with --unwind fp "
           f"(every-call-sampled minus default rate)")
     agent_cost()
     print(f"single-stepped / emulated placement: {stepped / moved:.1f}x")

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 
-from helpers import ALLOCSCOPE, RATE, RATE_ARG, ROOT, check_reach_main, check_sites, parse_manifest, run, test
+from helpers import ALLOCSCOPE, BUILD, RATE, RATE_ARG, ROOT, check_reach_main, check_sites, parse_manifest, run, test
 from pprof_reader import Profile
 
 RUST_SITES_SRC = os.path.join(ROOT, "tests", "workloads", "rust_sites.rs")
@@ -58,12 +58,18 @@ def find_rustc():
         "https://rustup.rs), or set RUSTC=/path/to/rustc")
 
 
-def build_rust_sites(tmp, mangling):
+def build_rust_sites(tmp, mangling, allocator="system"):
+    """allocator "rjem": the global allocator is jemalloc under tikv-jemallocator's _rjem_
+    prefix, linked statically from build/workloads/librjem.a (no crate to fetch)."""
     rustc, env = find_rustc()
-    out = os.path.join(tmp, f"rust_sites_{mangling}")
+    out = os.path.join(tmp, f"rust_sites_{mangling}_{allocator}")
     args = [rustc, "-O", "-g", "-C", "force-frame-pointers=no", "-o", out, RUST_SITES_SRC]
     if mangling == "v0":
         args[1:1] = ["-C", "symbol-mangling-version=v0"]
+    if allocator == "rjem":
+        args[1:1] = ["--cfg", "rjem", "-L", os.path.join(BUILD, "workloads"),
+                     "-l", "static=rjem", "-C", "link-arg=-lpthread", "-C", "link-arg=-ldl",
+                     "-C", "link-arg=-lm"]
     result = run(args, env=env, timeout=300)
     assert result.returncode == 0, f"{' '.join(args)} failed: {result.stderr}"
     return out
@@ -81,8 +87,8 @@ def plain_symbols(path):
     return names
 
 
-def check_rust_names(tmp, mangling, unwind="auto"):
-    program = build_rust_sites(tmp, mangling)
+def check_rust_names(tmp, mangling, unwind="auto", allocator="system"):
+    program = build_rust_sites(tmp, mangling, allocator)
     out_path = os.path.join(tmp, f"{mangling}.pb.gz")
     # A ring that holds every sample of the run (about 3,000 of 16 KiB): none is dropped
     # however slowly the agent drains it.
@@ -90,6 +96,8 @@ def check_rust_names(tmp, mangling, unwind="auto"):
                   "--ringbuf-size", "128MiB", "-o", out_path, "--", program])
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     assert "samples dropped" not in result.stdout, f"totals would be low: {result.stdout}"
+    if allocator == "rjem":
+        assert f"jemalloc (_rjem_ prefix) in {program}" in result.stdout, result.stdout
     profile = Profile(out_path)
     profile.check_ids()
     names = [f["name"] for f in profile.functions]
@@ -135,3 +143,11 @@ def rust_v0_names_are_demangled(tmp):
 def rust_stacks_unwound_in_the_kernel(tmp):
     """--unwind kernel: the tables of an lld-linked Rust executable walk to main."""
     check_rust_names(tmp, "legacy", unwind="kernel")
+
+
+@test
+def rust_with_a_prefixed_jemalloc_allocator(tmp):
+    """#[global_allocator] on jemalloc's _rjem_ entry points inside the executable (as
+    tikv-jemallocator links it): found, counted once, the program's functions named as the
+    sites (not the allocator's GlobalAlloc impl, nor libc's frames above main), stacks whole."""
+    check_rust_names(tmp, "legacy", allocator="rjem")

@@ -4,10 +4,71 @@
 //! differs between manglings (v0 names instantiated generics: `<rust_sites::Ledger<u64>>`).
 //!
 //!   rust_sites [--scale N]
-use std::alloc::System;
-
+//! Built with `--cfg rjem` and linked with build/workloads/librjem.a, the global allocator is
+//! jemalloc under the `_rjem_` prefix, as tikv-jemallocator builds it (without its crate).
+#[cfg(not(rjem))]
 #[global_allocator]
-static ALLOCATOR: System = System;
+static ALLOCATOR: std::alloc::System = std::alloc::System;
+
+#[cfg(rjem)]
+#[global_allocator]
+static ALLOCATOR: rjem::Rjem = rjem::Rjem;
+
+#[cfg(rjem)]
+mod rjem {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    extern "C" {
+        fn _rjem_malloc(size: usize) -> *mut u8;
+        fn _rjem_calloc(count: usize, size: usize) -> *mut u8;
+        fn _rjem_realloc(pointer: *mut u8, size: usize) -> *mut u8;
+        fn _rjem_aligned_alloc(alignment: usize, size: usize) -> *mut u8;
+        fn _rjem_free(pointer: *mut u8);
+    }
+
+    /// jemalloc's malloc aligns to 16; larger alignments go through aligned_alloc.
+    const MALLOC_ALIGNMENT: usize = 16;
+
+    pub struct Rjem;
+
+    unsafe impl GlobalAlloc for Rjem {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGNMENT {
+                _rjem_malloc(layout.size())
+            } else {
+                _rjem_aligned_alloc(layout.align(), layout.size())
+            }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGNMENT {
+                _rjem_calloc(1, layout.size())
+            } else {
+                let pointer = self.alloc(layout);
+                if !pointer.is_null() {
+                    std::ptr::write_bytes(pointer, 0, layout.size());
+                }
+                pointer
+            }
+        }
+
+        unsafe fn dealloc(&self, pointer: *mut u8, _layout: Layout) {
+            _rjem_free(pointer)
+        }
+
+        unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGNMENT {
+                return _rjem_realloc(pointer, size);
+            }
+            let grown = self.alloc(Layout::from_size_align_unchecked(size, layout.align()));
+            if !grown.is_null() {
+                std::ptr::copy_nonoverlapping(pointer, grown, layout.size().min(size));
+                self.dealloc(pointer, layout);
+            }
+            grown
+        }
+    }
+}
 
 /// A volatile write into the block, so the compiler cannot drop the allocation
 /// (std::hint::black_box needs Rust 1.66, Debian 12's rustc is 1.63; LLVM removes an
