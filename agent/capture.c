@@ -612,8 +612,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->stack_copy_errors, "samples without a stack copy: stack unreadable" },
 		{ counters->not_permitted, "samples refused: the process ran with credentials "
 					   "other than the caller's (a set-user-ID program?)" },
-		{ pipeline__truncated_unwinds(cap->pipeline), "stacks cut short: kept the frames found (a larger "
-					  "--stack-copy-size or debug info may help)" },
+		{ pipeline__truncated_unwinds(cap->pipeline),
+		  "stacks cut short: kept the frames found (debug info may help; with "
+		  "--unwind dwarf, a larger --stack-copy-size)" },
 		{ pipeline__malformed(cap->pipeline), "malformed records" },
 		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
 					      "the process or its leaf yet (unwound in user space)" },

@@ -3,7 +3,7 @@
  * Capabilities are set with the raw capget/capset and prctl calls: five system calls do not
  * justify a library, and what they change is exactly what /proc/PID/status shows. Whether the
  * caller may profile a process is never decided here: with its borrowed capabilities lowered,
- * the thread opens /proc/PID/maps as the caller, and the kernel applies the same ptrace access
+ * the thread opens /proc/PID/mem as the caller, and the kernel applies the same ptrace attach
  * check it applies to the caller's own debugger (uids, gids, the target's capabilities, its
  * dumpable flag). */
 #include <errno.h>
@@ -119,9 +119,12 @@ int privileges__check_start(enum privileges_role role, char *err, size_t err_len
 	return 0;
 }
 
-/* Opens /proc/PID/maps with the caller's credentials only: effective capabilities empty (the
- * permitted set stays, to restore them) and the file-system uid and gid the caller's. */
-static int open_maps_as_caller(pid_t pid, int *open_errno)
+/* Opens /proc/PID/mem with the caller's credentials only: effective capabilities empty (the
+ * permitted set stays, to restore them) and the file-system uid and gid the caller's. mem, not
+ * maps: its open is the kernel's ptrace attach check (PTRACE_MODE_ATTACH_FSCREDS), which Yama's
+ * ptrace_scope also applies, and samples carry the target's stack memory, which is what an
+ * attached debugger may read; maps checks only read mode. */
+static int open_mem_as_caller(pid_t pid, int *open_errno)
 {
 	struct cap_sets held, lowered;
 	char path[64];
@@ -139,7 +142,7 @@ static int open_maps_as_caller(pid_t pid, int *open_errno)
 		return ret;
 	old_fsuid = (uid_t)setfsuid(getuid());
 	old_fsgid = (gid_t)setfsgid(getgid());
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	*open_errno = fd < 0 ? errno : 0;
 	if (fd >= 0)
@@ -155,7 +158,7 @@ int privileges__may_profile(pid_t pid, int pidfd, char *err, size_t err_len)
 
 	if (!privileges__borrowed())
 		return 0;
-	ret = open_maps_as_caller(pid, &open_errno);
+	ret = open_mem_as_caller(pid, &open_errno);
 	if (ret) {
 		set_err(err, err_len, "cannot check access to pid %d: %s", (int)pid,
 			strerror(-ret));

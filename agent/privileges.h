@@ -3,7 +3,7 @@
  * Run by root (sudo, the systemd unit, the DaemonSet) allocscope may profile any process. Run
  * by another user through a binary with file capabilities (setcap), it borrows privileges the
  * caller does not hold, and then acts only for that caller: it profiles only processes the
- * caller could debug (the kernel's own answer to opening /proc/PID/maps with the caller's
+ * caller could debug (the kernel's own answer to opening /proc/PID/mem with the caller's
  * credentials), a command it starts runs with none of the borrowed capabilities, and the
  * host-wide agent is refused. Whoever started it, once attached it keeps only the
  * capabilities the rest of its life needs and sets no_new_privs. */

@@ -7,10 +7,13 @@
  *
  * The hot path is a per-thread byte countdown and a per-CPU hit count: an allocation that does
  * not exhaust the countdown costs an array and a task-storage lookup and two arithmetic ops on
- * top of the uprobe trap. When it does, the allocation is sampled (probability 1 - exp(-size/R), the Poisson
- * byte sampling of Go and jemalloc), a fresh exponential interval is drawn, and a record with
- * the size, the direct caller (read at *sp) and the frame-pointer stack goes to a ring buffer
- * without waking the agent, which drains it on a timer. */
+ * top of the uprobe trap. When it does, the allocation is sampled (probability
+ * 1 - exp(-size/R), the Poisson byte sampling of Go and jemalloc), a fresh exponential interval
+ * is drawn, and a record goes to a ring buffer without waking the agent, which drains it on a
+ * timer: the size, the direct caller (read at *sp), and the stack, walked here with the
+ * agent's CFI tables (unwind.bpf.h, the default) or as a frame-pointer walk plus a copy of the
+ * top of the user stack for the agent to unwind. When the ring is full, a small drop notice
+ * keeps the sample's weight. */
 #include <stdbool.h>
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -168,9 +171,8 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 		__sync_fetch_and_add(&counters.stack_copy_errors, 1);
 }
 
-/* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
- * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
- * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
+/* With only_caller: whether the current process still runs with the caller's uids and gids
+ * and no capabilities (it may have exec'ed a set-user-ID program since it was attached). */
 static __always_inline bool runs_as_caller(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -191,6 +193,9 @@ static __always_inline bool runs_as_caller(void)
 	return permitted.val == 0;
 }
 
+/* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
+ * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
+ * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
 static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
 				    __u32 entry, bool at_entry)
 {

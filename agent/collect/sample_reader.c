@@ -20,8 +20,12 @@ struct sample_reader {
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct sample_reader *reader = ctx;
+	const struct alloc_sample *sample = data;
 
-	if (size < sizeof(struct alloc_sample)) {
+	/* The fixed part, and the stack copy (or kernel-walked frames) it says follows: later
+	 * stages read stack_copy_bytes of it. */
+	if (size < sizeof(*sample) || sample->stack_copy_bytes > size - sizeof(*sample) ||
+	    sample->stack_bytes > (__s32)sizeof(sample->stack)) {
 		reader->malformed++;
 		return 0;
 	}

@@ -41,7 +41,8 @@ int log_parse_level(const char *name, enum log_level *level)
 /* The length of the printable UTF-8 character at s (1 to 4), or 0 when its first byte must be
  * escaped: C0 controls and DEL, C1 controls (U+0080 to U+009F, which some terminals read as
  * escape sequences), and anything that is not well-formed UTF-8 (stray continuation bytes,
- * overlong forms, surrogates, beyond U+10FFFF, cut short). */
+ * overlong forms, surrogates, beyond U+10FFFF, cut short), line/paragraph separators and
+ * bidirectional controls. */
 static size_t printable_char_len(const unsigned char *s, size_t len)
 {
 	unsigned char c = s[0];
@@ -75,6 +76,11 @@ static size_t printable_char_len(const unsigned char *s, size_t len)
 		cp = (cp << 6) | (s[i] & 0x3f);
 	}
 	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	/* Line and paragraph separators (a line break to some log viewers) and the bidirectional
+	 * controls (they reorder what follows on screen). */
+	if (cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+	    (cp >= 0x2066 && cp <= 0x2069))
 		return 0;
 	return need;
 }

@@ -49,6 +49,10 @@ static void test_escape_utf8(void)
 	check_escape("\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80");
 	check_escape("\xe2\x82", 2, "\\xe2\\x82");
 	check_escape("\xe2\x82" "A", 3, "\\xe2\\x82A");
+	/* U+2028 (a line break to some log viewers) and U+202E (right-to-left override: what
+	 * follows reads backwards on screen). */
+	check_escape("a\xe2\x80\xa8" "b", 5, "a\\xe2\\x80\\xa8b");
+	check_escape("\xe2\x80\xae" "gpj.exe", 10, "\\xe2\\x80\\xaegpj.exe");
 }
 
 static void test_escape_cuts_whole(void)

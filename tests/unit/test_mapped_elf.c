@@ -4,8 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -123,6 +126,55 @@ static void test_idle_files_are_bounded(void)
 	CHECK_EQ_U64(after.live, before.live);
 }
 
+/* A file inside another process's root (a container's, "/proc/PID/root/...") that is an
+ * absolute symlink resolves inside that root, never to the host's file of that name: a
+ * container must not lead the root agent to the host's files or devices. The process here
+ * is a child chroot'ed into a directory (in a user namespace of its own when not root). */
+static void test_container_symlink_stays_in_its_root(void)
+{
+	char root[PATH_MAX], host_file[PATH_MAX], link[PATH_MAX + 16], inside[PATH_MAX + 64];
+	struct mapped_elf *m = NULL;
+	int ready[2], ret;
+	pid_t child;
+	char byte;
+
+	snprintf(root, sizeof(root), "%s/container", dir);
+	snprintf(host_file, sizeof(host_file), "%s/host.so", dir);
+	CHECK(mkdir(root, 0755) == 0);
+	CHECK(copy_self(host_file) == 0);
+	/* In the container, lib.so points at the host file's absolute path. */
+	snprintf(link, sizeof(link), "%s/lib.so", root);
+	CHECK(symlink(host_file, link) == 0);
+	CHECK(pipe(ready) == 0);
+	child = fork();
+	if (child == 0) {
+		close(ready[0]);
+		if (geteuid() != 0 && unshare(CLONE_NEWUSER) != 0)
+			_exit(1);
+		if (chroot(root) != 0)
+			_exit(2);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	CHECK(child > 0 && read(ready[0], &byte, 1) == 1);
+	close(ready[0]);
+	snprintf(inside, sizeof(inside), "/proc/%d/root/lib.so", (int)child);
+	ret = mapped_elf__open(inside, &m);
+	/* Resolved in the container's root, the link names a file the container lacks. */
+	CHECK_EQ_U64((uint64_t)-ret, ENOENT);
+	CHECK(m == NULL);
+	if (m)
+		mapped_elf__put(m);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	unlink(link);
+	unlink(host_file);
+	rmdir(root);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir))
@@ -131,6 +183,7 @@ int main(void)
 	RUN(test_fresh_rewrite_is_not_served_from_idle);
 	RUN(test_refusals);
 	RUN(test_idle_files_are_bounded);
+	RUN(test_container_symlink_stays_in_its_root);
 	rmdir(dir);
 	return unit_summary("mapped_elf");
 }
