@@ -618,6 +618,8 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ pipeline__malformed(cap->pipeline), "malformed records" },
 		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
 					      "the process or its leaf yet (unwound in user space)" },
+		{ counters->unwind_preempted, "stacks lost to another walk on the same CPU (their "
+					      "weight kept under [dropped samples])" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;

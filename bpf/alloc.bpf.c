@@ -106,11 +106,10 @@ struct {
 
 /* The samples ring had no room for a sampled allocation: send its weight as a drop notice.
  * Only when that ring is full too is the sample lost without its weight (drops_unweighted). */
-static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 entry)
+static __always_inline void send_drop_notice(__u64 size, __u64 weighted_bytes, __u32 entry)
 {
 	struct alloc_drop *drop;
 
-	__sync_fetch_and_add(&counters.ringbuf_full, 1);
 	drop = bpf_ringbuf_reserve(&dropped_samples, sizeof(*drop), 0);
 	if (!drop) {
 		__sync_fetch_and_add(&counters.drops_unweighted, 1);
@@ -124,6 +123,13 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 					 ALLOC_DROP_RING_BYTES / 4
 				 ? BPF_RB_FORCE_WAKEUP
 				 : BPF_RB_NO_WAKEUP);
+}
+
+/* A sampled allocation the samples ring had no room for: its weight goes as a drop notice. */
+static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 entry)
+{
+	__sync_fetch_and_add(&counters.ringbuf_full, 1);
+	send_drop_notice(size, weighted_bytes, entry);
 }
 
 #include "unwind.bpf.h"

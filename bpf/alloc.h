@@ -220,6 +220,9 @@ struct alloc_counters {
 	__u64 unwind_truncated;  /* kernel walks that stopped before the outermost frame */
 	__u64 drops_unweighted;  /* of ringbuf_full, those whose drop notice was lost too (its
 				    ring was full as well): their weight is lost */
+	__u64 unwind_preempted;  /* kernel walks whose per-CPU record another program on the
+				    same CPU overwrote meanwhile: sent as drop notices (weight
+				    kept, stack not) */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned

@@ -48,8 +48,11 @@ struct {
 	__type(value, struct unwind_file_entry);
 } unwind_files SEC(".maps");
 
-/* The record being built: the sample header, then (in its stack_copy[]) the frames. */
+/* The record being built: the sample header, then (in its stack_copy[]) the frames. A uprobe
+ * program can be preempted and another run on the same CPU: seq counts the walks begun on
+ * this CPU, so a walk whose record was overwritten meanwhile knows it. */
 struct unwind_scratch {
+	__u64 seq;
 	__u64 words[sizeof(struct alloc_sample) / 8 + UNWIND_MAX_FRAMES];
 };
 _Static_assert(sizeof(struct alloc_sample) % 8 == 0, "frames follow the header aligned");
@@ -315,6 +318,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	__u32 tgid = pid_tgid >> 32, zero = 0, n;
 	struct unwind_scratch *scratch;
 	struct unwind_mapping m;
+	__u64 seq;
 
 	w.proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
 	scratch = bpf_map_lookup_elem(&unwind_scratch_buf, &zero);
@@ -328,6 +332,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	if (!unwind_mapping_for(&w, w.ip, &m) || !m.row_count)
 		goto fallback;
 
+	seq = __sync_fetch_and_add(&scratch->seq, 1) + 1;
 	rec = (struct alloc_sample *)scratch->words;
 	w.rec = rec;
 	rec->pid = tgid;
@@ -364,6 +369,12 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	__sync_fetch_and_add(&counters.kernel_unwinds, 1);
 	if (w.truncated)
 		__sync_fetch_and_add(&counters.unwind_truncated, 1);
+	/* Another walk on this CPU began since ours: the record may hold its frames. */
+	if (scratch->seq != seq) {
+		__sync_fetch_and_add(&counters.unwind_preempted, 1);
+		send_drop_notice(size, weighted_bytes, entry);
+		return true;
+	}
 	if (bpf_ringbuf_output(&samples, rec, sizeof(*rec) + n * sizeof(__u64),
 			       bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
 				       ? BPF_RB_FORCE_WAKEUP
