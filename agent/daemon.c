@@ -65,7 +65,6 @@ struct agent_stats {
 	uint64_t samples_out_of_memory;
 	uint64_t intervals;
 	uint64_t reloads_ok, reloads_failed;
-	struct sink_stats retired_sinks; /* directory sinks replaced by a reload */
 	uint64_t retired_kube_refreshes, retired_kube_refresh_errors; /* pod caches replaced */
 };
 
@@ -79,7 +78,6 @@ struct config_loader {
 	bool again;
 	int done_fd;  /* an eventfd, watched as TAG_RELOAD */
 	const char *path;
-	bool path_is_default;
 	/* Written by the thread, read by the loop after the join. */
 	struct agent_config *next;
 	int ret;
@@ -88,7 +86,6 @@ struct config_loader {
 
 struct daemon {
 	const char *config_path;
-	bool path_is_default;
 	struct agent_config *config;
 	struct pipeline *pipeline; /* program, sample ring, unwinder, symbolizer */
 	struct process_events *events;
@@ -428,18 +425,10 @@ static int make_sinks(const struct agent_config *c, struct sink ***out)
 static void free_sinks(struct daemon *d, bool keep_stats)
 {
 	for (size_t i = 0; i < d->n_sinks; i++) {
-		if (keep_stats) {
-			struct sink_stats s;
-
-			sink__stats(d->sinks[i], &s);
-			d->stats.retired_sinks.profiles_written += s.profiles_written;
-			d->stats.retired_sinks.bytes_written += s.bytes_written;
-			d->stats.retired_sinks.errors += s.errors;
-			d->stats.retired_sinks.profiles_dropped += s.profiles_dropped;
-			d->stats.retired_sinks.files_removed += s.files_removed;
-			/* keep_stats: a reload replaces it; a push sink with a spool closes at once */
+		/* keep_stats: a reload replaces it (sink__totals keeps its counters); a push sink
+		 * with a spool closes at once. */
+		if (keep_stats)
 			push_sink__retire(d->sinks[i]);
-		}
 		sink__free(d->sinks[i]);
 	}
 	free(d->sinks);
@@ -551,8 +540,6 @@ static void *load_config_thread(void *arg)
 	l->err[0] = '\0';
 	l->next = NULL;
 	l->ret = config_load_file(l->path, &l->next, l->err, sizeof(l->err));
-	if (l->ret == -ENOENT && l->path_is_default)
-		l->ret = config_defaults(&l->next);
 	while (write(l->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
 		;
 	return NULL;
@@ -570,7 +557,6 @@ static void start_reload(struct daemon *d)
 	}
 	log_info("reloading %s", d->config_path);
 	l->path = d->config_path;
-	l->path_is_default = d->path_is_default;
 	ret = pthread_create(&l->thread, NULL, load_config_thread, l);
 	if (ret) {
 		log_error("reload failed, keeping the running configuration: cannot start a "
@@ -863,31 +849,22 @@ static void shut_down(struct daemon *d)
 	config_free(d->config);
 }
 
-static int load_config(const char *path, bool path_is_default, struct agent_config **out)
+static int load_config(const char *path, struct agent_config **out)
 {
 	char err[1024] = "";
 	int ret = config_load_file(path, out, err, sizeof(err));
 
-	if (ret == -ENOENT && path_is_default) {
-		log_info("no %s: running with the built-in defaults", path);
-		return config_defaults(out);
-	}
 	if (ret)
 		log_error("%s", err);
 	return ret;
 }
 
-int daemon_check_config(const char *config_path, bool path_is_default)
+int daemon_check_config(const char *config_path)
 {
 	struct agent_config *config;
 	char err[1024] = "";
 	int ret = config_load_file(config_path, &config, err, sizeof(err));
 
-	if (ret == -ENOENT && path_is_default) {
-		printf("%s does not exist: the agent would run with the built-in defaults\n",
-		       config_path);
-		return 0;
-	}
 	if (ret != 0) {
 		char shown[4 * sizeof(err)];
 
@@ -900,11 +877,10 @@ int daemon_check_config(const char *config_path, bool path_is_default)
 	return 0;
 }
 
-int daemon_run(const char *config_path, bool path_is_default, int log_level_override)
+int daemon_run(const char *config_path, int log_level_override)
 {
 	struct daemon d = {
 		.config_path = config_path,
-		.path_is_default = path_is_default,
 		.epoll_fd = -1,
 		.signal_fd = -1,
 		.loader.done_fd = -1,
@@ -931,7 +907,7 @@ int daemon_run(const char *config_path, bool path_is_default, int log_level_over
 			goto out;
 		}
 	}
-	if (load_config(config_path, path_is_default, &d.config) != 0)
+	if (load_config(config_path, &d.config) != 0)
 		goto out;
 	apply_log_level(&d);
 	raise_fd_limit(d.config);

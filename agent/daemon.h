@@ -7,16 +7,15 @@
 #ifndef ALLOCSCOPE_DAEMON_H
 #define ALLOCSCOPE_DAEMON_H
 
-#include <stdbool.h>
 
-/* config_path: the file to load; when it does not exist and path_is_default, the built-in
- * defaults are used (a missing file given explicitly is an error). log_level_override: an
- * enum log_level from --log-level, which wins over the file's log.level, or -1. Returns the
- * exit status: 0 after a clean stop, 1 when the agent could not start. */
-int daemon_run(const char *config_path, bool path_is_default, int log_level_override);
+/* config_path: the file to load (--config FILE; a missing file is an error, as at a reload).
+ * log_level_override: an enum log_level from --log-level, which wins over the file's
+ * log.level, or -1. Returns the exit status: 0 after a clean stop, 1 when the agent could
+ * not start. */
+int daemon_run(const char *config_path, int log_level_override);
 
-/* Loads the file and reports whether it is valid, for `--check-config` (a missing default
- * file is valid: the defaults apply). 0 or 1. */
-int daemon_check_config(const char *config_path, bool path_is_default);
+/* Loads the file and reports whether the agent would start with it, for `--check-config` (a
+ * missing file is not valid: the agent needs one). 0 or 1. */
+int daemon_check_config(const char *config_path);
 
 #endif

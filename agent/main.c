@@ -268,9 +268,8 @@ static int run(int argc, char **argv, struct agent_config *settings)
 			return usage_error("%s", "--config runs the agent: capture options (--pid, "
 						 "-- COMMAND, --duration, ...) do not apply to it");
 		if (check_config)
-			return daemon_check_config(config_path ? config_path : CONFIG_DEFAULT_PATH,
-						   !config_path);
-		return daemon_run(config_path, false, log_level_override);
+			return daemon_check_config(config_path ? config_path : CONFIG_DEFAULT_PATH);
+		return daemon_run(config_path, log_level_override);
 	}
 	if (!opts.n_pids && !opts.command)
 		return usage_error("%s", capture_option

@@ -139,6 +139,13 @@ def agent_never_starts_by_accident(tmp):
         assert_refused(result, 2, phrase)
         assert "profiling" not in result.stderr and "self-metrics" not in result.stderr
     assert not os.path.exists(os.path.join(tmp, "profiles")), "an agent ran"
+    # --check-config without --config checks the installed file; one that is missing is not
+    # "valid": the agent would refuse to start without it.
+    script = (f"mount -t tmpfs none /etc\ncd {work}\n"
+              f"exec timeout -s INT 15 {ALLOCSCOPE} --check-config\n")
+    result = in_private_mounts(script, timeout=60)
+    assert result.returncode == 1, f"exit {result.returncode}: {result.stdout}{result.stderr}"
+    assert "/etc/allocscope/allocscope.yaml" in result.stderr and "valid" not in result.stdout
     # "--" as an option's argument is not the separator.
     result = run([ALLOCSCOPE, "--pid", "999999999", "-o", "--"], cwd=work, timeout=20)
     assert_refused(result, 1, "no process with pid 999999999")
