@@ -11,6 +11,7 @@
 #include "pipeline.h"
 #include "attach/alloc_program.h"
 #include "attach/linked_files.h"
+#include "collect/request_context.h"
 #include "collect/sample_reader.h"
 #include "profile/alloc_profile.h"
 #include "symbolize/symbolizer.h"
@@ -21,6 +22,7 @@ struct pipeline {
 	struct symbolizer *symbolizer;
 	struct unwinder *unwinder; /* NULL with unwind fp */
 	struct sample_reader *reader;
+	struct request_contexts *contexts;
 	uint64_t truncated_unwinds;
 	bool kernel_tables; /* the kernel walks stacks where it has a table */
 };
@@ -43,6 +45,8 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
 		.kernel_unwind = wants_kernel_walk(opts->unwind),
+		.read_context = opts->context_enabled,
+		.context_max_bytes = opts->context_max_record_bytes,
 	};
 	struct pipeline *p;
 	int ret;
@@ -109,6 +113,19 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		snprintf(err, err_len, "cannot set up the sample reader: %s", strerror(-ret));
 		goto fail;
 	}
+	{
+		struct request_context_opts context_opts = {
+			.enabled = opts->context_enabled,
+			.labels = { .trace_ids = opts->context_trace_ids,
+				    .max_value_bytes = opts->context_max_value_bytes },
+		};
+
+		ret = request_contexts__new(p->program, &context_opts, &p->contexts);
+		if (ret) {
+			snprintf(err, err_len, "cannot set up request contexts: out of memory");
+			goto fail;
+		}
+	}
 	*out = p;
 	return 0;
 fail:
@@ -121,6 +138,7 @@ void pipeline__close(struct pipeline *p)
 	if (!p)
 		return;
 	sample_reader__free(p->reader);
+	request_contexts__free(p->contexts);
 	unwinder__free(p->unwinder);
 	symbolizer__free(p->symbolizer);
 	alloc_program__free(p->program);
@@ -132,8 +150,30 @@ int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out)
 	return alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
 }
 
+static int add_sample(struct pipeline *p, struct alloc_profile *profile,
+		      const struct alloc_sample *sample);
+
+/* The sample's request context becomes the labels of the stack it adds. */
 int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 			 const struct alloc_sample *sample)
+{
+	struct context_labels labels;
+	int ret;
+
+	if (sample->flags & ALLOC_SAMPLE_DROPPED || !p->contexts)
+		return add_sample(p, profile, sample);
+	request_contexts__labels(p->contexts, sample, &labels);
+	if (!labels.count)
+		return add_sample(p, profile, sample);
+	ret = alloc_profile__use_labels(profile, labels.labels, labels.count);
+	if (ret == 0)
+		ret = add_sample(p, profile, sample);
+	alloc_profile__use_labels(profile, NULL, 0);
+	return ret;
+}
+
+static int add_sample(struct pipeline *p, struct alloc_profile *profile,
+		      const struct alloc_sample *sample)
 {
 	uint64_t pcs[UNWIND_MAX_PCS];
 	struct unwind_input input = {
@@ -169,7 +209,10 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 
 int pipeline__drain(struct pipeline *p)
 {
-	int n = sample_reader__drain(p->reader);
+	int n;
+
+	request_contexts__refresh(p->contexts);
+	n = sample_reader__drain(p->reader);
 
 	if (n < 0 && n != -EINTR)
 		log_warn("reading samples failed: %s", strerror(-n));
@@ -182,6 +225,8 @@ int pipeline__add_process(struct pipeline *p, pid_t pid)
 
 	if (ret == 0 && p->unwinder)
 		ret = unwinder__add_process(p->unwinder, pid);
+	if (ret == 0)
+		request_contexts__add(p->contexts, pid);
 	return ret;
 }
 
@@ -210,6 +255,7 @@ void pipeline__prepare_command(struct pipeline *p, const char *exe)
 void pipeline__remove_process(struct pipeline *p, pid_t pid)
 {
 	symbolizer__remove_process(p->symbolizer, pid);
+	request_contexts__remove(p->contexts, pid);
 	if (p->unwinder)
 		unwinder__remove_process(p->unwinder, pid);
 }

@@ -132,6 +132,7 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 	send_drop_notice(size, weighted_bytes, entry);
 }
 
+#include "context.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -245,6 +246,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		rec->stack_bytes = 0;
 	}
 	copy_user_stack(ctx, rec);
+	read_thread_context(&rec->context);
 	__sync_fetch_and_add(&counters.samples, 1);
 	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
 					? BPF_RB_FORCE_WAKEUP

@@ -53,6 +53,69 @@ enum alloc_reg {
 /* Largest copy of the user stack a sample may carry (--stack-copy-size). */
 #define ALLOC_MAX_STACK_COPY (64 * 1024)
 
+/* Request context: what the sampled thread published about the request it serves, read on the
+ * sampled path only (bpf/context.bpf.h) from the thread-local record of one of two ABIs:
+ * - the OpenTelemetry thread context (OTEP 4947): TLS pointer otel_thread_ctx_v1 to a record
+ *   {trace_id[16], span_id[8], valid, reserved, attrs_data_size u16, attrs_data[]}, each
+ *   attribute {key index u8, length u8, value bytes}; key names are in the process context
+ *   (OTEP 4719). data[] holds attrs_data as the writer laid it out (cut to what fits).
+ * - Polar Signals' Custom Labels ABI v1: TLS pointer custom_labels_current_set to
+ *   {storage, count, capacity}, storage[i] = {key {len, buf}, value {len, buf}}. data[] holds
+ *   each label as {key length u8, value length u8, key bytes, value bytes}, keys and values cut
+ *   to ALLOC_CONTEXT_KEY_MAX / ALLOC_CONTEXT_VALUE_MAX bytes.
+ * The agent says where each process keeps its TLS pointer (struct context_proc). */
+#define ALLOC_CONTEXT_MAX_BYTES 256
+#define ALLOC_CONTEXT_KEY_MAX 63
+#define ALLOC_CONTEXT_VALUE_MAX 127
+#define ALLOC_CONTEXT_MAX_LABELS 8 /* Custom Labels read per sample */
+
+enum alloc_context_kind {
+	ALLOC_CONTEXT_NONE,          /* no ABI known for the process, or no record attached */
+	ALLOC_CONTEXT_OTEL,          /* data[]: OTel attrs_data */
+	ALLOC_CONTEXT_CUSTOM_LABELS, /* data[]: {klen, vlen, key, value}... */
+};
+
+enum alloc_context_status {
+	ALLOC_CONTEXT_OK,
+	ALLOC_CONTEXT_TORN,       /* valid != 1: the writer was mid-update; nothing kept */
+	ALLOC_CONTEXT_UNREADABLE, /* a pointer led to memory that could not be read */
+};
+
+struct alloc_context {
+	__u8 kind;               /* enum alloc_context_kind */
+	__u8 status;             /* enum alloc_context_status */
+	__u16 bytes;             /* of data[] filled */
+	__u32 reserved;
+	__u8 trace_id[16];       /* OTel only; all zero: none */
+	__u8 span_id[8];
+	__u8 data[ALLOC_CONTEXT_MAX_BYTES];
+};
+
+/* Where a process's threads keep their TLS pointer, relative to the thread pointer (fsbase on
+ * x86-64, TLS variant II): static TLS (the executable, and libraries the loader mapped at
+ * start) at fsbase + offset; dynamic TLS (a library loaded later, through TLSDESC) at
+ * dtv[module] + offset, the dtv found at fsbase + 8 (glibc's tcbhead_t), 16-byte entries. */
+enum context_tls_model {
+	CONTEXT_TLS_NONE,
+	CONTEXT_TLS_STATIC,
+	CONTEXT_TLS_DTV,
+};
+
+struct context_tls {
+	__u8 kind;               /* enum alloc_context_kind */
+	__u8 model;              /* enum context_tls_model */
+	__u16 reserved;
+	__u32 module;            /* CONTEXT_TLS_DTV: the module's dtv index */
+	__s64 offset;
+};
+
+/* The context_procs map's value, per tgid: the OTel pointer is tried first, then Custom
+ * Labels. */
+struct context_proc {
+	struct context_tls tls[2];
+};
+#define CONTEXT_MAX_PROCS 16384
+
 /* One sampled allocation, as written to the ring buffer. stack[] holds the frame-pointer walk
  * (leaf first, stack[0] is the probed instruction); the direct caller, which that walk misses
  * at a function's entry, travels separately in caller_address. When the agent unwinds with
@@ -73,6 +136,7 @@ struct alloc_sample {
 	__u64 regs[ALLOC_REG__COUNT];
 	__u32 stack_copy_bytes;  /* bytes of stack_copy[] filled, from regs[ALLOC_REG_SP] up */
 	__u32 flags;             /* ALLOC_SAMPLE_* */
+	struct alloc_context context; /* the thread's request context (issue 15) */
 	__u8 stack_copy[];       /* the top of the user stack (the record is sized for it), or
 				    with ALLOC_SAMPLE_KERNEL_FRAMES the frames the kernel
 				    walked: stack_copy_bytes / 8 pcs, leaf first */
@@ -223,6 +287,9 @@ struct alloc_counters {
 	__u64 unwind_preempted;  /* kernel walks whose per-CPU record another program on the
 				    same CPU overwrote meanwhile: sent as drop notices (weight
 				    kept, stack not) */
+	__u64 context_torn;      /* samples whose thread's context record was mid-update
+				    (valid != 1): sent without context */
+	__u64 context_unreadable; /* samples whose context pointer led to unreadable memory */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned

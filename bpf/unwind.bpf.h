@@ -364,6 +364,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	/* Not even the allocator's caller: the copy and the agent's unwinder may do better. */
 	if (n <= 1 && w.truncated)
 		goto fallback;
+	read_thread_context(&rec->context); /* before the sequence check: it covers this too */
 	rec->stack_copy_bytes = n * sizeof(__u64);
 	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0);
 	__sync_fetch_and_add(&counters.kernel_unwinds, 1);

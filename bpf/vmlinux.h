@@ -61,11 +61,16 @@ struct cred {
 	kernel_cap_t cap_permitted;
 };
 
+/* x86-64: the thread pointer (%fs base) the task's TLS hangs from (context.bpf.h). */
+struct thread_struct {
+	unsigned long fsbase;
+};
 /* Only the fields the programs read; every access is relocated by field name. */
 struct task_struct {
 	int pid;
 	int tgid;
 	const struct cred *real_cred;
+	struct thread_struct thread;
 };
 
 /* What the in-kernel unwinder reads of a mapping it meets outside the process's list: the

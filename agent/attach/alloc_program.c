@@ -142,6 +142,10 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	prog->skel->rodata->only_caller = opts->only_caller;
 	prog->skel->rodata->caller_uid = opts->caller_uid;
 	prog->skel->rodata->caller_gid = opts->caller_gid;
+	prog->skel->rodata->read_context = opts->read_context;
+	prog->skel->rodata->context_max_bytes = opts->context_max_bytes < ALLOC_CONTEXT_MAX_BYTES
+							? opts->context_max_bytes
+							: ALLOC_CONTEXT_MAX_BYTES;
 	sampling_fill_log2_table(table);
 	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
 	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);
@@ -436,4 +440,17 @@ int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool prof
 		ret = bpf_map__delete_elem(prog->skel->maps.profiled_processes, &key,
 					   sizeof(key), 0);
 	return ret == -ENOENT && !profiled ? 0 : ret;
+}
+
+int alloc_program__set_context(struct alloc_program *prog, pid_t pid,
+			       const struct context_proc *where)
+{
+	uint32_t key = (uint32_t)pid;
+	int ret;
+
+	if (where)
+		return bpf_map__update_elem(prog->skel->maps.context_procs, &key, sizeof(key),
+					    where, sizeof(*where), BPF_ANY);
+	ret = bpf_map__delete_elem(prog->skel->maps.context_procs, &key, sizeof(key), 0);
+	return ret == -ENOENT ? 0 : ret;
 }

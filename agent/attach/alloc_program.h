@@ -28,6 +28,8 @@ struct alloc_program_opts {
 	bool only_caller;            /* sample only processes running as exactly this uid/gid
 					with no capabilities (counted as not_permitted) */
 	uint32_t caller_uid, caller_gid;
+	bool read_context;           /* read the sampled thread's request context (issue 15) */
+	uint32_t context_max_bytes;  /* OTel attribute bytes copied, <= ALLOC_CONTEXT_MAX_BYTES */
 };
 
 /* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On
@@ -80,5 +82,10 @@ int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t
 int alloc_program__process_events_fd(const struct alloc_program *prog);
 /* Forks of a profiled process are reported; of others not. 0 or -errno. */
 int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool profiled);
+
+/* Where pid's threads keep their request-context TLS pointers (bpf/context.bpf.h), or with
+ * NULL, forget it. 0 or -errno. */
+int alloc_program__set_context(struct alloc_program *prog, pid_t pid,
+			       const struct context_proc *where);
 
 #endif

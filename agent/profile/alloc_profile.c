@@ -27,10 +27,22 @@
 #define DROPPED_PC UINT64_MAX
 /* Labels a sample may carry: service_name, hostname and the configured static labels. */
 #define ALLOC_PROFILE_MAX_LABELS 24
+/* Labels a sample may carry from its request context. */
+#define ALLOC_PROFILE_MAX_CONTEXT_LABELS 16
+
+/* A set of sample labels from a request context (alloc_profile__use_labels), interned: stacks
+ * with the same set share one, so a pointer compares them. */
+struct label_set {
+	struct label_set *next;
+	uint64_t hash;
+	size_t count;
+	struct pprof_label labels[]; /* strings follow the array */
+};
 
 struct stack_record {
 	struct stack_record *next; /* hash chain */
 	uint64_t hash;
+	const struct label_set *labels; /* NULL: none */
 	uint32_t pid;
 	uint32_t n_frames;
 	/* The allocator frame is in the process's executable (a static glibc or jemalloc, Rust's
@@ -74,6 +86,9 @@ struct alloc_profile {
 	/* --skip-frames: wrappers the user names, matched against whole function names */
 	regex_t skip_frames;
 	bool has_skip_frames;
+	/* Request-context label sets, and the one the next added stacks get. */
+	struct label_set *label_sets;
+	const struct label_set *current_labels;
 };
 
 static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
@@ -140,6 +155,12 @@ void alloc_profile__free(struct alloc_profile *profile)
 	free(profile->site_names);
 	if (profile->has_skip_frames)
 		regfree(&profile->skip_frames);
+	while (profile->label_sets) {
+		struct label_set *next = profile->label_sets->next;
+
+		free(profile->label_sets);
+		profile->label_sets = next;
+	}
 	free(profile);
 }
 
@@ -292,11 +313,13 @@ static bool leaf_in_executable(struct alloc_profile *profile, const struct stack
 static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uint32_t pid,
 					      const uint64_t *frames, size_t n)
 {
-	uint64_t hash = hash_stack(pid, frames, n);
+	uint64_t hash = hash_combine(hash_stack(pid, frames, n),
+				     profile->current_labels ? profile->current_labels->hash : 0);
 	struct stack_record *rec;
 
 	for (rec = profile->buckets[hash & (profile->n_buckets - 1)]; rec; rec = rec->next) {
 		if (rec->hash == hash && rec->pid == pid && rec->n_frames == n &&
+		    rec->labels == profile->current_labels &&
 		    memcmp(rec->frames, frames, n * sizeof(*frames)) == 0)
 			return rec;
 	}
@@ -309,6 +332,7 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	if (!rec)
 		return NULL;
 	rec->hash = hash;
+	rec->labels = profile->current_labels;
 	rec->pid = pid;
 	rec->n_frames = (uint32_t)n;
 	memcpy(rec->frames, frames, n * sizeof(*frames));
@@ -970,7 +994,8 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 	for (size_t i = 0; i < n_records; i++) {
 		const struct stack_record *rec =
 			i < profile->n_stacks ? profile->stacks[i] : extra[i - profile->n_stacks];
-		uint64_t hash = hash_mix64(merge ? 0 : rec->pid + 1);
+		uint64_t hash = hash_combine(hash_mix64(merge ? 0 : rec->pid + 1),
+					     rec->labels ? rec->labels->hash : 0);
 		struct profile_entry *e;
 
 		for (uint32_t f = 0; f < rec->n_frames; f++) {
@@ -997,7 +1022,7 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 		}
 		for (e = t->buckets[hash & (t->n_buckets - 1)]; e; e = e->next)
 			if (e->hash == hash && e->rec->n_frames == rec->n_frames &&
-			    (merge || e->rec->pid == rec->pid) &&
+			    (merge || e->rec->pid == rec->pid) && e->rec->labels == rec->labels &&
 			    memcmp(e->frames, refs, rec->n_frames * sizeof(refs[0])) == 0)
 				break;
 		if (!e) {
@@ -1071,11 +1096,23 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 	}
 
 	int64_t values[2] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5) };
-	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1];
+	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1 + ALLOC_PROFILE_MAX_CONTEXT_LABELS];
 	size_t n_labels = 0;
 
 	for (size_t i = 0; i < output->n_labels && n_labels < ALLOC_PROFILE_MAX_LABELS; i++)
 		labels[n_labels++] = output->labels[i];
+	/* The request context's labels: a key the output already has (service_name...) stays
+	 * the output's. */
+	for (size_t i = 0; rec->labels && i < rec->labels->count &&
+			   i < ALLOC_PROFILE_MAX_CONTEXT_LABELS; i++) {
+		bool taken = false;
+
+		for (size_t j = 0; j < output->n_labels && !taken; j++)
+			taken = output->labels[j].key &&
+				strcmp(output->labels[j].key, rec->labels->labels[i].key) == 0;
+		if (!taken)
+			labels[n_labels++] = rec->labels->labels[i];
+	}
 	if (output->pid_label && !output->merge_processes)
 		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
 	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
@@ -1351,4 +1388,63 @@ size_t alloc_profile__process_count(const struct alloc_profile *profile)
 		count += i == 0 || pids[i] != pids[i - 1];
 	free(pids);
 	return count;
+}
+
+static uint64_t hash_text(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = hash_combine(h, (uint8_t)*s);
+	return hash_combine(h, 0);
+}
+
+int alloc_profile__use_labels(struct alloc_profile *profile, const struct pprof_label *labels,
+			      size_t n_labels)
+{
+	struct label_set *set;
+	uint64_t hash = hash_mix64(n_labels + 1);
+	size_t text = 0;
+	char *p;
+
+	profile->current_labels = NULL;
+	if (!n_labels)
+		return 0;
+	if (n_labels > ALLOC_PROFILE_MAX_CONTEXT_LABELS)
+		n_labels = ALLOC_PROFILE_MAX_CONTEXT_LABELS;
+	for (size_t i = 0; i < n_labels; i++) {
+		if (!labels[i].key || !labels[i].str)
+			return -EINVAL;
+		hash = hash_text(hash_text(hash, labels[i].key), labels[i].str);
+		text += strlen(labels[i].key) + strlen(labels[i].str) + 2;
+	}
+	for (set = profile->label_sets; set; set = set->next) {
+		bool same = set->hash == hash && set->count == n_labels;
+
+		for (size_t i = 0; same && i < n_labels; i++)
+			same = strcmp(set->labels[i].key, labels[i].key) == 0 &&
+			       strcmp(set->labels[i].str, labels[i].str) == 0;
+		if (same) {
+			profile->current_labels = set;
+			return 0;
+		}
+	}
+	set = calloc(1, sizeof(*set) + n_labels * sizeof(set->labels[0]) + text);
+	if (!set)
+		return -ENOMEM;
+	set->hash = hash;
+	set->count = n_labels;
+	p = (char *)&set->labels[n_labels];
+	for (size_t i = 0; i < n_labels; i++) {
+		size_t k = strlen(labels[i].key) + 1, v = strlen(labels[i].str) + 1;
+
+		memcpy(p, labels[i].key, k);
+		set->labels[i].key = p;
+		p += k;
+		memcpy(p, labels[i].str, v);
+		set->labels[i].str = p;
+		p += v;
+	}
+	set->next = profile->label_sets;
+	profile->label_sets = set;
+	profile->current_labels = set;
+	return 0;
 }

@@ -79,6 +79,14 @@ int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
+/* Sample labels (strings) from a request context for the stacks added next, until the next
+ * call (n_labels 0: none): stacks with different labels stay different samples in the pprof,
+ * each carrying its labels, so `go tool pprof -tagfocus endpoint=...` slices by them. Labels
+ * are copied; at most 16 are kept. 0, -EINVAL (a label without key or string) or -ENOMEM
+ * (then the stacks added next carry none). */
+int alloc_profile__use_labels(struct alloc_profile *profile, const struct pprof_label *labels,
+			      size_t n_labels);
+
 /* Functions whose whole name (readable or linkage) matches regex, a POSIX extended regular
  * expression, are wrappers: top_sites looks through them as through the built-in ones
  * (zmalloc, g_malloc, xmalloc, ...). -EINVAL with a message in err when it does not compile. */
