@@ -209,6 +209,50 @@ $(SAMPLER_WORKLOAD): sampler/allocscope_sampler.h
 unit test: $(SAMPLER_LIB) $(SAMPLER_WORKLOAD)
 # ---- end of liballocscope-sampler.so ----
 
+# ---- liballocscope-context: the request-context writer for C and C++ (docs/labels.md) ----
+# The OTel thread-context TLS pointer must be reached through TLSDESC from the shared library
+# (OTEP 4947: readers find it through its TLSDESC relocation); the archive is the same code
+# for programs linked statically (the linker turns the access into a plain TLS offset).
+CONTEXT_SRCS   := sampler/context/allocscope_context.c
+CONTEXT_HDRS   := sampler/context/allocscope_context.h sampler/context/allocscope_context.hpp
+CONTEXT_LIB    := $(BUILD)/liballocscope-context.so
+CONTEXT_ARCH   := $(BUILD)/liballocscope-context.a
+CONTEXT_CFLAGS := -O2 -g -std=gnu11 -fPIC -fvisibility=hidden -ftls-model=global-dynamic \
+		  -mtls-dialect=gnu2 -D_GNU_SOURCE -Wall -Wextra -Werror
+
+all: $(CONTEXT_LIB) $(CONTEXT_ARCH)
+
+$(CONTEXT_LIB): $(CONTEXT_SRCS) $(CONTEXT_HDRS)
+	$(call msg,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CONTEXT_CFLAGS) -shared -Wl,-soname,liballocscope-context.so -Wl,-z,now \
+		$(CONTEXT_SRCS) -o $@
+
+$(CONTEXT_ARCH): $(CONTEXT_SRCS) $(CONTEXT_HDRS)
+	$(call msg,AR,$@)
+	$(Q)mkdir -p $(BUILD)/obj/sampler/context
+	$(Q)$(CC) $(CONTEXT_CFLAGS) -c $(CONTEXT_SRCS) -o $(BUILD)/obj/sampler/context/allocscope_context.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/obj/sampler/context/allocscope_context.o
+
+# Workloads that publish request context link the library (its rpath: the build directory).
+$(BUILD)/workloads/context_requests: tests/workloads/context_requests.c $(CONTEXT_LIB) $(CONTEXT_HDRS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ -L$(BUILD) -lallocscope-context \
+		-Wl,-rpath,$(abspath $(BUILD)) -lpthread
+$(BUILD)/workloads/context_requests_static: tests/workloads/context_requests.c $(CONTEXT_ARCH) $(CONTEXT_HDRS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
+WORKLOAD_BINS += $(BUILD)/workloads/context_requests_static
+
+# Writer cost per set (tests/bench/context_writer.c).
+$(BUILD)/bench/context_writer: tests/bench/context_writer.c $(CONTEXT_ARCH) $(CONTEXT_HDRS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -O2 -g -Wall -Werror -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
+# ---- end of liballocscope-context ----
+
 # The benchmark's floor: an empty uprobe program and its loader.
 $(BUILD)/bench/empty_probe.bpf.o: tests/bench/empty_probe.bpf.c bpf/vmlinux.h | $(DEPS_OK)
 	$(call msg,BPF,$@)
@@ -305,9 +349,12 @@ demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 # existing /etc/allocscope/allocscope.yaml is kept: the reference goes next to it as .default.
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 CONFIG_DIR       ?= /etc/allocscope
-install: $(BUILD)/allocscope $(SAMPLER_LIB)
+install: $(BUILD)/allocscope $(SAMPLER_LIB) $(CONTEXT_LIB) $(CONTEXT_ARCH)
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
 	install -D -m 0755 $(SAMPLER_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-sampler.so
+	install -D -m 0755 $(CONTEXT_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-context.so
+	install -D -m 0644 $(CONTEXT_ARCH) $(DESTDIR)$(PREFIX)/lib/liballocscope-context.a
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/include $(CONTEXT_HDRS)
 	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(CONFIG_DIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/allocscope.service \
 		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/allocscope.service

@@ -1,0 +1,185 @@
+/* A request server in miniature for the request-context tests (issue 15): worker threads
+ * serve simulated requests for a few endpoints and tenants, each request publishing its
+ * endpoint and tenant with liballocscope-context around a known allocation mix made in a
+ * function of its own (export_report, create_order, health_check), and allocating between
+ * requests with no context (idle_work). With --switch, a thread interleaves two requests
+ * (as an async runtime does): its context changes mid-stream, and each allocation must get
+ * the labels of the request it was made for. With --torn, some allocations (torn_work) are
+ * made while the record is marked invalid (valid = 0, a writer caught mid-update).
+ *
+ * Prints a manifest, one line per (function, endpoint, tenant): "ctx FUNCTION|ENDPOINT|TENANT
+ * SIZE COUNT" (- for no label), for the test to compare against the profile.
+ *
+ *   context_requests [--threads N] [--requests N] [--switch] [--torn] */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "allocscope_context.h"
+
+enum { KEY_ENDPOINT, KEY_TENANT };
+static const char *const keys[] = { "endpoint", "tenant" };
+
+static const char *const tenants[] = { "acme", "globex" };
+
+struct endpoint {
+	const char *name;
+	size_t size;  /* bytes per allocation */
+	size_t count; /* allocations per request */
+};
+
+static const struct endpoint endpoints[] = {
+	{ "GET /reports/export", 4096, 24 },
+	{ "POST /orders", 512, 16 },
+	{ "GET /health", 64, 8 },
+};
+#define N_ENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
+
+static int n_threads = 4, n_requests = 3000;
+static int switching, torn;
+/* Allocations made, per (endpoint, tenant), and idle and torn ones. */
+static atomic_ulong made[N_ENDPOINTS][2], idle_made, torn_made;
+
+static void *volatile sink;
+
+/* Each in a function of its own, so the test tells them apart by stack. */
+__attribute__((noinline)) static void export_report(size_t size)
+{
+	sink = malloc(size);
+	free(sink);
+}
+
+__attribute__((noinline)) static void create_order(size_t size)
+{
+	sink = malloc(size);
+	free(sink);
+}
+
+__attribute__((noinline)) static void health_check(size_t size)
+{
+	sink = malloc(size);
+	free(sink);
+}
+
+__attribute__((noinline)) static void idle_work(size_t size)
+{
+	sink = malloc(size);
+	free(sink);
+}
+
+__attribute__((noinline)) static void torn_work(size_t size)
+{
+	sink = malloc(size);
+	free(sink);
+}
+
+static void (*const handlers[N_ENDPOINTS])(size_t) = { export_report, create_order,
+						       health_check };
+
+static void enter(int e, int t)
+{
+	allocscope_context_set(KEY_ENDPOINT, endpoints[e].name, strlen(endpoints[e].name));
+	allocscope_context_set(KEY_TENANT, tenants[t], strlen(tenants[t]));
+}
+
+static void *worker(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+
+	for (int r = 0; r < n_requests; r++) {
+		int e = (int)(rand_r(&seed) % N_ENDPOINTS), t = r & 1;
+		int e2 = (e + 1) % N_ENDPOINTS, t2 = !t;
+		const struct endpoint *ep = &endpoints[e], *ep2 = &endpoints[e2];
+
+		if (switching) {
+			/* Two requests in flight on this thread, one allocation each in turn:
+			 * the context switches before every allocation. */
+			for (size_t i = 0; i < ep->count || i < ep2->count; i++) {
+				if (i < ep->count) {
+					enter(e, t);
+					handlers[e](ep->size);
+				}
+				if (i < ep2->count) {
+					enter(e2, t2);
+					handlers[e2](ep2->size);
+				}
+			}
+			made[e][t] += ep->count;
+			made[e2][t2] += ep2->count;
+		} else {
+			struct allocscope_context_scope endpoint_scope, tenant_scope;
+
+			allocscope_context_push(&endpoint_scope, KEY_ENDPOINT, ep->name,
+						strlen(ep->name));
+			allocscope_context_push(&tenant_scope, KEY_TENANT, tenants[t],
+						strlen(tenants[t]));
+			for (size_t i = 0; i < ep->count; i++)
+				handlers[e](ep->size);
+			allocscope_context_pop(&tenant_scope);
+			allocscope_context_pop(&endpoint_scope);
+			made[e][t] += ep->count;
+		}
+		if (torn) {
+			enter(e, t);
+			/* A writer caught mid-update: readers must skip the record. */
+			__atomic_store_n(&otel_thread_ctx_v1->valid, 0, __ATOMIC_RELAXED);
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			for (int i = 0; i < 4; i++)
+				torn_work(4096);
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			__atomic_store_n(&otel_thread_ctx_v1->valid, 1, __ATOMIC_RELAXED);
+			torn_made += 4;
+		}
+		/* Between requests: no context at all. */
+		allocscope_context_clear();
+		for (int i = 0; i < 8; i++)
+			idle_work(1024);
+		idle_made += 8;
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	pthread_t threads[64];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+			n_threads = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--requests") == 0 && i + 1 < argc)
+			n_requests = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--switch") == 0)
+			switching = 1;
+		else if (strcmp(argv[i], "--torn") == 0)
+			torn = 1;
+		else {
+			fprintf(stderr, "usage: %s [--threads N] [--requests N] [--switch] [--torn]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	if (n_threads < 1 || n_threads > 64)
+		n_threads = 4;
+	if (allocscope_context_init(keys, 2) != 0) {
+		fprintf(stderr, "cannot publish the process context\n");
+		return 1;
+	}
+	for (int i = 0; i < n_threads; i++)
+		pthread_create(&threads[i], NULL, worker, (void *)(uintptr_t)(i + 1));
+	for (int i = 0; i < n_threads; i++)
+		pthread_join(threads[i], NULL);
+	for (size_t e = 0; e < N_ENDPOINTS; e++)
+		for (int t = 0; t < 2; t++)
+			printf("ctx %s|%s|%s %zu %lu\n",
+			       handlers[e] == export_report  ? "export_report"
+			       : handlers[e] == create_order ? "create_order"
+							     : "health_check",
+			       endpoints[e].name, tenants[t], endpoints[e].size,
+			       (unsigned long)made[e][t]);
+	printf("ctx idle_work|-|- 1024 %lu\n", (unsigned long)idle_made);
+	if (torn)
+		printf("ctx torn_work|-|- 4096 %lu\n", (unsigned long)torn_made);
+	return 0;
+}
