@@ -620,6 +620,10 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 					      "the process or its leaf yet (unwound in user space)" },
 		{ counters->unwind_preempted, "stacks lost to another walk on the same CPU (their "
 					      "weight kept under [dropped samples])" },
+		{ counters->context_torn, "samples without request context: the thread's record "
+					  "was mid-update (valid != 1)" },
+		{ counters->context_unreadable, "samples without request context: the thread's "
+						"record was unreadable" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;

@@ -16,8 +16,8 @@
 
 #include "profile/context_labels.h"
 
-#define REQUEST_CONTEXT_RETRY_MS 250
-#define REQUEST_CONTEXT_TRIES 120
+#define REQUEST_CONTEXT_RETRY_MS 100
+#define REQUEST_CONTEXT_TRIES 600
 
 struct alloc_program;
 struct alloc_sample;

@@ -163,6 +163,15 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		metrics_text__sample(t, "allocscope_stacks_degraded_total",
 				     (const char *const[]){ "reason", degraded[i].reason, NULL },
 				     (double)degraded[i].value);
+	metrics_text__family(t, "allocscope_context_records_skipped_total", "counter",
+			     "Samples taken without their thread's request context, by reason: "
+			     "torn (the record was mid-update, valid != 1), unreadable.");
+	metrics_text__sample(t, "allocscope_context_records_skipped_total",
+			     (const char *const[]){ "reason", "torn", NULL },
+			     (double)m->context_torn);
+	metrics_text__sample(t, "allocscope_context_records_skipped_total",
+			     (const char *const[]){ "reason", "unreadable", NULL },
+			     (double)m->context_unreadable);
 	counter(t, "allocscope_allocations_uncounted_total",
 		"Allocations not counted: no per-thread countdown could be created.",
 		(double)m->allocations_uncounted);

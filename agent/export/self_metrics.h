@@ -60,6 +60,8 @@ struct self_metrics {
 	size_t symbolizer_processes, symbolizer_files;
 	uint64_t sample_rate;
 	double interval_seconds;
+	/* Request context (issue 15): samples whose thread's record was skipped. */
+	uint64_t context_torn, context_unreadable;
 };
 
 /* Appends every family to t (an allocation failure shows in metrics_text__error). */

@@ -10,12 +10,17 @@
  * Prints a manifest, one line per (function, endpoint, tenant): "ctx FUNCTION|ENDPOINT|TENANT
  * SIZE COUNT" (- for no label), for the test to compare against the profile.
  *
- *   context_requests [--threads N] [--requests N] [--switch] [--torn] */
+ * With --trace, each request also publishes a trace and span id; --delay-ms waits before the
+ * first request.
+ *
+ *   context_requests [--threads N] [--requests N] [--switch] [--torn] [--trace]
+ *                    [--delay-ms N] */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "allocscope_context.h"
 
@@ -38,41 +43,53 @@ static const struct endpoint endpoints[] = {
 #define N_ENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
 
 static int n_threads = 4, n_requests = 3000;
-static int switching, torn;
+static int switching, torn, tracing, delay_ms;
 /* Allocations made, per (endpoint, tenant), and idle and torn ones. */
 static atomic_ulong made[N_ENDPOINTS][2], idle_made, torn_made;
 
+/* Each thread's block, kept from being optimised away (freed through the local copy: the
+ * global is shared). */
 static void *volatile sink;
 
 /* Each in a function of its own, so the test tells them apart by stack. */
 __attribute__((noinline)) static void export_report(size_t size)
 {
-	sink = malloc(size);
-	free(sink);
+	void *p = malloc(size);
+
+	sink = p;
+	free(p);
 }
 
 __attribute__((noinline)) static void create_order(size_t size)
 {
-	sink = malloc(size);
-	free(sink);
+	void *p = malloc(size);
+
+	sink = p;
+	free(p);
 }
 
 __attribute__((noinline)) static void health_check(size_t size)
 {
-	sink = malloc(size);
-	free(sink);
+	void *p = malloc(size);
+
+	sink = p;
+	free(p);
 }
 
 __attribute__((noinline)) static void idle_work(size_t size)
 {
-	sink = malloc(size);
-	free(sink);
+	void *p = malloc(size);
+
+	sink = p;
+	free(p);
 }
 
 __attribute__((noinline)) static void torn_work(size_t size)
 {
-	sink = malloc(size);
-	free(sink);
+	void *p = malloc(size);
+
+	sink = p;
+	free(p);
 }
 
 static void (*const handlers[N_ENDPOINTS])(size_t) = { export_report, create_order,
@@ -92,6 +109,16 @@ static void *worker(void *arg)
 		int e = (int)(rand_r(&seed) % N_ENDPOINTS), t = r & 1;
 		int e2 = (e + 1) % N_ENDPOINTS, t2 = !t;
 		const struct endpoint *ep = &endpoints[e], *ep2 = &endpoints[e2];
+
+		if (tracing) {
+			uint8_t trace_id[16], span_id[8];
+
+			for (size_t i = 0; i < sizeof(trace_id); i++)
+				trace_id[i] = (uint8_t)rand_r(&seed);
+			for (size_t i = 0; i < sizeof(span_id); i++)
+				span_id[i] = (uint8_t)(rand_r(&seed) | 1);
+			allocscope_context_set_trace(trace_id, span_id);
+		}
 
 		if (switching) {
 			/* Two requests in flight on this thread, one allocation each in turn:
@@ -154,8 +181,13 @@ int main(int argc, char **argv)
 			switching = 1;
 		else if (strcmp(argv[i], "--torn") == 0)
 			torn = 1;
+		else if (strcmp(argv[i], "--trace") == 0)
+			tracing = 1;
+		else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc)
+			delay_ms = atoi(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--threads N] [--requests N] [--switch] [--torn]\n",
+			fprintf(stderr, "usage: %s [--threads N] [--requests N] [--switch] [--torn] "
+				"[--trace] [--delay-ms N]\n",
 				argv[0]);
 			return 2;
 		}
@@ -166,6 +198,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot publish the process context\n");
 		return 1;
 	}
+	/* A profiler that started this program finds its context once the loader has mapped the
+	 * library: give it that moment before the first request. */
+	if (delay_ms > 0)
+		usleep((useconds_t)delay_ms * 1000);
 	for (int i = 0; i < n_threads; i++)
 		pthread_create(&threads[i], NULL, worker, (void *)(uintptr_t)(i + 1));
 	for (int i = 0; i < n_threads; i++)

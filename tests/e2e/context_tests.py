@@ -1,0 +1,198 @@
+"""End-to-end tests of request context (issue 15): programs publish the endpoint and tenant of
+the request each thread serves, through the OpenTelemetry thread context (our
+liballocscope-context) or the Custom Labels ABI (Polar Signals' custom-labels crate, built from
+crates.io here), and every sampled allocation carries them as pprof labels: per-endpoint and
+per-tenant totals hold within the sampling tolerance, a thread's next request never inherits a
+label, and a torn record (valid = 0) is skipped and counted. Imported by run.py."""
+import os
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+
+from agent_tests import (Agent, agent_config, include_executable, profiles_of,
+                         wait_for_profiles)
+from helpers import (ALLOCSCOPE, BUILD, ROOT, expected_with_tolerance, go_pprof, run, test)
+from pprof_reader import Profile
+
+CONTEXT_REQUESTS = os.path.join(BUILD, "workloads", "context_requests")
+CONTEXT_REQUESTS_STATIC = os.path.join(BUILD, "workloads", "context_requests_static")
+CUSTOM_LABELS_SRC = os.path.join(ROOT, "tests", "workloads", "custom_labels_requests")
+CUSTOM_LABELS_TARGET = os.path.join(BUILD, "cargo-context")
+# 64-byte health checks must be sampled often enough for the tolerance's normal approximation.
+CTX_RATE, CTX_RATE_ARG = 4096, "4KiB"
+BIG_RING = "512MiB"
+# A profiler that starts a program finds its context once the loader has mapped the writer:
+# the workloads wait this long before their first request.
+DELAY = ["--delay-ms", "500"]
+
+
+def parse_context_manifest(text):
+    """{(function, endpoint, tenant): [(size, count)]} from 'ctx F|E|T SIZE COUNT' lines."""
+    manifest = {}
+    for line in text.splitlines():
+        m = re.match(r"^ctx (\S+)\|([^|]*)\|(\S+) (\d+) (\d+)$", line)
+        if m:
+            manifest.setdefault(m.group(1, 2, 3), []).append(
+                (int(m.group(4)), int(m.group(5))))
+    assert manifest, f"no manifest in the workload's output: {text[:300]!r}"
+    return manifest
+
+
+def totals_by_context(profiles, functions):
+    """alloc_space per (function, endpoint, tenant), '-' for a missing label; samples in none
+    of the functions are summed under '?'."""
+    totals = defaultdict(float)
+    for profile in profiles:
+        for sample in profile.samples:
+            names = [n for n in profile.stack_functions(sample) if n in functions]
+            labels = sample["labels"]
+            key = (names[0] if names else "?", labels.get("endpoint", "-"),
+                   labels.get("tenant", "-"))
+            totals[key] += sample["values"][1]
+    return totals
+
+
+def check_context_totals(profiles, manifest, rate):
+    """Every (function, endpoint, tenant) of the manifest within tolerance, and no sample of a
+    listed function under labels the manifest does not list for it (a leaked label)."""
+    functions = {f for f, _, _ in manifest}
+    totals = totals_by_context(profiles, functions)
+    problems = []
+    for key, classes in manifest.items():
+        truth, tol, _, _ = expected_with_tolerance(classes, rate)
+        got = totals.get(key, 0)
+        if abs(got - truth) > tol:
+            problems.append(f"{key}: alloc_space {got:.0f} vs truth {truth:.0f} "
+                            f"(tolerance {tol:.0f})")
+    leaked = {k: v for k, v in totals.items() if k[0] != "?" and k not in manifest}
+    assert not leaked, f"samples under labels their request never had: {leaked}"
+    assert not problems, "\n".join(problems)
+    return totals
+
+
+def capture(tmp, argv, name, extra=()):
+    out_path = os.path.join(tmp, name + ".pb.gz")
+    result = run([ALLOCSCOPE, "-r", CTX_RATE_ARG, "--ringbuf-size", BIG_RING, "-o", out_path,
+                  *extra, "--"] + argv, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    return result, out_path
+
+
+@test
+def context_labels_slice_by_endpoint_and_tenant(tmp):
+    """Four threads serve requests labelled with liballocscope-context (scoped push/pop,
+    TLSDESC in the shared library): the capture's pprof gives each (endpoint, tenant) its
+    allocation mix within the sampling tolerance, allocations between requests carry no
+    label, and go tool pprof -tagfocus slices by a label."""
+    result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", *DELAY], "ctx")
+    assert re.search(r"pid \d+ publishes request context \(OpenTelemetry thread context\) in "
+                     r"\S+/liballocscope-context\.so", result.stderr), result.stderr
+    assert "samples dropped" not in result.stdout, result.stdout
+    manifest = parse_context_manifest(result.stdout)
+    check_context_totals([Profile(path)], manifest, CTX_RATE)
+    # -tagfocus keeps only globex's samples: its requests' sites, no idle work.
+    top = go_pprof(["-top", "-sample_index=alloc_space", "-tagfocus=tenant=globex", path], tmp)
+    assert "export_report" in top and "create_order" in top, top
+    assert "idle_work" not in top, top
+
+
+@test
+def context_switches_mid_stream_never_leak_labels(tmp):
+    """Each thread interleaves two requests, switching its context before every allocation
+    (as an async runtime does): every allocation carries its own request's endpoint and
+    tenant, never the other's, and the totals hold."""
+    result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", "--switch", *DELAY],
+                           "switch")
+    check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_torn_record_is_skipped_and_counted(tmp):
+    """Allocations made while the record says valid = 0 (a writer caught mid-update) get no
+    labels, and the summary counts them; the rest is unaffected."""
+    result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", "--torn", *DELAY], "torn")
+    manifest = parse_context_manifest(result.stdout)
+    check_context_totals([Profile(path)], manifest, CTX_RATE)
+    m = re.search(r"^  (\d+) samples without request context: the thread's record was "
+                  r"mid-update \(valid != 1\)$", result.stdout, re.M)
+    assert m and int(m.group(1)) > 0, result.stdout
+
+
+@test
+def context_static_tls_of_the_executable(tmp):
+    """The writer linked statically: the TLS pointer is the executable's own (static TLS,
+    variant II offset from the thread pointer), found and read the same way."""
+    result, path = capture(tmp, [CONTEXT_REQUESTS_STATIC, "--requests", "1000", *DELAY],
+                           "static")
+    assert re.search(r"publishes request context \(OpenTelemetry thread context\) in "
+                     r"\S+/context_requests_static", result.stderr), result.stderr
+    check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_trace_ids_only_when_enabled(tmp):
+    """trace_id and span_id are labels only with context.trace_ids (--context-trace-ids)."""
+    _, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "200", "--trace", *DELAY],
+                      "notrace")
+    keys = {k for s in Profile(path).samples for k in s["labels"]}
+    assert "endpoint" in keys and "span_id" not in keys and "trace_id" not in keys, keys
+    _, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "200", "--trace", *DELAY],
+                      "trace",
+                      extra=("--context-trace-ids", "true"))
+    spans = {s["labels"].get("span_id") for s in Profile(path).samples
+             if "endpoint" in s["labels"]}
+    assert spans and all(s and re.fullmatch(r"[0-9a-f]{16}", s) for s in spans), spans
+
+
+@test
+def context_labels_through_the_agent(tmp):
+    """The continuous agent keeps the labels in the profiles it writes, and counts torn
+    records in /metrics."""
+    sinks = os.path.join(tmp, "profiles")
+    agent = Agent(tmp, agent_config(sinks, include_executable(CONTEXT_REQUESTS, "shop"),
+                                    rate=CTX_RATE_ARG))
+    try:
+        result = run([CONTEXT_REQUESTS, "--requests", "1000", "--torn", "--delay-ms", "1000"],
+                     timeout=300)
+        assert result.returncode == 0, result.stderr
+        agent.wait_all_exited_and_flushed(timeout=60)
+        wait_for_profiles(sinks, "shop")
+        manifest = parse_context_manifest(result.stdout)
+        profiles = [Profile(p) for p in profiles_of(sinks, "shop")]
+        totals = totals_by_context(profiles, {f for f, _, _ in manifest})
+        leaked = {k: v for k, v in totals.items() if k[0] != "?" and k not in manifest}
+        assert not leaked, f"samples under labels their request never had: {leaked}"
+        for key in manifest:
+            if key[0] != "torn_work":
+                assert totals.get(key, 0) > 0, (key, dict(totals))
+        torn = agent.metric("allocscope_context_records_skipped_total", reason="torn")
+        assert torn and torn > 0, agent.metrics()
+    finally:
+        agent.stop()
+
+
+def build_custom_labels_program():
+    """Builds the custom-labels program with cargo, fetching the crate from crates.io (the
+    target directory under build/ caches it between runs). A failure fails the test: the
+    interoperability it checks cannot be skipped."""
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    assert os.path.exists(cargo), "cargo not found: the Custom Labels interop test needs it"
+    env = dict(os.environ, CARGO_TARGET_DIR=CUSTOM_LABELS_TARGET)
+    result = subprocess.run([cargo, "build", "--release", "--quiet"], cwd=CUSTOM_LABELS_SRC,
+                            env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, \
+        f"cannot build the custom-labels program (crates.io reachable?):\n{result.stderr}"
+    return os.path.join(CUSTOM_LABELS_TARGET, "release", "custom_labels_requests")
+
+
+@test
+def context_custom_labels_from_the_crate(tmp):
+    """A Rust program labelled with Polar Signals' custom-labels crate (Custom Labels ABI v1,
+    its TLS variable exported from the executable): the labels it sets, keys included, reach
+    the profile, per (endpoint, tenant) within tolerance, none between requests."""
+    program = build_custom_labels_program()
+    result, path = capture(tmp, [program, "1000"], "custom_labels")
+    assert re.search(r"publishes request context \(Custom Labels v1\) in "
+                     r"\S+/custom_labels_requests", result.stderr), result.stderr
+    check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
