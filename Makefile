@@ -246,6 +246,14 @@ $(BUILD)/workloads/context_requests_static: tests/workloads/context_requests.c $
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
 WORKLOAD_BINS += $(BUILD)/workloads/context_requests_static
 
+# The writer's unit test links the archive and the agent's process-context reader.
+$(BUILD)/tests/test_context_writer: tests/unit/test_context_writer.c $(wildcard tests/unit/*.h) \
+		$(CONTEXT_ARCH) $(CONTEXT_HDRS) $(AGENT_OBJS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit -Isampler/context $(CFLAGS) $< $(CONTEXT_ARCH) \
+		$(AGENT_OBJS) $(LDLIBS) -o $@
+
 # Writer cost per set (tests/bench/context_writer.c).
 $(BUILD)/bench/context_writer: tests/bench/context_writer.c $(CONTEXT_ARCH) $(CONTEXT_HDRS)
 	$(call msg,CC,$@)
