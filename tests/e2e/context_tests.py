@@ -196,3 +196,17 @@ def context_custom_labels_from_the_crate(tmp):
     assert re.search(r"publishes request context \(Custom Labels v1\) in "
                      r"\S+/custom_labels_requests", result.stderr), result.stderr
     check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_labels_on_the_cooperative_path(tmp):
+    """The same requests with liballocscope-sampler.so preloaded: samples arrive through the
+    otel_memory:alloc USDT, and each carries its request's labels as on the probes' path."""
+    sampler = os.path.join(BUILD, "liballocscope-sampler.so")
+    env = dict(os.environ, LD_PRELOAD=sampler, ALLOCSCOPE_SAMPLE_RATE=CTX_RATE_ARG)
+    out_path = os.path.join(tmp, "coop.pb.gz")
+    result = run([ALLOCSCOPE, "--ringbuf-size", BIG_RING, "-o", out_path, "--",
+                  CONTEXT_REQUESTS, "--requests", "1000", *DELAY], env=env, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "otel_memory:alloc USDT, cooperative sampling" in result.stdout, result.stdout[:600]
+    check_context_totals([Profile(out_path)], parse_context_manifest(result.stdout), CTX_RATE)
