@@ -62,6 +62,8 @@ static struct context_process *find(struct request_contexts *rc, pid_t pid)
 	return NULL;
 }
 
+void request_contexts__remove(struct request_contexts *rc, pid_t pid);
+
 static void try_process(struct request_contexts *rc, struct context_process *p)
 {
 	char err[256];
@@ -121,8 +123,10 @@ void request_contexts__add(struct request_contexts *rc, pid_t pid)
 {
 	struct context_process *p;
 
-	if (!rc->opts.enabled || find(rc, pid))
+	if (!rc->opts.enabled)
 		return;
+	/* Added again (it exec'ed): what was known belongs to the old image. */
+	request_contexts__remove(rc, pid);
 	if (array_grow((void **)&rc->procs, &rc->cap, rc->count, sizeof(*rc->procs), 16))
 		return;
 	p = &rc->procs[rc->count++];

@@ -32,7 +32,8 @@ int request_contexts__new(struct alloc_program *prog, const struct request_conte
 			  struct request_contexts **out);
 void request_contexts__free(struct request_contexts *rc);
 
-/* Looks pid up now (and later while something is missing). Best effort. */
+/* Looks pid up now (and later while something is missing); a pid added again (it exec'ed) is
+ * looked up afresh. Best effort. */
 void request_contexts__add(struct request_contexts *rc, pid_t pid);
 void request_contexts__remove(struct request_contexts *rc, pid_t pid);
 /* Retries the processes whose context is not fully known yet, when their time has come. */

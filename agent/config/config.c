@@ -155,18 +155,6 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(sampling.ringbuf_bytes), .flag = "ringbuf-size",
 	  .noun = "ring buffer size",
 	  .range_why = "the smallest holds one sample with the largest stack copy" },
-	/* Request context (issue 15): what threads publish through the OTel thread context or
-	 * Custom Labels, read on the sampled path and kept as sample labels. */
-	{ "context.enabled", KEY_BOOL, .default_text = "true",
-	  CONFIG_FIELD(sampling.context_enabled), .flag = "context" },
-	{ "context.trace_ids", KEY_BOOL, .default_text = "false",
-	  CONFIG_FIELD(sampling.context_trace_ids), .flag = "context-trace-ids" },
-	{ "context.max_record_bytes", KEY_UINT, .min = 0, .max = ALLOC_CONTEXT_MAX_BYTES,
-	  .default_text = "256", CONFIG_FIELD(sampling.context_max_record_bytes),
-	  .flag = "context-max-record-bytes", .noun = "context record size" },
-	{ "context.max_value_bytes", KEY_UINT, .min = 8, .max = 128, .default_text = "64",
-	  CONFIG_FIELD(sampling.context_max_value_bytes), .flag = "context-max-value-bytes",
-	  .noun = "context value length" },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
 	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },
@@ -207,6 +195,18 @@ static const struct config_key agent_keys[] = {
 	  .default_text = KUBE_PODS_DEFAULT_TOKEN_PATH, CONFIG_FIELD(kubernetes.token_path) },
 	{ "kubernetes.ca_path", KEY_ABS_PATH, .default_text = KUBE_PODS_DEFAULT_CA_PATH,
 	  CONFIG_FIELD(kubernetes.ca_path) },
+	/* Request context (issue 15): what threads publish through the OTel thread context or
+	 * Custom Labels, read on the sampled path and kept as sample labels. */
+	{ "context.enabled", KEY_BOOL, .default_text = "true",
+	  CONFIG_FIELD(sampling.context_enabled), .flag = "context" },
+	{ "context.trace_ids", KEY_BOOL, .default_text = "false",
+	  CONFIG_FIELD(sampling.context_trace_ids), .flag = "context-trace-ids" },
+	{ "context.max_record_bytes", KEY_UINT, .min = 0, .max = ALLOC_CONTEXT_MAX_BYTES,
+	  .default_text = "256", CONFIG_FIELD(sampling.context_max_record_bytes),
+	  .flag = "context-max-record-bytes", .noun = "context record size" },
+	{ "context.max_value_bytes", KEY_UINT, .min = 8, .max = 128, .default_text = "64",
+	  CONFIG_FIELD(sampling.context_max_value_bytes), .flag = "context-max-value-bytes",
+	  .noun = "context value length" },
 };
 
 static const struct config_key rule_keys[] = {

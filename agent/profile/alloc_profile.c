@@ -1110,6 +1110,9 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 		for (size_t j = 0; j < output->n_labels && !taken; j++)
 			taken = output->labels[j].key &&
 				strcmp(output->labels[j].key, rec->labels->labels[i].key) == 0;
+		if (output->pid_label && !output->merge_processes &&
+		    strcmp(rec->labels->labels[i].key, "pid") == 0)
+			taken = true;
 		if (!taken)
 			labels[n_labels++] = rec->labels->labels[i];
 	}

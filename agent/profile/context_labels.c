@@ -1,6 +1,7 @@
 /* Request context into sample labels (see context_labels.h). Every length comes from the
  * target's memory through the BPF program, so each is checked against what is left of the
  * record before it is used. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,31 @@
 
 /* Keys longer than this are cut like values (at a character boundary). */
 #define KEY_MAX_BYTES 63
+
+/* Makes key a label name as Pyroscope and Prometheus take them, [a-zA-Z_][a-zA-Z0-9_]*: other
+ * bytes become '_' (OTel's "http.route" is "http_route"), a leading digit gets a '_' before it
+ * when there is room. False for an empty name, or one starting with "__" (reserved). */
+static bool label_name(char *key)
+{
+	size_t n = strlen(key);
+
+	if (!n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = key[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_'))
+			key[i] = '_';
+	}
+	if (key[0] >= '0' && key[0] <= '9') {
+		if (n >= KEY_MAX_BYTES)
+			return false;
+		memmove(key + 1, key, n + 1);
+		key[0] = '_';
+	}
+	return strncmp(key, "__", 2) != 0;
+}
 
 /* Appends a label; key and value are raw bytes (not NUL-terminated). */
 static void add_label(struct context_labels *out, const char *key, size_t key_len,
@@ -33,7 +59,7 @@ static void add_label(struct context_labels *out, const char *key, size_t key_le
 	memcpy(raw, key, key_len < sizeof(raw) - 1 ? key_len : sizeof(raw) - 1);
 	raw[key_len < sizeof(raw) - 1 ? key_len : sizeof(raw) - 1] = '\0';
 	utf8__label_value(k, key_size, raw, KEY_MAX_BYTES);
-	if (!*k)
+	if (!label_name(k))
 		return;
 	/* A repeated key: the first one counts (Custom Labels v1 says so; OTel is silent). */
 	for (size_t i = 0; i < out->count; i++)

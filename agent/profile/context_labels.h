@@ -2,9 +2,10 @@
  * thread's OTel thread-context record or Custom Labels set) as pprof string labels: the
  * attributes under the key names the process published (OTel: its process context's
  * key table; an index the table does not name becomes "attribute_<index>"; Custom Labels
- * carry their keys), the first of a repeated key kept, keys and values made valid UTF-8 and
- * values cut to max_value_bytes at a character boundary; trace_id and span_id (lowercase hex,
- * as W3C Trace Context writes them) only when asked for and set. */
+ * carry their keys), keys made label names ([a-zA-Z_][a-zA-Z0-9_]*: other bytes become
+ * '_'; names starting with "__" dropped), the first of a repeated key kept, values made valid
+ * UTF-8 and cut to max_value_bytes at a character boundary; trace_id and span_id (lowercase
+ * hex, as W3C Trace Context writes them) only when asked for and set. */
 #ifndef ALLOCSCOPE_CONTEXT_LABELS_H
 #define ALLOCSCOPE_CONTEXT_LABELS_H
 

@@ -567,7 +567,7 @@ static void test_syntax_errors(void)
 		    "x.yaml:2:1: expected one YAML document, got a second one");
 	CHECK_ERROR("- sampling\n",
 		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
-		    "sinks, metrics, log, symbolize, kubernetes, got a list");
+		    "sinks, metrics, log, symbolize, kubernetes, context, got a list");
 }
 
 static void test_unknown_keys(void)
@@ -577,7 +577,8 @@ static void test_unknown_keys(void)
 		    "interval, hostname, labels, pid_label)");
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
-		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes)");
+		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, "
+		    "context)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -1094,6 +1095,12 @@ static void test_flags_are_the_file_keys(void)
 		{ "log-level", "log", "level", { "debug", "error", "loud", "", NULL } },
 		{ "debuginfod", "symbolize", "debuginfod_urls",
 		  { "https://debuginfod.debian.net", "", "a b", NULL } },
+		{ "context", "context", "enabled", { "true", "false", "off", "maybe", "", NULL } },
+		{ "context-trace-ids", "context", "trace_ids", { "true", "no", "2", NULL } },
+		{ "context-max-record-bytes", "context", "max_record_bytes",
+		  { "0", "256", "257", "64KiB", "-1", NULL } },
+		{ "context-max-value-bytes", "context", "max_value_bytes",
+		  { "8", "128", "7", "129", "x", NULL } },
 	};
 	size_t n_flags = 0;
 	char short_flag;

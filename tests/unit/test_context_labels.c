@@ -140,8 +140,13 @@ static void custom_labels_carry_their_keys(void)
 	cl_label(&c, "tenant", "globex");
 	cl_label(&c, "endpoint", "ignored");
 	cl_label(&c, "", "no key");
+	cl_label(&c, "__name__", "reserved");
+	cl_label(&c, "http.route", "/a");
+	cl_label(&c, "9lives", "x");
 	context_labels__decode(&c, NULL, 0, &opts, &out);
-	CHECK_EQ_U64(out.count, 2);
+	CHECK_EQ_U64(out.count, 4);
+	CHECK_STR(label(&out, "http_route"), "/a"); /* a label name Pyroscope takes */
+	CHECK_STR(label(&out, "_9lives"), "x");
 	CHECK_STR(label(&out, "endpoint"), "POST /orders");
 	CHECK_STR(label(&out, "tenant"), "globex");
 	/* A length that runs past the copy ends the walk. */
