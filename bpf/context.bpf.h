@@ -70,7 +70,7 @@ static __always_inline __u64 context_tls_address(const struct context_tls *tls, 
 static __always_inline void read_otel_context(struct alloc_context *out, __u64 record)
 {
 	struct otel_ctx_head head;
-	__u32 size;
+	__u64 size; /* 64-bit for the verifier, as off in read_custom_labels */
 
 	if (bpf_probe_read_user(&head, sizeof(head), (void *)record)) {
 		out->status = ALLOC_CONTEXT_UNREADABLE;
@@ -87,8 +87,10 @@ static __always_inline void read_otel_context(struct alloc_context *out, __u64 r
 	size = head.attrs_data_size;
 	if (size > context_max_bytes)
 		size = context_max_bytes;
+	barrier_var(size); /* the bound below must hold for the register the read uses */
 	if (size > ALLOC_CONTEXT_MAX_BYTES)
 		size = ALLOC_CONTEXT_MAX_BYTES;
+	barrier_var(size);
 	if (size && bpf_probe_read_user(out->data, size, (void *)(record + sizeof(head)))) {
 		out->status = ALLOC_CONTEXT_UNREADABLE;
 		__sync_fetch_and_add(&counters.context_unreadable, 1);
@@ -115,7 +117,9 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 	struct context_scratch *scratch;
 	struct cl_labelset set;
 	struct cl_label label;
-	__u32 zero = 0, off = 0;
+	__u32 zero = 0;
+	__u64 off = 0; /* 64-bit: a 32-bit one is compared on a zero-extended copy the verifier
+			  does not tie back to it */
 
 	scratch = bpf_map_lookup_elem(&context_scratches, &zero);
 	if (!scratch)
@@ -126,7 +130,7 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 		return;
 	}
 	for (int i = 0; i < ALLOC_CONTEXT_MAX_LABELS; i++) {
-		__u32 klen, vlen;
+		__u64 klen, vlen;
 
 		if ((__u64)i >= set.count)
 			break;
@@ -135,10 +139,9 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 			break;
 		if (!label.key_buf || !label.value_buf)
 			continue; /* an absent key: the slot is ignored (v1) */
-		klen = label.key_len > ALLOC_CONTEXT_KEY_MAX ? ALLOC_CONTEXT_KEY_MAX
-							      : (__u32)label.key_len;
+		klen = label.key_len > ALLOC_CONTEXT_KEY_MAX ? ALLOC_CONTEXT_KEY_MAX : label.key_len;
 		vlen = label.value_len > ALLOC_CONTEXT_VALUE_MAX ? ALLOC_CONTEXT_VALUE_MAX
-								  : (__u32)label.value_len;
+								  : label.value_len;
 		if (off + 2 + klen + vlen > ALLOC_CONTEXT_MAX_BYTES)
 			break;
 		off &= ALLOC_CONTEXT_MAX_BYTES - 1;
@@ -153,8 +156,12 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 		scratch->bytes[off + 1] = (__u8)vlen;
 		off += 2 + klen + vlen;
 	}
+	/* off <= the area already (each label was checked to fit); said again where the
+	 * verifier sees it, on the register the copy uses (clang folds a plain clamp away). */
+	barrier_var(off);
 	if (off > ALLOC_CONTEXT_MAX_BYTES)
-		off = ALLOC_CONTEXT_MAX_BYTES;
+		off = 0;
+	barrier_var(off);
 	if (off && bpf_probe_read_kernel(out->data, off, scratch->bytes))
 		off = 0;
 	out->bytes = off;

@@ -210,3 +210,14 @@ def context_labels_on_the_cooperative_path(tmp):
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     assert "otel_memory:alloc USDT, cooperative sampling" in result.stdout, result.stdout[:600]
     check_context_totals([Profile(out_path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_labels_in_every_unwind_mode(tmp):
+    """The record is read on every sampled path: with stack copies (dwarf) and with the
+    kernel's frame-pointer walk (fp, where a sample carries no stack copy at all and the
+    record is exactly the header: the program must still pass the verifier)."""
+    for mode in ("fp", "dwarf"):
+        result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", *DELAY], mode,
+                               extra=("--unwind", mode))
+        check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
