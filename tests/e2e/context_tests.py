@@ -221,3 +221,4 @@ def context_labels_in_every_unwind_mode(tmp):
         result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", *DELAY], mode,
                                extra=("--unwind", mode))
         check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
