@@ -245,6 +245,12 @@ $(BUILD)/workloads/context_requests_static: tests/workloads/context_requests.c $
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
 WORKLOAD_BINS += $(BUILD)/workloads/context_requests_static
+$(BUILD)/workloads/context_requests_dlopen: tests/workloads/context_requests.c $(CONTEXT_LIB) $(CONTEXT_HDRS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context \
+		-DCONTEXT_DLOPEN='"$(abspath $(CONTEXT_LIB))"' $< -o $@ -ldl -lpthread
+WORKLOAD_BINS += $(BUILD)/workloads/context_requests_dlopen
 
 # The writer's unit test links the archive and the agent's process-context reader.
 $(BUILD)/tests/test_context_writer: tests/unit/test_context_writer.c $(wildcard tests/unit/*.h) \

@@ -86,6 +86,14 @@ static void try_process(struct request_contexts *rc, struct context_process *p)
 				p->installed = true;
 				for (int abi = 0; abi < 2; abi++)
 					if (found.where.tls[abi].kind)
+						log_debug("pid %d: TLS pointer %s %lld", (int)p->pid,
+							  found.where.tls[abi].model ==
+									  CONTEXT_TLS_STATIC
+								  ? "at the thread pointer +"
+								  : "in its dtv module's block +",
+							  (long long)found.where.tls[abi].offset);
+				for (int abi = 0; abi < 2; abi++)
+					if (found.where.tls[abi].kind)
 						log_info("pid %d publishes request context (%s) in "
 							 "%s",
 							 (int)p->pid,

@@ -17,6 +17,7 @@ from pprof_reader import Profile
 
 CONTEXT_REQUESTS = os.path.join(BUILD, "workloads", "context_requests")
 CONTEXT_REQUESTS_STATIC = os.path.join(BUILD, "workloads", "context_requests_static")
+CONTEXT_REQUESTS_DLOPEN = os.path.join(BUILD, "workloads", "context_requests_dlopen")
 CUSTOM_LABELS_SRC = os.path.join(ROOT, "tests", "workloads", "custom_labels_requests")
 CUSTOM_LABELS_TARGET = os.path.join(BUILD, "cargo-context")
 # 64-byte health checks must be sampled often enough for the tolerance's normal approximation.
@@ -71,10 +72,10 @@ def check_context_totals(profiles, manifest, rate):
     return totals
 
 
-def capture(tmp, argv, name, extra=()):
+def capture(tmp, argv, name, extra=(), env=None):
     out_path = os.path.join(tmp, name + ".pb.gz")
     result = run([ALLOCSCOPE, "-r", CTX_RATE_ARG, "--ringbuf-size", BIG_RING, "-o", out_path,
-                  *extra, "--"] + argv, timeout=300)
+                  *extra, "--"] + argv, timeout=300, env=env)
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     return result, out_path
 
@@ -222,3 +223,15 @@ def context_labels_in_every_unwind_mode(tmp):
                                extra=("--unwind", mode))
         check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
 
+
+
+@test
+def context_dynamic_tls_of_a_dlopened_library(tmp):
+    """The writer dlopen()ed after start (glibc told to give it no static TLS): its TLS block
+    is reached through each thread's dtv, and the labels are the same."""
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.rtld.optional_static_tls=0")
+    result, path = capture(tmp, [CONTEXT_REQUESTS_DLOPEN, "--requests", "1000", *DELAY],
+                           "dlopen", extra=("--log-level", "debug"), env=env)
+    assert re.search(r"pid \d+: TLS pointer in its dtv module's block \+ \d+", result.stderr), \
+        "\n".join(line for line in result.stderr.splitlines() if "libbpf" not in line)
+    check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)

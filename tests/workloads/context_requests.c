@@ -24,6 +24,52 @@
 
 #include "allocscope_context.h"
 
+/* Built with CONTEXT_DLOPEN: the writer is dlopen()ed at start instead of linked, so its TLS
+ * is a module loaded at run time (dynamic TLS, reached through the thread's dtv, when glibc
+ * gives it no static TLS: GLIBC_TUNABLES=glibc.rtld.optional_static_tls=0). */
+#ifdef CONTEXT_DLOPEN
+#include <dlfcn.h>
+
+static int (*dl_init)(const char *const *, size_t);
+static int (*dl_set)(uint8_t, const char *, size_t);
+static void (*dl_set_trace)(const uint8_t *, const uint8_t *);
+static void (*dl_clear)(void);
+static int (*dl_push)(struct allocscope_context_scope *, uint8_t, const char *, size_t);
+static void (*dl_pop)(struct allocscope_context_scope *);
+
+static void load_writer(void)
+{
+	void *lib = dlopen(CONTEXT_DLOPEN, RTLD_NOW);
+
+	if (!lib) {
+		fprintf(stderr, "cannot load %s: %s\n", CONTEXT_DLOPEN, dlerror());
+		exit(1);
+	}
+	dl_init = (int (*)(const char *const *, size_t))dlsym(lib, "allocscope_context_init");
+	dl_set = (int (*)(uint8_t, const char *, size_t))dlsym(lib, "allocscope_context_set");
+	dl_set_trace = (void (*)(const uint8_t *, const uint8_t *))dlsym(
+		lib, "allocscope_context_set_trace");
+	dl_clear = (void (*)(void))dlsym(lib, "allocscope_context_clear");
+	dl_push = (int (*)(struct allocscope_context_scope *, uint8_t, const char *,
+			   size_t))dlsym(lib, "allocscope_context_push");
+	dl_pop = (void (*)(struct allocscope_context_scope *))dlsym(lib, "allocscope_context_pop");
+	if (!dl_init || !dl_set || !dl_set_trace || !dl_clear || !dl_push || !dl_pop) {
+		fprintf(stderr, "%s lacks the writer's functions\n", CONTEXT_DLOPEN);
+		exit(1);
+	}
+}
+#define allocscope_context_init dl_init
+#define allocscope_context_set dl_set
+#define allocscope_context_set_trace dl_set_trace
+#define allocscope_context_clear dl_clear
+#define allocscope_context_push dl_push
+#define allocscope_context_pop dl_pop
+#else
+static void load_writer(void)
+{
+}
+#endif
+
 enum { KEY_ENDPOINT, KEY_TENANT };
 static const char *const keys[] = { "endpoint", "tenant" };
 
@@ -84,7 +130,7 @@ __attribute__((noinline)) static void idle_work(size_t size)
 	free(p);
 }
 
-__attribute__((noinline)) static void torn_work(size_t size)
+__attribute__((noinline, unused)) static void torn_work(size_t size)
 {
 	void *p = malloc(size);
 
@@ -148,6 +194,7 @@ static void *worker(void *arg)
 			allocscope_context_pop(&endpoint_scope);
 			made[e][t] += ep->count;
 		}
+#ifndef CONTEXT_DLOPEN
 		if (torn) {
 			enter(e, t);
 			/* A writer caught mid-update: readers must skip the record. */
@@ -159,6 +206,7 @@ static void *worker(void *arg)
 			__atomic_store_n(&otel_thread_ctx_v1->valid, 1, __ATOMIC_RELAXED);
 			torn_made += 4;
 		}
+#endif
 		/* Between requests: no context at all. */
 		allocscope_context_clear();
 		for (int i = 0; i < 8; i++)
@@ -194,6 +242,10 @@ int main(int argc, char **argv)
 	}
 	if (n_threads < 1 || n_threads > 64)
 		n_threads = 4;
+	load_writer();
+#ifdef CONTEXT_DLOPEN
+	torn = 0; /* the record is reached through the library, not otel_thread_ctx_v1 here */
+#endif
 	if (allocscope_context_init(keys, 2) != 0) {
 		fprintf(stderr, "cannot publish the process context\n");
 		return 1;
