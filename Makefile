@@ -235,17 +235,18 @@ $(CONTEXT_ARCH): $(CONTEXT_SRCS) $(CONTEXT_HDRS)
 	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/obj/sampler/context/allocscope_context.o
 
 # Workloads that publish request context link the library (its rpath: the build directory).
-$(BUILD)/workloads/context_requests: tests/workloads/context_requests.c $(CONTEXT_LIB) $(CONTEXT_HDRS)
+CONTEXT_WORKLOAD_SRC := tests/workloads/context_requests.c
+$(BUILD)/workloads/context_requests: $(CONTEXT_WORKLOAD_SRC) $(CONTEXT_LIB) $(CONTEXT_HDRS)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ -L$(BUILD) -lallocscope-context \
 		-Wl,-rpath,$(abspath $(BUILD)) -lpthread
-$(BUILD)/workloads/context_requests_static: tests/workloads/context_requests.c $(CONTEXT_ARCH) $(CONTEXT_HDRS)
+$(BUILD)/workloads/context_requests_static: $(CONTEXT_WORKLOAD_SRC) $(CONTEXT_ARCH) $(CONTEXT_HDRS)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
 WORKLOAD_BINS += $(BUILD)/workloads/context_requests_static
-$(BUILD)/workloads/context_requests_dlopen: tests/workloads/context_requests.c $(CONTEXT_LIB) $(CONTEXT_HDRS)
+$(BUILD)/workloads/context_requests_dlopen: $(CONTEXT_WORKLOAD_SRC) $(CONTEXT_LIB) $(CONTEXT_HDRS)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(WORKLOAD_CFLAGS) -Isampler/context \

@@ -139,7 +139,8 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 			break;
 		if (!label.key_buf || !label.value_buf)
 			continue; /* an absent key: the slot is ignored (v1) */
-		klen = label.key_len > ALLOC_CONTEXT_KEY_MAX ? ALLOC_CONTEXT_KEY_MAX : label.key_len;
+		klen = label.key_len > ALLOC_CONTEXT_KEY_MAX ? ALLOC_CONTEXT_KEY_MAX
+							      : label.key_len;
 		vlen = label.value_len > ALLOC_CONTEXT_VALUE_MAX ? ALLOC_CONTEXT_VALUE_MAX
 								  : label.value_len;
 		if (off + 2 + klen + vlen > ALLOC_CONTEXT_MAX_BYTES)

@@ -64,6 +64,18 @@ static struct context_process *find(struct request_contexts *rc, pid_t pid)
 
 void request_contexts__remove(struct request_contexts *rc, pid_t pid);
 
+static void report_found(pid_t pid, const struct context_tls_found *found, int abi)
+{
+	const struct context_tls *tls = &found->where.tls[abi];
+
+	log_info("pid %d publishes request context (%s) in %s", (int)pid,
+		 abi == 0 ? "OpenTelemetry thread context" : "Custom Labels v1", found->files[abi]);
+	log_debug("pid %d: TLS pointer %s %lld", (int)pid,
+		  tls->model == CONTEXT_TLS_STATIC ? "at the thread pointer +"
+						   : "in its dtv module's block +",
+		  (long long)tls->offset);
+}
+
 static void try_process(struct request_contexts *rc, struct context_process *p)
 {
 	char err[256];
@@ -86,20 +98,7 @@ static void try_process(struct request_contexts *rc, struct context_process *p)
 				p->installed = true;
 				for (int abi = 0; abi < 2; abi++)
 					if (found.where.tls[abi].kind)
-						log_debug("pid %d: TLS pointer %s %lld", (int)p->pid,
-							  found.where.tls[abi].model ==
-									  CONTEXT_TLS_STATIC
-								  ? "at the thread pointer +"
-								  : "in its dtv module's block +",
-							  (long long)found.where.tls[abi].offset);
-				for (int abi = 0; abi < 2; abi++)
-					if (found.where.tls[abi].kind)
-						log_info("pid %d publishes request context (%s) in "
-							 "%s",
-							 (int)p->pid,
-							 abi == 0 ? "OpenTelemetry thread context"
-								  : "Custom Labels v1",
-							 found.files[abi]);
+						report_found(p->pid, &found, abi);
 			}
 		} else if (ret && ret != -EAGAIN) {
 			log_debug("pid %d: no request context: %s", (int)p->pid, err);

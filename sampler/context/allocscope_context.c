@@ -259,8 +259,9 @@ static size_t encode_payload(uint8_t *buf, size_t cap, const char *const *keys, 
 	size_t array_len = 0, any_len, kv_len;
 
 	/* KeyValue: schema version */
+	any_len = any_string_len(sizeof(schema) - 1);
 	kv_len = 1 + varint_len(sizeof(schema_key) - 1) + sizeof(schema_key) - 1 + 1 +
-		 varint_len(any_string_len(sizeof(schema) - 1)) + any_string_len(sizeof(schema) - 1);
+		 varint_len(any_len) + any_len;
 	pb_varint(&o, 2 << 3 | 2);
 	pb_varint(&o, kv_len);
 	pb_bytes(&o, 1, schema_key, sizeof(schema_key) - 1);

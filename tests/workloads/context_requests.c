@@ -234,7 +234,8 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc)
 			delay_ms = atoi(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--threads N] [--requests N] [--switch] [--torn] "
+			fprintf(stderr,
+				"usage: %s [--threads N] [--requests N] [--switch] [--torn] "
 				"[--trace] [--delay-ms N]\n",
 				argv[0]);
 			return 2;
