@@ -202,9 +202,10 @@ static int library_tls(Elf *elf, size_t sym_index, uint64_t bias, int mem_fd,
 	return saw_reloc ? -EAGAIN : -ENOENT;
 }
 
-/* One file of the process: fills the ABIs it defines that are not found yet. */
+/* One file of the process: fills the ABIs it defines that are not found yet. *defines_any
+ * says whether it defines any of the variables (found or not usable yet). */
 static int examine_file(pid_t pid, const struct proc_map_entry *e, bool executable, int mem_fd,
-			struct context_tls_found *out)
+			struct context_tls_found *out, bool *defines_any)
 {
 	char path[4400];
 	struct mapped_elf *m;
@@ -243,6 +244,7 @@ static int examine_file(pid_t pid, const struct proc_map_entry *e, bool executab
 		}
 		if (!sym.found)
 			continue;
+		*defines_any = true;
 		if (executable) {
 			tls->model = CONTEXT_TLS_STATIC;
 			tls->offset = context_tls_static_offset(sym.value, memsz, align);
@@ -264,7 +266,17 @@ out:
 	return result;
 }
 
-int context_tls__find(pid_t pid, struct context_tls_found *out, char *err, size_t err_len)
+static bool seen_file(const struct context_tls_seen *seen, const struct proc_map_entry *e)
+{
+	for (size_t i = 0; seen && i < seen->count; i++)
+		if (seen->files[i].inode == e->inode && seen->files[i].dev_major == e->dev_major &&
+		    seen->files[i].dev_minor == e->dev_minor)
+			return true;
+	return false;
+}
+
+int context_tls__find(pid_t pid, struct context_tls_seen *seen, struct context_tls_found *out,
+		      char *err, size_t err_len)
 {
 	struct proc_maps *maps = NULL;
 	char mem_path[64], exe_path[64];
@@ -292,7 +304,7 @@ int context_tls__find(pid_t pid, struct context_tls_found *out, char *err, size_
 	}
 	for (size_t i = 0; i < proc_maps__count(maps); i++) {
 		const struct proc_map_entry *e = proc_maps__entry(maps, i);
-		bool executable;
+		bool executable, defines_any = false;
 
 		/* Each file once: its first mapping (offset 0 in practice). */
 		if (!proc_map_entry__is_file(e) || e->path[0] != '/')
@@ -301,11 +313,21 @@ int context_tls__find(pid_t pid, struct context_tls_found *out, char *err, size_
 		    proc_maps__entry(maps, i - 1)->dev_major == e->dev_major &&
 		    proc_maps__entry(maps, i - 1)->dev_minor == e->dev_minor)
 			continue;
+		if (seen_file(seen, e))
+			continue;
 		executable = have_exe && exe.st_ino == e->inode &&
 			     major(exe.st_dev) == e->dev_major && minor(exe.st_dev) == e->dev_minor;
-		ret = examine_file(pid, e, executable, mem_fd, out);
+		ret = examine_file(pid, e, executable, mem_fd, out, &defines_any);
 		if (ret == -EAGAIN)
 			result = -EAGAIN;
+		/* A file that defines nothing never will (a file replaced on disk is another
+		 * inode): the next look skips it. */
+		if (!defines_any && seen && seen->count < CONTEXT_TLS_SEEN_MAX) {
+			seen->files[seen->count].inode = e->inode;
+			seen->files[seen->count].dev_major = e->dev_major;
+			seen->files[seen->count].dev_minor = e->dev_minor;
+			seen->count++;
+		}
 		if (out->where.tls[0].kind && out->where.tls[1].kind)
 			break;
 	}

@@ -16,6 +16,7 @@
 #define ALLOCSCOPE_CONTEXT_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "alloc.h"
@@ -26,10 +27,23 @@ struct context_tls_found {
 	char files[2][256];
 };
 
-/* Looks through the files pid maps. 0 with out filled (possibly nothing found), -ESRCH when
- * the process is gone, -EAGAIN when a library defines a variable but its GOT slot is not
- * filled yet (try again later), other -errno with a sentence in err. */
-int context_tls__find(pid_t pid, struct context_tls_found *out, char *err, size_t err_len);
+/* Files already looked through for a process and found to publish nothing, so that looking
+ * again (for a library mapped since) reads only the new ones. Zero it before the first call. */
+#define CONTEXT_TLS_SEEN_MAX 512
+struct context_tls_seen {
+	size_t count;
+	struct {
+		uint64_t inode;
+		uint32_t dev_major, dev_minor;
+	} files[CONTEXT_TLS_SEEN_MAX];
+};
+
+/* Looks through the files pid maps (those not in seen, which it adds to; seen may be NULL).
+ * 0 with out filled (possibly nothing found), -ESRCH when the process is gone, -EAGAIN when a
+ * library defines a variable but its GOT slot is not filled yet (try again later), other
+ * -errno with a sentence in err. */
+int context_tls__find(pid_t pid, struct context_tls_seen *seen, struct context_tls_found *out,
+		      char *err, size_t err_len);
 
 /* The executable's static TLS offset of a variable at st_value in a TLS segment of memsz
  * bytes aligned to align (x86-64, variant II). For the unit test. */

@@ -21,6 +21,7 @@ struct context_process {
 	int64_t next_try_ms;
 	struct context_tls_found found;
 	struct process_context_keys keys;
+	struct context_tls_seen *seen; /* files that publish nothing */
 };
 
 struct request_contexts {
@@ -48,8 +49,10 @@ void request_contexts__free(struct request_contexts *rc)
 {
 	if (!rc)
 		return;
-	for (size_t i = 0; i < rc->count; i++)
+	for (size_t i = 0; i < rc->count; i++) {
 		process_context_keys__clear(&rc->procs[i].keys);
+		free(rc->procs[i].seen);
+	}
 	free(rc->procs);
 	free(rc);
 }
@@ -86,7 +89,7 @@ static void try_process(struct request_contexts *rc, struct context_process *p)
 	if (!p->tls_done) {
 		struct context_tls_found found;
 
-		ret = context_tls__find(p->pid, &found, err, sizeof(err));
+		ret = context_tls__find(p->pid, p->seen, &found, err, sizeof(err));
 		if (ret == 0 && (found.where.tls[0].kind || found.where.tls[1].kind) &&
 		    memcmp(&found.where, &p->found.where, sizeof(found.where)) != 0) {
 			ret = alloc_program__set_context(rc->prog, p->pid, &found.where);
@@ -139,6 +142,7 @@ void request_contexts__add(struct request_contexts *rc, pid_t pid)
 	p = &rc->procs[rc->count++];
 	memset(p, 0, sizeof(*p));
 	p->pid = pid;
+	p->seen = calloc(1, sizeof(*p->seen)); /* NULL: every look reads every file */
 	try_process(rc, p);
 }
 
@@ -151,6 +155,7 @@ void request_contexts__remove(struct request_contexts *rc, pid_t pid)
 	if (p->installed)
 		alloc_program__set_context(rc->prog, pid, NULL);
 	process_context_keys__clear(&p->keys);
+	free(p->seen);
 	*p = rc->procs[--rc->count];
 }
 
