@@ -59,6 +59,18 @@ static void end(struct otel_thread_ctx_record *r, bool attached)
 	}
 }
 
+/* A short copy without a call into libc: values are a few dozen bytes, where the call costs
+ * more than the copy (8 bytes at a time, then the tail). */
+static inline void copy_value(uint8_t *dst, const char *src, size_t len)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8)
+		__builtin_memcpy(dst + i, src + i, 8);
+	for (; i < len; i++)
+		dst[i] = (uint8_t)src[i];
+}
+
 /* Where attribute key starts in r, or -1. */
 static int find_attr(const struct otel_thread_ctx_record *r, uint8_t key)
 {
@@ -105,13 +117,13 @@ EXPORT int allocscope_context_set(uint8_t key, const char *value, size_t len)
 	/* The same length in place (the common case: the next request's value); else moved to
 	 * the end. */
 	if (at >= 0 && old_len == 2 + len) {
-		memcpy(r->attrs_data + at + 2, value, len);
+		copy_value(r->attrs_data + at + 2, value, len);
 	} else {
 		remove_attr(r, at);
 		size = r->attrs_data_size;
 		r->attrs_data[size] = key;
 		r->attrs_data[size + 1] = (uint8_t)len;
-		memcpy(r->attrs_data + size + 2, value, len);
+		copy_value(r->attrs_data + size + 2, value, len);
 		r->attrs_data_size = (uint16_t)(size + 2 + len);
 	}
 	end(r, attached);
@@ -160,7 +172,7 @@ EXPORT int allocscope_context_push(struct allocscope_context_scope *scope, uint8
 
 	scope->was_attached = __atomic_load_n(&otel_thread_ctx_v1, __ATOMIC_RELAXED) == r;
 	scope->saved_size = r->attrs_data_size;
-	memcpy(scope->saved, r->attrs_data, r->attrs_data_size);
+	copy_value(scope->saved, (const char *)r->attrs_data, r->attrs_data_size);
 	return allocscope_context_set(key, value, len);
 }
 
@@ -171,12 +183,12 @@ EXPORT void allocscope_context_pop(struct allocscope_context_scope *scope)
 
 	if (!scope->was_attached) {
 		allocscope_context_clear();
-		memcpy(thread_record.attrs_data, scope->saved, scope->saved_size);
+		copy_value(thread_record.attrs_data, (const char *)scope->saved, scope->saved_size);
 		thread_record.attrs_data_size = scope->saved_size;
 		return;
 	}
 	r = begin(&attached);
-	memcpy(r->attrs_data, scope->saved, scope->saved_size);
+	copy_value(r->attrs_data, (const char *)scope->saved, scope->saved_size);
 	r->attrs_data_size = scope->saved_size;
 	end(r, attached);
 }
