@@ -235,3 +235,13 @@ def context_dynamic_tls_of_a_dlopened_library(tmp):
     assert re.search(r"pid \d+: TLS pointer in its dtv module's block \+ \d+", result.stderr), \
         "\n".join(line for line in result.stderr.splitlines() if "libbpf" not in line)
     check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_values_are_cut_to_the_configured_length(tmp):
+    """--context-max-value-bytes 8: every endpoint label is its value's first 8 bytes."""
+    _, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "300", *DELAY], "cut",
+                      extra=("--context-max-value-bytes", "8"))
+    endpoints = {s["labels"]["endpoint"] for s in Profile(path).samples
+                 if "endpoint" in s["labels"]}
+    assert endpoints == {"GET /rep", "POST /or", "GET /hea"}, endpoints
