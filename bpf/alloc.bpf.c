@@ -12,8 +12,8 @@
  * is drawn, and a record goes to a ring buffer without waking the agent, which drains it on a
  * timer: the size, the direct caller (read at *sp), and the stack, walked here with the
  * agent's CFI tables (unwind.bpf.h, the default) or as a frame-pointer walk plus a copy of the
- * top of the user stack for the agent to unwind. When the ring is full, a small drop notice
- * keeps the sample's weight. */
+ * top of the user stack for the agent to unwind, and the request context the thread publishes
+ * (context.bpf.h). When the ring is full, a small drop notice keeps the sample's weight. */
 #include <stdbool.h>
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
