@@ -209,6 +209,23 @@ $(SAMPLER_WORKLOAD): sampler/allocscope_sampler.h
 unit test: $(SAMPLER_LIB) $(SAMPLER_WORKLOAD)
 # ---- end of liballocscope-sampler.so ----
 
+# ---- liballocscope-count.so: exact counting for `allocscope count|gate` (docs/ci-gate.md) ----
+# The sampler's interposition built again with its counting hook (sampler/exact_count.h);
+# -fexceptions so that an exception thrown by operator new passes the counting wrapper's cleanup.
+COUNT_LIB     := $(BUILD)/liballocscope-count.so
+COUNT_LDFLAGS := -shared -Wl,-soname,liballocscope-count.so -Wl,-z,now -Wl,-z,nodelete
+
+all: $(COUNT_LIB)
+
+$(COUNT_LIB): $(SAMPLER_SRCS) $(SAMPLER_HDRS)
+	$(call msg,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(SAMPLER_CFLAGS) -DALLOCSCOPE_EXACT_COUNT -fexceptions $(COUNT_LDFLAGS) \
+		$(SAMPLER_SRCS) -o $@ -ldl -lm -pthread
+
+unit test e2e: $(COUNT_LIB)
+# ---- end of liballocscope-count.so ----
+
 # The benchmark's floor: an empty uprobe program and its loader.
 $(BUILD)/bench/empty_probe.bpf.o: tests/bench/empty_probe.bpf.c bpf/vmlinux.h | $(DEPS_OK)
 	$(call msg,BPF,$@)
@@ -305,9 +322,11 @@ demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 # existing /etc/allocscope/allocscope.yaml is kept: the reference goes next to it as .default.
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 CONFIG_DIR       ?= /etc/allocscope
-install: $(BUILD)/allocscope $(SAMPLER_LIB)
+install: $(BUILD)/allocscope $(SAMPLER_LIB) $(COUNT_LIB)
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
 	install -D -m 0755 $(SAMPLER_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-sampler.so
+	install -D -m 0755 $(COUNT_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-count.so
+	install -D -m 0644 sampler/allocscope_count.h $(DESTDIR)$(PREFIX)/include/allocscope_count.h
 	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(CONFIG_DIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/systemd/allocscope.service \
 		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/allocscope.service

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "allocscope_sampler.h"
+#include "exact_count.h"
 #include "sampling.h"
 #include "usdt.h"
 
@@ -575,6 +576,7 @@ static COLD void *arena_realloc(void *old, size_t size)
 
 EXPORT void *malloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(malloc)(size);
 	return malloc_slow(size);
@@ -591,6 +593,7 @@ EXPORT void *calloc(size_t nmemb, size_t size)
 {
 	size_t total;
 
+	EXACT_COUNT_HOOK(__builtin_mul_overflow(nmemb, size, &total) ? 0 : counted_bytes(total));
 	if (LIKELY(!profiling()) || __builtin_mul_overflow(nmemb, size, &total) ||
 	    countdown_passes(total))
 		return NEXT(calloc)(nmemb, size);
@@ -609,6 +612,7 @@ static inline void *realloc_counted(void *ptr, size_t size)
 
 EXPORT void *realloc(void *ptr, size_t size)
 {
+	EXACT_COUNT_HOOK(ptr && !size ? 0 : counted_bytes(size));
 	return realloc_counted(ptr, size);
 }
 
@@ -623,11 +627,13 @@ EXPORT void *reallocarray(void *ptr, size_t nmemb, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
+	EXACT_COUNT_HOOK(ptr && !total ? 0 : counted_bytes(total));
 	return realloc_counted(ptr, total);
 }
 
 EXPORT void *memalign(size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(memalign)(align, size);
 	return aligned_slow(KIND_MEMALIGN, align, size);
@@ -635,6 +641,7 @@ EXPORT void *memalign(size_t align, size_t size)
 
 EXPORT void *aligned_alloc(size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(aligned_alloc)(align, size);
 	return aligned_slow(KIND_ALIGNED_ALLOC, align, size);
@@ -642,6 +649,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(posix_memalign)(out, align, size);
 	return posix_memalign_slow(out, align, size);
@@ -649,6 +657,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 
 EXPORT void *valloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(valloc)(size);
 	return aligned_slow(KIND_VALLOC, 0, size);
@@ -656,6 +665,7 @@ EXPORT void *valloc(size_t size)
 
 EXPORT void *pvalloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(pvalloc)(size);
 	return aligned_slow(KIND_PVALLOC, 0, size);

@@ -1,0 +1,494 @@
+/* liballocscope-count.so's exact counting: every allocation the program makes, counted in the
+ * process by call site, for `allocscope count` and `allocscope gate` (docs/ci-gate.md).
+ *
+ * Compiled only with -DALLOCSCOPE_EXACT_COUNT (the Makefile builds allocscope_sampler.c and
+ * this file a second time for liballocscope-count.so); in liballocscope-sampler.so this file
+ * is empty and the entry points' hook (exact_count.h) compiles to nothing.
+ *
+ * Hot path, per allocation: a per-thread counter (allocs_per_run, allocscope_count.h), a key
+ * made of the return address into the caller (the site) and the caller chain read through at
+ * most CHAIN_DEPTH saved frame pointers, then one lookup in a lock-free open-addressed table
+ * and two relaxed atomic adds. No unwinding: the first allocation of each new key unwinds its
+ * stack once (glibc's backtrace(), CFI, frame pointers not needed) and that stack stands for
+ * every later allocation of the key. So site counts are exact; per-function inclusive totals
+ * are exact as long as the frame-pointer chain tells the site's callers apart (see
+ * docs/ci-gate.md: code without frame pointers merges callers beyond its frames into the
+ * first one seen). The frame-pointer walk reads only inside this thread's stack (bounds from
+ * pthread_getattr_np, once per thread), increasing, 8-byte aligned: a frame pointer that is
+ * really a data register ends the walk instead of faulting.
+ *
+ * C++: operator new and new[] (all eight variants) are interposed here as well, so that their
+ * caller is the site (libstdc++ has no frame pointers: the site would otherwise be inside
+ * operator new for every new in the program); the malloc they call is then not counted again.
+ *
+ * At exit (a destructor) the table is written to $ALLOCSCOPE_COUNT_DIR/<pid>-<n>.count, with
+ * the process's /proc/self/maps so that allocscope symbolizes it after the process is gone.
+ * A forked child starts from zero and writes its own file; a program started by exec is
+ * counted from its start. Lost: what a process allocates after fork and before exec, or
+ * before it ends with _exit or a signal. Allocations made by this library itself (unwinding,
+ * writing) are never counted: a per-thread busy flag sends them straight through. */
+#ifdef ALLOCSCOPE_EXACT_COUNT
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "allocscope_count.h"
+#include "exact_count.h"
+
+#define EXPORT	    __attribute__((visibility("default")))
+#define THREAD_IE   __thread __attribute__((tls_model("initial-exec")))
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define CHAIN_DEPTH 8	     /* caller frames in a key */
+#define MAX_FRAMES  64	     /* frames kept per key's stack */
+#define MAX_KEYS    16384    /* distinct (site, chain) keys; more go to "unattributed" */
+#define INDEX_SLOTS (2 * MAX_KEYS)
+#define SLOT_FULL   UINT32_MAX
+
+struct count_entry {
+	uint64_t objects, bytes; /* relaxed atomics */
+	uint64_t site;
+	uint32_t n_frames;
+	uint32_t ready; /* frames[] filled (release) */
+	uint64_t frames[MAX_FRAMES];
+};
+
+struct index_slot {
+	uint64_t key;
+	uint32_t entry; /* index + 1; 0 while being published; SLOT_FULL: no entry left */
+};
+
+static struct count_entry entries[MAX_KEYS];
+static struct index_slot slots[INDEX_SLOTS];
+static uint32_t n_entries;
+static uint64_t unattributed_objects, unattributed_bytes;
+static bool started;
+
+static THREAD_IE bool busy;   /* this library's own allocations: not counted */
+static THREAD_IE bool in_new; /* inside a counted operator new: its malloc is not counted */
+static THREAD_IE uint64_t thread_objects, thread_bytes;
+static THREAD_IE uintptr_t stack_hi;
+static THREAD_IE bool stack_known;
+
+static inline uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ull;
+	return h ^ (h >> 29);
+}
+
+/* The top of this thread's stack, or 0 when unknown (then keys carry no caller chain). */
+static uintptr_t thread_stack_top(void)
+{
+	pthread_attr_t attr;
+	void *addr = NULL;
+	size_t size = 0;
+
+	bool was_busy = busy;
+
+	if (stack_known)
+		return stack_hi;
+	busy = true; /* pthread_getattr_np allocates (the cpuset; the main thread reads maps) */
+	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+		if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr)
+			stack_hi = (uintptr_t)addr + size;
+		pthread_attr_destroy(&attr);
+	}
+	busy = was_busy;
+	stack_known = true;
+	return stack_hi;
+}
+
+/* The site and the return addresses of up to CHAIN_DEPTH callers, read through saved frame
+ * pointers: frame is the entry point's frame, whose first word is its caller's frame pointer. */
+static inline uint64_t chain_key(uintptr_t site, void *frame)
+{
+	uintptr_t lo = (uintptr_t)__builtin_frame_address(0), hi = thread_stack_top();
+	uint64_t key = mix(0, site);
+	uintptr_t fp;
+
+	if (!frame || !hi || (uintptr_t)frame <= lo || (uintptr_t)frame > hi - 16)
+		return key ? key : 1;
+	fp = *(const uintptr_t *)frame;
+	for (int depth = 0; depth < CHAIN_DEPTH; depth++) {
+		uintptr_t next;
+
+		if (fp <= lo || fp > hi - 16 || (fp & 7))
+			break;
+		key = mix(key, ((const uintptr_t *)fp)[1]);
+		next = ((const uintptr_t *)fp)[0];
+		if (next <= fp)
+			break;
+		fp = next;
+	}
+	return key ? key : 1;
+}
+
+/* Unwinds once, for a new key: the frames from the entry point (leaf) out. */
+static __attribute__((noinline)) void capture_stack(struct count_entry *e, uintptr_t site)
+{
+	void *trace[MAX_FRAMES + 8];
+	int n, i;
+	uint32_t kept = 0;
+
+	busy = true;
+	n = backtrace(trace, MAX_FRAMES + 8);
+	busy = false;
+	for (i = 1; i < n; i++)
+		if ((uintptr_t)trace[i] == site)
+			break;
+	if (i < n) {
+		for (int k = i - 1; k < n && kept < MAX_FRAMES; k++)
+			e->frames[kept++] = (uint64_t)(uintptr_t)trace[k];
+	} else {
+		/* The unwinder did not reach the site: the entry point and the site alone. */
+		e->frames[kept++] = (uint64_t)(uintptr_t)exact_count_alloc;
+		e->frames[kept++] = site;
+	}
+	e->n_frames = kept;
+	__atomic_store_n(&e->ready, 1, __ATOMIC_RELEASE);
+}
+
+/* The entry a slot leads to, waiting out the two stores of its publication; NULL when the
+ * table is full or the publisher never finished (it was in the parent of a fork). */
+static struct count_entry *slot_entry(struct index_slot *slot)
+{
+	for (int spins = 0; spins < 4096; spins++) {
+		uint32_t entry = __atomic_load_n(&slot->entry, __ATOMIC_ACQUIRE);
+
+		if (entry == SLOT_FULL)
+			return NULL;
+		if (entry)
+			return &entries[entry - 1];
+		if (spins > 64)
+			sched_yield();
+	}
+	return NULL;
+}
+
+static struct count_entry *find_entry(uint64_t key, uintptr_t site)
+{
+	size_t i = key & (INDEX_SLOTS - 1);
+
+	for (size_t probe = 0; probe < INDEX_SLOTS; probe++, i = (i + 1) & (INDEX_SLOTS - 1)) {
+		struct index_slot *slot = &slots[i];
+		uint64_t found = __atomic_load_n(&slot->key, __ATOMIC_ACQUIRE);
+		struct count_entry *e;
+		uint32_t index;
+
+		if (found == key)
+			return slot_entry(slot);
+		if (found)
+			continue;
+		if (__atomic_load_n(&n_entries, __ATOMIC_RELAXED) >= MAX_KEYS)
+			return NULL;
+		if (!__atomic_compare_exchange_n(&slot->key, &found, key, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			if (found == key)
+				return slot_entry(slot);
+			continue;
+		}
+		index = __atomic_fetch_add(&n_entries, 1, __ATOMIC_RELAXED);
+		if (index >= MAX_KEYS) {
+			__atomic_store_n(&slot->entry, SLOT_FULL, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		e = &entries[index];
+		e->site = site;
+		__atomic_store_n(&slot->entry, index + 1, __ATOMIC_RELEASE);
+		capture_stack(e, site);
+		return e;
+	}
+	return NULL;
+}
+
+void exact_count_alloc(uint64_t bytes, void *site, void *frame)
+{
+	struct count_entry *e;
+
+	if (UNLIKELY(!bytes || busy || in_new || !started))
+		return;
+	thread_objects++;
+	thread_bytes += bytes;
+	e = find_entry(chain_key((uintptr_t)site, frame), (uintptr_t)site);
+	if (UNLIKELY(!e)) {
+		__atomic_fetch_add(&unattributed_objects, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&unattributed_bytes, bytes, __ATOMIC_RELAXED);
+		return;
+	}
+	__atomic_fetch_add(&e->objects, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&e->bytes, bytes, __ATOMIC_RELAXED);
+}
+
+EXPORT void allocscope_count_thread(struct allocscope_count_totals *out)
+{
+	if (!out)
+		return;
+	out->objects = thread_objects;
+	out->bytes = thread_bytes;
+}
+
+/* ---- operator new: counted here, with its caller as the site ---- */
+
+static void end_new(bool *was_in_new)
+{
+	in_new = *was_in_new;
+}
+
+static void *find_next(void **cache, const char *name)
+{
+	void *fn = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+
+	if (!fn) {
+		bool was_busy = busy;
+
+		busy = true;
+		fn = dlsym(RTLD_NEXT, name);
+		busy = was_busy;
+		__atomic_store_n(cache, fn, __ATOMIC_RELEASE);
+	}
+	return fn;
+}
+
+/* No next operator new (it cannot be: a program calling one links the C++ runtime): the
+ * request goes to malloc (or aligned_alloc), and a throwing variant that fails aborts. */
+static void *new_fallback(size_t size, size_t align, bool nothrow)
+{
+	void *ptr = align ? aligned_alloc(align, (size + align - 1) & ~(align - 1))
+			  : malloc(size ? size : 1);
+	static const char msg[] = "liballocscope-count: out of memory in operator new\n";
+
+	if (!ptr && !nothrow) {
+		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+		abort();
+	}
+	return ptr;
+}
+
+#define COUNTED_NEW(name, params, args, align, nothrow)                                         \
+	EXPORT void *name params                                                                \
+	{                                                                                       \
+		static void *next;                                                              \
+		void *(*fn) params = (void *(*) params)find_next(&next, #name);                 \
+		bool was_in_new __attribute__((cleanup(end_new))) = in_new;                     \
+                                                                                                \
+		exact_count_alloc(size ? size : 1, __builtin_return_address(0),                 \
+				  __builtin_frame_address(0));                                  \
+		in_new = true;                                                                  \
+		if (UNLIKELY(!fn))                                                              \
+			return new_fallback(size, align, nothrow);                              \
+		return fn args;                                                                 \
+	}
+
+/* clang-format off */
+COUNTED_NEW(_Znwm, (size_t size), (size), 0, false)
+COUNTED_NEW(_Znam, (size_t size), (size), 0, false)
+COUNTED_NEW(_ZnwmRKSt9nothrow_t, (size_t size, const void *tag), (size, tag), 0, true)
+COUNTED_NEW(_ZnamRKSt9nothrow_t, (size_t size, const void *tag), (size, tag), 0, true)
+COUNTED_NEW(_ZnwmSt11align_val_t, (size_t size, size_t al), (size, al), al, false)
+COUNTED_NEW(_ZnamSt11align_val_t, (size_t size, size_t al), (size, al), al, false)
+COUNTED_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, (size_t size, size_t al, const void *tag),
+	    (size, al, tag), al, true)
+COUNTED_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, (size_t size, size_t al, const void *tag),
+	    (size, al, tag), al, true)
+/* clang-format on */
+
+/* ---- Writing the table at exit ---- */
+
+struct out_file {
+	int fd;
+	bool failed;
+	size_t len;
+	char buf[16384];
+};
+
+static void out_flush(struct out_file *out)
+{
+	size_t done = 0;
+
+	while (done < out->len && !out->failed) {
+		ssize_t n = write(out->fd, out->buf + done, out->len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			out->failed = true;
+		else
+			done += (size_t)n;
+	}
+	out->len = 0;
+}
+
+static void out_add(struct out_file *out, const char *text, size_t len)
+{
+	while (len) {
+		size_t room = sizeof(out->buf) - out->len, n = len < room ? len : room;
+
+		memcpy(out->buf + out->len, text, n);
+		out->len += n;
+		text += n;
+		len -= n;
+		if (out->len == sizeof(out->buf))
+			out_flush(out);
+	}
+}
+
+static void out_printf(struct out_file *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void out_printf(struct out_file *out, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		out_add(out, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static void out_copy_file(struct out_file *out, const char *path)
+{
+	char chunk[4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0) {
+		out->failed = true;
+		return;
+	}
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			out->failed = true;
+			break;
+		}
+		out_add(out, chunk, (size_t)n);
+	}
+	close(fd);
+}
+
+/* <dir>/<pid>-<n>.count, created exclusively (a reused pid takes the next n). */
+static int open_count_file(const char *dir, char *path, size_t len)
+{
+	for (int n = 0; n < 1000; n++) {
+		int fd, w = snprintf(path, len, "%s/%d-%d.count", dir, (int)getpid(), n);
+
+		if (w < 0 || (size_t)w >= len)
+			return -1;
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd;
+	}
+	return -1;
+}
+
+static void write_counts(void)
+{
+	static struct out_file out; /* 16 KiB: not on the stack of whatever thread exits */
+	const char *dir = getenv("ALLOCSCOPE_COUNT_DIR");
+	char path[4096], exe[4096];
+	uint32_t used;
+	ssize_t exe_len;
+
+	if (!dir || !*dir || !started)
+		return;
+	busy = true;
+	out.fd = open_count_file(dir, path, sizeof(path));
+	if (out.fd < 0) {
+		static const char msg[] = "liballocscope-count: cannot write the counts into "
+					  "$ALLOCSCOPE_COUNT_DIR\n";
+
+		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+		busy = false;
+		return;
+	}
+	out.failed = false;
+	out.len = 0;
+	exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[exe_len > 0 ? exe_len : 0] = '\0';
+	for (char *c = exe; *c; c++)
+		if (*c == '\n')
+			*c = '?';
+	out_printf(&out, "allocscope-count 1\npid %d\nexe %s\n", (int)getpid(), exe);
+	out_printf(&out, "unattributed %" PRIu64 " %" PRIu64 "\n",
+		   __atomic_load_n(&unattributed_objects, __ATOMIC_RELAXED),
+		   __atomic_load_n(&unattributed_bytes, __ATOMIC_RELAXED));
+	used = __atomic_load_n(&n_entries, __ATOMIC_ACQUIRE);
+	for (uint32_t i = 0; i < used && i < MAX_KEYS; i++) {
+		const struct count_entry *e = &entries[i];
+		uint64_t objects = __atomic_load_n(&e->objects, __ATOMIC_RELAXED);
+		uint64_t bytes = __atomic_load_n(&e->bytes, __ATOMIC_RELAXED);
+
+		if (!objects)
+			continue;
+		out_printf(&out, "stack %" PRIu64 " %" PRIu64, objects, bytes);
+		if (__atomic_load_n(&e->ready, __ATOMIC_ACQUIRE)) {
+			for (uint32_t k = 0; k < e->n_frames; k++)
+				out_printf(&out, " %" PRIx64, e->frames[k]);
+		} else {
+			out_printf(&out, " %" PRIx64 " %" PRIx64,
+				   (uint64_t)(uintptr_t)exact_count_alloc, e->site);
+		}
+		out_add(&out, "\n", 1);
+	}
+	out_add(&out, "maps\n", 5);
+	out_copy_file(&out, "/proc/self/maps");
+	out_flush(&out);
+	close(out.fd);
+	if (out.failed)
+		unlink(path); /* a partial file would count less than happened */
+	busy = false;
+}
+
+/* The child of fork counts its own allocations from zero; the keys and stacks stay valid
+ * (the same mappings). */
+static void count_after_fork_in_child(void)
+{
+	uint32_t used = __atomic_load_n(&n_entries, __ATOMIC_RELAXED);
+
+	for (uint32_t i = 0; i < used && i < MAX_KEYS; i++) {
+		entries[i].objects = 0;
+		entries[i].bytes = 0;
+	}
+	unattributed_objects = 0;
+	unattributed_bytes = 0;
+}
+
+__attribute__((constructor(101))) static void count_init(void)
+{
+	void *trace[4];
+
+	/* The first backtrace() loads the unwinder (libgcc_s): done now, not inside a malloc. */
+	busy = true;
+	(void)backtrace(trace, 4);
+	(void)thread_stack_top();
+	pthread_atfork(NULL, NULL, count_after_fork_in_child);
+	busy = false;
+	__atomic_store_n(&started, true, __ATOMIC_RELEASE);
+}
+
+__attribute__((destructor(101))) static void count_fini(void)
+{
+	write_counts();
+}
+#endif
