@@ -10,6 +10,7 @@
 #include "build_info.h"
 #include "capture.h"
 #include "daemon.h"
+#include "count/count_cli.h"
 #include "util/log.h"
 #include "config/config.h"
 #include "config/units.h"
@@ -291,6 +292,9 @@ int main(int argc, char **argv)
 		print_usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* Subcommands with their own command line (issue 18: count, gate). */
+	if (count_cli_handles(argv[1]))
+		return count_cli_main(argc - 1, argv + 1);
 	if (config_defaults(&settings) != 0) {
 		fputs("allocscope: cannot start: out of memory\n", stderr);
 		return 1;

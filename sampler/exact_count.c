@@ -24,8 +24,9 @@
  * At exit (a destructor) the table is written to $ALLOCSCOPE_COUNT_DIR/<pid>-<n>.count, with
  * the process's /proc/self/maps so that allocscope symbolizes it after the process is gone.
  * A forked child starts from zero and writes its own file; a program started by exec is
- * counted from its start. Lost: what a process allocates after fork and before exec, or
- * before it ends with _exit or a signal. Allocations made by this library itself (unwinding,
+ * counted from its start; a process that ends with _exit (shells do) writes its file there.
+ * Lost: what a process allocates after fork and before exec, and the counts of a process
+ * killed by a signal or ending in a raw exit_group syscall. Allocations made by this library itself (unwinding,
  * writing) are never counted: a per-thread busy flag sends them straight through. */
 #ifdef ALLOCSCOPE_EXACT_COUNT
 #ifndef _GNU_SOURCE
@@ -47,6 +48,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 #include "allocscope_count.h"
 #include "exact_count.h"
@@ -79,6 +81,10 @@ static struct index_slot slots[INDEX_SLOTS];
 static uint32_t n_entries;
 static uint64_t unattributed_objects, unattributed_bytes;
 static bool started;
+/* The process the table belongs to: set at start and in a forked child. A vfork child (or a
+ * raw clone) shares the parent's table without the fork handler running: it must not write
+ * it as its own. */
+static pid_t owner_pid;
 
 static THREAD_IE bool busy;   /* this library's own allocations: not counted */
 static THREAD_IE bool in_new; /* inside a counted operator new: its malloc is not counted */
@@ -410,7 +416,7 @@ static void write_counts(void)
 	uint32_t used;
 	ssize_t exe_len;
 
-	if (!dir || !*dir || !started)
+	if (!dir || !*dir || !started || getpid() != owner_pid)
 		return;
 	busy = true;
 	out.fd = open_count_file(dir, path, sizeof(path));
@@ -472,6 +478,7 @@ static void count_after_fork_in_child(void)
 	}
 	unattributed_objects = 0;
 	unattributed_bytes = 0;
+	owner_pid = getpid();
 }
 
 __attribute__((constructor(101))) static void count_init(void)
@@ -483,6 +490,7 @@ __attribute__((constructor(101))) static void count_init(void)
 	(void)backtrace(trace, 4);
 	(void)thread_stack_top();
 	pthread_atfork(NULL, NULL, count_after_fork_in_child);
+	owner_pid = getpid();
 	busy = false;
 	__atomic_store_n(&started, true, __ATOMIC_RELEASE);
 }
@@ -490,5 +498,20 @@ __attribute__((constructor(101))) static void count_init(void)
 __attribute__((destructor(101))) static void count_fini(void)
 {
 	write_counts();
+	__atomic_store_n(&started, false, __ATOMIC_RELEASE); /* written once */
+}
+
+/* A process that ends with _exit (shells do; so do forked children that do not exec) runs no
+ * destructor: its counts are written here. */
+EXPORT void _exit(int status)
+{
+	count_fini();
+	syscall(SYS_exit_group, status);
+	__builtin_unreachable();
+}
+
+EXPORT void _Exit(int status)
+{
+	_exit(status);
 }
 #endif

@@ -345,6 +345,25 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 	return 0;
 }
 
+int alloc_profile__add_counted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			       size_t n_frames, uint64_t objects, uint64_t bytes)
+{
+	struct stack_record *rec;
+
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	rec = find_or_add_stack(profile, pid, frames, n_frames);
+	if (!rec)
+		return -ENOMEM;
+	rec->bytes += (double)bytes;
+	rec->objects += (double)objects;
+	rec->samples++;
+	profile->totals.samples++;
+	profile->totals.bytes += (double)bytes;
+	profile->totals.objects += (double)objects;
+	return 0;
+}
+
 /* The bytes a sample of size stands for: bytes / p, p = 1 - exp(-size/R). */
 static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t size)
 {

@@ -66,6 +66,11 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 				      const uint64_t *frames, size_t n_frames, uint64_t size,
 				      double weighted_bytes);
 
+/* Exact counts, not samples (`allocscope count`): objects allocations of bytes in total made
+ * at the stack (frames as for alloc_profile__add_stack), weight 1. 0 or -ENOMEM. */
+int alloc_profile__add_counted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			       size_t n_frames, uint64_t objects, uint64_t bytes);
+
 /* The function name under which the weight of samples the ring buffer had no room for is
  * kept: the program sent a drop notice (pid, size, weight) instead of the sample. In the pprof
  * it sits under the process's root frames down to main when every stack of the process kept
