@@ -224,6 +224,14 @@ $(COUNT_LIB): $(SAMPLER_SRCS) $(SAMPLER_HDRS)
 		$(SAMPLER_SRCS) -o $@ -ldl -lm -pthread
 
 unit test e2e: $(COUNT_LIB)
+# The gate's test library with one more allocation per call (tests/workloads/gate_workload.c).
+WORKLOAD_BINS += $(BUILD)/workloads/gate_workload_extra
+$(BUILD)/workloads/gate_workload_extra: tests/workloads/gate_workload.c sampler/allocscope_count.h \
+		| $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -DGATE_EXTRA_ALLOC $< -o $@ -lpthread
+$(BUILD)/workloads/gate_workload: sampler/allocscope_count.h
 # ---- end of liballocscope-count.so ----
 
 # The benchmark's floor: an empty uprobe program and its loader.

@@ -26,8 +26,11 @@
  * A forked child starts from zero and writes its own file; a program started by exec is
  * counted from its start; a process that ends with _exit (shells do) writes its file there.
  * Lost: what a process allocates after fork and before exec, and the counts of a process
- * killed by a signal or ending in a raw exit_group syscall. Allocations made by this library itself (unwinding,
- * writing) are never counted: a per-thread busy flag sends them straight through. */
+ * killed by a signal or ending in a raw exit_group syscall. Allocations made by this library
+ * itself (unwinding, writing) are never counted: a per-thread busy flag sends them straight
+ * through. The file also names the next allocator's malloc ("leaf"): allocscope puts it at
+ * the leaf of every stack, so that sites are named as the kernel path names them (a libc
+ * function that allocates, such as fopen or strdup, is not the site; its caller is). */
 #ifdef ALLOCSCOPE_EXACT_COUNT
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -85,6 +88,7 @@ static bool started;
  * raw clone) shares the parent's table without the fork handler running: it must not write
  * it as its own. */
 static pid_t owner_pid;
+static uintptr_t next_malloc_pc; /* the next allocator's malloc, for the file's "leaf" */
 
 static THREAD_IE bool busy;   /* this library's own allocations: not counted */
 static THREAD_IE bool in_new; /* inside a counted operator new: its malloc is not counted */
@@ -436,6 +440,7 @@ static void write_counts(void)
 		if (*c == '\n')
 			*c = '?';
 	out_printf(&out, "allocscope-count 1\npid %d\nexe %s\n", (int)getpid(), exe);
+	out_printf(&out, "leaf %" PRIxPTR "\n", next_malloc_pc);
 	out_printf(&out, "unattributed %" PRIu64 " %" PRIu64 "\n",
 		   __atomic_load_n(&unattributed_objects, __ATOMIC_RELAXED),
 		   __atomic_load_n(&unattributed_bytes, __ATOMIC_RELAXED));
@@ -489,6 +494,7 @@ __attribute__((constructor(101))) static void count_init(void)
 	busy = true;
 	(void)backtrace(trace, 4);
 	(void)thread_stack_top();
+	next_malloc_pc = (uintptr_t)dlsym(RTLD_NEXT, "malloc");
 	pthread_atfork(NULL, NULL, count_after_fork_in_child);
 	owner_pid = getpid();
 	busy = false;

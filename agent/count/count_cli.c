@@ -467,6 +467,12 @@ int count_cli_main(int argc, char **argv)
 	if (r->command_failed)
 		fprintf(stderr, "allocscope %s: the command exited with status %d\n", argv[0],
 			r->exit_status);
+	if (!r->processes)
+		fprintf(stderr,
+			"allocscope %s: no process of the command wrote counts: a static executable "
+			"or a setuid program (LD_PRELOAD does not apply to them), or one killed by a "
+			"signal\n",
+			argv[0]);
 	print_tables(r, cli.top);
 	if (!cli.output && !cli.gate) {
 		default_output(output, sizeof(output));

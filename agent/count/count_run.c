@@ -200,6 +200,7 @@ static int read_count_text(struct count_state *st, const char *name, char *text,
 	struct count_result *r = st->r;
 	pid_t key = (pid_t)(FIRST_FILE_KEY + st->n_files);
 	size_t first = st->n_stacks;
+	uint64_t leaf = 0;
 	char *line = text, *maps = NULL;
 	unsigned number = 0;
 	int ret = 0;
@@ -225,6 +226,10 @@ static int read_count_text(struct count_state *st, const char *name, char *text,
 			r->unattributed_bytes += b;
 			r->objects += a;
 			r->bytes += b;
+		} else if (strncmp(line, "leaf ", 5) == 0) {
+			p = line + 5;
+			if (!parse_u64(&p, &leaf, 16))
+				ret = -EINVAL;
 		} else if (strcmp(line, "maps") == 0) {
 			maps = nl + 1;
 		}
@@ -248,6 +253,10 @@ static int read_count_text(struct count_state *st, const char *name, char *text,
 	for (size_t i = first; !ret && i < st->n_stacks; i++) {
 		struct counted_stack *s = &st->stacks[i];
 
+		/* The allocator's malloc as the leaf, as the kernel path has it: the site is then
+		 * named by the same rules (the allocator's library is looked through). */
+		if (leaf)
+			s->frames[0] = leaf;
 		ret = alloc_profile__add_counted(r->profile, (uint32_t)key, s->frames, s->n_frames,
 						 s->objects, s->bytes);
 		r->objects += s->objects;
