@@ -503,8 +503,10 @@ int budget__write_file(const char *path, const char *text, char *err, size_t err
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		ret = -errno;
-		snprintf(err, err_len, "cannot write the budget next to %s (%s): %s", path, tmp,
-			 strerror(-ret));
+		snprintf(err, err_len,
+			 "cannot write the budget %s: cannot create %s: %s (the old file is "
+			 "unchanged)",
+			 path, tmp, strerror(-ret));
 		return ret;
 	}
 	while (done < len && !ret) {
