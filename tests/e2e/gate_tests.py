@@ -1,0 +1,280 @@
+"""Exact counting and the allocation gate (issue 18): `allocscope count` and `allocscope gate`
+on real processes with liballocscope-count.so preloaded (no BPF, no privileges needed).
+
+The library under test is tests/workloads/gate_workload.c: one kv_parse call makes exactly
+1 allocation at kv_list_new, 3 at kv_node_new and 6 at kv_copy; gate_workload_extra makes one
+more per call at kv_list_new."""
+import os
+import xml.etree.ElementTree as ET
+
+from helpers import ALLOCSCOPE, ALLOC_SITES, BUILD, CXX_SITES, parse_manifest, run, test
+from pprof_reader import Profile
+
+GATE = os.path.join(BUILD, "workloads", "gate_workload")
+GATE_EXTRA = os.path.join(BUILD, "workloads", "gate_workload_extra")
+PER_CALL = {"kv_list_new": 1, "kv_node_new": 3, "kv_copy": 6}
+
+
+def count(tmp, argv, name="count.pb.gz", extra=()):
+    out = os.path.join(tmp, name)
+    result = run([ALLOCSCOPE, "count", "--top", "100", "-o", out, *extra, "--", *argv])
+    return result, out
+
+
+def site_rows(stdout):
+    """{site: objects} from the summary's site table."""
+    rows, in_sites = {}, False
+    for line in stdout.splitlines():
+        if "allocation site" in line:
+            in_sites = True
+            continue
+        if in_sites:
+            parts = line.split(None, 3)
+            if len(parts) < 4 or parts[3] == "total":
+                break
+            rows[parts[3]] = int(parts[0])
+    return rows
+
+
+def leaf_sites(profile, skip_files=("libc.so", "liballocscope-count")):
+    """{(site function, ...rest of the stack's functions): [objects, bytes]} from the profile:
+    the first location outside libc, all of its functions (inline ones first)."""
+    mappings = {m["id"]: m["filename"] for m in profile.mappings}
+    sites = {}
+    for sample in profile.samples:
+        funcs = []
+        for loc_id in sample["locations"]:
+            loc = profile.locations[loc_id - 1]
+            if any(s in mappings.get(loc["mapping_id"], "") for s in skip_files):
+                continue
+            funcs.append(tuple(loc["functions"]) or (hex(loc["address"]),))
+        key = tuple(funcs)
+        entry = sites.setdefault(key, [0, 0])
+        entry[0] += sample["values"][0]
+        entry[1] += sample["values"][1]
+    return sites
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+@test
+def count_is_exact_on_the_accuracy_workload(tmp):
+    """Every site of alloc_sites (the sampled path's accuracy workload) counted to the
+    allocation and the byte: its manifest is the truth."""
+    result, out = count(tmp, [ALLOC_SITES])
+    assert result.returncode == 0, result.stderr
+    manifest = parse_manifest(result.stdout)
+    profile = Profile(out)
+    profile.check_ids()
+    assert [t for t in profile.sample_types] == [("alloc_objects", "count"),
+                                                 ("alloc_space", "bytes")]
+    got = {}
+    for sample in profile.samples:
+        funcs = profile.stack_functions(sample)
+        if "manifest" in funcs:  # stdout's buffer, allocated by the manifest's printf
+            continue
+        for site in manifest:
+            if site in funcs:
+                entry = got.setdefault(site, [0, 0])
+                entry[0] += sample["values"][0]
+                entry[1] += sample["values"][1]
+    for site, classes in manifest.items():
+        want = [sum(c for _, c in classes), sum(s * c for s, c in classes)]
+        assert got.get(site) == want, f"{site}: counted {got.get(site)}, manifest {want}"
+    # The summary names the sites as the top table does (make_buffer is inlined).
+    rows = site_rows(result.stdout)
+    assert rows["site_malloc_small"] == 200000 and rows["make_buffer"] == 10000, rows
+
+
+@test
+def count_is_exact_on_the_test_library(tmp):
+    result, out = count(tmp, [GATE, "-n", "1000"])
+    assert result.returncode == 0, result.stderr
+    rows = site_rows(result.stdout)
+    for site, per_call in PER_CALL.items():
+        assert rows.get(site) == 1000 * per_call, (site, rows)
+    # Nothing else: the program prints nothing and glibc allocates nothing before main.
+    assert "10000 allocations" in result.stdout, result.stdout
+    # Inclusive function totals: kv_parse covers its three sites.
+    assert "10000" in [line.split()[0] for line in result.stdout.splitlines()
+                       if line.endswith(" kv_parse")], result.stdout
+    profile = Profile(out)
+    assert profile.totals_by_function(0)["kv_parse"] == 10000
+    assert profile.totals_by_function(1)["kv_copy"] == 1000 * (2 + 3 + 4) * 2
+
+
+@test
+def count_is_identical_over_ten_runs(tmp):
+    """A deterministic program counts the same on every run, stack by stack."""
+    first = None
+    for i in range(10):
+        result, out = count(tmp, [ALLOC_SITES, "--scale", "1"], name=f"run{i}.pb.gz")
+        assert result.returncode == 0, result.stderr
+        sites = leaf_sites(Profile(out))
+        if first is None:
+            first = sites
+            assert len(first) >= 10, first
+        assert sites == first, f"run {i} differs: " + str(
+            {k: (first.get(k), v) for k, v in sites.items() if first.get(k) != v})
+
+
+@test
+def count_is_exact_with_threads(tmp):
+    """Eight threads allocating at once: every allocation is counted at its site."""
+    for _ in range(2):
+        result, _ = count(tmp, [GATE, "-t", "8", "-n", "2000"])
+        assert result.returncode == 0, result.stderr
+        rows = site_rows(result.stdout)
+        for site, per_call in PER_CALL.items():
+            assert rows.get(site) == 8 * 2000 * per_call, (site, rows)
+
+
+@test
+def count_names_the_caller_of_operator_new(tmp):
+    """C++: operator new's caller is the site, as in the sampled profiles."""
+    result, out = count(tmp, [CXX_SITES])
+    assert result.returncode == 0, result.stderr
+    manifest = parse_manifest(result.stdout)
+    rows = site_rows(result.stdout)
+    for site, classes in manifest.items():
+        want = sum(c for _, c in classes)
+        assert rows.get(site) == want, f"{site}: {rows.get(site)} != {want}; {rows}"
+
+
+@test
+def count_follows_children_and_reports_failure(tmp):
+    script = f"{GATE} -n 10; {GATE} -n 20; exit 7"
+    result, _ = count(tmp, ["sh", "-c", script])
+    assert result.returncode == 7, (result.returncode, result.stderr)
+    assert "the command exited with status 7" in result.stderr
+    assert "in 3 processes" in result.stdout, result.stdout
+    assert site_rows(result.stdout)["kv_copy"] == 30 * 6
+
+
+@test
+def gate_ratchet_creates_passes_fails_and_never_raises(tmp):
+    budget = os.path.join(tmp, "allocs.budget")
+    # --update without a file creates it from the run.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--update", "--", GATE, "-n", "1000"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = read(budget)
+    assert "site      objects=1000  kv_list_new\n" in text, text
+    assert "site      objects=6000  kv_copy\n" in text, text
+    # At budget: passes.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE, "-n", "1000"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "allocscope gate: ok" in r.stdout
+    # One more allocation per call: fails, naming the site, budget, measured and delta.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE_EXTRA, "-n", "1000"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    over = [line.split() for line in r.stdout.splitlines() if line.startswith("OVER")]
+    assert ["OVER", "site", "objects", "1000", "2000", "+1000", "kv_list_new"] in over, r.stdout
+    assert "FAIL: " in r.stdout
+    # --update never raises: the grown site keeps its budget, the gate still fails.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--update", "--", GATE_EXTRA, "-n", "1000"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert read(budget) == text, read(budget)
+    # A run that allocates less lowers the budgets; comments stay.
+    write(budget, "# guarded by review\n" + text)
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--update", "--", GATE, "-n", "500"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    lowered = read(budget)
+    assert lowered.startswith("# guarded by review\n"), lowered
+    assert "site      objects=500  kv_list_new\n" in lowered, lowered
+    assert "site      objects=3000  kv_copy\n" in lowered, lowered
+    # ... and the old budget now fails the old code path.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE, "-n", "1000"])
+    assert r.returncode == 1, r.stdout
+
+
+@test
+def gate_function_and_unlisted_limits(tmp):
+    budget = os.path.join(tmp, "b")
+    write(budget, "unlisted objects=9000\nfunction objects=10000 kv_parse\n"
+                  "site objects=1000 kv_list_new\n")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE, "-n", "1000"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE, "-n", "1001"])
+    assert r.returncode == 1, r.stdout
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("OVER")]
+    assert ["OVER", "function", "objects", "10000", "10010", "+10", "kv_parse"] in rows, rows
+    assert ["OVER", "unlisted", "objects", "9000", "9009", "+9"] in rows, rows
+    assert ["OVER", "site", "objects", "1000", "1001", "+1", "kv_list_new"] in rows, rows
+
+
+@test
+def gate_refuses_bad_budget_with_file_and_line(tmp):
+    budget = os.path.join(tmp, "allocs.budget")
+    marker = os.path.join(tmp, "ran")
+    write(budget, "# ok\nsite objects=3 kv_copy\nsite objects=many kv_node_new\n")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", "touch", marker])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{budget}:3: 'objects=many' is not a count" in r.stderr, r.stderr
+    assert not os.path.exists(marker), "the command ran despite the bad budget"
+    # A missing budget without --update says how to make one.
+    r = run([ALLOCSCOPE, "gate", "--budget", budget + ".none", "--", GATE])
+    assert r.returncode == 2 and "--update creates" in r.stderr, r.stderr
+
+
+@test
+def gate_reports_unknown_sites(tmp):
+    budget = os.path.join(tmp, "b")
+    write(budget, "site objects=6000 kv_copy\nsite objects=5 no_such_site\n")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", GATE, "-n", "1000"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{budget}:2: site 'no_such_site' made no allocation in this run" in r.stdout, r.stdout
+    assert any(line.startswith("unseen") and line.endswith("no_such_site")
+               for line in r.stdout.splitlines()), r.stdout
+
+
+@test
+def gate_fails_when_the_command_fails(tmp):
+    budget = os.path.join(tmp, "b")
+    write(budget, "site objects=6000 kv_copy\n")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--update", "--", GATE, "-n", "10",
+             "-x", "3"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the command exited with status 3" in r.stdout, r.stdout
+    assert read(budget) == "site objects=6000 kv_copy\n", "a failed run ratcheted the budget"
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--", os.path.join(tmp, "missing")])
+    assert r.returncode == 1 and "status 127" in r.stdout, r.stdout + r.stderr
+
+
+@test
+def gate_writes_junit_and_markdown(tmp):
+    budget = os.path.join(tmp, "b")
+    write(budget, "site objects=1000 kv_list_new\nsite objects=6000 kv_copy\n")
+    junit, md = os.path.join(tmp, "gate.xml"), os.path.join(tmp, "gate.md")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--report", "junit", junit, "--",
+             GATE_EXTRA, "-n", "1000"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "1" and suite.get("tests") == "3", ET.tostring(suite)
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["kv_list_new objects"], failed
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--report", "markdown", md, "--",
+             GATE_EXTRA, "-n", "1000"])
+    text = read(md)
+    assert "| OVER | site | kv\\_list\\_new | objects | 1000 | 2000 | +1000 |" in text, text
+
+
+@test
+def allocs_per_run_counts_one_call(tmp):
+    """The C header: a test asserting 'at most 10 allocations per call' passes on the library
+    and fails on the variant; without the counting library it fails instead of passing."""
+    r = run([ALLOCSCOPE, "count", "--top", "0", "-o", os.path.join(tmp, "p"), "--",
+             GATE, "-a", "-n", "1"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run([ALLOCSCOPE, "count", "--top", "0", "-o", os.path.join(tmp, "p"), "--",
+             GATE_EXTRA, "-a", "-n", "1"])
+    assert r.returncode == 3, r.stdout + r.stderr
+    r = run([GATE, "-a", "-n", "1"])
+    assert r.returncode == 4 and "liballocscope-count.so is not loaded" in r.stderr, r.stderr
