@@ -316,12 +316,14 @@ test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS) $(FUZZ_BINS)
 	$(Q)tests/run-all
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
-       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build
+       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build $(COUNT_LIB) \
+       $(BUILD)/workloads/gate_workload
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
 	$(Q)python3 tests/bench/push.py
 	$(Q)python3 tests/bench/unwind.py
+	$(Q)python3 tests/bench/count.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

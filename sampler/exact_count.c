@@ -71,6 +71,10 @@ struct count_entry {
 	uint64_t site;
 	uint32_t n_frames;
 	uint32_t ready; /* frames[] filled (release) */
+	/* The site is inside the allocator's own library (strdup, fopen, ...): its callers are
+	 * not in the key's frame-pointer chain when that library has no frame pointers, so each
+	 * of its allocations is unwound and counted under its full stack instead. */
+	uint32_t unwind_each;
 	uint64_t frames[MAX_FRAMES];
 };
 
@@ -89,6 +93,7 @@ static bool started;
  * it as its own. */
 static pid_t owner_pid;
 static uintptr_t next_malloc_pc; /* the next allocator's malloc, for the file's "leaf" */
+static const void *allocator_base; /* the object that defines it */
 
 static THREAD_IE bool busy;   /* this library's own allocations: not counted */
 static THREAD_IE bool in_new; /* inside a counted operator new: its malloc is not counted */
@@ -151,19 +156,48 @@ static inline uint64_t chain_key(uintptr_t site, void *frame)
 	return key ? key : 1;
 }
 
-/* Unwinds once, for a new key: the frames from the entry point (leaf) out. */
-static __attribute__((noinline)) void capture_stack(struct count_entry *e, uintptr_t site)
+/* Whether site is in the allocator's own library (see unwind_each). */
+static bool site_in_allocator(uintptr_t site)
 {
-	void *trace[MAX_FRAMES + 8];
-	int n, i;
-	uint32_t kept = 0;
+	Dl_info info;
+	bool inside;
 
+	if (!allocator_base)
+		return false;
 	busy = true;
-	n = backtrace(trace, MAX_FRAMES + 8);
+	inside = dladdr((void *)site, &info) && info.dli_fbase == allocator_base;
 	busy = false;
+	return inside;
+}
+
+/* The position of site in trace (from 1), or n when the unwinder did not reach it. */
+static int site_index(void *const *trace, int n, uintptr_t site)
+{
+	int i;
+
 	for (i = 1; i < n; i++)
 		if ((uintptr_t)trace[i] == site)
 			break;
+	return i;
+}
+
+/* Fills e's stack, once, for a new key: from trace when the caller unwound already, else
+ * unwinding now. The frames from the entry point (leaf) out. */
+static __attribute__((noinline)) void capture_stack(struct count_entry *e, uintptr_t site,
+						    void *const *given, int given_n)
+{
+	void *own[MAX_FRAMES + 8];
+	void *const *trace = given;
+	int n = given_n, i;
+	uint32_t kept = 0;
+
+	if (!trace) {
+		busy = true;
+		n = backtrace(own, MAX_FRAMES + 8);
+		busy = false;
+		trace = own;
+	}
+	i = site_index(trace, n, site);
 	if (i < n) {
 		for (int k = i - 1; k < n && kept < MAX_FRAMES; k++)
 			e->frames[kept++] = (uint64_t)(uintptr_t)trace[k];
@@ -193,7 +227,8 @@ static struct count_entry *slot_entry(struct index_slot *slot)
 	return NULL;
 }
 
-static struct count_entry *find_entry(uint64_t key, uintptr_t site)
+static struct count_entry *find_entry(uint64_t key, uintptr_t site, void *const *trace,
+				      int trace_n)
 {
 	size_t i = key & (INDEX_SLOTS - 1);
 
@@ -222,11 +257,31 @@ static struct count_entry *find_entry(uint64_t key, uintptr_t site)
 		}
 		e = &entries[index];
 		e->site = site;
+		/* Decided before the entry is published: no thread counts under it meanwhile. */
+		if (!trace)
+			e->unwind_each = site_in_allocator(site);
 		__atomic_store_n(&slot->entry, index + 1, __ATOMIC_RELEASE);
-		capture_stack(e, site);
+		capture_stack(e, site, trace, trace_n);
 		return e;
 	}
 	return NULL;
+}
+
+/* The entry of this allocation's whole stack: the slow path for sites in the allocator's
+ * library (unwind_each), which costs one unwinding per allocation. */
+static __attribute__((noinline)) struct count_entry *full_stack_entry(uintptr_t site)
+{
+	void *trace[MAX_FRAMES + 8];
+	uint64_t key = 0x5eed5eed5eed5eedull; /* apart from chain keys */
+	int n, i;
+
+	busy = true;
+	n = backtrace(trace, MAX_FRAMES + 8);
+	busy = false;
+	i = site_index(trace, n, site);
+	for (int k = i; k < n; k++)
+		key = mix(key, (uint64_t)(uintptr_t)trace[k]);
+	return find_entry(key ? key : 1, site, trace, n);
 }
 
 void exact_count_alloc(uint64_t bytes, void *site, void *frame)
@@ -237,7 +292,9 @@ void exact_count_alloc(uint64_t bytes, void *site, void *frame)
 		return;
 	thread_objects++;
 	thread_bytes += bytes;
-	e = find_entry(chain_key((uintptr_t)site, frame), (uintptr_t)site);
+	e = find_entry(chain_key((uintptr_t)site, frame), (uintptr_t)site, NULL, 0);
+	if (UNLIKELY(e && __atomic_load_n(&e->unwind_each, __ATOMIC_ACQUIRE)))
+		e = full_stack_entry((uintptr_t)site);
 	if (UNLIKELY(!e)) {
 		__atomic_fetch_add(&unattributed_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&unattributed_bytes, bytes, __ATOMIC_RELAXED);
@@ -495,6 +552,12 @@ __attribute__((constructor(101))) static void count_init(void)
 	(void)backtrace(trace, 4);
 	(void)thread_stack_top();
 	next_malloc_pc = (uintptr_t)dlsym(RTLD_NEXT, "malloc");
+	{
+		Dl_info info;
+
+		if (next_malloc_pc && dladdr((void *)next_malloc_pc, &info))
+			allocator_base = info.dli_fbase;
+	}
 	pthread_atfork(NULL, NULL, count_after_fork_in_child);
 	owner_pid = getpid();
 	busy = false;

@@ -278,3 +278,14 @@ def allocs_per_run_counts_one_call(tmp):
     assert r.returncode == 3, r.stdout + r.stderr
     r = run([GATE, "-a", "-n", "1"])
     assert r.returncode == 4 and "liballocscope-count.so is not loaded" in r.stderr, r.stderr
+
+
+@test
+def count_tells_apart_callers_of_libc_allocating_functions(tmp):
+    """strdup called by two callbacks through one function-pointer call site: the return
+    address into the caller is in neither the key's site (inside libc's strdup) nor its
+    frame-pointer chain (the same call site), so these allocations are unwound one by one."""
+    result, _ = count(tmp, [GATE, "-c", "-n", "1000"])
+    assert result.returncode == 0, result.stderr
+    rows = site_rows(result.stdout)
+    assert rows.get("cb_one") == 1000 and rows.get("cb_two") == 2000, rows

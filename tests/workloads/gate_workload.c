@@ -10,12 +10,15 @@
  * gate_workload_extra), kv_list_new also allocates an index: one more allocation per call at
  * the same site, the change a gate must catch.
  *
- *   gate_workload [-n CALLS] [-t THREADS] [-x STATUS] [-a]
+ *   gate_workload [-n CALLS] [-t THREADS] [-x STATUS] [-a] [-c]
  *     -n CALLS    kv_parse calls per thread (default 1000)
  *     -t THREADS  run the calls in THREADS threads at once (default 0: in main)
  *     -x STATUS   exit with STATUS after the work (a failing test)
  *     -a          also assert with allocs_per_run (allocscope_count.h) that one call makes
  *                 at most 10 allocations; exit 3 when it makes more, 4 without the library
+ *     -c          instead: CALLS rounds of two callbacks called from one call site through a
+ *                 pointer, cb_one strdup'ing once and cb_two twice (libc allocates for them:
+ *                 the sites are cb_one, CALLS allocations, and cb_two, 2 * CALLS)
  * Prints nothing on success (stdio would allocate its buffer: one more allocation). */
 #include <pthread.h>
 #include <stdlib.h>
@@ -110,6 +113,26 @@ void kv_free(struct kv_list *list)
 
 /* ---- the test program ---- */
 
+__attribute__((noinline)) void cb_one(void)
+{
+	free(strdup("one"));
+}
+
+__attribute__((noinline)) void cb_two(void)
+{
+	free(strdup("two"));
+	free(strdup("two"));
+}
+
+static void (*volatile callbacks[2])(void) = { cb_one, cb_two };
+
+__attribute__((noinline)) void run_callbacks(long rounds)
+{
+	for (long i = 0; i < rounds; i++)
+		for (int k = 0; k < 2; k++)
+			callbacks[k]();
+}
+
 static long calls = 1000;
 
 static void parse_once(void *arg)
@@ -130,7 +153,7 @@ int main(int argc, char **argv)
 	long n_threads = 0;
 	int status = 0, check = 0, opt;
 
-	while ((opt = getopt(argc, argv, "n:t:x:a")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:x:ac")) != -1) {
 		if (opt == 'n')
 			calls = atol(optarg);
 		else if (opt == 't')
@@ -139,11 +162,17 @@ int main(int argc, char **argv)
 			status = atoi(optarg);
 		else if (opt == 'a')
 			check = 1;
+		else if (opt == 'c')
+			check = 2;
 		else
 			return 2;
 	}
 	if (n_threads < 0 || n_threads > 64)
 		return 2;
+	if (check == 2) {
+		run_callbacks(calls);
+		return status;
+	}
 	if (check) {
 		double per_run = allocs_per_run(100, parse_once, PAIRS);
 
