@@ -27,6 +27,8 @@ static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
 	"       allocscope --config FILE [--check-config]\n"
+	"       allocscope count|gate ... -- COMMAND [ARGS...]   (exact counts, the CI gate:\n"
+	"                                 allocscope count --help)\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"

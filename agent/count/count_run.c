@@ -97,8 +97,11 @@ static void exec_counted(const struct count_opts *opts, const char *library, con
 	if (setenv("LD_PRELOAD", preload ? preload : library, 1) != 0 ||
 	    setenv("ALLOCSCOPE_COUNT_DIR", dir, 1) != 0)
 		_exit(127);
-	if (opts->no_aslr)
-		(void)personality(ADDR_NO_RANDOMIZE);
+	if (opts->no_aslr && personality(ADDR_NO_RANDOMIZE) == -1)
+		fprintf(stderr,
+			"allocscope: --no-aslr: cannot turn address randomisation off (%s; a "
+			"container's seccomp policy?): running with it on\n",
+			strerror(errno));
 	execvp(opts->command[0], opts->command);
 	fprintf(stderr, "allocscope: cannot run %s: %s\n", opts->command[0], strerror(errno));
 	_exit(errno == ENOENT ? 127 : 126);

@@ -289,3 +289,15 @@ def count_tells_apart_callers_of_libc_allocating_functions(tmp):
     assert result.returncode == 0, result.stderr
     rows = site_rows(result.stdout)
     assert rows.get("cb_one") == 1000 and rows.get("cb_two") == 2000, rows
+
+
+@test
+def count_no_aslr_pins_addresses(tmp):
+    """--no-aslr: the command's mappings sit at the same addresses run after run."""
+    starts = []
+    for i in range(2):
+        result, out = count(tmp, [GATE, "-n", "10"], name=f"n{i}.pb.gz", extra=["--no-aslr"])
+        assert result.returncode == 0, result.stderr
+        assert "cannot turn address randomisation off" not in result.stderr, result.stderr
+        starts.append(sorted(m["start"] for m in Profile(out).mappings))
+    assert starts[0] == starts[1], starts
