@@ -5,7 +5,9 @@ one CPU): nothing preloaded; liballocscope-sampler.so preloaded with no profiler
 liballocscope-count.so preloaded (every allocation counted: one site, one caller chain, the
 common case of a hot loop); and the whole `allocscope count -- ...` run of the test library
 (tests/workloads/gate_workload, 10 allocations per call at 3 sites) against the bare program,
-wall time per allocation including start-up, symbolization and the profile.
+wall time per allocation including start-up, symbolization and the profile; and the slow
+path, strdup called by two callbacks through one pointer (gate_workload -c: sites inside
+libc are unwound per allocation).
 
 Needs no root. Figures go to docs/performance.md with the machine they ran on.
 """
@@ -73,11 +75,20 @@ def main():
         plain = wall([GATE, "-n", str(GATE_CALLS)])
         whole = wall([ALLOCSCOPE, "count", "--top", "0", "-o", os.path.join(tmp, "p.pb.gz"),
                       "--", GATE, "-n", str(GATE_CALLS)])
+        slow_calls = GATE_CALLS // 10
+        slow_plain = wall([GATE, "-c", "-n", str(slow_calls)])
+        slow_whole = wall([ALLOCSCOPE, "count", "--top", "0", "-o",
+                           os.path.join(tmp, "s.pb.gz"), "--", GATE, "-c", "-n",
+                           str(slow_calls)])
     print(f"gate_workload -n {GATE_CALLS} ({allocations} allocations at 3 sites)")
     print(f"  bare                        {plain * 1e3:7.1f} ms")
     print(f"  allocscope count            {whole * 1e3:7.1f} ms  "
           f"(+{(whole - plain) * 1e9 / allocations:.1f} ns per allocation, start-up and "
           f"symbolization included)")
+    print(f"gate_workload -c -n {slow_calls} ({3 * slow_calls} strdup, unwound each)")
+    print(f"  bare                        {slow_plain * 1e3:7.1f} ms")
+    print(f"  allocscope count            {slow_whole * 1e3:7.1f} ms  "
+          f"(+{(slow_whole - slow_plain) * 1e9 / (3 * slow_calls):.0f} ns per allocation)")
     return 0
 
 
