@@ -151,15 +151,17 @@ out:
 	return ret;
 }
 
+/* An unsigned number in base 10 or 16 after optional spaces: digits only (no sign, no 0x). */
 static bool parse_u64(const char **p, uint64_t *out, int base)
 {
 	char *end;
+	char c;
 
 	while (**p == ' ')
 		(*p)++;
-	if (**p < '0' || (**p > '9' && base == 10) || **p == '-')
-		if (!(base == 16 && ((**p >= 'a' && **p <= 'f'))))
-			return false;
+	c = **p;
+	if (!(c >= '0' && c <= '9') && !(base == 16 && c >= 'a' && c <= 'f'))
+		return false;
 	errno = 0;
 	*out = strtoull(*p, &end, base);
 	if (errno || end == *p)
@@ -223,12 +225,14 @@ static int read_count_text(struct count_state *st, const char *name, char *text,
 			ret = add_stack_line(st, key, line + 6, name);
 		} else if (strncmp(line, "unattributed ", 13) == 0) {
 			p = line + 13;
-			if (!parse_u64(&p, &a, 10) || !parse_u64(&p, &b, 10))
+			if (parse_u64(&p, &a, 10) && parse_u64(&p, &b, 10)) {
+				r->unattributed_objects += a;
+				r->unattributed_bytes += b;
+				r->objects += a;
+				r->bytes += b;
+			} else {
 				ret = -EINVAL;
-			r->unattributed_objects += a;
-			r->unattributed_bytes += b;
-			r->objects += a;
-			r->bytes += b;
+			}
 		} else if (strncmp(line, "leaf ", 5) == 0) {
 			p = line + 5;
 			if (!parse_u64(&p, &leaf, 16))
@@ -246,7 +250,7 @@ static int read_count_text(struct count_state *st, const char *name, char *text,
 		snprintf(err, err_len,
 			 "count file %s is malformed (line %u): was it written by another "
 			 "version of liballocscope-count.so?",
-			 name, number);
+			 name, number ? number : 1);
 	if (!ret) {
 		ret = symbolizer__add_saved_process(r->symbolizer, key, maps,
 						    (size_t)(text + len - maps));

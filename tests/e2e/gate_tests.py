@@ -301,3 +301,17 @@ def count_no_aslr_pins_addresses(tmp):
         assert "cannot turn address randomisation off" not in result.stderr, result.stderr
         starts.append(sorted(m["start"] for m in Profile(out).mappings))
     assert starts[0] == starts[1], starts
+
+
+@test
+def count_refuses_malformed_count_files(tmp):
+    """The command can write into the counts directory (its environment names it): a file
+    that is not the library's is refused with a message, not a crash or a wrong count."""
+    for content in ["garbage", "allocscope-count 1\\nstack 1 2 zz\\nmaps\\n",
+                    "allocscope-count 1\\nstack 5 50 1 2\\nmaps\\nnot a maps line\\n"]:
+        script = f"printf '{content}' > \"$ALLOCSCOPE_COUNT_DIR/9-0.count\""
+        result, out = count(tmp, ["sh", "-c", script])
+        assert result.returncode == 1, (content, result.stdout, result.stderr)
+        assert "count file 9-0.count" in result.stderr and "malformed" in result.stderr, \
+            result.stderr
+        assert "Traceback" not in result.stderr and not os.path.exists(out)
