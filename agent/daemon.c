@@ -221,6 +221,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 		.max_label_value_bytes = c->max_label_value_bytes,
 		.start_wall_ns = d->interval_start_wall_ns,
 		.duration_ns = (now - d->interval_start_ms) * 1000000,
+		.version_label = c->version_label,
 	};
 	struct services_written result;
 	struct services_stats stats;

@@ -25,8 +25,9 @@
 #define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
 /* The frame address that stands for ALLOC_PROFILE_DROPPED_FRAME: no user pc is this. */
 #define DROPPED_PC UINT64_MAX
-/* Labels a sample may carry: service_name, hostname and the configured static labels. */
-#define ALLOC_PROFILE_MAX_LABELS 24
+/* Labels a sample may carry: service_name, hostname, pod and code labels and the configured
+ * static labels. */
+#define ALLOC_PROFILE_MAX_LABELS 32
 
 struct stack_record {
 	struct stack_record *next; /* hash chain */
