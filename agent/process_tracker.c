@@ -25,7 +25,6 @@
 #include "collect/process_info.h"
 #include "collect/service_version.h"
 #include "collect/target_rules.h"
-#include "symbolize/elf_file.h"
 #include "util/clock.h"
 
 #define PROCESS_BUCKETS 4096
@@ -90,24 +89,6 @@ static void pod_label_values(const struct kube_container *pod,
 	values[SERVICE_LABEL_NODE] = pod ? pod->node : NULL;
 }
 
-/* The lowercase hex GNU build id of pid's executable into out; "" when it has none or cannot
- * be read. The file is parsed once for the agent: attaching opens the same file. */
-static void executable_build_id(pid_t pid, char *out, size_t len)
-{
-	char path[64];
-	struct elf_file *elf;
-	const char *id;
-
-	snprintf(out, len, "%s", "");
-	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-	if (elf_file__open(path, &elf) != 0)
-		return;
-	id = elf_file__build_id(elf);
-	if (id)
-		snprintf(out, len, "%s", id);
-	elf_file__free(elf);
-}
-
 /* The service a new process goes to: by name and, for a pod's process, pod container, and by
  * what it runs: the version (collect/service_version.h) and the rule's code labels. */
 static struct service *service_for(struct process_tracker *t, const char *wanted,
@@ -123,7 +104,7 @@ static struct service *service_for(struct process_tracker *t, const char *wanted
 	source = service_version__pick(rule ? rule->version : NULL, pod, NULL, version,
 				       sizeof(version));
 	if (source == SERVICE_VERSION_NONE) {
-		executable_build_id(pid, build_id, sizeof(build_id));
+		service_version__read_build_id(pid, build_id, sizeof(build_id));
 		source = service_version__pick(NULL, pod, build_id, version, sizeof(version));
 	}
 	log_debug("pid %d: version %s from its %s", (int)pid, source ? version : "unknown",

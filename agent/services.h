@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "collect/service_version.h"
 #include "config/config.h"
 
 struct alloc_profile;
@@ -27,7 +28,7 @@ enum { SERVICE_LABEL_NAMESPACE, SERVICE_LABEL_POD, SERVICE_LABEL_CONTAINER, SERV
  * integration reads. A service is one version: two versions of a program are two series. */
 enum { SERVICE_CODE_VERSION, SERVICE_CODE_REPOSITORY, SERVICE_CODE_GIT_REF,
        SERVICE_CODE_ROOT_PATH, SERVICE_CODE_LABELS };
-#define SERVICES_DEFAULT_VERSION_LABEL "service_version"
+#define SERVICES_DEFAULT_VERSION_LABEL SERVICE_VERSION_LABEL
 /* Where processes past limits.max_services go. */
 #define SERVICES_OVERFLOW "other"
 /* The longest label value services__get and the interval's labels keep, in bytes. */

@@ -7,6 +7,7 @@
 
 #include "collect/kube_pods.h"
 #include "collect/service_version.h"
+#include "symbolize/elf_file.h"
 
 static void copy_text(char *out, size_t len, const char *text, size_t n)
 {
@@ -110,4 +111,20 @@ const char *service_version__source_name(enum service_version_source source)
 		break;
 	}
 	return "none";
+}
+
+void service_version__read_build_id(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	struct elf_file *elf;
+	const char *id;
+
+	copy_text(out, len, "", 0);
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	if (elf_file__open(path, &elf) != 0)
+		return;
+	id = elf_file__build_id(elf);
+	if (id)
+		copy_text(out, len, id, strlen(id));
+	elf_file__free(elf);
 }

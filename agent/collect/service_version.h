@@ -11,8 +11,12 @@
 #define ALLOCSCOPE_SERVICE_VERSION_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 struct kube_container;
+
+/* The label's default name (profiles.version_label), and the one-off capture's. */
+#define SERVICE_VERSION_LABEL "service_version"
 
 /* The pod label read in step 2. */
 #define SERVICE_VERSION_POD_LABEL_KEY "app.kubernetes.io/version"
@@ -41,6 +45,11 @@ enum service_version_source service_version__pick(const char *rule_version,
  * "ghcr.io/acme/app:2.14@sha256:..." give "2.14"; "app", "app@sha256:...",
  * "registry:5000/app" and "app:latest" give "". */
 void service_version__image_tag(const char *image, char *tag, size_t len);
+
+/* The lowercase hex GNU build id of pid's executable (/proc/PID/exe) into out; "" when it
+ * has none or cannot be read. The file is parsed through symbolize/elf_file's cache, which
+ * attaching the process opens anyway. */
+void service_version__read_build_id(pid_t pid, char *out, size_t len);
 
 /* A name for what picked the version, for logs: "rule", "pod label", ... */
 const char *service_version__source_name(enum service_version_source source);
