@@ -575,8 +575,8 @@ void process_tracker__on_events(struct process_tracker *t, const struct process_
 			if (parent->pod && t->settings.kube &&
 			    kube_pods__lookup(t->settings.kube, parent->container_id, &pod) != 0)
 				pod = NULL;
-			track_process(t, pid, NULL, NULL, parent->service, pod, parent->container_id,
-				      comm);
+			track_process(t, pid, NULL, NULL, parent->service, pod,
+				      parent->container_id, comm);
 		}
 	}
 }

@@ -165,7 +165,9 @@ static void label_value(struct services *t, const struct services_interval *in, 
 static int submit_profile(struct services *t, const struct services_interval *in,
 			  struct service *s)
 {
-	enum { MAX_LABELS = 2 + SERVICE_POD_LABELS + SERVICE_CODE_LABELS + CONFIG_MAX_STATIC_LABELS };
+	enum {
+		MAX_LABELS = 2 + SERVICE_POD_LABELS + SERVICE_CODE_LABELS + CONFIG_MAX_STATIC_LABELS
+	};
 	struct pprof_label sample_labels[MAX_LABELS];
 	struct profile_label labels[MAX_LABELS];
 	/* Copies of hostname, the pod labels, the code labels and the static labels, cut to the

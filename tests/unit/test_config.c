@@ -582,7 +582,8 @@ static void test_unknown_keys(void)
 		    "interval, hostname, labels, pid_label, version_label)");
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
-		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, sample_labels)");
+		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, "
+		    "sample_labels)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -1237,8 +1238,8 @@ static void test_version_and_sample_label_keys(void)
 		    "x.yaml:2:15: sample_labels.max_values: expected a whole number from 1 to "
 		    "100000, got \"0\"");
 	CHECK_ERROR("sample_labels:\n  max_keys: 33\n",
-		    "x.yaml:2:13: sample_labels.max_keys: expected a whole number from 1 to 32, got "
-		    "\"33\"");
+		    "x.yaml:2:13: sample_labels.max_keys: expected a whole number from 1 to 32, "
+		    "got \"33\"");
 }
 
 int main(void)
