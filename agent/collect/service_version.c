@@ -1,9 +1,11 @@
 /* Picking a process's version label from the rule, the pod and the build id
  * (service_version.h). Values from the pod come from the Kubernetes API and are copied as they
  * are: the services table makes every label value valid UTF-8 within the length limit. */
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "collect/kube_pods.h"
 #include "collect/service_version.h"
@@ -115,12 +117,26 @@ const char *service_version__source_name(enum service_version_source source)
 
 void service_version__read_build_id(pid_t pid, char *out, size_t len)
 {
-	char path[64];
+	static const char deleted[] = " (deleted)";
+	char link[64], exe[PATH_MAX], path[PATH_MAX + 64];
 	struct elf_file *elf;
 	const char *id;
+	ssize_t n;
 
 	copy_text(out, len, "", 0);
-	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	/* Opened by the path attaching and symbolizing open it by (through /proc/PID/root): the
+	 * parsed file is shared, and its debug files are searched for from that path. A file
+	 * replaced since the process started is read through the exe link itself. */
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	if ((size_t)n > sizeof(deleted) - 1 &&
+	    strcmp(exe + n - (sizeof(deleted) - 1), deleted) == 0)
+		snprintf(path, sizeof(path), "%s", link);
+	else
+		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, exe);
 	if (elf_file__open(path, &elf) != 0)
 		return;
 	id = elf_file__build_id(elf);

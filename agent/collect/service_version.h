@@ -46,9 +46,9 @@ enum service_version_source service_version__pick(const char *rule_version,
  * "registry:5000/app" and "app:latest" give "". */
 void service_version__image_tag(const char *image, char *tag, size_t len);
 
-/* The lowercase hex GNU build id of pid's executable (/proc/PID/exe) into out; "" when it
- * has none or cannot be read. The file is parsed through symbolize/elf_file's cache, which
- * attaching the process opens anyway. */
+/* The lowercase hex GNU build id of pid's executable into out; "" when it has none or cannot
+ * be read. The file is opened as attaching opens it (/proc/PID/root/EXE) through
+ * symbolize/elf_file's cache, so it is parsed once for both. */
 void service_version__read_build_id(pid_t pid, char *out, size_t len);
 
 /* A name for what picked the version, for logs: "rule", "pod label", ... */
