@@ -27,7 +27,9 @@
 #include "attach/process_probes.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
+#include "profile/label_limits.h"
 #include "collect/process_info.h"
+#include "collect/service_version.h"
 #include "privileges.h"
 
 #define DRAIN_INTERVAL_MS 100
@@ -54,6 +56,7 @@ struct capture {
 	pid_t child;             /* the command's pid, or 0 */
 	char output[PATH_MAX];
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
+	struct label_limits_stats label_stats; /* per-sample labels through their bounds */
 	struct timespec start_mono;
 	int64_t start_wall_ns;
 };
@@ -160,12 +163,29 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 	return 0;
 }
 
+/* The version of the code pid runs, as every one of its samples' service_version label: the
+ * capture has no rules or pods, so it is the short build id of its executable (none without
+ * one). Read when its image is final (a command's after its exec). */
+static void label_version(struct capture *cap, pid_t pid)
+{
+	char build_id[256], version[SERVICE_VERSION_MAX + 1];
+
+	service_version__read_build_id(pid, build_id, sizeof(build_id));
+	if (service_version__pick(NULL, NULL, build_id, version, sizeof(version)) !=
+		    SERVICE_VERSION_NONE &&
+	    alloc_profile__label_process(cap->profile, (uint32_t)pid, SERVICE_VERSION_LABEL,
+					 version) != 0)
+		log_warn("pid %d: its samples carry no %s label: out of memory", (int)pid,
+			 SERVICE_VERSION_LABEL);
+}
+
 /* The process's memory map, taken now so that samples still resolve after it exits. */
 static void snapshot_process(struct capture *cap, pid_t pid)
 {
 	int ret = pipeline__add_process(cap->pipeline, pid);
 
 	alloc_profile__note_process(cap->profile, pid);
+	label_version(cap, pid);
 	if (ret)
 		log_warn("cannot read the memory map of pid %d: %s", (int)pid, strerror(-ret));
 }
@@ -559,6 +579,44 @@ static const char *how_sampled(const struct capture *cap, const struct alloc_pro
 	return buf;
 }
 
+/* The top table grouped by --group-by's label: per value (largest first) a line with its
+ * share, then its largest `rows` sites. */
+static void print_grouped_top(struct capture *cap, const struct alloc_profile_totals *totals,
+			      size_t rows)
+{
+	const char *key = cap->opts->group_by;
+	struct alloc_site sites[256];
+	char bytes[32], value[4 * 1024 + 1], function[1024];
+	size_t n = 0, groups = 0;
+
+	if (alloc_profile__top_sites_by_label(cap->profile, key, rows, sites,
+					      sizeof(sites) / sizeof(sites[0]), &n) != 0)
+		return;
+	printf("\n%14s %7s %15s  %s, by %s\n", "alloc_space", "share", "alloc_objects",
+	       "allocation site", key);
+	for (size_t i = 0; i < n; i++) {
+		const struct alloc_site *s = &sites[i];
+
+		if (i == 0 || strcmp(s->group, sites[i - 1].group) != 0) {
+			groups++;
+			/* Values come from the targets: escaped like every logged name. */
+			printf("%14s %6.1f%% %15.0f  %s=%s\n",
+			       units_format_size(s->group_bytes, bytes, sizeof(bytes)),
+			       totals->bytes > 0 ? 100.0 * s->group_bytes / totals->bytes : 0.0,
+			       s->group_objects, key,
+			       s->group[0] ? log_escaped(value, s->group) : "(none)");
+		}
+		printf("%14s %6.1f%% %15.0f    %s\n",
+		       units_format_size(s->bytes, bytes, sizeof(bytes)),
+		       totals->bytes > 0 ? 100.0 * s->bytes / totals->bytes : 0.0, s->objects,
+		       log_escaped(function, s->function));
+	}
+	printf("%14s %6s  %15.0f  total\n", units_format_size(totals->bytes, bytes, sizeof(bytes)),
+	       "", totals->objects);
+	if (groups == 1 && n && !sites[0].group[0])
+		printf("(no sample carries the label %s)\n", key);
+}
+
 static void print_summary(struct capture *cap, const struct alloc_counters *counters,
 			  int64_t duration_ms)
 {
@@ -587,7 +645,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		       log_escaped(allocators, cap->targets[i].allocators));
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
-	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
+	if (totals.samples && cap->opts->group_by) {
+		print_grouped_top(cap, &totals, rows);
+	} else if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
 		printf("\n%14s %7s %15s  %s\n", "alloc_space", "share", "alloc_objects",
 		       "allocation site");
 		for (size_t i = 0; i < n; i++)
@@ -620,6 +680,10 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 					      "the process or its leaf yet (unwound in user space)" },
 		{ counters->unwind_preempted, "stacks lost to another walk on the same CPU (their "
 					      "weight kept under [dropped samples])" },
+		{ cap->label_stats.labels_dropped, "sample labels left out: key not in "
+						   "sample_labels.keys or past max_keys" },
+		{ cap->label_stats.values_other, "sample label values counted as \"other\": past "
+						 "sample_labels.max_values" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;
@@ -734,6 +798,11 @@ int capture_run(const struct capture_opts *opts)
 	if (ret) {
 		log_error("%s", err);
 		return 1;
+	}
+	if (opts->sample_labels &&
+	    pipeline__set_label_limits(cap.pipeline, opts->sample_labels, &cap.label_stats) != 0) {
+		log_error("cannot set up the capture: out of memory");
+		goto out;
 	}
 	if (pipeline__new_profile(cap.pipeline, &cap.profile) != 0 ||
 	    (opts->skip_frames &&

@@ -106,6 +106,7 @@ struct daemon {
 	int64_t next_drain_ms, next_publish_ms;
 	bool last_flush_failed;
 	struct agent_stats stats;
+	struct label_limits_stats label_stats; /* every service profile's label limiter's */
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
 	struct config_loader loader;
 	bool stop;
@@ -221,6 +222,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 		.max_label_value_bytes = c->max_label_value_bytes,
 		.start_wall_ns = d->interval_start_wall_ns,
 		.duration_ns = (now - d->interval_start_ms) * 1000000,
+		.version_label = c->version_label,
 	};
 	struct services_written result;
 	struct services_stats stats;
@@ -290,6 +292,10 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.encode_errors = services.encode_errors,
 		.stacks_trimmed = services.stacks_trimmed,
 		.intervals = d->stats.intervals,
+		.sample_labels_kept = d->label_stats.labels_kept,
+		.sample_labels_dropped = d->label_stats.labels_dropped,
+		.sample_label_values_other = d->label_stats.values_other,
+		.sample_label_values_truncated = d->label_stats.values_truncated,
 		.sinks = d->sinks,
 		.n_sinks = d->n_sinks,
 		.reloads_ok = d->stats.reloads_ok,
@@ -662,6 +668,9 @@ static void apply_reload(struct daemon *d, struct agent_config *next)
 	d->metrics = metrics;
 	config_free(d->config);
 	d->config = next;
+	/* Checked by the loader: only out of memory fails, and the old bounds stay. */
+	if (pipeline__set_label_limits(d->pipeline, &next->sample_labels, &d->label_stats))
+		log_warn("reload: the new sample_labels bounds are not applied: out of memory");
 	if (kube_changed) {
 		free_kube_pods(d);
 		d->kube = kube;
@@ -714,6 +723,11 @@ static int load_bpf(struct daemon *d)
 
 	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
 			     sizeof(err));
+	if (!ret && pipeline__set_label_limits(d->pipeline, &d->config->sample_labels,
+					       &d->label_stats) != 0) {
+		snprintf(err, sizeof(err), "cannot apply the sample_labels bounds: out of memory");
+		ret = -ENOMEM;
+	}
 	if (!ret)
 		ret = privileges__keep_needed(PRIVILEGES_AGENT,
 					      !alloc_program__has_multi(pipeline__program(d->pipeline)),

@@ -68,6 +68,9 @@ static const char usage_text[] =
 	"                           site, besides the allocator and known wrappers (zmalloc,\n"
 	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
+	"      --group-by LABEL     group the top table by a sample label's value, e.g.\n"
+	"                           service_version (the build id of each target's\n"
+	"                           executable) or a label the program puts on its samples\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
 	"                           largest sample, to %6$s; default %7$s)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
@@ -146,6 +149,19 @@ static void build_options(const struct option *own, size_t n_own, struct option 
 	options[n] = (struct option){ NULL, 0, NULL, 0 };
 }
 
+/* --group-by: a label name as pprof and the servers take it, [a-zA-Z_][a-zA-Z0-9_]*. */
+static bool label_name_ok(const char *name)
+{
+	if (!name[0] || (name[0] >= '0' && name[0] <= '9'))
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	}
+	return true;
+}
+
 /* The configuration flag getopt_long returned c for, or NULL. */
 static const char *key_flag(int c)
 {
@@ -164,13 +180,14 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_GROUP_BY };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "top", required_argument, NULL, OPT_TOP },
 		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
+		{ "group-by", required_argument, NULL, OPT_GROUP_BY },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
@@ -246,6 +263,14 @@ static int run(int argc, char **argv, struct agent_config *settings)
 			opts.skip_frames = optarg;
 			break;
 		}
+		case OPT_GROUP_BY:
+			if (!label_name_ok(optarg))
+				return usage_error("invalid --group-by '%s': expected a label name "
+						   "(letters, digits and _, not starting with a "
+						   "digit) like service_version or endpoint",
+						   optarg);
+			opts.group_by = optarg;
+			break;
 		case 'h':
 			print_usage(stdout);
 			return 0;
@@ -282,6 +307,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
+	opts.sample_labels = &settings->sample_labels;
 	return capture_run(&opts);
 }
 

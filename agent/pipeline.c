@@ -13,6 +13,7 @@
 #include "attach/linked_files.h"
 #include "collect/sample_reader.h"
 #include "profile/alloc_profile.h"
+#include "profile/label_limits.h"
 #include "symbolize/symbolizer.h"
 
 struct pipeline {
@@ -23,7 +24,20 @@ struct pipeline {
 	struct sample_reader *reader;
 	uint64_t truncated_unwinds;
 	bool kernel_tables; /* the kernel walks stacks where it has a table */
+	/* issue 15: the per-sample label bounds new profiles get; unset: no limiter */
+	bool has_label_limits;
+	struct label_limits_config label_limits; /* keys owned */
+	struct label_limits_stats *label_stats;
 };
+
+static void free_label_keys(struct label_limits_config *config)
+{
+	for (size_t i = 0; i < config->n_keys; i++)
+		free(config->keys[i]);
+	free(config->keys);
+	config->keys = NULL;
+	config->n_keys = 0;
+}
 
 /* Whether the kernel walks stacks: always with --unwind kernel; with auto wherever the tables
  * could be set up (the program loaded with the walk and the rows array could be mapped). */
@@ -124,12 +138,54 @@ void pipeline__close(struct pipeline *p)
 	unwinder__free(p->unwinder);
 	symbolizer__free(p->symbolizer);
 	alloc_program__free(p->program);
+	free_label_keys(&p->label_limits);
 	free(p);
 }
 
 int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out)
 {
-	return alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
+	struct label_limits *limits;
+	int ret = alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
+
+	if (ret || !p->has_label_limits)
+		return ret;
+	ret = label_limits__new(&p->label_limits, p->label_stats, &limits);
+	if (ret) {
+		alloc_profile__free(*out);
+		*out = NULL;
+		return ret;
+	}
+	alloc_profile__set_label_limits(*out, limits);
+	return 0;
+}
+
+int pipeline__set_label_limits(struct pipeline *p, const struct label_limits_config *config,
+			       struct label_limits_stats *stats)
+{
+	struct label_limits_config copy = *config;
+	struct label_limits *check;
+	int ret;
+
+	/* Refused here, not at the first profile. */
+	ret = label_limits__new(config, NULL, &check);
+	if (ret)
+		return ret;
+	label_limits__free(check);
+	copy.keys = config->n_keys ? calloc(config->n_keys, sizeof(*copy.keys)) : NULL;
+	if (config->n_keys && !copy.keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < config->n_keys; i++) {
+		copy.keys[i] = strdup(config->keys[i]);
+		if (!copy.keys[i]) {
+			free_label_keys(&copy);
+			return -ENOMEM;
+		}
+	}
+	free_label_keys(&p->label_limits);
+	p->label_limits = copy;
+	p->label_stats = stats;
+	p->has_label_limits = true;
+	return 0;
 }
 
 int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,

@@ -20,6 +20,8 @@
 
 struct alloc_program;
 struct alloc_profile;
+struct label_limits_config;
+struct label_limits_stats;
 struct alloc_sample;
 struct symbolizer;
 
@@ -83,6 +85,13 @@ int pipeline__add_process(struct pipeline *p, pid_t pid);
 void pipeline__prepare_command(struct pipeline *p, const char *exe);
 /* Forgets what pipeline__add_process kept for pid. */
 void pipeline__remove_process(struct pipeline *p, pid_t pid);
+
+/* Bounds for the per-sample labels of the profiles made from now on (issue 15): each gets a
+ * limiter of its own (profile/label_limits.h) with config, counting into stats (the caller's,
+ * alive as long as the pipeline). config is copied. 0, -EINVAL (config out of range; the
+ * previous bounds stay), or -ENOMEM. */
+int pipeline__set_label_limits(struct pipeline *p, const struct label_limits_config *config,
+			       struct label_limits_stats *stats);
 
 const struct sampling_opts *pipeline__opts(const struct pipeline *p);
 struct alloc_program *pipeline__program(const struct pipeline *p);

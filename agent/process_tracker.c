@@ -23,6 +23,7 @@
 #include "collect/pod_waits.h"
 #include "collect/process_events.h"
 #include "collect/process_info.h"
+#include "collect/service_version.h"
 #include "collect/target_rules.h"
 #include "util/clock.h"
 
@@ -88,14 +89,32 @@ static void pod_label_values(const struct kube_container *pod,
 	values[SERVICE_LABEL_NODE] = pod ? pod->node : NULL;
 }
 
-/* The service a new process goes to: by name and, for a pod's process, pod container. */
+/* The service a new process goes to: by name and, for a pod's process, pod container, and by
+ * what it runs: the version (collect/service_version.h) and the rule's code labels. */
 static struct service *service_for(struct process_tracker *t, const char *wanted,
-				   const struct kube_container *pod)
+				   const struct kube_container *pod, const struct target_rule *rule,
+				   pid_t pid)
 {
-	const char *values[SERVICE_POD_LABELS];
+	const char *values[SERVICE_POD_LABELS], *code[SERVICE_CODE_LABELS];
+	char version[SERVICE_VERSION_MAX + 1], build_id[256] = "";
+	enum service_version_source source;
 
 	pod_label_values(pod, values);
-	return services__get(t->deps.services, wanted, values, &t->settings.services);
+	/* The build id is read only when nothing before it in the order gives a version. */
+	source = service_version__pick(rule ? rule->version : NULL, pod, NULL, version,
+				       sizeof(version));
+	if (source == SERVICE_VERSION_NONE) {
+		service_version__read_build_id(pid, build_id, sizeof(build_id));
+		source = service_version__pick(NULL, pod, build_id, version, sizeof(version));
+	}
+	log_debug("pid %d: version %s from its %s", (int)pid, source ? version : "unknown",
+		  service_version__source_name(source));
+	code[SERVICE_CODE_VERSION] = version;
+	code[SERVICE_CODE_REPOSITORY] = rule ? rule->repository : NULL;
+	code[SERVICE_CODE_GIT_REF] = rule ? rule->git_ref : NULL;
+	code[SERVICE_CODE_ROOT_PATH] = rule ? rule->root_path : NULL;
+	return services__get_versioned(t->deps.services, wanted, values, code,
+				       &t->settings.services);
 }
 
 /* ---- tracked processes ------------------------------------------------------------- */
@@ -225,8 +244,8 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 /* Tracks pid in the service named service_name (for pod's processes, that pod container's),
  * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
 static void track_process(struct process_tracker *t, pid_t pid, const char *service_name,
-			  struct service *inherited, struct kube_container *pod,
-			  const char *container_id, const char *comm)
+			  const struct target_rule *rule, struct service *inherited,
+			  struct kube_container *pod, const char *container_id, const char *comm)
 {
 	struct tracked_process *p;
 	struct epoll_event ev = { .events = EPOLLIN,
@@ -250,7 +269,7 @@ static void track_process(struct process_tracker *t, pid_t pid, const char *serv
 	}
 	p = calloc(1, sizeof(*p));
 	if (p)
-		p->service = inherited ? inherited : service_for(t, service_name, pod);
+		p->service = inherited ? inherited : service_for(t, service_name, pod, rule, pid);
 	if (!p || !p->service || epoll_ctl(t->deps.epoll_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
 		log_warn("cannot track pid %d: %s", (int)pid, p ? strerror(errno) : "out of memory");
 		not_profiled(t, PROCESS_NOT_PROFILED_ERROR);
@@ -326,7 +345,9 @@ static void decide_process(struct process_tracker *t, struct process_info *info,
 		kube_container__free(pod);
 		return;
 	}
-	track_process(t, info->pid, service, NULL, pod, info->container.id, info->comm);
+	track_process(t, info->pid, service,
+		      target_rules__matching_rule(t->settings.targets, info), NULL, pod,
+		      info->container.id, info->comm);
 }
 
 /* Decides from /proc (and the pod cache) whether pid is a target, and tracks it if so; or
@@ -396,7 +417,8 @@ static void redecide_tracked(struct process_tracker *t, struct tracked_process *
 		release_process(t, p);
 		return;
 	}
-	s = service_for(t, service, p->pod);
+	s = service_for(t, service, p->pod, target_rules__matching_rule(t->settings.targets, &info),
+			p->pid);
 	if (s && s != p->service) {
 		p->service->n_processes--;
 		p->service = s;
@@ -553,8 +575,8 @@ void process_tracker__on_events(struct process_tracker *t, const struct process_
 			if (parent->pod && t->settings.kube &&
 			    kube_pods__lookup(t->settings.kube, parent->container_id, &pod) != 0)
 				pod = NULL;
-			track_process(t, pid, NULL, parent->service, pod, parent->container_id,
-				      comm);
+			track_process(t, pid, NULL, NULL, parent->service, pod,
+				      parent->container_id, comm);
 		}
 	}
 }

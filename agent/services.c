@@ -16,6 +16,11 @@
 
 static const char *const pod_label_keys[SERVICE_POD_LABELS] = { "namespace", "pod", "container",
 								 "node" };
+/* SERVICE_CODE_VERSION's name is the interval's version_label. */
+static const char *const code_label_keys[SERVICE_CODE_LABELS] = {
+	SERVICES_DEFAULT_VERSION_LABEL, "service_repository", "service_git_ref",
+	"service_root_path"
+};
 
 struct services {
 	struct service *list;
@@ -36,6 +41,8 @@ static void free_service(struct service *s)
 	free(s->name);
 	for (int i = 0; i < SERVICE_POD_LABELS; i++)
 		free(s->pod_labels[i]);
+	for (int i = 0; i < SERVICE_CODE_LABELS; i++)
+		free(s->code_labels[i]);
 	free(s);
 }
 
@@ -52,8 +59,15 @@ void services__free(struct services *t)
 	free(t);
 }
 
+static bool same_value(const char *mine, const char *wanted)
+{
+	if (wanted && wanted[0])
+		return mine && strcmp(mine, wanted) == 0;
+	return !mine;
+}
+
 static struct service *find_service(struct services *t, const char *name,
-				    const char *const *values)
+				    const char *const *values, const char *const *code)
 {
 	for (struct service *s = t->list; s; s = s->next) {
 		bool same = strcmp(s->name, name) == 0;
@@ -64,6 +78,8 @@ static struct service *find_service(struct services *t, const char *name,
 			else
 				same = !s->pod_labels[i];
 		}
+		for (int i = 0; i < SERVICE_CODE_LABELS && same; i++)
+			same = same_value(s->code_labels[i], code ? code[i] : NULL);
 		if (same)
 			return s;
 	}
@@ -73,19 +89,28 @@ static struct service *find_service(struct services *t, const char *name,
 struct service *services__get(struct services *t, const char *wanted,
 			      const char *const *pod_labels, const struct service_limits *limits)
 {
+	return services__get_versioned(t, wanted, pod_labels, NULL, limits);
+}
+
+struct service *services__get_versioned(struct services *t, const char *wanted,
+					const char *const *pod_labels,
+					const char *const *code_labels,
+					const struct service_limits *limits)
+{
 	char name[SERVICES_MAX_LABEL_VALUE + 1];
 	struct service *s;
 	bool complete;
 
 	if (utf8__label_value(name, sizeof(name), wanted, limits->max_label_value_bytes))
 		t->stats.label_values_truncated++;
-	s = find_service(t, name, pod_labels);
+	s = find_service(t, name, pod_labels, code_labels);
 	if (s)
 		return s;
 	if (t->n >= limits->max_services) {
 		t->stats.overflowed++;
 		pod_labels = NULL;
-		s = find_service(t, SERVICES_OVERFLOW, NULL);
+		code_labels = NULL;
+		s = find_service(t, SERVICES_OVERFLOW, NULL, NULL);
 		if (s)
 			return s;
 		snprintf(name, sizeof(name), "%s", SERVICES_OVERFLOW);
@@ -101,6 +126,12 @@ struct service *services__get(struct services *t, const char *wanted,
 	for (int i = 0; pod_labels && i < SERVICE_POD_LABELS && pod_labels[i]; i++) {
 		s->pod_labels[i] = strdup(pod_labels[i]);
 		complete = complete && s->pod_labels[i];
+	}
+	for (int i = 0; code_labels && i < SERVICE_CODE_LABELS; i++) {
+		if (!code_labels[i] || !code_labels[i][0])
+			continue;
+		s->code_labels[i] = strdup(code_labels[i]);
+		complete = complete && s->code_labels[i];
 	}
 	if (!complete) {
 		free_service(s);
@@ -134,11 +165,15 @@ static void label_value(struct services *t, const struct services_interval *in, 
 static int submit_profile(struct services *t, const struct services_interval *in,
 			  struct service *s)
 {
-	struct pprof_label sample_labels[2 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS];
-	struct profile_label labels[2 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS];
-	/* Copies of hostname, the pod labels and the static labels, cut to the limit below. */
-	char values[1 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS]
-		   [SERVICES_MAX_LABEL_VALUE + 1];
+	enum {
+		MAX_LABELS = 2 + SERVICE_POD_LABELS + SERVICE_CODE_LABELS + CONFIG_MAX_STATIC_LABELS
+	};
+	struct pprof_label sample_labels[MAX_LABELS];
+	struct profile_label labels[MAX_LABELS];
+	/* Copies of hostname, the pod labels, the code labels and the static labels, cut to the
+	 * limit below. */
+	char values[MAX_LABELS - 1][SERVICES_MAX_LABEL_VALUE + 1];
+	const char *code_keys[SERVICE_CODE_LABELS];
 	char line1[128], line2[1200];
 	const char *comments[] = { line1, line2, NULL };
 	size_t n = 0, n_values = 0;
@@ -156,7 +191,24 @@ static int submit_profile(struct services *t, const struct services_interval *in
 		labels[n++] = (struct profile_label){ pod_label_keys[i], values[n_values] };
 		label_value(t, in, values[n_values++], s->pod_labels[i]);
 	}
+	memcpy(code_keys, code_label_keys, sizeof(code_keys));
+	if (in->version_label)
+		code_keys[SERVICE_CODE_VERSION] = in->version_label;
+	for (int i = 0; i < SERVICE_CODE_LABELS; i++) {
+		if (!s->code_labels[i] || !code_keys[i][0])
+			continue;
+		labels[n++] = (struct profile_label){ code_keys[i], values[n_values] };
+		label_value(t, in, values[n_values++], s->code_labels[i]);
+	}
 	for (size_t i = 0; i < in->n_labels && i < CONFIG_MAX_STATIC_LABELS; i++) {
+		bool overridden = false;
+
+		/* The service's own code labels are more specific than a host-wide one. */
+		for (int j = 0; j < SERVICE_CODE_LABELS; j++)
+			overridden = overridden || (s->code_labels[j] && code_keys[j][0] &&
+						    strcmp(code_keys[j], in->labels[i].key) == 0);
+		if (overridden)
+			continue;
 		labels[n++] = (struct profile_label){ in->labels[i].key, values[n_values] };
 		label_value(t, in, values[n_values++], in->labels[i].value);
 	}

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "collect/service_version.h"
 #include "config/config.h"
 
 struct alloc_profile;
@@ -22,6 +23,12 @@ struct sink;
 /* The labels of a pod's service besides service_name and hostname, in this order. */
 enum { SERVICE_LABEL_NAMESPACE, SERVICE_LABEL_POD, SERVICE_LABEL_CONTAINER, SERVICE_LABEL_NODE,
        SERVICE_POD_LABELS };
+/* What a service's processes run (issue 15), in this order: the version (its label name is
+ * configured, services_interval.version_label) and the labels Pyroscope's source code
+ * integration reads. A service is one version: two versions of a program are two series. */
+enum { SERVICE_CODE_VERSION, SERVICE_CODE_REPOSITORY, SERVICE_CODE_GIT_REF,
+       SERVICE_CODE_ROOT_PATH, SERVICE_CODE_LABELS };
+#define SERVICES_DEFAULT_VERSION_LABEL SERVICE_VERSION_LABEL
 /* Where processes past limits.max_services go. */
 #define SERVICES_OVERFLOW "other"
 /* The longest label value services__get and the interval's labels keep, in bytes. */
@@ -33,6 +40,9 @@ struct service {
 	 * SERVICE_LABEL_* order); all NULL for every other service. Part of what the service
 	 * is. */
 	char *pod_labels[SERVICE_POD_LABELS];
+	/* Values in the SERVICE_CODE_* order, each NULL when not known; part of what the
+	 * service is. */
+	char *code_labels[SERVICE_CODE_LABELS];
 	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
 	size_t n_processes;            /* the caller's processes in it */
 	struct service *next;          /* the table's */
@@ -64,6 +74,13 @@ void services__free(struct services *t);
 struct service *services__get(struct services *t, const char *wanted,
 			      const char *const *pod_labels, const struct service_limits *limits);
 
+/* services__get for processes whose code is known: code_labels is NULL or values in the
+ * SERVICE_CODE_* order, each NULL or "" when unknown. The overflow service has none. */
+struct service *services__get_versioned(struct services *t, const char *wanted,
+					const char *const *pod_labels,
+					const char *const *code_labels,
+					const struct service_limits *limits);
+
 /* What an interval's profiles are labelled with and where they go. */
 struct services_interval {
 	struct sink *const *sinks; /* at least one */
@@ -75,6 +92,9 @@ struct services_interval {
 	bool pid_label;
 	size_t max_label_value_bytes;
 	int64_t start_wall_ns, duration_ns;
+	/* The name of the version label; NULL: SERVICES_DEFAULT_VERSION_LABEL, "": none. A
+	 * static label of the same name as a code label a service has is left out for it. */
+	const char *version_label;
 };
 
 struct services_written {

@@ -136,6 +136,20 @@ bool target_rules__match(const struct target_rules *rules, const struct process_
 	return true;
 }
 
+const struct target_rule *target_rules__matching_rule(const struct target_rules *rules,
+						      const struct process_info *process)
+{
+	char service[8];
+
+	if (!target_rules__match(rules, process, service, sizeof(service)))
+		return NULL;
+	for (size_t i = 0; i < rules->n_include; i++) {
+		if (rule_matches(&rules->include[i], process))
+			return &rules->include[i];
+	}
+	return NULL;
+}
+
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len)
 {
@@ -184,6 +198,10 @@ void target_rules__free_list(struct target_rule *rules, size_t n)
 		free(rules[i].namespace_name);
 		free(rules[i].pod_label);
 		free(rules[i].container);
+		free(rules[i].version);
+		free(rules[i].repository);
+		free(rules[i].git_ref);
+		free(rules[i].root_path);
 	}
 	free(rules);
 }

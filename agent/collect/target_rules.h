@@ -25,6 +25,14 @@ struct target_rule {
 	char *pod_label;      /* "KEY=VALUE": the pod has label KEY (exact) and its value matches
 				 the fnmatch(3) glob VALUE; the loader checks the form */
 	char *container;      /* fnmatch(3) glob on the container's name in the pod spec */
+	/* Labels of what the rule's processes run (include rules only; NULL: none). version
+	 * goes first in the service_version order (collect/service_version.h); repository,
+	 * git_ref and root_path become service_repository, service_git_ref and
+	 * service_root_path, the labels Pyroscope's source code integration reads. */
+	char *version;
+	char *repository;
+	char *git_ref;
+	char *root_path;
 };
 
 struct target_rules {
@@ -39,6 +47,11 @@ struct target_rules {
  * `service`, else target_rules__default_service. */
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
 			 char *service, size_t len);
+
+/* The include rule that takes the process (the first that matches), when it is a target and
+ * there are include rules; NULL otherwise. Same decision as target_rules__match. */
+const struct target_rule *target_rules__matching_rule(const struct target_rules *rules,
+						      const struct process_info *process);
 
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);

@@ -22,6 +22,7 @@
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
+#include "profile/label_limits.h"
 #include "util/grow.h"
 #include "util/small_file.h"
 
@@ -73,6 +74,8 @@ enum key_type {
 	KEY_NODE_NAME, /* a Kubernetes node name (a DNS subdomain), or "" */
 	KEY_POD_LABEL, /* "KEY=VALUE": a Kubernetes label key, '=', a glob on the value */
 	KEY_LISTEN,    /* "" or HOST:PORT as the metrics server takes it (listen_problem) */
+	KEY_LABEL_NAME,  /* "" or a label name as profiles.labels takes it (label_name_refused) */
+	KEY_LABEL_NAMES, /* a list of label names: pointer and count as for KEY_RULES */
 };
 
 enum key_flags {
@@ -139,6 +142,8 @@ _Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 
 /* The one definition of every setting's name, default and range, for the file and (with .flag)
  * the command line alike. */
+static bool label_name_refused(const char *name, const char *quoted, char *why, size_t len);
+
 static const struct config_key agent_keys[] = {
 	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE,
 	  .default_text = SAMPLING_DEFAULT_RATE_TEXT,
@@ -195,6 +200,17 @@ static const struct config_key agent_keys[] = {
 	  .default_text = KUBE_PODS_DEFAULT_TOKEN_PATH, CONFIG_FIELD(kubernetes.token_path) },
 	{ "kubernetes.ca_path", KEY_ABS_PATH, .default_text = KUBE_PODS_DEFAULT_CA_PATH,
 	  CONFIG_FIELD(kubernetes.ca_path) },
+	/* Issue 15: versions and per-sample labels (profile/label_limits.h). */
+	{ "profiles.version_label", KEY_LABEL_NAME, .default_text = "service_version",
+	  CONFIG_FIELD(version_label) },
+	{ "sample_labels.keys", KEY_LABEL_NAMES,
+	  CONFIG_ARRAY(sample_labels.keys, sample_labels.n_keys) },
+	{ "sample_labels.max_keys", KEY_UINT, .min = 1, .max = LABEL_LIMITS_MAX_KEYS,
+	  .default_text = "8", CONFIG_FIELD(sample_labels.max_keys) },
+	{ "sample_labels.max_values", KEY_UINT, .min = 1, .max = 100000, .default_text = "100",
+	  CONFIG_FIELD(sample_labels.max_values) },
+	{ "sample_labels.max_value_bytes", KEY_UINT, .min = 8, .max = LABEL_LIMITS_MAX_VALUE_BYTES,
+	  .default_text = "64", CONFIG_FIELD(sample_labels.max_value_bytes) },
 };
 
 static const struct config_key rule_keys[] = {
@@ -207,6 +223,13 @@ static const struct config_key rule_keys[] = {
 	{ "pod_label", KEY_POD_LABEL, .example = "app.kubernetes.io/name=checkout",
 	  RULE_FIELD(pod_label) },
 	{ "container", KEY_GLOB, .example = "app", RULE_FIELD(container) },
+	/* Issue 15: what the rule's processes run, as labels (collect/service_version.h). */
+	{ "version", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "2.14.1", RULE_FIELD(version) },
+	{ "repository", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "https://github.com/acme/shop",
+	  RULE_FIELD(repository) },
+	{ "git_ref", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "v2.14.1", RULE_FIELD(git_ref) },
+	{ "root_path", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "services/shop",
+	  RULE_FIELD(root_path) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -541,6 +564,14 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		break;
 	case KEY_LISTEN:
 		snprintf(buf, len, "HOST:PORT like %s or [::1]:9464 (\"\" turns it off)", example);
+		break;
+	case KEY_LABEL_NAME:
+		snprintf(buf, len,
+			 "a label name matching [a-zA-Z_][a-zA-Z0-9_]* like %s (\"\" for none)",
+			 example);
+		break;
+	case KEY_LABEL_NAMES:
+		snprintf(buf, len, "a list of label names like [endpoint, tenant]");
 		break;
 	}
 	return buf;
@@ -937,6 +968,14 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 		if (!pod_label_selector_valid(text))
 			return fail_expected_text(ctx, key, path, mark, text);
 		return set_string(field, text);
+	case KEY_LABEL_NAME: {
+		char quoted[QUOTE_MAX + 8], why[512] = "";
+
+		if (text[0] && label_name_refused(text, quote(text, quoted, sizeof(quoted)), why,
+						  sizeof(why)))
+			return fail(ctx, mark, path, "%s", why);
+		return set_string(field, text);
+	}
 	case KEY_SERVICE:
 		if (!text[0] || strlen(text) > SERVICE_NAME_MAX)
 			return fail_expected_text(ctx, key, path, mark, text);
@@ -999,6 +1038,7 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 	case KEY_LABELS:
 	case KEY_SINKS:
 	case KEY_HEADERS:
+	case KEY_LABEL_NAMES:
 		break;
 	}
 	return fail(ctx, mark, path, "internal error: key type %d is not a scalar", key->type);
@@ -1781,6 +1821,69 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 	return 0;
 }
 
+static void free_label_names(char **names, size_t n)
+{
+	for (size_t i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* KEY_LABEL_NAMES: a list of distinct label names, at most LABEL_LIMITS_MAX_KEYS. */
+static int parse_label_names(struct load_ctx *ctx, const struct config_key *key,
+			     const char *path, const yaml_node_t *node, void *base)
+{
+	char ***names = (char ***)((char *)base + key->offset);
+	size_t *count = (size_t *)((char *)base + key->count_offset);
+	char found[QUOTE_MAX + 8], item_path[PATH_MAX_LEN], why[512];
+	size_t n;
+
+	free_label_names(*names, *count);
+	*names = NULL;
+	*count = 0;
+	if (is_null(node))
+		return 0;
+	if (node->type != YAML_SEQUENCE_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.sequence.items.top - node->data.sequence.items.start;
+	if (n > LABEL_LIMITS_MAX_KEYS)
+		return fail(ctx, node->start_mark, path, "expected at most %d label names, got %zu",
+			    LABEL_LIMITS_MAX_KEYS, n);
+	if (!n)
+		return 0;
+	/* Counted up front and zeroed, so config_free() can free a list cut short by an error. */
+	*names = calloc(n, sizeof(**names));
+	if (!*names)
+		return -ENOMEM;
+	*count = n;
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = node_at(ctx, node->data.sequence.items.start[i]);
+		const char *name;
+
+		if (snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i) < 0)
+			item_path[0] = '\0';
+		if (!item || item->type != YAML_SCALAR_NODE || is_null(item) ||
+		    strlen((const char *)item->data.scalar.value) != item->data.scalar.length)
+			return fail(ctx, item ? item->start_mark : node->start_mark, item_path,
+				    "expected a label name like endpoint, got %s",
+				    describe_node(item, found, sizeof(found)));
+		name = (const char *)item->data.scalar.value;
+		why[0] = '\0';
+		if (label_name_refused(name, quote(name, found, sizeof(found)), why, sizeof(why)))
+			return fail(ctx, item->start_mark, item_path, "%s", why);
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp((*names)[j], name) == 0)
+				return fail(ctx, item->start_mark, item_path,
+					    "expected each label name once, got %s twice",
+					    quote(name, found, sizeof(found)));
+		}
+		(*names)[i] = strdup(name);
+		if (!(*names)[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int parse_value(struct load_ctx *ctx, const struct config_key *key, const char *path,
 		       const yaml_node_t *node, void *base)
 {
@@ -1796,6 +1899,8 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 		return parse_sinks(ctx, key, path, node, base);
 	case KEY_HEADERS:
 		return parse_string_map(ctx, key, path, node, base, &header_map);
+	case KEY_LABEL_NAMES:
+		return parse_label_names(ctx, key, path, node, base);
 	case KEY_SECRET:
 		/* Nothing of the value is quoted back: it is a secret. */
 		return fail(ctx, node->start_mark, path,
@@ -1838,6 +1943,8 @@ void config_free(struct agent_config *config)
 	target_rules__clear(&config->targets);
 	free(config->hostname);
 	free_labels(config->labels, config->n_labels);
+	free_label_names(config->sample_labels.keys, config->sample_labels.n_keys);
+	free(config->version_label);
 	free_sinks(config->sinks, config->n_sinks);
 	free(config->metrics_listen);
 	free(config->sampling.debuginfod_urls);

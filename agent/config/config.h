@@ -13,6 +13,7 @@
 #include "util/log.h"
 #include "collect/target_rules.h"
 #include "pipeline.h"
+#include "profile/label_limits.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/allocscope/allocscope.yaml"
 #define CONFIG_MAX_STATIC_LABELS 16
@@ -110,6 +111,10 @@ struct agent_config {
 	enum log_level log_level;  /* default info */
 
 	struct kubernetes_config kubernetes;
+
+	/* Issue 15 */
+	char *version_label;       /* default "service_version"; "": no version label */
+	struct label_limits_config sample_labels; /* sample_labels.*: per-sample label limits */
 };
 
 /* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */

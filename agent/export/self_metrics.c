@@ -219,6 +219,21 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		(double)m->stacks_trimmed);
 	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
 		(double)m->intervals);
+	counter(t, "allocscope_sample_labels_kept_total",
+		"Per-sample labels put on samples (values counted as \"other\" included).",
+		(double)m->sample_labels_kept);
+	counter(t, "allocscope_sample_labels_dropped_total",
+		"Per-sample labels left out: a key not in sample_labels.keys, or past "
+		"sample_labels.max_keys keys in a service's interval.",
+		(double)m->sample_labels_dropped);
+	counter(t, "allocscope_sample_label_values_other_total",
+		"Per-sample label values counted as \"other\": past sample_labels.max_values "
+		"distinct values of their key in a service's interval.",
+		(double)m->sample_label_values_other);
+	counter(t, "allocscope_sample_label_values_truncated_total",
+		"Per-sample label values cut to sample_labels.max_value_bytes, or with bytes that "
+		"were not UTF-8 replaced.",
+		(double)m->sample_label_values_truncated);
 
 	/* One sample per sink, labelled sink="TYPE", plus name="NAME" when the sink was given
 	 * a name other than its type. */

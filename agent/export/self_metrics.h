@@ -60,6 +60,9 @@ struct self_metrics {
 	size_t symbolizer_processes, symbolizer_files;
 	uint64_t sample_rate;
 	double interval_seconds;
+	/* Per-sample labels through their limits (profile/label_limits.h). */
+	uint64_t sample_labels_kept, sample_labels_dropped, sample_label_values_other,
+		sample_label_values_truncated;
 };
 
 /* Appends every family to t (an allocation failure shows in metrics_text__error). */

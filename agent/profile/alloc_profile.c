@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alloc_profile.h"
+#include "label_limits.h"
 #include "util/hash.h"
 #include "pprof.h"
 #include "protobuf.h"
@@ -25,8 +26,9 @@
 #define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
 /* The frame address that stands for ALLOC_PROFILE_DROPPED_FRAME: no user pc is this. */
 #define DROPPED_PC UINT64_MAX
-/* Labels a sample may carry: service_name, hostname and the configured static labels. */
-#define ALLOC_PROFILE_MAX_LABELS 24
+/* Labels a sample may carry: service_name, hostname, pod and code labels and the configured
+ * static labels. */
+#define ALLOC_PROFILE_MAX_LABELS 32
 
 struct stack_record {
 	struct stack_record *next; /* hash chain */
@@ -74,6 +76,17 @@ struct alloc_profile {
 	/* --skip-frames: wrappers the user names, matched against whole function names */
 	regex_t skip_frames;
 	bool has_skip_frames;
+	/* issue 15: labels per process, the per-sample labels' limiter, the grouped top table's
+	 * scratch (group of each site) */
+	struct process_label *process_labels;
+	size_t n_process_labels, cap_process_labels;
+	struct label_limits *label_limits;
+};
+
+/* A label all of a process's samples carry (alloc_profile__label_process). */
+struct process_label {
+	uint32_t pid;
+	char *key, *value;
 };
 
 static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
@@ -138,6 +151,12 @@ void alloc_profile__free(struct alloc_profile *profile)
 	free(profile->drops);
 	free(profile->sites);
 	free(profile->site_names);
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		free(profile->process_labels[i].key);
+		free(profile->process_labels[i].value);
+	}
+	free(profile->process_labels);
+	label_limits__free(profile->label_limits);
 	if (profile->has_skip_frames)
 		regfree(&profile->skip_frames);
 	free(profile);
@@ -1090,13 +1109,20 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 	}
 
 	int64_t values[2] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5) };
-	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1];
+	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1 + ALLOC_PROFILE_MAX_PROCESS_LABELS];
 	size_t n_labels = 0;
 
 	for (size_t i = 0; i < output->n_labels && n_labels < ALLOC_PROFILE_MAX_LABELS; i++)
 		labels[n_labels++] = output->labels[i];
 	if (output->pid_label && !output->merge_processes)
 		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
+	for (size_t i = 0; i < profile->n_process_labels && !output->merge_processes; i++) {
+		if (profile->process_labels[i].pid == rec->pid)
+			labels[n_labels++] = (struct pprof_label){
+				.key = profile->process_labels[i].key,
+				.str = profile->process_labels[i].value,
+			};
+	}
 	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
 					 n_labels);
 }
@@ -1370,4 +1396,159 @@ size_t alloc_profile__process_count(const struct alloc_profile *profile)
 		count += i == 0 || pids[i] != pids[i - 1];
 	free(pids);
 	return count;
+}
+
+/* ---- labels (issue 15) ---------------------------------------------------------------- */
+
+int alloc_profile__label_process(struct alloc_profile *profile, uint32_t pid, const char *key,
+				 const char *value)
+{
+	struct process_label *label = NULL;
+	size_t of_pid = 0;
+	char *copy;
+
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		if (profile->process_labels[i].pid != pid)
+			continue;
+		of_pid++;
+		if (strcmp(profile->process_labels[i].key, key) == 0)
+			label = &profile->process_labels[i];
+	}
+	copy = strdup(value);
+	if (!copy)
+		return -ENOMEM;
+	if (label) {
+		free(label->value);
+		label->value = copy;
+		return 0;
+	}
+	if (of_pid >= ALLOC_PROFILE_MAX_PROCESS_LABELS) {
+		free(copy);
+		return -ENOSPC;
+	}
+	if (array_grow((void **)&profile->process_labels, &profile->cap_process_labels,
+		       profile->n_process_labels, sizeof(*profile->process_labels), 8)) {
+		free(copy);
+		return -ENOMEM;
+	}
+	label = &profile->process_labels[profile->n_process_labels];
+	label->key = strdup(key);
+	if (!label->key) {
+		free(copy);
+		return -ENOMEM;
+	}
+	label->pid = pid;
+	label->value = copy;
+	profile->n_process_labels++;
+	return 0;
+}
+
+void alloc_profile__set_label_limits(struct alloc_profile *profile, struct label_limits *limits)
+{
+	label_limits__free(profile->label_limits);
+	profile->label_limits = limits;
+}
+
+int alloc_profile__admit_label(struct alloc_profile *profile, const char *key, const char *value,
+			       const char **key_out, const char **value_out)
+{
+	*key_out = *value_out = NULL;
+	if (!profile->label_limits)
+		return 0;
+	return label_limits__admit(profile->label_limits, key, value, key_out, value_out);
+}
+
+/* The value of key on pid's samples; "" when they do not carry it. Per-sample labels, once
+ * stored with the stacks, are looked up here too. */
+static const char *process_label_value(const struct alloc_profile *profile, uint32_t pid,
+				       const char *key)
+{
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		const struct process_label *label = &profile->process_labels[i];
+
+		if (label->pid == pid && strcmp(label->key, key) == 0)
+			return label->value;
+	}
+	return "";
+}
+
+static int compare_grouped_sites(const void *a, const void *b)
+{
+	const struct alloc_site *x = a, *y = b;
+	int by_group;
+
+	if (x->group_bytes != y->group_bytes)
+		return x->group_bytes < y->group_bytes ? 1 : -1;
+	by_group = strcmp(x->group, y->group);
+	if (by_group)
+		return by_group;
+	return compare_sites(a, b);
+}
+
+/* Adds weight to the (group, site name) row, creating it; rows are profile->sites. */
+static void add_grouped(struct alloc_profile *profile, size_t *n, const char *group,
+			const char *name, double bytes, double objects)
+{
+	size_t j;
+
+	for (j = 0; j < *n; j++) {
+		if (strcmp(profile->sites[j].group, group) == 0 &&
+		    strcmp(profile->site_names[j], name) == 0)
+			break;
+	}
+	if (j == *n) {
+		snprintf(profile->site_names[j], sizeof(profile->site_names[j]), "%s", name);
+		profile->sites[j].function = profile->site_names[j];
+		profile->sites[j].group = group;
+		(*n)++;
+	}
+	profile->sites[j].bytes += bytes;
+	profile->sites[j].objects += objects;
+}
+
+int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char *key,
+				      size_t per_group, struct alloc_site *out, size_t max,
+				      size_t *count)
+{
+	size_t n = 0, filled = 0, in_group = 0;
+
+	*count = 0;
+	free(profile->sites);
+	free(profile->site_names);
+	profile->sites = calloc(profile->n_stacks + profile->n_drops + 1, sizeof(*profile->sites));
+	profile->site_names =
+	    calloc(profile->n_stacks + profile->n_drops + 1, sizeof(*profile->site_names));
+	if (!profile->sites || !profile->site_names)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		const struct stack_record *rec = profile->stacks[i];
+		char name[160];
+
+		stack_site(profile, rec, name, sizeof(name));
+		add_grouped(profile, &n, process_label_value(profile, rec->pid, key), name,
+			    rec->bytes, rec->objects);
+	}
+	for (size_t i = 0; i < profile->n_drops; i++)
+		add_grouped(profile, &n, process_label_value(profile, profile->drops[i].pid, key),
+			    ALLOC_PROFILE_DROPPED_FRAME, profile->drops[i].bytes,
+			    profile->drops[i].objects);
+	/* Every row gets its group's totals, then rows sort by group, then by site. */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < n; j++) {
+			if (strcmp(profile->sites[j].group, profile->sites[i].group) != 0)
+				continue;
+			profile->sites[i].group_bytes += profile->sites[j].bytes;
+			profile->sites[i].group_objects += profile->sites[j].objects;
+		}
+	}
+	profile->n_sites = n;
+	qsort(profile->sites, n, sizeof(*profile->sites), compare_grouped_sites);
+	for (size_t i = 0; i < n && filled < max; i++) {
+		if (i > 0 && strcmp(profile->sites[i].group, profile->sites[i - 1].group) != 0)
+			in_group = 0;
+		if (in_group++ < per_group)
+			out[filled++] = profile->sites[i];
+	}
+	*count = filled;
+	return 0;
 }

@@ -11,6 +11,7 @@
 #include "alloc.h"
 
 struct alloc_profile;
+struct label_limits;
 struct pprof_label;
 struct symbolizer;
 
@@ -18,6 +19,10 @@ struct alloc_site {
 	const char *function;  /* owned by the profile; a hex address when unnamed */
 	double bytes;          /* alloc_space estimate */
 	double objects;        /* alloc_objects estimate */
+	/* alloc_profile__top_sites_by_label only: the label's value ("" for samples without
+	 * it) and the totals of every site of that value. */
+	const char *group;
+	double group_bytes, group_objects;
 };
 
 struct alloc_profile_totals {
@@ -141,5 +146,38 @@ int alloc_profile__encode_pprof(struct alloc_profile *profile,
 
 /* Distinct processes whose samples this profile holds. */
 size_t alloc_profile__process_count(const struct alloc_profile *profile);
+
+/* ---- labels (issue 15) ---------------------------------------------------------------- */
+
+/* At most this many labels per process (alloc_profile__label_process). */
+#define ALLOC_PROFILE_MAX_PROCESS_LABELS 4
+
+/* A label every sample of pid carries when processes are kept apart (not with
+ * merge_processes, where the caller's series labels say it): the one-off capture's
+ * service_version. Setting a key again replaces its value. 0, -ENOSPC past
+ * ALLOC_PROFILE_MAX_PROCESS_LABELS, or -ENOMEM. */
+int alloc_profile__label_process(struct alloc_profile *profile, uint32_t pid, const char *key,
+				 const char *value);
+
+/* Gives the profile the limiter its per-sample labels go through (profile/label_limits.h),
+ * freed with the profile; NULL: none. One limiter per profile is one per service per
+ * interval. */
+void alloc_profile__set_label_limits(struct alloc_profile *profile, struct label_limits *limits);
+
+/* Every per-sample label (request context read with the sample) goes through here before it
+ * is stored: 1 with the label to store (*key_out, *value_out live as long as the profile), 0
+ * when it is left out, -ENOMEM. Without a limiter every label is left out (counted nowhere):
+ * the profile cannot bound what it would keep. */
+int alloc_profile__admit_label(struct alloc_profile *profile, const char *key, const char *value,
+			       const char **key_out, const char **value_out);
+
+/* The top table grouped by a label's value: groups by alloc_space, largest first, each with
+ * its largest per_group sites (group, group_bytes and group_objects set). Fills up to max
+ * rows; *count gets how many. Pointers live until the next top_sites call. A sample's value
+ * is its process's label (alloc_profile__label_process); samples without the label form the
+ * group "". 0 or -ENOMEM. */
+int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char *key,
+				      size_t per_group, struct alloc_site *out, size_t max,
+				      size_t *count);
 
 #endif

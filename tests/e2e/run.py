@@ -753,6 +753,7 @@ import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact to
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
 import gate_tests  # noqa: E402,F401  (exact counting and the allocation gate, issue 18)
+import version_tests  # noqa: E402,F401  (service_version: capture --group-by, Parca filter and diff)
 
 
 def main():

@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "profile/alloc_profile.h"
+#include "profile/label_limits.h"
 #include "profile/pprof.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
@@ -729,9 +730,67 @@ out:
 	CHECK(system(cmd) == 0);
 }
 
+/* Issue 15: the capture's top table grouped by a process label (service_version), largest
+ * group first; samples without the label form the group "". Per-sample labels go through
+ * the profile's limiter, and none are kept without one. */
+static void test_top_sites_grouped_by_label(void)
+{
+	const uint64_t site_a[] = { 0x1000, 0x2000 }, site_b[] = { 0x1000, 0x3000 };
+	struct label_limits_config config = { .max_keys = 2, .max_values = 1,
+					      .max_value_bytes = 16 };
+	struct label_limits *limits;
+	struct alloc_profile *profile;
+	struct alloc_site rows[8];
+	const char *k, *v;
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	if (!profile)
+		return;
+	CHECK(alloc_profile__label_process(profile, 1, "service_version", "old") == 0);
+	CHECK(alloc_profile__label_process(profile, 2, "service_version", "2.14") == 0);
+	CHECK(alloc_profile__label_process(profile, 2, "service_version", "new") == 0);
+	CHECK(alloc_profile__label_process(profile, 4, "service_version", "new") == 0);
+	for (int i = 0; i < 2; i++)
+		CHECK(alloc_profile__add_weighted_stack(profile, 1, site_a, 2, 100, 1000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 2, site_a, 2, 100, 1000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 2, site_b, 2, 100, 5000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 4, site_b, 2, 100, 500) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 3, site_b, 2, 100, 700) == 0);
+	CHECK(alloc_profile__top_sites_by_label(profile, "service_version", 8, rows, 8, &n) ==
+	      0);
+	CHECK_EQ_U64(n, 4);
+	if (n == 4) {
+		/* "new": pids 2 and 4, 6500 bytes; site_b (5500) before site_a (1000). */
+		CHECK_STR(rows[0].group, "new");
+		CHECK(rows[0].group_bytes == 6500 && rows[0].bytes == 5500);
+		CHECK_STR(rows[1].group, "new");
+		CHECK(rows[1].bytes == 1000);
+		CHECK(strcmp(rows[0].function, rows[1].function) != 0);
+		CHECK_STR(rows[2].group, "old");
+		CHECK(rows[2].group_bytes == 2000 && rows[2].bytes == 2000);
+		CHECK_STR(rows[3].group, "");
+		CHECK(rows[3].bytes == 700);
+	}
+	/* At most per_group rows of each group. */
+	CHECK(alloc_profile__top_sites_by_label(profile, "service_version", 1, rows, 8, &n) ==
+	      0);
+	CHECK_EQ_U64(n, 3);
+	/* Per-sample labels: left out without a limiter, bounded with one. */
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &k, &v) == 0);
+	CHECK(label_limits__new(&config, NULL, &limits) == 0);
+	alloc_profile__set_label_limits(profile, limits);
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &k, &v) == 1);
+	CHECK_STR(v, "/a");
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/b", &k, &v) == 1);
+	CHECK_STR(v, LABEL_LIMITS_OTHER);
+	alloc_profile__free(profile);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
+	RUN(test_top_sites_grouped_by_label);
 	RUN(test_weighted_samples_keep_their_weight);
 	RUN(test_both_paths_agree_for_the_same_weight);
 	RUN(test_allocation_site);

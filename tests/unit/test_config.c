@@ -63,6 +63,11 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_EQ_U64(c->kubernetes.refresh_interval_ms, 30000);
 	CHECK_STR(c->kubernetes.token_path, KUBE_PODS_DEFAULT_TOKEN_PATH);
 	CHECK_STR(c->kubernetes.ca_path, KUBE_PODS_DEFAULT_CA_PATH);
+	CHECK_STR(c->version_label, "service_version");
+	CHECK_EQ_U64(c->sample_labels.n_keys, 0);
+	CHECK_EQ_U64(c->sample_labels.max_keys, 8);
+	CHECK_EQ_U64(c->sample_labels.max_values, 100);
+	CHECK_EQ_U64(c->sample_labels.max_value_bytes, 64);
 }
 
 static void test_defaults(void)
@@ -567,21 +572,22 @@ static void test_syntax_errors(void)
 		    "x.yaml:2:1: expected one YAML document, got a second one");
 	CHECK_ERROR("- sampling\n",
 		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
-		    "sinks, metrics, log, symbolize, kubernetes, got a list");
+		    "sinks, metrics, log, symbolize, kubernetes, sample_labels, got a list");
 }
 
 static void test_unknown_keys(void)
 {
 	CHECK_ERROR("profiles:\n  intervl: 10s\n",
 		    "x.yaml:2:3: profiles.intervl: unknown key (known keys under profiles: "
-		    "interval, hostname, labels, pid_label)");
+		    "interval, hostname, labels, pid_label, version_label)");
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
-		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes)");
+		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, "
+		    "sample_labels)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container)");
+		    "container, version, repository, git_ref, root_path)");
 	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
 		    "rule: executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -1068,7 +1074,7 @@ static void test_no_output_without_error_buffer(void)
 		    "profiles:\n  labels: {a: b}\n",
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container)");
+		    "container, version, repository, git_ref, root_path)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
 		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
 		    "hostname and pid (the agent sets those), got \"service_name\"");
@@ -1170,6 +1176,72 @@ static void test_flag_messages(void)
 	config_free(c);
 }
 
+/* Issue 15: versions and code labels per rule, the version label's name, sample label
+ * limits; each mistake named with its position. */
+static void test_version_and_sample_label_keys(void)
+{
+	struct agent_config *c;
+	const char *yaml =
+	    "targets:\n"
+	    "  include:\n"
+	    "    - executable: /usr/bin/shop\n"
+	    "      version: \"2.14\"\n"
+	    "      repository: https://github.com/acme/shop\n"
+	    "      git_ref: v2.14\n"
+	    "      root_path: services/shop\n"
+	    "profiles:\n"
+	    "  version_label: release\n"
+	    "sample_labels:\n"
+	    "  keys: [endpoint, tenant]\n"
+	    "  max_values: 5\n"
+	    "  max_value_bytes: 16\n";
+
+	c = load(yaml);
+	if (c) {
+		CHECK_STR(c->targets.include[0].version, "2.14");
+		CHECK_STR(c->targets.include[0].repository, "https://github.com/acme/shop");
+		CHECK_STR(c->targets.include[0].git_ref, "v2.14");
+		CHECK_STR(c->targets.include[0].root_path, "services/shop");
+		CHECK_STR(c->version_label, "release");
+		CHECK_EQ_U64(c->sample_labels.n_keys, 2);
+		CHECK_STR(c->sample_labels.keys[1], "tenant");
+		CHECK_EQ_U64(c->sample_labels.max_values, 5);
+		CHECK_EQ_U64(c->sample_labels.max_value_bytes, 16);
+		config_free(c);
+	}
+	c = load("profiles:\n  version_label: \"\"\n");
+	if (c)
+		CHECK_STR(c->version_label, "");
+	config_free(c);
+	CHECK_ERROR("profiles:\n  version_label: service-version\n",
+		    "x.yaml:2:18: profiles.version_label: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"service-version\"");
+	CHECK_ERROR("profiles:\n  version_label: service_name\n",
+		    "x.yaml:2:18: profiles.version_label: expected a label name other than "
+		    "service_name, hostname and pid (the agent sets those), got \"service_name\"");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: a\n      version: \"1\"\n",
+		    "x.yaml:4:7: targets.exclude[0].version: not allowed in an exclude rule "
+		    "(excluded processes are never profiled, so they have no service)");
+	CHECK_ERROR("targets:\n  include:\n    - version: \"1\"\n",
+		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
+		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
+	CHECK_ERROR("sample_labels:\n  keys: [endpoint, http.route]\n",
+		    "x.yaml:2:20: sample_labels.keys[1]: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"http.route\"");
+	CHECK_ERROR("sample_labels:\n  keys: [a, a]\n",
+		    "x.yaml:2:13: sample_labels.keys[1]: expected each label name once, got \"a\" "
+		    "twice");
+	CHECK_ERROR("sample_labels:\n  keys: endpoint\n",
+		    "x.yaml:2:9: sample_labels.keys: expected a list of label names like "
+		    "[endpoint, tenant], got \"endpoint\"");
+	CHECK_ERROR("sample_labels:\n  max_values: 0\n",
+		    "x.yaml:2:15: sample_labels.max_values: expected a whole number from 1 to "
+		    "100000, got \"0\"");
+	CHECK_ERROR("sample_labels:\n  max_keys: 33\n",
+		    "x.yaml:2:13: sample_labels.max_keys: expected a whole number from 1 to 32, "
+		    "got \"33\"");
+}
+
 int main(void)
 {
 	/* The agent reads it as kubernetes.node_name's default; the cases set it themselves. */
@@ -1205,5 +1277,6 @@ int main(void)
 	RUN(test_no_output_without_error_buffer);
 	RUN(test_flags_are_the_file_keys);
 	RUN(test_flag_messages);
+	RUN(test_version_and_sample_label_keys);
 	return unit_summary("config");
 }

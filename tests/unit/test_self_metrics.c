@@ -69,12 +69,20 @@ static void test_snapshot_becomes_families(void)
 		.server = &server,
 		.sample_rate = 524288,
 		.interval_seconds = 60,
+		.sample_labels_kept = 11,
+		.sample_labels_dropped = 12,
+		.sample_label_values_other = 13,
+		.sample_label_values_truncated = 14,
 	};
 	struct metrics_text t = { 0 };
 
 	self_metrics__render(&m, &t);
 	CHECK(metrics_text__error(&t) == 0);
 	CHECK(sample(&t, "allocscope_samples_total") == 1000);
+	CHECK(sample(&t, "allocscope_sample_labels_kept_total") == 11);
+	CHECK(sample(&t, "allocscope_sample_labels_dropped_total") == 12);
+	CHECK(sample(&t, "allocscope_sample_label_values_other_total") == 13);
+	CHECK(sample(&t, "allocscope_sample_label_values_truncated_total") == 14);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"ringbuf_full\"}") == 7);
 	CHECK(sample(&t, "allocscope_samples_dropped_weight_kept_total") == 5);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"unattributed\"}") == 2);
