@@ -640,6 +640,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 					      "the process or its leaf yet (unwound in user space)" },
 		{ counters->unwind_preempted, "stacks lost to another walk on the same CPU (their "
 					      "weight kept under [dropped samples])" },
+		{ counters->not_dumpable, "samples without a stack copy: the process is not "
+					  "dumpable (PR_SET_DUMPABLE 0), its stack memory is not yours "
+					  "to read (stacks from the direct caller and the frame walk)" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;

@@ -753,6 +753,7 @@ import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact to
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
 import short_command_tests  # noqa: E402,F401  (commands that exit before the first drain)
+import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
 
 
 def main():
