@@ -28,6 +28,7 @@
 #include "config/units.h"
 #include "profile/alloc_profile.h"
 #include "profile/label_limits.h"
+#include "collect/exit_hold.h"
 #include "collect/process_info.h"
 #include "collect/service_version.h"
 #include "privileges.h"
@@ -54,6 +55,7 @@ struct capture {
 	struct target targets[CAPTURE_MAX_PIDS];
 	size_t n_targets;
 	pid_t child;             /* the command's pid, or 0 */
+	struct exit_hold *hold;  /* the command, held at its exit for a last map read; or NULL */
 	char output[PATH_MAX];
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
 	struct label_limits_stats label_stats; /* per-sample labels through their bounds */
@@ -448,6 +450,14 @@ static int start_command(struct capture *cap)
 	}
 	/* Its files' unwind tables, before it runs: the kernel walks its first samples too. */
 	pipeline__prepare_command(cap->pipeline, exe);
+	/* Its map is complete only once the loader has run, and a short command is gone before
+	 * the first drain: it is read again at its exit. */
+	{
+		char err[512];
+
+		if (exit_hold__new(pid, &cap->hold, err, sizeof(err)) != 0)
+			log_warn("%s", err);
+	}
 	if (write(cs.go_pipe[1], "g", 1) != 1)
 		log_warn("cannot release the command: %s", strerror(errno));
 	close(cs.go_pipe[1]);
@@ -476,7 +486,7 @@ static bool all_exited(const struct capture *cap)
 static void run_loop(struct capture *cap)
 {
 	const struct capture_opts *opts = cap->opts;
-	struct pollfd fds[CAPTURE_MAX_PIDS + 1];
+	struct pollfd fds[CAPTURE_MAX_PIDS + 2];
 	bool progress = isatty(STDERR_FILENO);
 	int64_t last_progress = 0;
 
@@ -497,11 +507,15 @@ static void run_loop(struct capture *cap)
 			fds[n].revents = 0;
 			n++;
 		}
-		/* Last: the ring buffer, readable when the program wants an early drain. */
-		fds[n].fd = pipeline__fd(cap->pipeline);
+		/* Then the command held at its exit, if it is; last the ring buffer, readable
+		 * when the program wants an early drain. */
+		fds[n].fd = exit_hold__fd(cap->hold);
 		fds[n].events = POLLIN;
 		fds[n].revents = 0;
-		if (poll(fds, n + 1, timeout) > 0) {
+		fds[n + 1].fd = pipeline__fd(cap->pipeline);
+		fds[n + 1].events = POLLIN;
+		fds[n + 1].revents = 0;
+		if (poll(fds, n + 2, timeout) > 0) {
 			for (size_t i = 0, k = 0; i < cap->n_targets; i++) {
 				if (cap->targets[i].exited)
 					continue;
@@ -510,6 +524,12 @@ static void run_loop(struct capture *cap)
 					log_info("pid %d (%s) exited", (int)cap->targets[i].pid,
 						 cap->targets[i].comm);
 				}
+			}
+			if (fds[n].revents) {
+				/* Every library it loaded is still mapped: the last word on its
+				 * map, kept after it is gone. */
+				snapshot_process(cap, cap->child);
+				exit_hold__release(cap->hold);
 			}
 		}
 		pipeline__drain(cap->pipeline);
@@ -684,6 +704,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 						   "sample_labels.keys or past max_keys" },
 		{ cap->label_stats.values_other, "sample label values counted as \"other\": past "
 						 "sample_labels.max_values" },
+		{ counters->not_dumpable, "samples without a stack copy: the process is not "
+					  "dumpable (PR_SET_DUMPABLE 0), its stack memory is not yours "
+					  "to read (stacks from the direct caller and the frame walk)" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;
@@ -864,6 +887,9 @@ out:
 	if (cap.child) {
 		if (stop_signal == SIGTERM)
 			kill(cap.child, SIGTERM);
+		/* Returns once the command exits (the hold passes its signals on meanwhile). */
+		exit_hold__free(cap.hold);
+		cap.hold = NULL;
 		int child_status = child_exit_status(cap.child);
 
 		if (status == 0)

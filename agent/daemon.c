@@ -529,13 +529,15 @@ static void keep_sampling_settings(const struct agent_config *running, struct ag
 
 	if (now->sample_rate != then->sample_rate || now->unwind != then->unwind ||
 	    now->stack_copy_bytes != then->stack_copy_bytes ||
-	    now->ringbuf_bytes != then->ringbuf_bytes)
+	    now->ringbuf_bytes != then->ringbuf_bytes ||
+	    now->unwind_table_bytes != then->unwind_table_bytes)
 		log_warn("reload: sampling.* settings change only on restart; keeping the running "
 			 "ones");
 	then->sample_rate = now->sample_rate;
 	then->unwind = now->unwind;
 	then->stack_copy_bytes = now->stack_copy_bytes;
 	then->ringbuf_bytes = now->ringbuf_bytes;
+	then->unwind_table_bytes = now->unwind_table_bytes;
 }
 
 static void *load_config_thread(void *arg)

@@ -57,6 +57,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
 		.kernel_unwind = wants_kernel_walk(opts->unwind),
+		.unwind_table_rows = opts->unwind_table_bytes / sizeof(struct unwind_row),
 	};
 	struct pipeline *p;
 	int ret;

@@ -145,6 +145,19 @@ static __always_inline __u64 next_interval(void)
  * fit after it (8 KiB, then 4 KiB at +8 KiB, 2 KiB at +12 KiB, ... down to 256 bytes): the copy
  * reaches within 256 bytes of the stack's end, where main's caller and main often are. Each
  * size and offset tried is a constant for the verifier (the configured size is). */
+static __always_inline void copy_user_stack_regs(struct pt_regs *ctx, struct alloc_sample *rec)
+{
+	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
+	rec->regs[ALLOC_REG_SP] = PT_REGS_SP(ctx);
+	rec->regs[ALLOC_REG_BP] = ctx->bp;
+	rec->regs[ALLOC_REG_BX] = ctx->bx;
+	rec->regs[ALLOC_REG_R12] = ctx->r12;
+	rec->regs[ALLOC_REG_R13] = ctx->r13;
+	rec->regs[ALLOC_REG_R14] = ctx->r14;
+	rec->regs[ALLOC_REG_R15] = ctx->r15;
+	rec->flags = 0;
+}
+
 static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sample *rec)
 {
 	__u64 sp = PT_REGS_SP(ctx);
@@ -199,6 +212,34 @@ static __always_inline bool runs_as_caller(void)
 	return permitted.val == 0;
 }
 
+/* With only_caller: whether the current process is dumpable (SUID_DUMP_USER), as the kernel
+ * requires before a process without CAP_SYS_PTRACE may read its memory (ptrace_may_access).
+ * A process can turn that off at any time (prctl(PR_SET_DUMPABLE, 0): ssh-agent, gpg-agent
+ * and other keepers of secrets do); its stack copy then stays out of the record. The return
+ * addresses a frame walk reads are kept: they say where code runs, which the caller's probes
+ * already see. */
+static __always_inline bool target_dumpable(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long flags = 0;
+
+	if (!mm)
+		return false;
+	if (bpf_core_field_exists(((struct mm_struct___flags_bitmap *)0)->flags.__mm_flags)) {
+		struct mm_struct___flags_bitmap *bitmap = (void *)mm;
+
+		if (bpf_core_read(&flags, sizeof(flags), &bitmap->flags.__mm_flags[0]))
+			return false;
+	} else {
+		struct mm_struct___flags_word *word = (void *)mm;
+
+		if (bpf_core_read(&flags, sizeof(flags), &word->flags))
+			return false;
+	}
+	return (flags & 3) == 1; /* MMF_DUMPABLE_MASK; SUID_DUMP_USER */
+}
+
 /* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
  * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
  * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
@@ -244,7 +285,14 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	} else {
 		rec->stack_bytes = 0;
 	}
-	copy_user_stack(ctx, rec);
+	if (only_caller && stack_copy_size && !target_dumpable()) {
+		/* The registers only (where the agent's walk starts), no stack memory. */
+		copy_user_stack_regs(ctx, rec);
+		rec->stack_copy_bytes = 0;
+		__sync_fetch_and_add(&counters.not_dumpable, 1);
+	} else {
+		copy_user_stack(ctx, rec);
+	}
 	__sync_fetch_and_add(&counters.samples, 1);
 	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
 					? BPF_RB_FORCE_WAKEUP

@@ -223,6 +223,9 @@ struct alloc_counters {
 	__u64 unwind_preempted;  /* kernel walks whose per-CPU record another program on the
 				    same CPU overwrote meanwhile: sent as drop notices (weight
 				    kept, stack not) */
+	__u64 not_dumpable;      /* samples sent without their stack copy: only_caller, and the
+				    process is not dumpable (PR_SET_DUMPABLE 0, a set-user-ID
+				    exec): its stack memory is not the caller's to read */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned

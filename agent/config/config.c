@@ -160,6 +160,8 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(sampling.ringbuf_bytes), .flag = "ringbuf-size",
 	  .noun = "ring buffer size",
 	  .range_why = "the smallest holds one sample with the largest stack copy" },
+	{ "sampling.unwind_table_size", KEY_SIZE, .min = 1 * MIB, .max = 1 * GIB,
+	  .default_text = "16MiB", CONFIG_FIELD(sampling.unwind_table_bytes) },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
 	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },

@@ -754,6 +754,8 @@ import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
 import gate_tests  # noqa: E402,F401  (exact counting and the allocation gate, issue 18)
 import version_tests  # noqa: E402,F401  (service_version: capture --group-by, Parca filter and diff)
+import short_command_tests  # noqa: E402,F401  (commands that exit before the first drain)
+import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
 
 
 def main():

@@ -33,6 +33,7 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_EQ_U64(c->sampling.unwind, UNWIND_AUTO);
 	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 16 * 1024);
 	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 16 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind_table_bytes, 16 * 1024 * 1024);
 	CHECK_EQ_U64(c->targets.n_include, 0);
 	CHECK(c->targets.include == NULL);
 	CHECK_EQ_U64(c->targets.n_exclude, 0);
@@ -177,6 +178,7 @@ static const char every_key[] = "sampling:\n"
 				"  unwind: dwarf\n"
 				"  stack_copy_size: 32KiB\n"
 				"  ringbuf_size: \"64MiB\"\n"
+				"  unwind_table_size: 64MiB\n"
 				"targets:\n"
 				"  include:\n"
 				"    - service: checkout\n"
@@ -240,6 +242,7 @@ static void test_every_key(void)
 	CHECK_EQ_U64(c->sampling.unwind, UNWIND_DWARF);
 	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 32 * 1024);
 	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 64 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind_table_bytes, 64 * 1024 * 1024);
 
 	CHECK_EQ_U64(c->targets.n_include, 2);
 	if (c->targets.n_include == 2) {
@@ -617,7 +620,7 @@ static void test_wrong_kinds(void)
 {
 	CHECK_ERROR("sampling: [1]\n",
 		    "x.yaml:1:11: sampling: expected a mapping (with keys rate, unwind, "
-		    "stack_copy_size, ringbuf_size), got a list");
+		    "stack_copy_size, ringbuf_size, unwind_table_size), got a list");
 	CHECK_ERROR(
 	    "limits: 5\n",
 	    "x.yaml:1:9: limits: expected a mapping (with keys max_processes, max_services, "
@@ -685,6 +688,9 @@ static void test_out_of_range(void)
 	CHECK_ERROR("sampling:\n  ringbuf_size: 2GiB\n",
 		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
 		    "1GiB, got \"2GiB\"");
+	CHECK_ERROR("sampling:\n  unwind_table_size: 2GiB\n",
+		    "x.yaml:2:22: sampling.unwind_table_size: expected a size from 1MiB to 1GiB, "
+		    "got \"2GiB\"");
 	/* A ring smaller than the largest sample record would drop every sample. */
 	CHECK_ERROR("sampling:\n  ringbuf_size: 64KiB\n",
 		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "

@@ -1,13 +1,16 @@
 /* The benchmark's workload: a tight malloc/free loop that reports nanoseconds per iteration.
  *
- *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned] [--exec PROG ARGS...]
+ *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned] [--undumpable]
+ *               [--exec PROG ARGS...]
  *     --wait     print "ready PID" and wait for SIGUSR1 (attach first), then run
  *     --aligned  allocate with aligned_alloc(64, size) instead of malloc(size)
+ *     --undumpable  prctl(PR_SET_DUMPABLE, 0) before the loop (as keepers of secrets do)
  *     --exec     after the loop, replace this process with PROG ARGS (a target that execs
  *                something else)
  *   prints "ns_per_call X" on completion: one allocation plus its free
  */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +35,7 @@ static double now_ns(void)
 int main(int argc, char **argv)
 {
 	long iterations = 2000000, size = 64;
-	int wait = 0, aligned = 0;
+	int wait = 0, aligned = 0, undumpable = 0;
 	char **exec_argv = NULL;
 
 	for (int i = 1; i < argc; i++) {
@@ -40,6 +43,8 @@ int main(int argc, char **argv)
 			wait = 1;
 		else if (strcmp(argv[i], "--aligned") == 0)
 			aligned = 1;
+		else if (strcmp(argv[i], "--undumpable") == 0)
+			undumpable = 1;
 		else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
 			size = atol(argv[++i]);
 		else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
@@ -65,6 +70,10 @@ int main(int argc, char **argv)
 		while (!started)
 			sigsuspend(&old);
 		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
+	if (undumpable && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		perror("prctl");
+		return 1;
 	}
 	double start = now_ns();
 	for (long i = 0; i < iterations; i++) {
