@@ -23,6 +23,7 @@
 #include "capture.h"
 #include "util/log.h"
 #include "pipeline.h"
+#include "profile/top_table.h"
 #include "attach/alloc_program.h"
 #include "attach/process_probes.h"
 #include "config/units.h"
@@ -565,7 +566,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	struct alloc_site sites[64];
 	struct alloc_profile_totals totals;
 	size_t n = 0, rows = cap->opts->top;
-	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1], function[1024];
+	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1];
 	char sampling[4 * PATH_MAX + 256];
 
 	alloc_profile__totals(cap->profile, &totals);
@@ -588,15 +589,15 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
-		printf("\n%14s %7s %15s  %s\n", "alloc_space", "share", "alloc_objects",
-		       "allocation site");
+		static const struct top_table_columns columns = {
+			"alloc_space", "bytes", "alloc_objects", "count", "allocation site"
+		};
+		struct top_table_row table[64];
+
 		for (size_t i = 0; i < n; i++)
-			printf("%14s %6.1f%% %15.0f  %s\n",
-			       units_format_size(sites[i].bytes, bytes, sizeof(bytes)),
-			       totals.bytes > 0 ? 100.0 * sites[i].bytes / totals.bytes : 0.0,
-			       sites[i].objects, log_escaped(function, sites[i].function));
-		printf("%14s %6s  %15.0f  total\n",
-		       units_format_size(totals.bytes, bytes, sizeof(bytes)), "", totals.objects);
+			table[i] = (struct top_table_row){ sites[i].function, sites[i].bytes,
+							   sites[i].objects };
+		top_table_print(stdout, &columns, table, n, totals.bytes, totals.objects);
 	}
 	const struct {
 		uint64_t count;

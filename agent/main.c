@@ -14,6 +14,8 @@
 #include "config/config.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
+#include "read/diff.h"
+#include "read/report.h"
 
 #define EXIT_USAGE 2
 /* getopt_long values of the flags that set configuration keys: OPT_KEY + their index. */
@@ -26,6 +28,8 @@ static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
 	"       allocscope --config FILE [--check-config]\n"
+	"       allocscope report [OPTIONS] FILE          (allocscope report --help)\n"
+	"       allocscope diff [OPTIONS] BASE NEW        (allocscope diff --help)\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
@@ -75,7 +79,7 @@ static const char usage_text[] =
 	"until it exits, and returns its exit status. Ctrl-C or SIGTERM ends a capture and still\n"
 	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
 	"\n"
-	"Read the profile with: go tool pprof -top FILE\n";
+	"Read the profile with: allocscope report FILE (or go tool pprof -top FILE)\n";
 
 static void print_usage(FILE *out)
 {
@@ -291,6 +295,11 @@ int main(int argc, char **argv)
 		print_usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* Subcommands that read profiles: no configuration, no privileges. */
+	if (strcmp(argv[1], "report") == 0)
+		return report_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "diff") == 0)
+		return diff_main(argc - 1, argv + 1);
 	if (config_defaults(&settings) != 0) {
 		fputs("allocscope: cannot start: out of memory\n", stderr);
 		return 1;

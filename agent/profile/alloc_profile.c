@@ -645,7 +645,8 @@ static bool is_wrapper_name(const struct alloc_profile *profile, const char *nam
 	 * own): it allocates for whoever called liballoc. */
 	if (name[0] == '<' && strstr(name, " as core::alloc::global::GlobalAlloc>::"))
 		return true;
-	return profile->has_skip_frames && regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
+	return profile && profile->has_skip_frames &&
+	       regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
 }
 
 static bool is_allocator_function(const struct symbolized_frame *frame)
@@ -1351,4 +1352,15 @@ size_t alloc_profile__process_count(const struct alloc_profile *profile)
 		count += i == 0 || pids[i] != pids[i - 1];
 	free(pids);
 	return count;
+}
+
+bool alloc_profile_is_allocator_function(const char *function, const char *system_name)
+{
+	return is_allocator_name(system_name && *system_name ? system_name : function);
+}
+
+bool alloc_profile_is_wrapper_function(const char *function, const char *system_name)
+{
+	return is_wrapper_name(NULL, function) ||
+	       (system_name && *system_name && is_wrapper_name(NULL, system_name));
 }
