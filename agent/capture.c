@@ -24,6 +24,8 @@
 #include "util/log.h"
 #include "pipeline.h"
 #include "profile/top_table.h"
+#include "read/flamegraph_html.h"
+#include "read/pprof_reader.h"
 #include "attach/alloc_program.h"
 #include "attach/process_probes.h"
 #include "config/units.h"
@@ -54,6 +56,7 @@ struct capture {
 	size_t n_targets;
 	pid_t child;             /* the command's pid, or 0 */
 	char output[PATH_MAX];
+	char html[PATH_MAX];     /* --output X.html: the flame graph page; the profile is X.pb.gz */
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
 	struct timespec start_mono;
 	int64_t start_wall_ns;
@@ -90,6 +93,36 @@ static const char *file_type_name(mode_t mode)
 	return "not a regular file";
 }
 
+/* --output X.html: the page goes to X.html and the profile it is drawn from next to it, as
+ * X.pb.gz (the page alone could not be read again by report, diff or pprof). */
+static void html_output(struct capture *cap)
+{
+	size_t len = strlen(cap->output);
+
+	cap->html[0] = '\0';
+	if (len <= 5 || strcmp(cap->output + len - 5, ".html") != 0)
+		return;
+	snprintf(cap->html, sizeof(cap->html), "%s", cap->output);
+	snprintf(cap->output + len - 5, sizeof(cap->output) - (len - 5), ".pb.gz");
+}
+
+/* The flame graph page from the profile just written, read back as `allocscope report
+ * --html` reads it. */
+static int write_html(struct capture *cap)
+{
+	struct pprof_file *file = NULL;
+	char err[1024];
+	int ret = pprof_file__read(cap->output, &file, err, sizeof(err));
+
+	if (!ret)
+		ret = flamegraph_html_write(cap->html, NULL, NULL, file, cap->output,
+					    file->default_type, NULL, err, sizeof(err));
+	pprof_file__free(file);
+	if (ret)
+		log_error("cannot write the flame graph: %s", err);
+	return ret;
+}
+
 /* Refuse early, before touching any process, when the profile could not be written. */
 static int prepare_output(struct capture *cap, pid_t first_pid)
 {
@@ -107,6 +140,7 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 			 (int)first_pid, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			 tm.tm_min, tm.tm_sec);
 	}
+	html_output(cap);
 	/* The profile is renamed over the path, which would replace whatever entry is there
 	 * for everyone who uses it: only a regular file may be replaced. */
 	if (lstat(cap->output, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -787,6 +821,10 @@ int capture_run(const struct capture_opts *opts)
 		print_summary(&cap, &counters, duration_ms);
 		printf("\nprofile: %s\n", cap.output);
 		status = 0;
+		if (cap.html[0] && cap.profile && write_html(&cap) == 0)
+			printf("flame graph: %s\n", cap.html);
+		else if (cap.html[0])
+			status = 1;
 	} else {
 		print_summary(&cap, &counters, duration_ms);
 		printf("\nprofile: not written (see the error above)\n");

@@ -752,6 +752,7 @@ import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public n
 import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact totals)
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
+import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame graph in Chromium)
 
 
 def main():
