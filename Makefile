@@ -305,6 +305,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/cooperative.py
 	$(Q)python3 tests/bench/push.py
 	$(Q)python3 tests/bench/unwind.py
+	$(Q)python3 tests/bench/report.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

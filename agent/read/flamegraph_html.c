@@ -34,6 +34,10 @@ struct flame_tree {
 	size_t n_names, cap_names;
 	uint32_t *name_slots; /* name index + 1 */
 	size_t cap_name_slots;
+	/* The last name looked up per string pointer (frames of one function share theirs):
+	 * most frames skip hashing their name. */
+	const char *recent[4096];
+	uint32_t recent_id[4096];
 	struct tree_node *nodes;
 	size_t n_nodes, cap_nodes;
 	uint32_t *node_slots; /* node index + 1, by (parent, name) */
@@ -51,7 +55,26 @@ static uint64_t hash_string(const char *s)
 	return hash_mix64(h);
 }
 
+static int intern_string(struct flame_tree *t, const char *name, uint32_t *out);
+
 static int intern(struct flame_tree *t, const char *name, uint32_t *out)
+{
+	size_t slot = (hash_mix64((uint64_t)(uintptr_t)name)) & 4095;
+	int ret;
+
+	if (t->recent[slot] == name) {
+		*out = t->recent_id[slot];
+		return 0;
+	}
+	ret = intern_string(t, name, out);
+	if (!ret) {
+		t->recent[slot] = name;
+		t->recent_id[slot] = *out;
+	}
+	return ret;
+}
+
+static int intern_string(struct flame_tree *t, const char *name, uint32_t *out)
 {
 	size_t mask, i;
 
@@ -197,9 +220,8 @@ static int compare_children(const void *a, const void *b)
 		      sort_tree->names[sort_tree->nodes[y].name]);
 }
 
-/* Depth-first order with children by name: order[k] is the k-th node, depth[k] its depth,
- * end[k] the position past its subtree. */
-static int tree_order(const struct flame_tree *t, uint32_t *order, uint32_t *depth, uint32_t *end)
+/* Depth-first order with children by name: order[k] is the k-th node, depth[k] its depth. */
+static int tree_order(const struct flame_tree *t, uint32_t *order, uint32_t *depth)
 {
 	uint32_t *stack = malloc((t->n_nodes + 1) * sizeof(*stack));
 	uint32_t *stack_depth = malloc((t->n_nodes + 1) * sizeof(*stack_depth));
@@ -228,14 +250,6 @@ static int tree_order(const struct flame_tree *t, uint32_t *order, uint32_t *dep
 			stack[top] = children[n];
 			stack_depth[top++] = d + 1;
 		}
-	}
-	/* A subtree ends where the next node at its depth or above begins. */
-	for (size_t i = t->n_nodes; i-- > 0;) {
-		size_t j = i + 1;
-
-		while (j < t->n_nodes && depth[j] > depth[i])
-			j = end[j];
-		end[i] = (uint32_t)j;
 	}
 	free(stack);
 	free(stack_depth);
@@ -363,7 +377,7 @@ int flamegraph_html_print(FILE *out, const struct pprof_file *base, const char *
 			  const struct sample_filter *filter)
 {
 	struct flame_tree t = { .n_types = file->n_types };
-	uint32_t *order = NULL, *depth = NULL, *end = NULL, root_name;
+	uint32_t *order = NULL, *depth = NULL, root_name;
 	int *types = calloc(file->n_types + 1, sizeof(int));
 	int *base_types = calloc(file->n_types + 1, sizeof(int));
 	const char *marker = strstr(page, PAGE_MARKER);
@@ -381,8 +395,7 @@ int flamegraph_html_print(FILE *out, const struct pprof_file *base, const char *
 		goto out;
 	order = malloc(t.n_nodes * sizeof(*order));
 	depth = malloc(t.n_nodes * sizeof(*depth));
-	end = malloc(t.n_nodes * sizeof(*end));
-	if (!order || !depth || !end || tree_order(&t, order, depth, end))
+	if (!order || !depth || tree_order(&t, order, depth))
 		goto out;
 
 	fwrite(page, 1, (size_t)(marker - page), out);
@@ -412,15 +425,19 @@ int flamegraph_html_print(FILE *out, const struct pprof_file *base, const char *
 	ret = write_sites(out, base, base_types, file, type, filter);
 	if (ret)
 		goto out;
+	/* Names and depths; the page finds each subtree's end from the depths. */
 	fputs("\"nodes\":{\"n\":[", out);
-	for (size_t k = 0; k < t.n_nodes; k++)
-		fprintf(out, k ? ",%u" : "%u", t.nodes[order[k]].name);
+	for (size_t k = 0; k < t.n_nodes; k++) {
+		if (k)
+			fputc(',', out);
+		json_out_uint(out, t.nodes[order[k]].name);
+	}
 	fputs("],\"d\":[", out);
-	for (size_t k = 0; k < t.n_nodes; k++)
-		fprintf(out, k ? ",%u" : "%u", depth[k]);
-	fputs("],\"e\":[", out);
-	for (size_t k = 0; k < t.n_nodes; k++)
-		fprintf(out, k ? ",%u" : "%u", end[k]);
+	for (size_t k = 0; k < t.n_nodes; k++) {
+		if (k)
+			fputc(',', out);
+		json_out_uint(out, depth[k]);
+	}
 	for (int k = 0; k < (base ? 2 : 1); k++) {
 		const double *values = k ? t.base_values : t.values;
 
@@ -441,7 +458,6 @@ out:
 	free(base_types);
 	free(order);
 	free(depth);
-	free(end);
 	free_tree(&t);
 	return ret;
 }

@@ -37,12 +37,28 @@ void json_out_string(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+void json_out_uint(FILE *out, uint64_t v)
+{
+	char digits[24];
+	size_t at = sizeof(digits);
+
+	/* Hundreds of thousands of these in a page: no printf. */
+	do {
+		digits[--at] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	fwrite(digits + at, 1, sizeof(digits) - at, out);
+}
+
 void json_out_number(FILE *out, double v)
 {
 	if (!isfinite(v))
 		v = 0;
-	if (v == floor(v) && fabs(v) < 9e15)
-		fprintf(out, "%.0f", v);
-	else
+	if (v == floor(v) && fabs(v) < 9e15) {
+		if (v < 0)
+			fputc('-', out);
+		json_out_uint(out, (uint64_t)fabs(v));
+	} else {
 		fprintf(out, "%.6g", v);
+	}
 }

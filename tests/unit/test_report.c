@@ -195,6 +195,34 @@ static void report_by_function_tag_and_group(void)
 	pprof_file__free(file);
 }
 
+/* A recursive function counts once per sample in cum, however deep it recurses. */
+static void recursion_counts_once(void)
+{
+	const struct pprof_value_type types[] = { { "alloc_space", "bytes" } };
+	struct pprof_builder *b = pprof_builder__new(types, 1, types[0], 1, NULL);
+	struct pprof_line walk = { pprof_builder__function(b, "walk", NULL, NULL, 0), 0 },
+			  m = { pprof_builder__function(b, "malloc", NULL, NULL, 0), 0 };
+	uint64_t lm = pprof_builder__location(b, 0, 0x10, &m, 1),
+		 lw = pprof_builder__location(b, 0, 0x20, &walk, 1);
+	const uint64_t stack[] = { lm, lw, lw, lw };
+	const int64_t value = 64;
+	struct aggregate *agg = NULL;
+	struct pprof_file *file;
+
+	CHECK(pprof_builder__add_sample(b, stack, 4, &value, NULL, 0) == 0);
+	CHECK(pprof_builder__write_file(b, tmp_path("recursive.pb.gz")) == 0);
+	pprof_builder__free(b);
+	file = read_ok(tmp_path("recursive.pb.gz"));
+	if (!file)
+		return;
+	CHECK(aggregate__build(file, AGGREGATE_BY_FUNCTION, NULL, &agg) == 0);
+	const struct aggregate_row *row = agg ? aggregate__find(agg, "walk") : NULL;
+
+	CHECK(row && row->cum[0] == 64 && row->flat[0] == 0);
+	aggregate__free(agg);
+	pprof_file__free(file);
+}
+
 static void collapsed_and_json(void)
 {
 	struct pprof_file *file = read_ok(tmp_path("known.pb.gz"));
@@ -443,6 +471,7 @@ int main(void)
 	RUN(reads_known_profile);
 	RUN(report_by_site);
 	RUN(report_by_function_tag_and_group);
+	RUN(recursion_counts_once);
 	RUN(collapsed_and_json);
 	RUN(diff_sites);
 	RUN(go_heap_profile);
