@@ -4,7 +4,6 @@
 #include "read/flamegraph_html.h"
 #include "read/json_out.h"
 #include "profile/top_table.h"
-#include "config/units.h"
 #include "util/grow.h"
 #include "util/log.h"
 
@@ -471,14 +470,19 @@ int report_main(int argc, char **argv)
 				return usage_error("report", "empty --group-by%s", "");
 			opts.group_by = optarg;
 			break;
-		case 'n':
-			if (units_parse_size(optarg, &value) != 0 || value > 1000000) {
+		case 'n': {
+			char *end;
+
+			errno = 0;
+			value = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || value > 1000000) {
 				report_free_tags(&opts.filter);
 				return usage_error("report", "invalid --top '%s': expected 0 to 1000000",
 						   optarg);
 			}
 			opts.top = (unsigned)value;
 			break;
+		}
 		case 'f':
 			if (strcmp(optarg, "text") == 0)
 				opts.format = REPORT_TEXT;
