@@ -253,5 +253,6 @@ UNIT_FIXTURES += $(UNIT_FIXTURE_DIR)/go_heap.pb.gz
 $(UNIT_FIXTURE_DIR)/go_heap.pb.gz: $(UNIT_FIXTURE_SRC)/go_heap.go
 	$(call msg,GO-RUN,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)GOCACHE=$(abspath $(UNIT_FIXTURE_DIR))/gocache GO111MODULE=off GOTOOLCHAIN=local \
+	$(Q)GOCACHE=$(abspath $(UNIT_FIXTURE_DIR))/gocache GOPATH=$(abspath $(UNIT_FIXTURE_DIR))/gopath \
+		GO111MODULE=off GOTOOLCHAIN=local \
 		GOFLAGS= $(GO) run $< $@
