@@ -851,13 +851,21 @@ int pprof_file__parse(const uint8_t *data, size_t len, const char *name, struct 
 		data = inflated;
 		len = inflated_len;
 	}
+	if (looks_like_text(data, len, "heap_v2/")) {
+		free(inflated);
+		return fail(err, err_len, -EINVAL,
+			    "cannot read %s: it is a jemalloc heap dump (heap_v2 text), not a pprof "
+			    "profile (read it with jeprof, e.g. `jeprof --collapsed PROGRAM FILE`, "
+			    "or profile the program with allocscope)",
+			    name);
+	}
 	if (looks_like_text(data, len, "heap profile:") || looks_like_text(data, len, "--- heap") ||
 	    looks_like_text(data, len, "--- symbol")) {
 		free(inflated);
 		return fail(err, err_len, -EINVAL,
-			    "cannot read %s: it is a legacy text heap profile, not a pprof "
-			    "protobuf (convert it with `go tool pprof -proto FILE > FILE.pb.gz` or "
-			    "`jeprof --proto`)",
+			    "cannot read %s: it is a legacy text heap profile (gperftools, old Go), "
+			    "not a pprof protobuf (convert it with `go tool pprof -proto PROGRAM FILE "
+			    "> FILE.pb.gz`)",
 			    name);
 	}
 	file = calloc(1, sizeof(*file));

@@ -408,6 +408,8 @@ static void bad_input(void)
 	expect_refused(tmp_path("text.txt"), -EINVAL, "not a pprof profile");
 	write_bytes(tmp_path("legacy.txt"), "heap profile: 1: 2 [3: 4] @ heapprofile\n", 40);
 	expect_refused(tmp_path("legacy.txt"), -EINVAL, "legacy text heap profile");
+	write_bytes(tmp_path("jeprof.heap"), "heap_v2/524288\n  t*: 6: 87284 [0: 0]\n", 36);
+	expect_refused(tmp_path("jeprof.heap"), -EINVAL, "jemalloc heap dump");
 	/* A corrupt byte in the middle of the gzip data. */
 	data[len / 2] ^= 0x55;
 	write_bytes(tmp_path("corrupt.pb.gz"), data, (size_t)len);
