@@ -35,6 +35,6 @@ void top_table_print(FILE *out, const struct top_table_columns *columns,
 	fprintf(out, "%14s %6s  %15s  total\n",
 		top_table_value(total, columns->value_unit, value, sizeof(value)), "",
 		columns->other_type
-			? top_table_value(other_total, columns->other_unit, other, sizeof(other))
-			: "-");
+		    ? top_table_value(other_total, columns->other_unit, other, sizeof(other))
+		    : "-");
 }

@@ -16,7 +16,7 @@ struct aggregate_internal {
 	uint32_t *slots; /* row index + 1, 0: empty */
 	size_t cap_slots;
 	size_t cap_rows;
-	double *values;  /* per row: n_types flat, n_types cum */
+	double *values; /* per row: n_types flat, n_types cum */
 	size_t cap_values;
 	size_t *last_sample; /* per row: the sample that last added to cum, + 1 */
 };
@@ -55,10 +55,21 @@ bool sample_filter__keeps(const struct sample_filter *filter, const struct pprof
 /* Go's allocator, as a Go heap profile's stacks show it: the runtime functions between the
  * program and mallocgc. */
 static const char *const go_allocator_prefixes[] = {
-	"runtime.mallocgc", "runtime.newobject", "runtime.newarray", "runtime.makeslice",
-	"runtime.growslice", "runtime.makemap", "runtime.rawstring", "runtime.rawbyteslice",
-	"runtime.rawruneslice", "runtime.concatstring", "runtime.slicebytetostring",
-	"runtime.mapassign", "runtime.convT", "runtime.malg", "runtime.(*mcache)",
+    "runtime.mallocgc",
+    "runtime.newobject",
+    "runtime.newarray",
+    "runtime.makeslice",
+    "runtime.growslice",
+    "runtime.makemap",
+    "runtime.rawstring",
+    "runtime.rawbyteslice",
+    "runtime.rawruneslice",
+    "runtime.concatstring",
+    "runtime.slicebytetostring",
+    "runtime.mapassign",
+    "runtime.convT",
+    "runtime.malg",
+    "runtime.(*mcache)",
 };
 
 static bool go_allocator(const char *name)

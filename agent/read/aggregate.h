@@ -35,15 +35,15 @@ struct sample_filter {
 
 struct aggregate_row {
 	const char *name; /* owned by the aggregate */
-	double *flat;     /* n_types values */
-	double *cum;      /* n_types values (== flat by site) */
+	double *flat;	  /* n_types values */
+	double *cum;	  /* n_types values (== flat by site) */
 };
 
 struct aggregate {
 	size_t n_types;
 	struct aggregate_row *rows;
 	size_t n_rows;
-	double *totals;   /* n_types values over the kept samples */
+	double *totals;	  /* n_types values over the kept samples */
 	size_t n_samples; /* kept */
 	struct aggregate_internal *internal;
 };

@@ -37,8 +37,10 @@ static int normalizer(const struct pprof_file *file, const char *name, double to
 	*factor = 1;
 	if (normalize == DIFF_NORMALIZE_SECONDS) {
 		if (file->duration_nanos <= 0) {
-			snprintf(err, err_len, "cannot normalize %s per second: the profile has no "
-				 "duration (use --normalize total)", name);
+			snprintf(err, err_len,
+				 "cannot normalize %s per second: the profile has no "
+				 "duration (use --normalize total)",
+				 name);
 			return -EINVAL;
 		}
 		*factor = 1e9 / (double)file->duration_nanos;
@@ -87,11 +89,12 @@ static void print_rows(const struct diff_row *rows, size_t from, size_t to, int 
 		const struct diff_row *row = &rows[i];
 
 		log_escape(name, sizeof(name), row->name, strnlen(row->name, 1024));
-		fprintf(out, "%16s %16s %16s %8s  %s\n",
-			format_value(row->base, unit, opts->normalize, false, b, sizeof(b)),
-			format_value(row->new, unit, opts->normalize, false, n, sizeof(n)),
-			format_value(row->new - row->base, unit, opts->normalize, true, d, sizeof(d)),
-			format_change(row, c, sizeof(c)), name);
+		fprintf(
+		    out, "%16s %16s %16s %8s  %s\n",
+		    format_value(row->base, unit, opts->normalize, false, b, sizeof(b)),
+		    format_value(row->new, unit, opts->normalize, false, n, sizeof(n)),
+		    format_value(row->new - row->base, unit, opts->normalize, true, d, sizeof(d)),
+		    format_change(row, c, sizeof(c)), name);
 	}
 }
 
@@ -149,8 +152,8 @@ int diff_write(const struct pprof_file *base, const char *base_name, const struc
 	       const char *new_name, const struct diff_opts *opts, FILE *out, bool *regressed,
 	       char *err, size_t err_len)
 {
-	const char *type_name = opts->sample_type ? opts->sample_type
-						  : new->types[new->default_type].type;
+	const char *type_name =
+	    opts->sample_type ? opts->sample_type : new->types[new->default_type].type;
 	struct aggregate *a = NULL, *b = NULL;
 	struct diff_row *rows = NULL, total;
 	size_t type_a, type_b, n = 0, grew = 0, shown;
@@ -178,18 +181,19 @@ int diff_write(const struct pprof_file *base, const char *base_name, const struc
 		goto oom;
 	ret = normalizer(base, base_name, a->totals[type_a], opts->normalize, &fa, err, err_len);
 	if (!ret)
-		ret = normalizer(new, new_name, b->totals[type_b], opts->normalize, &fb, err, err_len);
+		ret = normalizer(new, new_name, b->totals[type_b], opts->normalize, &fb, err,
+				 err_len);
 	if (ret)
 		goto out;
 	ret = build_rows(a, b, type_a, type_b, fa, fb, cum, &rows, &n);
 	if (ret)
 		goto oom;
-	total = (struct diff_row){ "total", a->totals[type_a] * fa, b->totals[type_b] * fb };
+	total = (struct diff_row){"total", a->totals[type_a] * fa, b->totals[type_b] * fb};
 	/* --fail-above: growth of any row, or of the total, past PERCENT of the base total. */
 	limit = opts->fail_above / 100.0 * total.base;
 	if (opts->fail_above >= 0)
-		*regressed = total.new - total.base > limit ||
-			     (n && rows[0].new - rows[0].base > limit);
+		*regressed =
+		    total.new - total.base > limit || (n && rows[0].new - rows[0].base > limit);
 	while (grew < n && rows[grew].new > rows[grew].base)
 		grew++;
 	const char *unit = new->types[type_b].unit;
@@ -203,8 +207,8 @@ int diff_write(const struct pprof_file *base, const char *base_name, const struc
 		json_out_string(out, type_name);
 		fputs(",\"unit\":", out);
 		json_out_string(out, unit);
-		fprintf(out, ",\"by\":\"%s\",\"normalize\":\"%s\",\"total\":",
-			cum ? "function" : "site",
+		fprintf(out,
+			",\"by\":\"%s\",\"normalize\":\"%s\",\"total\":", cum ? "function" : "site",
 			opts->normalize == DIFF_NORMALIZE_SECONDS ? "seconds"
 			: opts->normalize == DIFF_NORMALIZE_TOTAL ? "total"
 								  : "none");
@@ -233,15 +237,15 @@ int diff_write(const struct pprof_file *base, const char *base_name, const struc
 		fprintf(out, ")\nnew:  %s (%zu samples", nn, new->n_samples);
 		if (new->duration_nanos > 0)
 			fprintf(out, " over %.1fs", new->duration_nanos / 1e9);
-		fprintf(out, ")\n%s%s: %s -> %s (%s, %s)\n", type_name,
-			opts->normalize == DIFF_NORMALIZE_SECONDS ? " per second"
-			: opts->normalize == DIFF_NORMALIZE_TOTAL ? " as a share of each total"
-								  : "",
-			format_value(total.base, unit, opts->normalize, false, b1, sizeof(b1)),
-			format_value(total.new, unit, opts->normalize, false, b2, sizeof(b2)),
-			format_value(total.new - total.base, unit, opts->normalize, true, d,
-				     sizeof(d)),
-			format_change(&total, c, sizeof(c)));
+		fprintf(
+		    out, ")\n%s%s: %s -> %s (%s, %s)\n", type_name,
+		    opts->normalize == DIFF_NORMALIZE_SECONDS ? " per second"
+		    : opts->normalize == DIFF_NORMALIZE_TOTAL ? " as a share of each total"
+							      : "",
+		    format_value(total.base, unit, opts->normalize, false, b1, sizeof(b1)),
+		    format_value(total.new, unit, opts->normalize, false, b2, sizeof(b2)),
+		    format_value(total.new - total.base, unit, opts->normalize, true, d, sizeof(d)),
+		    format_change(&total, c, sizeof(c)));
 	}
 	shown = opts->top && opts->top < grew ? opts->top : grew;
 	if (shown) {
@@ -283,44 +287,44 @@ static int usage_error(const char *fmt, const char *arg)
 }
 
 static const char diff_usage[] =
-	"Usage: allocscope diff [OPTIONS] BASE NEW\n"
-	"\n"
-	"Compares two pprof profiles: what grew or started allocating first (largest first),\n"
-	"then what shrank or stopped, in absolute values and relative to BASE.\n"
-	"\n"
-	"  -t, --sample-type TYPE   values compared (default: NEW's default; both must have it)\n"
-	"  -b, --by site|function   per allocation site (default) or per function (cum)\n"
-	"      --tag KEY=VALUE      only samples with this label (repeatable)\n"
-	"  -n, --top N              rows per table (default 20; 0: all)\n"
-	"      --normalize HOW      none (default), seconds (per second of each profile's\n"
-	"                           duration: profiles of different lengths) or total (each\n"
-	"                           value as a share of its profile's total)\n"
-	"      --fail-above PERCENT exit 3 when a site (or the total) grew by more than\n"
-	"                           PERCENT of BASE's total, after normalization\n"
-	"  -f, --format FORMAT      text (default) or json\n"
-	"      --html OUT.html      write the differential flame graph page (red: grew,\n"
-	"                           blue: shrank)\n"
-	"  -h, --help               show this help\n"
-	"\n"
-	"Exit status: 0, 3 when --fail-above is exceeded, 1 when a profile cannot be read, 2 on\n"
-	"a usage error.\n";
+    "Usage: allocscope diff [OPTIONS] BASE NEW\n"
+    "\n"
+    "Compares two pprof profiles: what grew or started allocating first (largest first),\n"
+    "then what shrank or stopped, in absolute values and relative to BASE.\n"
+    "\n"
+    "  -t, --sample-type TYPE   values compared (default: NEW's default; both must have it)\n"
+    "  -b, --by site|function   per allocation site (default) or per function (cum)\n"
+    "      --tag KEY=VALUE      only samples with this label (repeatable)\n"
+    "  -n, --top N              rows per table (default 20; 0: all)\n"
+    "      --normalize HOW      none (default), seconds (per second of each profile's\n"
+    "                           duration: profiles of different lengths) or total (each\n"
+    "                           value as a share of its profile's total)\n"
+    "      --fail-above PERCENT exit 3 when a site (or the total) grew by more than\n"
+    "                           PERCENT of BASE's total, after normalization\n"
+    "  -f, --format FORMAT      text (default) or json\n"
+    "      --html OUT.html      write the differential flame graph page (red: grew,\n"
+    "                           blue: shrank)\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "Exit status: 0, 3 when --fail-above is exceeded, 1 when a profile cannot be read, 2 on\n"
+    "a usage error.\n";
 
 int diff_main(int argc, char **argv)
 {
 	enum { OPT_TAG = 256, OPT_HTML, OPT_NORMALIZE, OPT_FAIL_ABOVE };
 	static const struct option options[] = {
-		{ "sample-type", required_argument, NULL, 't' },
-		{ "by", required_argument, NULL, 'b' },
-		{ "tag", required_argument, NULL, OPT_TAG },
-		{ "top", required_argument, NULL, 'n' },
-		{ "normalize", required_argument, NULL, OPT_NORMALIZE },
-		{ "fail-above", required_argument, NULL, OPT_FAIL_ABOVE },
-		{ "format", required_argument, NULL, 'f' },
-		{ "html", required_argument, NULL, OPT_HTML },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"sample-type", required_argument, NULL, 't'},
+	    {"by", required_argument, NULL, 'b'},
+	    {"tag", required_argument, NULL, OPT_TAG},
+	    {"top", required_argument, NULL, 'n'},
+	    {"normalize", required_argument, NULL, OPT_NORMALIZE},
+	    {"fail-above", required_argument, NULL, OPT_FAIL_ABOVE},
+	    {"format", required_argument, NULL, 'f'},
+	    {"html", required_argument, NULL, OPT_HTML},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct diff_opts opts = { .top = 20, .fail_above = -1 };
+	struct diff_opts opts = {.top = 20, .fail_above = -1};
 	struct pprof_file *base = NULL, *new = NULL;
 	const char *html = NULL;
 	bool regressed = false;
@@ -345,8 +349,10 @@ int diff_main(int argc, char **argv)
 			break;
 		case OPT_TAG:
 			if (report_parse_tag(&opts.filter, optarg)) {
-				status = usage_error("invalid --tag '%s': expected KEY=VALUE (at most "
-						     "8)", optarg);
+				status =
+				    usage_error("invalid --tag '%s': expected KEY=VALUE (at most "
+						"8)",
+						optarg);
 				goto out;
 			}
 			break;
@@ -371,8 +377,8 @@ int diff_main(int argc, char **argv)
 			} else if (strcmp(optarg, "total") == 0) {
 				opts.normalize = DIFF_NORMALIZE_TOTAL;
 			} else {
-				status = usage_error("invalid --normalize '%s': none, seconds or total",
-						     optarg);
+				status = usage_error(
+				    "invalid --normalize '%s': none, seconds or total", optarg);
 				goto out;
 			}
 			break;
@@ -381,9 +387,10 @@ int diff_main(int argc, char **argv)
 			opts.fail_above = strtod(optarg, &end);
 			if (errno || end == optarg || (*end && strcmp(end, "%") != 0) ||
 			    !isfinite(opts.fail_above) || opts.fail_above < 0) {
-				status = usage_error("invalid --fail-above '%s': expected a percentage "
-						     "such as 10 or 2.5",
-						     optarg);
+				status =
+				    usage_error("invalid --fail-above '%s': expected a percentage "
+						"such as 10 or 2.5",
+						optarg);
 				goto out;
 			}
 			break;
@@ -424,8 +431,8 @@ int diff_main(int argc, char **argv)
 		fprintf(stderr, "allocscope diff: %s\n", err);
 		goto out;
 	}
-	ret = diff_write(base, argv[optind], new, argv[optind + 1], &opts, stdout,
-			 &regressed, err, sizeof(err));
+	ret = diff_write(base, argv[optind], new, argv[optind + 1], &opts, stdout, &regressed, err,
+			 sizeof(err));
 	if (!ret && html) {
 		size_t type;
 

@@ -19,17 +19,17 @@
 enum diff_normalize {
 	DIFF_NORMALIZE_NONE,
 	DIFF_NORMALIZE_SECONDS, /* value / duration_nanos (per second) */
-	DIFF_NORMALIZE_TOTAL,   /* value / the profile's total, in percent */
+	DIFF_NORMALIZE_TOTAL,	/* value / the profile's total, in percent */
 };
 
 struct diff_opts {
-	const char *sample_type;    /* NULL: NEW's default type (BASE must have it too) */
+	const char *sample_type; /* NULL: NEW's default type (BASE must have it too) */
 	enum aggregate_by by;
 	struct sample_filter filter;
-	unsigned top;               /* rows per table; 0: all */
+	unsigned top; /* rows per table; 0: all */
 	enum diff_normalize normalize;
 	bool json;
-	double fail_above;          /* percent of the base total; < 0: not set */
+	double fail_above; /* percent of the base total; < 0: not set */
 };
 
 /* Writes the diff to out and sets *regressed when fail_above is set and exceeded. 0, or

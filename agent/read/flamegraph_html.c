@@ -17,11 +17,10 @@
 
 static const char page[] = {
 #include "flamegraph_page.h"
-	0
-};
+    0};
 
 #define PAGE_MARKER "/*ALLOCSCOPE-DATA*/"
-#define SITES_MAX 500
+#define SITES_MAX   500
 
 struct tree_node {
 	uint32_t name;
@@ -85,7 +84,8 @@ static int intern_string(struct flame_tree *t, const char *name, uint32_t *out)
 		if (!slots)
 			return -ENOMEM;
 		for (size_t n = 0; n < t->n_names; n++) {
-			for (i = hash_string(t->names[n]) & (cap - 1); slots[i]; i = (i + 1) & (cap - 1))
+			for (i = hash_string(t->names[n]) & (cap - 1); slots[i];
+			     i = (i + 1) & (cap - 1))
 				;
 			slots[i] = (uint32_t)(n + 1);
 		}
@@ -134,7 +134,7 @@ static int add_node(struct flame_tree *t, uint32_t parent, uint32_t name)
 	}
 	memset(t->values + t->n_nodes * t->n_types, 0, t->n_types * sizeof(double));
 	memset(t->base_values + t->n_nodes * t->n_types, 0, t->n_types * sizeof(double));
-	t->nodes[t->n_nodes] = (struct tree_node){ .name = name, .parent = parent };
+	t->nodes[t->n_nodes] = (struct tree_node){.name = name, .parent = parent};
 	if (t->n_nodes) {
 		p = &t->nodes[parent];
 		t->nodes[t->n_nodes].next_sibling = p->first_child;
@@ -269,7 +269,8 @@ static void json_values(FILE *out, const double *values, size_t n)
 }
 
 static int write_sites(FILE *out, const struct pprof_file *base, const int *base_types,
-		       const struct pprof_file *file, size_t type, const struct sample_filter *filter)
+		       const struct pprof_file *file, size_t type,
+		       const struct sample_filter *filter)
 {
 	struct aggregate *agg = NULL, *agg_base = NULL;
 	double *zero = calloc(file->n_types + 1, sizeof(*zero)), *b = NULL;
@@ -290,7 +291,8 @@ static int write_sites(FILE *out, const struct pprof_file *base, const int *base
 		fputs(",\"v\":", out);
 		json_values(out, agg->rows[i].flat, file->n_types);
 		if (base) {
-			const struct aggregate_row *row = aggregate__find(agg_base, agg->rows[i].name);
+			const struct aggregate_row *row =
+			    aggregate__find(agg_base, agg->rows[i].name);
 
 			for (size_t t = 0; t < file->n_types; t++)
 				b[t] = row && base_types[t] >= 0 ? row->flat[base_types[t]] : 0;
@@ -376,7 +378,7 @@ int flamegraph_html_print(FILE *out, const struct pprof_file *base, const char *
 			  const struct pprof_file *file, const char *file_name, size_t type,
 			  const struct sample_filter *filter)
 {
-	struct flame_tree t = { .n_types = file->n_types };
+	struct flame_tree t = {.n_types = file->n_types};
 	uint32_t *order = NULL, *depth = NULL, root_name;
 	int *types = calloc(file->n_types + 1, sizeof(int));
 	int *base_types = calloc(file->n_types + 1, sizeof(int));

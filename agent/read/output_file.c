@@ -14,10 +14,13 @@ static int check_target(const char *path, char *err, size_t err_len)
 
 	if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
 		return 0;
-	snprintf(err, err_len, "cannot write %s: it is %s, and allocscope only replaces regular "
-		 "files (give another file name)", path,
-		 S_ISDIR(st.st_mode) ? "a directory" : S_ISLNK(st.st_mode) ? "a symbolic link"
-									 : "not a regular file");
+	snprintf(err, err_len,
+		 "cannot write %s: it is %s, and allocscope only replaces regular "
+		 "files (give another file name)",
+		 path,
+		 S_ISDIR(st.st_mode)   ? "a directory"
+		 : S_ISLNK(st.st_mode) ? "a symbolic link"
+				       : "not a regular file");
 	return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
 }
 
@@ -46,8 +49,9 @@ int output_file__open(struct output_file *file, const char *path, char *err, siz
 	fd = mkstemp(file->tmp);
 	if (fd < 0) {
 		ret = -errno;
-		snprintf(err, err_len, "cannot write %s: cannot create a file in its directory (%s)",
-			 path, strerror(-ret));
+		snprintf(err, err_len,
+			 "cannot write %s: cannot create a file in its directory (%s)", path,
+			 strerror(-ret));
 		file->tmp[0] = '\0';
 		return ret;
 	}

@@ -47,7 +47,7 @@ struct pprof_read_internal {
 	struct raw_function *functions;
 	size_t n_functions, cap_functions;
 	const char **function_names; /* readable, per function */
-	char **demangled;            /* owned names, per function (NULL when not demangled) */
+	char **demangled;	     /* owned names, per function (NULL when not demangled) */
 	struct raw_location *locations;
 	size_t n_locations, cap_locations;
 	uint64_t *line_functions;
@@ -199,7 +199,7 @@ static int add_u64(void *ctx, uint64_t v)
 static int inflate_all(const uint8_t *data, size_t len, const char *name, uint8_t **out,
 		       size_t *out_len, char *err, size_t err_len)
 {
-	z_stream z = { 0 };
+	z_stream z = {0};
 	size_t cap = len * 4 + 4096, used = 0;
 	uint8_t *buf;
 	int zret;
@@ -220,10 +220,11 @@ static int inflate_all(const uint8_t *data, size_t len, const char *name, uint8_
 			if (cap >= PPROF_READ_MAX_BYTES) {
 				inflateEnd(&z);
 				free(buf);
-				return fail(err, err_len, -EFBIG,
-					    "cannot read %s: it inflates to more than %llu MiB, more "
-					    "than any profile allocscope reads",
-					    name, PPROF_READ_MAX_BYTES >> 20);
+				return fail(
+				    err, err_len, -EFBIG,
+				    "cannot read %s: it inflates to more than %llu MiB, more "
+				    "than any profile allocscope reads",
+				    name, PPROF_READ_MAX_BYTES >> 20);
 			}
 			cap = cap * 2 > PPROF_READ_MAX_BYTES ? PPROF_READ_MAX_BYTES : cap * 2;
 			bigger = realloc(buf, cap);
@@ -288,7 +289,7 @@ static int parse_value_type(struct span s, uint64_t *type, uint64_t *unit)
 
 static int parse_mapping(struct pprof_read_internal *in, struct span s)
 {
-	struct raw_mapping m = { 0 };
+	struct raw_mapping m = {0};
 	uint32_t field;
 	unsigned wire;
 	uint64_t v = 0;
@@ -300,11 +301,21 @@ static int parse_mapping(struct pprof_read_internal *in, struct span s)
 		if (wire != 0)
 			continue;
 		switch (field) {
-		case 1: m.id = v; break;
-		case 2: m.start = v; break;
-		case 3: m.limit = v; break;
-		case 4: m.offset = v; break;
-		case 5: m.filename = v; break;
+		case 1:
+			m.id = v;
+			break;
+		case 2:
+			m.start = v;
+			break;
+		case 3:
+			m.limit = v;
+			break;
+		case 4:
+			m.offset = v;
+			break;
+		case 5:
+			m.filename = v;
+			break;
 		}
 	}
 	if (array_grow((void **)&in->raw_mappings, &in->cap_raw_mappings, in->n_raw_mappings,
@@ -316,7 +327,7 @@ static int parse_mapping(struct pprof_read_internal *in, struct span s)
 
 static int parse_function(struct pprof_read_internal *in, struct span s)
 {
-	struct raw_function f = { 0 };
+	struct raw_function f = {0};
 	uint32_t field;
 	unsigned wire;
 	uint64_t v = 0;
@@ -334,8 +345,7 @@ static int parse_function(struct pprof_read_internal *in, struct span s)
 		else if (field == 3)
 			f.system_name = v;
 	}
-	if (array_grow((void **)&in->functions, &in->cap_functions, in->n_functions, sizeof(f),
-		       64))
+	if (array_grow((void **)&in->functions, &in->cap_functions, in->n_functions, sizeof(f), 64))
 		return -ENOMEM;
 	in->functions[in->n_functions++] = f;
 	return 0;
@@ -343,7 +353,7 @@ static int parse_function(struct pprof_read_internal *in, struct span s)
 
 static int parse_location(struct pprof_read_internal *in, struct span s)
 {
-	struct raw_location loc = { .first_line = in->n_lines };
+	struct raw_location loc = {.first_line = in->n_lines};
 	uint32_t field, lf;
 	unsigned wire, lw;
 	uint64_t v = 0, lv = 0;
@@ -385,12 +395,12 @@ static int first_pass(struct pprof_file *file, struct span s, struct span **stri
 		      size_t *n_strings, size_t *cap_strings)
 {
 	struct pprof_read_internal *in = file->internal;
-	struct u64_array comments = { &in->comment_strings, &in->n_comment_strings,
-				      &in->cap_comment_strings };
+	struct u64_array comments = {&in->comment_strings, &in->n_comment_strings,
+				     &in->cap_comment_strings};
 	uint32_t field;
 	unsigned wire;
 	uint64_t v = 0, type, unit;
-	struct span payload = { 0 };
+	struct span payload = {0};
 	int ret = 0;
 
 	while (s.p < s.end && !ret) {
@@ -487,8 +497,7 @@ static int sort_ids(uint64_t (**out)[2], size_t n, const void *items, size_t ite
 }
 
 /* Index of id among items (each starting with its uint64_t id), or -1. */
-static long find_id(uint64_t (*ids)[2], size_t n, const void *items, size_t item_size,
-		    uint64_t id)
+static long find_id(uint64_t (*ids)[2], size_t n, const void *items, size_t item_size, uint64_t id)
 {
 	size_t lo = 0, hi = n;
 	uint64_t at;
@@ -564,8 +573,8 @@ static int build_frames(struct pprof_file *file, char *err, size_t err_len)
 
 		if (!string_at(in, in->functions[i].name, &name) ||
 		    !string_at(in, in->functions[i].system_name, &system_name))
-			return fail(err, err_len, -EINVAL, "function %" PRIu64
-				    " names a string past the string table",
+			return fail(err, err_len, -EINVAL,
+				    "function %" PRIu64 " names a string past the string table",
 				    in->functions[i].id);
 		if (!*name)
 			name = *system_name ? system_name : "??";
@@ -617,7 +626,8 @@ static int build_frames(struct pprof_file *file, char *err, size_t err_len)
 		if (!loc->n_lines) {
 			struct pprof_frame *frame = &in->frames[in->n_frames++];
 			char *name = in->unnamed_arena + at;
-			const struct raw_mapping *m = mapping >= 0 ? &in->raw_mappings[mapping] : NULL;
+			const struct raw_mapping *m =
+			    mapping >= 0 ? &in->raw_mappings[mapping] : NULL;
 
 			/* Like the agent's own unnamed frames: file+offset stays the same across
 			 * runs, an address does not. */
@@ -659,8 +669,8 @@ static int add_location(void *ctx, uint64_t id)
 {
 	struct sample_parse *sp = ctx;
 	struct pprof_read_internal *in = sp->file->internal;
-	long index = find_id(in->location_ids, in->n_locations, in->locations,
-			     sizeof(*in->locations), id);
+	long index =
+	    find_id(in->location_ids, in->n_locations, in->locations, sizeof(*in->locations), id);
 
 	if (index < 0) {
 		sp->error = 1;
@@ -680,7 +690,7 @@ static int add_location(void *ctx, uint64_t id)
 
 static int parse_label(struct pprof_read_internal *in, struct span s)
 {
-	struct pprof_read_label label = { .key = "", .num_unit = "" };
+	struct pprof_read_label label = {.key = "", .num_unit = ""};
 	uint32_t field;
 	unsigned wire;
 	uint64_t v = 0;
@@ -728,11 +738,11 @@ static int parse_samples(struct pprof_file *file, char *err, size_t err_len, con
 	}
 	for (size_t i = 0; i < in->n_sample_spans && !ret; i++) {
 		struct span s = in->sample_spans[i];
-		struct sample_parse sp = { .file = file, .index = i };
+		struct sample_parse sp = {.file = file, .index = i};
 		uint32_t field;
 		unsigned wire;
 		uint64_t v = 0;
-		struct span payload = { 0 };
+		struct span payload = {0};
 
 		offsets[i].first_frame = in->n_sample_frames;
 		offsets[i].first_label = in->n_labels;
@@ -751,13 +761,14 @@ static int parse_samples(struct pprof_file *file, char *err, size_t err_len, con
 		if (ret == -ENOMEM)
 			break;
 		if (ret || sp.n_values != file->n_types) {
-			ret = fail(err, err_len, -EINVAL,
-				   "cannot read %s: sample %zu is malformed (%s); the file is not a "
-				   "valid pprof profile",
-				   name, i + 1,
-				   sp.error ? "it names a location the profile does not have"
-				   : ret    ? "bad encoding"
-					    : "its value count differs from the sample types'");
+			ret =
+			    fail(err, err_len, -EINVAL,
+				 "cannot read %s: sample %zu is malformed (%s); the file is not a "
+				 "valid pprof profile",
+				 name, i + 1,
+				 sp.error ? "it names a location the profile does not have"
+				 : ret	  ? "bad encoding"
+					  : "its value count differs from the sample types'");
 			break;
 		}
 		file->samples[i].n_frames = (uint32_t)sp.n_frames;
@@ -853,20 +864,22 @@ int pprof_file__parse(const uint8_t *data, size_t len, const char *name, struct 
 	}
 	if (looks_like_text(data, len, "heap_v2/")) {
 		free(inflated);
-		return fail(err, err_len, -EINVAL,
-			    "cannot read %s: it is a jemalloc heap dump (heap_v2 text), not a pprof "
-			    "profile (read it with jeprof, e.g. `jeprof --collapsed PROGRAM FILE`, "
-			    "or profile the program with allocscope)",
-			    name);
+		return fail(
+		    err, err_len, -EINVAL,
+		    "cannot read %s: it is a jemalloc heap dump (heap_v2 text), not a pprof "
+		    "profile (read it with jeprof, e.g. `jeprof --collapsed PROGRAM FILE`, "
+		    "or profile the program with allocscope)",
+		    name);
 	}
 	if (looks_like_text(data, len, "heap profile:") || looks_like_text(data, len, "--- heap") ||
 	    looks_like_text(data, len, "--- symbol")) {
 		free(inflated);
-		return fail(err, err_len, -EINVAL,
-			    "cannot read %s: it is a legacy text heap profile (gperftools, old Go), "
-			    "not a pprof protobuf (convert it with `go tool pprof -proto PROGRAM FILE "
-			    "> FILE.pb.gz`)",
-			    name);
+		return fail(
+		    err, err_len, -EINVAL,
+		    "cannot read %s: it is a legacy text heap profile (gperftools, old Go), "
+		    "not a pprof protobuf (convert it with `go tool pprof -proto PROGRAM FILE "
+		    "> FILE.pb.gz`)",
+		    name);
 	}
 	file = calloc(1, sizeof(*file));
 	in = calloc(1, sizeof(*in));
@@ -884,11 +897,11 @@ int pprof_file__parse(const uint8_t *data, size_t len, const char *name, struct 
 	if (ret == -ENOMEM)
 		goto oom;
 	if (ret || n_strings == 0 || string_spans[0].end != string_spans[0].p) {
-		ret = fail(err, err_len, -EINVAL,
-			   "cannot read %s: it is not a pprof profile (%s)", name,
-			   ret ? "not a protobuf Profile message"
-			       : n_strings ? "its string table does not start with \"\""
-					   : "it has no string table");
+		ret = fail(err, err_len, -EINVAL, "cannot read %s: it is not a pprof profile (%s)",
+			   name,
+			   ret	       ? "not a protobuf Profile message"
+			   : n_strings ? "its string table does not start with \"\""
+				       : "it has no string table");
 		goto out;
 	}
 	ret = build_strings(in, string_spans, n_strings);
@@ -972,8 +985,10 @@ int pprof_file__read(const char *path, struct pprof_file **out, char *err, size_
 
 	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
 		close(fd);
-		return fail(err, err_len, -EINVAL, "cannot read %s: not a regular file (give a "
-			    "profile file)", path);
+		return fail(err, err_len, -EINVAL,
+			    "cannot read %s: not a regular file (give a "
+			    "profile file)",
+			    path);
 	}
 	dynbuf_init(&buf, PPROF_READ_MAX_BYTES);
 	ret = small_file_read_all(fd, &buf);

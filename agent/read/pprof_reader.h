@@ -25,15 +25,15 @@ struct pprof_type {
 
 struct pprof_read_label {
 	const char *key;
-	const char *str;       /* NULL for a numeric label */
+	const char *str; /* NULL for a numeric label */
 	int64_t num;
-	const char *num_unit;  /* may be "" */
+	const char *num_unit; /* may be "" */
 };
 
 struct pprof_frame {
-	const char *name;        /* readable; never NULL */
+	const char *name;	 /* readable; never NULL */
 	const char *system_name; /* linkage name or "" */
-	uint32_t mapping;        /* 1-based index into mappings, 0: none */
+	uint32_t mapping;	 /* 1-based index into mappings, 0: none */
 };
 
 struct pprof_read_mapping {
@@ -42,7 +42,7 @@ struct pprof_read_mapping {
 };
 
 struct pprof_read_sample {
-	const int64_t *values;      /* n_types values */
+	const int64_t *values;			 /* n_types values */
 	const struct pprof_frame *const *frames; /* leaf first */
 	uint32_t n_frames;
 	const struct pprof_read_label *labels;
@@ -52,7 +52,7 @@ struct pprof_read_sample {
 struct pprof_file {
 	struct pprof_type *types;
 	size_t n_types;
-	size_t default_type;      /* index into types: default_sample_type, else the last */
+	size_t default_type; /* index into types: default_sample_type, else the last */
 	struct pprof_read_sample *samples;
 	size_t n_samples;
 	struct pprof_read_mapping *mappings;

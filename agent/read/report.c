@@ -63,27 +63,26 @@ static int print_sites(const struct pprof_file *file, const struct aggregate *ag
 		       unsigned top, FILE *out)
 {
 	int other = companion_type(file, type);
-	struct top_table_columns columns = {
-		file->types[type].type, file->types[type].unit,
-		other >= 0 ? file->types[other].type : NULL,
-		other >= 0 ? file->types[other].unit : NULL, "allocation site"
-	};
+	struct top_table_columns columns = {file->types[type].type, file->types[type].unit,
+					    other >= 0 ? file->types[other].type : NULL,
+					    other >= 0 ? file->types[other].unit : NULL,
+					    "allocation site"};
 	size_t n = shown_rows(agg, top);
 	struct top_table_row *rows = calloc(n + 1, sizeof(*rows));
 
 	if (!rows)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		rows[i] = (struct top_table_row){ agg->rows[i].name, agg->rows[i].flat[type],
-						  other >= 0 ? agg->rows[i].flat[other] : 0 };
+		rows[i] = (struct top_table_row){agg->rows[i].name, agg->rows[i].flat[type],
+						 other >= 0 ? agg->rows[i].flat[other] : 0};
 	top_table_print(out, &columns, rows, n, agg->totals[type],
 			other >= 0 ? agg->totals[other] : 0);
 	free(rows);
 	return 0;
 }
 
-static void print_functions(const struct pprof_file *file, const struct aggregate *agg,
-			    size_t type, unsigned top, FILE *out)
+static void print_functions(const struct pprof_file *file, const struct aggregate *agg, size_t type,
+			    unsigned top, FILE *out)
 {
 	const char *unit = file->types[type].unit;
 	double total = agg->totals[type];
@@ -268,7 +267,8 @@ int report_write(const struct pprof_file *file, const char *name, const struct r
 				char k[4 * 256 + 1], v[4 * 256 + 1];
 				const char *value = filter.group_value;
 
-				log_escape(k, sizeof(k), opts->group_by, strnlen(opts->group_by, 256));
+				log_escape(k, sizeof(k), opts->group_by,
+					   strnlen(opts->group_by, 256));
 				if (value)
 					log_escape(v, sizeof(v), value, strnlen(value, 256));
 				fprintf(out, "\n%s=%s:", k, value ? v : "(unset)");
@@ -296,7 +296,8 @@ struct folded_stack {
 
 static int compare_folded(const void *a, const void *b)
 {
-	return strcmp(((const struct folded_stack *)a)->text, ((const struct folded_stack *)b)->text);
+	return strcmp(((const struct folded_stack *)a)->text,
+		      ((const struct folded_stack *)b)->text);
 }
 
 /* A frame name as one field of a folded line: ';' separates frames and a newline ends the
@@ -379,23 +380,23 @@ static int usage_error(const char *command, const char *fmt, const char *arg)
 }
 
 static const char report_usage[] =
-	"Usage: allocscope report [OPTIONS] FILE\n"
-	"\n"
-	"Reads a pprof profile (allocscope's, a Go heap profile, any pprof; gzipped or not) and\n"
-	"prints its top table by allocation site, or by function, or draws it as HTML.\n"
-	"\n"
-	"  -t, --sample-type TYPE   the values shown and sorted by (default: the file's\n"
-	"                           default, alloc_space for allocscope's profiles)\n"
-	"  -b, --by site|function   rows per allocation site (default) or per function with\n"
-	"                           flat (leaf) and cum (anywhere on the stack) values\n"
-	"      --cum                by function: sort by cum instead of flat\n"
-	"      --tag KEY=VALUE      only samples with this label (repeatable: all must match)\n"
-	"  -g, --group-by KEY       one table per value of this label (e.g. pid, endpoint)\n"
-	"  -n, --top N              rows per table (default 20; 0: all)\n"
-	"  -f, --format FORMAT      text (default), collapsed (folded stacks for flamegraph.pl,\n"
-	"                           inferno, speedscope) or json\n"
-	"      --html OUT.html      write a self-contained interactive flame graph page\n"
-	"  -h, --help               show this help\n";
+    "Usage: allocscope report [OPTIONS] FILE\n"
+    "\n"
+    "Reads a pprof profile (allocscope's, a Go heap profile, any pprof; gzipped or not) and\n"
+    "prints its top table by allocation site, or by function, or draws it as HTML.\n"
+    "\n"
+    "  -t, --sample-type TYPE   the values shown and sorted by (default: the file's\n"
+    "                           default, alloc_space for allocscope's profiles)\n"
+    "  -b, --by site|function   rows per allocation site (default) or per function with\n"
+    "                           flat (leaf) and cum (anywhere on the stack) values\n"
+    "      --cum                by function: sort by cum instead of flat\n"
+    "      --tag KEY=VALUE      only samples with this label (repeatable: all must match)\n"
+    "  -g, --group-by KEY       one table per value of this label (e.g. pid, endpoint)\n"
+    "  -n, --top N              rows per table (default 20; 0: all)\n"
+    "  -f, --format FORMAT      text (default), collapsed (folded stacks for flamegraph.pl,\n"
+    "                           inferno, speedscope) or json\n"
+    "      --html OUT.html      write a self-contained interactive flame graph page\n"
+    "  -h, --help               show this help\n";
 
 /* Parses the options shared by report and diff into opts; FILE arguments stay in argv. */
 int report_parse_tag(struct sample_filter *filter, const char *arg)
@@ -422,18 +423,18 @@ int report_main(int argc, char **argv)
 {
 	enum { OPT_TAG = 256, OPT_HTML, OPT_CUM };
 	static const struct option options[] = {
-		{ "sample-type", required_argument, NULL, 't' },
-		{ "by", required_argument, NULL, 'b' },
-		{ "cum", no_argument, NULL, OPT_CUM },
-		{ "tag", required_argument, NULL, OPT_TAG },
-		{ "group-by", required_argument, NULL, 'g' },
-		{ "top", required_argument, NULL, 'n' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "html", required_argument, NULL, OPT_HTML },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"sample-type", required_argument, NULL, 't'},
+	    {"by", required_argument, NULL, 'b'},
+	    {"cum", no_argument, NULL, OPT_CUM},
+	    {"tag", required_argument, NULL, OPT_TAG},
+	    {"group-by", required_argument, NULL, 'g'},
+	    {"top", required_argument, NULL, 'n'},
+	    {"format", required_argument, NULL, 'f'},
+	    {"html", required_argument, NULL, OPT_HTML},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct report_opts opts = { .top = 20 };
+	struct report_opts opts = {.top = 20};
 	const char *html = NULL;
 	struct pprof_file *file = NULL;
 	char err[1024];
@@ -461,8 +462,10 @@ int report_main(int argc, char **argv)
 		case OPT_TAG:
 			if (report_parse_tag(&opts.filter, optarg)) {
 				report_free_tags(&opts.filter);
-				return usage_error("report", "invalid --tag '%s': expected KEY=VALUE "
-							     "(at most 8)", optarg);
+				return usage_error("report",
+						   "invalid --tag '%s': expected KEY=VALUE "
+						   "(at most 8)",
+						   optarg);
 			}
 			break;
 		case 'g':
@@ -477,8 +480,8 @@ int report_main(int argc, char **argv)
 			value = strtoull(optarg, &end, 10);
 			if (errno || end == optarg || *end || optarg[0] == '-' || value > 1000000) {
 				report_free_tags(&opts.filter);
-				return usage_error("report", "invalid --top '%s': expected 0 to 1000000",
-						   optarg);
+				return usage_error(
+				    "report", "invalid --top '%s': expected 0 to 1000000", optarg);
 			}
 			opts.top = (unsigned)value;
 			break;
@@ -491,8 +494,10 @@ int report_main(int argc, char **argv)
 			else if (strcmp(optarg, "json") == 0)
 				opts.format = REPORT_JSON;
 			else
-				return usage_error("report", "invalid --format '%s': text, collapsed or "
-							     "json", optarg);
+				return usage_error("report",
+						   "invalid --format '%s': text, collapsed or "
+						   "json",
+						   optarg);
 			break;
 		case OPT_HTML:
 			if (!*optarg)
@@ -510,8 +515,9 @@ int report_main(int argc, char **argv)
 	}
 	if (optind + 1 != argc) {
 		report_free_tags(&opts.filter);
-		return usage_error("report", "%s", optind == argc ? "give the profile FILE to read"
-								   : "give one profile FILE");
+		return usage_error("report", "%s",
+				   optind == argc ? "give the profile FILE to read"
+						  : "give one profile FILE");
 	}
 	ret = pprof_file__read(argv[optind], &file, err, sizeof(err));
 	if (ret) {

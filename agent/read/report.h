@@ -20,10 +20,10 @@ enum report_format {
 struct report_opts {
 	const char *sample_type; /* NULL: the file's default sample type */
 	enum aggregate_by by;
-	bool by_cum;                 /* by function: sort by cum instead of flat */
+	bool by_cum;		     /* by function: sort by cum instead of flat */
 	struct sample_filter filter; /* tags; group_key/group_value unused here */
-	const char *group_by;        /* label key, or NULL */
-	unsigned top;                /* rows per table; 0: all */
+	const char *group_by;	     /* label key, or NULL */
+	unsigned top;		     /* rows per table; 0: all */
 	enum report_format format;
 };
 

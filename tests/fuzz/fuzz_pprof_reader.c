@@ -27,9 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!out)
 		abort();
 	for (size_t t = 0; t < file->n_types; t++) {
-		struct report_opts opts = { .format = REPORT_JSON, .top = 5, .group_by = "pid" };
-		struct diff_opts diff = { .top = 5, .fail_above = 1,
-					  .sample_type = file->types[t].type };
+		struct report_opts opts = {.format = REPORT_JSON, .top = 5, .group_by = "pid"};
+		struct diff_opts diff = {
+		    .top = 5, .fail_above = 1, .sample_type = file->types[t].type};
 		bool regressed;
 
 		opts.sample_type = file->types[t].type;

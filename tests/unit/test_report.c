@@ -39,34 +39,36 @@ static const char *tmp_path(const char *name)
  * scale multiplies the bytes; extra adds "malloc <- site_new <- main" (1, 40). */
 static int write_known(const char *path, int64_t scale, bool extra, int64_t duration_ns)
 {
-	const struct pprof_value_type types[] = { { "alloc_objects", "count" },
-						  { "alloc_space", "bytes" } };
-	struct pprof_builder *b = pprof_builder__new(types, 2, (struct pprof_value_type){ "space",
-							   "bytes" },
-						     524288, "alloc_space");
-	struct pprof_mapping exe = { .memory_start = 0x400000, .memory_limit = 0x500000,
-				     .filename = "/usr/bin/app", .has_functions = true };
-	struct pprof_mapping libc = { .memory_start = 0x7f0000000000, .memory_limit = 0x7f0000100000,
-				      .filename = "/lib/libc.so.6", .has_functions = true };
-	uint64_t m1 = pprof_builder__add_mapping(b, &exe), m2 = pprof_builder__add_mapping(b, &libc);
-	const char *names[] = { "malloc", "site_a", "zmalloc", "site_b", "main", "site_new" };
+	const struct pprof_value_type types[] = {{"alloc_objects", "count"},
+						 {"alloc_space", "bytes"}};
+	struct pprof_builder *b = pprof_builder__new(
+	    types, 2, (struct pprof_value_type){"space", "bytes"}, 524288, "alloc_space");
+	struct pprof_mapping exe = {.memory_start = 0x400000,
+				    .memory_limit = 0x500000,
+				    .filename = "/usr/bin/app",
+				    .has_functions = true};
+	struct pprof_mapping libc = {.memory_start = 0x7f0000000000,
+				     .memory_limit = 0x7f0000100000,
+				     .filename = "/lib/libc.so.6",
+				     .has_functions = true};
+	uint64_t m1 = pprof_builder__add_mapping(b, &exe),
+		 m2 = pprof_builder__add_mapping(b, &libc);
+	const char *names[] = {"malloc", "site_a", "zmalloc", "site_b", "main", "site_new"};
 	uint64_t loc[7];
 	int ret;
 
 	for (int i = 0; i < 6; i++) {
-		struct pprof_line line = { pprof_builder__function(b, names[i], names[i], "", 0),
-					   0 };
+		struct pprof_line line = {pprof_builder__function(b, names[i], names[i], "", 0), 0};
 
-		loc[i] = pprof_builder__location(b, i == 0 ? m2 : m1,
-						 (i == 0 ? 0x7f0000001000 : 0x401000) + 16 * i,
-						 &line, 1);
+		loc[i] = pprof_builder__location(
+		    b, i == 0 ? m2 : m1, (i == 0 ? 0x7f0000001000 : 0x401000) + 16 * i, &line, 1);
 	}
 	loc[6] = pprof_builder__location(b, m1, 0x401234, NULL, 0);
-	struct pprof_label a = { "endpoint", "/a", 0, NULL }, bb = { "endpoint", "/b", 0, NULL };
-	const uint64_t s1[] = { loc[0], loc[1], loc[4] }, s2[] = { loc[0], loc[2], loc[3], loc[4] },
-		       s4[] = { loc[0], loc[6], loc[4] }, s5[] = { loc[0], loc[5], loc[4] };
-	const int64_t v1[] = { 2, 100 * scale }, v2[] = { 1, 300 * scale }, v3[] = { 1, 50 * scale },
-		      v4[] = { 1, 10 * scale }, v5[] = { 1, 40 };
+	struct pprof_label a = {"endpoint", "/a", 0, NULL}, bb = {"endpoint", "/b", 0, NULL};
+	const uint64_t s1[] = {loc[0], loc[1], loc[4]}, s2[] = {loc[0], loc[2], loc[3], loc[4]},
+		       s4[] = {loc[0], loc[6], loc[4]}, s5[] = {loc[0], loc[5], loc[4]};
+	const int64_t v1[] = {2, 100 * scale}, v2[] = {1, 300 * scale}, v3[] = {1, 50 * scale},
+		      v4[] = {1, 10 * scale}, v5[] = {1, 40};
 
 	pprof_builder__add_sample(b, s1, 3, v1, &a, 1);
 	pprof_builder__add_sample(b, s2, 4, v2, &bb, 1);
@@ -135,7 +137,7 @@ static void reads_known_profile(void)
 static void report_by_site(void)
 {
 	struct pprof_file *file = read_ok(tmp_path("known.pb.gz"));
-	struct report_opts opts = { .top = 10 };
+	struct report_opts opts = {.top = 10};
 	char *text;
 
 	if (!file)
@@ -162,7 +164,7 @@ static void report_by_site(void)
 static void report_by_function_tag_and_group(void)
 {
 	struct pprof_file *file = read_ok(tmp_path("known.pb.gz"));
-	struct report_opts opts = { .top = 3, .by = AGGREGATE_BY_FUNCTION, .by_cum = true };
+	struct report_opts opts = {.top = 3, .by = AGGREGATE_BY_FUNCTION, .by_cum = true};
 	char *text;
 
 	if (!file)
@@ -173,7 +175,7 @@ static void report_by_function_tag_and_group(void)
 	CHECK(strstr(text, "           0 B   0.0%          300 B  65.2%  site_b\n") != NULL);
 	free(text);
 	/* --tag endpoint=/b keeps two samples. */
-	opts = (struct report_opts){ .top = 10 };
+	opts = (struct report_opts){.top = 10};
 	CHECK(report_parse_tag(&opts.filter, "endpoint=/b") == 0);
 	text = report_text(file, &opts);
 	CHECK(strstr(text, "only samples with endpoint=/b") != NULL);
@@ -183,7 +185,7 @@ static void report_by_function_tag_and_group(void)
 	free(text);
 	report_free_tags(&opts.filter);
 	/* --group-by endpoint: one table per value, then the samples without it. */
-	opts = (struct report_opts){ .top = 10, .group_by = "endpoint" };
+	opts = (struct report_opts){.top = 10, .group_by = "endpoint"};
 	text = report_text(file, &opts);
 	const char *a = strstr(text, "\nendpoint=/a:"), *b = strstr(text, "\nendpoint=/b:"),
 		   *unset = strstr(text, "\nendpoint=(unset):");
@@ -198,13 +200,13 @@ static void report_by_function_tag_and_group(void)
 /* A recursive function counts once per sample in cum, however deep it recurses. */
 static void recursion_counts_once(void)
 {
-	const struct pprof_value_type types[] = { { "alloc_space", "bytes" } };
+	const struct pprof_value_type types[] = {{"alloc_space", "bytes"}};
 	struct pprof_builder *b = pprof_builder__new(types, 1, types[0], 1, NULL);
-	struct pprof_line walk = { pprof_builder__function(b, "walk", NULL, NULL, 0), 0 },
-			  m = { pprof_builder__function(b, "malloc", NULL, NULL, 0), 0 };
+	struct pprof_line walk = {pprof_builder__function(b, "walk", NULL, NULL, 0), 0},
+			  m = {pprof_builder__function(b, "malloc", NULL, NULL, 0), 0};
 	uint64_t lm = pprof_builder__location(b, 0, 0x10, &m, 1),
 		 lw = pprof_builder__location(b, 0, 0x20, &walk, 1);
-	const uint64_t stack[] = { lm, lw, lw, lw };
+	const uint64_t stack[] = {lm, lw, lw, lw};
 	const int64_t value = 64;
 	struct aggregate *agg = NULL;
 	struct pprof_file *file;
@@ -226,7 +228,7 @@ static void recursion_counts_once(void)
 static void collapsed_and_json(void)
 {
 	struct pprof_file *file = read_ok(tmp_path("known.pb.gz"));
-	struct report_opts opts = { .format = REPORT_COLLAPSED };
+	struct report_opts opts = {.format = REPORT_COLLAPSED};
 	char *text;
 
 	if (!file)
@@ -243,11 +245,12 @@ static void collapsed_and_json(void)
 	CHECK(strstr(text, "endpoint=/b;main;site_a;malloc 1\n") != NULL);
 	CHECK(strstr(text, "endpoint=(unset);main;app+0x1234;malloc 1\n") != NULL);
 	free(text);
-	opts = (struct report_opts){ .format = REPORT_JSON, .top = 1 };
+	opts = (struct report_opts){.format = REPORT_JSON, .top = 1};
 	text = report_text(file, &opts);
 	CHECK(strstr(text, "\"sample_type\":\"alloc_space\"") != NULL);
-	CHECK(strstr(text, "\"rows\":[{\"name\":\"site_b\",\"alloc_objects\":1,\"alloc_space\":300}]")
-	      != NULL);
+	CHECK(strstr(text,
+		     "\"rows\":[{\"name\":\"site_b\",\"alloc_objects\":1,\"alloc_space\":300}]") !=
+	      NULL);
 	CHECK(strstr(text, "\"totals\":{\"alloc_objects\":5,\"alloc_space\":460}") != NULL);
 	free(text);
 	pprof_file__free(file);
@@ -272,7 +275,7 @@ static char *diff_text(const struct pprof_file *a, const struct pprof_file *b,
 static void diff_sites(void)
 {
 	struct pprof_file *a, *b;
-	struct diff_opts opts = { .top = 10, .fail_above = -1 };
+	struct diff_opts opts = {.top = 10, .fail_above = -1};
 	bool regressed;
 	char *text;
 
@@ -284,13 +287,15 @@ static void diff_sites(void)
 		goto out;
 	text = diff_text(a, b, &opts, &regressed);
 	CHECK(strstr(text, "alloc_space: 460 B -> 960 B (+500 B, +108.7%)") != NULL);
-	CHECK(strstr(text, "grew or started allocating:\n"
-			   "            base              new            delta   change  allocation site\n"
-			   "           300 B            600 B           +300 B  +100.0%  site_b\n"
-			   "           150 B            300 B           +150 B  +100.0%  site_a\n"
-			   "             0 B             40 B            +40 B      new  site_new\n"
-			   "            10 B             20 B            +10 B  +100.0%  app+0x1234\n")
-	      != NULL);
+	CHECK(
+	    strstr(text,
+		   "grew or started allocating:\n"
+		   "            base              new            delta   change  allocation site\n"
+		   "           300 B            600 B           +300 B  +100.0%  site_b\n"
+		   "           150 B            300 B           +150 B  +100.0%  site_a\n"
+		   "             0 B             40 B            +40 B      new  site_new\n"
+		   "            10 B             20 B            +10 B  +100.0%  app+0x1234\n") !=
+	    NULL);
 	CHECK(!regressed);
 	free(text);
 	/* Per second the sites did not change; only site_new is new. */
@@ -306,13 +311,13 @@ static void diff_sites(void)
 	CHECK(!regressed);
 	free(text);
 	/* Reversed: the site stops allocating. */
-	opts = (struct diff_opts){ .top = 10, .fail_above = -1, .normalize = DIFF_NORMALIZE_TOTAL };
+	opts = (struct diff_opts){.top = 10, .fail_above = -1, .normalize = DIFF_NORMALIZE_TOTAL};
 	text = diff_text(b, a, &opts, &regressed);
 	CHECK(strstr(text, "shrank or stopped allocating:") != NULL);
 	CHECK(strstr(text, "    gone  site_new\n") != NULL);
 	free(text);
 	/* By function: cumulative. */
-	opts = (struct diff_opts){ .top = 2, .fail_above = -1, .by = AGGREGATE_BY_FUNCTION };
+	opts = (struct diff_opts){.top = 2, .fail_above = -1, .by = AGGREGATE_BY_FUNCTION};
 	text = diff_text(a, b, &opts, &regressed);
 	CHECK(strstr(text, "+500 B  +108.7%  main\n") != NULL);
 	free(text);
@@ -417,7 +422,7 @@ static void bad_input(void)
 	expect_refused(tmpdir, -EINVAL, "not a regular file");
 
 	/* A valid profile without samples. */
-	const struct pprof_value_type types[] = { { "alloc_space", "bytes" } };
+	const struct pprof_value_type types[] = {{"alloc_space", "bytes"}};
 	struct pprof_builder *b = pprof_builder__new(types, 1, types[0], 1, NULL);
 
 	CHECK(pprof_builder__write_file(b, tmp_path("nosamples.pb.gz")) == 0);
@@ -427,7 +432,8 @@ static void bad_input(void)
 
 static void html_page(void)
 {
-	struct pprof_file *a = read_ok(tmp_path("known.pb.gz")), *b = read_ok(tmp_path("new.pb.gz"));
+	struct pprof_file *a = read_ok(tmp_path("known.pb.gz")),
+			  *b = read_ok(tmp_path("new.pb.gz"));
 	char *text = NULL;
 	size_t len = 0;
 	FILE *out;
