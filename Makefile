@@ -85,6 +85,14 @@ $(BUILD)/obj/%.o: %.c | $(SKELETON) $(BUILD_INFO)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# The flame graph page (agent/read/flamegraph_page.html), compiled into allocscope as bytes.
+$(BUILD)/flamegraph_page.h: agent/read/flamegraph_page.html
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@
+$(BUILD)/obj/agent/read/flamegraph_html.o $(BUILD)/fuzz/obj/agent/read/flamegraph_html.o: \
+	$(BUILD)/flamegraph_page.h
+
 $(BUILD)/allocscope: $(MAIN_OBJ) $(AGENT_OBJS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
@@ -325,6 +333,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/unwind.py
 	$(Q)python3 tests/bench/count.py
 	$(Q)python3 tests/bench/unwind_memory.py
+	$(Q)python3 tests/bench/report.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

@@ -23,6 +23,9 @@
 #include "capture.h"
 #include "util/log.h"
 #include "pipeline.h"
+#include "profile/top_table.h"
+#include "read/flamegraph_html.h"
+#include "read/pprof_reader.h"
 #include "attach/alloc_program.h"
 #include "attach/process_probes.h"
 #include "config/units.h"
@@ -57,6 +60,7 @@ struct capture {
 	pid_t child;             /* the command's pid, or 0 */
 	struct exit_hold *hold;  /* the command, held at its exit for a last map read; or NULL */
 	char output[PATH_MAX];
+	char html[PATH_MAX];     /* --output X.html: the flame graph page; the profile is X.pb.gz */
 	uint64_t handler_errors; /* samples the profile could not take (out of memory) */
 	struct label_limits_stats label_stats; /* per-sample labels through their bounds */
 	struct timespec start_mono;
@@ -94,6 +98,36 @@ static const char *file_type_name(mode_t mode)
 	return "not a regular file";
 }
 
+/* --output X.html: the page goes to X.html and the profile it is drawn from next to it, as
+ * X.pb.gz (the page alone could not be read again by report, diff or pprof). */
+static void html_output(struct capture *cap)
+{
+	size_t len = strlen(cap->output);
+
+	cap->html[0] = '\0';
+	if (len <= 5 || strcmp(cap->output + len - 5, ".html") != 0)
+		return;
+	snprintf(cap->html, sizeof(cap->html), "%s", cap->output);
+	snprintf(cap->output + len - 5, sizeof(cap->output) - (len - 5), ".pb.gz");
+}
+
+/* The flame graph page from the profile just written, read back as `allocscope report
+ * --html` reads it. */
+static int write_html(struct capture *cap)
+{
+	struct pprof_file *file = NULL;
+	char err[1024];
+	int ret = pprof_file__read(cap->output, &file, err, sizeof(err));
+
+	if (!ret)
+		ret = flamegraph_html_write(cap->html, NULL, NULL, file, cap->output,
+					    file->default_type, NULL, err, sizeof(err));
+	pprof_file__free(file);
+	if (ret)
+		log_error("cannot write the flame graph: %s", err);
+	return ret;
+}
+
 /* Refuse early, before touching any process, when the profile could not be written. */
 static int prepare_output(struct capture *cap, pid_t first_pid)
 {
@@ -111,6 +145,7 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 			 (int)first_pid, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			 tm.tm_min, tm.tm_sec);
 	}
+	html_output(cap);
 	/* The profile is renamed over the path, which would replace whatever entry is there
 	 * for everyone who uses it: only a regular file may be replaced. */
 	if (lstat(cap->output, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -643,7 +678,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	struct alloc_site sites[64];
 	struct alloc_profile_totals totals;
 	size_t n = 0, rows = cap->opts->top;
-	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1], function[1024];
+	char bytes[32], rate[32], comm[4 * 64 + 1], allocators[4 * 512 + 1];
 	char sampling[4 * PATH_MAX + 256];
 
 	alloc_profile__totals(cap->profile, &totals);
@@ -668,15 +703,15 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	if (totals.samples && cap->opts->group_by) {
 		print_grouped_top(cap, &totals, rows);
 	} else if (totals.samples && alloc_profile__top_sites(cap->profile, sites, rows, &n) == 0) {
-		printf("\n%14s %7s %15s  %s\n", "alloc_space", "share", "alloc_objects",
-		       "allocation site");
+		static const struct top_table_columns columns = {
+			"alloc_space", "bytes", "alloc_objects", "count", "allocation site"
+		};
+		struct top_table_row table[64];
+
 		for (size_t i = 0; i < n; i++)
-			printf("%14s %6.1f%% %15.0f  %s\n",
-			       units_format_size(sites[i].bytes, bytes, sizeof(bytes)),
-			       totals.bytes > 0 ? 100.0 * sites[i].bytes / totals.bytes : 0.0,
-			       sites[i].objects, log_escaped(function, sites[i].function));
-		printf("%14s %6s  %15.0f  total\n",
-		       units_format_size(totals.bytes, bytes, sizeof(bytes)), "", totals.objects);
+			table[i] = (struct top_table_row){ sites[i].function, sites[i].bytes,
+							   sites[i].objects };
+		top_table_print(stdout, &columns, table, n, totals.bytes, totals.objects);
 	}
 	const struct {
 		uint64_t count;
@@ -878,6 +913,10 @@ int capture_run(const struct capture_opts *opts)
 		print_summary(&cap, &counters, duration_ms);
 		printf("\nprofile: %s\n", cap.output);
 		status = 0;
+		if (cap.html[0] && cap.profile && write_html(&cap) == 0)
+			printf("flame graph: %s\n", cap.html);
+		else if (cap.html[0])
+			status = 1;
 	} else {
 		print_summary(&cap, &counters, duration_ms);
 		printf("\nprofile: not written (see the error above)\n");

@@ -15,6 +15,8 @@
 #include "config/config.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
+#include "read/diff.h"
+#include "read/report.h"
 
 #define EXIT_USAGE 2
 /* getopt_long values of the flags that set configuration keys: OPT_KEY + their index. */
@@ -29,6 +31,8 @@ static const char usage_text[] =
 	"       allocscope --config FILE [--check-config]\n"
 	"       allocscope count|gate ... -- COMMAND [ARGS...]   (exact counts, the CI gate:\n"
 	"                                 allocscope count --help)\n"
+	"       allocscope report [OPTIONS] FILE          (allocscope report --help)\n"
+	"       allocscope diff [OPTIONS] BASE NEW        (allocscope diff --help)\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
@@ -51,7 +55,9 @@ static const char usage_text[] =
 	"                           or every target has exited)\n"
 	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
 	"                           default %1$s)\n"
-	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
+	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz); a\n"
+	"                           name ending in .html writes a flame graph page there and\n"
+	"                           the profile next to it (X.html: X.pb.gz)\n"
 	"      --unwind MODE        how stacks are walked: auto (default: the kernel walks them\n"
 	"                           with tables built from each file's CFI, any depth; where a\n"
 	"                           file has no table, a stack copy unwound here with CFI and\n"
@@ -81,7 +87,7 @@ static const char usage_text[] =
 	"until it exits, and returns its exit status. Ctrl-C or SIGTERM ends a capture and still\n"
 	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
 	"\n"
-	"Read the profile with: go tool pprof -top FILE\n";
+	"Read the profile with: allocscope report FILE (or go tool pprof -top FILE)\n";
 
 static void print_usage(FILE *out)
 {
@@ -323,6 +329,11 @@ int main(int argc, char **argv)
 	/* Subcommands with their own command line (issue 18: count, gate). */
 	if (count_cli_handles(argv[1]))
 		return count_cli_main(argc - 1, argv + 1);
+	/* Subcommands that read profiles: no configuration, no privileges. */
+	if (strcmp(argv[1], "report") == 0)
+		return report_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "diff") == 0)
+		return diff_main(argc - 1, argv + 1);
 	if (config_defaults(&settings) != 0) {
 		fputs("allocscope: cannot start: out of memory\n", stderr);
 		return 1;

@@ -683,7 +683,8 @@ static bool is_wrapper_name(const struct alloc_profile *profile, const char *nam
 	 * own): it allocates for whoever called liballoc. */
 	if (name[0] == '<' && strstr(name, " as core::alloc::global::GlobalAlloc>::"))
 		return true;
-	return profile->has_skip_frames && regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
+	return profile && profile->has_skip_frames &&
+	       regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
 }
 
 static bool is_allocator_function(const struct symbolized_frame *frame)
@@ -1551,4 +1552,15 @@ int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char 
 	}
 	*count = filled;
 	return 0;
+}
+
+bool alloc_profile_is_allocator_function(const char *function, const char *system_name)
+{
+	return is_allocator_name(system_name && *system_name ? system_name : function);
+}
+
+bool alloc_profile_is_wrapper_function(const char *function, const char *system_name)
+{
+	return is_wrapper_name(NULL, function) ||
+	       (system_name && *system_name && is_wrapper_name(NULL, system_name));
 }

@@ -144,6 +144,12 @@ int alloc_profile__encode_pprof(struct alloc_profile *profile,
 				const struct alloc_profile_output *output, uint8_t **data,
 				size_t *len);
 
+/* What a site looks through, for readers of a written profile (allocscope report): a function
+ * of the allocator (by linkage name when there is one), or one of the built-in wrappers
+ * (zmalloc, g_malloc, Rust's liballoc, ...). */
+bool alloc_profile_is_allocator_function(const char *function, const char *system_name);
+bool alloc_profile_is_wrapper_function(const char *function, const char *system_name);
+
 /* Distinct processes whose samples this profile holds. */
 size_t alloc_profile__process_count(const struct alloc_profile *profile);
 

@@ -756,6 +756,7 @@ import gate_tests  # noqa: E402,F401  (exact counting and the allocation gate, i
 import version_tests  # noqa: E402,F401  (service_version: capture --group-by, Parca filter and diff)
 import short_command_tests  # noqa: E402,F401  (commands that exit before the first drain)
 import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
+import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame graph in Chromium)
 
 
 def main():
