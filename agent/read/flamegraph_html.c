@@ -338,7 +338,8 @@ static void write_meta(FILE *out, const struct pprof_file *base, const char *bas
 		snprintf(line, sizeof(line), "allocscope report: %.200s", file_name);
 		json_out_string(out, line);
 	}
-	/* One line per profile: samples, duration, its comments (the capture's targets). */
+	/* One line per profile: distinct stacks (pprof samples, not sampled allocations), duration,
+	 * its comments (the capture's targets). */
 	char *meta = NULL;
 	size_t len = 0;
 	FILE *m = open_memstream(&meta, &len);
@@ -350,7 +351,7 @@ static void write_meta(FILE *out, const struct pprof_file *base, const char *bas
 	for (int k = base ? 0 : 1; k < 2; k++) {
 		const struct pprof_file *f = k ? file : base;
 
-		fprintf(m, "%s%s: %zu samples", k && base ? "\n" : "",
+		fprintf(m, "%s%s: %zu distinct stacks", k && base ? "\n" : "",
 			k ? (base ? "new" : "profile") : "base", f->n_samples);
 		if (f->duration_nanos > 0)
 			fprintf(m, " over %.1fs", f->duration_nanos / 1e9);
