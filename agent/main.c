@@ -67,6 +67,12 @@ static const char usage_text[] =
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
 	"                           largest sample, to %6$s; default %7$s)\n"
+	"      --inuse              also in-use (live heap) profiles: inuse_space and\n"
+	"                           inuse_objects in the profile (Go heap-profile semantics) and\n"
+	"                           a leak table (live sites by size, age of their oldest live\n"
+	"                           sample, growth). Needs targets that preload\n"
+	"                           liballocscope-sampler.so (otel_memory:free, about 1 ns per\n"
+	"                           free); other targets get allocation profiles only\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -161,7 +167,7 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_INUSE };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -170,6 +176,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+		{ "inuse", no_argument, NULL, OPT_INUSE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 	};
@@ -230,6 +237,9 @@ static int run(int argc, char **argv, struct agent_config *settings)
 				return usage_error("empty --output%s", "");
 			opts.output = optarg;
 			break;
+		case OPT_INUSE:
+			opts.inuse = true;
+			break;
 		case OPT_TOP:
 			if (units_parse_size(optarg, &value) != 0 || value > 64)
 				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
@@ -279,6 +289,8 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
+	if (opts.inuse)
+		opts.sampling.live_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	return capture_run(&opts);
 }
 

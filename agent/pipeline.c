@@ -43,6 +43,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.walk_frame_pointers = opts->unwind == UNWIND_FP,
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
 		.kernel_unwind = wants_kernel_walk(opts->unwind),
+		.live_entries = opts->live_entries,
 	};
 	struct pipeline *p;
 	int ret;

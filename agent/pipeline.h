@@ -29,6 +29,8 @@ struct sampling_opts {
 	uint32_t stack_copy_bytes;  /* sampling.stack_copy_size, --stack-copy-size: user stack
 				       copied per sample for CFI unwinding (a power of two) */
 	uint32_t ringbuf_bytes;     /* sampling.ringbuf_size, --ringbuf-size (a power of two) */
+	uint32_t live_entries;      /* --inuse: track live sampled allocations in a map of this
+				       many entries (in-use profiles); 0: off */
 	char *debuginfod_urls;      /* symbolize.debuginfod_urls, --debuginfod; NULL: the
 				       DEBUGINFOD_URLS environment variable; "": none. Owned by
 				       the configuration the struct sits in. */

@@ -132,6 +132,7 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 	send_drop_notice(size, weighted_bytes, entry);
 }
 
+#include "live.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -227,6 +228,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	rec->time_ns = bpf_ktime_get_ns();
 	rec->weighted_bytes = weighted_bytes;
 	rec->entry = entry;
+	track_live_sample(ctx, rec);
 	rec->caller_address = 0;
 	if (at_entry) {
 		err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
@@ -422,7 +424,11 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 SEC("uprobe")
 int alloc_usdt(struct pt_regs *ctx)
 {
-	return on_usdt_alloc(ctx, bpf_get_attach_cookie(ctx));
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+
+	if (cookie & ALLOC_COOKIE_USDT_FREE)
+		return on_usdt_free(ctx, cookie);
+	return on_usdt_alloc(ctx, cookie);
 }
 
 /* Every entry point at once, for a uprobe_multi link (libbpf loads it with that attach type;
@@ -436,7 +442,8 @@ int alloc_multi(struct pt_regs *ctx)
 	__u64 nmemb, size, alignment;
 
 	if (entry >= ALLOC_COOKIE_USDT)
-		return on_usdt_alloc(ctx, entry);
+		return entry & ALLOC_COOKIE_USDT_FREE ? on_usdt_free(ctx, entry)
+						      : on_usdt_alloc(ctx, entry);
 	switch (entry) {
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:

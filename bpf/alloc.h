@@ -223,6 +223,10 @@ struct alloc_counters {
 	__u64 unwind_preempted;  /* kernel walks whose per-CPU record another program on the
 				    same CPU overwrote meanwhile: sent as drop notices (weight
 				    kept, stack not) */
+	/* In-use tracking (--inuse, bpf/live.bpf.h): */
+	__u64 live_overflow;     /* sampled allocations not tracked: live_allocs was full (the
+				    in-use estimates are low; the profile says so) */
+	__u64 live_frees;        /* frees that removed a tracked allocation */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned
@@ -238,6 +242,25 @@ struct alloc_counters {
  * ALLOC_COOKIE_USDT + the index of their argument spec in the usdt_specs map. */
 #define ALLOC_COOKIE_USDT (1ull << 32)
 #define ALLOC_MAX_USDT_SPECS 256
+/* ... and an otel_memory:free site's cookie has this bit on top (in-use tracking). */
+#define ALLOC_COOKIE_USDT_FREE (1ull << 40)
+
+/* In-use tracking: the sampled allocations still live, keyed by process and pointer; the
+ * value's time_ns is the sample's (struct alloc_sample.time_ns), which the agent joins on. */
+struct alloc_live_key {
+	__u32 pid;               /* tgid */
+	__u32 reserved;
+	__u64 ptr;
+};
+
+struct alloc_live {
+	__u64 time_ns;
+	__u64 size;              /* as in the sample */
+	__u64 weighted_bytes;    /* as in the sample */
+};
+
+#define ALLOC_LIVE_DEFAULT_ENTRIES 65536
+#define ALLOC_LIVE_MAX_ENTRIES (1u << 24)
 
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a

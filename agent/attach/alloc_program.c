@@ -14,6 +14,7 @@
 #include <linux/bpf.h>
 #include <linux/capability.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "alloc_program.h"
@@ -142,6 +143,14 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	prog->skel->rodata->only_caller = opts->only_caller;
 	prog->skel->rodata->caller_uid = opts->caller_uid;
 	prog->skel->rodata->caller_gid = opts->caller_gid;
+	prog->skel->rodata->track_live = opts->live_entries > 0;
+	ret = bpf_map__set_max_entries(prog->skel->maps.live_allocs,
+				       opts->live_entries ? opts->live_entries : 1);
+	if (ret) {
+		snprintf(err, err_len, "cannot size the in-use tracking map to %u entries: %s",
+			 opts->live_entries, strerror(-ret));
+		return ret;
+	}
 	sampling_fill_log2_table(table);
 	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
 	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);
@@ -436,4 +445,65 @@ int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool prof
 		ret = bpf_map__delete_elem(prog->skel->maps.profiled_processes, &key,
 					   sizeof(key), 0);
 	return ret == -ENOENT && !profiled ? 0 : ret;
+}
+
+bool alloc_program__tracks_live(const struct alloc_program *prog)
+{
+	return prog->skel->rodata->track_live;
+}
+
+int alloc_program__for_each_live(struct alloc_program *prog, alloc_live_fn fn, void *ctx)
+{
+	struct alloc_live_key key, next;
+	struct alloc_live value;
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs), visited = 0, ret;
+	const void *prev = NULL;
+
+	/* get_next_key from a key that was deleted meanwhile restarts at the first key: a
+	 * bound on the visits keeps a busy map from looping forever. */
+	for (uint64_t bound = 2ull * bpf_map__max_entries(prog->skel->maps.live_allocs) + 16;
+	     bound; bound--) {
+		ret = bpf_map_get_next_key(fd, prev, &next);
+		if (ret)
+			return ret == -ENOENT || errno == ENOENT ? visited : -errno;
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &value))
+			continue; /* freed meanwhile */
+		visited++;
+		if (fn(&key, &value, ctx))
+			break;
+	}
+	return visited;
+}
+
+size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid)
+{
+	struct alloc_live_key key, next, *doomed = NULL, *grown;
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs);
+	size_t n = 0, cap = 0, dropped = 0;
+	const void *prev = NULL;
+
+	if (!prog->skel->rodata->track_live)
+		return 0;
+	/* Keys first, deletes after: a deleted key cannot lead get_next_key on. */
+	for (uint64_t bound = 2ull * bpf_map__max_entries(prog->skel->maps.live_allocs) + 16;
+	     bound && bpf_map_get_next_key(fd, prev, &next) == 0; bound--) {
+		key = next;
+		prev = &key;
+		if (key.pid != (uint32_t)pid)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 256;
+			grown = realloc(doomed, cap * sizeof(*doomed));
+			if (!grown)
+				break;
+			doomed = grown;
+		}
+		doomed[n++] = key;
+	}
+	for (size_t i = 0; i < n; i++)
+		dropped += bpf_map_delete_elem(fd, &doomed[i]) == 0;
+	free(doomed);
+	return dropped;
 }

@@ -28,6 +28,8 @@ struct alloc_program_opts {
 	bool only_caller;            /* sample only processes running as exactly this uid/gid
 					with no capabilities (counted as not_permitted) */
 	uint32_t caller_uid, caller_gid;
+	uint32_t live_entries;       /* in-use tracking (--inuse): the live_allocs map's size;
+					0: no tracking (the program keeps no live set) */
 };
 
 /* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On
@@ -80,5 +82,15 @@ int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t
 int alloc_program__process_events_fd(const struct alloc_program *prog);
 /* Forks of a profiled process are reported; of others not. 0 or -errno. */
 int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool profiled);
+
+/* In-use tracking (bpf/live.bpf.h). Whether the program keeps a live set (live_entries > 0). */
+bool alloc_program__tracks_live(const struct alloc_program *prog);
+/* Calls fn once for each tracked live allocation (a snapshot: entries added or freed while it
+ * runs may or may not be seen); fn returns 0 to go on. Returns the number visited or -errno. */
+typedef int (*alloc_live_fn)(const struct alloc_live_key *key, const struct alloc_live *value,
+			     void *ctx);
+int alloc_program__for_each_live(struct alloc_program *prog, alloc_live_fn fn, void *ctx);
+/* Drops pid's live entries (it exited, or left the targets). Returns how many. */
+size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid);
 
 #endif

@@ -51,6 +51,7 @@ struct usdt_candidate {
 	char open_path[PATH_MAX + 32];
 	uint64_t offsets[MAX_USDT_SITES], semaphores[MAX_USDT_SITES];
 	struct usdt_probe_spec specs[MAX_USDT_SITES];
+	bool is_free[MAX_USDT_SITES]; /* an otel_memory:free site (in-use tracking) */
 	size_t n_sites;
 };
 
@@ -88,6 +89,7 @@ struct candidates {
 	size_t count;
 	struct usdt_candidate usdt[MAX_FILES];
 	size_t n_usdt;
+	bool want_free; /* the program tracks live allocations: otel_memory:free sites too */
 	/* The first file that could not be opened, and why: when no malloc is found, that is
 	 * the likelier reason (no ptrace access to the process) than a stripped binary. */
 	int open_error;
@@ -130,6 +132,24 @@ static bool find_usdt_sites(struct candidates *c, const char *path, const char *
 		}
 		cand->offsets[cand->n_sites] = probe->file_offset;
 		cand->semaphores[cand->n_sites] = probe->semaphore_offset;
+		cand->is_free[cand->n_sites] = false;
+		cand->n_sites++;
+	}
+	/* In-use: the frees of the sampled pointers, otel_memory:free(ptr). */
+	probe = NULL;
+	while (c->want_free && cand->n_sites &&
+	       (probe = usdt_notes__find(notes, "otel_memory", "free", probe)) &&
+	       cand->n_sites < MAX_USDT_SITES) {
+		char why[256];
+
+		if (usdt_probe__spec(probe, 1, &cand->specs[cand->n_sites], why, sizeof(why))) {
+			log_debug("%s: otel_memory:free at 0x%llx is not used: %s", path,
+				  (unsigned long long)probe->file_offset, why);
+			continue;
+		}
+		cand->offsets[cand->n_sites] = probe->file_offset;
+		cand->semaphores[cand->n_sites] = probe->semaphore_offset;
+		cand->is_free[cand->n_sites] = true;
 		cand->n_sites++;
 	}
 	usdt_notes__free(notes);
@@ -607,8 +627,10 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 				return ret;
 			}
 			probe->point.entry = ALLOC_ENTRY_USDT_ALLOC;
+			if (cand->is_free[i])
+				probe->cookie |= ALLOC_COOKIE_USDT_FREE;
 			snprintf(probe->point.names, sizeof(probe->point.names),
-				 "otel_memory:alloc");
+				 cand->is_free[i] ? "otel_memory:free" : "otel_memory:alloc");
 			snprintf(probe->point.allocator, sizeof(probe->point.allocator),
 				 "otel_memory");
 			probe->point.file_offset = cand->offsets[i];
@@ -645,6 +667,7 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 		return -ENOMEM;
 	}
 	probes->pid = pid;
+	cands->want_free = alloc_program__tracks_live(prog);
 	if (command)
 		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
 	else

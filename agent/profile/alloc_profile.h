@@ -1,6 +1,6 @@
 /* Sampled allocations aggregated per (process, stack), unbiased as they arrive, and turned
- * into a pprof allocation profile (alloc_objects/count, alloc_space/bytes) and a top table of
- * allocation sites. */
+ * into a pprof allocation profile (alloc_objects/count, alloc_space/bytes; with in-use enabled
+ * also inuse_objects/count, inuse_space/bytes) and a top table of allocation sites. */
 #ifndef ALLOCSCOPE_ALLOC_PROFILE_H
 #define ALLOCSCOPE_ALLOC_PROFILE_H
 
@@ -18,6 +18,23 @@ struct alloc_site {
 	const char *function;  /* owned by the profile; a hex address when unnamed */
 	double bytes;          /* alloc_space estimate */
 	double objects;        /* alloc_objects estimate */
+	/* With in-use (alloc_profile__enable_inuse), at the last snapshot: */
+	double inuse_bytes, inuse_objects;
+	double inuse_growth;   /* inuse_bytes minus the site's at the snapshot before */
+	uint64_t oldest_live_ns; /* CLOCK_MONOTONIC allocation time of its oldest live sample,
+				    0 when none is live */
+};
+
+/* In-use totals at the last snapshot. */
+struct alloc_profile_inuse {
+	double bytes, objects;     /* inuse_space, inuse_objects estimates */
+	uint64_t live_samples;     /* live entries taken in */
+	uint64_t untracked;        /* of those, without a kept sample (its record was dropped):
+				      under ALLOC_PROFILE_DROPPED_FRAME */
+	uint64_t overflow;         /* sampled allocations never tracked (the live map was full):
+				      the estimates are low, and the profile says so */
+	uint64_t snapshot_ns, prev_snapshot_ns; /* CLOCK_MONOTONIC; 0 before any */
+	uint64_t snapshots;
 };
 
 struct alloc_profile_totals {
@@ -133,6 +150,28 @@ int alloc_profile__write_pprof(struct alloc_profile *profile, const char *path,
 int alloc_profile__encode_pprof(struct alloc_profile *profile,
 				const struct alloc_profile_output *output, uint8_t **data,
 				size_t *len);
+
+/* In-use (live heap) profiles, Go's heap-profile semantics: inuse_objects/count and
+ * inuse_space/bytes next to alloc_*, the estimated live memory at the last snapshot,
+ * attributed to the allocating stack with the allocation's own weight. Enable before adding
+ * samples: each sample added is remembered by (pid, time_ns) until a snapshot no longer finds
+ * it live. 0 or -ENOMEM. */
+int alloc_profile__enable_inuse(struct alloc_profile *profile);
+bool alloc_profile__has_inuse(const struct alloc_profile *profile);
+/* A snapshot: begin (now_ns, CLOCK_MONOTONIC) clears the in-use values, add takes each live
+ * entry (struct alloc_live of bpf/alloc.h: the sample's time_ns, size and weight; weight 0 =
+ * the kernel path's own rate), end forgets the samples not found live and records overflow
+ * (the live map's cumulative overflow count). add returns 0 or -ENOMEM. */
+void alloc_profile__inuse_begin(struct alloc_profile *profile, uint64_t now_ns);
+int alloc_profile__inuse_add(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			     uint64_t size, uint64_t weighted_bytes);
+void alloc_profile__inuse_end(struct alloc_profile *profile, uint64_t overflow);
+void alloc_profile__inuse_totals(const struct alloc_profile *profile,
+				 struct alloc_profile_inuse *out);
+/* The allocation sites as alloc_profile__top_sites gives them, by inuse_space, largest first
+ * (sites with nothing live left out). */
+int alloc_profile__top_live_sites(struct alloc_profile *profile, struct alloc_site *out,
+				  size_t max, size_t *count);
 
 /* Distinct processes whose samples this profile holds. */
 size_t alloc_profile__process_count(const struct alloc_profile *profile);
