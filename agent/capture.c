@@ -619,7 +619,7 @@ static void print_leak_table(struct capture *cap, struct alloc_site *sites, size
 	       (unsigned long long)inuse.live_samples);
 	if (inuse.overflow)
 		printf("in-use estimates are LOW: %llu sampled allocations were not tracked (the "
-		       "live map was full)\n",
+		       "live map was full: raise --inuse-entries)\n",
 		       (unsigned long long)inuse.overflow);
 	if (alloc_profile__top_live_sites(cap->profile, sites, rows, &n) != 0 || n == 0)
 		return;

@@ -73,6 +73,9 @@ static const char usage_text[] =
 	"                           sample, growth). Needs targets that preload\n"
 	"                           liballocscope-sampler.so (otel_memory:free, about 1 ns per\n"
 	"                           free); other targets get allocation profiles only\n"
+	"      --inuse-entries N    live sampled allocations tracked at most (implies --inuse;\n"
+	"                           16 to 16777216, default 65536, ~100 bytes each in the\n"
+	"                           kernel); past it, counted and the estimates flagged low\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -167,7 +170,7 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_INUSE };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_INUSE, OPT_INUSE_ENTRIES };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -177,6 +180,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 		{ "inuse", no_argument, NULL, OPT_INUSE },
+		{ "inuse-entries", required_argument, NULL, OPT_INUSE_ENTRIES },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 	};
@@ -188,6 +192,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	bool check_config = false, capture_option = false;
 	int log_level_override = -1, after_last_option = 1;
 	uint64_t value;
+	uint32_t inuse_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	char err[512];
 	int c, ret;
 
@@ -240,6 +245,14 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		case OPT_INUSE:
 			opts.inuse = true;
 			break;
+		case OPT_INUSE_ENTRIES:
+			if (units_parse_size(optarg, &value) != 0 || value < 16 ||
+			    value > ALLOC_LIVE_MAX_ENTRIES)
+				return usage_error("invalid --inuse-entries '%s': expected 16 to "
+						   "16777216", optarg);
+			opts.inuse = true;
+			inuse_entries = (uint32_t)value;
+			break;
 		case OPT_TOP:
 			if (units_parse_size(optarg, &value) != 0 || value > 64)
 				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
@@ -290,7 +303,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
 	if (opts.inuse)
-		opts.sampling.live_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
+		opts.sampling.live_entries = inuse_entries;
 	return capture_run(&opts);
 }
 

@@ -1236,7 +1236,7 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 
 		snprintf(line, sizeof(line),
 			 "in-use estimates are LOW: %llu sampled allocations were not tracked "
-			 "(the live map was full; raise --inuse-entries)",
+			 "(the live map was full: raise --inuse-entries)",
 			 (unsigned long long)profile->inuse_totals.overflow);
 		ret = pprof_builder__add_comment(builder, line);
 	}

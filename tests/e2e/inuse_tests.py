@@ -1,0 +1,102 @@
+"""End-to-end tests of in-use (live heap) profiles on the cooperative path (issue 16): the
+sampler fires otel_memory:free only for the pointers it sampled, the BPF side keeps the live
+set, and `allocscope --inuse` writes inuse_objects/inuse_space next to alloc_* and prints a
+leak table. Imported by run.py (needs root and BPF)."""
+import os
+import re
+
+from helpers import ALLOCSCOPE, BUILD, expected_with_tolerance, run, test
+from pprof_reader import Profile
+
+SAMPLER = os.path.join(BUILD, "liballocscope-sampler.so")
+LIVE_SITES = os.path.join(BUILD, "workloads", "live_sites")
+RATE, RATE_ARG = 64 * 1024, "64KiB"
+JEMALLOC = [p for p in ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",) if os.path.exists(p)]
+
+
+def manifest(text, kind):
+    """{site: [(size, count), ...]} from the workload's 'alloc|live SITE SIZE COUNT' lines."""
+    sites = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == kind:
+            sites.setdefault(parts[1], []).append((int(parts[2]), int(parts[3])))
+    assert sites, f"no '{kind}' manifest in the workload's output: {text[:300]!r}"
+    return sites
+
+
+def capture(tmp, name, extra_args=(), preload_after=()):
+    out_path = os.path.join(tmp, name + ".pb.gz")
+    env = dict(os.environ, LD_PRELOAD=" ".join([SAMPLER, *preload_after]),
+               ALLOCSCOPE_SAMPLE_RATE=RATE_ARG)
+    # -s 100: the process lives ~1 s, so the capture reads its maps and symbols while it runs.
+    result = run([ALLOCSCOPE, "--inuse", *extra_args, "--ringbuf-size", "256MiB", "-o",
+                  out_path, "--", LIVE_SITES, "-s", "100"], env=env)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    return result, Profile(out_path)
+
+
+def check_values(profile, sites, bytes_index, objects_index, what):
+    space = profile.totals_by_function(bytes_index)
+    objects = profile.totals_by_function(objects_index)
+    problems = []
+    for site, classes in sites.items():
+        b_truth, b_tol, o_truth, o_tol = expected_with_tolerance(classes, RATE)
+        if abs(space.get(site, 0) - b_truth) > b_tol:
+            problems.append(f"{site}: {what}_space {space.get(site, 0)} vs {b_truth:.0f} "
+                            f"(+-{b_tol:.0f})")
+        if abs(objects.get(site, 0) - o_truth) > o_tol:
+            problems.append(f"{site}: {what}_objects {objects.get(site, 0)} vs {o_truth:.0f} "
+                            f"(+-{o_tol:.0f})")
+    assert not problems, "\n".join(problems)
+    return space
+
+
+def check_inuse_capture(tmp, name, preload_after=()):
+    result, profile = capture(tmp, name, preload_after=preload_after)
+    attach = [line for line in result.stderr.splitlines() if "profiling pid" in line][0]
+    assert "otel_memory:alloc, otel_memory:free" in attach, attach
+    assert [t for t, _ in profile.sample_types] == \
+        ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"], profile.sample_types
+    # Allocation totals are what they were without --inuse; in-use is what stays live.
+    check_values(profile, manifest(result.stdout, "alloc"), 1, 0, "alloc")
+    live = manifest(result.stdout, "live")
+    inuse = check_values(profile, live, 3, 2, "inuse")
+    assert inuse.get("free_site", 0) == 0, f"free_site freed everything: {inuse}"
+    # The leak table names the live sites, largest first, and leaves out the one that freed
+    # all it allocated.
+    table = result.stdout.split("inuse_space", 1)[1]
+    rows = [line.split()[-1] for line in table.splitlines()[1:] if line.strip()]
+    assert rows[:3] == ["realloc_site", "keep_site", "grow_site"], table
+    assert "free_site" not in table.split("profile:")[0], table
+    assert re.search(r"in use at the end: [\d.]+ MiB", result.stdout), result.stdout
+
+
+@test
+def inuse_cooperative_estimates_each_site(tmp):
+    """Known live and freed totals per site (kept, freed, growing, realloc chains) through the
+    preloaded sampler (glibc): every site's inuse_space and inuse_objects within the sampling
+    tolerance, alloc_* unchanged, a site that freed everything at 0."""
+    check_inuse_capture(tmp, "glibc")
+
+
+@test
+def inuse_cooperative_estimates_each_site_jemalloc(tmp):
+    """The same in front of jemalloc (LD_PRELOAD="sampler libjemalloc.so.2"), if installed."""
+    if not JEMALLOC:
+        print("  (skipped: libjemalloc.so.2 not installed)")
+        return
+    check_inuse_capture(tmp, "jemalloc", preload_after=JEMALLOC)
+
+
+@test
+def inuse_map_overflow_is_counted_and_flagged(tmp):
+    """A live map smaller than the live samples: the overflow is counted in the summary and
+    the profile says its in-use estimates are low; it never fails silently."""
+    result, profile = capture(tmp, "overflow", extra_args=["--inuse-entries", "64"])
+    m = re.search(r"in-use estimates are LOW: (\d+) sampled allocations were not tracked",
+                  result.stdout)
+    assert m and int(m.group(1)) > 0, result.stdout
+    assert any("in-use estimates are LOW" in c for c in profile.comments), profile.comments
+    live_samples = int(re.search(r"\((\d+) live samples\)", result.stdout).group(1))
+    assert live_samples <= 64, result.stdout

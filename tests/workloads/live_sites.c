@@ -1,0 +1,93 @@
+/* Workload for in-use (live heap) profiles (tests/e2e/inuse_tests.py): sites whose live and
+ * allocated totals are known exactly, then exit without freeing what is kept. It prints one
+ * manifest line per site and size class:
+ *
+ *   alloc SITE SIZE COUNT      COUNT allocations of SIZE bytes made at SITE
+ *   live SITE SIZE COUNT       of which COUNT of SIZE bytes are still live at exit
+ *
+ * Sites:
+ *   keep_site     2000 x 16 KiB, all kept                  (a cache that is merely big)
+ *   free_site     4000 x 16 KiB, all freed                 (churn: nothing live)
+ *   grow_site     10 rounds x 200 x 8 KiB, kept            (grows by 1.6 MB a round)
+ *   realloc_site  2000 chains of realloc 4 KiB -> 32 KiB,  (each realloc frees the block
+ *                 the last block of each kept               before: only 32 KiB live)
+ * -s MS sleeps MS milliseconds between grow rounds (a capture sees the growth). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void *volatile sink;
+static void **kept;
+static size_t n_kept;
+
+static void keep(void *ptr)
+{
+	if (!ptr) {
+		fprintf(stderr, "allocation failed\n");
+		exit(2);
+	}
+	memset(ptr, 1, 64);
+	kept[n_kept++] = ptr;
+}
+
+__attribute__((noinline)) static void keep_site(void)
+{
+	for (int i = 0; i < 2000; i++)
+		keep(malloc(16384));
+}
+
+__attribute__((noinline)) static void free_site(void)
+{
+	for (int i = 0; i < 4000; i++) {
+		sink = malloc(16384);
+		free(sink);
+	}
+}
+
+__attribute__((noinline)) static void grow_site(void)
+{
+	for (int i = 0; i < 200; i++)
+		keep(malloc(8192));
+}
+
+__attribute__((noinline)) static void *realloc_site(void *ptr, size_t size)
+{
+	return realloc(ptr, size);
+}
+
+int main(int argc, char **argv)
+{
+	long sleep_ms = argc > 2 && strcmp(argv[1], "-s") == 0 ? atol(argv[2]) : 0;
+	struct timespec pause = { sleep_ms / 1000, (sleep_ms % 1000) * 1000000 };
+
+	kept = calloc(2000 + 2000 + 2000, sizeof(*kept));
+	if (!kept)
+		return 2;
+	keep_site();
+	free_site();
+	for (int round = 0; round < 10; round++) {
+		grow_site();
+		if (sleep_ms)
+			nanosleep(&pause, NULL);
+	}
+	for (int chain = 0; chain < 2000; chain++) {
+		void *ptr = NULL;
+
+		for (size_t size = 4096; size <= 32768; size *= 2) {
+			ptr = realloc_site(ptr, size);
+			if (!ptr)
+				return 2;
+		}
+		keep(ptr);
+	}
+	printf("alloc keep_site 16384 2000\nlive keep_site 16384 2000\n");
+	printf("alloc free_site 16384 4000\n");
+	printf("alloc grow_site 8192 2000\nlive grow_site 8192 2000\n");
+	for (size_t size = 4096; size <= 32768; size *= 2)
+		printf("alloc realloc_site %zu 2000\n", size);
+	printf("live realloc_site 32768 2000\n");
+	fflush(stdout);
+	return 0;
+}
