@@ -323,6 +323,13 @@ static void describe_targets(const struct capture *cap)
 		if (process_probes__cooperative(t->probes))
 			log_info("profiling pid %d (%s): %s", (int)t->pid, t->comm,
 				 usdt_sites(cap, t->probes, files, sizeof(files)));
+		else if (process_probes__frees(t->probes))
+			log_info("profiling pid %d (%s): %zu probes (%zu of them on frees, for "
+				 "in-use; session uprobes: returns of sampled calls only) on %s, %s",
+				 (int)t->pid, t->comm, process_probes__count(t->probes),
+				 process_probes__frees(t->probes), files,
+				 stepped ? "some single-stepped (slower)"
+					 : "all on emulated instructions");
 		else
 			log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid,
 				 t->comm, process_probes__count(t->probes), files,
@@ -703,6 +710,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 					      "the process or its leaf yet (unwound in user space)" },
 		{ counters->unwind_preempted, "stacks lost to another walk on the same CPU (their "
 					      "weight kept under [dropped samples])" },
+		{ counters->live_returns_lost, "sampled allocations not tracked as live: the call "
+					       "failed, or a sampled call nested in it took its "
+					       "place (in-use)" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;

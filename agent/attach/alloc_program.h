@@ -56,6 +56,15 @@ bool alloc_program__has_multi(const struct alloc_program *prog);
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
 				const uint64_t *offsets, const uint64_t *semaphores,
 				const uint64_t *cookies, size_t count, struct bpf_link **link);
+/* In-use on the transparent path (live_entries > 0 and a kernel with session uprobes, Linux
+ * 6.13+): whether entry points go into one session link per file, which also takes the free
+ * probes (ALLOC_COOKIE_FREE cookies) and tracks the pointers sampled calls return. */
+bool alloc_program__has_session(const struct alloc_program *prog);
+/* As alloc_program__attach_multi, without semaphores, for a session link: 0 with *link_fd set
+ * (close() detaches) or -errno; -EOPNOTSUPP when the program has no session links. */
+int alloc_program__attach_session(struct alloc_program *prog, pid_t pid, const char *path,
+				  const uint64_t *offsets, const uint64_t *cookies, size_t count,
+				  int *link_fd);
 /* The cooperative path (otel_memory:alloc USDT). A probe site's argument spec goes into the
  * program's table once (identical specs share an entry; at most ALLOC_MAX_USDT_SPECS
  * distinct ones, then -ENOSPC); *cookie is what its probe must report. Without multi links a

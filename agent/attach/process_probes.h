@@ -58,5 +58,7 @@ size_t process_probes__on_nop5(const struct process_probes *probes);
 /* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),
  * then the entry points left unprobed and the function that counts for each. */
 void process_probes__describe(const struct process_probes *probes, FILE *out);
+/* Of the probes, those on frees (in-use on the transparent path, session links). */
+size_t process_probes__frees(const struct process_probes *probes);
 
 #endif

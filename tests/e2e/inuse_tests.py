@@ -1,7 +1,8 @@
-"""End-to-end tests of in-use (live heap) profiles on the cooperative path (issue 16): the
-sampler fires otel_memory:free only for the pointers it sampled, the BPF side keeps the live
-set, and `allocscope --inuse` writes inuse_objects/inuse_space next to alloc_* and prints a
-leak table. Imported by run.py (needs root and BPF)."""
+"""End-to-end tests of in-use (live heap) profiles (issue 16), on both paths: cooperative (the
+sampler fires otel_memory:free only for the pointers it sampled) and transparent (session
+uprobes return the pointers of sampled calls only; probes on free and its relatives). The BPF
+side keeps the live set, and `allocscope --inuse` writes inuse_objects/inuse_space next to
+alloc_* and prints a leak table. Imported by run.py (needs root and BPF)."""
 import os
 import re
 
@@ -25,10 +26,14 @@ def manifest(text, kind):
     return sites
 
 
-def capture(tmp, name, extra_args=(), preload_after=()):
+def capture(tmp, name, extra_args=(), preload_after=(), cooperative=True):
     out_path = os.path.join(tmp, name + ".pb.gz")
-    env = dict(os.environ, LD_PRELOAD=" ".join([SAMPLER, *preload_after]),
-               ALLOCSCOPE_SAMPLE_RATE=RATE_ARG)
+    if cooperative:
+        env = dict(os.environ, LD_PRELOAD=" ".join([SAMPLER, *preload_after]),
+                   ALLOCSCOPE_SAMPLE_RATE=RATE_ARG)
+    else:
+        env = dict(os.environ, LD_PRELOAD=" ".join(preload_after))
+        extra_args = [*extra_args, "--sample-rate", RATE_ARG]
     # -s 100: the process lives ~1 s, so the capture reads its maps and symbols while it runs.
     result = run([ALLOCSCOPE, "--inuse", *extra_args, "--ringbuf-size", "256MiB", "-o",
                   out_path, "--", LIVE_SITES, "-s", "100"], env=env)
@@ -52,23 +57,28 @@ def check_values(profile, sites, bytes_index, objects_index, what):
     return space
 
 
-def check_inuse_capture(tmp, name, preload_after=()):
-    result, profile = capture(tmp, name, preload_after=preload_after)
+def check_inuse_capture(tmp, name, preload_after=(), cooperative=True):
+    result, profile = capture(tmp, name, preload_after=preload_after, cooperative=cooperative)
     attach = [line for line in result.stderr.splitlines() if "profiling pid" in line][0]
-    assert "otel_memory:alloc, otel_memory:free" in attach, attach
+    if cooperative:
+        assert "otel_memory:alloc, otel_memory:free" in attach, attach
+    else:
+        assert "on frees, for in-use; session uprobes" in attach, attach
     assert [t for t, _ in profile.sample_types] == \
         ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"], profile.sample_types
     # Allocation totals are what they were without --inuse; in-use is what stays live.
     check_values(profile, manifest(result.stdout, "alloc"), 1, 0, "alloc")
     live = manifest(result.stdout, "live")
     inuse = check_values(profile, live, 3, 2, "inuse")
-    assert inuse.get("free_site", 0) == 0, f"free_site freed everything: {inuse}"
+    for freed in ("free_site", "aligned_free_site"):
+        assert inuse.get(freed, 0) == 0, f"{freed} freed everything: {inuse}"
     # The leak table names the live sites, largest first, and leaves out the one that freed
     # all it allocated.
     table = result.stdout.split("inuse_space", 1)[1]
     rows = [line.split()[-1] for line in table.splitlines()[1:] if line.strip()]
     assert rows[:3] == ["realloc_site", "keep_site", "grow_site"], table
     assert "free_site" not in table.split("profile:")[0], table
+    return result
     assert re.search(r"in use at the end: [\d.]+ MiB", result.stdout), result.stdout
 
 
@@ -100,3 +110,25 @@ def inuse_map_overflow_is_counted_and_flagged(tmp):
     assert any("in-use estimates are LOW" in c for c in profile.comments), profile.comments
     live_samples = int(re.search(r"\((\d+) live samples\)", result.stdout).group(1))
     assert live_samples <= 64, result.stdout
+
+
+@test
+def inuse_transparent_estimates_each_site(tmp):
+    """The same workload without the sampler (glibc): session uprobes give the pointers of
+    sampled calls (malloc, calloc, realloc, aligned_alloc, and posix_memalign's through
+    memptr; the aligned ones are probed past their first instruction, so their returns are
+    seen from a probe at an offset), probes on free and realloc see the frees: every site
+    within the sampling tolerance, alloc_* unchanged, the sites that freed everything at 0."""
+    check_inuse_capture(tmp, "transparent", cooperative=False)
+
+
+@test
+def inuse_transparent_estimates_each_site_jemalloc(tmp):
+    """The transparent path in front of jemalloc (LD_PRELOAD=libjemalloc.so.2), if installed:
+    its own entry points and frees (free, sdallocx, ...) probed in libjemalloc."""
+    if not JEMALLOC:
+        print("  (skipped: libjemalloc.so.2 not installed)")
+        return
+    result = check_inuse_capture(tmp, "transparent-jemalloc", preload_after=JEMALLOC,
+                                 cooperative=False)
+    assert "libjemalloc" in result.stderr, result.stderr

@@ -11,6 +11,13 @@
  *   grow_site     10 rounds x 200 x 8 KiB, kept            (grows by 1.6 MB a round)
  *   realloc_site  2000 chains of realloc 4 KiB -> 32 KiB,  (each realloc frees the block
  *                 the last block of each kept               before: only 32 KiB live)
+ *   calloc_site   1000 x calloc(1, 4 KiB), kept
+ *   memalign_site 1000 x posix_memalign(64, 4 KiB), kept     (the pointer comes through
+ *                                                            memptr, not the return value)
+ *   aligned_site  1000 x aligned_alloc(64, 4 KiB), kept
+ *   aligned_free_site 1000 x aligned_alloc(64, 4 KiB), freed
+ * (alignment 64: glibc does not hand these to malloc; its aligned entry points are probed
+ * past their first instruction, so a return seen there is a return seen at an offset).
  * -s MS sleeps MS milliseconds between grow rounds (a capture sees the growth). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +59,37 @@ __attribute__((noinline)) static void grow_site(void)
 		keep(malloc(8192));
 }
 
+__attribute__((noinline)) static void calloc_site(void)
+{
+	for (int i = 0; i < 1000; i++)
+		keep(calloc(1, 4096));
+}
+
+__attribute__((noinline)) static void memalign_site(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		void *ptr = NULL;
+
+		if (posix_memalign(&ptr, 64, 4096) != 0)
+			ptr = NULL;
+		keep(ptr);
+	}
+}
+
+__attribute__((noinline)) static void aligned_site(void)
+{
+	for (int i = 0; i < 1000; i++)
+		keep(aligned_alloc(64, 4096));
+}
+
+__attribute__((noinline)) static void aligned_free_site(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		sink = aligned_alloc(64, 4096);
+		free(sink);
+	}
+}
+
 __attribute__((noinline)) static void *realloc_site(void *ptr, size_t size)
 {
 	return realloc(ptr, size);
@@ -62,7 +100,7 @@ int main(int argc, char **argv)
 	long sleep_ms = argc > 2 && strcmp(argv[1], "-s") == 0 ? atol(argv[2]) : 0;
 	struct timespec pause = { sleep_ms / 1000, (sleep_ms % 1000) * 1000000 };
 
-	kept = calloc(2000 + 2000 + 2000, sizeof(*kept));
+	kept = calloc(2000 + 2000 + 2000 + 3000, sizeof(*kept));
 	if (!kept)
 		return 2;
 	keep_site();
@@ -82,12 +120,20 @@ int main(int argc, char **argv)
 		}
 		keep(ptr);
 	}
+	calloc_site();
+	memalign_site();
+	aligned_site();
+	aligned_free_site();
 	printf("alloc keep_site 16384 2000\nlive keep_site 16384 2000\n");
 	printf("alloc free_site 16384 4000\n");
 	printf("alloc grow_site 8192 2000\nlive grow_site 8192 2000\n");
 	for (size_t size = 4096; size <= 32768; size *= 2)
 		printf("alloc realloc_site %zu 2000\n", size);
 	printf("live realloc_site 32768 2000\n");
+	printf("alloc calloc_site 4096 1000\nlive calloc_site 4096 1000\n");
+	printf("alloc memalign_site 4096 1000\nlive memalign_site 4096 1000\n");
+	printf("alloc aligned_site 4096 1000\nlive aligned_site 4096 1000\n");
+	printf("alloc aligned_free_site 4096 1000\n");
 	fflush(stdout);
 	return 0;
 }
