@@ -180,6 +180,20 @@ static void handle_process_events(struct daemon *d)
 
 /* ---- samples ----------------------------------------------------------------------- */
 
+/* A service's profile for this interval; with in-use profiles on for it, in-use enabled. */
+static int new_service_profile(struct daemon *d, struct service *s)
+{
+	int ret = pipeline__new_profile(d->pipeline, &s->profile);
+
+	if (!ret && s->inuse && alloc_program__tracks_live(pipeline__program(d->pipeline)))
+		ret = alloc_profile__enable_inuse(s->profile);
+	if (ret) {
+		alloc_profile__free(s->profile);
+		s->profile = NULL;
+	}
+	return ret;
+}
+
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
@@ -196,7 +210,7 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.samples_unattributed++;
 		return 0;
 	}
-	if (!s->profile && pipeline__new_profile(d->pipeline, &s->profile) != 0) {
+	if (!s->profile && new_service_profile(d, s) != 0) {
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
@@ -206,6 +220,52 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 }
 
 /* ---- intervals --------------------------------------------------------------------- */
+
+struct inuse_pass {
+	struct daemon *d;
+	uint64_t now_ns;
+};
+
+static int add_live(const struct alloc_live_key *key, const struct alloc_live *value, void *ctx)
+{
+	struct inuse_pass *pass = ctx;
+	struct daemon *d = pass->d;
+	struct service *s = process_tracker__service_of(d->tracker, (pid_t)key->pid);
+
+	if (!s || !s->inuse)
+		return 0; /* released meanwhile: its entries are being forgotten */
+	if (!s->profile) {
+		/* Nothing allocated this interval and nothing carried: a profile of its own. */
+		if (new_service_profile(d, s) != 0) {
+			d->stats.samples_out_of_memory++;
+			return 0;
+		}
+		alloc_profile__inuse_begin(s->profile, pass->now_ns);
+	}
+	if (alloc_profile__has_inuse(s->profile) &&
+	    alloc_profile__inuse_add(s->profile, key->pid, value->time_ns, value->size,
+				     value->weighted_bytes) != 0)
+		d->stats.samples_out_of_memory++;
+	return 0;
+}
+
+/* In-use is a snapshot at the interval's end, not a delta: every live entry into its
+ * service's profile, whose samples (this interval's and the live ones carried from before)
+ * it joins by (pid, time). */
+static void inuse_snapshot(struct daemon *d)
+{
+	struct alloc_program *prog = pipeline__program(d->pipeline);
+	struct inuse_pass pass = { .d = d, .now_ns = (uint64_t)monotonic_ms() * 1000000ull };
+	struct alloc_counters counters;
+
+	if (!alloc_program__tracks_live(prog))
+		return;
+	services__inuse_begin(d->services, pass.now_ns);
+	if (alloc_program__for_each_live(prog, add_live, &pass) < 0)
+		log_warn("cannot read the in-use map: %s", strerror(errno));
+	alloc_program__read_counters(prog, &counters);
+	services__inuse_end(d->services, counters.live_overflow);
+}
 
 static void flush_interval(struct daemon *d, int64_t now)
 {
@@ -226,6 +286,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 	struct services_stats stats;
 
 	drain_samples(d);
+	inuse_snapshot(d);
 	services__write_interval(d->services, &interval, &result);
 	d->last_flush_failed = result.failed && !result.written;
 	/* The profiles are written: released processes' symbols can go. */
@@ -315,6 +376,28 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		};
 }
 
+struct inuse_list {
+	struct self_metrics_service_bytes *items;
+	size_t n, cap;
+};
+
+static void collect_inuse(const struct service *s, double bytes, void *ctx)
+{
+	struct inuse_list *list = ctx;
+
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? 2 * list->cap : 16;
+		struct self_metrics_service_bytes *grown =
+			realloc(list->items, cap * sizeof(*grown));
+
+		if (!grown)
+			return; /* the family is shorter this time */
+		list->items = grown;
+		list->cap = cap;
+	}
+	list->items[list->n++] = (struct self_metrics_service_bytes){ s->name, bytes };
+}
+
 static void publish_metrics(struct daemon *d)
 {
 	struct metrics_text text = { 0 };
@@ -324,7 +407,21 @@ static void publish_metrics(struct daemon *d)
 	if (!d->metrics)
 		return;
 	gather_metrics(d, &m, &server);
-	self_metrics__render(&m, &text);
+	if (alloc_program__tracks_live(pipeline__program(d->pipeline))) {
+		struct alloc_counters bpf;
+		struct inuse_list list = { 0 };
+
+		alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
+		services__each_inuse(d->services, collect_inuse, &list);
+		m.inuse_enabled = true;
+		m.inuse = list.items;
+		m.n_inuse = list.n;
+		m.inuse_untracked = bpf.live_overflow;
+		self_metrics__render(&m, &text);
+		free(list.items);
+	} else {
+		self_metrics__render(&m, &text);
+	}
 	if (metrics_text__error(&text) == 0)
 		metrics_server__publish(d->metrics, text.data, text.len);
 	metrics_text__free(&text);
@@ -530,6 +627,10 @@ static void keep_sampling_settings(const struct agent_config *running, struct ag
 	then->unwind = now->unwind;
 	then->stack_copy_bytes = now->stack_copy_bytes;
 	then->ringbuf_bytes = now->ringbuf_bytes;
+	if (!now->live_entries && target_rules__any_inuse(&next->targets))
+		log_warn("reload: in-use profiles (a rule's inuse: true) start only on restart: "
+			 "the running agent has no live map");
+	then->live_entries = now->live_entries;
 }
 
 static void *load_config_thread(void *arg)
@@ -712,6 +813,9 @@ static int load_bpf(struct daemon *d)
 	char err[512] = "";
 	int ret;
 
+	/* In-use: the live map exists when a rule asks for it at start (reloads keep it). */
+	if (target_rules__any_inuse(&d->config->targets))
+		d->config->sampling.live_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
 			     sizeof(err));
 	if (!ret)

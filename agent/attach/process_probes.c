@@ -67,6 +67,7 @@ struct probed_file {
 
 struct process_probes {
 	pid_t pid;
+	bool inuse;                 /* in-use tracking for this process (frees, returns) */
 	bool cooperative;           /* probes on otel_memory:alloc sites, not entry points */
 	struct probed_file files[MAX_FILES];
 	size_t n_files;
@@ -434,7 +435,7 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 	int ret;
 
 	/* USDT sites (cooperative) stay on alloc_multi: their pointers come with the sample. */
-	if (alloc_program__has_session(prog) &&
+	if (alloc_program__has_session(prog) && probes->inuse &&
 	    probes->probes[file->first].point.entry != ALLOC_ENTRY_USDT_ALLOC) {
 		for (size_t i = 0; i < file->count; i++) {
 			offsets[i] = probe_offset(&probes->probes[file->first + i].point);
@@ -515,7 +516,7 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 	if (probes->n_files == MAX_FILES)
 		return 0;
 	/* In-use on the transparent path: the frees go into the same session link. */
-	if (alloc_program__has_session(prog)) {
+	if (alloc_program__has_session(prog) && probes->inuse) {
 		ret = allocators__find_free_points(cand->elf, ids, n_ids, frees,
 						   ALLOCATORS_MAX_ENTRY_POINTS - n_probed, &n_frees);
 		if (ret) {
@@ -690,6 +691,14 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len)
 {
+	return process_probes__attach_inuse(prog, pid, command, alloc_program__tracks_live(prog),
+					    out, err, err_len);
+}
+
+int process_probes__attach_inuse(struct alloc_program *prog, pid_t pid, const char *command,
+				 bool inuse, struct process_probes **out, char *err,
+				 size_t err_len)
+{
 	struct candidates *cands;
 	bool winner[MAX_FILES], dynamic = false;
 	struct process_probes *probes;
@@ -705,7 +714,8 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 		return -ENOMEM;
 	}
 	probes->pid = pid;
-	cands->want_free = alloc_program__tracks_live(prog);
+	probes->inuse = inuse && alloc_program__tracks_live(prog);
+	cands->want_free = probes->inuse;
 	if (command)
 		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
 	else

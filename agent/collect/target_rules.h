@@ -25,6 +25,7 @@ struct target_rule {
 	char *pod_label;      /* "KEY=VALUE": the pod has label KEY (exact) and its value matches
 				 the fnmatch(3) glob VALUE; the loader checks the form */
 	char *container;      /* fnmatch(3) glob on the container's name in the pod spec */
+	bool inuse;           /* include rules: in-use profiles for the processes it matches */
 };
 
 struct target_rules {
@@ -39,6 +40,12 @@ struct target_rules {
  * `service`, else target_rules__default_service. */
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
 			 char *service, size_t len);
+
+/* Whether a target's in-use profiles are on: its first matching include rule says inuse
+ * (false without include rules). The rest of the decision is target_rules__match's. */
+bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process);
+/* Whether any include rule asks for in-use profiles (the agent then tracks live allocations). */
+bool target_rules__any_inuse(const struct target_rules *rules);
 
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);

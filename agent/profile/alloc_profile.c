@@ -1149,6 +1149,7 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 
 	int64_t values[4] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5),
 			      (int64_t)(e->inuse_objects + 0.5), (int64_t)(e->inuse_bytes + 0.5) };
+	size_t first = output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0;
 	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1];
 	size_t n_labels = 0;
 
@@ -1156,13 +1157,13 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 		labels[n_labels++] = output->labels[i];
 	if (output->pid_label && !output->merge_processes)
 		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
-	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
-					 n_labels);
+	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values + first,
+					 labels, n_labels);
 }
 
 /* The one sample that stands for the stacks left out, so that totals stay whole. */
 static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_table *t,
-			      size_t kept)
+			      size_t kept, size_t first)
 {
 	struct pprof_line line = { 0 };
 	int64_t values[4] = { 0, 0, 0, 0 };
@@ -1181,7 +1182,7 @@ static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_
 	location_id = pprof_builder__location(builder, 0, 0, &line, 1);
 	if (!location_id)
 		return -ENOMEM;
-	return pprof_builder__add_sample(builder, &location_id, 1, values, NULL, 0);
+	return pprof_builder__add_sample(builder, &location_id, 1, values + first, NULL, 0);
 }
 
 /* The first-seen mapping of the first process's executable (the first process whose stacks
@@ -1222,13 +1223,20 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	int ret = 0;
 
 	*out = NULL;
-	/* With in-use, Go's heap-profile layout: four types, inuse_space shown first. */
-	builder = pprof_builder__new(sample_types, profile->inuse ? 4 : 2, period_type,
+	/* With in-use, Go's heap-profile layout: four types, inuse_space shown first; or one
+	 * half of it (output->values). */
+	bool inuse_only = profile->inuse && output->values == ALLOC_PROFILE_VALUES_INUSE;
+	bool all = profile->inuse && output->values == ALLOC_PROFILE_VALUES_ALL;
+
+	builder = pprof_builder__new(sample_types + (inuse_only ? 2 : 0), all ? 4 : 2, period_type,
 				     (int64_t)profile->sample_rate,
-				     profile->inuse ? "inuse_space" : "alloc_space");
+				     all || inuse_only ? "inuse_space" : "alloc_space");
 	if (!builder)
 		return -errno;
-	pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
+	if (inuse_only)
+		pprof_builder__set_time(builder, output->start_ns + output->duration_ns, 0);
+	else
+		pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
 	for (size_t i = 0; output->comments && output->comments[i] && !ret; i++)
 		ret = pprof_builder__add_comment(builder, output->comments[i]);
 	if (!ret && profile->inuse && profile->inuse_totals.overflow) {
@@ -1294,7 +1302,8 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	for (size_t i = 0; i < kept && !ret; i++)
 		ret = add_entry_sample(profile, builder, mappings, entries->entries[i], output);
 	if (!ret && kept < entries->count)
-		ret = add_trimmed_sample(builder, entries, kept);
+		ret = add_trimmed_sample(builder, entries, kept,
+					 output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0);
 out:
 	if (ret) {
 		pprof_builder__free(builder);
@@ -1606,4 +1615,37 @@ void alloc_profile__inuse_totals(const struct alloc_profile *profile,
 				 struct alloc_profile_inuse *out)
 {
 	*out = profile->inuse_totals;
+}
+
+int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_profile **next_out)
+{
+	struct alloc_profile *next;
+	int ret;
+
+	*next_out = NULL;
+	if (!from->inuse || from->n_live_refs == 0)
+		return 0;
+	ret = alloc_profile__new(from->sample_rate, from->symbolizer, &next);
+	if (!ret)
+		ret = alloc_profile__enable_inuse(next);
+	for (size_t i = 0; ret == 0 && i < from->cap_live_refs; i++) {
+		const struct live_ref *ref = &from->live_refs[i];
+		struct stack_record *rec;
+
+		if (!ref->rec)
+			continue;
+		rec = find_or_add_stack(next, ref->pid, ref->rec->frames, ref->rec->n_frames);
+		if (!rec) {
+			ret = -ENOMEM;
+			break;
+		}
+		rec->leaf_in_executable = ref->rec->leaf_in_executable;
+		ret = live_refs_put(next, ref->pid, ref->time_ns, rec);
+	}
+	if (ret) {
+		alloc_profile__free(next);
+		return ret;
+	}
+	*next_out = next;
+	return 0;
 }

@@ -130,6 +130,15 @@ struct alloc_profile_result {
  * frame is ALLOC_PROFILE_TRIMMED_FRAME, so the totals stay whole; 0 means no limit. A
  * profile whose mappings alone exceed max_bytes is still returned (the trimmed sample only):
  * the sink's own size check has the last word. */
+/* Which values a profile with in-use carries (alloc_profile_output.values). */
+enum alloc_profile_values {
+	ALLOC_PROFILE_VALUES_ALL,   /* every type the profile has (Go's heap layout with in-use) */
+	ALLOC_PROFILE_VALUES_ALLOC, /* alloc_objects, alloc_space only: the interval's delta */
+	ALLOC_PROFILE_VALUES_INUSE, /* inuse_objects, inuse_space only, as a snapshot: duration 0
+				       and the time of the interval's end (a server such as Parca
+				       takes a profile with a duration for a delta) */
+};
+
 struct alloc_profile_output {
 	int64_t start_ns;                 /* wall-clock start */
 	int64_t duration_ns;
@@ -141,6 +150,7 @@ struct alloc_profile_output {
 	size_t max_samples;               /* >= 2 when set */
 	uint64_t max_bytes;
 	struct alloc_profile_result *result; /* may be NULL */
+	enum alloc_profile_values values;    /* ALL unless a sink wants in-use apart */
 };
 
 /* Writes the gzipped pprof atomically. Returns 0 or -errno. */
@@ -172,6 +182,13 @@ void alloc_profile__inuse_totals(const struct alloc_profile *profile,
  * (sites with nothing live left out). */
 int alloc_profile__top_live_sites(struct alloc_profile *profile, struct alloc_site *out,
 				  size_t max, size_t *count);
+
+/* The continuous agent's intervals: in-use is a snapshot, not a delta, so the next
+ * interval's profile starts with the stacks of the samples the last snapshot found live
+ * (their alloc_* values 0, their live references kept). next_out: a new profile with from's
+ * rate, symbolizer and in-use on, or NULL when nothing was live. 0 or -ENOMEM. */
+int alloc_profile__carry_live(const struct alloc_profile *from,
+			      struct alloc_profile **next_out);
 
 /* Distinct processes whose samples this profile holds. */
 size_t alloc_profile__process_count(const struct alloc_profile *profile);

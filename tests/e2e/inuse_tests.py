@@ -5,6 +5,7 @@ side keeps the live set, and `allocscope --inuse` writes inuse_objects/inuse_spa
 alloc_* and prints a leak table. Imported by run.py (needs root and BPF)."""
 import os
 import re
+import time
 
 from helpers import ALLOCSCOPE, BUILD, expected_with_tolerance, run, test
 from pprof_reader import Profile
@@ -132,3 +133,83 @@ def inuse_transparent_estimates_each_site_jemalloc(tmp):
     result = check_inuse_capture(tmp, "transparent-jemalloc", preload_after=JEMALLOC,
                                  cooperative=False)
     assert "libjemalloc" in result.stderr, result.stderr
+
+
+INUSE_SPACE = "memory:inuse_space:bytes:space:bytes"
+INUSE_OBJECTS = "memory:inuse_objects:count:space:bytes"
+
+
+@test
+def inuse_agent_snapshots_per_interval_through_parca(tmp):
+    """The continuous agent with a rule's `inuse: true`, pushing to the real Parca: while the
+    workload holds its live sites, each interval's profile is a snapshot (not a delta) whose
+    inuse_* match the live manifest within the sampling tolerance (the sites allocated in an
+    earlier interval included); /metrics has the service's live total; after the process
+    exits its live set is gone. Parca lists the in-use types (not delta) and its per-function
+    inuse_space is the directory sink's to the unit. (Real Pyroscope is not obtainable here.)"""
+    from agent_tests import Agent, profiles_of
+    from backend_tests import Server, Window, config, merged
+    from helpers import Workload
+
+    server = Server("parca")
+    sinks = os.path.join(tmp, "profiles")
+    rules = (f"    - executable: {LIVE_SITES}\n      service: live\n      inuse: true\n")
+    agent = Agent(tmp, config(sinks, server.url, rules, rate=RATE_ARG,
+                              sampling="  ringbuf_size: 256MiB\n"))
+    window = Window()
+    try:
+        work = Workload([LIVE_SITES, "-H", "4000"])
+        agent.wait_attached(work.pid, "live")
+        work.start()
+        # Two snapshots at least while everything is held (interval 1 s).
+        live_bytes = agent.wait_metric("allocscope_inuse_bytes", lambda v: v and v > 50e6,
+                                       timeout=30, service="live")
+        out = work.finish()
+        agent.wait_all_exited_and_flushed()
+        # Exited: its live set is dropped (the service goes once its last profile is out).
+        deadline = time.monotonic() + 30
+        while agent.metric("allocscope_inuse_bytes", service="live"):
+            assert time.monotonic() < deadline, "the exited process's live set stayed"
+            time.sleep(0.2)
+        # Each interval's profile goes to Parca as two: the delta and the snapshot.
+        deadline = time.monotonic() + 60
+        while agent.metric("allocscope_sink_profiles_written_total", sink="parca") != \
+                2 * agent.metric("allocscope_profiles_built_total"):
+            assert time.monotonic() < deadline, agent.log()[-3000:]
+            time.sleep(0.2)
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    try:
+        assert live_bytes, "no allocscope_inuse_bytes for the service"
+        paths = profiles_of(sinks, "live")
+        profiles = [Profile(p) for p in paths]
+        assert profiles and all(
+            [t for t, _ in p.sample_types][2:] == ["inuse_objects", "inuse_space"]
+            for p in profiles), [p.sample_types for p in profiles]
+        # Snapshots taken while the workload held everything: the largest live total is the
+        # live manifest, site by site (a delta would have nothing for sites allocated in an
+        # earlier interval).
+        held = [p for p in profiles
+                if sum(s["values"][3] for s in p.samples) > 50e6]
+        assert len(held) >= 2, [sum(s["values"][3] for s in p.samples) for p in profiles]
+        check_values(held[-1], manifest(out, "live"), 3, 2, "inuse")
+        alloc_rows = [sum(s["values"][1] for s in p.samples) for p in held[1:]]
+        assert min(alloc_rows) < 1e6, f"later snapshots re-counted allocations: {alloc_rows}"
+
+        types = server.get("/profiles/types", **window.params())["types"]
+        names = {(t["name"], t["sampleType"], t["sampleUnit"], t.get("delta", False))
+                 for t in types}
+        assert ("memory", "inuse_space", "bytes", False) in names, types
+        assert ("memory", "inuse_objects", "count", False) in names, types
+        theirs = merged(server, window, '{service_name="live"}', tmp, INUSE_SPACE)
+        mine = {}
+        for p in profiles:
+            for name, value in p.totals_by_function(3).items():
+                mine[name] = mine.get(name, 0) + value
+        got = theirs.totals_by_function(0) if theirs else {}
+        problems = [f"{n}: parca {got.get(n, 0)}, sink {v}" for n, v in mine.items()
+                    if abs(got.get(n, 0) - v) > len(paths)]
+        assert not problems, "\n".join(problems)
+    finally:
+        assert server.stop() == 0

@@ -18,12 +18,39 @@
  *   aligned_free_site 1000 x aligned_alloc(64, 4 KiB), freed
  * (alignment 64: glibc does not hand these to malloc; its aligned entry points are probed
  * past their first instruction, so a return seen there is a return seen at an offset).
- * -s MS sleeps MS milliseconds between grow rounds (a capture sees the growth). */
+ * -s MS sleeps MS milliseconds between grow rounds (a capture sees the growth); -H MS holds
+ * everything for MS milliseconds after the manifest, then exits (the continuous agent takes
+ * in-use snapshots meanwhile); --wait prints "ready PID" and waits for SIGUSR1 first (attach
+ * then). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t started;
+
+static void on_start(int sig)
+{
+	(void)sig;
+	started = 1;
+}
+
+static void wait_for_start(void)
+{
+	sigset_t block, old;
+
+	signal(SIGUSR1, on_start);
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	printf("ready %d\n", (int)getpid());
+	fflush(stdout);
+	while (!started)
+		sigsuspend(&old);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
 
 static void *volatile sink;
 static void **kept;
@@ -97,8 +124,23 @@ __attribute__((noinline)) static void *realloc_site(void *ptr, size_t size)
 
 int main(int argc, char **argv)
 {
-	long sleep_ms = argc > 2 && strcmp(argv[1], "-s") == 0 ? atol(argv[2]) : 0;
-	struct timespec pause = { sleep_ms / 1000, (sleep_ms % 1000) * 1000000 };
+	long sleep_ms = 0, hold_ms = 0;
+	struct timespec pause, hold;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+			sleep_ms = atol(argv[++i]);
+		} else if (strcmp(argv[i], "-H") == 0 && i + 1 < argc) {
+			hold_ms = atol(argv[++i]);
+		} else if (strcmp(argv[i], "--wait") == 0) {
+			wait_for_start();
+		} else {
+			fprintf(stderr, "usage: %s [--wait] [-s MS] [-H MS]\n", argv[0]);
+			return 2;
+		}
+	}
+	pause = (struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000 };
+	hold = (struct timespec){ hold_ms / 1000, (hold_ms % 1000) * 1000000 };
 
 	kept = calloc(2000 + 2000 + 2000 + 3000, sizeof(*kept));
 	if (!kept)
@@ -135,5 +177,7 @@ int main(int argc, char **argv)
 	printf("alloc aligned_site 4096 1000\nlive aligned_site 4096 1000\n");
 	printf("alloc aligned_free_site 4096 1000\n");
 	fflush(stdout);
+	if (hold_ms)
+		nanosleep(&hold, NULL);
 	return 0;
 }
