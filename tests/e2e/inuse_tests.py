@@ -124,6 +124,25 @@ def inuse_transparent_estimates_each_site(tmp):
 
 
 @test
+def inuse_without_session_uprobes_says_so_and_profiles_allocations(tmp):
+    """A kernel without session uprobes (before 6.13; played by a shim refusing them):
+    `--inuse` on a target without the sampler warns that in-use needs the sampler there, and
+    the capture still gives the same allocation profile (one uprobe_multi link, no free
+    probes); the cooperative path keeps its in-use."""
+    shim = os.path.join(BUILD, "workloads", "no_multi_links.so")
+    out_path = os.path.join(tmp, "nosession.pb.gz")
+    env = dict(os.environ, LD_PRELOAD=shim, NO_MULTI_LINKS="session")
+    result = run([ALLOCSCOPE, "--inuse", "--sample-rate", RATE_ARG, "--ringbuf-size", "256MiB",
+                  "-o", out_path, "--", LIVE_SITES], env=env)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "this kernel has no session uprobes (Linux 6.13 or newer): --inuse works only " \
+        "for targets that preload liballocscope-sampler.so" in result.stderr, result.stderr
+    assert "on frees" not in result.stderr, result.stderr
+    check_values(Profile(out_path), manifest(result.stdout, "alloc"), 1, 0, "alloc")
+    assert "in use at the end: 0 B" in result.stdout, result.stdout
+
+
+@test
 def inuse_transparent_estimates_each_site_jemalloc(tmp):
     """The transparent path in front of jemalloc (LD_PRELOAD=libjemalloc.so.2), if installed:
     its own entry points and frees (free, sdallocx, ...) probed in libjemalloc."""
