@@ -27,6 +27,7 @@
 #include "build_info.h"
 #include "daemon.h"
 #include "util/clock.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "pipeline.h"
 #include "attach/alloc_program.h"
@@ -224,6 +225,11 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 struct inuse_pass {
 	struct daemon *d;
 	uint64_t now_ns;
+	/* Entries of processes no longer tracked: put there between a release's
+	 * forget_live and its detach, or by a process released meanwhile. Deleted after the
+	 * walk, so the map does not fill with what no snapshot will read. */
+	struct alloc_live_key *orphans;
+	size_t n_orphans, cap_orphans;
 };
 
 static int add_live(const struct alloc_live_key *key, const struct alloc_live *value, void *ctx)
@@ -232,8 +238,13 @@ static int add_live(const struct alloc_live_key *key, const struct alloc_live *v
 	struct daemon *d = pass->d;
 	struct service *s = process_tracker__service_of(d->tracker, (pid_t)key->pid);
 
-	if (!s || !s->inuse)
-		return 0; /* released meanwhile: its entries are being forgotten */
+	if (!s || !s->inuse) {
+		if (array_grow((void **)&pass->orphans, &pass->cap_orphans, pass->n_orphans,
+			       sizeof(*pass->orphans), 64) != 0)
+			return 0; /* the next snapshot tries again */
+		pass->orphans[pass->n_orphans++] = *key;
+		return 0;
+	}
 	if (!s->profile) {
 		/* Nothing allocated this interval and nothing carried: a profile of its own. */
 		if (new_service_profile(d, s) != 0) {
@@ -265,6 +276,8 @@ static void inuse_snapshot(struct daemon *d)
 		log_warn("cannot read the in-use map: %s", strerror(errno));
 	alloc_program__read_counters(prog, &counters);
 	services__inuse_end(d->services, counters.live_overflow);
+	alloc_program__delete_live(prog, pass.orphans, pass.n_orphans);
+	free(pass.orphans);
 }
 
 static void flush_interval(struct daemon *d, int64_t now)

@@ -601,8 +601,18 @@ size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid)
 		}
 		doomed[n++] = key;
 	}
-	for (size_t i = 0; i < n; i++)
-		dropped += bpf_map_delete_elem(fd, &doomed[i]) == 0;
+	dropped = alloc_program__delete_live(prog, doomed, n);
 	free(doomed);
+	return dropped;
+}
+
+size_t alloc_program__delete_live(struct alloc_program *prog, const struct alloc_live_key *keys,
+				  size_t n)
+{
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs);
+	size_t dropped = 0;
+
+	for (size_t i = 0; i < n; i++)
+		dropped += bpf_map_delete_elem(fd, &keys[i]) == 0;
 	return dropped;
 }

@@ -101,5 +101,8 @@ typedef int (*alloc_live_fn)(const struct alloc_live_key *key, const struct allo
 int alloc_program__for_each_live(struct alloc_program *prog, alloc_live_fn fn, void *ctx);
 /* Drops pid's live entries (it exited, or left the targets). Returns how many. */
 size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid);
+/* Drops the n entries keys names (gone already: not an error). Returns how many went. */
+size_t alloc_program__delete_live(struct alloc_program *prog, const struct alloc_live_key *keys,
+				  size_t n);
 
 #endif
