@@ -332,12 +332,16 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 
 /* A cooperative target's probes as they are: "1 USDT site (otel_memory:alloc) in
  * /usr/local/lib/liballocscope-sampler.so, on a nop5". */
-static const char *usdt_sites(const struct process_probes *probes, char *buf, size_t len)
+static const char *usdt_sites(const struct capture *cap, const struct process_probes *probes,
+			      char *buf, size_t len)
 {
 	size_t n = process_probes__count(probes), nop5 = process_probes__on_nop5(probes);
 	size_t stepped = process_probes__single_stepped(probes), nop = n - nop5 - stepped;
-	size_t used = (size_t)snprintf(buf, len, "%zu USDT site%s (otel_memory:alloc) in ", n,
-				       n == 1 ? "" : "s");
+	size_t used = (size_t)snprintf(buf, len, "%zu USDT site%s (otel_memory:alloc%s) in ", n,
+				       n == 1 ? "" : "s",
+				       alloc_program__tracks_live(pipeline__program(cap->pipeline))
+					       ? ", otel_memory:free"
+					       : "");
 
 	for (size_t k = 0; k < process_probes__file_count(probes) && used < len; k++)
 		used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? ", " : "",
@@ -375,7 +379,14 @@ static void describe_targets(const struct capture *cap)
 						 process_probes__file_allocators(t->probes, k));
 		if (process_probes__cooperative(t->probes))
 			log_info("profiling pid %d (%s): %s", (int)t->pid, t->comm,
-				 usdt_sites(t->probes, files, sizeof(files)));
+				 usdt_sites(cap, t->probes, files, sizeof(files)));
+		else if (process_probes__frees(t->probes))
+			log_info("profiling pid %d (%s): %zu probes (%zu of them on frees, for "
+				 "in-use; session uprobes: returns of sampled calls only) on %s, %s",
+				 (int)t->pid, t->comm, process_probes__count(t->probes),
+				 process_probes__frees(t->probes), files,
+				 stepped ? "some single-stepped (slower)"
+					 : "all on emulated instructions");
 		else
 			log_info("profiling pid %d (%s): %zu probes on %s, %s", (int)t->pid,
 				 t->comm, process_probes__count(t->probes), files,
@@ -518,12 +529,46 @@ static bool all_exited(const struct capture *cap)
 	return true;
 }
 
+/* In-use: one live-set callback per entry of the kernel's map. */
+static int add_live(const struct alloc_live_key *key, const struct alloc_live *value, void *ctx)
+{
+	struct capture *cap = ctx;
+
+	if (alloc_profile__inuse_add(cap->profile, key->pid, value->time_ns, value->size,
+				     value->weighted_bytes) != 0)
+		cap->handler_errors++;
+	return 0;
+}
+
+/* A snapshot of what is live now (--inuse): queued samples first, so that each live entry
+ * finds the stack it was sampled with. Exited targets keep their entries until the end:
+ * what a process never freed before it exited is what a leak hunt wants to see. */
+static void inuse_snapshot(struct capture *cap)
+{
+	struct alloc_program *prog = pipeline__program(cap->pipeline);
+	struct alloc_counters counters;
+	struct timespec now;
+
+	if (!cap->opts->inuse)
+		return;
+	pipeline__drain(cap->pipeline);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	alloc_profile__inuse_begin(cap->profile,
+				   (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
+	if (alloc_program__for_each_live(prog, add_live, cap) < 0)
+		log_warn("cannot read the in-use map: %s", strerror(errno));
+	alloc_program__read_counters(prog, &counters);
+	alloc_profile__inuse_end(cap->profile, counters.live_overflow);
+}
+
 static void run_loop(struct capture *cap)
 {
 	const struct capture_opts *opts = cap->opts;
 	struct pollfd fds[CAPTURE_MAX_PIDS + 2];
 	bool progress = isatty(STDERR_FILENO);
-	int64_t last_progress = 0;
+	int64_t last_progress = 0, last_snapshot = 0;
+	/* In-use snapshots: at half the duration (growth = end - middle), or every 10 s. */
+	int64_t snapshot_every = opts->duration_ms ? (int64_t)opts->duration_ms / 2 : 10000;
 
 	while (!stop_signal && !all_exited(cap)) {
 		int64_t now = elapsed_ms(cap);
@@ -568,6 +613,10 @@ static void run_loop(struct capture *cap)
 			}
 		}
 		pipeline__drain(cap->pipeline);
+		if (opts->inuse && now - last_snapshot >= snapshot_every) {
+			inuse_snapshot(cap);
+			last_snapshot = now;
+		}
 		if (progress && now - last_progress >= 1000) {
 			struct alloc_profile_totals totals;
 
@@ -672,6 +721,45 @@ static void print_grouped_top(struct capture *cap, const struct alloc_profile_to
 		printf("(no sample carries the label %s)\n", key);
 }
 
+/* --inuse: live sites by size, the age of their oldest live sample, and how their live total
+ * grew between the last two snapshots (a leak grows; a cache that is merely big does not). */
+static void print_leak_table(struct capture *cap, struct alloc_site *sites, size_t rows)
+{
+	struct alloc_profile_inuse inuse;
+	char bytes[32], growth[32], function[1024];
+	size_t n = 0;
+	double minutes;
+
+	alloc_profile__inuse_totals(cap->profile, &inuse);
+	minutes = inuse.prev_snapshot_ns ? (double)(inuse.snapshot_ns - inuse.prev_snapshot_ns) /
+						   60e9
+					 : 0;
+	printf("\nin use at the end: %s in %.0f objects (%llu live samples)\n",
+	       units_format_size(inuse.bytes, bytes, sizeof(bytes)), inuse.objects,
+	       (unsigned long long)inuse.live_samples);
+	if (inuse.overflow)
+		printf("in-use estimates are LOW: %llu sampled allocations were not tracked (the "
+		       "live map was full: raise --inuse-entries)\n",
+		       (unsigned long long)inuse.overflow);
+	if (alloc_profile__top_live_sites(cap->profile, sites, rows, &n) != 0 || n == 0)
+		return;
+	printf("\n%14s %7s %13s %11s %16s  %s\n", "inuse_space", "share", "inuse_objects",
+	       "oldest", minutes > 0 ? "growth/min" : "growth", "live site");
+	for (size_t i = 0; i < n; i++) {
+		double age = sites[i].oldest_live_ns && inuse.snapshot_ns > sites[i].oldest_live_ns
+				     ? (double)(inuse.snapshot_ns - sites[i].oldest_live_ns) / 1e9
+				     : 0;
+		double g = minutes > 0 ? sites[i].inuse_growth / minutes : 0;
+
+		units_format_size(g < 0 ? -g : g, growth, sizeof(growth));
+		printf("%14s %6.1f%% %13.0f %10.1fs %s%15s  %s\n",
+		       units_format_size(sites[i].inuse_bytes, bytes, sizeof(bytes)),
+		       inuse.bytes > 0 ? 100.0 * sites[i].inuse_bytes / inuse.bytes : 0.0,
+		       sites[i].inuse_objects, age, minutes > 0 ? (g < 0 ? "-" : "+") : " ",
+		       minutes > 0 ? growth : "n/a", log_escaped(function, sites[i].function));
+	}
+}
+
 static void print_summary(struct capture *cap, const struct alloc_counters *counters,
 			  int64_t duration_ms)
 {
@@ -713,6 +801,8 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 							   sites[i].objects };
 		top_table_print(stdout, &columns, table, n, totals.bytes, totals.objects);
 	}
+	if (cap->opts->inuse)
+		print_leak_table(cap, sites, rows);
 	const struct {
 		uint64_t count;
 		const char *what;
@@ -742,6 +832,9 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ counters->not_dumpable, "samples without a stack copy: the process is not "
 					  "dumpable (PR_SET_DUMPABLE 0), its stack memory is not yours "
 					  "to read (stacks from the direct caller and the frame walk)" },
+		{ counters->live_returns_lost, "sampled allocations not tracked as live: the call "
+					       "failed, or a sampled call nested in it took its "
+					       "place (in-use)" },
 	};
 	uint64_t weighed_drops = counters->ringbuf_full - counters->drops_unweighted;
 	bool header = false;
@@ -863,6 +956,7 @@ int capture_run(const struct capture_opts *opts)
 		goto out;
 	}
 	if (pipeline__new_profile(cap.pipeline, &cap.profile) != 0 ||
+	    (opts->inuse && alloc_profile__enable_inuse(cap.profile) != 0) ||
 	    (opts->skip_frames &&
 	     alloc_profile__set_skip_frames(cap.profile, opts->skip_frames, err, sizeof(err)))) {
 		log_error("cannot set up the capture: out of memory");
@@ -902,6 +996,8 @@ int capture_run(const struct capture_opts *opts)
 		log_info("stopping on %s", stop_signal == SIGINT ? "Ctrl-C" : "SIGTERM");
 	duration_ms = elapsed_ms(&cap);
 
+	/* In-use: what is live at the end, while the free probes still see every free. */
+	inuse_snapshot(&cap);
 	/* Detach first so targets run at full speed again, then take what is still queued. */
 	pipeline__drain(cap.pipeline);
 	release_targets(&cap);

@@ -25,6 +25,7 @@ struct capture_opts {
 	const char *group_by;    /* --group-by: the label the top table is grouped by, or NULL */
 	const struct label_limits_config *sample_labels; /* the configuration's sample_labels.*
 							    bounds; NULL: none kept */
+	bool inuse;              /* --inuse: in-use profile types and the leak table */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

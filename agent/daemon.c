@@ -27,6 +27,7 @@
 #include "build_info.h"
 #include "daemon.h"
 #include "util/clock.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "pipeline.h"
 #include "attach/alloc_program.h"
@@ -181,6 +182,20 @@ static void handle_process_events(struct daemon *d)
 
 /* ---- samples ----------------------------------------------------------------------- */
 
+/* A service's profile for this interval; with in-use profiles on for it, in-use enabled. */
+static int new_service_profile(struct daemon *d, struct service *s)
+{
+	int ret = pipeline__new_profile(d->pipeline, &s->profile);
+
+	if (!ret && s->inuse && alloc_program__tracks_live(pipeline__program(d->pipeline)))
+		ret = alloc_profile__enable_inuse(s->profile);
+	if (ret) {
+		alloc_profile__free(s->profile);
+		s->profile = NULL;
+	}
+	return ret;
+}
+
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
@@ -197,7 +212,7 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.samples_unattributed++;
 		return 0;
 	}
-	if (!s->profile && pipeline__new_profile(d->pipeline, &s->profile) != 0) {
+	if (!s->profile && new_service_profile(d, s) != 0) {
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
@@ -207,6 +222,64 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 }
 
 /* ---- intervals --------------------------------------------------------------------- */
+
+struct inuse_pass {
+	struct daemon *d;
+	uint64_t now_ns;
+	/* Entries of processes no longer tracked: put there between a release's
+	 * forget_live and its detach, or by a process released meanwhile. Deleted after the
+	 * walk, so the map does not fill with what no snapshot will read. */
+	struct alloc_live_key *orphans;
+	size_t n_orphans, cap_orphans;
+};
+
+static int add_live(const struct alloc_live_key *key, const struct alloc_live *value, void *ctx)
+{
+	struct inuse_pass *pass = ctx;
+	struct daemon *d = pass->d;
+	struct service *s = process_tracker__service_of(d->tracker, (pid_t)key->pid);
+
+	if (!s || !s->inuse) {
+		if (array_grow((void **)&pass->orphans, &pass->cap_orphans, pass->n_orphans,
+			       sizeof(*pass->orphans), 64) != 0)
+			return 0; /* the next snapshot tries again */
+		pass->orphans[pass->n_orphans++] = *key;
+		return 0;
+	}
+	if (!s->profile) {
+		/* Nothing allocated this interval and nothing carried: a profile of its own. */
+		if (new_service_profile(d, s) != 0) {
+			d->stats.samples_out_of_memory++;
+			return 0;
+		}
+		alloc_profile__inuse_begin(s->profile, pass->now_ns);
+	}
+	if (alloc_profile__has_inuse(s->profile) &&
+	    alloc_profile__inuse_add(s->profile, key->pid, value->time_ns, value->size,
+				     value->weighted_bytes) != 0)
+		d->stats.samples_out_of_memory++;
+	return 0;
+}
+
+/* In-use is a snapshot at the interval's end, not a delta: every live entry into its
+ * service's profile, whose samples (this interval's and the live ones carried from before)
+ * it joins by (pid, time). */
+static void inuse_snapshot(struct daemon *d)
+{
+	struct alloc_program *prog = pipeline__program(d->pipeline);
+	struct inuse_pass pass = { .d = d, .now_ns = (uint64_t)monotonic_ms() * 1000000ull };
+	struct alloc_counters counters;
+
+	if (!alloc_program__tracks_live(prog))
+		return;
+	services__inuse_begin(d->services, pass.now_ns);
+	if (alloc_program__for_each_live(prog, add_live, &pass) < 0)
+		log_warn("cannot read the in-use map: %s", strerror(errno));
+	alloc_program__read_counters(prog, &counters);
+	services__inuse_end(d->services, counters.live_overflow);
+	alloc_program__delete_live(prog, pass.orphans, pass.n_orphans);
+	free(pass.orphans);
+}
 
 static void flush_interval(struct daemon *d, int64_t now)
 {
@@ -228,6 +301,7 @@ static void flush_interval(struct daemon *d, int64_t now)
 	struct services_stats stats;
 
 	drain_samples(d);
+	inuse_snapshot(d);
 	services__write_interval(d->services, &interval, &result);
 	d->last_flush_failed = result.failed && !result.written;
 	/* The profiles are written: released processes' symbols can go. */
@@ -321,6 +395,28 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		};
 }
 
+struct inuse_list {
+	struct self_metrics_service_bytes *items;
+	size_t n, cap;
+};
+
+static void collect_inuse(const struct service *s, double bytes, void *ctx)
+{
+	struct inuse_list *list = ctx;
+
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? 2 * list->cap : 16;
+		struct self_metrics_service_bytes *grown =
+			realloc(list->items, cap * sizeof(*grown));
+
+		if (!grown)
+			return; /* the family is shorter this time */
+		list->items = grown;
+		list->cap = cap;
+	}
+	list->items[list->n++] = (struct self_metrics_service_bytes){ s->name, bytes };
+}
+
 static void publish_metrics(struct daemon *d)
 {
 	struct metrics_text text = { 0 };
@@ -330,7 +426,21 @@ static void publish_metrics(struct daemon *d)
 	if (!d->metrics)
 		return;
 	gather_metrics(d, &m, &server);
-	self_metrics__render(&m, &text);
+	if (alloc_program__tracks_live(pipeline__program(d->pipeline))) {
+		struct alloc_counters bpf;
+		struct inuse_list list = { 0 };
+
+		alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
+		services__each_inuse(d->services, collect_inuse, &list);
+		m.inuse_enabled = true;
+		m.inuse = list.items;
+		m.n_inuse = list.n;
+		m.inuse_untracked = bpf.live_overflow;
+		self_metrics__render(&m, &text);
+		free(list.items);
+	} else {
+		self_metrics__render(&m, &text);
+	}
 	if (metrics_text__error(&text) == 0)
 		metrics_server__publish(d->metrics, text.data, text.len);
 	metrics_text__free(&text);
@@ -538,6 +648,10 @@ static void keep_sampling_settings(const struct agent_config *running, struct ag
 	then->stack_copy_bytes = now->stack_copy_bytes;
 	then->ringbuf_bytes = now->ringbuf_bytes;
 	then->unwind_table_bytes = now->unwind_table_bytes;
+	if (!now->live_entries && target_rules__any_inuse(&next->targets))
+		log_warn("reload: in-use profiles (a rule's inuse: true) start only on restart: "
+			 "the running agent has no live map");
+	then->live_entries = now->live_entries;
 }
 
 static void *load_config_thread(void *arg)
@@ -723,6 +837,9 @@ static int load_bpf(struct daemon *d)
 	char err[512] = "";
 	int ret;
 
+	/* In-use: the live map exists when a rule asks for it at start (reloads keep it). */
+	if (target_rules__any_inuse(&d->config->targets))
+		d->config->sampling.live_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
 			     sizeof(err));
 	if (!ret && pipeline__set_label_limits(d->pipeline, &d->config->sample_labels,

@@ -79,6 +79,19 @@ static const char usage_text[] =
 	"                           executable) or a label the program puts on its samples\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
 	"                           largest sample, to %6$s; default %7$s)\n"
+	"      --inuse              also in-use (live heap) profiles: inuse_space and\n"
+	"                           inuse_objects in the profile (Go heap-profile semantics) and\n"
+	"                           a leak table (live sites by size, age of their oldest live\n"
+	"                           sample, growth). Targets that preload\n"
+	"                           liballocscope-sampler.so: about 1 ns per free\n"
+	"                           (otel_memory:free). Others (Linux 6.13+, session uprobes):\n"
+	"                           a probe on free and its relatives, a trap on EVERY free\n"
+	"                           (one uprobe hit: 1.6 us per free measured on a 2-core VM;\n"
+	"                           docs/performance.md); non-sampled allocations\n"
+	"                           cost what they did. For busy services prefer the sampler\n"
+	"      --inuse-entries N    live sampled allocations tracked at most (implies --inuse;\n"
+	"                           16 to 16777216, default 65536, ~100 bytes each in the\n"
+	"                           kernel); past it, counted and the estimates flagged low\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -186,7 +199,8 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_GROUP_BY };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_GROUP_BY, OPT_INUSE,
+	       OPT_INUSE_ENTRIES };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -196,6 +210,8 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		{ "group-by", required_argument, NULL, OPT_GROUP_BY },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+		{ "inuse", no_argument, NULL, OPT_INUSE },
+		{ "inuse-entries", required_argument, NULL, OPT_INUSE_ENTRIES },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 	};
@@ -207,6 +223,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	bool check_config = false, capture_option = false;
 	int log_level_override = -1, after_last_option = 1;
 	uint64_t value;
+	uint32_t inuse_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	char err[512];
 	int c, ret;
 
@@ -255,6 +272,17 @@ static int run(int argc, char **argv, struct agent_config *settings)
 			if (!*optarg)
 				return usage_error("empty --output%s", "");
 			opts.output = optarg;
+			break;
+		case OPT_INUSE:
+			opts.inuse = true;
+			break;
+		case OPT_INUSE_ENTRIES:
+			if (units_parse_size(optarg, &value) != 0 || value < 16 ||
+			    value > ALLOC_LIVE_MAX_ENTRIES)
+				return usage_error("invalid --inuse-entries '%s': expected 16 to "
+						   "16777216", optarg);
+			opts.inuse = true;
+			inuse_entries = (uint32_t)value;
 			break;
 		case OPT_TOP:
 			if (units_parse_size(optarg, &value) != 0 || value > 64)
@@ -314,6 +342,8 @@ static int run(int argc, char **argv, struct agent_config *settings)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
 	opts.sample_labels = &settings->sample_labels;
+	if (opts.inuse)
+		opts.sampling.live_entries = inuse_entries;
 	return capture_run(&opts);
 }
 

@@ -58,6 +58,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.stack_copy_bytes = opts->unwind == UNWIND_FP ? 0 : opts->stack_copy_bytes,
 		.kernel_unwind = wants_kernel_walk(opts->unwind),
 		.unwind_table_rows = opts->unwind_table_bytes / sizeof(struct unwind_row),
+		.live_entries = opts->live_entries,
 	};
 	struct pipeline *p;
 	int ret;

@@ -33,6 +33,8 @@ struct sampling_opts {
 	uint32_t ringbuf_bytes;     /* sampling.ringbuf_size, --ringbuf-size (a power of two) */
 	uint32_t unwind_table_bytes; /* sampling.unwind_table_size: the kernel walk's rows, all
 					processes' files together (0: the default, 16 MiB) */
+	uint32_t live_entries;      /* --inuse: track live sampled allocations in a map of this
+				       many entries (in-use profiles); 0: off */
 	char *debuginfod_urls;      /* symbolize.debuginfod_urls, --debuginfod; NULL: the
 				       DEBUGINFOD_URLS environment variable; "": none. Owned by
 				       the configuration the struct sits in. */

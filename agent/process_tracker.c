@@ -63,6 +63,7 @@ struct tracked_process {
 	int64_t next_attempt_ms;
 	bool waiting;                  /* counted in n_waiting */
 	bool snapshotted;              /* the symbolizer knows it: forget it later */
+	bool inuse;                    /* in-use profiles on (its include rule's inuse) */
 };
 
 struct process_tracker {
@@ -161,6 +162,9 @@ static void release_process(struct process_tracker *t, struct tracked_process *p
 		t->n_probe_links -= process_probes__links(p->probes);
 		alloc_program__set_profiled(pipeline__program(t->deps.pipeline), p->pid, false);
 		detach_queue__push(t->deps.detacher, p->probes);
+		/* An exited (or no longer targeted) process's live set goes with it. */
+		if (p->inuse)
+			alloc_program__forget_live(pipeline__program(t->deps.pipeline), p->pid);
 	}
 	if (p->waiting)
 		t->n_waiting--;
@@ -193,8 +197,8 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 	char err[512] = "";
 	int ret;
 
-	ret = process_probes__attach(pipeline__program(t->deps.pipeline), p->pid, NULL, &p->probes,
-				     err, sizeof(err));
+	ret = process_probes__attach_inuse(pipeline__program(t->deps.pipeline), p->pid, NULL,
+					   p->inuse, &p->probes, err, sizeof(err));
 	if (ret == 0) {
 		size_t stepped = process_probes__single_stepped(p->probes);
 
@@ -245,7 +249,8 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
  * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
 static void track_process(struct process_tracker *t, pid_t pid, const char *service_name,
 			  const struct target_rule *rule, struct service *inherited,
-			  struct kube_container *pod, const char *container_id, const char *comm)
+			  struct kube_container *pod, const char *container_id, const char *comm,
+			  bool inuse)
 {
 	struct tracked_process *p;
 	struct epoll_event ev = { .events = EPOLLIN,
@@ -287,6 +292,9 @@ static void track_process(struct process_tracker *t, pid_t pid, const char *serv
 	*bucket_of(t, pid) = p;
 	p->service->n_processes++;
 	t->n_processes++;
+	p->inuse = inuse && alloc_program__tracks_live(pipeline__program(t->deps.pipeline));
+	if (p->inuse)
+		p->service->inuse = true;
 	try_attach(t, p);
 }
 
@@ -347,7 +355,7 @@ static void decide_process(struct process_tracker *t, struct process_info *info,
 	}
 	track_process(t, info->pid, service,
 		      target_rules__matching_rule(t->settings.targets, info), NULL, pod,
-		      info->container.id, info->comm);
+		      info->container.id, info->comm, target_rules__inuse(t->settings.targets, info));
 }
 
 /* Decides from /proc (and the pod cache) whether pid is a target, and tracks it if so; or
@@ -575,8 +583,9 @@ void process_tracker__on_events(struct process_tracker *t, const struct process_
 			if (parent->pod && t->settings.kube &&
 			    kube_pods__lookup(t->settings.kube, parent->container_id, &pod) != 0)
 				pod = NULL;
+			/* Its own live set: it inherits nothing tracked (keys are per pid). */
 			track_process(t, pid, NULL, NULL, parent->service, pod,
-				      parent->container_id, comm);
+				      parent->container_id, comm, parent->inuse);
 		}
 	}
 }

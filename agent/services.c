@@ -149,7 +149,8 @@ static bool same_shape(const struct sink *sink, const struct sink_shape *shape)
 
 	sink__shape(sink, &other);
 	return other.merge_processes == shape->merge_processes &&
-	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes;
+	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes &&
+	       other.inuse_apart == shape->inuse_apart;
 }
 
 /* A label value as sent: valid UTF-8, at most max_label_value_bytes (value is a buffer of
@@ -160,6 +161,34 @@ static void label_value(struct services *t, const struct services_interval *in, 
 	if (utf8__label_value(value, SERVICES_MAX_LABEL_VALUE + 1, raw ? raw : "",
 			      in->max_label_value_bytes))
 		t->stats.label_values_truncated++;
+}
+
+/* The sinks of shape from sink i on, as a bit mask. */
+static uint32_t shape_mask(const struct services_interval *in, const struct sink_shape *shape,
+			   size_t i)
+{
+	uint32_t mask = 0;
+
+	for (size_t j = i; j < in->n_sinks; j++)
+		if (same_shape(in->sinks[j], shape))
+			mask |= 1u << j;
+	return mask;
+}
+
+static void note_trimmed(struct services *t, const struct services_interval *in,
+			 const struct service *s, size_t i, const struct alloc_profile_result *result)
+{
+	if (!result->stacks_trimmed)
+		return;
+	t->stats.stacks_trimmed += result->stacks_trimmed;
+	if (!t->trim_logged)
+		log_warn("the profile of service %s for %s sink %s has %zu stacks more than its "
+			 "max_samples or max_profile_size allow: the coldest were folded into one "
+			 "\"%s\" frame (totals kept); see allocscope_profile_stacks_trimmed_total. "
+			 "Logged once",
+			 s->name, sink__type(in->sinks[i]), sink__name(in->sinks[i]),
+			 result->stacks_trimmed, ALLOC_PROFILE_TRIMMED_FRAME);
+	t->trim_logged = true;
 }
 
 static int submit_profile(struct services *t, const struct services_interval *in,
@@ -179,7 +208,8 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	size_t n = 0, n_values = 0;
 	uint8_t *data = NULL;
 	size_t len = 0;
-	int ret, failures = 0;
+	uint32_t failed_sinks = 0; /* bit j: sink j took nothing (at most CONFIG_MAX_SINKS) */
+	int ret;
 	bool built = false;
 
 	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
@@ -246,51 +276,53 @@ static int submit_profile(struct services *t, const struct services_interval *in
 		if (encoded_before)
 			continue;
 
-		struct alloc_profile_output output = {
-			.start_ns = in->start_wall_ns,
-			.duration_ns = in->duration_ns,
-			.comments = comments,
-			/* Per-sample labels only repeat the series labels of a push. */
-			.labels = shape.merge_processes ? NULL : sample_labels,
-			.n_labels = shape.merge_processes ? 0 : n,
-			.pid_label = in->pid_label && !shape.merge_processes,
-			.merge_processes = shape.merge_processes,
-			.max_samples = (size_t)shape.max_samples,
-			.max_bytes = shape.max_bytes,
-			.result = &result,
+		/* In-use apart (Parca): the interval's delta, then the snapshot on its own. */
+		bool apart = shape.inuse_apart && alloc_profile__has_inuse(s->profile);
+		static const enum alloc_profile_values parts_apart[] = {
+			ALLOC_PROFILE_VALUES_ALLOC, ALLOC_PROFILE_VALUES_INUSE
 		};
+		static const enum alloc_profile_values parts_whole[] = { ALLOC_PROFILE_VALUES_ALL };
+		const enum alloc_profile_values *parts = apart ? parts_apart : parts_whole;
 
-		ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
-		if (ret) {
-			t->stats.encode_errors++;
-			log_error("cannot encode the profile of service %s: %s", s->name,
-				  strerror(-ret));
-			failures++;
-			continue;
+		for (size_t part = 0; part < (apart ? 2u : 1u); part++) {
+			struct alloc_profile_output output = {
+				.start_ns = in->start_wall_ns,
+				.duration_ns = in->duration_ns,
+				.comments = comments,
+				/* Per-sample labels only repeat the series labels of a push. */
+				.labels = shape.merge_processes ? NULL : sample_labels,
+				.n_labels = shape.merge_processes ? 0 : n,
+				.pid_label = in->pid_label && !shape.merge_processes,
+				.merge_processes = shape.merge_processes,
+				.max_samples = (size_t)shape.max_samples,
+				.max_bytes = shape.max_bytes,
+				.result = &result,
+				.values = parts[part],
+			};
+
+			ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
+			if (ret) {
+				t->stats.encode_errors++;
+				log_error("cannot encode the profile of service %s: %s", s->name,
+					  strerror(-ret));
+				failed_sinks |= shape_mask(in, &shape, i);
+				continue;
+			}
+			built = true;
+			note_trimmed(t, in, s, i, &result);
+			record.pprof_gz = data;
+			record.pprof_gz_len = len;
+			for (size_t j = i; j < in->n_sinks; j++)
+				if (same_shape(in->sinks[j], &shape) &&
+				    sink__submit(in->sinks[j], &record) != 0)
+					failed_sinks |= 1u << j;
+			free(data);
+			data = NULL;
 		}
-		built = true;
-		if (result.stacks_trimmed) {
-			t->stats.stacks_trimmed += result.stacks_trimmed;
-			if (!t->trim_logged)
-				log_warn("the profile of service %s for %s sink %s has %zu stacks "
-					 "more than its max_samples or max_profile_size allow: the "
-					 "coldest were folded into one \"%s\" frame (totals kept); "
-					 "see allocscope_profile_stacks_trimmed_total. Logged once",
-					 s->name, sink__type(in->sinks[i]), sink__name(in->sinks[i]),
-					 result.stacks_trimmed, ALLOC_PROFILE_TRIMMED_FRAME);
-			t->trim_logged = true;
-		}
-		record.pprof_gz = data;
-		record.pprof_gz_len = len;
-		for (size_t j = i; j < in->n_sinks; j++)
-			if (same_shape(in->sinks[j], &shape))
-				failures += sink__submit(in->sinks[j], &record) != 0;
-		free(data);
-		data = NULL;
 	}
 	if (built)
 		t->stats.profiles_built++;
-	return failures >= (int)in->n_sinks ? -EIO : 0;
+	return (size_t)__builtin_popcount(failed_sinks) >= in->n_sinks ? -EIO : 0;
 }
 
 
@@ -303,16 +335,48 @@ void services__write_interval(struct services *t, const struct services_interval
 
 		if (!s->profile)
 			continue;
+		struct alloc_profile_inuse inuse = { 0 };
+		struct alloc_profile *next = NULL;
+
 		alloc_profile__totals(s->profile, &totals);
-		if (totals.samples) {
+		if (alloc_profile__has_inuse(s->profile))
+			alloc_profile__inuse_totals(s->profile, &inuse);
+		if (totals.samples || inuse.live_samples) {
 			if (submit_profile(t, interval, s) == 0)
 				out->written++;
 			else
 				out->failed++;
 		}
+		/* Out of memory here loses the old samples' stacks: their live entries then
+		 * count under the dropped-samples frame. */
+		if (alloc_profile__carry_live(s->profile, &next) != 0)
+			next = NULL;
+		s->inuse_bytes = inuse.bytes;
 		alloc_profile__free(s->profile);
-		s->profile = NULL;
+		s->profile = next;
 	}
+}
+
+void services__inuse_begin(struct services *t, uint64_t now_ns)
+{
+	for (struct service *s = t->list; s; s = s->next)
+		if (s->profile && alloc_profile__has_inuse(s->profile))
+			alloc_profile__inuse_begin(s->profile, now_ns);
+}
+
+void services__inuse_end(struct services *t, uint64_t overflow)
+{
+	for (struct service *s = t->list; s; s = s->next)
+		if (s->profile && alloc_profile__has_inuse(s->profile))
+			alloc_profile__inuse_end(s->profile, overflow);
+}
+
+void services__each_inuse(const struct services *t,
+			  void (*fn)(const struct service *s, double bytes, void *ctx), void *ctx)
+{
+	for (const struct service *s = t->list; s; s = s->next)
+		if (s->inuse)
+			fn(s, s->inuse_bytes, ctx);
 }
 
 void services__prune(struct services *t)

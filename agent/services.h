@@ -45,6 +45,9 @@ struct service {
 	char *code_labels[SERVICE_CODE_LABELS];
 	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
 	size_t n_processes;            /* the caller's processes in it */
+	bool inuse;                    /* some have in-use profiles on: its profiles carry
+					  inuse_* (snapshots, not deltas) */
+	double inuse_bytes;            /* live at the last interval's snapshot (/metrics) */
 	struct service *next;          /* the table's */
 };
 
@@ -102,9 +105,19 @@ struct services_written {
 	size_t failed;  /* services every sink refused, or whose profile did not encode */
 };
 
-/* Hands every service's profile that holds samples to the sinks and frees every profile. */
+/* Hands every service's profile that holds samples (or, with in-use, live allocations) to the
+ * sinks and frees every profile; an in-use profile's live stacks start the next one
+ * (alloc_profile__carry_live). */
 void services__write_interval(struct services *t, const struct services_interval *interval,
 			      struct services_written *out);
+
+/* In-use snapshots of every service's profile (alloc_profile__inuse_begin/_end): between the
+ * two the caller adds each live entry to its service's profile. */
+void services__inuse_begin(struct services *t, uint64_t now_ns);
+void services__inuse_end(struct services *t, uint64_t overflow);
+/* Of the last snapshot: bytes live per service, for /metrics (name, bytes) one call each. */
+void services__each_inuse(const struct services *t,
+			  void (*fn)(const struct service *s, double bytes, void *ctx), void *ctx);
 
 /* Removes the services without processes (their last profile is written). */
 void services__prune(struct services *t);

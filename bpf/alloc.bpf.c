@@ -132,6 +132,7 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 	send_drop_notice(size, weighted_bytes, entry);
 }
 
+#include "live.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -268,6 +269,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	rec->time_ns = bpf_ktime_get_ns();
 	rec->weighted_bytes = weighted_bytes;
 	rec->entry = entry;
+	track_live_sample(ctx, rec);
 	rec->caller_address = 0;
 	if (at_entry) {
 		err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
@@ -301,7 +303,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 }
 
 /* The countdown ran out within this allocation (or was never started): decide, and when the
- * allocation is sampled, record it. Kept out of line so the common path stays small. */
+ * allocation is sampled, record it. Kept out of line so the common path stays small. Returns
+ * 1 when the allocation was sampled (the session program then asks for its return). */
 static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
 					__u64 size)
 {
@@ -316,8 +319,9 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	}
 	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
 	countdown->bytes_left = next_interval();
-	return submit_sample(ctx, size, 0,
-			     (__u32)(bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_KIND_MASK), true);
+	submit_sample(ctx, size, 0, (__u32)(bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_KIND_MASK),
+		      true);
+	return 1;
 }
 
 static __always_inline void count_probe_hit(void)
@@ -329,7 +333,8 @@ static __always_inline void count_probe_hit(void)
 		*hits += 1;
 }
 
-static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+/* Whether this allocation was sampled (and recorded, unless the ring was full). */
+static __always_inline bool count_allocation(struct pt_regs *ctx, __u64 size)
 {
 	struct thread_countdown *countdown;
 
@@ -344,9 +349,15 @@ static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
 		size = 1;
 	if (countdown->bytes_left > size) {
 		countdown->bytes_left -= size;
-		return 0;
+		return false;
 	}
-	return sample_allocation(ctx, countdown, size);
+	return sample_allocation(ctx, countdown, size) != 0;
+}
+
+static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+{
+	count_allocation(ctx, size);
+	return 0;
 }
 
 /* malloc, valloc, pvalloc, operator new, mallocx: size is the first argument. */
@@ -470,21 +481,21 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 SEC("uprobe")
 int alloc_usdt(struct pt_regs *ctx)
 {
-	return on_usdt_alloc(ctx, bpf_get_attach_cookie(ctx));
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+
+	if (cookie & ALLOC_COOKIE_USDT_FREE)
+		return on_usdt_free(ctx, cookie);
+	return on_usdt_alloc(ctx, cookie);
 }
 
 /* Every entry point at once, for a uprobe_multi link (libbpf loads it with that attach type;
  * the agent leaves it out on kernels that refuse it). A multi link runs one program for all
  * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
  * compare or two before the same countdown as the per-layout programs. */
-SEC("uprobe.multi")
-int alloc_multi(struct pt_regs *ctx)
+static __always_inline bool multi_allocation(struct pt_regs *ctx, __u64 entry)
 {
-	__u64 entry = bpf_get_attach_cookie(ctx);
 	__u64 nmemb, size, alignment;
 
-	if (entry >= ALLOC_COOKIE_USDT)
-		return on_usdt_alloc(ctx, entry);
 	switch (entry) {
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:
@@ -497,7 +508,7 @@ int alloc_multi(struct pt_regs *ctx)
 		break;
 	case ALLOC_ENTRY_POSIX_MEMALIGN:
 		if (!posix_alignment_valid(PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM3(ctx);
 		break;
 	case ALLOC_ENTRY_CALLOC:
@@ -508,17 +519,17 @@ int alloc_multi(struct pt_regs *ctx)
 		barrier_var(nmemb);
 		barrier_var(size);
 		if (calloc_overflows(nmemb, size))
-			return 0;
+			return false;
 		size *= nmemb;
 		break;
 	case ALLOC_ENTRY_REALLOC:
 		if (!realloc_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM2(ctx);
 		break;
 	case ALLOC_ENTRY_REALLOC_ANY:
 		if (!realloc_any_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM2(ctx);
 		break;
 	default:
@@ -537,15 +548,53 @@ int alloc_multi(struct pt_regs *ctx)
 			size = PT_REGS_PARM3(ctx);
 			barrier_var(size);
 			if (!posix_alignment_valid(alignment))
-				return 0;
+				return false;
 		} else {
-			return 0;
+			return false;
 		}
 		if (alignment <= relayed_alignment(entry))
-			return 0;
+			return false;
 		break;
 	}
-	return on_allocation(ctx, size);
+	return count_allocation(ctx, size);
+}
+
+SEC("uprobe.multi")
+int alloc_multi(struct pt_regs *ctx)
+{
+	__u64 entry = bpf_get_attach_cookie(ctx);
+
+	if (entry >= ALLOC_COOKIE_USDT)
+		return entry & ALLOC_COOKIE_USDT_FREE ? on_usdt_free(ctx, entry)
+						      : on_usdt_alloc(ctx, entry);
+	multi_allocation(ctx, entry);
+	return 0;
+}
+
+/* In-use on the transparent path: alloc_multi's work at the entry, as a session uprobe (the
+ * agent loads it as BPF_TRACE_UPROBE_SESSION), so that a sampled call, and only a sampled one,
+ * also runs at its return, where the pointer is (live.bpf.h). The entry returns 1 for every
+ * other call: the kernel then sets no return trap, and a non-sampled allocation costs what it
+ * costs under alloc_multi. Frees (ALLOC_COOKIE_FREE) share the link and never ask for the
+ * return either. */
+SEC("uprobe.multi")
+int alloc_session(struct pt_regs *ctx)
+{
+	__u64 entry = bpf_get_attach_cookie(ctx);
+
+	if (bpf_session_is_return())
+		return on_session_return(ctx, entry);
+	if (entry & ALLOC_COOKIE_FREE)
+		return on_free(ctx);
+	if (entry >= ALLOC_COOKIE_USDT)
+		return 1; /* never attached here */
+	if (((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_REALLOC ||
+	     (entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_REALLOC_ANY) &&
+	    PT_REGS_PARM1(ctx))
+		forget_pointer(PT_REGS_PARM1(ctx)); /* realloc: a free, then maybe an allocation */
+	if (!multi_allocation(ctx, entry))
+		return 1;
+	return session_wants_return();
 }
 
 static __always_inline void send_process_event(__u32 type, __u32 pid, __u32 parent_pid)

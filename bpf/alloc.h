@@ -226,6 +226,14 @@ struct alloc_counters {
 	__u64 not_dumpable;      /* samples sent without their stack copy: only_caller, and the
 				    process is not dumpable (PR_SET_DUMPABLE 0, a set-user-ID
 				    exec): its stack memory is not the caller's to read */
+	/* In-use tracking (--inuse, bpf/live.bpf.h): */
+	__u64 live_overflow;     /* sampled allocations not tracked: live_allocs was full (the
+				    in-use estimates are low; the profile says so) */
+	__u64 live_frees;        /* frees that removed a tracked allocation */
+	/* The transparent path (session uprobes): */
+	__u64 live_returns_lost; /* sampled calls whose return gave no pointer to track (the
+				    call failed, or a nested sampled call on the thread took
+				    its place) */
 };
 
 /* An entry point's attach cookie is its enum alloc_entry in the low byte and, for an aligned
@@ -241,6 +249,33 @@ struct alloc_counters {
  * ALLOC_COOKIE_USDT + the index of their argument spec in the usdt_specs map. */
 #define ALLOC_COOKIE_USDT (1ull << 32)
 #define ALLOC_MAX_USDT_SPECS 256
+/* ... and an otel_memory:free site's cookie has this bit on top (in-use tracking). */
+#define ALLOC_COOKIE_USDT_FREE (1ull << 40)
+/* The transparent path's frees (in-use with session uprobes): free, cfree, operator delete
+ * and its sized and aligned variants, sdallocx...; the pointer is the first argument. Only
+ * in a session link (alloc_session), never in alloc_multi's. */
+#define ALLOC_COOKIE_FREE (1ull << 48)
+/* BPF_TRACE_UPROBE_SESSION of the kernel's enum bpf_attach_type (Linux 6.13+; include/uapi/
+ * linux/bpf.h, checked against this kernel's BTF): libbpf 1.4 and Debian's UAPI headers
+ * predate it. */
+#define ALLOC_ATTACH_UPROBE_SESSION 57
+
+/* In-use tracking: the sampled allocations still live, keyed by process and pointer; the
+ * value's time_ns is the sample's (struct alloc_sample.time_ns), which the agent joins on. */
+struct alloc_live_key {
+	__u32 pid;               /* tgid */
+	__u32 reserved;
+	__u64 ptr;
+};
+
+struct alloc_live {
+	__u64 time_ns;
+	__u64 size;              /* as in the sample */
+	__u64 weighted_bytes;    /* as in the sample */
+};
+
+#define ALLOC_LIVE_DEFAULT_ENTRIES 65536
+#define ALLOC_LIVE_MAX_ENTRIES (1u << 24)
 
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a

@@ -341,6 +341,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	rec->time_ns = bpf_ktime_get_ns();
 	rec->weighted_bytes = weighted_bytes;
 	rec->entry = entry;
+	track_live_sample(ctx, rec);
 	rec->caller_address = 0;
 	if (at_entry && !unwind_read(PT_REGS_SP(ctx), &rec->caller_address)) {
 		rec->caller_address = 0;

@@ -41,6 +41,7 @@
 
 #include "allocscope_sampler.h"
 #include "exact_count.h"
+#include "live_set.h"
 #include "sampling.h"
 #include "usdt.h"
 
@@ -457,6 +458,8 @@ static COLD void record_sample(void *ptr, size_t size)
 	double weighted = (double)bytes / probability;
 	uint64_t weighted_bytes = weighted < 1.8e19 ? (uint64_t)(weighted + 0.5) : UINT64_MAX;
 
+	if (live_set_wanted())
+		live_set_add(ptr); /* before the probe: its free may come at once */
 	ALLOCSCOPE_USDT3(otel_memory, alloc, ptr, size, weighted_bytes);
 	__atomic_fetch_add(&stat_sampled, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&stat_weighted_bytes, weighted_bytes, __ATOMIC_RELAXED);
@@ -586,6 +589,8 @@ EXPORT void free(void *ptr)
 {
 	if (UNLIKELY(in_arena(ptr)))
 		return;
+	if (UNLIKELY(live_set_may_hold(ptr)))
+		live_set_forget(ptr);
 	NEXT(free)(ptr);
 }
 
@@ -605,6 +610,9 @@ static inline void *realloc_counted(void *ptr, size_t size)
 {
 	if (UNLIKELY(in_arena(ptr)))
 		return arena_realloc(ptr, size);
+	/* A tracked block reallocated is freed (and, if sampled, allocated again). */
+	if (UNLIKELY(live_set_may_hold(ptr)))
+		live_set_forget(ptr);
 	if (LIKELY(!profiling()) || (ptr && !size) || countdown_passes(size))
 		return NEXT(realloc)(ptr, size);
 	return realloc_slow(ptr, size);
@@ -680,11 +688,17 @@ EXPORT size_t malloc_usable_size(void *ptr)
 
 EXPORT void allocscope_sampler_stats(struct allocscope_sampler_stats *out)
 {
+	struct live_set_stats live;
+
 	if (!out)
 		return;
 	out->sampled = __atomic_load_n(&stat_sampled, __ATOMIC_RELAXED);
 	out->weighted_bytes = __atomic_load_n(&stat_weighted_bytes, __ATOMIC_RELAXED);
 	out->sample_rate = sample_rate;
+	live_set_stats(&live);
+	out->live_tracked = live.tracked;
+	out->live_overflow = live.overflow;
+	out->frees_fired = live.freed;
 }
 
 /* ---- Start-up ---- */
@@ -788,6 +802,7 @@ static void sampler_after_fork_in_child(void)
 {
 	rng_seeded = false;
 	bytes_left = 0;
+	live_set_after_fork();
 	__atomic_store_n(&stat_sampled, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&stat_weighted_bytes, 0, __ATOMIC_RELAXED);
 }
@@ -798,6 +813,7 @@ __attribute__((constructor)) static void sampler_init(void)
 
 	resolve_next_allocator();
 	read_sample_rate();
+	live_set_init();
 	pthread_atfork(NULL, NULL, sampler_after_fork_in_child);
 	/* Sampling without a profiler, for tests and for measuring the sampled path: hold one
 	 * reference on the semaphore ourselves. The kernel adds and removes its own on top. */

@@ -27,6 +27,13 @@ struct process_probes;
  *   -ESRCH no such process; -ENOTSUP its malloc comes from an allocator allocscope does not
  *   recognize (the sentence names the file); -ENOENT no malloc found (not mapped yet, or a
  *   stripped static binary); others: the attach itself failed. */
+/* As process_probes__attach, with in-use tracking for this process on or off (the continuous
+ * agent's per-rule `inuse`): off, no free probes and no session link even when the program
+ * tracks live allocations. process_probes__attach is this with inuse =
+ * alloc_program__tracks_live(prog). */
+int process_probes__attach_inuse(struct alloc_program *prog, pid_t pid, const char *command,
+				 bool inuse, struct process_probes **out, char *err,
+				 size_t err_len);
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len);
 /* Detaches every probe; accepts NULL. */
@@ -58,5 +65,7 @@ size_t process_probes__on_nop5(const struct process_probes *probes);
 /* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),
  * then the entry points left unprobed and the function that counts for each. */
 void process_probes__describe(const struct process_probes *probes, FILE *out);
+/* Of the probes, those on frees (in-use on the transparent path, session links). */
+size_t process_probes__frees(const struct process_probes *probes);
 
 #endif

@@ -217,3 +217,19 @@ void target_rules__clear(struct target_rules *rules)
 	rules->exclude = NULL;
 	rules->n_exclude = 0;
 }
+
+bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rule_matches(&rules->include[i], process))
+			return rules->include[i].inuse;
+	return false;
+}
+
+bool target_rules__any_inuse(const struct target_rules *rules)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rules->include[i].inuse)
+			return true;
+	return false;
+}

@@ -33,6 +33,7 @@ struct target_rule {
 	char *repository;
 	char *git_ref;
 	char *root_path;
+	bool inuse;           /* include rules: in-use profiles for the processes it matches */
 };
 
 struct target_rules {
@@ -52,6 +53,11 @@ bool target_rules__match(const struct target_rules *rules, const struct process_
  * there are include rules; NULL otherwise. Same decision as target_rules__match. */
 const struct target_rule *target_rules__matching_rule(const struct target_rules *rules,
 						      const struct process_info *process);
+/* Whether a target's in-use profiles are on: its first matching include rule says inuse
+ * (false without include rules). The rest of the decision is target_rules__match's. */
+bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process);
+/* Whether any include rule asks for in-use profiles (the agent then tracks live allocations). */
+bool target_rules__any_inuse(const struct target_rules *rules);
 
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);

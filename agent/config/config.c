@@ -232,6 +232,9 @@ static const struct config_key rule_keys[] = {
 	{ "git_ref", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "v2.14.1", RULE_FIELD(git_ref) },
 	{ "root_path", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "services/shop",
 	  RULE_FIELD(root_path) },
+	/* In-use profiles for what the rule matches (issue 16): a probe on every free on the
+	 * transparent path (docs/operations.md); the live map is made at start. */
+	{ "inuse", KEY_BOOL, KEY_INCLUDE_ONLY, .default_text = "false", RULE_FIELD(inuse) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -319,7 +322,7 @@ static const struct key_table exclude_rule_table = {
 	.where = "in an exclude rule",
 	.forbidden_flags = KEY_INCLUDE_ONLY,
 	.forbidden_why = "not allowed in an exclude rule (excluded processes are never profiled, "
-			 "so they have no service)",
+			 "so they have no service and no in-use profile)",
 };
 /* Before its type is known, a sink is walked against every sink key (defaults). */
 static const struct key_table sink_table = {

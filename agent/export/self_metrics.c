@@ -194,6 +194,20 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 	      (double)m->processes_detaching);
 	gauge(t, "allocscope_services", "Services with tracked processes.",
 	      (double)m->services);
+	if (m->inuse_enabled) {
+		metrics_text__family(t, "allocscope_inuse_bytes", "gauge",
+				     "Estimated heap bytes live in a service at the last interval's "
+				     "in-use snapshot (rules with inuse: true).");
+		for (size_t i = 0; i < m->n_inuse; i++)
+			metrics_text__sample(t, "allocscope_inuse_bytes",
+					     (const char *const[]){ "service", m->inuse[i].service,
+								    NULL },
+					     m->inuse[i].bytes);
+		counter(t, "allocscope_inuse_untracked_total",
+			"Sampled allocations not tracked as live because the live map was full: "
+			"in-use estimates are low while it grows.",
+			(double)m->inuse_untracked);
+	}
 	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
 		(double)m->attaches);
 	metrics_text__family(t, "allocscope_processes_not_profiled_total", "counter",

@@ -27,6 +27,11 @@ struct self_metrics_reasons {
 	size_t n;
 };
 
+struct self_metrics_service_bytes {
+	const char *service;
+	double bytes;
+};
+
 /* Everything is a value at the time of the snapshot; counters are totals since start. */
 struct self_metrics {
 	uint64_t samples;
@@ -63,6 +68,13 @@ struct self_metrics {
 	/* Per-sample labels through their limits (profile/label_limits.h). */
 	uint64_t sample_labels_kept, sample_labels_dropped, sample_label_values_other,
 		sample_label_values_truncated;
+	/* In-use (a rule with inuse: true): bytes live per service at the last interval's
+	 * snapshot (borrowed names), and the sampled allocations the live map had no room for.
+	 * The families are left out when inuse_enabled is false. */
+	bool inuse_enabled;
+	const struct self_metrics_service_bytes *inuse;
+	size_t n_inuse;
+	uint64_t inuse_untracked;
 };
 
 /* Appends every family to t (an allocation failure shows in metrics_text__error). */

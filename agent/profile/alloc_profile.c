@@ -40,6 +40,10 @@ struct stack_record {
 	bool leaf_in_executable;
 	double bytes, objects;
 	uint64_t samples;
+	/* In-use (alloc_profile__inuse_*): the live estimate at the last snapshot and the one
+	 * before it, and the allocation time of the oldest live sample (0: none live). */
+	double inuse_bytes, inuse_objects, prev_inuse_bytes;
+	uint64_t oldest_live_ns;
 	uint64_t frames[];
 };
 
@@ -48,6 +52,17 @@ struct dropped_weight {
 	uint32_t pid;
 	uint64_t samples;
 	double bytes, objects;
+	double inuse_bytes, inuse_objects; /* live entries with no kept sample */
+};
+
+/* In-use: which stack each sample still possibly live was added to, by (pid, time_ns), the
+ * identity the kernel's live map gives (struct alloc_live). Open addressing; rebuilt without
+ * the entries a snapshot did not find live. */
+struct live_ref {
+	uint32_t pid;
+	uint32_t seen; /* the snapshot generation that last found it live */
+	uint64_t time_ns;
+	struct stack_record *rec; /* NULL: empty slot */
 };
 
 /* A process's executable as /proc/PID/exe named it when last read. */
@@ -76,6 +91,12 @@ struct alloc_profile {
 	/* --skip-frames: wrappers the user names, matched against whole function names */
 	regex_t skip_frames;
 	bool has_skip_frames;
+	/* In-use profiles (alloc_profile__enable_inuse) */
+	bool inuse;
+	struct live_ref *live_refs;
+	size_t n_live_refs, cap_live_refs; /* cap: a power of two */
+	uint32_t live_generation;
+	struct alloc_profile_inuse inuse_totals;
 	/* issue 15: labels per process, the per-sample labels' limiter, the grouped top table's
 	 * scratch (group of each site) */
 	struct process_label *process_labels;
@@ -157,6 +178,7 @@ void alloc_profile__free(struct alloc_profile *profile)
 	}
 	free(profile->process_labels);
 	label_limits__free(profile->label_limits);
+	free(profile->live_refs);
 	if (profile->has_skip_frames)
 		regfree(&profile->skip_frames);
 	free(profile);
@@ -342,9 +364,9 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	return rec;
 }
 
-int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
-				      const uint64_t *frames, size_t n_frames, uint64_t size,
-				      double weighted_bytes)
+static int add_weighted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			size_t n_frames, uint64_t size, double weighted_bytes,
+			struct stack_record **out)
 {
 	double bytes = (double)(size ? size : 1);
 	struct stack_record *rec;
@@ -354,6 +376,8 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 	rec = find_or_add_stack(profile, pid, frames, n_frames);
 	if (!rec)
 		return -ENOMEM;
+	if (out)
+		*out = rec;
 	/* weighted_bytes / size is the same 1/p the kernel path's weight gives. */
 	rec->bytes += weighted_bytes;
 	rec->objects += weighted_bytes / bytes;
@@ -382,6 +406,16 @@ int alloc_profile__add_counted(struct alloc_profile *profile, uint32_t pid, cons
 	profile->totals.objects += (double)objects;
 	return 0;
 }
+
+int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
+				      const uint64_t *frames, size_t n_frames, uint64_t size,
+				      double weighted_bytes)
+{
+	return add_weighted(profile, pid, frames, n_frames, size, weighted_bytes, NULL);
+}
+
+static int live_refs_put(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			 struct stack_record *rec);
 
 /* The bytes a sample of size stands for: bytes / p, p = 1 - exp(-size/R). */
 static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t size)
@@ -430,10 +464,16 @@ static void note_sampler_rate(struct alloc_profile *profile, uint64_t size, uint
 int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
 			       const uint64_t *frames, size_t n_frames)
 {
+	struct stack_record *rec = NULL;
+	int ret;
+
 	if (sample->weighted_bytes)
 		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
-	return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
-						 sample->size, sample_weight(profile, sample));
+	ret = add_weighted(profile, sample->pid, frames, n_frames, sample->size,
+			   sample_weight(profile, sample), &rec);
+	if (!ret && profile->inuse)
+		ret = live_refs_put(profile, sample->pid, sample->time_ns, rec);
+	return ret;
 }
 
 int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample)
@@ -546,6 +586,8 @@ static struct stack_record *dropped_record(struct alloc_profile *profile,
 	rec->bytes = d->bytes;
 	rec->objects = d->objects;
 	rec->samples = d->samples;
+	rec->inuse_bytes = d->inuse_bytes;
+	rec->inuse_objects = d->inuse_objects;
 	return rec;
 }
 
@@ -799,10 +841,19 @@ static int compare_sites(const void *a, const void *b)
 	return strcmp(x->function, y->function);
 }
 
-int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
-			     size_t *count)
+static int compare_live_sites(const void *a, const void *b)
 {
-	size_t n = 0;
+	const struct alloc_site *x = a, *y = b;
+
+	if (x->inuse_bytes != y->inuse_bytes)
+		return x->inuse_bytes < y->inuse_bytes ? 1 : -1;
+	return strcmp(x->function, y->function);
+}
+
+static int collect_sites(struct alloc_profile *profile, bool live, struct alloc_site *out,
+			 size_t max, size_t *count)
+{
+	size_t n = 0, kept = 0;
 
 	*count = 0;
 	free(profile->sites);
@@ -827,21 +878,44 @@ int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *o
 		}
 		profile->sites[j].bytes += rec->bytes;
 		profile->sites[j].objects += rec->objects;
+		profile->sites[j].inuse_bytes += rec->inuse_bytes;
+		profile->sites[j].inuse_objects += rec->inuse_objects;
+		profile->sites[j].inuse_growth += rec->inuse_bytes - rec->prev_inuse_bytes;
+		if (rec->oldest_live_ns && (!profile->sites[j].oldest_live_ns ||
+					    rec->oldest_live_ns < profile->sites[j].oldest_live_ns))
+			profile->sites[j].oldest_live_ns = rec->oldest_live_ns;
 	}
-	if (profile->totals.dropped_samples) {
+	if (profile->totals.dropped_samples || profile->inuse_totals.untracked) {
 		snprintf(profile->site_names[n], sizeof(profile->site_names[n]), "%s",
 			 ALLOC_PROFILE_DROPPED_FRAME);
 		profile->sites[n].function = profile->site_names[n];
 		profile->sites[n].bytes = profile->totals.dropped_bytes;
 		profile->sites[n].objects = profile->totals.dropped_objects;
+		for (size_t i = 0; i < profile->n_drops; i++) {
+			profile->sites[n].inuse_bytes += profile->drops[i].inuse_bytes;
+			profile->sites[n].inuse_objects += profile->drops[i].inuse_objects;
+		}
 		n++;
 	}
 	profile->n_sites = n;
-	qsort(profile->sites, n, sizeof(*profile->sites), compare_sites);
-	for (size_t i = 0; i < n && i < max; i++)
-		out[i] = profile->sites[i];
-	*count = n < max ? n : max;
+	qsort(profile->sites, n, sizeof(*profile->sites), live ? compare_live_sites : compare_sites);
+	for (size_t i = 0; i < n && kept < max; i++)
+		if (!live || profile->sites[i].inuse_bytes > 0)
+			out[kept++] = profile->sites[i];
+	*count = kept;
 	return 0;
+}
+
+int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
+			     size_t *count)
+{
+	return collect_sites(profile, false, out, max, count);
+}
+
+int alloc_profile__top_live_sites(struct alloc_profile *profile, struct alloc_site *out,
+				  size_t max, size_t *count)
+{
+	return collect_sites(profile, true, out, max, count);
 }
 
 /* Mapping identities seen while writing, in first-seen order, with whether any of their
@@ -966,6 +1040,7 @@ struct profile_entry {
 	uint64_t hash;
 	const struct stack_record *rec; /* the first; its pid resolves the frames */
 	double bytes, objects;
+	double inuse_bytes, inuse_objects;
 	size_t order;			/* first-seen, for deterministic output */
 	struct frame_ref {
 		uint32_t slot;	  /* mapping_slot.index; UINT32_MAX without a mapping */
@@ -1053,6 +1128,8 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 		}
 		e->bytes += rec->bytes;
 		e->objects += rec->objects;
+		e->inuse_bytes += rec->inuse_bytes;
+		e->inuse_objects += rec->inuse_objects;
 	}
 	return 0;
 }
@@ -1109,7 +1186,9 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 			return -ENOMEM;
 	}
 
-	int64_t values[2] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5) };
+	int64_t values[4] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5),
+			      (int64_t)(e->inuse_objects + 0.5), (int64_t)(e->inuse_bytes + 0.5) };
+	size_t first = output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0;
 	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1 + ALLOC_PROFILE_MAX_PROCESS_LABELS];
 	size_t n_labels = 0;
 
@@ -1124,21 +1203,23 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 				.str = profile->process_labels[i].value,
 			};
 	}
-	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
-					 n_labels);
+	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values + first,
+					 labels, n_labels);
 }
 
 /* The one sample that stands for the stacks left out, so that totals stay whole. */
 static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_table *t,
-			      size_t kept)
+			      size_t kept, size_t first)
 {
 	struct pprof_line line = { 0 };
-	int64_t values[2] = { 0, 0 };
+	int64_t values[4] = { 0, 0, 0, 0 };
 	uint64_t location_id;
 
 	for (size_t i = kept; i < t->count; i++) {
 		values[0] += (int64_t)(t->entries[i]->objects + 0.5);
 		values[1] += (int64_t)(t->entries[i]->bytes + 0.5);
+		values[2] += (int64_t)(t->entries[i]->inuse_objects + 0.5);
+		values[3] += (int64_t)(t->entries[i]->inuse_bytes + 0.5);
 	}
 	line.function_id = pprof_builder__function(builder, ALLOC_PROFILE_TRIMMED_FRAME, NULL,
 						   NULL, 0);
@@ -1147,7 +1228,7 @@ static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_
 	location_id = pprof_builder__location(builder, 0, 0, &line, 1);
 	if (!location_id)
 		return -ENOMEM;
-	return pprof_builder__add_sample(builder, &location_id, 1, values, NULL, 0);
+	return pprof_builder__add_sample(builder, &location_id, 1, values + first, NULL, 0);
 }
 
 /* The first-seen mapping of the first process's executable (the first process whose stacks
@@ -1177,6 +1258,8 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	static const struct pprof_value_type sample_types[] = {
 		{ "alloc_objects", "count" },
 		{ "alloc_space", "bytes" },
+		{ "inuse_objects", "count" },
+		{ "inuse_space", "bytes" },
 	};
 	struct pprof_value_type period_type = { "space", "bytes" };
 	struct pprof_builder *builder;
@@ -1186,13 +1269,31 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	int ret = 0;
 
 	*out = NULL;
-	builder = pprof_builder__new(sample_types, 2, period_type, (int64_t)profile->sample_rate,
-				     "alloc_space");
+	/* With in-use, Go's heap-profile layout: four types, inuse_space shown first; or one
+	 * half of it (output->values). */
+	bool inuse_only = profile->inuse && output->values == ALLOC_PROFILE_VALUES_INUSE;
+	bool all = profile->inuse && output->values == ALLOC_PROFILE_VALUES_ALL;
+
+	builder = pprof_builder__new(sample_types + (inuse_only ? 2 : 0), all ? 4 : 2, period_type,
+				     (int64_t)profile->sample_rate,
+				     all || inuse_only ? "inuse_space" : "alloc_space");
 	if (!builder)
 		return -errno;
-	pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
+	if (inuse_only)
+		pprof_builder__set_time(builder, output->start_ns + output->duration_ns, 0);
+	else
+		pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
 	for (size_t i = 0; output->comments && output->comments[i] && !ret; i++)
 		ret = pprof_builder__add_comment(builder, output->comments[i]);
+	if (!ret && profile->inuse && profile->inuse_totals.overflow) {
+		char line[200];
+
+		snprintf(line, sizeof(line),
+			 "in-use estimates are LOW: %llu sampled allocations were not tracked "
+			 "(the live map was full: raise --inuse-entries)",
+			 (unsigned long long)profile->inuse_totals.overflow);
+		ret = pprof_builder__add_comment(builder, line);
+	}
 	if (!ret && kept < entries->count) {
 		char line[160];
 
@@ -1247,7 +1348,8 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	for (size_t i = 0; i < kept && !ret; i++)
 		ret = add_entry_sample(profile, builder, mappings, entries->entries[i], output);
 	if (!ret && kept < entries->count)
-		ret = add_trimmed_sample(builder, entries, kept);
+		ret = add_trimmed_sample(builder, entries, kept,
+					 output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0);
 out:
 	if (ret) {
 		pprof_builder__free(builder);
@@ -1563,4 +1665,199 @@ bool alloc_profile_is_wrapper_function(const char *function, const char *system_
 {
 	return is_wrapper_name(NULL, function) ||
 	       (system_name && *system_name && is_wrapper_name(NULL, system_name));
+}
+
+/* ---- In-use: live samples by (pid, time_ns), snapshots ---- */
+
+int alloc_profile__enable_inuse(struct alloc_profile *profile)
+{
+	if (profile->inuse)
+		return 0;
+	profile->live_refs = calloc(1024, sizeof(*profile->live_refs));
+	if (!profile->live_refs)
+		return -ENOMEM;
+	profile->cap_live_refs = 1024;
+	profile->inuse = true;
+	return 0;
+}
+
+bool alloc_profile__has_inuse(const struct alloc_profile *profile)
+{
+	return profile->inuse;
+}
+
+static size_t live_slot(const struct alloc_profile *profile, uint32_t pid, uint64_t time_ns)
+{
+	size_t mask = profile->cap_live_refs - 1;
+	size_t i = (size_t)hash_mix64(time_ns ^ ((uint64_t)pid << 40)) & mask;
+
+	while (profile->live_refs[i].rec &&
+	       (profile->live_refs[i].pid != pid || profile->live_refs[i].time_ns != time_ns))
+		i = (i + 1) & mask;
+	return i;
+}
+
+/* Rebuilds the table at cap slots with the entries keep accepts. */
+static int live_refs_rebuild(struct alloc_profile *profile, size_t cap, uint32_t min_seen)
+{
+	struct live_ref *old = profile->live_refs;
+	size_t old_cap = profile->cap_live_refs;
+
+	profile->live_refs = calloc(cap, sizeof(*profile->live_refs));
+	if (!profile->live_refs) {
+		profile->live_refs = old;
+		return -ENOMEM;
+	}
+	profile->cap_live_refs = cap;
+	profile->n_live_refs = 0;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (!old[i].rec || old[i].seen < min_seen)
+			continue;
+		profile->live_refs[live_slot(profile, old[i].pid, old[i].time_ns)] = old[i];
+		profile->n_live_refs++;
+	}
+	free(old);
+	return 0;
+}
+
+static int live_refs_put(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			 struct stack_record *rec)
+{
+	size_t i;
+
+	if (2 * (profile->n_live_refs + 1) > profile->cap_live_refs &&
+	    live_refs_rebuild(profile, 2 * profile->cap_live_refs, 0))
+		return -ENOMEM;
+	i = live_slot(profile, pid, time_ns);
+	if (!profile->live_refs[i].rec)
+		profile->n_live_refs++;
+	/* Kept by the next snapshot only if that finds it live. */
+	profile->live_refs[i] = (struct live_ref){ .pid = pid, .time_ns = time_ns, .rec = rec,
+						   .seen = profile->live_generation };
+	return 0;
+}
+
+void alloc_profile__inuse_begin(struct alloc_profile *profile, uint64_t now_ns)
+{
+	struct alloc_profile_inuse *t = &profile->inuse_totals;
+
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		struct stack_record *rec = profile->stacks[i];
+
+		rec->prev_inuse_bytes = rec->inuse_bytes;
+		rec->inuse_bytes = 0;
+		rec->inuse_objects = 0;
+		rec->oldest_live_ns = 0;
+	}
+	for (size_t i = 0; i < profile->n_drops; i++) {
+		profile->drops[i].inuse_bytes = 0;
+		profile->drops[i].inuse_objects = 0;
+	}
+	profile->live_generation++;
+	t->prev_snapshot_ns = t->snapshot_ns;
+	t->snapshot_ns = now_ns;
+	t->bytes = 0;
+	t->objects = 0;
+	t->live_samples = 0;
+	t->untracked = 0;
+	t->snapshots++;
+}
+
+/* A live entry whose sample the profile never got (its record was dropped from the ring): its
+ * weight goes under the process's dropped frame. */
+static int add_untracked(struct alloc_profile *profile, uint32_t pid, double bytes,
+			 double objects)
+{
+	struct dropped_weight *d = NULL;
+
+	for (size_t i = profile->n_drops; i > 0 && !d; i--)
+		if (profile->drops[i - 1].pid == pid)
+			d = &profile->drops[i - 1];
+	if (!d) {
+		if (array_grow((void **)&profile->drops, &profile->cap_drops, profile->n_drops,
+			       sizeof(*profile->drops), 8))
+			return -ENOMEM;
+		d = &profile->drops[profile->n_drops++];
+		*d = (struct dropped_weight){ .pid = pid };
+	}
+	d->inuse_bytes += bytes;
+	d->inuse_objects += objects;
+	profile->inuse_totals.untracked++;
+	return 0;
+}
+
+int alloc_profile__inuse_add(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			     uint64_t size, uint64_t weighted_bytes)
+{
+	struct alloc_profile_inuse *t = &profile->inuse_totals;
+	double bytes = weighted_bytes ? (double)weighted_bytes
+				      : kernel_sample_weight(profile, size);
+	double objects = bytes / (double)(size ? size : 1);
+	struct live_ref *ref;
+
+	if (!profile->inuse)
+		return 0;
+	t->live_samples++;
+	t->bytes += bytes;
+	t->objects += objects;
+	ref = &profile->live_refs[live_slot(profile, pid, time_ns)];
+	if (!ref->rec)
+		return add_untracked(profile, pid, bytes, objects);
+	ref->seen = profile->live_generation;
+	ref->rec->inuse_bytes += bytes;
+	ref->rec->inuse_objects += objects;
+	if (!ref->rec->oldest_live_ns || time_ns < ref->rec->oldest_live_ns)
+		ref->rec->oldest_live_ns = time_ns;
+	return 0;
+}
+
+void alloc_profile__inuse_end(struct alloc_profile *profile, uint64_t overflow)
+{
+	profile->inuse_totals.overflow = overflow;
+	/* Samples added before this snapshot and not found live were freed. Out of memory
+	 * here only keeps them a snapshot longer. */
+	size_t cap = profile->cap_live_refs;
+
+	while (cap > 1024 && 8 * profile->n_live_refs < cap)
+		cap /= 2;
+	(void)live_refs_rebuild(profile, cap, profile->live_generation);
+}
+
+void alloc_profile__inuse_totals(const struct alloc_profile *profile,
+				 struct alloc_profile_inuse *out)
+{
+	*out = profile->inuse_totals;
+}
+
+int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_profile **next_out)
+{
+	struct alloc_profile *next;
+	int ret;
+
+	*next_out = NULL;
+	if (!from->inuse || from->n_live_refs == 0)
+		return 0;
+	ret = alloc_profile__new(from->sample_rate, from->symbolizer, &next);
+	if (!ret)
+		ret = alloc_profile__enable_inuse(next);
+	for (size_t i = 0; ret == 0 && i < from->cap_live_refs; i++) {
+		const struct live_ref *ref = &from->live_refs[i];
+		struct stack_record *rec;
+
+		if (!ref->rec)
+			continue;
+		rec = find_or_add_stack(next, ref->pid, ref->rec->frames, ref->rec->n_frames);
+		if (!rec) {
+			ret = -ENOMEM;
+			break;
+		}
+		rec->leaf_in_executable = ref->rec->leaf_in_executable;
+		ret = live_refs_put(next, ref->pid, ref->time_ns, rec);
+	}
+	if (ret) {
+		alloc_profile__free(next);
+		return ret;
+	}
+	*next_out = next;
+	return 0;
 }

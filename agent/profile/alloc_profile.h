@@ -1,6 +1,6 @@
 /* Sampled allocations aggregated per (process, stack), unbiased as they arrive, and turned
- * into a pprof allocation profile (alloc_objects/count, alloc_space/bytes) and a top table of
- * allocation sites. */
+ * into a pprof allocation profile (alloc_objects/count, alloc_space/bytes; with in-use enabled
+ * also inuse_objects/count, inuse_space/bytes) and a top table of allocation sites. */
 #ifndef ALLOCSCOPE_ALLOC_PROFILE_H
 #define ALLOCSCOPE_ALLOC_PROFILE_H
 
@@ -23,6 +23,23 @@ struct alloc_site {
 	 * it) and the totals of every site of that value. */
 	const char *group;
 	double group_bytes, group_objects;
+	/* With in-use (alloc_profile__enable_inuse), at the last snapshot: */
+	double inuse_bytes, inuse_objects;
+	double inuse_growth;   /* inuse_bytes minus the site's at the snapshot before */
+	uint64_t oldest_live_ns; /* CLOCK_MONOTONIC allocation time of its oldest live sample,
+				    0 when none is live */
+};
+
+/* In-use totals at the last snapshot. */
+struct alloc_profile_inuse {
+	double bytes, objects;     /* inuse_space, inuse_objects estimates */
+	uint64_t live_samples;     /* live entries taken in */
+	uint64_t untracked;        /* of those, without a kept sample (its record was dropped):
+				      under ALLOC_PROFILE_DROPPED_FRAME */
+	uint64_t overflow;         /* sampled allocations never tracked (the live map was full):
+				      the estimates are low, and the profile says so */
+	uint64_t snapshot_ns, prev_snapshot_ns; /* CLOCK_MONOTONIC; 0 before any */
+	uint64_t snapshots;
 };
 
 struct alloc_profile_totals {
@@ -123,6 +140,15 @@ struct alloc_profile_result {
  * frame is ALLOC_PROFILE_TRIMMED_FRAME, so the totals stay whole; 0 means no limit. A
  * profile whose mappings alone exceed max_bytes is still returned (the trimmed sample only):
  * the sink's own size check has the last word. */
+/* Which values a profile with in-use carries (alloc_profile_output.values). */
+enum alloc_profile_values {
+	ALLOC_PROFILE_VALUES_ALL,   /* every type the profile has (Go's heap layout with in-use) */
+	ALLOC_PROFILE_VALUES_ALLOC, /* alloc_objects, alloc_space only: the interval's delta */
+	ALLOC_PROFILE_VALUES_INUSE, /* inuse_objects, inuse_space only, as a snapshot: duration 0
+				       and the time of the interval's end (a server such as Parca
+				       takes a profile with a duration for a delta) */
+};
+
 struct alloc_profile_output {
 	int64_t start_ns;                 /* wall-clock start */
 	int64_t duration_ns;
@@ -134,6 +160,7 @@ struct alloc_profile_output {
 	size_t max_samples;               /* >= 2 when set */
 	uint64_t max_bytes;
 	struct alloc_profile_result *result; /* may be NULL */
+	enum alloc_profile_values values;    /* ALL unless a sink wants in-use apart */
 };
 
 /* Writes the gzipped pprof atomically. Returns 0 or -errno. */
@@ -149,6 +176,34 @@ int alloc_profile__encode_pprof(struct alloc_profile *profile,
  * (zmalloc, g_malloc, Rust's liballoc, ...). */
 bool alloc_profile_is_allocator_function(const char *function, const char *system_name);
 bool alloc_profile_is_wrapper_function(const char *function, const char *system_name);
+/* In-use (live heap) profiles, Go's heap-profile semantics: inuse_objects/count and
+ * inuse_space/bytes next to alloc_*, the estimated live memory at the last snapshot,
+ * attributed to the allocating stack with the allocation's own weight. Enable before adding
+ * samples: each sample added is remembered by (pid, time_ns) until a snapshot no longer finds
+ * it live. 0 or -ENOMEM. */
+int alloc_profile__enable_inuse(struct alloc_profile *profile);
+bool alloc_profile__has_inuse(const struct alloc_profile *profile);
+/* A snapshot: begin (now_ns, CLOCK_MONOTONIC) clears the in-use values, add takes each live
+ * entry (struct alloc_live of bpf/alloc.h: the sample's time_ns, size and weight; weight 0 =
+ * the kernel path's own rate), end forgets the samples not found live and records overflow
+ * (the live map's cumulative overflow count). add returns 0 or -ENOMEM. */
+void alloc_profile__inuse_begin(struct alloc_profile *profile, uint64_t now_ns);
+int alloc_profile__inuse_add(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			     uint64_t size, uint64_t weighted_bytes);
+void alloc_profile__inuse_end(struct alloc_profile *profile, uint64_t overflow);
+void alloc_profile__inuse_totals(const struct alloc_profile *profile,
+				 struct alloc_profile_inuse *out);
+/* The allocation sites as alloc_profile__top_sites gives them, by inuse_space, largest first
+ * (sites with nothing live left out). */
+int alloc_profile__top_live_sites(struct alloc_profile *profile, struct alloc_site *out,
+				  size_t max, size_t *count);
+
+/* The continuous agent's intervals: in-use is a snapshot, not a delta, so the next
+ * interval's profile starts with the stacks of the samples the last snapshot found live
+ * (their alloc_* values 0, their live references kept). next_out: a new profile with from's
+ * rate, symbolizer and in-use on, or NULL when nothing was live. 0 or -ENOMEM. */
+int alloc_profile__carry_live(const struct alloc_profile *from,
+			      struct alloc_profile **next_out);
 
 /* Distinct processes whose samples this profile holds. */
 size_t alloc_profile__process_count(const struct alloc_profile *profile);

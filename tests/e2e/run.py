@@ -739,6 +739,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
 import cooperative_tests  # noqa: E402,F401
+import inuse_tests  # noqa: E402,F401  (in-use profiles, issue 16)
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
 import pyroscope_tests  # noqa: E402,F401  (against a stand-in with Pyroscope's rules)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)

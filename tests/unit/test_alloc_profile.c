@@ -6,7 +6,9 @@
  * executable (a static glibc or jemalloc, Rust's _rjem_*). And of the pprof as sinks get it,
  * read back by a decoder written here: frames without symbols named by file and offset, a
  * service's processes merged for push, the coldest stacks folded into "(trimmed)" past the
- * limits with the totals kept. */
+ * limits with the totals kept. And of in-use snapshots: live entries joined to their samples
+ * by (pid, time), freed samples forgotten, growth between snapshots, entries without a kept
+ * sample and the live map's overflow counted. */
 #include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
@@ -787,6 +789,92 @@ static void test_top_sites_grouped_by_label(void)
 	alloc_profile__free(profile);
 }
 
+static struct alloc_sample live_sample(uint32_t pid, uint64_t time_ns, uint64_t size,
+				       uint64_t weighted_bytes)
+{
+	struct alloc_sample s;
+
+	memset(&s, 0, sizeof(s));
+	s.pid = pid;
+	s.time_ns = time_ns;
+	s.size = size;
+	s.weighted_bytes = weighted_bytes;
+	return s;
+}
+
+static void test_inuse_snapshots(void)
+{
+	const uint64_t site_a[] = { 0x1000, 0x2000 }, site_b[] = { 0x3000, 0x4000 };
+	struct alloc_sample a = live_sample(1, 10, 100, 0), b = live_sample(1, 20, 64, 6400),
+			    c = live_sample(2, 30, 64, 6400);
+	double wa = 100 / sampling_probability(100, RATE);
+	struct alloc_profile_totals totals;
+	struct alloc_profile_inuse inuse;
+	struct alloc_site sites[4];
+	struct alloc_profile *profile;
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(!alloc_profile__has_inuse(profile));
+	CHECK(alloc_profile__enable_inuse(profile) == 0);
+	CHECK(alloc_profile__has_inuse(profile));
+	CHECK(alloc_profile__add_unwound(profile, &a, site_a, 2) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &b, site_b, 2) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &c, site_b, 2) == 0);
+
+	/* Snapshot 1: a and b live (the kernel path's weight for a, b's own), c freed, and one
+	 * live entry whose sample never arrived (its record was dropped). */
+	alloc_profile__inuse_begin(profile, 1000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	CHECK(alloc_profile__inuse_add(profile, 1, 20, 64, 6400) == 0);
+	CHECK(alloc_profile__inuse_add(profile, 1, 999, 64, 640) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK(near(inuse.bytes, wa + 6400 + 640));
+	CHECK(near(inuse.objects, wa / 100 + 100 + 10));
+	CHECK_EQ_U64(inuse.live_samples, 3);
+	CHECK_EQ_U64(inuse.untracked, 1);
+	CHECK_EQ_U64(inuse.overflow, 5);
+	CHECK_EQ_U64(inuse.snapshot_ns, 1000);
+	CHECK_EQ_U64(inuse.prev_snapshot_ns, 0);
+	CHECK(alloc_profile__top_live_sites(profile, sites, 4, &n) == 0);
+	/* By inuse_space: a's site (~512 KiB at this rate), b's (6400; c was freed), the
+	 * dropped sample's. */
+	CHECK(n == 3);
+	if (n == 3) {
+		CHECK(near(sites[0].inuse_bytes, wa));
+		CHECK_EQ_U64(sites[0].oldest_live_ns, 10);
+		CHECK(near(sites[0].inuse_growth, wa));
+		CHECK(near(sites[1].inuse_bytes, 6400));
+		CHECK_EQ_U64(sites[1].oldest_live_ns, 20);
+	}
+	/* Allocation totals are not touched by snapshots. */
+	alloc_profile__totals(profile, &totals);
+	CHECK(near(totals.bytes, wa + 6400 + 6400));
+
+	/* Snapshot 2: a freed; b still live. a's site shrank by all it held. */
+	alloc_profile__inuse_begin(profile, 2000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 20, 64, 6400) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK(near(inuse.bytes, 6400));
+	CHECK_EQ_U64(inuse.prev_snapshot_ns, 1000);
+	CHECK_EQ_U64(inuse.snapshots, 2);
+	CHECK(alloc_profile__top_live_sites(profile, sites, 4, &n) == 0);
+	CHECK(n == 1);
+	if (n == 1)
+		CHECK(near(sites[0].inuse_bytes, 6400));
+
+	/* Snapshot 3: a sample forgotten as freed stays forgotten (its pointer reused by an
+	 * unsampled allocation is not it): an entry with its identity is untracked. */
+	alloc_profile__inuse_begin(profile, 3000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK_EQ_U64(inuse.untracked, 1);
+	alloc_profile__free(profile);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
@@ -798,5 +886,6 @@ int main(void)
 	RUN(test_dropped_samples_keep_their_weight);
 	RUN(test_coldest_stacks_trimmed_totals_kept);
 	RUN(test_processes_merged_for_push);
+	RUN(test_inuse_snapshots);
 	return unit_summary("alloc_profile");
 }

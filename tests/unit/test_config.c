@@ -590,7 +590,7 @@ static void test_unknown_keys(void)
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container, version, repository, git_ref, root_path)");
+		    "container, version, repository, git_ref, root_path, inuse)");
 	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
 		    "rule: executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -750,7 +750,14 @@ static void test_rule_errors(void)
 		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      service: shell\n",
 		    "x.yaml:4:7: targets.exclude[0].service: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service)");
+		    "(excluded processes are never profiled, so they have no service and no in-use "
+		    "profile)");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      inuse: true\n",
+		    "x.yaml:4:7: targets.exclude[0].inuse: not allowed in an exclude rule "
+		    "(excluded processes are never profiled, so they have no service and no in-use "
+		    "profile)");
+	CHECK_ERROR("targets:\n  include:\n    - {process_name: x, inuse: maybe}\n",
+		    "x.yaml:3:32: targets.include[0].inuse: expected true or false, got \"maybe\"");
 	CHECK_ERROR("targets:\n  include:\n    - cgroup: system.slice\n",
 		    "x.yaml:3:15: targets.include[0].cgroup: expected an absolute path like "
 		    "/system.slice/app.service, got \"system.slice\"");
@@ -1080,7 +1087,7 @@ static void test_no_output_without_error_buffer(void)
 		    "profiles:\n  labels: {a: b}\n",
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container, version, repository, git_ref, root_path)");
+		    "container, version, repository, git_ref, root_path, inuse)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
 		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
 		    "hostname and pid (the agent sets those), got \"service_name\"");
@@ -1227,7 +1234,8 @@ static void test_version_and_sample_label_keys(void)
 		    "service_name, hostname and pid (the agent sets those), got \"service_name\"");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: a\n      version: \"1\"\n",
 		    "x.yaml:4:7: targets.exclude[0].version: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service)");
+		    "(excluded processes are never profiled, so they have no service and no "
+		    "in-use profile)");
 	CHECK_ERROR("targets:\n  include:\n    - version: \"1\"\n",
 		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
 		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");

@@ -1,10 +1,11 @@
 /* The benchmark's workload: a tight malloc/free loop that reports nanoseconds per iteration.
  *
  *   malloc_loop [--wait] [--size BYTES] [--iterations N] [--aligned] [--undumpable]
- *               [--exec PROG ARGS...]
+ *               [--no-free] [--exec PROG ARGS...]
  *     --wait     print "ready PID" and wait for SIGUSR1 (attach first), then run
  *     --aligned  allocate with aligned_alloc(64, size) instead of malloc(size)
  *     --undumpable  prctl(PR_SET_DUMPABLE, 0) before the loop (as keepers of secrets do)
+ *     --no-free  never free (the allocation side alone, e.g. without a free probe)
  *     --exec     after the loop, replace this process with PROG ARGS (a target that execs
  *                something else)
  *   prints "ns_per_call X" on completion: one allocation plus its free
@@ -35,7 +36,7 @@ static double now_ns(void)
 int main(int argc, char **argv)
 {
 	long iterations = 2000000, size = 64;
-	int wait = 0, aligned = 0, undumpable = 0;
+	int wait = 0, aligned = 0, undumpable = 0, no_free = 0;
 	char **exec_argv = NULL;
 
 	for (int i = 1; i < argc; i++) {
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
 			aligned = 1;
 		else if (strcmp(argv[i], "--undumpable") == 0)
 			undumpable = 1;
+		else if (strcmp(argv[i], "--no-free") == 0)
+			no_free = 1;
 		else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
 			size = atol(argv[++i]);
 		else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
@@ -53,7 +56,8 @@ int main(int argc, char **argv)
 			exec_argv = &argv[i + 1];
 			break;
 		} else {
-			fprintf(stderr, "usage: %s [--wait] [--size B] [--iterations N] [--aligned]\n",
+			fprintf(stderr, "usage: %s [--wait] [--size B] [--iterations N] [--aligned] "
+				"[--no-free]\n",
 				argv[0]);
 			return 2;
 		}
@@ -79,7 +83,8 @@ int main(int argc, char **argv)
 	for (long i = 0; i < iterations; i++) {
 		void *p = aligned ? aligned_alloc(64, size) : malloc(size);
 		__asm__ volatile("" : : "r"(p) : "memory");
-		free(p);
+		if (!no_free)
+			free(p);
 	}
 	double elapsed = now_ns() - start;
 	printf("ns_per_call %.1f\n", elapsed / iterations);
