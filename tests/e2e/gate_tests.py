@@ -36,6 +36,21 @@ def site_rows(stdout):
     return rows
 
 
+def function_rows(stdout):
+    """{function: objects} from the summary's inclusive function table."""
+    rows, in_functions = {}, False
+    for line in stdout.splitlines():
+        if "function (inclusive)" in line:
+            in_functions = True
+            continue
+        if in_functions:
+            parts = line.split(None, 3)
+            if len(parts) < 4 or not parts[0].isdigit():
+                break
+            rows[parts[3]] = int(parts[0])
+    return rows
+
+
 def leaf_sites(profile, skip_files=("libc.so", "liballocscope-count")):
     """{(site function, ...rest of the stack's functions): [objects, bytes]} from the profile:
     the first location outside libc, all of its functions (inline ones first)."""
@@ -292,6 +307,27 @@ def count_tells_apart_callers_of_libc_allocating_functions(tmp):
 
 
 @test
+def count_tells_apart_nested_libc_callers(tmp):
+    """fopen, getline, strdup and asprintf allocate in frames nested inside libc (fopen ->
+    __fopen_internal, getline -> __getdelim -> underflow -> doallocate) for lib_a and lib_b,
+    both reached through one pointer call site, from outer_x (each once) and outer_y (lib_a
+    twice, lib_b three times): every allocation goes to its caller, and to the outer function
+    above it, whose frame chain is found again past libc's frames."""
+    lines = os.path.join(tmp, "lines.txt")
+    write(lines, "one\ntwo two\nthree three three\n")
+    n = 300
+    result, _ = count(tmp, [GATE, "-l", lines, "-n", str(n)])
+    assert result.returncode == 0, result.stderr
+    rows, functions = site_rows(result.stdout), function_rows(result.stdout)
+    per_call = rows.get("lib_a", 0) // (3 * n)
+    assert per_call >= 5, result.stdout  # fopen, its buffer, getline's line, strdup, asprintf
+    assert rows == {"lib_a": 3 * per_call * n, "lib_b": 4 * per_call * n}, result.stdout
+    assert functions.get("outer_x") == 2 * per_call * n, result.stdout
+    assert functions.get("outer_y") == 5 * per_call * n, result.stdout
+    assert functions.get("strdup") == 7 * n, result.stdout
+
+
+@test
 def count_no_aslr_pins_addresses(tmp):
     """--no-aslr: the command's mappings sit at the same addresses run after run."""
     starts = []
@@ -315,3 +351,4 @@ def count_refuses_malformed_count_files(tmp):
         assert "count file 9-0.count" in result.stderr and "malformed" in result.stderr, \
             result.stderr
         assert "Traceback" not in result.stderr and not os.path.exists(out)
+
