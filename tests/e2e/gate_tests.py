@@ -4,6 +4,7 @@ on real processes with liballocscope-count.so preloaded (no BPF, no privileges n
 The library under test is tests/workloads/gate_workload.c: one kv_parse call makes exactly
 1 allocation at kv_list_new, 3 at kv_node_new and 6 at kv_copy; gate_workload_extra makes one
 more per call at kv_list_new."""
+import glob
 import os
 import xml.etree.ElementTree as ET
 
@@ -352,3 +353,49 @@ def count_refuses_malformed_count_files(tmp):
             result.stderr
         assert "Traceback" not in result.stderr and not os.path.exists(out)
 
+
+AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+
+
+def counts_tmpdir(tmp):
+    """A TMPDIR for the counts directory that nobody may pass through (the test's own tmp is
+    0700), so that what allocscope leaves behind can be listed."""
+    os.chmod(tmp, 0o711)
+    path = os.path.join(tmp, "counts-tmp")
+    os.mkdir(path, 0o755)
+    return path
+
+
+@test
+def count_keeps_counts_of_a_command_that_drops_privileges(tmp):
+    """allocscope count run as root, the command switching to user nobody (as setpriv, a
+    daemon's setuid or `sudo -u` inside a script do): its counts still arrive, and the counts
+    directory is gone afterwards."""
+    tmpdir = counts_tmpdir(tmp)
+    out = os.path.join(tmp, "count.pb.gz")
+    result = run([ALLOCSCOPE, "count", "--top", "100", "-o", out, "--", *AS_NOBODY, GATE,
+                  "-n", "10"], env=dict(os.environ, TMPDIR=tmpdir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = site_rows(result.stdout)
+    assert rows == {site: 10 * n for site, n in PER_CALL.items()}, result.stdout
+    assert os.listdir(tmpdir) == [], os.listdir(tmpdir)
+
+
+@test
+def count_refuses_links_and_fifos_planted_by_a_command_that_dropped_privileges(tmp):
+    """The command (here as nobody) can create entries in the counts directory: a symbolic
+    link to a root-only file, a FIFO (would block a plain open), a second link to a file are
+    refused with their name, never followed, never hang; everything is removed after."""
+    tmpdir = counts_tmpdir(tmp)
+    plants = ['ln -s /etc/shadow "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
+              'mkfifo "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
+              'echo x > "$ALLOCSCOPE_COUNT_DIR/a" && ln "$ALLOCSCOPE_COUNT_DIR/a" '
+              '"$ALLOCSCOPE_COUNT_DIR/7-0.count"']
+    for plant in plants:
+        out = os.path.join(tmp, "count.pb.gz")
+        result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", *AS_NOBODY, "sh",
+                      "-c", plant], env=dict(os.environ, TMPDIR=tmpdir), timeout=60)
+        assert result.returncode == 1, (plant, result.stdout, result.stderr)
+        assert "count file 7-0.count" in result.stderr, (plant, result.stderr)
+        assert "Traceback" not in result.stderr and not os.path.exists(out), plant
+        assert os.listdir(tmpdir) == [], (plant, glob.glob(tmpdir + "/**", recursive=True))
