@@ -6,6 +6,7 @@ The library under test is tests/workloads/gate_workload.c: one kv_parse call mak
 more per call at kv_list_new."""
 import glob
 import os
+import shutil
 import xml.etree.ElementTree as ET
 
 from helpers import ALLOCSCOPE, ALLOC_SITES, BUILD, CXX_SITES, parse_manifest, run, test
@@ -399,3 +400,39 @@ def count_refuses_links_and_fifos_planted_by_a_command_that_dropped_privileges(t
         assert "count file 7-0.count" in result.stderr, (plant, result.stderr)
         assert "Traceback" not in result.stderr and not os.path.exists(out), plant
         assert os.listdir(tmpdir) == [], (plant, glob.glob(tmpdir + "/**", recursive=True))
+
+
+GTEST_EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "workloads", "gtest_allocs.cc")
+
+
+def build_gtest_example(tmp, name, defines=()):
+    cxx = shutil.which("g++")
+    assert cxx and os.path.exists("/usr/include/gtest/gtest.h"), \
+        "g++ and GoogleTest are needed (Debian: libgtest-dev; run scripts/install-deps)"
+    exe = os.path.join(tmp, name)
+    sampler = os.path.join(os.path.dirname(__file__), "..", "..", "sampler")
+    result = run([cxx, "-O1", "-g", "-std=c++17", "-Wall", "-Werror", "-I", sampler,
+                  *defines, GTEST_EXAMPLE, "-o", exe, "-lgtest", "-lgtest_main", "-pthread"])
+    assert result.returncode == 0, result.stderr
+    return exe
+
+
+@test
+def allocs_per_run_in_a_gtest_test(tmp):
+    """The documented GoogleTest example (tests/workloads/gtest_allocs.cc): EXPECT_LE(
+    allocs_per_run(...), 3) passes under allocscope count, fails naming the line and the
+    measured 5 when the code under test stops reserving, and fails (inf) without the
+    counting library instead of passing unchecked."""
+    good = build_gtest_example(tmp, "gtest_allocs")
+    grown = build_gtest_example(tmp, "gtest_allocs_grown", ["-DSPLIT_WITHOUT_RESERVE"])
+    out = os.path.join(tmp, "p.pb.gz")
+    result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", good])
+    assert result.returncode == 0 and "[  PASSED  ] 2 tests." in result.stdout, \
+        result.stdout + result.stderr
+    result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", grown])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "gtest_allocs.cc:52: Failure" in result.stdout, result.stdout
+    assert "actual: 5 vs 3" in result.stdout, result.stdout
+    result = run([good])
+    assert result.returncode == 1 and "actual: inf vs 3" in result.stdout, result.stdout
+    assert "liballocscope-count.so is not loaded" in result.stderr, result.stderr
