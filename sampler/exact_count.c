@@ -144,7 +144,7 @@ static uintptr_t next_malloc_pc; /* the next allocator's malloc, for the file's 
 static THREAD_IE bool busy;   /* this library's own allocations: not counted */
 static THREAD_IE bool in_new; /* inside a counted operator new: its malloc is not counted */
 static THREAD_IE uint64_t thread_objects, thread_bytes;
-static THREAD_IE uintptr_t stack_hi;
+static THREAD_IE uintptr_t stack_hi, stack_lo;
 static THREAD_IE bool stack_known;
 
 static inline uint64_t mix(uint64_t h, uint64_t v)
@@ -168,8 +168,10 @@ static uintptr_t thread_stack_top(void)
 		return stack_hi;
 	busy = true; /* pthread_getattr_np allocates (the cpuset; the main thread reads maps) */
 	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-		if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr)
+		if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr) {
+			stack_lo = (uintptr_t)addr;
 			stack_hi = (uintptr_t)addr + size;
+		}
 		pthread_attr_destroy(&attr);
 	}
 	busy = was_busy;
@@ -200,7 +202,8 @@ static inline uint64_t chain_key(uintptr_t site, void *frame)
 	uintptr_t lo = (uintptr_t)__builtin_frame_address(0), hi = thread_stack_top();
 	uint64_t key = mix(0, site);
 
-	if (!frame || !hi || (uintptr_t)frame <= lo || (uintptr_t)frame > hi - 16)
+	if (!frame || !hi || (uintptr_t)frame <= lo || (uintptr_t)frame > hi - 16 ||
+	    (uintptr_t)frame < stack_lo)
 		return key ? key : 1;
 	return chain_walk(key, *(const uintptr_t *)frame, lo, hi);
 }
@@ -399,7 +402,9 @@ static bool lib_walk(uintptr_t site, void *frame, struct lib_walk *w)
 	uintptr_t lo = (uintptr_t)frame, hi = thread_stack_top();
 	uintptr_t cfa = lo + 16, pc = site, rbp;
 
-	if (!frame || !hi || lo <= (uintptr_t)__builtin_frame_address(0) || cfa > hi)
+	/* Not on this thread's stack (a signal handler on an alternate stack): no walk. */
+	if (!frame || !hi || lo < stack_lo || lo <= (uintptr_t)__builtin_frame_address(0) ||
+	    cfa > hi)
 		return false;
 	rbp = *(const uintptr_t *)frame;
 	w->n = 0;
