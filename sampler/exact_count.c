@@ -461,7 +461,8 @@ static void learn_rules(const struct unwound *u, int i, uintptr_t frame)
 				if (*(const uintptr_t *)a == entry_rbp) {
 					saved = cfa - a;
 					matches++;
-					known_matches |= (before & RULE_KNOWN) && (uint32_t)before == delta &&
+					known_matches |= (before & RULE_KNOWN) &&
+							 (uint32_t)before == delta &&
 							 known == saved;
 				}
 			}

@@ -12,9 +12,11 @@
  * hostile command puts there, it is read as data, never followed: each entry is opened with
  * O_NOFOLLOW | O_NONBLOCK (a symbolic link fails, a FIFO does not block), must be a regular
  * file with one link, at most 512 MiB, and is refused with its name otherwise; entries are
- * removed relative to the directory's descriptor, and root writes nothing else there. A file holds its process's stacks with exact counts and a copy of its maps; each
- * file gets its own key for the symbolizer (a pid above any real one, never read from /proc),
- * so two processes that reused a pid never mix. */
+ * removed relative to the directory's descriptor, and root writes nothing else there.
+ *
+ * A file holds its process's stacks with exact counts and a copy of its maps; each file gets
+ * its own key for the symbolizer (a pid above any real one, never read from /proc), so two
+ * processes that reused a pid never mix. */
 #include "count/count_run.h"
 
 #include <dirent.h>

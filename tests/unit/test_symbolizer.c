@@ -526,11 +526,12 @@ static char *maps_with_other_inode(const char *maps, const char *path)
 		char range[64], perms[8], offset[32], dev[16], tail[PATH_MAX];
 		int w;
 
-		if (n < sizeof(tail) && sscanf(line, "%63s %7s %31s %15s %llu %4095[^\n]", range, perms,
-					       offset, dev, &inode, tail) == 6 &&
+		if (n < sizeof(tail) &&
+		    sscanf(line, "%63s %7s %31s %15s %llu %4095[^\n]", range, perms, offset, dev,
+			   &inode, tail) == 6 &&
 		    strcmp(tail, path) == 0 && at + n + 64 < len + 4096) {
-			w = snprintf(out + at, len + 4096 - at, "%s %s %s %s %llu %s\n", range, perms,
-				     offset, dev, inode + 1, tail);
+			w = snprintf(out + at, len + 4096 - at, "%s %s %s %s %llu %s\n", range,
+				     perms, offset, dev, inode + 1, tail);
 		} else {
 			w = snprintf(out + at, len + 4096 - at, "%.*s\n", (int)n, line);
 		}

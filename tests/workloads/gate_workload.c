@@ -142,22 +142,22 @@ __attribute__((noinline)) void run_callbacks(long rounds)
 }
 
 /* fopen, getline (its line and the stream's buffer), strdup, asprintf: one copy per user. */
-#define LIBC_WORK(path)                                                                     \
-	do {                                                                                \
-		FILE *f = fopen(path, "r");                                                 \
-		char *line = NULL, *text;                                                   \
-		size_t cap = 0;                                                             \
-                                                                                            \
-		if (!f)                                                                     \
-			abort();                                                            \
-		while (getline(&line, &cap, f) > 0)                                         \
-			;                                                                   \
-		fclose(f);                                                                  \
-		free(line);                                                                 \
-		free(strdup(path));                                                         \
-		if (asprintf(&text, "%s:%d", path, 42) < 0)                                 \
-			abort();                                                            \
-		free(text);                                                                 \
+#define LIBC_WORK(path)                                                                            \
+	do {                                                                                       \
+		FILE *f = fopen(path, "r");                                                        \
+		char *line = NULL, *text;                                                          \
+		size_t cap = 0;                                                                    \
+                                                                                                   \
+		if (!f)                                                                            \
+			abort();                                                                   \
+		while (getline(&line, &cap, f) > 0)                                                \
+			;                                                                          \
+		fclose(f);                                                                         \
+		free(line);                                                                        \
+		free(strdup(path));                                                                \
+		if (asprintf(&text, "%s:%d", path, 42) < 0)                                        \
+			abort();                                                                   \
+		free(text);                                                                        \
 	} while (0)
 
 __attribute__((noinline)) void lib_a(const char *path)
