@@ -360,11 +360,19 @@ AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-grou
 
 def counts_tmpdir(tmp):
     """A TMPDIR for the counts directory that nobody may pass through (the test's own tmp is
-    0700), so that what allocscope leaves behind can be listed."""
+    0700), so that what allocscope leaves behind can be listed; and the environment that
+    names it, with copies of the workload and the counting library nobody can read (the
+    checkout may sit in a directory only root may enter)."""
     os.chmod(tmp, 0o711)
     path = os.path.join(tmp, "counts-tmp")
     os.mkdir(path, 0o755)
-    return path
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir, 0o755)
+    for src in (GATE, os.path.join(BUILD, "liballocscope-count.so")):
+        shutil.copy(src, bin_dir)
+    env = dict(os.environ, TMPDIR=path,
+               ALLOCSCOPE_COUNT_LIB=os.path.join(bin_dir, "liballocscope-count.so"))
+    return path, env, os.path.join(bin_dir, "gate_workload")
 
 
 @test
@@ -372,10 +380,10 @@ def count_keeps_counts_of_a_command_that_drops_privileges(tmp):
     """allocscope count run as root, the command switching to user nobody (as setpriv, a
     daemon's setuid or `sudo -u` inside a script do): its counts still arrive, and the counts
     directory is gone afterwards."""
-    tmpdir = counts_tmpdir(tmp)
+    tmpdir, env, gate = counts_tmpdir(tmp)
     out = os.path.join(tmp, "count.pb.gz")
-    result = run([ALLOCSCOPE, "count", "--top", "100", "-o", out, "--", *AS_NOBODY, GATE,
-                  "-n", "10"], env=dict(os.environ, TMPDIR=tmpdir))
+    result = run([ALLOCSCOPE, "count", "--top", "100", "-o", out, "--", *AS_NOBODY, gate,
+                  "-n", "10"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = site_rows(result.stdout)
     assert rows == {site: 10 * n for site, n in PER_CALL.items()}, result.stdout
@@ -387,7 +395,7 @@ def count_refuses_links_and_fifos_planted_by_a_command_that_dropped_privileges(t
     """The command (here as nobody) can create entries in the counts directory: a symbolic
     link to a root-only file, a FIFO (would block a plain open), a second link to a file are
     refused with their name, never followed, never hang; everything is removed after."""
-    tmpdir = counts_tmpdir(tmp)
+    tmpdir, env, _ = counts_tmpdir(tmp)
     plants = ['ln -s /etc/shadow "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
               'mkfifo "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
               'echo x > "$ALLOCSCOPE_COUNT_DIR/a" && ln "$ALLOCSCOPE_COUNT_DIR/a" '
@@ -395,7 +403,7 @@ def count_refuses_links_and_fifos_planted_by_a_command_that_dropped_privileges(t
     for plant in plants:
         out = os.path.join(tmp, "count.pb.gz")
         result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", *AS_NOBODY, "sh",
-                      "-c", plant], env=dict(os.environ, TMPDIR=tmpdir), timeout=60)
+                      "-c", plant], env=env, timeout=60)
         assert result.returncode == 1, (plant, result.stdout, result.stderr)
         assert "count file 7-0.count" in result.stderr, (plant, result.stderr)
         assert "Traceback" not in result.stderr and not os.path.exists(out), plant
