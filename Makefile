@@ -229,7 +229,7 @@ $(COUNT_LIB): $(SAMPLER_SRCS) $(SAMPLER_HDRS)
 	$(call msg,LINK,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(SAMPLER_CFLAGS) -DALLOCSCOPE_EXACT_COUNT -fexceptions $(COUNT_LDFLAGS) \
-		$(SAMPLER_SRCS) -o $@ -ldl -lm -pthread
+		$(SAMPLER_SRCS) -o $@ -ldl -lm -pthread -lgcc_s
 
 unit test e2e: $(COUNT_LIB)
 # The gate's test library with one more allocation per call (tests/workloads/gate_workload.c).

@@ -34,7 +34,13 @@ struct allocscope_count_totals {
 typedef void (*allocscope_count_thread_fn)(struct allocscope_count_totals *out);
 
 /* In liballocscope-count.so; look it up with dlsym(RTLD_DEFAULT, "allocscope_count_thread"). */
+#ifdef __cplusplus
+extern "C" {
+#endif
 void allocscope_count_thread(struct allocscope_count_totals *out);
+#ifdef __cplusplus
+}
+#endif
 
 static inline double allocscope_count__per_run(int runs, void (*fn)(void *), void *arg,
 					       int want_bytes)

@@ -1,11 +1,22 @@
 /* Running a command under liballocscope-count.so and reading back what it counted.
  *
- * The handoff is a directory made with mkdtemp (0700, so no other user can plant or read a
- * file there) whose path reaches the library in ALLOCSCOPE_COUNT_DIR; every process of the
- * command (children and exec'd programs inherit the environment) writes <pid>-<n>.count there
- * at exit. A file holds its process's stacks with exact counts and a copy of its maps; each
- * file gets its own key for the symbolizer (a pid above any real one, never read from /proc),
- * so two processes that reused a pid never mix. */
+ * The handoff is a directory whose path reaches the library in ALLOCSCOPE_COUNT_DIR; every
+ * process of the command (children and exec'd programs inherit the environment) writes
+ * <pid>-<n>.count there at exit. A command run by root may drop privileges (setpriv, a
+ * daemon's setuid): its processes must still be able to write there, whatever user they
+ * became, and no one else may. So: an outer directory made with mkdtemp, mode 0711 under root
+ * (anyone may pass through, no one else may list it; 0700 otherwise: no other user can be the
+ * command), and in it the directory the library writes to, named with 128 random bits that
+ * only the command's environment carries, mode 1733 under root (anyone who knows the name may
+ * create a file, no one may list or remove another's files; 0700 otherwise). Whatever a
+ * hostile command puts there, it is read as data, never followed: each entry is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a symbolic link fails, a FIFO does not block), must be a regular
+ * file with one link, at most 512 MiB, and is refused with its name otherwise; entries are
+ * removed relative to the directory's descriptor, and root writes nothing else there.
+ *
+ * A file holds its process's stacks with exact counts and a copy of its maps; each file gets
+ * its own key for the symbolizer (a pid above any real one, never read from /proc), so two
+ * processes that reused a pid never mix. */
 #include "count/count_run.h"
 
 #include <dirent.h>
@@ -18,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/personality.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -282,13 +294,25 @@ static int read_count_file(struct count_state *st, int dir_fd, const char *name,
 	struct stat sb;
 	int fd, ret;
 
-	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
-		ret = fd < 0 ? -errno : -EPERM;
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) != 0) {
+		ret = -errno;
 		if (fd >= 0)
 			close(fd);
-		snprintf(err, err_len, "cannot read count file %s: %s", name, strerror(-ret));
+		snprintf(err, err_len, "cannot read count file %s: %s%s", name, strerror(-ret),
+			 ret == -ELOOP ? " (a symbolic link: the command wrote into the counts "
+					 "directory; counts files are never followed)"
+				       : "");
 		return ret;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
+		close(fd);
+		snprintf(err, err_len,
+			 "cannot read count file %s: not a regular file with one link (the command "
+			 "wrote into the counts directory; only liballocscope-count.so's files are "
+			 "read)",
+			 name);
+		return -EPERM;
 	}
 	dynbuf_init(&buf, COUNT_FILE_MAX);
 	ret = small_file_read_all(fd, &buf);
@@ -303,30 +327,97 @@ static int read_count_file(struct count_state *st, int dir_fd, const char *name,
 	return ret;
 }
 
-/* Reads every count file of dir and removes the files and dir. */
-static int read_count_dir(struct count_state *st, const char *dir, char *err, size_t err_len)
+/* Reads every count file of the counts directory (name, in the outer directory dir) and
+ * removes what is in it, it and dir. */
+static int read_count_dir(struct count_state *st, const char *dir, const char *name, char *err,
+			  size_t err_len)
 {
-	DIR *d = opendir(dir);
+	int outer = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), inner = -1;
+	DIR *d = NULL;
 	struct dirent *de;
 	int ret = 0;
 
+	if (outer >= 0)
+		inner = openat(outer, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (inner >= 0)
+		d = fdopendir(inner);
 	if (!d) {
 		ret = -errno;
-		snprintf(err, err_len, "cannot read %s: %s", dir, strerror(-ret));
-		return ret;
+		snprintf(err, err_len, "cannot read %s/%s: %s", dir, name, strerror(-ret));
+		if (inner >= 0)
+			close(inner);
+		goto out;
 	}
 	while ((de = readdir(d))) {
 		size_t n = strlen(de->d_name);
 
-		if (de->d_name[0] == '.')
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		if (!ret && n > 6 && strcmp(de->d_name + n - 6, ".count") == 0)
 			ret = read_count_file(st, dirfd(d), de->d_name, err, err_len);
-		unlinkat(dirfd(d), de->d_name, 0);
+		/* A directory the command made is removed when empty; nothing is followed. */
+		if (unlinkat(dirfd(d), de->d_name, 0) != 0 && errno == EISDIR)
+			unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
 	}
 	closedir(d);
+out:
+	if (outer >= 0) {
+		unlinkat(outer, name, AT_REMOVEDIR);
+		close(outer);
+	}
 	rmdir(dir);
 	st->r->processes = st->n_files;
+	return ret;
+}
+
+/* The counts directory: dir (mkdtemp) and in it name, as the file's opening explains. */
+static int make_count_dir(char *dir, size_t dir_len, char *name, size_t name_len, char *err,
+			  size_t err_len)
+{
+	const char *tmp = getenv("TMPDIR");
+	bool root = geteuid() == 0;
+	unsigned char secret[16];
+	int outer = -1, inner = -1, ret = 0;
+
+	if (!tmp || tmp[0] != '/')
+		tmp = "/tmp";
+	if (snprintf(dir, dir_len, "%s/allocscope-count.XXXXXX", tmp) >= (int)dir_len ||
+	    !mkdtemp(dir)) {
+		ret = -errno;
+		snprintf(err, err_len, "cannot make a private directory in %s for the counts: %s",
+			 tmp, strerror(-ret));
+		return ret;
+	}
+	if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
+		ret = -EIO;
+		snprintf(err, err_len, "cannot name the counts directory: no random bytes");
+		goto cleanup;
+	}
+	for (size_t i = 0; i < sizeof(secret) && 2 * i + 2 < name_len; i++)
+		snprintf(name + 2 * i, 3, "%02x", secret[i]);
+	outer = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (outer < 0 || mkdirat(outer, name, 0700) != 0) {
+		ret = -errno;
+		goto fail;
+	}
+	inner = openat(outer, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (inner < 0 || (root && (fchmod(outer, 0711) != 0 || fchmod(inner, 01733) != 0))) {
+		ret = -errno;
+		goto fail;
+	}
+	close(inner);
+	close(outer);
+	return 0;
+fail:
+	snprintf(err, err_len, "cannot make the counts directory in %s: %s", dir, strerror(-ret));
+cleanup:
+	if (inner >= 0)
+		close(inner);
+	if (outer >= 0) {
+		unlinkat(outer, name, AT_REMOVEDIR);
+		close(outer);
+	}
+	rmdir(dir);
 	return ret;
 }
 
@@ -523,8 +614,7 @@ int count_run(const struct count_opts *opts, struct count_result **out, char *er
 {
 	struct count_state st = { 0 };
 	struct count_result *r = calloc(1, sizeof(*r));
-	char library[PATH_MAX], dir[PATH_MAX];
-	const char *tmp = getenv("TMPDIR");
+	char library[PATH_MAX], dir[PATH_MAX], name[40], path[PATH_MAX + 40];
 	int ret;
 
 	*out = NULL;
@@ -544,22 +634,18 @@ int count_run(const struct count_opts *opts, struct count_result **out, char *er
 			snprintf(err, err_len, "out of memory");
 		goto fail;
 	}
-	if (!tmp || tmp[0] != '/')
-		tmp = "/tmp";
-	if (snprintf(dir, sizeof(dir), "%s/allocscope-count.XXXXXX", tmp) >= (int)sizeof(dir) ||
-	    !mkdtemp(dir)) {
-		ret = -errno;
-		snprintf(err, err_len, "cannot make a private directory in %s for the counts: %s",
-			 tmp, strerror(-ret));
+	ret = make_count_dir(dir, sizeof(dir), name, sizeof(name), err, err_len);
+	if (ret)
 		goto fail;
-	}
-	ret = run_command(opts, library, dir, &r->exit_status, err, err_len);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	ret = run_command(opts, library, path, &r->exit_status, err, err_len);
 	if (ret) {
+		rmdir(path);
 		rmdir(dir);
 		goto fail;
 	}
 	r->command_failed = r->exit_status != 0;
-	ret = read_count_dir(&st, dir, err, err_len);
+	ret = read_count_dir(&st, dir, name, err, err_len);
 	if (!ret)
 		ret = collect_sites(r);
 	if (!ret)

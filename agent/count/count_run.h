@@ -1,5 +1,5 @@
 /* Exact allocation counting of a command (`allocscope count`, `allocscope gate`): runs it with
- * liballocscope-count.so preloaded and a private directory (0700) the library writes each
+ * liballocscope-count.so preloaded and a private directory (count_run.c) the library writes each
  * process's counts into at exit, then reads those files, symbolizes their stacks from the maps
  * each process saved, and builds a profile with exact counts (weight 1), the sites as the top
  * table names them, and per-function inclusive totals. Needs no privileges. */

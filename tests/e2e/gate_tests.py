@@ -4,7 +4,9 @@ on real processes with liballocscope-count.so preloaded (no BPF, no privileges n
 The library under test is tests/workloads/gate_workload.c: one kv_parse call makes exactly
 1 allocation at kv_list_new, 3 at kv_node_new and 6 at kv_copy; gate_workload_extra makes one
 more per call at kv_list_new."""
+import glob
 import os
+import shutil
 import xml.etree.ElementTree as ET
 
 from helpers import ALLOCSCOPE, ALLOC_SITES, BUILD, CXX_SITES, parse_manifest, run, test
@@ -31,6 +33,21 @@ def site_rows(stdout):
         if in_sites:
             parts = line.split(None, 3)
             if len(parts) < 4 or parts[3] == "total":
+                break
+            rows[parts[3]] = int(parts[0])
+    return rows
+
+
+def function_rows(stdout):
+    """{function: objects} from the summary's inclusive function table."""
+    rows, in_functions = {}, False
+    for line in stdout.splitlines():
+        if "function (inclusive)" in line:
+            in_functions = True
+            continue
+        if in_functions:
+            parts = line.split(None, 3)
+            if len(parts) < 4 or not parts[0].isdigit():
                 break
             rows[parts[3]] = int(parts[0])
     return rows
@@ -292,6 +309,27 @@ def count_tells_apart_callers_of_libc_allocating_functions(tmp):
 
 
 @test
+def count_tells_apart_nested_libc_callers(tmp):
+    """fopen, getline, strdup and asprintf allocate in frames nested inside libc (fopen ->
+    __fopen_internal, getline -> __getdelim -> underflow -> doallocate) for lib_a and lib_b,
+    both reached through one pointer call site, from outer_x (each once) and outer_y (lib_a
+    twice, lib_b three times): every allocation goes to its caller, and to the outer function
+    above it, whose frame chain is found again past libc's frames."""
+    lines = os.path.join(tmp, "lines.txt")
+    write(lines, "one\ntwo two\nthree three three\n")
+    n = 300
+    result, _ = count(tmp, [GATE, "-l", lines, "-n", str(n)])
+    assert result.returncode == 0, result.stderr
+    rows, functions = site_rows(result.stdout), function_rows(result.stdout)
+    per_call = rows.get("lib_a", 0) // (3 * n)
+    assert per_call >= 5, result.stdout  # fopen, its buffer, getline's line, strdup, asprintf
+    assert rows == {"lib_a": 3 * per_call * n, "lib_b": 4 * per_call * n}, result.stdout
+    assert functions.get("outer_x") == 2 * per_call * n, result.stdout
+    assert functions.get("outer_y") == 5 * per_call * n, result.stdout
+    assert functions.get("strdup") == 7 * n, result.stdout
+
+
+@test
 def count_no_aslr_pins_addresses(tmp):
     """--no-aslr: the command's mappings sit at the same addresses run after run."""
     starts = []
@@ -315,3 +353,94 @@ def count_refuses_malformed_count_files(tmp):
         assert "count file 9-0.count" in result.stderr and "malformed" in result.stderr, \
             result.stderr
         assert "Traceback" not in result.stderr and not os.path.exists(out)
+
+
+AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+
+
+def counts_tmpdir(tmp):
+    """A TMPDIR for the counts directory that nobody may pass through (the test's own tmp is
+    0700), so that what allocscope leaves behind can be listed; and the environment that
+    names it, with copies of the workload and the counting library nobody can read (the
+    checkout may sit in a directory only root may enter)."""
+    os.chmod(tmp, 0o711)
+    path = os.path.join(tmp, "counts-tmp")
+    os.mkdir(path, 0o755)
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir, 0o755)
+    for src in (GATE, os.path.join(BUILD, "liballocscope-count.so")):
+        shutil.copy(src, bin_dir)
+    env = dict(os.environ, TMPDIR=path,
+               ALLOCSCOPE_COUNT_LIB=os.path.join(bin_dir, "liballocscope-count.so"))
+    return path, env, os.path.join(bin_dir, "gate_workload")
+
+
+@test
+def count_keeps_counts_of_a_command_that_drops_privileges(tmp):
+    """allocscope count run as root, the command switching to user nobody (as setpriv, a
+    daemon's setuid or `sudo -u` inside a script do): its counts still arrive, and the counts
+    directory is gone afterwards."""
+    tmpdir, env, gate = counts_tmpdir(tmp)
+    out = os.path.join(tmp, "count.pb.gz")
+    result = run([ALLOCSCOPE, "count", "--top", "100", "-o", out, "--", *AS_NOBODY, gate,
+                  "-n", "10"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = site_rows(result.stdout)
+    assert rows == {site: 10 * n for site, n in PER_CALL.items()}, result.stdout
+    assert os.listdir(tmpdir) == [], os.listdir(tmpdir)
+
+
+@test
+def count_refuses_links_and_fifos_planted_by_a_command_that_dropped_privileges(tmp):
+    """The command (here as nobody) can create entries in the counts directory: a symbolic
+    link to a root-only file, a FIFO (would block a plain open), a second link to a file are
+    refused with their name, never followed, never hang; everything is removed after."""
+    tmpdir, env, _ = counts_tmpdir(tmp)
+    plants = ['ln -s /etc/shadow "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
+              'mkfifo "$ALLOCSCOPE_COUNT_DIR/7-0.count"',
+              'echo x > "$ALLOCSCOPE_COUNT_DIR/a" && ln "$ALLOCSCOPE_COUNT_DIR/a" '
+              '"$ALLOCSCOPE_COUNT_DIR/7-0.count"']
+    for plant in plants:
+        out = os.path.join(tmp, "count.pb.gz")
+        result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", *AS_NOBODY, "sh",
+                      "-c", plant], env=env, timeout=60)
+        assert result.returncode == 1, (plant, result.stdout, result.stderr)
+        assert "count file 7-0.count" in result.stderr, (plant, result.stderr)
+        assert "Traceback" not in result.stderr and not os.path.exists(out), plant
+        assert os.listdir(tmpdir) == [], (plant, glob.glob(tmpdir + "/**", recursive=True))
+
+
+GTEST_EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "workloads", "gtest_allocs.cc")
+
+
+def build_gtest_example(tmp, name, defines=()):
+    cxx = shutil.which("g++")
+    assert cxx and os.path.exists("/usr/include/gtest/gtest.h"), \
+        "g++ and GoogleTest are needed (Debian: libgtest-dev; run scripts/install-deps)"
+    exe = os.path.join(tmp, name)
+    sampler = os.path.join(os.path.dirname(__file__), "..", "..", "sampler")
+    result = run([cxx, "-O1", "-g", "-std=c++17", "-Wall", "-Werror", "-I", sampler,
+                  *defines, GTEST_EXAMPLE, "-o", exe, "-lgtest", "-lgtest_main", "-pthread"])
+    assert result.returncode == 0, result.stderr
+    return exe
+
+
+@test
+def allocs_per_run_in_a_gtest_test(tmp):
+    """The documented GoogleTest example (tests/workloads/gtest_allocs.cc): EXPECT_LE(
+    allocs_per_run(...), 3) passes under allocscope count, fails naming the line and the
+    measured 5 when the code under test stops reserving, and fails (inf) without the
+    counting library instead of passing unchecked."""
+    good = build_gtest_example(tmp, "gtest_allocs")
+    grown = build_gtest_example(tmp, "gtest_allocs_grown", ["-DSPLIT_WITHOUT_RESERVE"])
+    out = os.path.join(tmp, "p.pb.gz")
+    result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", good])
+    assert result.returncode == 0 and "[  PASSED  ] 2 tests." in result.stdout, \
+        result.stdout + result.stderr
+    result = run([ALLOCSCOPE, "count", "--top", "0", "-o", out, "--", grown])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "gtest_allocs.cc:52: Failure" in result.stdout, result.stdout
+    assert "actual: 5 vs 3" in result.stdout, result.stdout
+    result = run([good])
+    assert result.returncode == 1 and "actual: inf vs 3" in result.stdout, result.stdout
+    assert "liballocscope-count.so is not loaded" in result.stderr, result.stderr

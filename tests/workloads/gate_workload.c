@@ -19,8 +19,16 @@
  *     -c          instead: CALLS rounds of two callbacks called from one call site through a
  *                 pointer, cb_one strdup'ing once and cb_two twice (libc allocates for them:
  *                 the sites are cb_one, CALLS allocations, and cb_two, 2 * CALLS)
+ *     -l FILE     instead: CALLS rounds of outer_x and outer_y, which call lib_a and lib_b
+ *                 through one pointer call site (outer_x: each once; outer_y: lib_a twice,
+ *                 lib_b three times); lib_a and lib_b each read FILE with fopen and getline,
+ *                 strdup and asprintf: nested frames inside libc allocate for them (K
+ *                 allocations per call, K fixed by libc): sites lib_a 3 * K * CALLS, lib_b
+ *                 4 * K * CALLS; functions outer_x 2 * K * CALLS, outer_y 5 * K * CALLS
  * Prints nothing on success (stdio would allocate its buffer: one more allocation). */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -133,6 +141,59 @@ __attribute__((noinline)) void run_callbacks(long rounds)
 			callbacks[k]();
 }
 
+/* fopen, getline (its line and the stream's buffer), strdup, asprintf: one copy per user. */
+#define LIBC_WORK(path)                                                                            \
+	do {                                                                                       \
+		FILE *f = fopen(path, "r");                                                        \
+		char *line = NULL, *text;                                                          \
+		size_t cap = 0;                                                                    \
+                                                                                                   \
+		if (!f)                                                                            \
+			abort();                                                                   \
+		while (getline(&line, &cap, f) > 0)                                                \
+			;                                                                          \
+		fclose(f);                                                                         \
+		free(line);                                                                        \
+		free(strdup(path));                                                                \
+		if (asprintf(&text, "%s:%d", path, 42) < 0)                                        \
+			abort();                                                                   \
+		free(text);                                                                        \
+	} while (0)
+
+__attribute__((noinline)) void lib_a(const char *path)
+{
+	LIBC_WORK(path);
+}
+
+__attribute__((noinline)) void lib_b(const char *path)
+{
+	LIBC_WORK(path);
+}
+
+static void (*volatile lib_users[2])(const char *) = { lib_a, lib_b };
+
+/* One call site for both users (not a tail call): only the return address into lib_a or
+ * lib_b tells them apart; each outer function calls it from one call site too. */
+__attribute__((noinline)) void via_pointer(int k, const char *path)
+{
+	lib_users[k](path);
+	__asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) void outer_x(const char *path)
+{
+	for (int k = 0; k < 2; k++)
+		via_pointer(k, path);
+	__asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) void outer_y(const char *path)
+{
+	for (int k = 0; k < 5; k++)
+		via_pointer(k >= 2, path);
+	__asm__ volatile("" ::: "memory");
+}
+
 static long calls = 1000;
 
 static void parse_once(void *arg)
@@ -151,9 +212,10 @@ int main(int argc, char **argv)
 {
 	pthread_t threads[64];
 	long n_threads = 0;
+	const char *lib_file = NULL;
 	int status = 0, check = 0, opt;
 
-	while ((opt = getopt(argc, argv, "n:t:x:ac")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:x:acl:")) != -1) {
 		if (opt == 'n')
 			calls = atol(optarg);
 		else if (opt == 't')
@@ -164,11 +226,20 @@ int main(int argc, char **argv)
 			check = 1;
 		else if (opt == 'c')
 			check = 2;
+		else if (opt == 'l')
+			lib_file = optarg;
 		else
 			return 2;
 	}
 	if (n_threads < 0 || n_threads > 64)
 		return 2;
+	if (lib_file) {
+		for (long i = 0; i < calls; i++) {
+			outer_x(lib_file);
+			outer_y(lib_file);
+		}
+		return status;
+	}
 	if (check == 2) {
 		run_callbacks(calls);
 		return status;
