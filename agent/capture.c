@@ -803,6 +803,13 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	}
 	if (cap->opts->inuse)
 		print_leak_table(cap, sites, rows);
+	/* The depth limit: the kernel's frame-pointer walk's with unwind fp, else the CFI walk's. */
+	char depth_cut_what[160];
+
+	snprintf(depth_cut_what, sizeof(depth_cut_what),
+		 "stacks cut at the depth limit (%u frames): the innermost frames kept, under a "
+		 "root frame " ALLOC_PROFILE_TRUNCATED_FRAME,
+		 cap->opts->sampling.unwind == UNWIND_FP ? ALLOC_MAX_STACK_DEPTH : UNWIND_MAX_FRAMES);
 	const struct {
 		uint64_t count;
 		const char *what;
@@ -820,6 +827,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		{ pipeline__truncated_unwinds(cap->pipeline),
 		  "stacks cut short: kept the frames found (debug info may help; with "
 		  "--unwind dwarf, a larger --stack-copy-size)" },
+		{ pipeline__depth_cut_unwinds(cap->pipeline), depth_cut_what },
 		{ pipeline__malformed(cap->pipeline), "malformed records" },
 		{ counters->unwind_fallbacks, "samples sent with a stack copy: no unwind table for "
 					      "the process or its leaf yet (unwound in user space)" },

@@ -22,7 +22,8 @@ struct pipeline {
 	struct symbolizer *symbolizer;
 	struct unwinder *unwinder; /* NULL with unwind fp */
 	struct sample_reader *reader;
-	uint64_t truncated_unwinds;
+	uint64_t truncated_unwinds; /* stopped early, the depth cuts left out */
+	uint64_t depth_cut_unwinds; /* cut at the walk's depth limit */
 	bool kernel_tables; /* the kernel walks stacks where it has a table */
 	/* issue 15: the per-sample label bounds new profiles get; unset: no limiter */
 	bool has_label_limits;
@@ -208,8 +209,10 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 	/* A drop notice: its weight, under [dropped samples], weighted as a kept sample. */
 	if (sample->flags & ALLOC_SAMPLE_DROPPED)
 		return alloc_profile__add_dropped(profile, sample);
-	if (!p->unwinder)
+	if (!p->unwinder) {
+		p->depth_cut_unwinds += alloc_profile_fp_walk_full(sample);
 		return alloc_profile__add(profile, sample);
+	}
 	ret = unwinder__unwind(p->unwinder, &input, p->opts.unwind, pcs,
 			       sizeof(pcs) / sizeof(pcs[0]), &result);
 	if (ret)
@@ -220,6 +223,10 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 		pcs[0] = sample->regs[ALLOC_REG_IP];
 		pcs[1] = sample->caller_address;
 		result.n_pcs = 2;
+	}
+	if (result.depth_cut) {
+		p->depth_cut_unwinds++;
+		return alloc_profile__add_depth_cut(profile, sample, pcs, result.n_pcs);
 	}
 	p->truncated_unwinds += result.truncated;
 	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
@@ -300,4 +307,9 @@ uint64_t pipeline__malformed(const struct pipeline *p)
 uint64_t pipeline__truncated_unwinds(const struct pipeline *p)
 {
 	return p->truncated_unwinds;
+}
+
+uint64_t pipeline__depth_cut_unwinds(const struct pipeline *p)
+{
+	return p->depth_cut_unwinds;
 }

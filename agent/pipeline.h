@@ -102,8 +102,12 @@ struct alloc_program *pipeline__program(const struct pipeline *p);
 struct symbolizer *pipeline__symbolizer(const struct pipeline *p);
 /* The sample ring's descriptor, readable when the program wants an early drain. */
 int pipeline__fd(const struct pipeline *p);
-/* Records the reader found malformed; stack walks that stopped early (frames kept). */
+/* Records the reader found malformed; stack walks that stopped early (frames kept), those cut
+ * at the depth limit left out. */
 uint64_t pipeline__malformed(const struct pipeline *p);
 uint64_t pipeline__truncated_unwinds(const struct pipeline *p);
+/* Stacks cut at the walk's depth limit (UNWIND_MAX_FRAMES; ALLOC_MAX_STACK_DEPTH with unwind
+ * fp): innermost frames kept under ALLOC_PROFILE_TRUNCATED_FRAME. */
+uint64_t pipeline__depth_cut_unwinds(const struct pipeline *p);
 
 #endif

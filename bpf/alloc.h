@@ -89,6 +89,11 @@ struct alloc_sample {
  * only the pid, size, entry and weight, which go under ALLOC_PROFILE_DROPPED_FRAME. */
 #define ALLOC_SAMPLE_DROPPED 4u
 
+/* With ALLOC_SAMPLE_TRUNCATED: the walk stopped because it had UNWIND_MAX_FRAMES frames and
+ * the stack went on (deep recursion), not for want of a table or readable memory. The agent
+ * puts such stacks under a root "[truncated]" frame and counts them apart. */
+#define ALLOC_SAMPLE_DEPTH_CUT 8u
+
 /* A sampled allocation the samples ring had no room for: what the program sends instead,
  * through a small ring of its own, so that the agent still counts its weight (under a
  * "[dropped samples]" frame) and totals stay unbiased. 24 bytes: 32 with the ring's header. */

@@ -158,6 +158,7 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		{ "caller_unreadable", m->degraded_caller_unreadable },
 		{ "no_stack_copy", m->degraded_no_stack_copy },
 		{ "truncated", m->degraded_truncated },
+		{ "depth_limit", m->degraded_depth_limit },
 	};
 	for (size_t i = 0; i < sizeof(degraded) / sizeof(degraded[0]); i++)
 		metrics_text__sample(t, "allocscope_stacks_degraded_total",

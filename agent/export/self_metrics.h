@@ -40,6 +40,7 @@ struct self_metrics {
 	uint64_t dropped_weight_kept; /* drop notices: ringbuf_full drops whose weight is kept */
 	uint64_t degraded_frame_pointer_walk, degraded_caller_unreadable, degraded_no_stack_copy,
 		degraded_truncated;
+	uint64_t degraded_depth_limit; /* cut at the walk's depth limit, under [truncated] */
 	uint64_t allocations_uncounted;
 	uint64_t probe_hits;  /* the start-up calibration's already subtracted */
 	double probe_cost_ns; /* one hit, measured at start; 0 when it could not be */

@@ -26,6 +26,14 @@
 #define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
 /* The frame address that stands for ALLOC_PROFILE_DROPPED_FRAME: no user pc is this. */
 #define DROPPED_PC UINT64_MAX
+/* The frame address of ALLOC_PROFILE_TRUNCATED_FRAME, a depth-cut stack's root. */
+#define TRUNCATED_PC (UINT64_MAX - 1)
+
+/* A frame the profile made up (dropped samples, a depth cut): never symbolized. */
+static bool synthetic_pc(uint64_t pc)
+{
+	return pc == DROPPED_PC || pc == TRUNCATED_PC;
+}
 /* Labels a sample may carry: service_name, hostname, pod and code labels and the configured
  * static labels. */
 #define ALLOC_PROFILE_MAX_LABELS 32
@@ -269,7 +277,9 @@ static void warm_symbols(struct alloc_profile *profile, const struct stack_recor
 	struct symbolized_frame frame;
 
 	for (uint32_t i = 0; i < rec->n_frames; i++)
-		symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0, &frame);
+		if (!synthetic_pc(rec->frames[i]))
+			symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
+					    &frame);
 }
 
 /* pid's executable: read now while the process lives (it may have exec'ed since), else the one
@@ -364,6 +374,8 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	return rec;
 }
 
+/* alloc_profile__add_weighted_stack for n_frames already bounded (a depth cut's root frame
+ * may make them MAX_FRAMES + 1); out: the stack's record, when not NULL. */
 static int add_weighted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
 			size_t n_frames, uint64_t size, double weighted_bytes,
 			struct stack_record **out)
@@ -371,8 +383,6 @@ static int add_weighted(struct alloc_profile *profile, uint32_t pid, const uint6
 	double bytes = (double)(size ? size : 1);
 	struct stack_record *rec;
 
-	if (n_frames > MAX_FRAMES)
-		n_frames = MAX_FRAMES;
 	rec = find_or_add_stack(profile, pid, frames, n_frames);
 	if (!rec)
 		return -ENOMEM;
@@ -411,6 +421,8 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 				      const uint64_t *frames, size_t n_frames, uint64_t size,
 				      double weighted_bytes)
 {
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
 	return add_weighted(profile, pid, frames, n_frames, size, weighted_bytes, NULL);
 }
 
@@ -467,6 +479,8 @@ int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc
 	struct stack_record *rec = NULL;
 	int ret;
 
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
 	if (sample->weighted_bytes)
 		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
 	ret = add_weighted(profile, sample->pid, frames, n_frames, sample->size,
@@ -474,6 +488,33 @@ int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc
 	if (!ret && profile->inuse)
 		ret = live_refs_put(profile, sample->pid, sample->time_ns, rec);
 	return ret;
+}
+
+int alloc_profile__add_depth_cut(struct alloc_profile *profile, const struct alloc_sample *sample,
+				 const uint64_t *frames, size_t n_frames)
+{
+	uint64_t cut[MAX_FRAMES + 1];
+	struct stack_record *rec = NULL;
+	int ret;
+
+	if (!n_frames)
+		return alloc_profile__add_unwound(profile, sample, frames, n_frames);
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	memcpy(cut, frames, n_frames * sizeof(*frames));
+	cut[n_frames] = TRUNCATED_PC;
+	if (sample->weighted_bytes)
+		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
+	ret = add_weighted(profile, sample->pid, cut, n_frames + 1, sample->size,
+			   sample_weight(profile, sample), &rec);
+	if (!ret && profile->inuse)
+		ret = live_refs_put(profile, sample->pid, sample->time_ns, rec);
+	return ret;
+}
+
+bool alloc_profile_fp_walk_full(const struct alloc_sample *sample)
+{
+	return sample->stack_bytes >= (__s32)(ALLOC_MAX_STACK_DEPTH * sizeof(__u64));
 }
 
 int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample)
@@ -528,6 +569,8 @@ static bool same_function(struct alloc_profile *profile, uint32_t pid, uint64_t 
 
 	if (a == b)
 		return true;
+	if (synthetic_pc(a) || synthetic_pc(b))
+		return false;
 	if (symbolizer__resolve(profile->symbolizer, pid, a, true, &fa) != 0 ||
 	    symbolizer__resolve(profile->symbolizer, pid, b, true, &fb) != 0)
 		return false;
@@ -553,7 +596,8 @@ static struct stack_record *dropped_record(struct alloc_profile *profile,
 			first = profile->stacks[i];
 	/* From the outermost frame in: the first main, the allocator's frame left out. */
 	for (size_t n = 0; first && n + 1 < first->n_frames && !keep; n++)
-		if (symbolizer__resolve(profile->symbolizer, d->pid,
+		if (!synthetic_pc(first->frames[first->n_frames - 1 - n]) &&
+		    symbolizer__resolve(profile->symbolizer, d->pid,
 					first->frames[first->n_frames - 1 - n], true, &frame) == 0 &&
 		    is_main_frame(&frame))
 			keep = n + 1;
@@ -596,6 +640,8 @@ int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample 
 	uint64_t frames[MAX_FRAMES];
 	size_t n = build_frames(sample, frames);
 
+	if (alloc_profile_fp_walk_full(sample))
+		return alloc_profile__add_depth_cut(profile, sample, frames, n);
 	return alloc_profile__add_unwound(profile, sample, frames, n);
 }
 
@@ -776,7 +822,7 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 	bool have_leaf = false;
 	char first_wrapper[160] = "";
 
-	for (uint32_t i = 0; i < rec->n_frames; i++) {
+	for (uint32_t i = 0; i < rec->n_frames && !synthetic_pc(rec->frames[i]); i++) {
 		bool ok = symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
 					      &frame) == 0;
 
@@ -1068,7 +1114,7 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 			size_t n_extra, struct mapping_table *mappings, bool merge,
 			struct entry_table *t)
 {
-	struct frame_ref refs[MAX_FRAMES];
+	struct frame_ref refs[MAX_FRAMES + 1]; /* + a depth cut's root frame */
 	struct symbolized_frame frame;
 	size_t n_records = profile->n_stacks + n_extra;
 	bool added;
@@ -1092,7 +1138,7 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 
 			refs[f].slot = UINT32_MAX;
 			refs[f].address = rec->frames[f];
-			if (rec->frames[f] != DROPPED_PC &&
+			if (!synthetic_pc(rec->frames[f]) &&
 			    symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
 						f > 0, &frame) == 0 &&
 			    frame.mapping_key)
@@ -1152,21 +1198,25 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 			    const struct alloc_profile_output *output)
 {
 	const struct stack_record *rec = e->rec;
-	uint64_t location_ids[MAX_FRAMES];
+	uint64_t location_ids[MAX_FRAMES + 1]; /* + a depth cut's root frame */
 	struct symbolized_frame frame;
 	bool added;
 
 	for (uint32_t i = 0; i < rec->n_frames; i++) {
 		uint64_t mapping_id = 0;
 
-		if (rec->frames[i] == DROPPED_PC) {
+		if (synthetic_pc(rec->frames[i])) {
 			struct pprof_line line = { 0 };
 
 			line.function_id = pprof_builder__function(
-				builder, ALLOC_PROFILE_DROPPED_FRAME, NULL, NULL, 0);
-			location_ids[i] = line.function_id ? pprof_builder__location(
-								     builder, 0, DROPPED_PC, &line, 1)
-							   : 0;
+				builder,
+				rec->frames[i] == DROPPED_PC ? ALLOC_PROFILE_DROPPED_FRAME
+							     : ALLOC_PROFILE_TRUNCATED_FRAME,
+				NULL, NULL, 0);
+			location_ids[i] = line.function_id
+						  ? pprof_builder__location(builder, 0,
+									    rec->frames[i], &line, 1)
+						  : 0;
 			if (!location_ids[i])
 				return -ENOMEM;
 			continue;

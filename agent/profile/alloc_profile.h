@@ -104,6 +104,22 @@ int alloc_profile__add_counted(struct alloc_profile *profile, uint32_t pid, cons
  * 0 or -ENOMEM. */
 int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample);
 
+/* The root frame of a stack cut at the walk's depth limit (UNWIND_MAX_FRAMES frames; 127
+ * with the kernel's frame-pointer walk): its innermost frames are kept, and the frames
+ * between the outermost kept one and main are missing, so flame graphs show the cut stacks
+ * together under this name rather than as if they started there. */
+#define ALLOC_PROFILE_TRUNCATED_FRAME "[truncated]"
+
+/* A sample whose stack (frames as for alloc_profile__add_stack, at most UNWIND_MAX_FRAMES)
+ * was cut at the depth limit: weighted like alloc_profile__add_unwound, its stack ends in
+ * ALLOC_PROFILE_TRUNCATED_FRAME. 0 or -ENOMEM. */
+int alloc_profile__add_depth_cut(struct alloc_profile *profile, const struct alloc_sample *sample,
+				 const uint64_t *frames, size_t n_frames);
+
+/* Whether the kernel's frame-pointer walk (sample->stack, --unwind fp) filled its
+ * ALLOC_MAX_STACK_DEPTH frames: the stack went deeper (or was exactly that deep). */
+bool alloc_profile_fp_walk_full(const struct alloc_sample *sample);
+
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
 /* Functions whose whole name (readable or linkage) matches regex, a POSIX extended regular

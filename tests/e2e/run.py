@@ -758,6 +758,7 @@ import version_tests  # noqa: E402,F401  (service_version: capture --group-by, P
 import short_command_tests  # noqa: E402,F401  (commands that exit before the first drain)
 import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
 import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame graph in Chromium)
+import depth_tests  # noqa: E402,F401  (stacks past the walk's depth limit end in [truncated])
 
 
 def main():

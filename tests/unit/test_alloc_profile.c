@@ -275,6 +275,7 @@ struct decoded {
 	uint64_t raw_len; /* uncompressed */
 	int64_t objects[MAX_DECODED], bytes[MAX_DECODED];
 	uint64_t leaf_location[MAX_DECODED];
+	uint64_t root_location[MAX_DECODED]; /* the sample's last location */
 	const char *strings[MAX_DECODED * 2];
 	uint64_t function_name[MAX_DECODED];	/* by function id */
 	uint64_t location_function[MAX_DECODED]; /* by location id; 0: no line */
@@ -374,11 +375,16 @@ static bool on_sample(void *ctx, uint32_t field, int wire, uint64_t v, const uin
 	size_t i = s->d->n_samples;
 
 	if (field == 1) {
+		const uint8_t *end = data + len;
+
 		if (wire == 2) /* packed: the first is the leaf */
-			pb_varint(&data, data + len, &v);
+			pb_varint(&data, end, &v);
 		if (!s->first_location)
 			s->d->leaf_location[i] = v;
 		s->first_location = true;
+		s->d->root_location[i] = v;
+		while (wire == 2 && data < end && pb_varint(&data, end, &v))
+			s->d->root_location[i] = v;
 	}
 	if (field == 2) {
 		uint64_t values[2] = { 0, 0 };
@@ -466,6 +472,14 @@ static struct decoded *decode(const uint8_t *gz, size_t len)
 static const char *leaf_name(const struct decoded *d, size_t i)
 {
 	uint64_t function = d->location_function[d->leaf_location[i]];
+	uint64_t name = function < MAX_DECODED ? d->function_name[function] : 0;
+
+	return function && name < d->n_strings ? d->strings[name] : "";
+}
+
+static const char *root_name(const struct decoded *d, size_t i)
+{
+	uint64_t function = d->location_function[d->root_location[i]];
 	uint64_t name = function < MAX_DECODED ? d->function_name[function] : 0;
 
 	return function && name < d->n_strings ? d->strings[name] : "";
@@ -587,6 +601,44 @@ out:
 	decoded_free(d);
 	alloc_profile__free(a);
 	alloc_profile__free(b);
+}
+
+/* A stack cut at the depth limit keeps its frames under a root [truncated] frame (its weight
+ * is a kept sample's), and is its own stack: the same frames not cut are another sample. */
+static void test_depth_cut_stack_under_truncated_root(void)
+{
+	const uint64_t frames[] = { 0x1000, 0x2000, 0x3000 };
+	struct alloc_sample sample = { .pid = 1, .size = 3000 };
+	struct alloc_profile_output output = { .start_ns = 1, .duration_ns = 1 };
+	struct alloc_profile_totals totals;
+	struct alloc_profile *profile;
+	struct decoded *d = NULL;
+	size_t cut = 0, whole = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(alloc_profile__add_depth_cut(profile, &sample, frames, 3) == 0);
+	CHECK(alloc_profile__add_depth_cut(profile, &sample, frames, 3) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &sample, frames, 3) == 0);
+	alloc_profile__totals(profile, &totals);
+	CHECK_EQ_U64(totals.stacks, 2);
+	CHECK_EQ_U64(totals.samples, 3);
+	d = encode_and_decode(profile, &output);
+	if (!d)
+		goto out;
+	CHECK_EQ_U64(d->n_samples, 2);
+	for (size_t i = 0; i < d->n_samples; i++) {
+		if (strcmp(root_name(d, i), ALLOC_PROFILE_TRUNCATED_FRAME) == 0) {
+			cut++;
+			CHECK(d->objects[i] > 0 && d->bytes[i] > 0);
+		} else {
+			whole++;
+		}
+		CHECK(strcmp(leaf_name(d, i), ALLOC_PROFILE_TRUNCATED_FRAME) != 0);
+	}
+	CHECK(cut == 1 && whole == 1);
+out:
+	decoded_free(d);
+	alloc_profile__free(profile);
 }
 
 static void test_coldest_stacks_trimmed_totals_kept(void)
@@ -884,6 +936,7 @@ int main(void)
 	RUN(test_allocation_site);
 	RUN(test_unnamed_frames_named_by_file_and_offset);
 	RUN(test_dropped_samples_keep_their_weight);
+	RUN(test_depth_cut_stack_under_truncated_root);
 	RUN(test_coldest_stacks_trimmed_totals_kept);
 	RUN(test_processes_merged_for_push);
 	RUN(test_inuse_snapshots);

@@ -58,6 +58,7 @@ static void test_snapshot_becomes_families(void)
 		.dropped_weight_kept = 5,
 		.dropped_unattributed = 2,
 		.degraded_truncated = 5,
+		.degraded_depth_limit = 15,
 		.probe_hits = 200,
 		.probe_cost_ns = 500,
 		.processes_attached = 9,
@@ -87,6 +88,7 @@ static void test_snapshot_becomes_families(void)
 	CHECK(sample(&t, "allocscope_samples_dropped_weight_kept_total") == 5);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"unattributed\"}") == 2);
 	CHECK(sample(&t, "allocscope_stacks_degraded_total{reason=\"truncated\"}") == 5);
+	CHECK(sample(&t, "allocscope_stacks_degraded_total{reason=\"depth_limit\"}") == 15);
 	CHECK(sample(&t, "allocscope_probe_hits_total") == 200);
 	/* hits times the cost: 200 * 500 ns */
 	CHECK(sample(&t, "allocscope_estimated_overhead_seconds_total") > 0.9999e-4);
