@@ -690,33 +690,30 @@ static void print_grouped_top(struct capture *cap, const struct alloc_profile_to
 {
 	const char *key = cap->opts->group_by;
 	struct alloc_site sites[256];
-	char bytes[32], value[4 * 1024 + 1], function[1024];
+	char what[256], group[4 * 1024 + 1];
+	struct top_table_columns columns = { "alloc_space", "bytes", "alloc_objects", "count",
+					     what };
 	size_t n = 0, groups = 0;
 
 	if (alloc_profile__top_sites_by_label(cap->profile, key, rows, sites,
 					      sizeof(sites) / sizeof(sites[0]), &n) != 0)
 		return;
-	printf("\n%14s %7s %15s  %s, by %s\n", "alloc_space", "share", "alloc_objects",
-	       "allocation site", key);
+	snprintf(what, sizeof(what), "allocation site, by %s", key);
+	top_table_print_head(stdout, &columns);
 	for (size_t i = 0; i < n; i++) {
 		const struct alloc_site *s = &sites[i];
 
 		if (i == 0 || strcmp(s->group, sites[i - 1].group) != 0) {
 			groups++;
-			/* Values come from the targets: escaped like every logged name. */
-			printf("%14s %6.1f%% %15.0f  %s=%s\n",
-			       units_format_size(s->group_bytes, bytes, sizeof(bytes)),
-			       totals->bytes > 0 ? 100.0 * s->group_bytes / totals->bytes : 0.0,
-			       s->group_objects, key,
-			       s->group[0] ? log_escaped(value, s->group) : "(none)");
+			snprintf(group, sizeof(group), "%s=%s", key,
+				 s->group[0] ? s->group : "(none)");
+			top_table_print_row(stdout, &columns, "", group, s->group_bytes,
+					    s->group_objects, totals->bytes);
 		}
-		printf("%14s %6.1f%% %15.0f    %s\n",
-		       units_format_size(s->bytes, bytes, sizeof(bytes)),
-		       totals->bytes > 0 ? 100.0 * s->bytes / totals->bytes : 0.0, s->objects,
-		       log_escaped(function, s->function));
+		top_table_print_row(stdout, &columns, "  ", s->function, s->bytes, s->objects,
+				    totals->bytes);
 	}
-	printf("%14s %6s  %15.0f  total\n", units_format_size(totals->bytes, bytes, sizeof(bytes)),
-	       "", totals->objects);
+	top_table_print_total(stdout, &columns, totals->bytes, totals->objects);
 	if (groups == 1 && n && !sites[0].group[0])
 		printf("(no sample carries the label %s)\n", key);
 }

@@ -17,6 +17,7 @@
 #include "count/budget.h"
 #include "count/count_run.h"
 #include "profile/alloc_profile.h"
+#include "read/output_file.h"
 #include "util/log.h"
 
 #define EXIT_GATE_FAIL 1
@@ -301,19 +302,19 @@ static void markdown_escaped(FILE *f, const char *s)
 static int write_report(const struct count_cli *cli, const struct count_result *r,
 			const struct budget_row *rows, size_t n, size_t n_over)
 {
-	char tmp[PATH_MAX];
+	/* Written whole or not at all, through a temporary file of a name nobody can plant a
+	 * link at (the report may go to a shared directory). */
+	struct output_file report;
+	char err[PATH_MAX + 256];
 	FILE *f;
-	int ret = 0;
+	int ret;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", cli->report_path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	f = fopen(tmp, "w");
-	if (!f) {
-		ret = -errno;
-		fprintf(stderr, "allocscope gate: cannot write the report %s: %s\n",
-			cli->report_path, strerror(-ret));
+	ret = output_file__open(&report, cli->report_path, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "allocscope gate: --report: %s\n", err);
 		return ret;
 	}
+	f = report.stream;
 	if (strcmp(cli->report_format, "junit") == 0) {
 		fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 			   "<testsuite name=\"allocscope gate\" tests=\"%zu\" failures=\"%zu\">\n",
@@ -353,17 +354,9 @@ static int write_report(const struct count_cli *cli, const struct count_result *
 				(int64_t)(rows[i].measured - rows[i].limit));
 		}
 	}
-	if (ferror(f))
-		ret = -EIO;
-	if (fclose(f) != 0 && !ret)
-		ret = -errno;
-	if (!ret && rename(tmp, cli->report_path) != 0)
-		ret = -errno;
-	if (ret) {
-		remove(tmp);
-		fprintf(stderr, "allocscope gate: cannot write the report %s: %s\n",
-			cli->report_path, strerror(-ret));
-	}
+	ret = output_file__commit(&report, err, sizeof(err));
+	if (ret)
+		fprintf(stderr, "allocscope gate: --report: %s\n", err);
 	return ret;
 }
 

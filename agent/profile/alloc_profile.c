@@ -1890,6 +1890,9 @@ int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_pro
 	ret = alloc_profile__new(from->sample_rate, from->symbolizer, &next);
 	if (!ret)
 		ret = alloc_profile__enable_inuse(next);
+	/* The next interval's samples pass the same label bounds as a fresh profile's. */
+	if (!ret && from->label_limits)
+		ret = label_limits__new_like(from->label_limits, &next->label_limits);
 	for (size_t i = 0; ret == 0 && i < from->cap_live_refs; i++) {
 		const struct live_ref *ref = &from->live_refs[i];
 		struct stack_record *rec;

@@ -121,6 +121,28 @@ int label_limits__new(const struct label_limits_config *config, struct label_lim
 	return 0;
 }
 
+int label_limits__new_like(const struct label_limits *limits, struct label_limits **out)
+{
+	struct label_limits *fresh;
+	struct label_key *k;
+
+	*out = NULL;
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh)
+		return -ENOMEM;
+	fresh->config = limits->config;
+	fresh->fixed = limits->fixed;
+	fresh->stats = limits->stats == &limits->unused ? &fresh->unused : limits->stats;
+	for (size_t i = 0; fresh->fixed && i < limits->n_keys; i++) {
+		if (add_key(fresh, limits->keys[i].name, &k)) {
+			label_limits__free(fresh);
+			return -ENOMEM;
+		}
+	}
+	*out = fresh;
+	return 0;
+}
+
 static struct label_key *find_key(const struct label_limits *limits, const char *name)
 {
 	for (size_t i = 0; i < limits->n_keys; i++) {

@@ -49,6 +49,9 @@ struct label_limits;
  * 0, -EINVAL when config is out of range, or -ENOMEM. */
 int label_limits__new(const struct label_limits_config *config, struct label_limits_stats *stats,
 		      struct label_limits **out);
+/* A limiter for the next interval: limits' configuration and stats, no values seen yet.
+ * 0 or -ENOMEM. */
+int label_limits__new_like(const struct label_limits *limits, struct label_limits **out);
 /* Accepts NULL. */
 void label_limits__free(struct label_limits *limits);
 

@@ -25,6 +25,14 @@ struct top_table_columns {
 void top_table_print(FILE *out, const struct top_table_columns *columns,
 		     const struct top_table_row *rows, size_t n, double total, double other_total);
 
+/* The table's parts, for a table printed row by row (the capture's, grouped by a label: a
+ * line per group, its sites indented under it). name is escaped here (cut at 1 KiB). */
+void top_table_print_head(FILE *out, const struct top_table_columns *columns);
+void top_table_print_row(FILE *out, const struct top_table_columns *columns, const char *indent,
+			 const char *name, double value, double other, double total);
+void top_table_print_total(FILE *out, const struct top_table_columns *columns, double total,
+			   double other_total);
+
 /* A value as the table prints it: a size for bytes, else a whole number. */
 const char *top_table_value(double value, const char *unit, char *buf, size_t len);
 

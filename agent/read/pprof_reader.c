@@ -5,6 +5,7 @@
  * them so); a lookup tries that position first and falls back to a binary search over the ids
  * sorted once. Repeated scalars are read packed or not, as the protobuf spec requires. */
 #include "read/pprof_reader.h"
+#include "profile/pprof_fields.h"
 #include "symbolize/demangle.h"
 #include "util/grow.h"
 #include "util/small_file.h"
@@ -71,21 +72,6 @@ struct pprof_read_internal {
 	uint64_t default_type_string, period_type_strings[2];
 	/* ids sorted with their indices, for the slow lookup path */
 	uint64_t (*function_ids)[2], (*location_ids)[2], (*mapping_ids)[2];
-};
-
-enum {
-	PROFILE_SAMPLE_TYPE = 1,
-	PROFILE_SAMPLE = 2,
-	PROFILE_MAPPING = 3,
-	PROFILE_LOCATION = 4,
-	PROFILE_FUNCTION = 5,
-	PROFILE_STRING_TABLE = 6,
-	PROFILE_TIME_NANOS = 9,
-	PROFILE_DURATION_NANOS = 10,
-	PROFILE_PERIOD_TYPE = 11,
-	PROFILE_PERIOD = 12,
-	PROFILE_COMMENT = 13,
-	PROFILE_DEFAULT_SAMPLE_TYPE = 14,
 };
 
 static int fail(char *err, size_t len, int ret, const char *fmt, ...)

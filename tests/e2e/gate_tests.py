@@ -284,6 +284,22 @@ def gate_writes_junit_and_markdown(tmp):
 
 
 @test
+def gate_report_follows_no_planted_link(tmp):
+    """--report in a shared directory: a link planted where the report's temporary file would
+    go (REPORT.tmp) is neither followed nor truncated; the report is still written."""
+    budget = os.path.join(tmp, "b")
+    write(budget, "site objects=6000 kv_copy\n")
+    victim, junit = os.path.join(tmp, "victim"), os.path.join(tmp, "gate.xml")
+    write(victim, "precious\n")
+    os.symlink(victim, junit + ".tmp")
+    r = run([ALLOCSCOPE, "gate", "--budget", budget, "--report", "junit", junit, "--",
+             GATE, "-n", "10"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read(victim) == "precious\n", "the report went through a planted link"
+    assert ET.parse(junit).getroot().get("failures") == "0"
+
+
+@test
 def allocs_per_run_counts_one_call(tmp):
     """The C header: a test asserting 'at most 10 allocations per call' passes on the library
     and fails on the variant; without the counting library it fails instead of passing."""

@@ -927,6 +927,49 @@ static void test_inuse_snapshots(void)
 	alloc_profile__free(profile);
 }
 
+/* The daemon carries a service's live samples into its next interval's profile: that profile
+ * takes per-sample labels through the same bounds as a fresh one (the configured keys kept,
+ * values bounded per interval), not none at all. */
+static void test_carried_profile_keeps_label_limits(void)
+{
+	const uint64_t site[] = { 0x1000, 0x2000 };
+	char *keys[] = { (char *)"endpoint" };
+	const struct label_limits_config config = {
+		.keys = keys, .n_keys = 1, .max_keys = 1, .max_values = 1, .max_value_bytes = 64
+	};
+	struct alloc_sample a = live_sample(1, 10, 100, 0);
+	struct alloc_profile *profile = NULL, *next = NULL;
+	struct label_limits *limits = NULL;
+	const char *key, *value;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(label_limits__new(&config, NULL, &limits) == 0);
+	if (!profile || !limits)
+		goto out;
+	alloc_profile__set_label_limits(profile, limits);
+	CHECK(alloc_profile__enable_inuse(profile) == 0);
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &key, &value) == 1);
+	CHECK(alloc_profile__add_unwound(profile, &a, site, 2) == 0);
+	alloc_profile__inuse_begin(profile, 1000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(profile, 0);
+
+	CHECK(alloc_profile__carry_live(profile, &next) == 0);
+	CHECK(next != NULL);
+	if (!next)
+		goto out;
+	/* A new interval: its first value is kept, the second folds into "other"; a key not
+	 * configured is left out. */
+	CHECK(alloc_profile__admit_label(next, "endpoint", "/b", &key, &value) == 1);
+	CHECK(value && strcmp(value, "/b") == 0);
+	CHECK(alloc_profile__admit_label(next, "endpoint", "/c", &key, &value) == 1);
+	CHECK(value && strcmp(value, LABEL_LIMITS_OTHER) == 0);
+	CHECK(alloc_profile__admit_label(next, "tenant", "t1", &key, &value) == 0);
+out:
+	alloc_profile__free(next);
+	alloc_profile__free(profile);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
@@ -940,5 +983,6 @@ int main(void)
 	RUN(test_coldest_stacks_trimmed_totals_kept);
 	RUN(test_processes_merged_for_push);
 	RUN(test_inuse_snapshots);
+	RUN(test_carried_profile_keeps_label_limits);
 	return unit_summary("alloc_profile");
 }
