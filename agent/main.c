@@ -67,6 +67,11 @@ static const char usage_text[] =
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
 	"                           largest sample, to %6$s; default %7$s)\n"
+	"      --max-overhead PERCENT  overhead budget: the estimated time a target spends in\n"
+	"                           the probes stays under PERCENT (0.01 to 100) of its own CPU\n"
+	"                           time; a busier target is probed part of each second and\n"
+	"                           its estimates scaled up (default: none; targets with an\n"
+	"                           in-process sampler are never throttled)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -279,6 +284,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
+	opts.max_overhead_percent = settings->overhead_max_cpu_percent;
 	return capture_run(&opts);
 }
 

@@ -239,6 +239,14 @@ struct alloc_counters {
 #define ALLOC_COOKIE_USDT (1ull << 32)
 #define ALLOC_MAX_USDT_SPECS 256
 
+/* Overhead budget (agent/attach/duty_cycle.h): a probe's cookie carries, in its top bits, the
+ * slot of the probe_hits array its hits are counted in, so the agent knows each budgeted
+ * process's hits. Slot 0 is shared by every process without a slot of its own. Masked off
+ * before the cookie is read as an entry kind or a USDT spec. */
+#define ALLOC_COOKIE_SLOT_SHIFT 48
+#define ALLOC_COOKIE_ENTRY_MASK ((1ull << ALLOC_COOKIE_SLOT_SHIFT) - 1)
+#define ALLOC_HIT_SLOTS 4096
+
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a
  * target), and forks of processes it profiles (a forked worker inherits its parent's target

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -29,6 +30,21 @@ struct process_probes;
  *   stripped static binary); others: the attach itself failed. */
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len);
+/* The same, the entry points' hits counted in probe_hits slot hit_slot
+ * (alloc_program__hit_slot_new; 0: the shared slot). A cooperative process's USDT probes
+ * always count in slot 0: they are never under a budget. */
+int process_probes__attach_counted(struct alloc_program *prog, pid_t pid, const char *command,
+				   uint32_t hit_slot, struct process_probes **out, char *err,
+				   size_t err_len);
+/* The overhead budget's duty cycle. Pause moves every link into *detached, a probes object
+ * holding only links, for the caller to free off its loop (detach_queue__push: each link's
+ * detach waits for an RCU grace period); the probes' files and offsets stay. Resume attaches
+ * them again (-errno with a sentence in err; -ESRCH when the process is gone). Both do nothing
+ * when already in that state. */
+int process_probes__pause(struct process_probes *probes, struct process_probes **detached);
+int process_probes__resume(struct alloc_program *prog, struct process_probes *probes, char *err,
+			   size_t err_len);
+bool process_probes__paused(const struct process_probes *probes);
 /* Detaches every probe; accepts NULL. */
 void process_probes__free(struct process_probes *probes);
 

@@ -25,6 +25,9 @@ struct target_rule {
 	char *pod_label;      /* "KEY=VALUE": the pod has label KEY (exact) and its value matches
 				 the fnmatch(3) glob VALUE; the loader checks the form */
 	char *container;      /* fnmatch(3) glob on the container's name in the pod spec */
+	/* Not a matcher: the overhead budget (percent) of the processes this include rule
+	 * matches; 0: the host-wide overhead.max_cpu_percent; -1: none. */
+	double max_cpu_percent;
 };
 
 struct target_rules {

@@ -73,6 +73,7 @@ enum key_type {
 	KEY_NODE_NAME, /* a Kubernetes node name (a DNS subdomain), or "" */
 	KEY_POD_LABEL, /* "KEY=VALUE": a Kubernetes label key, '=', a glob on the value */
 	KEY_LISTEN,    /* "" or HOST:PORT as the metrics server takes it (listen_problem) */
+	KEY_PERCENT,   /* "none" (-1) or a percentage 0.01 .. 100, "%" optional; a double */
 };
 
 enum key_flags {
@@ -195,6 +196,10 @@ static const struct config_key agent_keys[] = {
 	  .default_text = KUBE_PODS_DEFAULT_TOKEN_PATH, CONFIG_FIELD(kubernetes.token_path) },
 	{ "kubernetes.ca_path", KEY_ABS_PATH, .default_text = KUBE_PODS_DEFAULT_CA_PATH,
 	  CONFIG_FIELD(kubernetes.ca_path) },
+	/* Overhead budget (attach/duty_cycle.h); a rule's max_cpu_percent overrides it. */
+	{ "overhead.max_cpu_percent", KEY_PERCENT, .default_text = "none", .example = "1",
+	  CONFIG_FIELD(overhead_max_cpu_percent), .flag = "max-overhead",
+	  .noun = "overhead budget" },
 };
 
 static const struct config_key rule_keys[] = {
@@ -207,6 +212,9 @@ static const struct config_key rule_keys[] = {
 	{ "pod_label", KEY_POD_LABEL, .example = "app.kubernetes.io/name=checkout",
 	  RULE_FIELD(pod_label) },
 	{ "container", KEY_GLOB, .example = "app", RULE_FIELD(container) },
+	/* Not a matcher: the overhead budget of what the rule matches (0: the host-wide one). */
+	{ "max_cpu_percent", KEY_PERCENT, KEY_INCLUDE_ONLY, .example = "5",
+	  RULE_FIELD(max_cpu_percent) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -478,6 +486,9 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a whole number from %llu to %llu", (unsigned long long)key->min,
 			 (unsigned long long)key->max);
 		break;
+	case KEY_PERCENT:
+		snprintf(buf, len, "a percentage from 0.01 to 100 like %s (or none)", example);
+		break;
 	case KEY_BOOL:
 		snprintf(buf, len, "true or false");
 		break;
@@ -622,6 +633,34 @@ static int parse_decimal(const char *text, uint64_t *value)
 	if (errno)
 		return -ERANGE;
 	if (*end)
+		return -EINVAL;
+	*value = parsed;
+	return 0;
+}
+
+/* "none" is -1; else a decimal number of percent, a '%' after it allowed, 0.01 .. 100. */
+static int parse_percent(const char *text, double *value)
+{
+	char number[32], *end;
+	size_t len = strlen(text);
+	double parsed;
+
+	if (strcmp(text, "none") == 0) {
+		*value = -1;
+		return 0;
+	}
+	if (len && text[len - 1] == '%')
+		len--;
+	if (len == 0 || len >= sizeof(number))
+		return -EINVAL;
+	memcpy(number, text, len);
+	number[len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		if (!isdigit((unsigned char)number[i]) && number[i] != '.')
+			return -EINVAL;
+	errno = 0;
+	parsed = strtod(number, &end);
+	if (errno || *end || parsed < 0.01 || parsed > 100)
 		return -EINVAL;
 	*value = parsed;
 	return 0;
@@ -918,6 +957,10 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 		if (parse_bool(text, &flag))
 			return fail_expected_text(ctx, key, path, mark, text);
 		*(bool *)field = flag;
+		return 0;
+	case KEY_PERCENT:
+		if (parse_percent(text, (double *)field))
+			return fail_expected_text(ctx, key, path, mark, text);
 		return 0;
 	case KEY_STRING:
 		return set_string(field, text);

@@ -110,6 +110,11 @@ struct agent_config {
 	enum log_level log_level;  /* default info */
 
 	struct kubernetes_config kubernetes;
+
+	/* overhead.max_cpu_percent, --max-overhead: the host-wide overhead budget, in percent of
+	 * a process's own CPU time; -1 (none, the default) for no budget. A rule's
+	 * max_cpu_percent overrides it (attach/duty_cycle.h). */
+	double overhead_max_cpu_percent;
 };
 
 /* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */

@@ -1,0 +1,101 @@
+/* The overhead budget (overhead.max_cpu_percent, --max-overhead): a transparent target whose
+ * probes would cost it more than the budget is probed only part of the time. Each period
+ * (DUTY_CYCLE_PERIOD_MS) starts with its probes attached; after a fraction f of the period they
+ * are detached until the next one. f is chosen period by period from what the last one showed:
+ * the probe hits counted in the process's own probe_hits slot times the calibrated cost of a
+ * hit (attach/probe_cost.h), against the process's own CPU time (its CPU-time clock, probes
+ * excluded).
+ *
+ * The samples of a throttled period are held until it ends and then weighted by 1/f_eff, f_eff
+ * being the share of the period's own CPU time the process spent while attached: allocations
+ * follow the work a process does, not the wall clock (a CPU-bound process runs slower while
+ * probed), so for a steady workload the scaled estimates stay unbiased. A process using the
+ * cooperative path (an in-process sampler) is never given a duty cycle. */
+#ifndef ALLOCSCOPE_DUTY_CYCLE_H
+#define ALLOCSCOPE_DUTY_CYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct alloc_program;
+struct alloc_sample;
+struct process_probes;
+
+/* One period: attach, detach, and their RCU grace period (~80 ms, in a worker) once a second
+ * per throttled process. Measured: see docs/operations.md. */
+#define DUTY_CYCLE_PERIOD_MS 1000
+/* The smallest fraction: a window of 2 ms a period still sees the process's rate. */
+#define DUTY_CYCLE_MIN_FRACTION 0.002
+/* CPU time below which a period says nothing about overhead (a nearly idle process). */
+#define DUTY_CYCLE_CPU_FLOOR_NS 1000000ull
+/* Samples held per throttled process and period; past this they are weighted at the planned
+ * fraction as they arrive. */
+#define DUTY_CYCLE_MAX_HELD 65536
+
+/* What one period showed, and the budget. */
+struct duty_cycle_input {
+	uint64_t hits;       /* probe hits in the period */
+	double ns_per_hit;   /* calibrated cost of one */
+	uint64_t cpu_ns;     /* the process's CPU time over the period, probes included */
+	double fraction;     /* the share of the period the probes were attached (0 .. 1] */
+	double budget;       /* allowed probe time / the process's own CPU time, e.g. 0.05 */
+};
+
+/* The fraction for the next period: the largest f with f x (probe time the process would pay
+ * attached all period) <= budget x (its own CPU time), between DUTY_CYCLE_MIN_FRACTION and 1.
+ * 1 when the period's probe time is within budget of DUTY_CYCLE_CPU_FLOOR_NS (a quiet process)
+ * or the budget is 0 (none). A pure function. */
+double duty_cycle__next_fraction(const struct duty_cycle_input *in);
+
+struct duty_cycle;
+
+/* Adds a held sample to its profile weighted scale times (1/f_eff). 0 or -errno. */
+typedef int (*duty_cycle_add_fn)(const struct alloc_sample *sample, double scale, void *ctx);
+
+struct duty_cycle_opts {
+	double budget;       /* fraction, > 0 */
+	double ns_per_hit;
+	int64_t period_ms;
+	duty_cycle_add_fn add;
+	void *add_ctx;
+};
+
+/* For pid, whose probes count their hits in slot (owned from now on: given back by free).
+ * probes are borrowed and must be attached. now_ms starts the first period, at f = 1. */
+int duty_cycle__new(struct alloc_program *prog, struct process_probes *probes, pid_t pid,
+		    uint32_t slot, const struct duty_cycle_opts *opts, int64_t now_ms,
+		    struct duty_cycle **out);
+/* Adds what is still held (weighted with what is known so far), gives the slot back. The
+ * probes are not touched. Accepts NULL. */
+void duty_cycle__free(struct duty_cycle *dc);
+
+/* Moves the duty cycle on: detaches at the end of the window (the links go to *detached for
+ * the caller to free off its loop; NULL when none), ends the period (held samples added,
+ * next fraction chosen) and attaches for the next. Call after draining the samples. Returns
+ * the next time (ms) it needs a call; *changed is set when the fraction changed. A failed
+ * attach is reported in err (returns the same next time; it is tried again next period). */
+int64_t duty_cycle__tick(struct duty_cycle *dc, int64_t now_ms,
+			 struct process_probes **detached, bool *changed, int *attach_error,
+			 char *err, size_t err_len);
+
+/* A sample of this process: held during a throttled period (true), else the caller adds it
+ * at weight 1 (false). */
+bool duty_cycle__hold(struct duty_cycle *dc, const struct alloc_sample *sample, size_t size);
+
+struct duty_cycle_stats {
+	double fraction;          /* this period's */
+	double min_fraction;      /* the smallest any period had */
+	double mean_fraction;     /* time-weighted over the periods ended */
+	uint64_t periods, throttled_periods;
+	uint64_t hits;            /* over all periods */
+	double probe_share;       /* estimated probe time / own CPU time, over all periods */
+	double probe_share_full;  /* the same had it been attached all the time */
+};
+void duty_cycle__stats(const struct duty_cycle *dc, struct duty_cycle_stats *out);
+
+/* The process's CPU time (all threads, dead ones included) in ns: 0 or -errno. */
+int duty_cycle__cpu_ns(pid_t pid, uint64_t *ns);
+
+#endif
