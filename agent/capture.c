@@ -50,7 +50,8 @@ struct target {
 	 * showed, kept for the summary after the duty cycle is freed. */
 	struct duty_cycle *duty;
 	struct duty_cycle_stats duty_stats;
-	bool throttled;
+	bool throttled;     /* at some point */
+	bool throttled_now;
 };
 
 struct capture {
@@ -518,9 +519,14 @@ static void log_duty_change(const struct capture *cap, const struct target *t)
 	struct duty_cycle_stats st;
 
 	duty_cycle__stats(t->duty, &st);
+	if (st.fraction < 1.0 && t->throttled_now) {
+		log_debug("pid %d (%s): now probed %.2f%% of the time", (int)t->pid, t->comm,
+			  100 * st.fraction);
+		return;
+	}
 	if (st.fraction < 1.0)
 		log_info("pid %d (%s): over the overhead budget (%.3g%% of its CPU): probed %.1f%% "
-			 "of each second, its estimates scaled by %.3g (an in-process sampler, "
+			 "of the time, its estimates scaled by %.3g (an in-process sampler, "
 			 "liballocscope-sampler.so, costs almost nothing: docs/operations.md)",
 			 (int)t->pid, t->comm, cap->opts->max_overhead_percent, 100 * st.fraction,
 			 1 / st.fraction);
@@ -548,11 +554,11 @@ static void tick_duty_cycles(struct capture *cap)
 		detach_queue__push(cap->detacher, detached);
 		if (attach_error && attach_error != -ESRCH)
 			log_warn("%s", err);
-		if (changed)
-			log_duty_change(cap, t);
 		if (changed) {
+			log_duty_change(cap, t);
 			duty_cycle__stats(t->duty, &t->duty_stats);
-			t->throttled |= t->duty_stats.fraction < 1.0;
+			t->throttled_now = t->duty_stats.fraction < 1.0;
+			t->throttled |= t->throttled_now;
 		}
 		if (!next || when < next)
 			next = when;
@@ -560,18 +566,23 @@ static void tick_duty_cycles(struct capture *cap)
 	cap->next_duty_ms = next;
 }
 
-/* The duty cycles end: held samples are added, the statistics kept for the summary. */
+/* A target's duty cycle ends (it exited, or the capture ends): its held samples are added,
+ * its statistics kept for the summary. */
+static void end_duty_cycle(struct capture *cap, struct target *t, int64_t now)
+{
+	if (!t->duty)
+		return;
+	duty_cycle__stats(t->duty, &t->duty_stats);
+	duty_cycle__free(t->duty, now);
+	t->duty = NULL;
+}
+
 static void end_duty_cycles(struct capture *cap)
 {
-	for (size_t i = 0; i < cap->n_targets; i++) {
-		struct target *t = &cap->targets[i];
+	int64_t now = elapsed_ms(cap);
 
-		if (!t->duty)
-			continue;
-		duty_cycle__stats(t->duty, &t->duty_stats);
-		duty_cycle__free(t->duty);
-		t->duty = NULL;
-	}
+	for (size_t i = 0; i < cap->n_targets; i++)
+		end_duty_cycle(cap, &cap->targets[i], now);
 }
 
 static bool all_exited(const struct capture *cap)
@@ -618,6 +629,9 @@ static void run_loop(struct capture *cap)
 					continue;
 				if (fds[k++].revents) {
 					cap->targets[i].exited = true;
+					/* Its last samples first: they belong to its period. */
+					pipeline__drain(cap->pipeline);
+					end_duty_cycle(cap, &cap->targets[i], elapsed_ms(cap));
 					log_info("pid %d (%s) exited", (int)cap->targets[i].pid,
 						 cap->targets[i].comm);
 				}

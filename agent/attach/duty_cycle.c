@@ -55,7 +55,9 @@ struct duty_cycle {
 	struct duty_cycle_opts opts;
 
 	double fraction;            /* planned for this period */
+	int64_t period_ms;          /* this period's length: stretched for a short window */
 	int64_t period_start, window_end, window_closed_at;
+	double window_start;        /* ms: the middle of the attach (breakpoints go in one by one) */
 	bool window_closed;
 	uint64_t hits_start, cpu_start, cpu_window_end;
 	uint64_t cpu_last;          /* the latest reading: what is known once the process is gone */
@@ -83,16 +85,30 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 {
 	dc->period_start = now;
 	dc->window_closed = false;
-	dc->window_end = now + (int64_t)(dc->fraction * (double)dc->opts.period_ms + 0.5);
+	dc->period_ms = dc->opts.period_ms;
+	if (dc->fraction * (double)dc->period_ms < DUTY_CYCLE_MIN_WINDOW_MS)
+		dc->period_ms = (int64_t)(DUTY_CYCLE_MIN_WINDOW_MS / dc->fraction + 0.5);
+	if (dc->period_ms > DUTY_CYCLE_MAX_PERIOD_MS)
+		dc->period_ms = DUTY_CYCLE_MAX_PERIOD_MS;
+	dc->window_start = (double)now;
 	dc->hits_start = alloc_program__hit_slot_read(dc->prog, dc->slot);
 	dc->cpu_start = read_cpu(dc);
 	dc->cpu_window_end = dc->cpu_start;
 	if (process_probes__paused(dc->probes)) {
-		int ret = process_probes__resume(dc->prog, dc->probes, err, err_len);
+		struct timespec a, b;
+		int ret;
 
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		ret = process_probes__resume(dc->prog, dc->probes, err, err_len);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		log_debug("pid %d: probes attached again in %.2f ms", (int)dc->pid,
+			  (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
 		if (ret && attach_error)
 			*attach_error = ret;
+		dc->window_start += ((double)(b.tv_sec - a.tv_sec) * 1e3 +
+				     (double)(b.tv_nsec - a.tv_nsec) / 1e6) / 2;
 	}
+	dc->window_end = (int64_t)(dc->window_start + dc->fraction * (double)dc->period_ms + 0.5);
 }
 
 static void release_held(struct duty_cycle *dc, double scale)
@@ -102,22 +118,6 @@ static void release_held(struct duty_cycle *dc, double scale)
 		free(dc->held[i]);
 	}
 	dc->n_held = 0;
-}
-
-/* f_eff: the share of the period's own CPU time (probe time taken out) spent attached. */
-static double effective_fraction(const struct duty_cycle *dc, uint64_t cpu_end, double probe_ns,
-				 double time_fraction)
-{
-	double own_total = (double)(cpu_end - dc->cpu_start) - probe_ns;
-	double own_window = (double)(dc->cpu_window_end - dc->cpu_start) - probe_ns;
-	double f;
-
-	if (dc->fraction >= 1.0 || !dc->window_closed)
-		return 1.0;
-	if (own_total <= (double)DUTY_CYCLE_CPU_FLOOR_NS || own_window <= 0)
-		return time_fraction;
-	f = own_window / own_total;
-	return f > 1.0 ? 1.0 : f;
 }
 
 static void end_period(struct duty_cycle *dc, int64_t now)
@@ -134,10 +134,10 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 	if (!dc->window_closed)
 		dc->cpu_window_end = cpu_end;
 	if (dc->window_closed && length > 0)
-		time_fraction = (double)(dc->window_closed_at - dc->period_start) / length;
+		time_fraction = ((double)dc->window_closed_at - dc->window_start) / length;
 	if (time_fraction <= 0)
 		time_fraction = DUTY_CYCLE_MIN_FRACTION;
-	f_eff = effective_fraction(dc, cpu_end, probe_ns, time_fraction);
+	f_eff = time_fraction;
 	held = dc->n_held;
 	release_held(dc, 1.0 / f_eff);
 
@@ -160,11 +160,10 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 	};
 	dc->fraction = duty_cycle__next_fraction(&in);
 	log_debug("pid %d: period of %.0f ms: %llu probe hits, CPU %.1f ms, attached %.3f of the "
-		  "time, %.3f of its own CPU time (%zu samples held, weighted x%.3g); next "
-		  "fraction %.4f",
+		  "time (%zu samples held, weighted x%.3g); next fraction %.4f",
 		  (int)dc->pid, length, (unsigned long long)hits,
-		  (double)(cpu_end - dc->cpu_start) / 1e6, time_fraction, f_eff, held,
-		  1.0 / f_eff, dc->fraction);
+		  (double)(cpu_end - dc->cpu_start) / 1e6, time_fraction, held, 1.0 / f_eff,
+		  dc->fraction);
 	if (dc->fraction < dc->stats.min_fraction)
 		dc->stats.min_fraction = dc->fraction;
 }
@@ -192,23 +191,21 @@ int duty_cycle__new(struct alloc_program *prog, struct process_probes *probes, p
 	return 0;
 }
 
-void duty_cycle__free(struct duty_cycle *dc)
+void duty_cycle__free(struct duty_cycle *dc, int64_t now_ms)
 {
+	double fraction = 1.0;
+
 	if (!dc)
 		return;
-	/* The period is cut short (the process exited, or the capture ends): what is known. */
-	if (dc->n_held) {
-		uint64_t cpu_end = read_cpu(dc);
-		uint64_t hits = alloc_program__hit_slot_read(dc->prog, dc->slot) - dc->hits_start;
-
-		if (cpu_end < dc->cpu_start)
-			cpu_end = dc->cpu_start;
-		if (!dc->window_closed)
-			dc->cpu_window_end = cpu_end;
-		release_held(dc, 1.0 / effective_fraction(dc, cpu_end,
-							  (double)hits * dc->opts.ns_per_hit,
-							  dc->fraction));
-	}
+	/* The period is cut short (the process exited, or the capture ends): the window's share
+	 * of what there was of it. */
+	if (dc->window_closed && now_ms > dc->period_start)
+		fraction = ((double)dc->window_closed_at - dc->window_start) /
+			   (double)(now_ms - dc->period_start);
+	if (fraction < DUTY_CYCLE_MIN_FRACTION)
+		fraction = DUTY_CYCLE_MIN_FRACTION;
+	if (dc->n_held)
+		release_held(dc, 1.0 / fraction);
 	free(dc->held);
 	alloc_program__hit_slot_free(dc->prog, dc->slot);
 	free(dc);
@@ -231,14 +228,14 @@ int64_t duty_cycle__tick(struct duty_cycle *dc, int64_t now_ms,
 			dc->window_closed_at = now_ms;
 		}
 	}
-	if (now_ms >= dc->period_start + dc->opts.period_ms) {
+	if (now_ms >= dc->period_start + dc->period_ms) {
 		end_period(dc, now_ms);
 		begin_period(dc, now_ms, attach_error, err, err_len);
 		*changed = dc->fraction != before;
 	}
 	if (dc->fraction < 1.0 && !dc->window_closed)
 		return dc->window_end;
-	return dc->period_start + dc->opts.period_ms;
+	return dc->period_start + dc->period_ms;
 }
 
 bool duty_cycle__hold(struct duty_cycle *dc, const struct alloc_sample *sample, size_t size)

@@ -6,10 +6,12 @@
  * hit (attach/probe_cost.h), against the process's own CPU time (its CPU-time clock, probes
  * excluded).
  *
- * The samples of a throttled period are held until it ends and then weighted by 1/f_eff, f_eff
- * being the share of the period's own CPU time the process spent while attached: allocations
- * follow the work a process does, not the wall clock (a CPU-bound process runs slower while
- * probed), so for a steady workload the scaled estimates stay unbiased. A process using the
+ * The samples of a throttled period are held until the period ends and then weighted by
+ * 1/f, f the share of the period's wall time the probes were attached (measured, not planned):
+ * for a steady workload, one whose allocations follow the clock (a server under a steady load
+ * with CPU to spare), the scaled estimates are unbiased. A process whose CPU is saturated runs
+ * slower while probed, so it allocates less than its share of the period during the window
+ * and its estimates come out low by up to that slowdown. A process using the
  * cooperative path (an in-process sampler) is never given a duty cycle. */
 #ifndef ALLOCSCOPE_DUTY_CYCLE_H
 #define ALLOCSCOPE_DUTY_CYCLE_H
@@ -23,11 +25,16 @@ struct alloc_program;
 struct alloc_sample;
 struct process_probes;
 
-/* One period: attach, detach, and their RCU grace period (~80 ms, in a worker) once a second
- * per throttled process. Measured: see docs/operations.md. */
+/* One period: attach, detach, and their RCU grace period (~80 ms, in a worker) at most once a
+ * second per throttled process. Measured: see docs/operations.md. */
 #define DUTY_CYCLE_PERIOD_MS 1000
-/* The smallest fraction: a window of 2 ms a period still sees the process's rate. */
-#define DUTY_CYCLE_MIN_FRACTION 0.002
+/* The shortest window, about what an attach takes on a busy machine (5 to 22 ms measured,
+ * docs/operations.md): below it the period is stretched (window / fraction), up to
+ * DUTY_CYCLE_MAX_PERIOD_MS. */
+#define DUTY_CYCLE_MIN_WINDOW_MS 20
+#define DUTY_CYCLE_MAX_PERIOD_MS 10000
+/* The smallest fraction: the shortest window in the longest period. */
+#define DUTY_CYCLE_MIN_FRACTION ((double)DUTY_CYCLE_MIN_WINDOW_MS / DUTY_CYCLE_MAX_PERIOD_MS)
 /* CPU time below which a period says nothing about overhead (a nearly idle process). */
 #define DUTY_CYCLE_CPU_FLOOR_NS 1000000ull
 /* Samples held per throttled process and period; past this they are weighted at the planned
@@ -67,9 +74,10 @@ struct duty_cycle_opts {
 int duty_cycle__new(struct alloc_program *prog, struct process_probes *probes, pid_t pid,
 		    uint32_t slot, const struct duty_cycle_opts *opts, int64_t now_ms,
 		    struct duty_cycle **out);
-/* Adds what is still held (weighted with what is known so far), gives the slot back. The
- * probes are not touched. Accepts NULL. */
-void duty_cycle__free(struct duty_cycle *dc);
+/* Ends the duty cycle at now_ms (when the process was seen to exit, or the capture ends):
+ * what is still held is added, weighted by the window's share of the period so far; the slot
+ * is given back. The probes are not touched. Accepts NULL. */
+void duty_cycle__free(struct duty_cycle *dc, int64_t now_ms);
 
 /* Moves the duty cycle on: detaches at the end of the window (the links go to *detached for
  * the caller to free off its loop; NULL when none), ends the period (held samples added,
