@@ -25,6 +25,8 @@ double duty_cycle__next_fraction(const struct duty_cycle_input *in)
 	if (own_ns < (double)DUTY_CYCLE_CPU_FLOOR_NS)
 		own_ns = (double)DUTY_CYCLE_CPU_FLOOR_NS;
 	full_probe_ns = probe_ns / (in->fraction > 0 ? in->fraction : 1.0);
+	if (full_probe_ns < DUTY_CYCLE_NEGLIGIBLE_NS_PER_S * (double)in->period_ns / 1e9)
+		return 1.0;
 	next = in->budget * own_ns / full_probe_ns;
 	if (next >= 1.0)
 		return 1.0;
@@ -155,6 +157,7 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 		.hits = hits,
 		.ns_per_hit = dc->opts.ns_per_hit,
 		.cpu_ns = cpu_end - dc->cpu_start,
+		.period_ns = (uint64_t)(length * 1e6),
 		.fraction = time_fraction,
 		.budget = dc->opts.budget,
 	};

@@ -37,6 +37,9 @@ struct process_probes;
 #define DUTY_CYCLE_MIN_FRACTION ((double)DUTY_CYCLE_MIN_WINDOW_MS / DUTY_CYCLE_MAX_PERIOD_MS)
 /* CPU time below which a period says nothing about overhead (a nearly idle process). */
 #define DUTY_CYCLE_CPU_FLOOR_NS 1000000ull
+/* Probe time not worth throttling whatever its share: 1 ms per second probed (0.1% of a CPU),
+ * a process that allocates little. */
+#define DUTY_CYCLE_NEGLIGIBLE_NS_PER_S 1000000.0
 /* Samples held per throttled process and period; past this they are weighted at the planned
  * fraction as they arrive. */
 #define DUTY_CYCLE_MAX_HELD 65536
@@ -46,14 +49,16 @@ struct duty_cycle_input {
 	uint64_t hits;       /* probe hits in the period */
 	double ns_per_hit;   /* calibrated cost of one */
 	uint64_t cpu_ns;     /* the process's CPU time over the period, probes included */
+	uint64_t period_ns;  /* the period's length */
 	double fraction;     /* the share of the period the probes were attached (0 .. 1] */
 	double budget;       /* allowed probe time / the process's own CPU time, e.g. 0.05 */
 };
 
 /* The fraction for the next period: the largest f with f x (probe time the process would pay
  * attached all period) <= budget x (its own CPU time), between DUTY_CYCLE_MIN_FRACTION and 1.
- * 1 when the period's probe time is within budget of DUTY_CYCLE_CPU_FLOOR_NS (a quiet process)
- * or the budget is 0 (none). A pure function. */
+ * 1 when the probes would cost under DUTY_CYCLE_NEGLIGIBLE_NS_PER_S attached all the time or
+ * within budget of DUTY_CYCLE_CPU_FLOOR_NS (a quiet process), or the budget is 0 (none). A pure
+ * function. */
 double duty_cycle__next_fraction(const struct duty_cycle_input *in);
 
 struct duty_cycle;

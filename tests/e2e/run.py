@@ -752,6 +752,7 @@ import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public n
 import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact totals)
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
+import budget_tests  # noqa: E402,F401  (the overhead budget: duty-cycled probes, issue 19)
 
 
 def main():

@@ -15,6 +15,7 @@ static double next(uint64_t hits, double ns_per_hit, uint64_t cpu_ns, double fra
 		.hits = hits,
 		.ns_per_hit = ns_per_hit,
 		.cpu_ns = cpu_ns,
+		.period_ns = 1000 * MS,
 		.fraction = fraction,
 		.budget = budget,
 	};
@@ -31,6 +32,11 @@ static void test_quiet_process_keeps_full_time(void)
 	CHECK(next(0, 1000, 900 * MS, 1.0, 0.01) == 1.0);
 	/* Nearly idle: 100 us of probes against 0.1 ms of CPU is within budget of the floor. */
 	CHECK(next(10, 1000, 100000, 1.0, 0.1) == 1.0);
+	/* A process that wakes every 10 ms for one allocation: its probes cost 2% of its 5 ms
+	 * of CPU, above a 1% budget, but 0.1 ms a second is not worth throttling. */
+	CHECK(next(100, 1000, 5 * MS, 1.0, 0.01) == 1.0);
+	/* The same share at ten times the rate is. */
+	CHECK(next(2000, 1000, 100 * MS, 1.0, 0.01) < 1.0);
 }
 
 /* Busy: attached the whole period, probes cost 50% of its own CPU; a 5% budget allows a
@@ -79,10 +85,10 @@ static void test_fraction_falls_with_load_and_has_a_floor(void)
  * altogether: own time has a floor. */
 static void test_probe_estimate_above_cpu(void)
 {
-	double f = next(1000, 1000, 0, 1.0, 0.05);
+	double f = next(2000, 1000, 0, 1.0, 0.05);
 
 	CHECK(f >= DUTY_CYCLE_MIN_FRACTION && f <= 1.0);
-	CHECK(fabs(f - 0.05 * (double)DUTY_CYCLE_CPU_FLOOR_NS / 1e6) < 1e-9);
+	CHECK(fabs(f - 0.05 * (double)DUTY_CYCLE_CPU_FLOOR_NS / 2e6) < 1e-9);
 }
 
 /* No budget (0) or a budget of 100% a process can hardly exceed. */
