@@ -32,7 +32,7 @@ struct process_probes;
  * docs/operations.md): below it the period is stretched (window / fraction), up to
  * DUTY_CYCLE_MAX_PERIOD_MS. */
 #define DUTY_CYCLE_MIN_WINDOW_MS 20
-#define DUTY_CYCLE_MAX_PERIOD_MS 10000
+#define DUTY_CYCLE_MAX_PERIOD_MS 5000
 /* The smallest fraction: the shortest window in the longest period. */
 #define DUTY_CYCLE_MIN_FRACTION ((double)DUTY_CYCLE_MIN_WINDOW_MS / DUTY_CYCLE_MAX_PERIOD_MS)
 /* CPU time below which a period says nothing about overhead (a nearly idle process). */

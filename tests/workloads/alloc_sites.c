@@ -7,10 +7,10 @@
  *     --wait     print "ready PID" and wait for SIGUSR1 before allocating (attach first)
  *     --deep     only site_deep_recursion: an allocation 200 frames of 1 KiB below main
  *     --scale N  multiply every site's call count by N (default 1)
- *     --rounds N --round-ms M  a steady workload: the sites' calls split into N rounds, round
- *                r starting at r x M ms on the clock whatever the previous one took (the
- *                overhead budget's duty cycle scales estimates by wall time); the manifest
- *                then has a line per site and round
+ *     --rounds N --round-ms M  a steady workload: the sites' calls spread evenly over N
+ *                rounds, round r starting at r x M ms on the clock whatever the previous one
+ *                took (the overhead budget's duty cycle scales estimates by wall time); the
+ *                manifest then has a line per site and round
  *     --spin-us U  and U microseconds of CPU work without allocating in each round (a process
  *                whose probes cost it a share of its CPU, not many times it)
  */
@@ -220,6 +220,12 @@ static void spin(long us)
 	while ((long long)ts.tv_sec * 1000000000 + ts.tv_nsec < until);
 }
 
+/* Round r's part of total calls over rounds, spread so that every round gets its share. */
+static long share(long total, long r, long rounds)
+{
+	return total * (r + 1) / rounds - total * r / rounds;
+}
+
 static void on_start(int sig)
 {
 	started = 1;
@@ -282,16 +288,16 @@ int main(int argc, char **argv)
 			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &when, NULL))
 				;
 		}
-		site_malloc_small(200000 * scale / rounds);
-		site_calloc(20000 * scale / rounds);
-		site_malloc_large(100 * scale / rounds);
-		site_realloc(5000 * scale / rounds);
-		site_realloc_null(20000 * scale / rounds);
-		site_aligned_alloc(10000 * scale / rounds);
-		site_posix_memalign(5000 * scale / rounds);
-		site_valloc(5000 * scale / rounds);
-		site_inlined(10000 * scale / rounds);
-		run_threads(50000 * scale / rounds);
+		site_malloc_small(share(200000 * scale, r, rounds));
+		site_calloc(share(20000 * scale, r, rounds));
+		site_malloc_large(share(100 * scale, r, rounds));
+		site_realloc(share(5000 * scale, r, rounds));
+		site_realloc_null(share(20000 * scale, r, rounds));
+		site_aligned_alloc(share(10000 * scale, r, rounds));
+		site_posix_memalign(share(5000 * scale, r, rounds));
+		site_valloc(share(5000 * scale, r, rounds));
+		site_inlined(share(10000 * scale, r, rounds));
+		run_threads(share(50000 * scale, r, rounds));
 		spin(spin_us);
 	}
 	printf("done\n");
