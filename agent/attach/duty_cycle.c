@@ -16,18 +16,25 @@
 double duty_cycle__next_fraction(const struct duty_cycle_input *in)
 {
 	double probe_ns = (double)in->hits * in->ns_per_hit;
-	double own_ns = (double)in->cpu_ns - probe_ns;
-	double full_probe_ns, next;
+	double floor = (double)DUTY_CYCLE_CPU_FLOOR_NS / 1e9;
+	double window = (double)in->window_ns, p, r_w, r_o, denominator, next;
 
-	if (in->budget <= 0 || probe_ns <= 0)
+	if (in->budget <= 0 || probe_ns <= 0 || window <= 0)
 		return 1.0;
-	/* Tick-sized CPU noise or a nearly idle process: not worth throttling. */
-	if (own_ns < (double)DUTY_CYCLE_CPU_FLOOR_NS)
-		own_ns = (double)DUTY_CYCLE_CPU_FLOOR_NS;
-	full_probe_ns = probe_ns / (in->fraction > 0 ? in->fraction : 1.0);
-	if (full_probe_ns < DUTY_CYCLE_NEGLIGIBLE_NS_PER_S * (double)in->period_ns / 1e9)
+	p = probe_ns / window;
+	if (p * 1e9 < DUTY_CYCLE_NEGLIGIBLE_NS_PER_S)
 		return 1.0;
-	next = in->budget * own_ns / full_probe_ns;
+	r_w = ((double)in->window_cpu_ns - probe_ns) / window;
+	if (r_w < floor)
+		r_w = floor;
+	r_o = in->rest_ns ? (double)in->rest_cpu_ns / (double)in->rest_ns : r_w;
+	if (r_o < floor)
+		r_o = floor;
+	/* f p <= b (f r_w + (1 - f) r_o)  <=>  f (p - b r_w + b r_o) <= b r_o */
+	denominator = p - in->budget * r_w + in->budget * r_o;
+	if (denominator <= 0)
+		return 1.0;
+	next = in->budget * r_o / denominator;
 	if (next >= 1.0)
 		return 1.0;
 	if (next < DUTY_CYCLE_MIN_FRACTION)
@@ -129,6 +136,7 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 	double length = (double)(now - dc->period_start), time_fraction = 1.0, f_eff;
 	double probe_ns = (double)hits * dc->opts.ns_per_hit, own;
 	struct duty_cycle_input in;
+	double window_ms;
 	size_t held;
 
 	if (cpu_end < dc->cpu_start)
@@ -153,12 +161,19 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 	dc->probe_full_ns += probe_ns / time_fraction;
 	dc->own_ns += own > 0 ? own : 0;
 
+	window_ms = dc->window_closed ? (double)dc->window_closed_at - dc->window_start
+				      : (double)now - dc->window_start;
+	if (window_ms <= 0)
+		window_ms = 1;
 	in = (struct duty_cycle_input){
 		.hits = hits,
 		.ns_per_hit = dc->opts.ns_per_hit,
-		.cpu_ns = cpu_end - dc->cpu_start,
-		.period_ns = (uint64_t)(length * 1e6),
-		.fraction = time_fraction,
+		.window_ns = (uint64_t)(window_ms * 1e6),
+		.window_cpu_ns = dc->cpu_window_end - dc->cpu_start,
+		.rest_ns = dc->window_closed && length > window_ms
+				   ? (uint64_t)((length - window_ms) * 1e6)
+				   : 0,
+		.rest_cpu_ns = cpu_end - dc->cpu_window_end,
 		.budget = dc->opts.budget,
 	};
 	dc->fraction = duty_cycle__next_fraction(&in);

@@ -44,21 +44,24 @@ struct process_probes;
  * fraction as they arrive. */
 #define DUTY_CYCLE_MAX_HELD 65536
 
-/* What one period showed, and the budget. */
+/* What one period showed, and the budget: the window the probes were attached, the rest of
+ * the period (0 when attached throughout), and the process's CPU time in each. */
 struct duty_cycle_input {
-	uint64_t hits;       /* probe hits in the period */
-	double ns_per_hit;   /* calibrated cost of one */
-	uint64_t cpu_ns;     /* the process's CPU time over the period, probes included */
-	uint64_t period_ns;  /* the period's length */
-	double fraction;     /* the share of the period the probes were attached (0 .. 1] */
-	double budget;       /* allowed probe time / the process's own CPU time, e.g. 0.05 */
+	uint64_t hits;          /* probe hits in the period (all in the window) */
+	double ns_per_hit;      /* calibrated cost of one */
+	uint64_t window_ns, window_cpu_ns; /* CPU time probes included */
+	uint64_t rest_ns, rest_cpu_ns;
+	double budget;          /* allowed probe time / the process's own CPU time, e.g. 0.05 */
 };
 
-/* The fraction for the next period: the largest f with f x (probe time the process would pay
- * attached all period) <= budget x (its own CPU time), between DUTY_CYCLE_MIN_FRACTION and 1.
- * 1 when the probes would cost under DUTY_CYCLE_NEGLIGIBLE_NS_PER_S attached all the time or
- * within budget of DUTY_CYCLE_CPU_FLOOR_NS (a quiet process), or the budget is 0 (none). A pure
- * function. */
+/* The fraction for the next period. Per second of the window the process paid p in probes
+ * and did r_w of its own work; per second of the rest it did r_o (r_w when there was no rest:
+ * the cautious guess, as a process whose CPU is saturated does more unprobed). Attached a
+ * fraction f, probes cost f p against f r_w + (1 - f) r_o of own CPU time; f is the largest
+ * that keeps the ratio within budget, between DUTY_CYCLE_MIN_FRACTION and 1. 1 when the probes
+ * would cost under DUTY_CYCLE_NEGLIGIBLE_NS_PER_S attached all the time (a quiet process), or
+ * the budget is 0 (none). Own CPU rates have a floor of DUTY_CYCLE_CPU_FLOOR_NS a second. A
+ * pure function. */
 double duty_cycle__next_fraction(const struct duty_cycle_input *in);
 
 struct duty_cycle;
