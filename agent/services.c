@@ -139,8 +139,8 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	/* Copies of hostname, the pod labels and the static labels, cut to the limit below. */
 	char values[1 + SERVICE_POD_LABELS + CONFIG_MAX_STATIC_LABELS]
 		   [SERVICES_MAX_LABEL_VALUE + 1];
-	char line1[128], line2[1200];
-	const char *comments[] = { line1, line2, NULL };
+	char line1[128], line2[1200], line3[256];
+	const char *comments[] = { line1, line2, line3, NULL };
 	size_t n = 0, n_values = 0;
 	uint8_t *data = NULL;
 	size_t len = 0;
@@ -172,6 +172,12 @@ static int submit_profile(struct services *t, const struct services_interval *in
 			 values[0]);
 	else
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
+	if (s->duty_fraction > 0)
+		snprintf(line3, sizeof(line3), "overhead budget: processes probed part of the "
+			 "time (down to a fraction %.3f), their estimates scaled by the inverse",
+			 s->duty_fraction);
+	else
+		comments[2] = NULL;
 
 	struct profile_record record = {
 		.service = s->name,
@@ -260,6 +266,7 @@ void services__write_interval(struct services *t, const struct services_interval
 		}
 		alloc_profile__free(s->profile);
 		s->profile = NULL;
+		s->duty_fraction = 0;
 	}
 }
 

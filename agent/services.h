@@ -35,6 +35,10 @@ struct service {
 	char *pod_labels[SERVICE_POD_LABELS];
 	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
 	size_t n_processes;            /* the caller's processes in it */
+	/* Overhead budget: the lowest fraction of the time any of its processes was probed
+	 * this interval, its estimates scaled by the inverse; 0 when none was throttled. The
+	 * profile's comment says so. */
+	double duty_fraction;
 	struct service *next;          /* the table's */
 };
 

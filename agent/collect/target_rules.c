@@ -136,6 +136,15 @@ bool target_rules__match(const struct target_rules *rules, const struct process_
 	return true;
 }
 
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rule_matches(&rules->include[i], process))
+			return rules->include[i].max_cpu_percent;
+	return 0;
+}
+
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len)
 {

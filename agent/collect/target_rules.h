@@ -43,6 +43,12 @@ struct target_rules {
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
 			 char *service, size_t len);
 
+/* The overhead budget the first matching include rule sets for a target: its
+ * max_cpu_percent (-1: none), or 0 when it sets none (or no include rule matches): the
+ * host-wide overhead.max_cpu_percent applies. */
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process);
+
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);
  * else the systemd unit without its ".service" suffix (only for .service units), else the

@@ -184,3 +184,35 @@ def budget_bounds_the_cpu_a_malloc_loop_pays_per_unit_of_work(tmp):
         f"(plain {plain}, capped {capped})"
     print(f"      plain {plain} ns/iter, capped {capped}, uncapped {uncapped}: "
           f"rise {100 * rise:.1f}%")
+
+
+@test
+def agent_throttles_a_service_over_its_rule_budget_and_says_so(tmp):
+    import os
+    from agent_tests import Agent, agent_config, wait_for_profiles
+    from helpers import Workload
+
+    sinks = os.path.join(tmp, "profiles")
+    include = (f"  include:\n    - executable: {MALLOC_LOOP}\n      service: loop\n"
+               f"      max_cpu_percent: 5\n"
+               f"    - executable: {ALLOC_SITES}\n      service: sites\n")
+    # The host-wide budget is none: only the loop's rule sets one.
+    agent = Agent(tmp, agent_config(sinks, include, interval="3s"))
+    loop = Workload([MALLOC_LOOP, "--iterations", "2000000000"])
+    try:
+        agent.wait_attached(loop.pid, "loop")
+        loop.start()
+        agent.wait_for(r"service loop: pid \d+ \(malloc_loop\) is over its overhead budget "
+                       r"\(5% of its CPU\).*liballocscope-sampler\.so", timeout=30)
+        agent.wait_metric("allocscope_overhead_throttled_processes", lambda v: v >= 1)
+        fraction = agent.metric("allocscope_overhead_duty_fraction_min")
+        assert 0 < fraction < 1, fraction
+        assert agent.metric("allocscope_overhead_budgeted_processes") == 1
+        paths = wait_for_profiles(sinks, "loop", count=2, timeout=30)
+        comments = [c for p in paths for c in Profile(p).comments]
+        assert any("overhead budget" in c and "scaled by the inverse" in c for c in comments), \
+            comments
+        loop.kill()
+    finally:
+        loop.kill()
+        agent.stop()
