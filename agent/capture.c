@@ -281,8 +281,8 @@ static int attach_budgeted(struct capture *cap, struct target *t, const char *co
 	ret = duty_cycle__new(prog, t->probes, t->pid, slot, &duty, elapsed_ms(cap), &t->duty);
 	if (ret) {
 		alloc_program__hit_slot_free(prog, slot);
-		snprintf(err, err_len, "cannot set up the overhead budget for pid %d: out of memory",
-			 (int)t->pid);
+		snprintf(err, err_len,
+			 "cannot set up the overhead budget for pid %d: out of memory", (int)t->pid);
 		process_probes__free(t->probes);
 		t->probes = NULL;
 	}
@@ -725,8 +725,8 @@ static void print_budget(const struct capture *cap)
 			continue;
 		}
 		printf("overhead budget %.3g%%: pid %d (%s) probed %.1f%% of the time (duty "
-		       "fraction %.3f, lowest %.3f); estimated probe cost %.2f%% of its CPU (%.1f%% "
-		       "if probed all the time)%s\n",
+		       "fraction %.3f, lowest %.3f); estimated probe cost %.2f%% of its CPU "
+		       "(%.1f%% if probed all the time)%s\n",
 		       cap->opts->max_overhead_percent, (int)t->pid, log_escaped(comm, t->comm),
 		       100 * st->mean_fraction, st->mean_fraction, st->min_fraction,
 		       100 * st->probe_share, 100 * st->probe_share_full,
@@ -736,8 +736,8 @@ static void print_budget(const struct capture *cap)
 		throttled |= t->throttled;
 	}
 	if (throttled)
-		printf("throttled processes can be profiled all the time at a few ns per allocation "
-		       "with the in-process sampler (LD_PRELOAD=liballocscope-sampler.so; see "
+		printf("throttled processes can be profiled all the time at a few ns per "
+		       "allocation with the in-process sampler (LD_PRELOAD=liballocscope-sampler.so; see "
 		       "docs/operations.md)\n");
 }
 
@@ -842,8 +842,9 @@ static void budget_comment(const struct capture *cap, char *buf, size_t len)
 						 cap->opts->max_overhead_percent);
 		if (used < len)
 			used += (size_t)snprintf(buf + used, len - used,
-						 " pid %d probed a fraction %.3f of the time (lowest "
-						 "%.3f), its estimates scaled by the inverse;",
+						 " pid %d probed a fraction %.3f of the time "
+						 "(lowest %.3f), its estimates scaled by the "
+						 "inverse;",
 						 (int)t->pid, t->duty_stats.mean_fraction,
 						 t->duty_stats.min_fraction);
 	}
@@ -957,8 +958,8 @@ int capture_run(const struct capture_opts *opts)
 		if (ret == 0)
 			ret = detach_queue__new(2, &cap.detacher);
 		if (ret) {
-			log_error("cannot set up the overhead budget: measuring the cost of a probe "
-				  "hit failed: %s (run without --max-overhead)",
+			log_error("cannot set up the overhead budget: measuring the cost of a "
+				  "probe hit failed: %s (run without --max-overhead)",
 				  strerror(-ret));
 			goto out;
 		}

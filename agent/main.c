@@ -69,7 +69,7 @@ static const char usage_text[] =
 	"                           largest sample, to %6$s; default %7$s)\n"
 	"      --max-overhead PERCENT  overhead budget: the estimated time a target spends in\n"
 	"                           the probes stays under PERCENT (0.01 to 100) of its own CPU\n"
-	"                           time; a busier target is probed part of each second and\n"
+	"                           time; a busier target is probed part of the time and\n"
 	"                           its estimates scaled up (default: none; targets with an\n"
 	"                           in-process sampler are never throttled)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"

@@ -765,8 +765,8 @@ static void log_duty_change(struct process_tracker *t, struct tracked_process *p
 	p->throttled = throttled;
 	if (throttled)
 		log_info("service %s: pid %d (%s) is over its overhead budget (%.3g%% of its CPU): "
-			 "probed %.1f%% of the time, its estimates scaled up to match (an in-process "
-			 "sampler, liballocscope-sampler.so, costs almost nothing: "
+			 "probed %.1f%% of the time, its estimates scaled up to match (an "
+			 "in-process sampler, liballocscope-sampler.so, costs almost nothing: "
 			 "docs/operations.md)",
 			 p->service->name, (int)p->pid, p->comm, p->budget, 100 * st.fraction);
 	else
@@ -789,8 +789,8 @@ int64_t process_tracker__tick_budgets(struct process_tracker *t, int64_t now)
 
 			if (!p->duty)
 				continue;
-			when = duty_cycle__tick(p->duty, now, &detached, &changed, &attach_error, err,
-						sizeof(err));
+			when = duty_cycle__tick(p->duty, now, &detached, &changed, &attach_error,
+						err, sizeof(err));
 			detach_queue__push(t->deps.detacher, detached);
 			if (attach_error && attach_error != -ESRCH)
 				log_warn("%s", err);
@@ -800,7 +800,8 @@ int64_t process_tracker__tick_budgets(struct process_tracker *t, int64_t now)
 				struct duty_cycle_stats st;
 
 				duty_cycle__stats(p->duty, &st);
-				if (!p->service->duty_fraction || st.fraction < p->service->duty_fraction)
+				if (!p->service->duty_fraction ||
+				    st.fraction < p->service->duty_fraction)
 					p->service->duty_fraction = st.fraction;
 			}
 			if (when < next)
@@ -812,8 +813,6 @@ int64_t process_tracker__tick_budgets(struct process_tracker *t, int64_t now)
 
 void process_tracker__budget(const struct process_tracker *t, struct process_tracker_budget *out)
 {
-	size_t used = 0;
-
 	memset(out, 0, sizeof(*out));
 	out->min_fraction = 1.0;
 	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
@@ -826,14 +825,7 @@ void process_tracker__budget(const struct process_tracker *t, struct process_tra
 			duty_cycle__stats(p->duty, &st);
 			if (st.fraction < out->min_fraction)
 				out->min_fraction = st.fraction;
-			if (st.fraction >= 1.0)
-				continue;
-			out->throttled++;
-			if (used < sizeof(out->throttled_services) &&
-			    !strstr(out->throttled_services, p->service->name))
-				used += (size_t)snprintf(out->throttled_services + used,
-							 sizeof(out->throttled_services) - used,
-							 "%s%s", used ? ", " : "", p->service->name);
+			out->throttled += st.fraction < 1.0;
 		}
 	}
 }

@@ -80,12 +80,11 @@ enum pod_unknown_reason {
 };
 extern const char *const pod_unknown_names[POD_UNKNOWN__COUNT];
 
-/* Overhead budget: duty-cycled processes now, the lowest fraction among them (1 when none),
- * and the throttled processes' services, ", "-separated (cut to fit). */
+/* Overhead budget: duty-cycled processes now, of them those throttled, and the lowest
+ * fraction among them (1 when none). */
 struct process_tracker_budget {
 	size_t budgeted, throttled;
 	double min_fraction;
-	char throttled_services[512];
 };
 
 struct process_tracker_stats {

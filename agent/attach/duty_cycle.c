@@ -66,7 +66,7 @@ struct duty_cycle {
 	double fraction;            /* planned for this period */
 	int64_t period_ms;          /* this period's length: stretched for a short window */
 	int64_t period_start, window_end, window_closed_at;
-	double window_start;        /* ms: the middle of the attach (breakpoints go in one by one) */
+	double window_start;        /* ms: the attach's middle (breakpoints go in one by one) */
 	bool window_closed;
 	uint64_t hits_start, cpu_start, cpu_window_end;
 	uint64_t cpu_last;          /* the latest reading: what is known once the process is gone */
@@ -111,7 +111,8 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 		ret = process_probes__resume(dc->prog, dc->probes, err, err_len);
 		clock_gettime(CLOCK_MONOTONIC, &b);
 		log_debug("pid %d: probes attached again in %.2f ms", (int)dc->pid,
-			  (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+			  (double)(b.tv_sec - a.tv_sec) * 1e3 +
+				  (double)(b.tv_nsec - a.tv_nsec) / 1e6);
 		if (ret && attach_error)
 			*attach_error = ret;
 		dc->window_start += ((double)(b.tv_sec - a.tv_sec) * 1e3 +
