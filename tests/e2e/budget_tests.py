@@ -216,3 +216,27 @@ def agent_throttles_a_service_over_its_rule_budget_and_says_so(tmp):
     finally:
         loop.kill()
         agent.stop()
+
+
+@test
+def budget_bad_values_are_refused(tmp):
+    path = f"{tmp}/bad.yaml"
+    for text, where in (("overhead:\n  max_cpu_percent: 0\n",
+                         "bad.yaml:2:20: overhead.max_cpu_percent: expected a percentage"),
+                        ("targets:\n  include:\n    - process_name: redis\n"
+                         "      max_cpu_percent: 250%\n",
+                         "bad.yaml:4:24: targets.include[0].max_cpu_percent: expected a "
+                         "percentage"),
+                        ("targets:\n  exclude:\n    - process_name: redis\n"
+                         "      max_cpu_percent: 5\n",
+                         "bad.yaml:4:7: targets.exclude[0].max_cpu_percent")):
+        with open(path, "w") as f:
+            f.write(text)
+        result = run([ALLOCSCOPE, "--check-config", "--config", path])
+        assert result.returncode == 1, (result.returncode, result.stderr)
+        assert where in result.stderr, result.stderr
+    for value in ("0", "101", "5x", "-1", ""):
+        result = run([ALLOCSCOPE, "--max-overhead", value, "--", "/bin/true"])
+        assert result.returncode == 2, (value, result.returncode, result.stderr)
+        assert "overhead budget" in result.stderr and "0.01 to 100" in result.stderr, \
+            result.stderr
