@@ -329,6 +329,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
+	$(Q)python3 tests/bench/budget.py
 	$(Q)python3 tests/bench/push.py
 	$(Q)python3 tests/bench/unwind.py
 	$(Q)python3 tests/bench/count.py

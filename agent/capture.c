@@ -27,6 +27,9 @@
 #include "read/flamegraph_html.h"
 #include "read/pprof_reader.h"
 #include "attach/alloc_program.h"
+#include "attach/detach_queue.h"
+#include "attach/duty_cycle.h"
+#include "attach/probe_cost.h"
 #include "attach/process_probes.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
@@ -49,6 +52,12 @@ struct target {
 	 * sites are probed ("liballocscope-sampler.so"; "" when in several files). */
 	bool cooperative;
 	char sampler[NAME_MAX + 1];
+	/* --max-overhead: its duty cycle (NULL without a budget, or cooperative), and what it
+	 * showed, kept for the summary after the duty cycle is freed. */
+	struct duty_cycle *duty;
+	struct duty_cycle_stats duty_stats;
+	bool throttled;     /* at some point */
+	bool throttled_now;
 };
 
 struct capture {
@@ -65,6 +74,9 @@ struct capture {
 	struct label_limits_stats label_stats; /* per-sample labels through their bounds */
 	struct timespec start_mono;
 	int64_t start_wall_ns;
+	double ns_per_hit;                /* --max-overhead: the calibrated cost of a probe hit */
+	int64_t next_duty_ms;             /* when a duty cycle next needs a tick; 0: none */
+	struct detach_queue *detacher;    /* --max-overhead: the duty cycles' detaches */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -191,10 +203,32 @@ static int prepare_output(struct capture *cap, pid_t first_pid)
 	return 0;
 }
 
+/* A held sample of a duty-cycled target, weighted for the share of its period it stands for. */
+static int add_scaled(const struct alloc_sample *sample, double scale, void *ctx)
+{
+	struct capture *cap = ctx;
+	int ret;
+
+	alloc_profile__set_scale(cap->profile, scale);
+	ret = pipeline__add_sample(cap->pipeline, cap->profile, sample);
+	alloc_profile__set_scale(cap->profile, 1.0);
+	if (ret)
+		cap->handler_errors++;
+	return ret;
+}
+
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct capture *cap = ctx;
 
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		struct target *t = &cap->targets[i];
+
+		if (t->pid == (pid_t)sample->pid && t->duty &&
+		    duty_cycle__hold(t->duty, sample,
+				     sizeof(*sample) + sample->stack_copy_bytes))
+			return 0;
+	}
 	if (pipeline__add_sample(cap->pipeline, cap->profile, sample) != 0)
 		cap->handler_errors++;
 	return 0;
@@ -277,6 +311,45 @@ static size_t unique_processes(const struct capture_opts *opts, pid_t *pids)
 	return n;
 }
 
+/* Attaches t->pid; with --max-overhead, its probes count their hits in a slot of their own and
+ * a duty cycle keeps their cost within the budget (a cooperative target needs none). */
+static int attach_budgeted(struct capture *cap, struct target *t, const char *command, char *err,
+			   size_t err_len)
+{
+	struct alloc_program *prog = pipeline__program(cap->pipeline);
+	struct duty_cycle_opts duty = {
+		.budget = cap->opts->max_overhead_percent / 100.0,
+		.ns_per_hit = cap->ns_per_hit,
+		.period_ms = DUTY_CYCLE_PERIOD_MS,
+		.add = add_scaled,
+		.add_ctx = cap,
+	};
+	uint32_t slot = 0;
+	int ret;
+
+	if (cap->opts->max_overhead_percent > 0 && alloc_program__hit_slot_new(prog, &slot) != 0)
+		slot = 0;
+	ret = process_probes__attach_with(prog, t->pid, command,
+					  &(struct process_probes_opts){
+						  .inuse = alloc_program__tracks_live(prog),
+						  .hit_slot = slot,
+					  },
+					  &t->probes, err, err_len);
+	if (ret || !slot || process_probes__cooperative(t->probes)) {
+		alloc_program__hit_slot_free(prog, slot);
+		return ret;
+	}
+	ret = duty_cycle__new(prog, t->probes, t->pid, slot, &duty, elapsed_ms(cap), &t->duty);
+	if (ret) {
+		alloc_program__hit_slot_free(prog, slot);
+		snprintf(err, err_len,
+			 "cannot set up the overhead budget for pid %d: out of memory", (int)t->pid);
+		process_probes__free(t->probes);
+		t->probes = NULL;
+	}
+	return ret;
+}
+
 /* command: the program pid is about to exec (its files are examined), or NULL. */
 static int add_target(struct capture *cap, pid_t pid, const char *command, bool snapshot_now)
 {
@@ -310,8 +383,7 @@ static int add_target(struct capture *cap, pid_t pid, const char *command, bool 
 	/* Its map and unwind tables first: the probes' first samples are walked in the kernel. */
 	if (snapshot_now)
 		snapshot_process(cap, pid);
-	ret = process_probes__attach(pipeline__program(cap->pipeline), pid, command, &t->probes,
-				     err, sizeof(err));
+	ret = attach_budgeted(cap, t, command, err, sizeof(err));
 	if (ret) {
 		log_error("%s", err);
 		close(t->pidfd);
@@ -521,6 +593,78 @@ static int start_command(struct capture *cap)
 	return 0;
 }
 
+/* A target's duty cycle changed its fraction: say so, and point to the cooperative path. */
+static void log_duty_change(const struct capture *cap, const struct target *t)
+{
+	struct duty_cycle_stats st;
+
+	duty_cycle__stats(t->duty, &st);
+	if (st.fraction < 1.0 && t->throttled_now) {
+		log_debug("pid %d (%s): now probed %.2f%% of the time", (int)t->pid, t->comm,
+			  100 * st.fraction);
+		return;
+	}
+	if (st.fraction < 1.0)
+		log_info("pid %d (%s): over the overhead budget (%.3g%% of its CPU): probed %.1f%% "
+			 "of the time, its estimates scaled by %.3g (an in-process sampler, "
+			 "liballocscope-sampler.so, costs almost nothing: docs/operations.md)",
+			 (int)t->pid, t->comm, cap->opts->max_overhead_percent, 100 * st.fraction,
+			 1 / st.fraction);
+	else
+		log_info("pid %d (%s): within the overhead budget again: probed all the time",
+			 (int)t->pid, t->comm);
+}
+
+static void tick_duty_cycles(struct capture *cap)
+{
+	int64_t now = elapsed_ms(cap), next = 0;
+
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		struct target *t = &cap->targets[i];
+		struct process_probes *detached;
+		int64_t when;
+		char err[512];
+		bool changed;
+		int attach_error;
+
+		if (!t->duty || t->exited)
+			continue;
+		when = duty_cycle__tick(t->duty, now, &detached, &changed, &attach_error, err,
+					sizeof(err));
+		detach_queue__push(cap->detacher, detached);
+		if (attach_error && attach_error != -ESRCH)
+			log_warn("%s", err);
+		if (changed) {
+			log_duty_change(cap, t);
+			duty_cycle__stats(t->duty, &t->duty_stats);
+			t->throttled_now = t->duty_stats.fraction < 1.0;
+			t->throttled |= t->throttled_now;
+		}
+		if (!next || when < next)
+			next = when;
+	}
+	cap->next_duty_ms = next;
+}
+
+/* A target's duty cycle ends (it exited, or the capture ends): its held samples are added,
+ * its statistics kept for the summary. */
+static void end_duty_cycle(struct capture *cap, struct target *t, int64_t now)
+{
+	if (!t->duty)
+		return;
+	duty_cycle__stats(t->duty, &t->duty_stats);
+	duty_cycle__free(t->duty, now);
+	t->duty = NULL;
+}
+
+static void end_duty_cycles(struct capture *cap)
+{
+	int64_t now = elapsed_ms(cap);
+
+	for (size_t i = 0; i < cap->n_targets; i++)
+		end_duty_cycle(cap, &cap->targets[i], now);
+}
+
 static bool all_exited(const struct capture *cap)
 {
 	for (size_t i = 0; i < cap->n_targets; i++)
@@ -579,6 +723,8 @@ static void run_loop(struct capture *cap)
 			break;
 		if (opts->duration_ms && (int64_t)opts->duration_ms - now < timeout)
 			timeout = (int)((int64_t)opts->duration_ms - now);
+		if (cap->next_duty_ms && cap->next_duty_ms - now < timeout)
+			timeout = cap->next_duty_ms > now ? (int)(cap->next_duty_ms - now) : 0;
 		for (size_t i = 0; i < cap->n_targets; i++) {
 			if (cap->targets[i].exited)
 				continue;
@@ -601,6 +747,9 @@ static void run_loop(struct capture *cap)
 					continue;
 				if (fds[k++].revents) {
 					cap->targets[i].exited = true;
+					/* Its last samples first: they belong to its period. */
+					pipeline__drain(cap->pipeline);
+					end_duty_cycle(cap, &cap->targets[i], elapsed_ms(cap));
 					log_info("pid %d (%s) exited", (int)cap->targets[i].pid,
 						 cap->targets[i].comm);
 				}
@@ -617,6 +766,7 @@ static void run_loop(struct capture *cap)
 			inuse_snapshot(cap);
 			last_snapshot = now;
 		}
+		tick_duty_cycles(cap);
 		if (progress && now - last_progress >= 1000) {
 			struct alloc_profile_totals totals;
 
@@ -757,6 +907,42 @@ static void print_leak_table(struct capture *cap, struct alloc_site *sites, size
 	}
 }
 
+/* --max-overhead: each target's duty cycle; the throttled ones named, with the way out. */
+static void print_budget(const struct capture *cap)
+{
+	char comm[4 * 64 + 1];
+	bool throttled = false;
+
+	if (cap->opts->max_overhead_percent <= 0)
+		return;
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		const struct target *t = &cap->targets[i];
+		const struct duty_cycle_stats *st = &t->duty_stats;
+
+		if (t->cooperative) {
+			printf("overhead budget %.3g%%: pid %d (%s) samples in-process: never "
+			       "throttled\n",
+			       cap->opts->max_overhead_percent, (int)t->pid,
+			       log_escaped(comm, t->comm));
+			continue;
+		}
+		printf("overhead budget %.3g%%: pid %d (%s) probed %.1f%% of the time (duty "
+		       "fraction %.3f, lowest %.3f); estimated probe cost %.2f%% of its CPU "
+		       "(%.1f%% if probed all the time)%s\n",
+		       cap->opts->max_overhead_percent, (int)t->pid, log_escaped(comm, t->comm),
+		       100 * st->mean_fraction, st->mean_fraction, st->min_fraction,
+		       100 * st->probe_share, 100 * st->probe_share_full,
+		       t->throttled ? "; throttled: its estimates are scaled by the inverse of the "
+				      "fraction"
+				    : "");
+		throttled |= t->throttled;
+	}
+	if (throttled)
+		printf("throttled processes can be profiled all the time at a few ns per "
+		       "allocation with the in-process sampler (LD_PRELOAD=liballocscope-sampler.so; see "
+		       "docs/operations.md)\n");
+}
+
 static void print_summary(struct capture *cap, const struct alloc_counters *counters,
 			  int64_t duration_ms)
 {
@@ -783,6 +969,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		printf("allocator of pid %d (%s): %s\n", (int)cap->targets[i].pid,
 		       log_escaped(comm, cap->targets[i].comm),
 		       log_escaped(allocators, cap->targets[i].allocators));
+	print_budget(cap);
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && cap->opts->group_by) {
@@ -862,10 +1049,36 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 	}
 }
 
+/* "overhead budget 5%: pid 42 probed a fraction 0.120 of the time, its estimates scaled by
+ * the inverse", for each throttled target; "" when none was throttled. */
+static void budget_comment(const struct capture *cap, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < cap->n_targets && used < len; i++) {
+		const struct target *t = &cap->targets[i];
+
+		if (!t->throttled)
+			continue;
+		if (!used)
+			used += (size_t)snprintf(buf, len, "overhead budget %.3g%%:",
+						 cap->opts->max_overhead_percent);
+		if (used < len)
+			used += (size_t)snprintf(buf + used, len - used,
+						 " pid %d probed a fraction %.3f of the time "
+						 "(lowest %.3f), its estimates scaled by the "
+						 "inverse;",
+						 (int)t->pid, t->duty_stats.mean_fraction,
+						 t->duty_stats.min_fraction);
+	}
+}
+
 static int write_profile(struct capture *cap, int64_t duration_ms)
 {
 	char line1[4 * PATH_MAX + 320], line2[256], how[4 * PATH_MAX + 256], rate[32];
-	const char *comments[] = { line1, line2, NULL };
+	char line3[1024] = "";
+	const char *comments[] = { line1, line2, line3, NULL };
 	struct alloc_profile_totals totals;
 	size_t used = 0, n_coop;
 	int ret;
@@ -885,6 +1098,9 @@ static int write_profile(struct capture *cap, int64_t duration_ms)
 	for (size_t i = 0; i < cap->n_targets && used < sizeof(line2); i++)
 		used += (size_t)snprintf(line2 + used, sizeof(line2) - used, " %d (%s)",
 					 (int)cap->targets[i].pid, cap->targets[i].comm);
+	budget_comment(cap, line3, sizeof(line3));
+	if (!line3[0])
+		comments[2] = NULL;
 	struct alloc_profile_output output = {
 		.start_ns = cap->start_wall_ns,
 		.duration_ns = duration_ms * 1000000,
@@ -967,6 +1183,20 @@ int capture_run(const struct capture_opts *opts)
 		log_error("cannot set up the capture: out of memory");
 		goto out;
 	}
+	if (opts->max_overhead_percent > 0) {
+		ret = probe_cost__measure(pipeline__program(cap.pipeline), &cap.ns_per_hit);
+		if (ret == 0)
+			ret = detach_queue__new(2, &cap.detacher);
+		if (ret) {
+			log_error("cannot set up the overhead budget: measuring the cost of a "
+				  "probe hit failed: %s (run without --max-overhead)",
+				  strerror(-ret));
+			goto out;
+		}
+		log_info("overhead budget %.3g%% of each target's CPU time; a probe hit costs "
+			 "%.0f ns here",
+			 opts->max_overhead_percent, cap.ns_per_hit);
+	}
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
@@ -1007,6 +1237,7 @@ int capture_run(const struct capture_opts *opts)
 	pipeline__drain(cap.pipeline);
 	release_targets(&cap);
 	pipeline__drain(cap.pipeline);
+	end_duty_cycles(&cap);
 	alloc_program__read_counters(pipeline__program(cap.pipeline), &counters);
 	/* The summary is printed even when the profile cannot be written (a full disk): it is
 	 * then the only result of the capture. */
@@ -1024,6 +1255,8 @@ int capture_run(const struct capture_opts *opts)
 	}
 out:
 	release_targets(&cap);
+	end_duty_cycles(&cap);
+	detach_queue__free(cap.detacher);
 	if (cap.child) {
 		if (stop_signal == SIGTERM)
 			kill(cap.child, SIGTERM);

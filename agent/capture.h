@@ -26,6 +26,8 @@ struct capture_opts {
 	const struct label_limits_config *sample_labels; /* the configuration's sample_labels.*
 							    bounds; NULL: none kept */
 	bool inuse;              /* --inuse: in-use profile types and the leak table */
+	double max_overhead_percent; /* --max-overhead: the overhead budget (percent of each
+					target's own CPU time); <= 0 for none */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

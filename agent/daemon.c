@@ -105,6 +105,7 @@ struct daemon {
 	uint64_t calibration_hits;
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
+	int64_t next_budget_ms;   /* when the overhead budget's duty cycles next need a tick */
 	bool last_flush_failed;
 	struct agent_stats stats;
 	struct label_limits_stats label_stats; /* every service profile's label limiter's */
@@ -141,7 +142,16 @@ static void tracker_settings(const struct daemon *d, struct process_tracker_sett
 			.max_label_value_bytes = d->config->max_label_value_bytes,
 		},
 		.kube = d->kube,
+		.max_cpu_percent = d->config->overhead_max_cpu_percent,
 	};
+}
+
+static int add_sample(struct daemon *d, const struct alloc_sample *sample, double scale);
+
+/* A held sample of a duty-cycled process (overhead budget), weighted for its period. */
+static int add_scaled(const struct alloc_sample *sample, double scale, void *ctx)
+{
+	return add_sample(ctx, sample, scale);
 }
 
 static int make_tracker(struct daemon *d)
@@ -154,6 +164,9 @@ static int make_tracker(struct daemon *d)
 		.self = d->self,
 		.drain = drain_samples_cb,
 		.drain_ctx = d,
+		.add_scaled = add_scaled,
+		.add_ctx = d,
+		.ns_per_hit = d->probe_cost_ns,
 	};
 	struct process_tracker_settings settings;
 
@@ -199,7 +212,6 @@ static int new_service_profile(struct daemon *d, struct service *s)
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
-	struct service *s;
 
 	if ((pid_t)sample->pid == d->self)
 		return 0; /* the start-up calibration's rare sample */
@@ -207,7 +219,18 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.drop_notices++;
 	else
 		d->stats.samples++;
-	s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
+	if (process_tracker__hold_sample(d->tracker, sample))
+		return 0; /* added when its duty-cycle period ends (add_scaled) */
+	add_sample(d, sample, 1.0);
+	return 0;
+}
+
+/* Into its service's profile, weighted scale times (1 but for a duty-cycled process). */
+static int add_sample(struct daemon *d, const struct alloc_sample *sample, double scale)
+{
+	struct service *s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
+	int ret;
+
 	if (!s) {
 		d->stats.samples_unattributed++;
 		return 0;
@@ -216,7 +239,10 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
-	if (pipeline__add_sample(d->pipeline, s->profile, sample) != 0)
+	alloc_profile__set_scale(s->profile, scale);
+	ret = pipeline__add_sample(d->pipeline, s->profile, sample);
+	alloc_profile__set_scale(s->profile, 1.0);
+	if (ret != 0)
 		d->stats.samples_out_of_memory++;
 	return 0;
 }
@@ -328,11 +354,13 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 	struct kube_pods_stats kube = { 0 };
 	struct services_stats services;
 	struct process_tracker_stats processes;
+	struct process_tracker_budget budget;
 	uint64_t hits = alloc_program__probe_hits(pipeline__program(d->pipeline));
 
 	alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
 	services__stats(d->services, &services);
 	process_tracker__stats(d->tracker, &processes);
+	process_tracker__budget(d->tracker, &budget);
 	if (d->kube)
 		kube_pods__stats(d->kube, &kube);
 	if (d->metrics)
@@ -385,6 +413,9 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.symbolizer_files = symbolizer__file_count(pipeline__symbolizer(d->pipeline)),
 		.sample_rate = pipeline__opts(d->pipeline)->sample_rate,
 		.interval_seconds = d->config->interval_ms / 1000.0,
+		.processes_budgeted = budget.budgeted,
+		.processes_throttled = budget.throttled,
+		.duty_fraction_min = budget.min_fraction,
 	};
 	for (int i = 0; i < PROCESS_NOT_PROFILED__COUNT; i++)
 		m->not_profiled.reason[m->not_profiled.n++] = (struct self_metrics_reason){
@@ -920,6 +951,8 @@ static void run_loop(struct daemon *d)
 			deadline = d->next_publish_ms;
 		if (retry < deadline)
 			deadline = retry;
+		if (d->next_budget_ms < deadline)
+			deadline = d->next_budget_ms;
 		timeout = deadline > now ? (int)(deadline - now) : 0;
 		n = epoll_wait(d->epoll_fd, events, 64, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -944,6 +977,12 @@ static void run_loop(struct daemon *d)
 		if (now >= d->next_drain_ms) {
 			drain_samples(d);
 			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
+		}
+		if (now >= d->next_budget_ms) {
+			drain_samples(d); /* a period's samples before it ends */
+			d->next_budget_ms = process_tracker__tick_budgets(d->tracker, now);
+			if (d->next_budget_ms > now + DRAIN_INTERVAL_MS)
+				d->next_budget_ms = now + DRAIN_INTERVAL_MS;
 		}
 		process_tracker__retry_attaches(d->tracker, now);
 		process_tracker__poll_pods(d->tracker, now);

@@ -92,6 +92,11 @@ static const char usage_text[] =
 	"      --inuse-entries N    live sampled allocations tracked at most (implies --inuse;\n"
 	"                           16 to 16777216, default 65536, ~100 bytes each in the\n"
 	"                           kernel); past it, counted and the estimates flagged low\n"
+	"      --max-overhead PERCENT  overhead budget: the estimated time a target spends in\n"
+	"                           the probes stays under PERCENT (0.01 to 100) of its own CPU\n"
+	"                           time; a busier target is probed part of the time and\n"
+	"                           its estimates scaled up (default: none; targets with an\n"
+	"                           in-process sampler are never throttled)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"  -h, --help               show this help\n"
 	"  -V, --version            show the version\n"
@@ -344,6 +349,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	opts.sample_labels = &settings->sample_labels;
 	if (opts.inuse)
 		opts.sampling.live_entries = inuse_entries;
+	opts.max_overhead_percent = settings->overhead_max_cpu_percent;
 	return capture_run(&opts);
 }
 

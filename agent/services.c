@@ -203,8 +203,8 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	 * limit below. */
 	char values[MAX_LABELS - 1][SERVICES_MAX_LABEL_VALUE + 1];
 	const char *code_keys[SERVICE_CODE_LABELS];
-	char line1[128], line2[1200];
-	const char *comments[] = { line1, line2, NULL };
+	char line1[128], line2[1200], line3[256];
+	const char *comments[] = { line1, line2, line3, NULL };
 	size_t n = 0, n_values = 0;
 	uint8_t *data = NULL;
 	size_t len = 0;
@@ -254,6 +254,12 @@ static int submit_profile(struct services *t, const struct services_interval *in
 			 values[0]);
 	else
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
+	if (s->duty_fraction > 0)
+		snprintf(line3, sizeof(line3), "overhead budget: processes probed part of the "
+			 "time (down to a fraction %.3f), their estimates scaled by the inverse",
+			 s->duty_fraction);
+	else
+		comments[2] = NULL;
 
 	struct profile_record record = {
 		.service = s->name,
@@ -354,6 +360,7 @@ void services__write_interval(struct services *t, const struct services_interval
 		s->inuse_bytes = inuse.bytes;
 		alloc_profile__free(s->profile);
 		s->profile = next;
+		s->duty_fraction = 0;
 	}
 }
 

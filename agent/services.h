@@ -48,6 +48,10 @@ struct service {
 	bool inuse;                    /* some have in-use profiles on: its profiles carry
 					  inuse_* (snapshots, not deltas) */
 	double inuse_bytes;            /* live at the last interval's snapshot (/metrics) */
+	/* Overhead budget: the lowest fraction of the time any of its processes was probed
+	 * this interval, its estimates scaled by the inverse; 0 when none was throttled. The
+	 * profile's comment says so. */
+	double duty_fraction;
 	struct service *next;          /* the table's */
 };
 

@@ -71,11 +71,13 @@ struct {
 	__uint(max_entries, ALLOC_DROP_RING_BYTES);
 } dropped_samples SEC(".maps");
 
-/* Probe hits, one slot per CPU so the hot path never shares a cache line: what the agent
- * multiplies by the measured cost of a hit to report its overhead. */
+/* Probe hits, per CPU so the hot path never shares a cache line: what the agent multiplies
+ * by the measured cost of a hit to report its overhead. Indexed by the slot in the probe's
+ * cookie (ALLOC_COOKIE_SLOT_SHIFT): a process under an overhead budget counts in a slot of its
+ * own, every other in slot 0. The same one lookup as a single counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, ALLOC_HIT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } probe_hits SEC(".maps");
@@ -324,10 +326,10 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	return 1;
 }
 
-static __always_inline void count_probe_hit(void)
+static __always_inline void count_probe_hit(struct pt_regs *ctx)
 {
-	__u32 zero = 0;
-	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &zero);
+	__u32 slot = (__u32)(bpf_get_attach_cookie(ctx) >> ALLOC_COOKIE_SLOT_SHIFT);
+	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &slot);
 
 	if (hits)
 		*hits += 1;
@@ -338,7 +340,7 @@ static __always_inline bool count_allocation(struct pt_regs *ctx, __u64 size)
 {
 	struct thread_countdown *countdown;
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	countdown = bpf_task_storage_get(&countdowns, bpf_get_current_task_btf(), 0,
 					 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!countdown) {
@@ -463,7 +465,7 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 	struct usdt_probe_spec *spec;
 	__u64 size, weighted_bytes;
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	spec = bpf_map_lookup_elem(&usdt_specs, &index);
 	if (!spec || spec->n_args < 3 || usdt_arg_fetch(ctx, &spec->args[1], &size) ||
 	    usdt_arg_fetch(ctx, &spec->args[2], &weighted_bytes)) {
@@ -481,7 +483,7 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 SEC("uprobe")
 int alloc_usdt(struct pt_regs *ctx)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u64 cookie = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
 
 	if (cookie & ALLOC_COOKIE_USDT_FREE)
 		return on_usdt_free(ctx, cookie);
@@ -562,7 +564,7 @@ static __always_inline bool multi_allocation(struct pt_regs *ctx, __u64 entry)
 SEC("uprobe.multi")
 int alloc_multi(struct pt_regs *ctx)
 {
-	__u64 entry = bpf_get_attach_cookie(ctx);
+	__u64 entry = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
 
 	if (entry >= ALLOC_COOKIE_USDT)
 		return entry & ALLOC_COOKIE_USDT_FREE ? on_usdt_free(ctx, entry)
@@ -580,12 +582,12 @@ int alloc_multi(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int alloc_session(struct pt_regs *ctx)
 {
-	__u64 entry = bpf_get_attach_cookie(ctx);
+	__u64 entry = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
 
 	if (bpf_session_is_return())
 		return on_session_return(ctx, entry);
 	if (entry & ALLOC_COOKIE_FREE)
-		return on_free(ctx);
+		return on_free(ctx); /* counts its hit: a trap the overhead budget counts too */
 	if (entry >= ALLOC_COOKIE_USDT)
 		return 1; /* never attached here */
 	if (((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_REALLOC ||

@@ -259,7 +259,7 @@ struct alloc_counters {
 /* The transparent path's frees (in-use with session uprobes): free, cfree, operator delete
  * and its sized and aligned variants, sdallocx...; the pointer is the first argument. Only
  * in a session link (alloc_session), never in alloc_multi's. */
-#define ALLOC_COOKIE_FREE (1ull << 48)
+#define ALLOC_COOKIE_FREE (1ull << 41) /* below ALLOC_COOKIE_SLOT_SHIFT */
 /* BPF_TRACE_UPROBE_SESSION of the kernel's enum bpf_attach_type (Linux 6.13+; include/uapi/
  * linux/bpf.h, checked against this kernel's BTF): libbpf 1.4 and Debian's UAPI headers
  * predate it. */
@@ -281,6 +281,14 @@ struct alloc_live {
 
 #define ALLOC_LIVE_DEFAULT_ENTRIES 65536
 #define ALLOC_LIVE_MAX_ENTRIES (1u << 24)
+
+/* Overhead budget (agent/attach/duty_cycle.h): a probe's cookie carries, in its top bits, the
+ * slot of the probe_hits array its hits are counted in, so the agent knows each budgeted
+ * process's hits. Slot 0 is shared by every process without a slot of its own. Masked off
+ * before the cookie is read as an entry kind or a USDT spec. */
+#define ALLOC_COOKIE_SLOT_SHIFT 48
+#define ALLOC_COOKIE_ENTRY_MASK ((1ull << ALLOC_COOKIE_SLOT_SHIFT) - 1)
+#define ALLOC_HIT_SLOTS 4096
 
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a

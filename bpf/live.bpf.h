@@ -16,7 +16,7 @@
 #ifndef ALLOCSCOPE_LIVE_BPF_H
 #define ALLOCSCOPE_LIVE_BPF_H
 
-static __always_inline void count_probe_hit(void);
+static __always_inline void count_probe_hit(struct pt_regs *ctx);
 
 /* Set by the agent before load: track live allocations (--inuse); and on the transparent
  * path, through alloc_session's returns (the kernel has session uprobes). */
@@ -104,7 +104,7 @@ static __noinline int on_usdt_free(struct pt_regs *ctx, __u64 cookie)
 	struct alloc_live_key key = {};
 	__u64 ptr;
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	if (!usdt_pointer(ctx, cookie, &ptr)) {
 		__sync_fetch_and_add(&counters.usdt_errors, 1);
 		return 0;
@@ -132,7 +132,7 @@ static __always_inline int on_free(struct pt_regs *ctx)
 {
 	__u64 ptr = PT_REGS_PARM1(ctx);
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	if (ptr)
 		forget_pointer(ptr);
 	return 1;

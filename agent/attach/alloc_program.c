@@ -45,6 +45,10 @@ struct alloc_program {
 	 * running the same sampler share one. */
 	struct usdt_probe_spec usdt_specs[ALLOC_MAX_USDT_SPECS];
 	uint32_t n_usdt_specs;
+	/* Overhead budget: probe_hits slots handed to processes (slot 0 is everyone else's),
+	 * and the hits of slots given back, which the total keeps. */
+	bool hit_slot_used[ALLOC_HIT_SLOTS];
+	uint64_t retired_hits;
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -489,18 +493,53 @@ void alloc_program__read_counters(const struct alloc_program *prog, struct alloc
 	memcpy(out, &prog->skel->bss->counters, sizeof(*out));
 }
 
-uint64_t alloc_program__probe_hits(const struct alloc_program *prog)
+uint64_t alloc_program__hit_slot_read(const struct alloc_program *prog, uint32_t slot)
 {
 	uint64_t per_cpu[prog->n_cpus];
-	uint32_t zero = 0;
 	uint64_t total = 0;
 
-	if (bpf_map__lookup_elem(prog->skel->maps.probe_hits, &zero, sizeof(zero), per_cpu,
+	if (bpf_map__lookup_elem(prog->skel->maps.probe_hits, &slot, sizeof(slot), per_cpu,
 				 sizeof(per_cpu), 0) != 0)
 		return 0;
 	for (int i = 0; i < prog->n_cpus; i++)
 		total += per_cpu[i];
 	return total;
+}
+
+uint64_t alloc_program__probe_hits(const struct alloc_program *prog)
+{
+	uint64_t total = prog->retired_hits + alloc_program__hit_slot_read(prog, 0);
+
+	for (uint32_t slot = 1; slot < ALLOC_HIT_SLOTS; slot++)
+		if (prog->hit_slot_used[slot])
+			total += alloc_program__hit_slot_read(prog, slot);
+	return total;
+}
+
+int alloc_program__hit_slot_new(struct alloc_program *prog, uint32_t *slot)
+{
+	uint64_t zeros[prog->n_cpus];
+
+	memset(zeros, 0, sizeof(zeros));
+	for (uint32_t i = 1; i < ALLOC_HIT_SLOTS; i++) {
+		if (prog->hit_slot_used[i])
+			continue;
+		if (bpf_map__update_elem(prog->skel->maps.probe_hits, &i, sizeof(i), zeros,
+					 sizeof(zeros), 0) != 0)
+			return -errno;
+		prog->hit_slot_used[i] = true;
+		*slot = i;
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+void alloc_program__hit_slot_free(struct alloc_program *prog, uint32_t slot)
+{
+	if (slot == 0 || slot >= ALLOC_HIT_SLOTS || !prog->hit_slot_used[slot])
+		return;
+	prog->retired_hits += alloc_program__hit_slot_read(prog, slot);
+	prog->hit_slot_used[slot] = false;
 }
 
 int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t err_len)

@@ -82,8 +82,14 @@ uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog);
 int alloc_program__unwind_procs_fd(const struct alloc_program *prog);
 int alloc_program__unwind_files_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
-/* Allocator calls that hit a probe, summed over CPUs. */
+/* Allocator calls that hit a probe, summed over CPUs (and hit slots). */
 uint64_t alloc_program__probe_hits(const struct alloc_program *prog);
+/* Overhead budget: a probe_hits slot of its own for one process (its probes' cookies carry
+ * it, process_probes__attach_counted), zeroed; -ENOSPC when all ALLOC_HIT_SLOTS - 1 are
+ * taken. Its hits so far; giving it back (its hits stay in the total; 0 is ignored). */
+int alloc_program__hit_slot_new(struct alloc_program *prog, uint32_t *slot);
+uint64_t alloc_program__hit_slot_read(const struct alloc_program *prog, uint32_t slot);
+void alloc_program__hit_slot_free(struct alloc_program *prog, uint32_t slot);
 
 /* Continuous mode: attach the exec and fork tracepoints whose notices (struct process_event)
  * arrive through the ring buffer process_events_fd names. 0 or -errno with a sentence. */

@@ -69,6 +69,8 @@ struct process_probes {
 	pid_t pid;
 	bool inuse;                 /* in-use tracking for this process (frees, returns) */
 	bool cooperative;           /* probes on otel_memory:alloc sites, not entry points */
+	uint32_t hit_slot;          /* entry points count their hits in this probe_hits slot */
+	bool paused;                /* links detached by process_probes__pause */
 	struct probed_file files[MAX_FILES];
 	size_t n_files;
 	struct attached_probe *probes;
@@ -548,7 +550,9 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		if (points[i].probed) {
 			probes->probes[probes->count].point = points[i];
 			probes->probes[probes->count].link = NULL;
-			probes->probes[probes->count].cookie = entry_point__cookie(&points[i]);
+			probes->probes[probes->count].cookie =
+				entry_point__cookie(&points[i]) |
+				(uint64_t)probes->hit_slot << ALLOC_COOKIE_SLOT_SHIFT;
 			probes->probes[probes->count].semaphore_offset = 0;
 			probes->count++;
 			file->count++;
@@ -559,7 +563,9 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 	}
 	for (size_t i = 0; i < n_frees; i++) {
 		probes->probes[probes->count] = (struct attached_probe){
-			.point = frees[i], .cookie = ALLOC_COOKIE_FREE
+			.point = frees[i],
+			.cookie = ALLOC_COOKIE_FREE |
+				  (uint64_t)probes->hit_slot << ALLOC_COOKIE_SLOT_SHIFT,
 		};
 		probes->count++;
 		file->count++;
@@ -691,13 +697,14 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len)
 {
-	return process_probes__attach_inuse(prog, pid, command, alloc_program__tracks_live(prog),
-					    out, err, err_len);
+	const struct process_probes_opts opts = { .inuse = alloc_program__tracks_live(prog) };
+
+	return process_probes__attach_with(prog, pid, command, &opts, out, err, err_len);
 }
 
-int process_probes__attach_inuse(struct alloc_program *prog, pid_t pid, const char *command,
-				 bool inuse, struct process_probes **out, char *err,
-				 size_t err_len)
+int process_probes__attach_with(struct alloc_program *prog, pid_t pid, const char *command,
+				const struct process_probes_opts *opts, struct process_probes **out,
+				char *err, size_t err_len)
 {
 	struct candidates *cands;
 	bool winner[MAX_FILES], dynamic = false;
@@ -714,8 +721,9 @@ int process_probes__attach_inuse(struct alloc_program *prog, pid_t pid, const ch
 		return -ENOMEM;
 	}
 	probes->pid = pid;
-	probes->inuse = inuse && alloc_program__tracks_live(prog);
+	probes->inuse = opts->inuse && alloc_program__tracks_live(prog);
 	cands->want_free = probes->inuse;
+	probes->hit_slot = opts->hit_slot;
 	if (command)
 		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
 	else
@@ -785,6 +793,67 @@ void process_probes__free(struct process_probes *probes)
 	release_probes(probes);
 	free(probes->skipped);
 	free(probes);
+}
+
+/* ---- duty cycle (overhead budget) ---------------------------------------------------- */
+
+int process_probes__pause(struct process_probes *probes, struct process_probes **detached)
+{
+	struct process_probes *husk;
+
+	*detached = NULL;
+	if (probes->paused)
+		return 0;
+	husk = calloc(1, sizeof(*husk));
+	if (!husk)
+		return -ENOMEM;
+	/* The husk holds only the links: its files and probes are copies whose links move. */
+	husk->pid = probes->pid;
+	husk->n_files = probes->n_files;
+	for (size_t i = 0; i < probes->n_files; i++) {
+		husk->files[i].multi_link = probes->files[i].multi_link;
+		probes->files[i].multi_link = NULL;
+	}
+	husk->probes = calloc(probes->count ? probes->count : 1, sizeof(*husk->probes));
+	if (!husk->probes) {
+		for (size_t i = 0; i < probes->n_files; i++)
+			probes->files[i].multi_link = husk->files[i].multi_link;
+		free(husk);
+		return -ENOMEM;
+	}
+	husk->count = probes->count;
+	for (size_t i = 0; i < probes->count; i++) {
+		husk->probes[i].link = probes->probes[i].link;
+		probes->probes[i].link = NULL;
+	}
+	probes->paused = true;
+	*detached = husk;
+	return 0;
+}
+
+int process_probes__resume(struct alloc_program *prog, struct process_probes *probes, char *err,
+			   size_t err_len)
+{
+	char open_path[PATH_MAX + 32];
+	int ret;
+
+	if (!probes->paused)
+		return 0;
+	for (size_t i = 0; i < probes->n_files; i++) {
+		root_path(probes->pid, probes->files[i].path, open_path, sizeof(open_path));
+		ret = attach_file(prog, probes, &probes->files[i], open_path, err, err_len);
+		if (ret) {
+			/* Whatever did attach stays; a later pause detaches it. */
+			return ret;
+		}
+	}
+	probes->paused = false;
+	return 0;
+}
+
+bool process_probes__paused(const struct process_probes *probes)
+{
+	return probes->paused;
 }
 
 size_t process_probes__count(const struct process_probes *probes)

@@ -150,6 +150,15 @@ const struct target_rule *target_rules__matching_rule(const struct target_rules 
 	return NULL;
 }
 
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rule_matches(&rules->include[i], process))
+			return rules->include[i].max_cpu_percent;
+	return 0;
+}
+
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len)
 {

@@ -34,6 +34,9 @@ struct target_rule {
 	char *git_ref;
 	char *root_path;
 	bool inuse;           /* include rules: in-use profiles for the processes it matches */
+	/* Not a matcher: the overhead budget (percent) of the processes this include rule
+	 * matches; 0: the host-wide overhead.max_cpu_percent; -1: none. */
+	double max_cpu_percent;
 };
 
 struct target_rules {
@@ -58,6 +61,11 @@ const struct target_rule *target_rules__matching_rule(const struct target_rules 
 bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process);
 /* Whether any include rule asks for in-use profiles (the agent then tracks live allocations). */
 bool target_rules__any_inuse(const struct target_rules *rules);
+/* The overhead budget the first matching include rule sets for a target: its
+ * max_cpu_percent (-1: none), or 0 when it sets none (or no include rule matches): the
+ * host-wide overhead.max_cpu_percent applies. */
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process);
 
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);

@@ -76,6 +76,7 @@ enum key_type {
 	KEY_LISTEN,    /* "" or HOST:PORT as the metrics server takes it (listen_problem) */
 	KEY_LABEL_NAME,  /* "" or a label name as profiles.labels takes it (label_name_refused) */
 	KEY_LABEL_NAMES, /* a list of label names: pointer and count as for KEY_RULES */
+	KEY_PERCENT,   /* "none" (-1) or a percentage 0.01 .. 100, "%" optional; a double */
 };
 
 enum key_flags {
@@ -213,6 +214,10 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(sample_labels.max_values) },
 	{ "sample_labels.max_value_bytes", KEY_UINT, .min = 8, .max = LABEL_LIMITS_MAX_VALUE_BYTES,
 	  .default_text = "64", CONFIG_FIELD(sample_labels.max_value_bytes) },
+	/* Overhead budget (attach/duty_cycle.h); a rule's max_cpu_percent overrides it. */
+	{ "overhead.max_cpu_percent", KEY_PERCENT, .default_text = "none", .example = "1",
+	  CONFIG_FIELD(overhead_max_cpu_percent), .flag = "max-overhead",
+	  .noun = "overhead budget" },
 };
 
 static const struct config_key rule_keys[] = {
@@ -235,6 +240,9 @@ static const struct config_key rule_keys[] = {
 	/* In-use profiles for what the rule matches (issue 16): a probe on every free on the
 	 * transparent path (docs/operations.md); the live map is made at start. */
 	{ "inuse", KEY_BOOL, KEY_INCLUDE_ONLY, .default_text = "false", RULE_FIELD(inuse) },
+	/* Not a matcher: the overhead budget of what the rule matches (0: the host-wide one). */
+	{ "max_cpu_percent", KEY_PERCENT, KEY_INCLUDE_ONLY, .example = "5",
+	  RULE_FIELD(max_cpu_percent) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -506,6 +514,9 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a whole number from %llu to %llu", (unsigned long long)key->min,
 			 (unsigned long long)key->max);
 		break;
+	case KEY_PERCENT:
+		snprintf(buf, len, "a percentage from 0.01 to 100 like %s (or none)", example);
+		break;
 	case KEY_BOOL:
 		snprintf(buf, len, "true or false");
 		break;
@@ -658,6 +669,34 @@ static int parse_decimal(const char *text, uint64_t *value)
 	if (errno)
 		return -ERANGE;
 	if (*end)
+		return -EINVAL;
+	*value = parsed;
+	return 0;
+}
+
+/* "none" is -1; else a decimal number of percent, a '%' after it allowed, 0.01 .. 100. */
+static int parse_percent(const char *text, double *value)
+{
+	char number[32], *end;
+	size_t len = strlen(text);
+	double parsed;
+
+	if (strcmp(text, "none") == 0) {
+		*value = -1;
+		return 0;
+	}
+	if (len && text[len - 1] == '%')
+		len--;
+	if (len == 0 || len >= sizeof(number))
+		return -EINVAL;
+	memcpy(number, text, len);
+	number[len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		if (!isdigit((unsigned char)number[i]) && number[i] != '.')
+			return -EINVAL;
+	errno = 0;
+	parsed = strtod(number, &end);
+	if (errno || *end || parsed < 0.01 || parsed > 100)
 		return -EINVAL;
 	*value = parsed;
 	return 0;
@@ -954,6 +993,10 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 		if (parse_bool(text, &flag))
 			return fail_expected_text(ctx, key, path, mark, text);
 		*(bool *)field = flag;
+		return 0;
+	case KEY_PERCENT:
+		if (parse_percent(text, (double *)field))
+			return fail_expected_text(ctx, key, path, mark, text);
 		return 0;
 	case KEY_STRING:
 		return set_string(field, text);

@@ -115,6 +115,10 @@ struct agent_config {
 	/* Issue 15 */
 	char *version_label;       /* default "service_version"; "": no version label */
 	struct label_limits_config sample_labels; /* sample_labels.*: per-sample label limits */
+	/* overhead.max_cpu_percent, --max-overhead: the host-wide overhead budget, in percent of
+	 * a process's own CPU time; -1 (none, the default) for no budget. A rule's
+	 * max_cpu_percent overrides it (attach/duty_cycle.h). */
+	double overhead_max_cpu_percent;
 };
 
 /* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */

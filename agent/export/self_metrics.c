@@ -211,6 +211,17 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 	}
 	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
 		(double)m->attaches);
+	gauge(t, "allocscope_overhead_budgeted_processes",
+	      "Processes under an overhead budget (overhead.max_cpu_percent) without an "
+	      "in-process sampler.",
+	      (double)m->processes_budgeted);
+	gauge(t, "allocscope_overhead_throttled_processes",
+	      "Processes over their overhead budget, probed part of the time (their estimates "
+	      "scaled by the inverse of the fraction).",
+	      (double)m->processes_throttled);
+	gauge(t, "allocscope_overhead_duty_fraction_min",
+	      "The lowest fraction of the time any process is probed now (1: none throttled).",
+	      m->duty_fraction_min);
 	metrics_text__family(t, "allocscope_processes_not_profiled_total", "counter",
 			     "Target processes that were not profiled, by reason.");
 	reasons(t, "allocscope_processes_not_profiled_total", &m->not_profiled);

@@ -65,6 +65,10 @@ struct self_metrics {
 	const struct metrics_server_stats *server;
 	size_t symbolizer_processes, symbolizer_files;
 	uint64_t sample_rate;
+	/* Overhead budget: processes with a duty cycle, those probed part of the time now, and
+	 * the lowest fraction of the time any is probed (1 when none is throttled). */
+	size_t processes_budgeted, processes_throttled;
+	double duty_fraction_min;
 	double interval_seconds;
 	/* Per-sample labels through their limits (profile/label_limits.h). */
 	uint64_t sample_labels_kept, sample_labels_dropped, sample_label_values_other,

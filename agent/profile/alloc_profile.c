@@ -98,6 +98,9 @@ struct alloc_profile {
 	size_t n_sites;
 	/* --skip-frames: wrappers the user names, matched against whole function names */
 	regex_t skip_frames;
+	/* Overhead budget: samples added now stand for this many times their weight (1/f of a
+	 * duty-cycled process's period; alloc_profile__set_scale). */
+	double weight_scale;
 	bool has_skip_frames;
 	/* In-use profiles (alloc_profile__enable_inuse) */
 	bool inuse;
@@ -156,6 +159,7 @@ int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
 		return -ENOMEM;
 	profile->sample_rate = sample_rate;
 	profile->symbolizer = symbolizer;
+	profile->weight_scale = 1.0;
 	profile->n_buckets = 1024;
 	profile->buckets = calloc(profile->n_buckets, sizeof(*profile->buckets));
 	if (!profile->buckets) {
@@ -434,7 +438,7 @@ static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t
 {
 	double p = sampling_probability(size, profile->sample_rate);
 
-	return (double)(size ? size : 1) / p;
+	return (double)(size ? size : 1) / p * profile->weight_scale;
 }
 
 /* What a sample stands for: the weight the cooperative path's sampler gave it, or the
@@ -442,7 +446,7 @@ static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t
 static double sample_weight(const struct alloc_profile *profile, const struct alloc_sample *sample)
 {
 	if (sample->weighted_bytes)
-		return (double)sample->weighted_bytes;
+		return (double)sample->weighted_bytes * profile->weight_scale;
 	return kernel_sample_weight(profile, sample->size);
 }
 
@@ -1913,4 +1917,9 @@ int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_pro
 	}
 	*next_out = next;
 	return 0;
+}
+
+void alloc_profile__set_scale(struct alloc_profile *profile, double scale)
+{
+	profile->weight_scale = scale > 0 ? scale : 1.0;
 }

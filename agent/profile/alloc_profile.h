@@ -122,6 +122,10 @@ bool alloc_profile_fp_walk_full(const struct alloc_sample *sample);
 
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
+/* Overhead budget: the samples added from now on stand for scale times their weight (1/f for a
+ * process probed a fraction f of the time); 1 again for everything else. */
+void alloc_profile__set_scale(struct alloc_profile *profile, double scale);
+
 /* Functions whose whole name (readable or linkage) matches regex, a POSIX extended regular
  * expression, are wrappers: top_sites looks through them as through the built-in ones
  * (zmalloc, g_malloc, xmalloc, ...). -EINVAL with a message in err when it does not compile. */

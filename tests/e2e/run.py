@@ -759,6 +759,7 @@ import short_command_tests  # noqa: E402,F401  (commands that exit before the fi
 import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
 import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame graph in Chromium)
 import depth_tests  # noqa: E402,F401  (stacks past the walk's depth limit end in [truncated])
+import budget_tests  # noqa: E402,F401  (the overhead budget: duty-cycled probes, issue 19)
 
 
 def main():

@@ -575,7 +575,7 @@ static void test_syntax_errors(void)
 		    "x.yaml:2:1: expected one YAML document, got a second one");
 	CHECK_ERROR("- sampling\n",
 		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
-		    "sinks, metrics, log, symbolize, kubernetes, sample_labels, got a list");
+		    "sinks, metrics, log, symbolize, kubernetes, sample_labels, overhead, got a list");
 }
 
 static void test_unknown_keys(void)
@@ -586,11 +586,11 @@ static void test_unknown_keys(void)
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
 		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, "
-		    "sample_labels)");
+		    "sample_labels, overhead)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container, version, repository, git_ref, root_path, inuse)");
+		    "container, version, repository, git_ref, root_path, inuse, max_cpu_percent)");
 	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
 		    "rule: executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -1087,7 +1087,7 @@ static void test_no_output_without_error_buffer(void)
 		    "profiles:\n  labels: {a: b}\n",
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container, version, repository, git_ref, root_path, inuse)");
+		    "container, version, repository, git_ref, root_path, inuse, max_cpu_percent)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
 		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
 		    "hostname and pid (the agent sets those), got \"service_name\"");
@@ -1113,6 +1113,8 @@ static void test_flags_are_the_file_keys(void)
 		{ "log-level", "log", "level", { "debug", "error", "loud", "", NULL } },
 		{ "debuginfod", "symbolize", "debuginfod_urls",
 		  { "https://debuginfod.debian.net", "", "a b", NULL } },
+		{ "max-overhead", "overhead", "max_cpu_percent",
+		  { "5", "0.5%", "none", "0", "200", "x", NULL } },
 	};
 	size_t n_flags = 0;
 	char short_flag;
@@ -1256,6 +1258,44 @@ static void test_version_and_sample_label_keys(void)
 		    "got \"33\"");
 }
 
+/* The overhead budget: host-wide, per rule, and the values refused. */
+static void test_overhead_budget(void)
+{
+	struct agent_config *c = load("overhead:\n  max_cpu_percent: 2.5%\n"
+				      "targets:\n  include:\n    - process_name: redis*\n"
+				      "      max_cpu_percent: 20\n    - process_name: nginx\n"
+				      "      max_cpu_percent: none\n    - process_name: app\n");
+
+	CHECK(c != NULL);
+	if (c) {
+		CHECK(c->overhead_max_cpu_percent == 2.5);
+		CHECK(c->targets.n_include == 3);
+		CHECK(c->targets.include[0].max_cpu_percent == 20);
+		CHECK(c->targets.include[1].max_cpu_percent == -1);
+		CHECK(c->targets.include[2].max_cpu_percent == 0); /* the host-wide one */
+		config_free(c);
+	}
+	c = load("");
+	CHECK(c && c->overhead_max_cpu_percent < 0); /* none by default */
+	config_free(c);
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 0\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"0\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 150%\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"150%\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: -5\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"-5\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 5 percent\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"5 percent\"");
+	CHECK_ERROR("targets:\n  include:\n    - process_name: redis\n"
+		    "      max_cpu_percent: 1e3\n",
+		    "x.yaml:4:24: targets.include[0].max_cpu_percent: expected a percentage from "
+		    "0.01 to 100 like 5 (or none), got \"1e3\"");
+}
+
 int main(void)
 {
 	/* The agent reads it as kubernetes.node_name's default; the cases set it themselves. */
@@ -1292,5 +1332,6 @@ int main(void)
 	RUN(test_flags_are_the_file_keys);
 	RUN(test_flag_messages);
 	RUN(test_version_and_sample_label_keys);
+	RUN(test_overhead_budget);
 	return unit_summary("config");
 }
