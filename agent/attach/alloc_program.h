@@ -85,7 +85,7 @@ void alloc_program__read_counters(const struct alloc_program *prog, struct alloc
 /* Allocator calls that hit a probe, summed over CPUs (and hit slots). */
 uint64_t alloc_program__probe_hits(const struct alloc_program *prog);
 /* Overhead budget: a probe_hits slot of its own for one process (its probes' cookies carry
- * it, process_probes__attach_counted), zeroed; -ENOSPC when all ALLOC_HIT_SLOTS - 1 are
+ * it, process_probes__attach_with), zeroed; -ENOSPC when all ALLOC_HIT_SLOTS - 1 are
  * taken. Its hits so far; giving it back (its hits stay in the total; 0 is ignored). */
 int alloc_program__hit_slot_new(struct alloc_program *prog, uint32_t *slot);
 uint64_t alloc_program__hit_slot_read(const struct alloc_program *prog, uint32_t slot);
