@@ -85,6 +85,14 @@ $(BUILD)/obj/%.o: %.c | $(SKELETON) $(BUILD_INFO)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# The flame graph page (agent/read/flamegraph_page.html), compiled into allocscope as bytes.
+$(BUILD)/flamegraph_page.h: agent/read/flamegraph_page.html
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@
+$(BUILD)/obj/agent/read/flamegraph_html.o $(BUILD)/fuzz/obj/agent/read/flamegraph_html.o: \
+	$(BUILD)/flamegraph_page.h
+
 $(BUILD)/allocscope: $(MAIN_OBJ) $(AGENT_OBJS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
@@ -267,6 +275,30 @@ $(BUILD)/bench/context_writer: tests/bench/context_writer.c $(CONTEXT_ARCH) $(CO
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) -O2 -g -Wall -Werror -Isampler/context $< -o $@ $(CONTEXT_ARCH) -lpthread
 # ---- end of liballocscope-context ----
+# ---- liballocscope-count.so: exact counting for `allocscope count|gate` (docs/ci-gate.md) ----
+# The sampler's interposition built again with its counting hook (sampler/exact_count.h);
+# -fexceptions so that an exception thrown by operator new passes the counting wrapper's cleanup.
+COUNT_LIB     := $(BUILD)/liballocscope-count.so
+COUNT_LDFLAGS := -shared -Wl,-soname,liballocscope-count.so -Wl,-z,now -Wl,-z,nodelete
+
+all: $(COUNT_LIB)
+
+$(COUNT_LIB): $(SAMPLER_SRCS) $(SAMPLER_HDRS)
+	$(call msg,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(SAMPLER_CFLAGS) -DALLOCSCOPE_EXACT_COUNT -fexceptions $(COUNT_LDFLAGS) \
+		$(SAMPLER_SRCS) -o $@ -ldl -lm -pthread -lgcc_s
+
+unit test e2e: $(COUNT_LIB)
+# The gate's test library with one more allocation per call (tests/workloads/gate_workload.c).
+WORKLOAD_BINS += $(BUILD)/workloads/gate_workload_extra
+$(BUILD)/workloads/gate_workload_extra: tests/workloads/gate_workload.c sampler/allocscope_count.h \
+		| $(DEPS_OK)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(WORKLOAD_CFLAGS) -DGATE_EXTRA_ALLOC $< -o $@ -lpthread
+$(BUILD)/workloads/gate_workload: sampler/allocscope_count.h
+# ---- end of liballocscope-count.so ----
 
 # The benchmark's floor: an empty uprobe program and its loader.
 $(BUILD)/bench/empty_probe.bpf.o: tests/bench/empty_probe.bpf.c bpf/vmlinux.h | $(DEPS_OK)
@@ -350,12 +382,17 @@ test: all $(UNIT_BINS) $(UNIT_FIXTURES) $(WORKLOAD_BINS) $(FUZZ_BINS)
 	$(Q)tests/run-all
 
 bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER_LIB) \
-       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build $(BUILD)/bench/context_writer
+       $(SAMPLER_WORKLOAD) $(BUILD)/bench/unwind_table_build $(COUNT_LIB) \
+       $(BUILD)/workloads/gate_workload $(BUILD)/bench/context_writer
 	$(Q)python3 tests/bench/overhead.py
 	$(Q)python3 tests/bench/agent.py
 	$(Q)python3 tests/bench/cooperative.py
+	$(Q)python3 tests/bench/budget.py
 	$(Q)python3 tests/bench/push.py
 	$(Q)python3 tests/bench/unwind.py
+	$(Q)python3 tests/bench/count.py
+	$(Q)python3 tests/bench/unwind_memory.py
+	$(Q)python3 tests/bench/report.py
 	$(Q)python3 tests/bench/context.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
@@ -365,9 +402,11 @@ demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 # existing /etc/allocscope/allocscope.yaml is kept: the reference goes next to it as .default.
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 CONFIG_DIR       ?= /etc/allocscope
-install: $(BUILD)/allocscope $(SAMPLER_LIB) $(CONTEXT_LIB) $(CONTEXT_ARCH)
+install: $(BUILD)/allocscope $(SAMPLER_LIB) $(COUNT_LIB) $(CONTEXT_LIB) $(CONTEXT_ARCH)
 	install -D -m 0755 $(BUILD)/allocscope $(DESTDIR)$(PREFIX)/bin/allocscope
 	install -D -m 0755 $(SAMPLER_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-sampler.so
+	install -D -m 0755 $(COUNT_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-count.so
+	install -D -m 0644 sampler/allocscope_count.h $(DESTDIR)$(PREFIX)/include/allocscope_count.h
 	install -D -m 0755 $(CONTEXT_LIB) $(DESTDIR)$(PREFIX)/lib/liballocscope-context.so
 	install -D -m 0644 $(CONTEXT_ARCH) $(DESTDIR)$(PREFIX)/lib/liballocscope-context.a
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/include $(CONTEXT_HDRS)

@@ -21,6 +21,13 @@ struct capture_opts {
 	const char *output;      /* NULL: alloc-<pid>-<UTC time>.pb.gz in the current directory */
 	unsigned top;            /* rows in the summary's top table */
 	const char *skip_frames; /* --skip-frames: wrappers the top table looks through, or NULL */
+	/* issue 15 */
+	const char *group_by;    /* --group-by: the label the top table is grouped by, or NULL */
+	const struct label_limits_config *sample_labels; /* the configuration's sample_labels.*
+							    bounds; NULL: none kept */
+	bool inuse;              /* --inuse: in-use profile types and the leak table */
+	double max_overhead_percent; /* --max-overhead: the overhead budget (percent of each
+					target's own CPU time); <= 0 for none */
 };
 
 /* Runs the capture and returns the process exit status: 0 on success, 1 when the capture

@@ -27,6 +27,7 @@
 #include "build_info.h"
 #include "daemon.h"
 #include "util/clock.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "pipeline.h"
 #include "attach/alloc_program.h"
@@ -104,8 +105,10 @@ struct daemon {
 	uint64_t calibration_hits;
 	int64_t interval_start_ms, interval_start_wall_ns;
 	int64_t next_drain_ms, next_publish_ms;
+	int64_t next_budget_ms;   /* when the overhead budget's duty cycles next need a tick */
 	bool last_flush_failed;
 	struct agent_stats stats;
+	struct label_limits_stats label_stats; /* every service profile's label limiter's */
 	int log_level_override;    /* --log-level, which wins over log.level; or -1 */
 	struct config_loader loader;
 	bool stop;
@@ -139,7 +142,16 @@ static void tracker_settings(const struct daemon *d, struct process_tracker_sett
 			.max_label_value_bytes = d->config->max_label_value_bytes,
 		},
 		.kube = d->kube,
+		.max_cpu_percent = d->config->overhead_max_cpu_percent,
 	};
+}
+
+static int add_sample(struct daemon *d, const struct alloc_sample *sample, double scale);
+
+/* A held sample of a duty-cycled process (overhead budget), weighted for its period. */
+static int add_scaled(const struct alloc_sample *sample, double scale, void *ctx)
+{
+	return add_sample(ctx, sample, scale);
 }
 
 static int make_tracker(struct daemon *d)
@@ -152,6 +164,9 @@ static int make_tracker(struct daemon *d)
 		.self = d->self,
 		.drain = drain_samples_cb,
 		.drain_ctx = d,
+		.add_scaled = add_scaled,
+		.add_ctx = d,
+		.ns_per_hit = d->probe_cost_ns,
 	};
 	struct process_tracker_settings settings;
 
@@ -180,10 +195,23 @@ static void handle_process_events(struct daemon *d)
 
 /* ---- samples ----------------------------------------------------------------------- */
 
+/* A service's profile for this interval; with in-use profiles on for it, in-use enabled. */
+static int new_service_profile(struct daemon *d, struct service *s)
+{
+	int ret = pipeline__new_profile(d->pipeline, &s->profile);
+
+	if (!ret && s->inuse && alloc_program__tracks_live(pipeline__program(d->pipeline)))
+		ret = alloc_profile__enable_inuse(s->profile);
+	if (ret) {
+		alloc_profile__free(s->profile);
+		s->profile = NULL;
+	}
+	return ret;
+}
+
 static int on_sample(const struct alloc_sample *sample, void *ctx)
 {
 	struct daemon *d = ctx;
-	struct service *s;
 
 	if ((pid_t)sample->pid == d->self)
 		return 0; /* the start-up calibration's rare sample */
@@ -191,21 +219,93 @@ static int on_sample(const struct alloc_sample *sample, void *ctx)
 		d->stats.drop_notices++;
 	else
 		d->stats.samples++;
-	s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
+	if (process_tracker__hold_sample(d->tracker, sample))
+		return 0; /* added when its duty-cycle period ends (add_scaled) */
+	add_sample(d, sample, 1.0);
+	return 0;
+}
+
+/* Into its service's profile, weighted scale times (1 but for a duty-cycled process). */
+static int add_sample(struct daemon *d, const struct alloc_sample *sample, double scale)
+{
+	struct service *s = process_tracker__service_of(d->tracker, (pid_t)sample->pid);
+	int ret;
+
 	if (!s) {
 		d->stats.samples_unattributed++;
 		return 0;
 	}
-	if (!s->profile && pipeline__new_profile(d->pipeline, &s->profile) != 0) {
+	if (!s->profile && new_service_profile(d, s) != 0) {
 		d->stats.samples_out_of_memory++;
 		return 0;
 	}
-	if (pipeline__add_sample(d->pipeline, s->profile, sample) != 0)
+	alloc_profile__set_scale(s->profile, scale);
+	ret = pipeline__add_sample(d->pipeline, s->profile, sample);
+	alloc_profile__set_scale(s->profile, 1.0);
+	if (ret != 0)
 		d->stats.samples_out_of_memory++;
 	return 0;
 }
 
 /* ---- intervals --------------------------------------------------------------------- */
+
+struct inuse_pass {
+	struct daemon *d;
+	uint64_t now_ns;
+	/* Entries of processes no longer tracked: put there between a release's
+	 * forget_live and its detach, or by a process released meanwhile. Deleted after the
+	 * walk, so the map does not fill with what no snapshot will read. */
+	struct alloc_live_key *orphans;
+	size_t n_orphans, cap_orphans;
+};
+
+static int add_live(const struct alloc_live_key *key, const struct alloc_live *value, void *ctx)
+{
+	struct inuse_pass *pass = ctx;
+	struct daemon *d = pass->d;
+	struct service *s = process_tracker__service_of(d->tracker, (pid_t)key->pid);
+
+	if (!s || !s->inuse) {
+		if (array_grow((void **)&pass->orphans, &pass->cap_orphans, pass->n_orphans,
+			       sizeof(*pass->orphans), 64) != 0)
+			return 0; /* the next snapshot tries again */
+		pass->orphans[pass->n_orphans++] = *key;
+		return 0;
+	}
+	if (!s->profile) {
+		/* Nothing allocated this interval and nothing carried: a profile of its own. */
+		if (new_service_profile(d, s) != 0) {
+			d->stats.samples_out_of_memory++;
+			return 0;
+		}
+		alloc_profile__inuse_begin(s->profile, pass->now_ns);
+	}
+	if (alloc_profile__has_inuse(s->profile) &&
+	    alloc_profile__inuse_add(s->profile, key->pid, value->time_ns, value->size,
+				     value->weighted_bytes) != 0)
+		d->stats.samples_out_of_memory++;
+	return 0;
+}
+
+/* In-use is a snapshot at the interval's end, not a delta: every live entry into its
+ * service's profile, whose samples (this interval's and the live ones carried from before)
+ * it joins by (pid, time). */
+static void inuse_snapshot(struct daemon *d)
+{
+	struct alloc_program *prog = pipeline__program(d->pipeline);
+	struct inuse_pass pass = { .d = d, .now_ns = (uint64_t)monotonic_ms() * 1000000ull };
+	struct alloc_counters counters;
+
+	if (!alloc_program__tracks_live(prog))
+		return;
+	services__inuse_begin(d->services, pass.now_ns);
+	if (alloc_program__for_each_live(prog, add_live, &pass) < 0)
+		log_warn("cannot read the in-use map: %s", strerror(errno));
+	alloc_program__read_counters(prog, &counters);
+	services__inuse_end(d->services, counters.live_overflow);
+	alloc_program__delete_live(prog, pass.orphans, pass.n_orphans);
+	free(pass.orphans);
+}
 
 static void flush_interval(struct daemon *d, int64_t now)
 {
@@ -221,11 +321,13 @@ static void flush_interval(struct daemon *d, int64_t now)
 		.max_label_value_bytes = c->max_label_value_bytes,
 		.start_wall_ns = d->interval_start_wall_ns,
 		.duration_ns = (now - d->interval_start_ms) * 1000000,
+		.version_label = c->version_label,
 	};
 	struct services_written result;
 	struct services_stats stats;
 
 	drain_samples(d);
+	inuse_snapshot(d);
 	services__write_interval(d->services, &interval, &result);
 	d->last_flush_failed = result.failed && !result.written;
 	/* The profiles are written: released processes' symbols can go. */
@@ -252,11 +354,13 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 	struct kube_pods_stats kube = { 0 };
 	struct services_stats services;
 	struct process_tracker_stats processes;
+	struct process_tracker_budget budget;
 	uint64_t hits = alloc_program__probe_hits(pipeline__program(d->pipeline));
 
 	alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
 	services__stats(d->services, &services);
 	process_tracker__stats(d->tracker, &processes);
+	process_tracker__budget(d->tracker, &budget);
 	if (d->kube)
 		kube_pods__stats(d->kube, &kube);
 	if (d->metrics)
@@ -272,6 +376,7 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.degraded_caller_unreadable = bpf.caller_errors,
 		.degraded_no_stack_copy = bpf.stack_copy_errors,
 		.degraded_truncated = pipeline__truncated_unwinds(d->pipeline),
+		.degraded_depth_limit = pipeline__depth_cut_unwinds(d->pipeline),
 		.allocations_uncounted = bpf.storage_errors,
 		.probe_hits = hits > d->calibration_hits ? hits - d->calibration_hits : 0,
 		.probe_cost_ns = d->probe_cost_ns,
@@ -292,6 +397,10 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.context_unreadable = bpf.context_unreadable,
 		.stacks_trimmed = services.stacks_trimmed,
 		.intervals = d->stats.intervals,
+		.sample_labels_kept = d->label_stats.labels_kept,
+		.sample_labels_dropped = d->label_stats.labels_dropped,
+		.sample_label_values_other = d->label_stats.values_other,
+		.sample_label_values_truncated = d->label_stats.values_truncated,
 		.sinks = d->sinks,
 		.n_sinks = d->n_sinks,
 		.reloads_ok = d->stats.reloads_ok,
@@ -306,6 +415,9 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		.symbolizer_files = symbolizer__file_count(pipeline__symbolizer(d->pipeline)),
 		.sample_rate = pipeline__opts(d->pipeline)->sample_rate,
 		.interval_seconds = d->config->interval_ms / 1000.0,
+		.processes_budgeted = budget.budgeted,
+		.processes_throttled = budget.throttled,
+		.duty_fraction_min = budget.min_fraction,
 	};
 	for (int i = 0; i < PROCESS_NOT_PROFILED__COUNT; i++)
 		m->not_profiled.reason[m->not_profiled.n++] = (struct self_metrics_reason){
@@ -317,6 +429,28 @@ static void gather_metrics(struct daemon *d, struct self_metrics *m,
 		};
 }
 
+struct inuse_list {
+	struct self_metrics_service_bytes *items;
+	size_t n, cap;
+};
+
+static void collect_inuse(const struct service *s, double bytes, void *ctx)
+{
+	struct inuse_list *list = ctx;
+
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? 2 * list->cap : 16;
+		struct self_metrics_service_bytes *grown =
+			realloc(list->items, cap * sizeof(*grown));
+
+		if (!grown)
+			return; /* the family is shorter this time */
+		list->items = grown;
+		list->cap = cap;
+	}
+	list->items[list->n++] = (struct self_metrics_service_bytes){ s->name, bytes };
+}
+
 static void publish_metrics(struct daemon *d)
 {
 	struct metrics_text text = { 0 };
@@ -326,7 +460,21 @@ static void publish_metrics(struct daemon *d)
 	if (!d->metrics)
 		return;
 	gather_metrics(d, &m, &server);
-	self_metrics__render(&m, &text);
+	if (alloc_program__tracks_live(pipeline__program(d->pipeline))) {
+		struct alloc_counters bpf;
+		struct inuse_list list = { 0 };
+
+		alloc_program__read_counters(pipeline__program(d->pipeline), &bpf);
+		services__each_inuse(d->services, collect_inuse, &list);
+		m.inuse_enabled = true;
+		m.inuse = list.items;
+		m.n_inuse = list.n;
+		m.inuse_untracked = bpf.live_overflow;
+		self_metrics__render(&m, &text);
+		free(list.items);
+	} else {
+		self_metrics__render(&m, &text);
+	}
 	if (metrics_text__error(&text) == 0)
 		metrics_server__publish(d->metrics, text.data, text.len);
 	metrics_text__free(&text);
@@ -525,13 +673,19 @@ static void keep_sampling_settings(const struct agent_config *running, struct ag
 
 	if (now->sample_rate != then->sample_rate || now->unwind != then->unwind ||
 	    now->stack_copy_bytes != then->stack_copy_bytes ||
-	    now->ringbuf_bytes != then->ringbuf_bytes)
+	    now->ringbuf_bytes != then->ringbuf_bytes ||
+	    now->unwind_table_bytes != then->unwind_table_bytes)
 		log_warn("reload: sampling.* settings change only on restart; keeping the running "
 			 "ones");
 	then->sample_rate = now->sample_rate;
 	then->unwind = now->unwind;
 	then->stack_copy_bytes = now->stack_copy_bytes;
 	then->ringbuf_bytes = now->ringbuf_bytes;
+	then->unwind_table_bytes = now->unwind_table_bytes;
+	if (!now->live_entries && target_rules__any_inuse(&next->targets))
+		log_warn("reload: in-use profiles (a rule's inuse: true) start only on restart: "
+			 "the running agent has no live map");
+	then->live_entries = now->live_entries;
 }
 
 static void *load_config_thread(void *arg)
@@ -664,6 +818,9 @@ static void apply_reload(struct daemon *d, struct agent_config *next)
 	d->metrics = metrics;
 	config_free(d->config);
 	d->config = next;
+	/* Checked by the loader: only out of memory fails, and the old bounds stay. */
+	if (pipeline__set_label_limits(d->pipeline, &next->sample_labels, &d->label_stats))
+		log_warn("reload: the new sample_labels bounds are not applied: out of memory");
 	if (kube_changed) {
 		free_kube_pods(d);
 		d->kube = kube;
@@ -714,8 +871,16 @@ static int load_bpf(struct daemon *d)
 	char err[512] = "";
 	int ret;
 
+	/* In-use: the live map exists when a rule asks for it at start (reloads keep it). */
+	if (target_rules__any_inuse(&d->config->targets))
+		d->config->sampling.live_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	ret = pipeline__open(&d->config->sampling, NULL, on_sample, d, &d->pipeline, err,
 			     sizeof(err));
+	if (!ret && pipeline__set_label_limits(d->pipeline, &d->config->sample_labels,
+					       &d->label_stats) != 0) {
+		snprintf(err, sizeof(err), "cannot apply the sample_labels bounds: out of memory");
+		ret = -ENOMEM;
+	}
 	if (!ret)
 		ret = privileges__keep_needed(PRIVILEGES_AGENT,
 					      !alloc_program__has_multi(pipeline__program(d->pipeline)),
@@ -788,6 +953,8 @@ static void run_loop(struct daemon *d)
 			deadline = d->next_publish_ms;
 		if (retry < deadline)
 			deadline = retry;
+		if (d->next_budget_ms < deadline)
+			deadline = d->next_budget_ms;
 		timeout = deadline > now ? (int)(deadline - now) : 0;
 		n = epoll_wait(d->epoll_fd, events, 64, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -812,6 +979,12 @@ static void run_loop(struct daemon *d)
 		if (now >= d->next_drain_ms) {
 			drain_samples(d);
 			d->next_drain_ms = now + DRAIN_INTERVAL_MS;
+		}
+		if (now >= d->next_budget_ms) {
+			drain_samples(d); /* a period's samples before it ends */
+			d->next_budget_ms = process_tracker__tick_budgets(d->tracker, now);
+			if (d->next_budget_ms > now + DRAIN_INTERVAL_MS)
+				d->next_budget_ms = now + DRAIN_INTERVAL_MS;
 		}
 		process_tracker__retry_attaches(d->tracker, now);
 		process_tracker__poll_pods(d->tracker, now);

@@ -10,10 +10,13 @@
 #include "build_info.h"
 #include "capture.h"
 #include "daemon.h"
+#include "count/count_cli.h"
 #include "util/log.h"
 #include "config/config.h"
 #include "config/units.h"
 #include "profile/alloc_profile.h"
+#include "read/diff.h"
+#include "read/report.h"
 
 #define EXIT_USAGE 2
 /* getopt_long values of the flags that set configuration keys: OPT_KEY + their index. */
@@ -26,6 +29,10 @@ static const char usage_text[] =
 	"Usage: allocscope [OPTIONS] --pid PID[,PID...]\n"
 	"       allocscope [OPTIONS] -- COMMAND [ARGS...]\n"
 	"       allocscope --config FILE [--check-config]\n"
+	"       allocscope count|gate ... -- COMMAND [ARGS...]   (exact counts, the CI gate:\n"
+	"                                 allocscope count --help)\n"
+	"       allocscope report [OPTIONS] FILE          (allocscope report --help)\n"
+	"       allocscope diff [OPTIONS] BASE NEW        (allocscope diff --help)\n"
 	"\n"
 	"Profiles the memory allocations of native processes (C, C++, Rust, ...) with eBPF\n"
 	"uprobes on their allocator, and writes a pprof allocation profile (alloc_space,\n"
@@ -48,7 +55,9 @@ static const char usage_text[] =
 	"                           or every target has exited)\n"
 	"  -r, --sample-rate SIZE   mean bytes between samples (e.g. 64KiB, 1MiB;\n"
 	"                           default %1$s)\n"
-	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz)\n"
+	"  -o, --output FILE        profile path (default: alloc-<pid>-<UTC time>.pb.gz); a\n"
+	"                           name ending in .html writes a flame graph page there and\n"
+	"                           the profile next to it (X.html: X.pb.gz)\n"
 	"      --unwind MODE        how stacks are walked: auto (default: the kernel walks them\n"
 	"                           with tables built from each file's CFI, any depth; where a\n"
 	"                           file has no table, a stack copy unwound here with CFI and\n"
@@ -65,8 +74,29 @@ static const char usage_text[] =
 	"                           site, besides the allocator and known wrappers (zmalloc,\n"
 	"                           g_malloc, xmalloc, ...): a regular expression matching whole\n"
 	"                           names, e.g. 'my_alloc|my_calloc'\n"
+	"      --group-by LABEL     group the top table by a sample label's value, e.g.\n"
+	"                           service_version (the build id of each target's\n"
+	"                           executable) or a label the program puts on its samples\n"
 	"      --ringbuf-size SIZE  kernel-to-agent buffer (power of two from %5$s, the\n"
 	"                           largest sample, to %6$s; default %7$s)\n"
+	"      --inuse              also in-use (live heap) profiles: inuse_space and\n"
+	"                           inuse_objects in the profile (Go heap-profile semantics) and\n"
+	"                           a leak table (live sites by size, age of their oldest live\n"
+	"                           sample, growth). Targets that preload\n"
+	"                           liballocscope-sampler.so: about 1 ns per free\n"
+	"                           (otel_memory:free). Others (Linux 6.13+, session uprobes):\n"
+	"                           a probe on free and its relatives, a trap on EVERY free\n"
+	"                           (one uprobe hit: 1.6 us per free measured on a 2-core VM;\n"
+	"                           docs/performance.md); non-sampled allocations\n"
+	"                           cost what they did. For busy services prefer the sampler\n"
+	"      --inuse-entries N    live sampled allocations tracked at most (implies --inuse;\n"
+	"                           16 to 16777216, default 65536, ~100 bytes each in the\n"
+	"                           kernel); past it, counted and the estimates flagged low\n"
+	"      --max-overhead PERCENT  overhead budget: the estimated time a target spends in\n"
+	"                           the probes stays under PERCENT (0.01 to 100) of its own CPU\n"
+	"                           time; a busier target is probed part of the time and\n"
+	"                           its estimates scaled up (default: none; targets with an\n"
+	"                           in-process sampler are never throttled)\n"
 	"      --log-level LEVEL    error, warn, info (default) or debug\n"
 	"      --context BOOL       label samples with the request context threads publish\n"
 	"                           (OpenTelemetry thread context, Custom Labels; default true)\n"
@@ -80,7 +110,7 @@ static const char usage_text[] =
 	"until it exits, and returns its exit status. Ctrl-C or SIGTERM ends a capture and still\n"
 	"writes the profile. Needs root, or CAP_BPF and CAP_PERFMON.\n"
 	"\n"
-	"Read the profile with: go tool pprof -top FILE\n";
+	"Read the profile with: allocscope report FILE (or go tool pprof -top FILE)\n";
 
 static void print_usage(FILE *out)
 {
@@ -148,6 +178,19 @@ static void build_options(const struct option *own, size_t n_own, struct option 
 	options[n] = (struct option){ NULL, 0, NULL, 0 };
 }
 
+/* --group-by: a label name as pprof and the servers take it, [a-zA-Z_][a-zA-Z0-9_]*. */
+static bool label_name_ok(const char *name)
+{
+	if (!name[0] || (name[0] >= '0' && name[0] <= '9'))
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	}
+	return true;
+}
+
 /* The configuration flag getopt_long returned c for, or NULL. */
 static const char *key_flag(int c)
 {
@@ -166,15 +209,19 @@ static const char *key_flag(int c)
  * for; returns the exit status. */
 static int run(int argc, char **argv, struct agent_config *settings)
 {
-	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES };
+	enum { OPT_TOP = 256, OPT_CHECK_CONFIG, OPT_SKIP_FRAMES, OPT_GROUP_BY, OPT_INUSE,
+	       OPT_INUSE_ENTRIES };
 	static const struct option own_options[] = {
 		{ "pid", required_argument, NULL, 'p' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "top", required_argument, NULL, OPT_TOP },
 		{ "skip-frames", required_argument, NULL, OPT_SKIP_FRAMES },
+		{ "group-by", required_argument, NULL, OPT_GROUP_BY },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+		{ "inuse", no_argument, NULL, OPT_INUSE },
+		{ "inuse-entries", required_argument, NULL, OPT_INUSE_ENTRIES },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 	};
@@ -186,6 +233,7 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	bool check_config = false, capture_option = false;
 	int log_level_override = -1, after_last_option = 1;
 	uint64_t value;
+	uint32_t inuse_entries = ALLOC_LIVE_DEFAULT_ENTRIES;
 	char err[512];
 	int c, ret;
 
@@ -235,6 +283,17 @@ static int run(int argc, char **argv, struct agent_config *settings)
 				return usage_error("empty --output%s", "");
 			opts.output = optarg;
 			break;
+		case OPT_INUSE:
+			opts.inuse = true;
+			break;
+		case OPT_INUSE_ENTRIES:
+			if (units_parse_size(optarg, &value) != 0 || value < 16 ||
+			    value > ALLOC_LIVE_MAX_ENTRIES)
+				return usage_error("invalid --inuse-entries '%s': expected 16 to "
+						   "16777216", optarg);
+			opts.inuse = true;
+			inuse_entries = (uint32_t)value;
+			break;
 		case OPT_TOP:
 			if (units_parse_size(optarg, &value) != 0 || value > 64)
 				return usage_error("invalid --top '%s': expected 0 to 64", optarg);
@@ -248,6 +307,14 @@ static int run(int argc, char **argv, struct agent_config *settings)
 			opts.skip_frames = optarg;
 			break;
 		}
+		case OPT_GROUP_BY:
+			if (!label_name_ok(optarg))
+				return usage_error("invalid --group-by '%s': expected a label name "
+						   "(letters, digits and _, not starting with a "
+						   "digit) like service_version or endpoint",
+						   optarg);
+			opts.group_by = optarg;
+			break;
 		case 'h':
 			print_usage(stdout);
 			return 0;
@@ -284,6 +351,10 @@ static int run(int argc, char **argv, struct agent_config *settings)
 	if (opts.n_pids && opts.command)
 		return usage_error("%s", "give either --pid or -- COMMAND, not both");
 	opts.sampling = settings->sampling;
+	opts.sample_labels = &settings->sample_labels;
+	if (opts.inuse)
+		opts.sampling.live_entries = inuse_entries;
+	opts.max_overhead_percent = settings->overhead_max_cpu_percent;
 	return capture_run(&opts);
 }
 
@@ -296,6 +367,14 @@ int main(int argc, char **argv)
 		print_usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* Subcommands with their own command line (issue 18: count, gate). */
+	if (count_cli_handles(argv[1]))
+		return count_cli_main(argc - 1, argv + 1);
+	/* Subcommands that read profiles: no configuration, no privileges. */
+	if (strcmp(argv[1], "report") == 0)
+		return report_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "diff") == 0)
+		return diff_main(argc - 1, argv + 1);
 	if (config_defaults(&settings) != 0) {
 		fputs("allocscope: cannot start: out of memory\n", stderr);
 		return 1;

@@ -14,6 +14,7 @@
 #include "collect/request_context.h"
 #include "collect/sample_reader.h"
 #include "profile/alloc_profile.h"
+#include "profile/label_limits.h"
 #include "symbolize/symbolizer.h"
 
 struct pipeline {
@@ -22,10 +23,24 @@ struct pipeline {
 	struct symbolizer *symbolizer;
 	struct unwinder *unwinder; /* NULL with unwind fp */
 	struct sample_reader *reader;
+	uint64_t truncated_unwinds; /* stopped early, the depth cuts left out */
+	uint64_t depth_cut_unwinds; /* cut at the walk's depth limit */
 	struct request_contexts *contexts;
-	uint64_t truncated_unwinds;
 	bool kernel_tables; /* the kernel walks stacks where it has a table */
+	/* issue 15: the per-sample label bounds new profiles get; unset: no limiter */
+	bool has_label_limits;
+	struct label_limits_config label_limits; /* keys owned */
+	struct label_limits_stats *label_stats;
 };
+
+static void free_label_keys(struct label_limits_config *config)
+{
+	for (size_t i = 0; i < config->n_keys; i++)
+		free(config->keys[i]);
+	free(config->keys);
+	config->keys = NULL;
+	config->n_keys = 0;
+}
 
 /* Whether the kernel walks stacks: always with --unwind kernel; with auto wherever the tables
  * could be set up (the program loaded with the walk and the rows array could be mapped). */
@@ -47,6 +62,8 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		.kernel_unwind = wants_kernel_walk(opts->unwind),
 		.read_context = opts->context_enabled,
 		.context_max_bytes = opts->context_max_record_bytes,
+		.unwind_table_rows = opts->unwind_table_bytes / sizeof(struct unwind_row),
+		.live_entries = opts->live_entries,
 	};
 	struct pipeline *p;
 	int ret;
@@ -142,12 +159,54 @@ void pipeline__close(struct pipeline *p)
 	unwinder__free(p->unwinder);
 	symbolizer__free(p->symbolizer);
 	alloc_program__free(p->program);
+	free_label_keys(&p->label_limits);
 	free(p);
 }
 
 int pipeline__new_profile(struct pipeline *p, struct alloc_profile **out)
 {
-	return alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
+	struct label_limits *limits;
+	int ret = alloc_profile__new(p->opts.sample_rate, p->symbolizer, out);
+
+	if (ret || !p->has_label_limits)
+		return ret;
+	ret = label_limits__new(&p->label_limits, p->label_stats, &limits);
+	if (ret) {
+		alloc_profile__free(*out);
+		*out = NULL;
+		return ret;
+	}
+	alloc_profile__set_label_limits(*out, limits);
+	return 0;
+}
+
+int pipeline__set_label_limits(struct pipeline *p, const struct label_limits_config *config,
+			       struct label_limits_stats *stats)
+{
+	struct label_limits_config copy = *config;
+	struct label_limits *check;
+	int ret;
+
+	/* Refused here, not at the first profile. */
+	ret = label_limits__new(config, NULL, &check);
+	if (ret)
+		return ret;
+	label_limits__free(check);
+	copy.keys = config->n_keys ? calloc(config->n_keys, sizeof(*copy.keys)) : NULL;
+	if (config->n_keys && !copy.keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < config->n_keys; i++) {
+		copy.keys[i] = strdup(config->keys[i]);
+		if (!copy.keys[i]) {
+			free_label_keys(&copy);
+			return -ENOMEM;
+		}
+	}
+	free_label_keys(&p->label_limits);
+	p->label_limits = copy;
+	p->label_stats = stats;
+	p->has_label_limits = true;
+	return 0;
 }
 
 static int add_sample(struct pipeline *p, struct alloc_profile *profile,
@@ -190,8 +249,10 @@ static int add_sample(struct pipeline *p, struct alloc_profile *profile,
 	/* A drop notice: its weight, under [dropped samples], weighted as a kept sample. */
 	if (sample->flags & ALLOC_SAMPLE_DROPPED)
 		return alloc_profile__add_dropped(profile, sample);
-	if (!p->unwinder)
+	if (!p->unwinder) {
+		p->depth_cut_unwinds += alloc_profile_fp_walk_full(sample);
 		return alloc_profile__add(profile, sample);
+	}
 	ret = unwinder__unwind(p->unwinder, &input, p->opts.unwind, pcs,
 			       sizeof(pcs) / sizeof(pcs[0]), &result);
 	if (ret)
@@ -202,6 +263,10 @@ static int add_sample(struct pipeline *p, struct alloc_profile *profile,
 		pcs[0] = sample->regs[ALLOC_REG_IP];
 		pcs[1] = sample->caller_address;
 		result.n_pcs = 2;
+	}
+	if (result.depth_cut) {
+		p->depth_cut_unwinds++;
+		return alloc_profile__add_depth_cut(profile, sample, pcs, result.n_pcs);
 	}
 	p->truncated_unwinds += result.truncated;
 	return alloc_profile__add_unwound(profile, sample, pcs, result.n_pcs);
@@ -288,4 +353,9 @@ uint64_t pipeline__malformed(const struct pipeline *p)
 uint64_t pipeline__truncated_unwinds(const struct pipeline *p)
 {
 	return p->truncated_unwinds;
+}
+
+uint64_t pipeline__depth_cut_unwinds(const struct pipeline *p)
+{
+	return p->depth_cut_unwinds;
 }

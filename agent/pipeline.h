@@ -20,6 +20,8 @@
 
 struct alloc_program;
 struct alloc_profile;
+struct label_limits_config;
+struct label_limits_stats;
 struct alloc_sample;
 struct symbolizer;
 
@@ -29,6 +31,10 @@ struct sampling_opts {
 	uint32_t stack_copy_bytes;  /* sampling.stack_copy_size, --stack-copy-size: user stack
 				       copied per sample for CFI unwinding (a power of two) */
 	uint32_t ringbuf_bytes;     /* sampling.ringbuf_size, --ringbuf-size (a power of two) */
+	uint32_t unwind_table_bytes; /* sampling.unwind_table_size: the kernel walk's rows, all
+					processes' files together (0: the default, 16 MiB) */
+	uint32_t live_entries;      /* --inuse: track live sampled allocations in a map of this
+				       many entries (in-use profiles); 0: off */
 	char *debuginfod_urls;      /* symbolize.debuginfod_urls, --debuginfod; NULL: the
 				       DEBUGINFOD_URLS environment variable; "": none. Owned by
 				       the configuration the struct sits in. */
@@ -91,13 +97,24 @@ void pipeline__prepare_command(struct pipeline *p, const char *exe);
 /* Forgets what pipeline__add_process kept for pid. */
 void pipeline__remove_process(struct pipeline *p, pid_t pid);
 
+/* Bounds for the per-sample labels of the profiles made from now on (issue 15): each gets a
+ * limiter of its own (profile/label_limits.h) with config, counting into stats (the caller's,
+ * alive as long as the pipeline). config is copied. 0, -EINVAL (config out of range; the
+ * previous bounds stay), or -ENOMEM. */
+int pipeline__set_label_limits(struct pipeline *p, const struct label_limits_config *config,
+			       struct label_limits_stats *stats);
+
 const struct sampling_opts *pipeline__opts(const struct pipeline *p);
 struct alloc_program *pipeline__program(const struct pipeline *p);
 struct symbolizer *pipeline__symbolizer(const struct pipeline *p);
 /* The sample ring's descriptor, readable when the program wants an early drain. */
 int pipeline__fd(const struct pipeline *p);
-/* Records the reader found malformed; stack walks that stopped early (frames kept). */
+/* Records the reader found malformed; stack walks that stopped early (frames kept), those cut
+ * at the depth limit left out. */
 uint64_t pipeline__malformed(const struct pipeline *p);
 uint64_t pipeline__truncated_unwinds(const struct pipeline *p);
+/* Stacks cut at the walk's depth limit (UNWIND_MAX_FRAMES; ALLOC_MAX_STACK_DEPTH with unwind
+ * fp): innermost frames kept under ALLOC_PROFILE_TRUNCATED_FRAME. */
+uint64_t pipeline__depth_cut_unwinds(const struct pipeline *p);
 
 #endif

@@ -17,12 +17,14 @@
 #include "process_tracker.h"
 #include "attach/alloc_program.h"
 #include "attach/detach_queue.h"
+#include "attach/duty_cycle.h"
 #include "attach/process_probes.h"
 #include "collect/container_id.h"
 #include "collect/kube_pods.h"
 #include "collect/pod_waits.h"
 #include "collect/process_events.h"
 #include "collect/process_info.h"
+#include "collect/service_version.h"
 #include "collect/target_rules.h"
 #include "util/clock.h"
 
@@ -62,6 +64,10 @@ struct tracked_process {
 	int64_t next_attempt_ms;
 	bool waiting;                  /* counted in n_waiting */
 	bool snapshotted;              /* the symbolizer knows it: forget it later */
+	bool inuse;                    /* in-use profiles on (its include rule's inuse) */
+	double budget;                 /* overhead budget in percent; <= 0: none */
+	struct duty_cycle *duty;       /* with a budget, unless it samples in-process */
+	bool throttled;                /* probed part of the time now */
 };
 
 struct process_tracker {
@@ -88,14 +94,32 @@ static void pod_label_values(const struct kube_container *pod,
 	values[SERVICE_LABEL_NODE] = pod ? pod->node : NULL;
 }
 
-/* The service a new process goes to: by name and, for a pod's process, pod container. */
+/* The service a new process goes to: by name and, for a pod's process, pod container, and by
+ * what it runs: the version (collect/service_version.h) and the rule's code labels. */
 static struct service *service_for(struct process_tracker *t, const char *wanted,
-				   const struct kube_container *pod)
+				   const struct kube_container *pod, const struct target_rule *rule,
+				   pid_t pid)
 {
-	const char *values[SERVICE_POD_LABELS];
+	const char *values[SERVICE_POD_LABELS], *code[SERVICE_CODE_LABELS];
+	char version[SERVICE_VERSION_MAX + 1], build_id[256] = "";
+	enum service_version_source source;
 
 	pod_label_values(pod, values);
-	return services__get(t->deps.services, wanted, values, &t->settings.services);
+	/* The build id is read only when nothing before it in the order gives a version. */
+	source = service_version__pick(rule ? rule->version : NULL, pod, NULL, version,
+				       sizeof(version));
+	if (source == SERVICE_VERSION_NONE) {
+		service_version__read_build_id(pid, build_id, sizeof(build_id));
+		source = service_version__pick(NULL, pod, build_id, version, sizeof(version));
+	}
+	log_debug("pid %d: version %s from its %s", (int)pid, source ? version : "unknown",
+		  service_version__source_name(source));
+	code[SERVICE_CODE_VERSION] = version;
+	code[SERVICE_CODE_REPOSITORY] = rule ? rule->repository : NULL;
+	code[SERVICE_CODE_GIT_REF] = rule ? rule->git_ref : NULL;
+	code[SERVICE_CODE_ROOT_PATH] = rule ? rule->root_path : NULL;
+	return services__get_versioned(t->deps.services, wanted, values, code,
+				       &t->settings.services);
 }
 
 /* ---- tracked processes ------------------------------------------------------------- */
@@ -132,6 +156,9 @@ static void release_process(struct process_tracker *t, struct tracked_process *p
 {
 	struct tracked_process **link = bucket_of(t, p->pid);
 
+	/* Its held samples first, while it can still be found (process_tracker__service_of). */
+	duty_cycle__free(p->duty, monotonic_ms());
+	p->duty = NULL;
 	while (*link != p)
 		link = &(*link)->next;
 	*link = p->next;
@@ -142,6 +169,9 @@ static void release_process(struct process_tracker *t, struct tracked_process *p
 		t->n_probe_links -= process_probes__links(p->probes);
 		alloc_program__set_profiled(pipeline__program(t->deps.pipeline), p->pid, false);
 		detach_queue__push(t->deps.detacher, p->probes);
+		/* An exited (or no longer targeted) process's live set goes with it. */
+		if (p->inuse)
+			alloc_program__forget_live(pipeline__program(t->deps.pipeline), p->pid);
 	}
 	if (p->waiting)
 		t->n_waiting--;
@@ -171,11 +201,35 @@ static void not_profiled(struct process_tracker *t, enum process_not_profiled re
  * false when the process was released. */
 static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 {
+	struct alloc_program *prog = pipeline__program(t->deps.pipeline);
 	char err[512] = "";
+	uint32_t slot = 0;
 	int ret;
 
-	ret = process_probes__attach(pipeline__program(t->deps.pipeline), p->pid, NULL, &p->probes,
-				     err, sizeof(err));
+	if (p->budget > 0 && t->deps.add_scaled && alloc_program__hit_slot_new(prog, &slot) != 0) {
+		log_warn("pid %d (%s): every probe-hit slot is taken: its overhead budget is not "
+			 "applied",
+			 (int)p->pid, p->comm);
+		slot = 0;
+	}
+	ret = process_probes__attach_with(prog, p->pid, NULL,
+					  &(struct process_probes_opts){ .inuse = p->inuse,
+									 .hit_slot = slot },
+					  &p->probes, err, sizeof(err));
+	if (ret == 0 && slot && !process_probes__cooperative(p->probes)) {
+		struct duty_cycle_opts opts = {
+			.budget = p->budget / 100.0,
+			.ns_per_hit = t->deps.ns_per_hit,
+			.period_ms = DUTY_CYCLE_PERIOD_MS,
+			.add = t->deps.add_scaled,
+			.add_ctx = t->deps.add_ctx,
+		};
+
+		if (duty_cycle__new(prog, p->probes, p->pid, slot, &opts, monotonic_ms(),
+				    &p->duty) == 0)
+			slot = 0; /* the duty cycle's now */
+	}
+	alloc_program__hit_slot_free(prog, slot);
 	if (ret == 0) {
 		size_t stepped = process_probes__single_stepped(p->probes);
 
@@ -225,8 +279,9 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 /* Tracks pid in the service named service_name (for pod's processes, that pod container's),
  * or in inherited when given: a forked worker stays in its parent's service. Takes pod. */
 static void track_process(struct process_tracker *t, pid_t pid, const char *service_name,
-			  struct service *inherited, struct kube_container *pod,
-			  const char *container_id, const char *comm)
+			  const struct target_rule *rule, struct service *inherited,
+			  struct kube_container *pod, const char *container_id, const char *comm,
+			  bool inuse, double budget)
 {
 	struct tracked_process *p;
 	struct epoll_event ev = { .events = EPOLLIN,
@@ -250,7 +305,7 @@ static void track_process(struct process_tracker *t, pid_t pid, const char *serv
 	}
 	p = calloc(1, sizeof(*p));
 	if (p)
-		p->service = inherited ? inherited : service_for(t, service_name, pod);
+		p->service = inherited ? inherited : service_for(t, service_name, pod, rule, pid);
 	if (!p || !p->service || epoll_ctl(t->deps.epoll_fd, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
 		log_warn("cannot track pid %d: %s", (int)pid, p ? strerror(errno) : "out of memory");
 		not_profiled(t, PROCESS_NOT_PROFILED_ERROR);
@@ -262,12 +317,16 @@ static void track_process(struct process_tracker *t, pid_t pid, const char *serv
 	p->pid = pid;
 	p->pidfd = pidfd;
 	p->pod = pod;
+	p->budget = budget;
 	snprintf(p->container_id, sizeof(p->container_id), "%s", container_id);
 	snprintf(p->comm, sizeof(p->comm), "%s", comm);
 	p->next = *bucket_of(t, pid);
 	*bucket_of(t, pid) = p;
 	p->service->n_processes++;
 	t->n_processes++;
+	p->inuse = inuse && alloc_program__tracks_live(pipeline__program(t->deps.pipeline));
+	if (p->inuse)
+		p->service->inuse = true;
 	try_attach(t, p);
 }
 
@@ -320,13 +379,20 @@ static void decide_process(struct process_tracker *t, struct process_info *info,
 			   struct kube_container *pod)
 {
 	char service[1024];
+	double budget;
 
 	info->pod = pod;
 	if (!target_rules__match(t->settings.targets, info, service, sizeof(service))) {
 		kube_container__free(pod);
 		return;
 	}
-	track_process(t, info->pid, service, NULL, pod, info->container.id, info->comm);
+	budget = target_rules__max_cpu_percent(t->settings.targets, info);
+	if (budget == 0)
+		budget = t->settings.max_cpu_percent;
+	track_process(t, info->pid, service,
+		      target_rules__matching_rule(t->settings.targets, info), NULL, pod,
+		      info->container.id, info->comm, target_rules__inuse(t->settings.targets, info),
+		      budget);
 }
 
 /* Decides from /proc (and the pod cache) whether pid is a target, and tracks it if so; or
@@ -396,7 +462,8 @@ static void redecide_tracked(struct process_tracker *t, struct tracked_process *
 		release_process(t, p);
 		return;
 	}
-	s = service_for(t, service, p->pod);
+	s = service_for(t, service, p->pod, target_rules__matching_rule(t->settings.targets, &info),
+			p->pid);
 	if (s && s != p->service) {
 		p->service->n_processes--;
 		p->service = s;
@@ -553,8 +620,9 @@ void process_tracker__on_events(struct process_tracker *t, const struct process_
 			if (parent->pod && t->settings.kube &&
 			    kube_pods__lookup(t->settings.kube, parent->container_id, &pod) != 0)
 				pod = NULL;
-			track_process(t, pid, NULL, parent->service, pod, parent->container_id,
-				      comm);
+			/* Its own live set: it inherits nothing tracked (keys are per pid). */
+			track_process(t, pid, NULL, NULL, parent->service, pod,
+				      parent->container_id, comm, parent->inuse, parent->budget);
 		}
 	}
 }
@@ -705,4 +773,93 @@ void process_tracker__stats(const struct process_tracker *t, struct process_trac
 	out->probes = t->n_probes;
 	out->probe_links = t->n_probe_links;
 	out->pod_waiting = pod_waits__waiting(t->pod_waits);
+}
+
+/* ---- overhead budget ---------------------------------------------------------------- */
+
+bool process_tracker__hold_sample(struct process_tracker *t, const struct alloc_sample *sample)
+{
+	struct tracked_process *p = find_process(t, (pid_t)sample->pid);
+
+	return p && p->duty &&
+	       duty_cycle__hold(p->duty, sample, sizeof(*sample) + sample->stack_copy_bytes);
+}
+
+/* A process's duty cycle changed its fraction: said once when it starts or stops being
+ * throttled, with the service and the way out. */
+static void log_duty_change(struct process_tracker *t, struct tracked_process *p)
+{
+	struct duty_cycle_stats st;
+	bool throttled;
+
+	duty_cycle__stats(p->duty, &st);
+	throttled = st.fraction < 1.0;
+	if (throttled == p->throttled)
+		return;
+	p->throttled = throttled;
+	if (throttled)
+		log_info("service %s: pid %d (%s) is over its overhead budget (%.3g%% of its CPU): "
+			 "probed %.1f%% of the time, its estimates scaled up to match (an "
+			 "in-process sampler, liballocscope-sampler.so, costs almost nothing: "
+			 "docs/operations.md)",
+			 p->service->name, (int)p->pid, p->comm, p->budget, 100 * st.fraction);
+	else
+		log_info("service %s: pid %d (%s) is within its overhead budget again: probed all "
+			 "the time",
+			 p->service->name, (int)p->pid, p->comm);
+}
+
+int64_t process_tracker__tick_budgets(struct process_tracker *t, int64_t now)
+{
+	int64_t next = INT64_MAX;
+
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		for (struct tracked_process *p = t->buckets[b]; p; p = p->next) {
+			struct process_probes *detached;
+			char err[512];
+			bool changed;
+			int attach_error;
+			int64_t when;
+
+			if (!p->duty)
+				continue;
+			when = duty_cycle__tick(p->duty, now, &detached, &changed, &attach_error,
+						err, sizeof(err));
+			detach_queue__push(t->deps.detacher, detached);
+			if (attach_error && attach_error != -ESRCH)
+				log_warn("%s", err);
+			if (changed)
+				log_duty_change(t, p);
+			if (p->throttled) {
+				struct duty_cycle_stats st;
+
+				duty_cycle__stats(p->duty, &st);
+				if (!p->service->duty_fraction ||
+				    st.fraction < p->service->duty_fraction)
+					p->service->duty_fraction = st.fraction;
+			}
+			if (when < next)
+				next = when;
+		}
+	}
+	return next;
+}
+
+void process_tracker__budget(const struct process_tracker *t, struct process_tracker_budget *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->min_fraction = 1.0;
+	for (size_t b = 0; b < PROCESS_BUCKETS; b++) {
+		for (const struct tracked_process *p = t->buckets[b]; p; p = p->next) {
+			struct duty_cycle_stats st;
+
+			if (!p->duty)
+				continue;
+			out->budgeted++;
+			duty_cycle__stats(p->duty, &st);
+			if (st.fraction < out->min_fraction)
+				out->min_fraction = st.fraction;
+			out->throttled += st.fraction < 1.0;
+		}
+	}
 }

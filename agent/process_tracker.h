@@ -25,6 +25,7 @@ struct detach_queue;
 struct kube_pods;
 struct pipeline;
 struct process_event;
+struct alloc_sample;
 struct target_rules;
 
 /* epoll data of the tracker's descriptors: tag | pid. The caller's own tags stay below 2^32. */
@@ -45,6 +46,11 @@ struct process_tracker_deps {
 	/* Reads the sample ring empty; called before processes are released. */
 	void (*drain)(void *ctx);
 	void *drain_ctx;
+	/* Overhead budget: adds a held sample of a duty-cycled process to its service's
+	 * profile, weighted scale times (attach/duty_cycle.h); the calibrated cost of a hit. */
+	int (*add_scaled)(const struct alloc_sample *sample, double scale, void *ctx);
+	void *add_ctx;
+	double ns_per_hit;
 };
 
 /* The settings it decides with; replaced on reload (process_tracker__configure). */
@@ -53,6 +59,7 @@ struct process_tracker_settings {
 	unsigned max_processes;
 	struct service_limits services;
 	struct kube_pods *kube; /* NULL unless kubernetes.enabled */
+	double max_cpu_percent; /* overhead.max_cpu_percent: -1 none; a rule's may override it */
 };
 
 enum process_not_profiled {
@@ -72,6 +79,13 @@ enum pod_unknown_reason {
 	POD_UNKNOWN__COUNT,
 };
 extern const char *const pod_unknown_names[POD_UNKNOWN__COUNT];
+
+/* Overhead budget: duty-cycled processes now, of them those throttled, and the lowest
+ * fraction among them (1 when none). */
+struct process_tracker_budget {
+	size_t budgeted, throttled;
+	double min_fraction;
+};
 
 struct process_tracker_stats {
 	size_t processes, waiting; /* tracked; of them, waiting for their allocator */
@@ -122,5 +136,12 @@ struct service *process_tracker__service_of(struct process_tracker *t, pid_t pid
 void process_tracker__forget_released(struct process_tracker *t);
 
 void process_tracker__stats(const struct process_tracker *t, struct process_tracker_stats *out);
+
+/* Overhead budget. hold_sample: a sample of a throttled process is held until its period
+ * ends (true), else the caller adds it as usual (false). tick_budgets moves the duty cycles on
+ * (call after draining) and returns when it next needs a call (INT64_MAX: none). */
+bool process_tracker__hold_sample(struct process_tracker *t, const struct alloc_sample *sample);
+int64_t process_tracker__tick_budgets(struct process_tracker *t, int64_t now);
+void process_tracker__budget(const struct process_tracker *t, struct process_tracker_budget *out);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "collect/service_version.h"
 #include "config/config.h"
 
 struct alloc_profile;
@@ -22,6 +23,12 @@ struct sink;
 /* The labels of a pod's service besides service_name and hostname, in this order. */
 enum { SERVICE_LABEL_NAMESPACE, SERVICE_LABEL_POD, SERVICE_LABEL_CONTAINER, SERVICE_LABEL_NODE,
        SERVICE_POD_LABELS };
+/* What a service's processes run (issue 15), in this order: the version (its label name is
+ * configured, services_interval.version_label) and the labels Pyroscope's source code
+ * integration reads. A service is one version: two versions of a program are two series. */
+enum { SERVICE_CODE_VERSION, SERVICE_CODE_REPOSITORY, SERVICE_CODE_GIT_REF,
+       SERVICE_CODE_ROOT_PATH, SERVICE_CODE_LABELS };
+#define SERVICES_DEFAULT_VERSION_LABEL SERVICE_VERSION_LABEL
 /* Where processes past limits.max_services go. */
 #define SERVICES_OVERFLOW "other"
 /* The longest label value services__get and the interval's labels keep, in bytes. */
@@ -33,8 +40,18 @@ struct service {
 	 * SERVICE_LABEL_* order); all NULL for every other service. Part of what the service
 	 * is. */
 	char *pod_labels[SERVICE_POD_LABELS];
+	/* Values in the SERVICE_CODE_* order, each NULL when not known; part of what the
+	 * service is. */
+	char *code_labels[SERVICE_CODE_LABELS];
 	struct alloc_profile *profile; /* this interval's; NULL until its first sample */
 	size_t n_processes;            /* the caller's processes in it */
+	bool inuse;                    /* some have in-use profiles on: its profiles carry
+					  inuse_* (snapshots, not deltas) */
+	double inuse_bytes;            /* live at the last interval's snapshot (/metrics) */
+	/* Overhead budget: the lowest fraction of the time any of its processes was probed
+	 * this interval, its estimates scaled by the inverse; 0 when none was throttled. The
+	 * profile's comment says so. */
+	double duty_fraction;
 	struct service *next;          /* the table's */
 };
 
@@ -64,6 +81,13 @@ void services__free(struct services *t);
 struct service *services__get(struct services *t, const char *wanted,
 			      const char *const *pod_labels, const struct service_limits *limits);
 
+/* services__get for processes whose code is known: code_labels is NULL or values in the
+ * SERVICE_CODE_* order, each NULL or "" when unknown. The overflow service has none. */
+struct service *services__get_versioned(struct services *t, const char *wanted,
+					const char *const *pod_labels,
+					const char *const *code_labels,
+					const struct service_limits *limits);
+
 /* What an interval's profiles are labelled with and where they go. */
 struct services_interval {
 	struct sink *const *sinks; /* at least one */
@@ -75,6 +99,9 @@ struct services_interval {
 	bool pid_label;
 	size_t max_label_value_bytes;
 	int64_t start_wall_ns, duration_ns;
+	/* The name of the version label; NULL: SERVICES_DEFAULT_VERSION_LABEL, "": none. A
+	 * static label of the same name as a code label a service has is left out for it. */
+	const char *version_label;
 };
 
 struct services_written {
@@ -82,9 +109,19 @@ struct services_written {
 	size_t failed;  /* services every sink refused, or whose profile did not encode */
 };
 
-/* Hands every service's profile that holds samples to the sinks and frees every profile. */
+/* Hands every service's profile that holds samples (or, with in-use, live allocations) to the
+ * sinks and frees every profile; an in-use profile's live stacks start the next one
+ * (alloc_profile__carry_live). */
 void services__write_interval(struct services *t, const struct services_interval *interval,
 			      struct services_written *out);
+
+/* In-use snapshots of every service's profile (alloc_profile__inuse_begin/_end): between the
+ * two the caller adds each live entry to its service's profile. */
+void services__inuse_begin(struct services *t, uint64_t now_ns);
+void services__inuse_end(struct services *t, uint64_t overflow);
+/* Of the last snapshot: bytes live per service, for /metrics (name, bytes) one call each. */
+void services__each_inuse(const struct services *t,
+			  void (*fn)(const struct service *s, double bytes, void *ctx), void *ctx);
 
 /* Removes the services without processes (their last profile is written). */
 void services__prune(struct services *t);

@@ -71,11 +71,13 @@ struct {
 	__uint(max_entries, ALLOC_DROP_RING_BYTES);
 } dropped_samples SEC(".maps");
 
-/* Probe hits, one slot per CPU so the hot path never shares a cache line: what the agent
- * multiplies by the measured cost of a hit to report its overhead. */
+/* Probe hits, per CPU so the hot path never shares a cache line: what the agent multiplies
+ * by the measured cost of a hit to report its overhead. Indexed by the slot in the probe's
+ * cookie (ALLOC_COOKIE_SLOT_SHIFT): a process under an overhead budget counts in a slot of its
+ * own, every other in slot 0. The same one lookup as a single counter. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, ALLOC_HIT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } probe_hits SEC(".maps");
@@ -133,6 +135,7 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 }
 
 #include "context.bpf.h"
+#include "live.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -146,6 +149,19 @@ static __always_inline __u64 next_interval(void)
  * fit after it (8 KiB, then 4 KiB at +8 KiB, 2 KiB at +12 KiB, ... down to 256 bytes): the copy
  * reaches within 256 bytes of the stack's end, where main's caller and main often are. Each
  * size and offset tried is a constant for the verifier (the configured size is). */
+static __always_inline void copy_user_stack_regs(struct pt_regs *ctx, struct alloc_sample *rec)
+{
+	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
+	rec->regs[ALLOC_REG_SP] = PT_REGS_SP(ctx);
+	rec->regs[ALLOC_REG_BP] = ctx->bp;
+	rec->regs[ALLOC_REG_BX] = ctx->bx;
+	rec->regs[ALLOC_REG_R12] = ctx->r12;
+	rec->regs[ALLOC_REG_R13] = ctx->r13;
+	rec->regs[ALLOC_REG_R14] = ctx->r14;
+	rec->regs[ALLOC_REG_R15] = ctx->r15;
+	rec->flags = 0;
+}
+
 static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sample *rec)
 {
 	__u64 sp = PT_REGS_SP(ctx);
@@ -200,6 +216,34 @@ static __always_inline bool runs_as_caller(void)
 	return permitted.val == 0;
 }
 
+/* With only_caller: whether the current process is dumpable (SUID_DUMP_USER), as the kernel
+ * requires before a process without CAP_SYS_PTRACE may read its memory (ptrace_may_access).
+ * A process can turn that off at any time (prctl(PR_SET_DUMPABLE, 0): ssh-agent, gpg-agent
+ * and other keepers of secrets do); its stack copy then stays out of the record. The return
+ * addresses a frame walk reads are kept: they say where code runs, which the caller's probes
+ * already see. */
+static __always_inline bool target_dumpable(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long flags = 0;
+
+	if (!mm)
+		return false;
+	if (bpf_core_field_exists(((struct mm_struct___flags_bitmap *)0)->flags.__mm_flags)) {
+		struct mm_struct___flags_bitmap *bitmap = (void *)mm;
+
+		if (bpf_core_read(&flags, sizeof(flags), &bitmap->flags.__mm_flags[0]))
+			return false;
+	} else {
+		struct mm_struct___flags_word *word = (void *)mm;
+
+		if (bpf_core_read(&flags, sizeof(flags), &word->flags))
+			return false;
+	}
+	return (flags & 3) == 1; /* MMF_DUMPABLE_MASK; SUID_DUMP_USER */
+}
+
 /* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
  * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
  * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
@@ -228,6 +272,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	rec->time_ns = bpf_ktime_get_ns();
 	rec->weighted_bytes = weighted_bytes;
 	rec->entry = entry;
+	track_live_sample(ctx, rec);
 	rec->caller_address = 0;
 	if (at_entry) {
 		err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
@@ -245,7 +290,14 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 	} else {
 		rec->stack_bytes = 0;
 	}
-	copy_user_stack(ctx, rec);
+	if (only_caller && stack_copy_size && !target_dumpable()) {
+		/* The registers only (where the agent's walk starts), no stack memory. */
+		copy_user_stack_regs(ctx, rec);
+		rec->stack_copy_bytes = 0;
+		__sync_fetch_and_add(&counters.not_dumpable, 1);
+	} else {
+		copy_user_stack(ctx, rec);
+	}
 	read_thread_context(&rec->context);
 	__sync_fetch_and_add(&counters.samples, 1);
 	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
@@ -255,7 +307,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 }
 
 /* The countdown ran out within this allocation (or was never started): decide, and when the
- * allocation is sampled, record it. Kept out of line so the common path stays small. */
+ * allocation is sampled, record it. Kept out of line so the common path stays small. Returns
+ * 1 when the allocation was sampled (the session program then asks for its return). */
 static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_countdown *countdown,
 					__u64 size)
 {
@@ -270,24 +323,26 @@ static __noinline int sample_allocation(struct pt_regs *ctx, struct thread_count
 	}
 	/* Sampled. Intervals are memoryless, so the next one starts at this allocation's end. */
 	countdown->bytes_left = next_interval();
-	return submit_sample(ctx, size, 0,
-			     (__u32)(bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_KIND_MASK), true);
+	submit_sample(ctx, size, 0, (__u32)(bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_KIND_MASK),
+		      true);
+	return 1;
 }
 
-static __always_inline void count_probe_hit(void)
+static __always_inline void count_probe_hit(struct pt_regs *ctx)
 {
-	__u32 zero = 0;
-	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &zero);
+	__u32 slot = (__u32)(bpf_get_attach_cookie(ctx) >> ALLOC_COOKIE_SLOT_SHIFT);
+	__u64 *hits = bpf_map_lookup_elem(&probe_hits, &slot);
 
 	if (hits)
 		*hits += 1;
 }
 
-static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+/* Whether this allocation was sampled (and recorded, unless the ring was full). */
+static __always_inline bool count_allocation(struct pt_regs *ctx, __u64 size)
 {
 	struct thread_countdown *countdown;
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	countdown = bpf_task_storage_get(&countdowns, bpf_get_current_task_btf(), 0,
 					 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!countdown) {
@@ -298,9 +353,15 @@ static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
 		size = 1;
 	if (countdown->bytes_left > size) {
 		countdown->bytes_left -= size;
-		return 0;
+		return false;
 	}
-	return sample_allocation(ctx, countdown, size);
+	return sample_allocation(ctx, countdown, size) != 0;
+}
+
+static __always_inline int on_allocation(struct pt_regs *ctx, __u64 size)
+{
+	count_allocation(ctx, size);
+	return 0;
 }
 
 /* malloc, valloc, pvalloc, operator new, mallocx: size is the first argument. */
@@ -406,7 +467,7 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 	struct usdt_probe_spec *spec;
 	__u64 size, weighted_bytes;
 
-	count_probe_hit();
+	count_probe_hit(ctx);
 	spec = bpf_map_lookup_elem(&usdt_specs, &index);
 	if (!spec || spec->n_args < 3 || usdt_arg_fetch(ctx, &spec->args[1], &size) ||
 	    usdt_arg_fetch(ctx, &spec->args[2], &weighted_bytes)) {
@@ -424,21 +485,21 @@ static __noinline int on_usdt_alloc(struct pt_regs *ctx, __u64 cookie)
 SEC("uprobe")
 int alloc_usdt(struct pt_regs *ctx)
 {
-	return on_usdt_alloc(ctx, bpf_get_attach_cookie(ctx));
+	__u64 cookie = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
+
+	if (cookie & ALLOC_COOKIE_USDT_FREE)
+		return on_usdt_free(ctx, cookie);
+	return on_usdt_alloc(ctx, cookie);
 }
 
 /* Every entry point at once, for a uprobe_multi link (libbpf loads it with that attach type;
  * the agent leaves it out on kernels that refuse it). A multi link runs one program for all
  * its offsets, so the attach cookie, the entry point, says which argument holds the size: a
  * compare or two before the same countdown as the per-layout programs. */
-SEC("uprobe.multi")
-int alloc_multi(struct pt_regs *ctx)
+static __always_inline bool multi_allocation(struct pt_regs *ctx, __u64 entry)
 {
-	__u64 entry = bpf_get_attach_cookie(ctx);
 	__u64 nmemb, size, alignment;
 
-	if (entry >= ALLOC_COOKIE_USDT)
-		return on_usdt_alloc(ctx, entry);
 	switch (entry) {
 	case ALLOC_ENTRY_MALLOC:
 	case ALLOC_ENTRY_VALLOC:
@@ -451,7 +512,7 @@ int alloc_multi(struct pt_regs *ctx)
 		break;
 	case ALLOC_ENTRY_POSIX_MEMALIGN:
 		if (!posix_alignment_valid(PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM3(ctx);
 		break;
 	case ALLOC_ENTRY_CALLOC:
@@ -462,17 +523,17 @@ int alloc_multi(struct pt_regs *ctx)
 		barrier_var(nmemb);
 		barrier_var(size);
 		if (calloc_overflows(nmemb, size))
-			return 0;
+			return false;
 		size *= nmemb;
 		break;
 	case ALLOC_ENTRY_REALLOC:
 		if (!realloc_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM2(ctx);
 		break;
 	case ALLOC_ENTRY_REALLOC_ANY:
 		if (!realloc_any_allocates((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)))
-			return 0;
+			return false;
 		size = PT_REGS_PARM2(ctx);
 		break;
 	default:
@@ -491,15 +552,53 @@ int alloc_multi(struct pt_regs *ctx)
 			size = PT_REGS_PARM3(ctx);
 			barrier_var(size);
 			if (!posix_alignment_valid(alignment))
-				return 0;
+				return false;
 		} else {
-			return 0;
+			return false;
 		}
 		if (alignment <= relayed_alignment(entry))
-			return 0;
+			return false;
 		break;
 	}
-	return on_allocation(ctx, size);
+	return count_allocation(ctx, size);
+}
+
+SEC("uprobe.multi")
+int alloc_multi(struct pt_regs *ctx)
+{
+	__u64 entry = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
+
+	if (entry >= ALLOC_COOKIE_USDT)
+		return entry & ALLOC_COOKIE_USDT_FREE ? on_usdt_free(ctx, entry)
+						      : on_usdt_alloc(ctx, entry);
+	multi_allocation(ctx, entry);
+	return 0;
+}
+
+/* In-use on the transparent path: alloc_multi's work at the entry, as a session uprobe (the
+ * agent loads it as BPF_TRACE_UPROBE_SESSION), so that a sampled call, and only a sampled one,
+ * also runs at its return, where the pointer is (live.bpf.h). The entry returns 1 for every
+ * other call: the kernel then sets no return trap, and a non-sampled allocation costs what it
+ * costs under alloc_multi. Frees (ALLOC_COOKIE_FREE) share the link and never ask for the
+ * return either. */
+SEC("uprobe.multi")
+int alloc_session(struct pt_regs *ctx)
+{
+	__u64 entry = bpf_get_attach_cookie(ctx) & ALLOC_COOKIE_ENTRY_MASK;
+
+	if (bpf_session_is_return())
+		return on_session_return(ctx, entry);
+	if (entry & ALLOC_COOKIE_FREE)
+		return on_free(ctx); /* counts its hit: a trap the overhead budget counts too */
+	if (entry >= ALLOC_COOKIE_USDT)
+		return 1; /* never attached here */
+	if (((entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_REALLOC ||
+	     (entry & ALLOC_COOKIE_KIND_MASK) == ALLOC_ENTRY_REALLOC_ANY) &&
+	    PT_REGS_PARM1(ctx))
+		forget_pointer(PT_REGS_PARM1(ctx)); /* realloc: a free, then maybe an allocation */
+	if (!multi_allocation(ctx, entry))
+		return 1;
+	return session_wants_return();
 }
 
 static __always_inline void send_process_event(__u32 type, __u32 pid, __u32 parent_pid)

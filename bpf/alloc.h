@@ -153,6 +153,11 @@ struct alloc_sample {
  * only the pid, size, entry and weight, which go under ALLOC_PROFILE_DROPPED_FRAME. */
 #define ALLOC_SAMPLE_DROPPED 4u
 
+/* With ALLOC_SAMPLE_TRUNCATED: the walk stopped because it had UNWIND_MAX_FRAMES frames and
+ * the stack went on (deep recursion), not for want of a table or readable memory. The agent
+ * puts such stacks under a root "[truncated]" frame and counts them apart. */
+#define ALLOC_SAMPLE_DEPTH_CUT 8u
+
 /* A sampled allocation the samples ring had no room for: what the program sends instead,
  * through a small ring of its own, so that the agent still counts its weight (under a
  * "[dropped samples]" frame) and totals stay unbiased. 24 bytes: 32 with the ring's header. */
@@ -287,6 +292,17 @@ struct alloc_counters {
 	__u64 unwind_preempted;  /* kernel walks whose per-CPU record another program on the
 				    same CPU overwrote meanwhile: sent as drop notices (weight
 				    kept, stack not) */
+	__u64 not_dumpable;      /* samples sent without their stack copy: only_caller, and the
+				    process is not dumpable (PR_SET_DUMPABLE 0, a set-user-ID
+				    exec): its stack memory is not the caller's to read */
+	/* In-use tracking (--inuse, bpf/live.bpf.h): */
+	__u64 live_overflow;     /* sampled allocations not tracked: live_allocs was full (the
+				    in-use estimates are low; the profile says so) */
+	__u64 live_frees;        /* frees that removed a tracked allocation */
+	/* The transparent path (session uprobes): */
+	__u64 live_returns_lost; /* sampled calls whose return gave no pointer to track (the
+				    call failed, or a nested sampled call on the thread took
+				    its place) */
 	__u64 context_torn;      /* samples whose thread's context record was mid-update
 				    (valid != 1): sent without context */
 	__u64 context_unreadable; /* samples whose context pointer led to unreadable memory */
@@ -305,6 +321,41 @@ struct alloc_counters {
  * ALLOC_COOKIE_USDT + the index of their argument spec in the usdt_specs map. */
 #define ALLOC_COOKIE_USDT (1ull << 32)
 #define ALLOC_MAX_USDT_SPECS 256
+/* ... and an otel_memory:free site's cookie has this bit on top (in-use tracking). */
+#define ALLOC_COOKIE_USDT_FREE (1ull << 40)
+/* The transparent path's frees (in-use with session uprobes): free, cfree, operator delete
+ * and its sized and aligned variants, sdallocx...; the pointer is the first argument. Only
+ * in a session link (alloc_session), never in alloc_multi's. */
+#define ALLOC_COOKIE_FREE (1ull << 41) /* below ALLOC_COOKIE_SLOT_SHIFT */
+/* BPF_TRACE_UPROBE_SESSION of the kernel's enum bpf_attach_type (Linux 6.13+; include/uapi/
+ * linux/bpf.h, checked against this kernel's BTF): libbpf 1.4 and Debian's UAPI headers
+ * predate it. */
+#define ALLOC_ATTACH_UPROBE_SESSION 57
+
+/* In-use tracking: the sampled allocations still live, keyed by process and pointer; the
+ * value's time_ns is the sample's (struct alloc_sample.time_ns), which the agent joins on. */
+struct alloc_live_key {
+	__u32 pid;               /* tgid */
+	__u32 reserved;
+	__u64 ptr;
+};
+
+struct alloc_live {
+	__u64 time_ns;
+	__u64 size;              /* as in the sample */
+	__u64 weighted_bytes;    /* as in the sample */
+};
+
+#define ALLOC_LIVE_DEFAULT_ENTRIES 65536
+#define ALLOC_LIVE_MAX_ENTRIES (1u << 24)
+
+/* Overhead budget (agent/attach/duty_cycle.h): a probe's cookie carries, in its top bits, the
+ * slot of the probe_hits array its hits are counted in, so the agent knows each budgeted
+ * process's hits. Slot 0 is shared by every process without a slot of its own. Masked off
+ * before the cookie is read as an entry kind or a USDT spec. */
+#define ALLOC_COOKIE_SLOT_SHIFT 48
+#define ALLOC_COOKIE_ENTRY_MASK ((1ull << ALLOC_COOKIE_SLOT_SHIFT) - 1)
+#define ALLOC_HIT_SLOTS 4096
 
 /* What the continuous agent learns about processes from the kernel, through a ring buffer of
  * its own: every exec on the host (the agent decides from /proc whether the new image is a

@@ -168,8 +168,12 @@ static __always_inline void read_custom_labels(struct alloc_context *out, __u64 
 	out->bytes = off;
 }
 
+/* alloc.bpf.c: with only_caller, whether the process's memory is the caller's to read. */
+static __always_inline bool target_dumpable(void);
+
 /* Fills rec's context area from the current thread. Cheap when the process publishes
- * nothing: one hash lookup. */
+ * nothing: one hash lookup. With only_caller, a process that is not dumpable keeps its
+ * context, like its stack memory, to itself. */
 static __noinline void read_thread_context(struct alloc_context *out)
 {
 	struct task_struct *task;
@@ -180,7 +184,7 @@ static __noinline void read_thread_context(struct alloc_context *out)
 	out->kind = ALLOC_CONTEXT_NONE;
 	out->status = ALLOC_CONTEXT_OK;
 	out->bytes = 0;
-	if (!read_context)
+	if (!read_context || (only_caller && !target_dumpable()))
 		return;
 	proc = bpf_map_lookup_elem(&context_procs, &tgid);
 	if (!proc)

@@ -73,6 +73,7 @@ struct unwind_walk {
 			    return address: look it up as is rather than at ip - 1 */
 	bool bp_known;
 	bool truncated;
+	bool depth_cut; /* truncated with UNWIND_MAX_FRAMES frames and more to walk */
 };
 
 /* Binary searches run as bpf_loop callbacks: the verifier checks a callback once, where a
@@ -234,8 +235,10 @@ static long unwind_step(__u32 index, void *ctx)
 	__u64 lookup, cfa, ra, value;
 	__u32 n = w->n;
 
+	/* The loop's extra iteration: the last frame kept had a caller. */
 	if (n >= UNWIND_MAX_FRAMES) {
 		w->truncated = true;
+		w->depth_cut = true;
 		return 1;
 	}
 	((__u64 *)w->rec->stack_copy)[n & (UNWIND_MAX_FRAMES - 1)] = w->ip;
@@ -341,6 +344,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	rec->time_ns = bpf_ktime_get_ns();
 	rec->weighted_bytes = weighted_bytes;
 	rec->entry = entry;
+	track_live_sample(ctx, rec);
 	rec->caller_address = 0;
 	if (at_entry && !unwind_read(PT_REGS_SP(ctx), &rec->caller_address)) {
 		rec->caller_address = 0;
@@ -356,7 +360,9 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	rec->regs[ALLOC_REG_R14] = ctx->r14;
 	rec->regs[ALLOC_REG_R15] = ctx->r15;
 
-	bpf_loop(UNWIND_MAX_FRAMES, unwind_step, &w, 0);
+	/* One iteration more than frames kept: it tells a stack of exactly UNWIND_MAX_FRAMES
+	 * frames from a deeper one cut at the limit. */
+	bpf_loop(UNWIND_MAX_FRAMES + 1, unwind_step, &w, 0);
 
 	n = w.n;
 	if (n > UNWIND_MAX_FRAMES)
@@ -366,7 +372,8 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 		goto fallback;
 	read_thread_context(&rec->context); /* before the sequence check: it covers this too */
 	rec->stack_copy_bytes = n * sizeof(__u64);
-	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0);
+	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0) |
+		     (w.depth_cut ? ALLOC_SAMPLE_DEPTH_CUT : 0);
 	__sync_fetch_and_add(&counters.kernel_unwinds, 1);
 	if (w.truncated)
 		__sync_fetch_and_add(&counters.unwind_truncated, 1);

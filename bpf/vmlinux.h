@@ -61,6 +61,21 @@ struct cred {
 	kernel_cap_t cap_permitted;
 };
 
+/* A process's dumpable mode sits in the low two bits of mm_struct's flags: an unsigned long
+ * before Linux 6.18, the first word of a one-word bitmap (mm_flags_t) since. The two layouts
+ * are two flavours of mm_struct; the program asks which the kernel has
+ * (bpf_core_field_exists) and reads that one. */
+struct mm_struct;
+struct mm_struct___flags_word {
+	unsigned long flags;
+};
+struct mm_flags_bitmap {
+	unsigned long __mm_flags[1];
+};
+struct mm_struct___flags_bitmap {
+	struct mm_flags_bitmap flags;
+};
+
 /* x86-64: the thread pointer (%fs base) the task's TLS hangs from (context.bpf.h). */
 struct thread_struct {
 	unsigned long fsbase;
@@ -71,6 +86,7 @@ struct task_struct {
 	int tgid;
 	const struct cred *real_cred;
 	struct thread_struct thread;
+	struct mm_struct *mm;
 };
 
 /* What the in-kernel unwinder reads of a mapping it meets outside the process's list: the

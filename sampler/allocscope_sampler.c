@@ -40,6 +40,8 @@
 #include <unistd.h>
 
 #include "allocscope_sampler.h"
+#include "exact_count.h"
+#include "live_set.h"
 #include "sampling.h"
 #include "usdt.h"
 
@@ -456,6 +458,8 @@ static COLD void record_sample(void *ptr, size_t size)
 	double weighted = (double)bytes / probability;
 	uint64_t weighted_bytes = weighted < 1.8e19 ? (uint64_t)(weighted + 0.5) : UINT64_MAX;
 
+	if (live_set_wanted())
+		live_set_add(ptr); /* before the probe: its free may come at once */
 	ALLOCSCOPE_USDT3(otel_memory, alloc, ptr, size, weighted_bytes);
 	__atomic_fetch_add(&stat_sampled, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&stat_weighted_bytes, weighted_bytes, __ATOMIC_RELAXED);
@@ -575,6 +579,7 @@ static COLD void *arena_realloc(void *old, size_t size)
 
 EXPORT void *malloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(malloc)(size);
 	return malloc_slow(size);
@@ -584,6 +589,8 @@ EXPORT void free(void *ptr)
 {
 	if (UNLIKELY(in_arena(ptr)))
 		return;
+	if (UNLIKELY(live_set_may_hold(ptr)))
+		live_set_forget(ptr);
 	NEXT(free)(ptr);
 }
 
@@ -591,6 +598,7 @@ EXPORT void *calloc(size_t nmemb, size_t size)
 {
 	size_t total;
 
+	EXACT_COUNT_HOOK(__builtin_mul_overflow(nmemb, size, &total) ? 0 : counted_bytes(total));
 	if (LIKELY(!profiling()) || __builtin_mul_overflow(nmemb, size, &total) ||
 	    countdown_passes(total))
 		return NEXT(calloc)(nmemb, size);
@@ -602,6 +610,9 @@ static inline void *realloc_counted(void *ptr, size_t size)
 {
 	if (UNLIKELY(in_arena(ptr)))
 		return arena_realloc(ptr, size);
+	/* A tracked block reallocated is freed (and, if sampled, allocated again). */
+	if (UNLIKELY(live_set_may_hold(ptr)))
+		live_set_forget(ptr);
 	if (LIKELY(!profiling()) || (ptr && !size) || countdown_passes(size))
 		return NEXT(realloc)(ptr, size);
 	return realloc_slow(ptr, size);
@@ -609,6 +620,7 @@ static inline void *realloc_counted(void *ptr, size_t size)
 
 EXPORT void *realloc(void *ptr, size_t size)
 {
+	EXACT_COUNT_HOOK(ptr && !size ? 0 : counted_bytes(size));
 	return realloc_counted(ptr, size);
 }
 
@@ -623,11 +635,13 @@ EXPORT void *reallocarray(void *ptr, size_t nmemb, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
+	EXACT_COUNT_HOOK(ptr && !total ? 0 : counted_bytes(total));
 	return realloc_counted(ptr, total);
 }
 
 EXPORT void *memalign(size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(memalign)(align, size);
 	return aligned_slow(KIND_MEMALIGN, align, size);
@@ -635,6 +649,7 @@ EXPORT void *memalign(size_t align, size_t size)
 
 EXPORT void *aligned_alloc(size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(aligned_alloc)(align, size);
 	return aligned_slow(KIND_ALIGNED_ALLOC, align, size);
@@ -642,6 +657,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(posix_memalign)(out, align, size);
 	return posix_memalign_slow(out, align, size);
@@ -649,6 +665,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 
 EXPORT void *valloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(valloc)(size);
 	return aligned_slow(KIND_VALLOC, 0, size);
@@ -656,6 +673,7 @@ EXPORT void *valloc(size_t size)
 
 EXPORT void *pvalloc(size_t size)
 {
+	EXACT_COUNT_HOOK(counted_bytes(size));
 	if (LIKELY(!profiling()) || countdown_passes(size))
 		return NEXT(pvalloc)(size);
 	return aligned_slow(KIND_PVALLOC, 0, size);
@@ -670,11 +688,17 @@ EXPORT size_t malloc_usable_size(void *ptr)
 
 EXPORT void allocscope_sampler_stats(struct allocscope_sampler_stats *out)
 {
+	struct live_set_stats live;
+
 	if (!out)
 		return;
 	out->sampled = __atomic_load_n(&stat_sampled, __ATOMIC_RELAXED);
 	out->weighted_bytes = __atomic_load_n(&stat_weighted_bytes, __ATOMIC_RELAXED);
 	out->sample_rate = sample_rate;
+	live_set_stats(&live);
+	out->live_tracked = live.tracked;
+	out->live_overflow = live.overflow;
+	out->frees_fired = live.freed;
 }
 
 /* ---- Start-up ---- */
@@ -778,6 +802,7 @@ static void sampler_after_fork_in_child(void)
 {
 	rng_seeded = false;
 	bytes_left = 0;
+	live_set_after_fork();
 	__atomic_store_n(&stat_sampled, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&stat_weighted_bytes, 0, __ATOMIC_RELAXED);
 }
@@ -788,6 +813,7 @@ __attribute__((constructor)) static void sampler_init(void)
 
 	resolve_next_allocator();
 	read_sample_rate();
+	live_set_init();
 	pthread_atfork(NULL, NULL, sampler_after_fork_in_child);
 	/* Sampling without a profiler, for tests and for measuring the sampled path: hold one
 	 * reference on the semaphore ourselves. The kernel adds and removes its own on top. */

@@ -13,6 +13,10 @@ struct allocscope_sampler_stats {
 	uint64_t sampled;	 /* allocations that fired otel_memory:alloc */
 	uint64_t weighted_bytes; /* sum of their weighted_bytes: estimated bytes allocated */
 	uint64_t sample_rate;	 /* R, the mean number of bytes between samples */
+	/* In-use tracking (sampler/live_set.c), while a profiler listens to otel_memory:free: */
+	uint64_t live_tracked;	 /* sampled blocks tracked now (not yet freed) */
+	uint64_t live_overflow;	 /* sampled blocks not tracked: the set was full */
+	uint64_t frees_fired;	 /* otel_memory:free fired */
 };
 
 typedef void (*allocscope_sampler_stats_fn)(struct allocscope_sampler_stats *out);

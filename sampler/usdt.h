@@ -98,4 +98,14 @@
 		      "d"(allocscope_usdt_a3_));                                                   \
 	} while (0)
 
+/* Fires provider:name with one value (otel_memory:free(ptr)): argument string "8@%rdi". */
+#define ALLOCSCOPE_USDT1(provider, name, arg1)                                                     \
+	do {                                                                                       \
+		unsigned long long allocscope_usdt_a1_ = (unsigned long long)(arg1);               \
+		__asm__ __volatile__("990: .byte 0x0f, 0x1f, 0x44, 0x00, 0x00\n" ALLOCSCOPE_USDT_NOTE_( \
+					 provider, name, "8@%%rdi")                                \
+				     :                                                             \
+				     : "D"(allocscope_usdt_a1_));                                  \
+	} while (0)
+
 #endif

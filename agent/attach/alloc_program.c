@@ -3,7 +3,13 @@
  * one uprobe_multi link per process and one perf-event uprobe per entry point: each perf-event
  * uprobe costs two descriptors and, on detach, an RCU grace period (~80 ms here), so 7 entry
  * points took ~0.56 s to detach; a multi link costs one descriptor and one grace period. The
- * choice is made from what the kernel does, never from its version. */
+ * choice is made from what the kernel does, never from its version.
+ *
+ * In-use on the transparent path needs the pointer a sampled call returns: alloc_session, a
+ * session uprobe (Linux 6.13+), asks for the return of sampled calls only. libbpf 1.4 knows
+ * neither the attach type nor the link, so the program's expected attach type is set by number
+ * and its links are made with the bpf(2) syscall directly. Where the kernel refuses it, the
+ * program loads without it and transparent targets get allocation profiles only. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +20,7 @@
 #include <linux/bpf.h>
 #include <linux/capability.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "alloc_program.h"
@@ -32,10 +39,16 @@ struct alloc_program {
 	struct bpf_link *exec_link, *fork_link;
 	int n_cpus;
 	bool multi_links;           /* uprobe_multi links, else one perf-event uprobe per probe */
+	bool session_links;         /* --inuse and the kernel has session uprobes: entry points
+				       and frees in one alloc_session link per file */
 	/* The USDT argument specs written to the usdt_specs map so far, by index: processes
 	 * running the same sampler share one. */
 	struct usdt_probe_spec usdt_specs[ALLOC_MAX_USDT_SPECS];
 	uint32_t n_usdt_specs;
+	/* Overhead budget: probe_hits slots handed to processes (slot 0 is everyone else's),
+	 * and the hits of slots given back, which the total keeps. */
+	bool hit_slot_used[ALLOC_HIT_SLOTS];
+	uint64_t retired_hits;
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -114,7 +127,7 @@ static int check_privileges(char *err, size_t err_len)
  * whether alloc_multi is loaded too. On failure prog->skel may be left open: the caller
  * destroys it. */
 static int open_and_load(struct alloc_program *prog, const struct alloc_program_opts *opts,
-			 bool with_multi, char *err, size_t err_len)
+			 bool with_multi, bool with_session, char *err, size_t err_len)
 {
 	__u32 table[SAMPLING_TABLE_SIZE];
 	int ret;
@@ -146,6 +159,26 @@ static int open_and_load(struct alloc_program *prog, const struct alloc_program_
 	prog->skel->rodata->context_max_bytes = opts->context_max_bytes < ALLOC_CONTEXT_MAX_BYTES
 							? opts->context_max_bytes
 							: ALLOC_CONTEXT_MAX_BYTES;
+	prog->skel->rodata->track_live = opts->live_entries > 0;
+	prog->skel->rodata->track_returns = with_session;
+	/* alloc_session calls the session kfuncs, which the verifier allows only to a program
+	 * loaded as a session uprobe. */
+	ret = with_session ? bpf_program__set_expected_attach_type(
+				     prog->skel->progs.alloc_session,
+				     (enum bpf_attach_type)ALLOC_ATTACH_UPROBE_SESSION)
+			   : bpf_program__set_autoload(prog->skel->progs.alloc_session, false);
+	if (ret) {
+		snprintf(err, err_len, "cannot set up the session uprobe program: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	ret = bpf_map__set_max_entries(prog->skel->maps.live_allocs,
+				       opts->live_entries ? opts->live_entries : 1);
+	if (ret) {
+		snprintf(err, err_len, "cannot size the in-use tracking map to %u entries: %s",
+			 opts->live_entries, strerror(-ret));
+		return ret;
+	}
 	sampling_fill_log2_table(table);
 	memcpy((void *)prog->skel->rodata->log2_frac_q16, table, sizeof(table));
 	ret = bpf_map__set_max_entries(prog->skel->maps.samples, opts->ringbuf_bytes);
@@ -202,6 +235,47 @@ static bool kernel_has_multi_links(const struct alloc_program *prog)
 	return ret == -EBADF;
 }
 
+/* BPF_LINK_CREATE's attributes for a uprobe_multi or session link, as the kernel lays them out
+ * (union bpf_attr's link_create with its uprobe_multi member), which the installed UAPI
+ * headers and libbpf 1.4 cannot express for a session. The kernel zero-fills what it knows
+ * beyond the size given. */
+struct session_link_attr {
+	uint32_t prog_fd, target_fd, attach_type, flags;
+	uint64_t path, offsets, ref_ctr_offsets, cookies;
+	uint32_t cnt, multi_flags, pid, reserved;
+};
+
+static int create_session_link(const struct alloc_program *prog, pid_t pid, const char *path,
+			       const uint64_t *offsets, const uint64_t *cookies, size_t count)
+{
+	struct session_link_attr attr;
+	int fd;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = (uint32_t)bpf_program__fd(prog->skel->progs.alloc_session);
+	attr.attach_type = ALLOC_ATTACH_UPROBE_SESSION;
+	attr.path = (uint64_t)(uintptr_t)path;
+	attr.offsets = (uint64_t)(uintptr_t)offsets;
+	attr.cookies = (uint64_t)(uintptr_t)cookies;
+	attr.cnt = (uint32_t)count;
+	attr.pid = (uint32_t)pid;
+	fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	return fd < 0 ? -errno : fd;
+}
+
+/* As kernel_has_multi_links, for session links: "/" gets EBADF from a kernel that knows them. */
+static bool kernel_has_session_links(const struct alloc_program *prog)
+{
+	const uint64_t offset = 0, cookie = 0;
+	int fd = create_session_link(prog, 0, "/", &offset, &cookie, 1);
+
+	if (fd >= 0) {
+		close(fd);
+		return true;
+	}
+	return fd == -EBADF;
+}
+
 int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_program **out,
 			char *err, size_t err_len)
 {
@@ -226,13 +300,27 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 		snprintf(err, err_len, "cannot count this machine's CPUs: %s", strerror(-ret));
 		goto fail;
 	}
-	ret = open_and_load(prog, opts, true, err, err_len);
+	if (opts->live_entries) {
+		ret = open_and_load(prog, opts, true, true, err, err_len);
+		if (ret == 0 && kernel_has_multi_links(prog) && kernel_has_session_links(prog)) {
+			prog->multi_links = prog->session_links = true;
+			log_debug("in-use: one session uprobe link per probed file");
+			goto loaded;
+		}
+		/* Older kernels: in-use from cooperative targets only. */
+		log_warn("this kernel has no session uprobes (Linux 6.13 or newer): --inuse "
+			 "works only for targets that preload liballocscope-sampler.so; the "
+			 "others get allocation profiles");
+		alloc_bpf__destroy(prog->skel);
+		prog->skel = NULL;
+	}
+	ret = open_and_load(prog, opts, true, false, err, err_len);
 	if (ret) {
 		/* A kernel or verifier that refuses the multi program can still run the
 		 * per-layout ones: an object is loaded once, so start over without it. */
 		alloc_bpf__destroy(prog->skel);
 		prog->skel = NULL;
-		ret = open_and_load(prog, opts, false, err, err_len);
+		ret = open_and_load(prog, opts, false, false, err, err_len);
 		if (ret)
 			goto fail;
 		log_debug("the uprobe_multi program did not load: attaching one perf-event "
@@ -244,6 +332,7 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 					: "this kernel has no uprobe_multi links: attaching one "
 					  "perf-event uprobe per probe");
 	}
+loaded:
 	*out = prog;
 	return 0;
 fail:
@@ -325,6 +414,29 @@ int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const cha
 	return 0;
 }
 
+bool alloc_program__has_session(const struct alloc_program *prog)
+{
+	return prog->session_links;
+}
+
+int alloc_program__attach_session(struct alloc_program *prog, pid_t pid, const char *path,
+				  const uint64_t *offsets, const uint64_t *cookies, size_t count,
+				  int *link_fd)
+{
+	int fd;
+
+	*link_fd = -1;
+	if (!prog->session_links)
+		return -EOPNOTSUPP;
+	if (count == 0 || count > MULTI_MAX_OFFSETS || pid <= 0)
+		return -EINVAL;
+	fd = create_session_link(prog, pid, path, offsets, cookies, count);
+	if (fd < 0)
+		return fd;
+	*link_fd = fd;
+	return 0;
+}
+
 int alloc_program__usdt_spec(struct alloc_program *prog, const struct usdt_probe_spec *spec,
 			     uint64_t *cookie)
 {
@@ -385,18 +497,53 @@ void alloc_program__read_counters(const struct alloc_program *prog, struct alloc
 	memcpy(out, &prog->skel->bss->counters, sizeof(*out));
 }
 
-uint64_t alloc_program__probe_hits(const struct alloc_program *prog)
+uint64_t alloc_program__hit_slot_read(const struct alloc_program *prog, uint32_t slot)
 {
 	uint64_t per_cpu[prog->n_cpus];
-	uint32_t zero = 0;
 	uint64_t total = 0;
 
-	if (bpf_map__lookup_elem(prog->skel->maps.probe_hits, &zero, sizeof(zero), per_cpu,
+	if (bpf_map__lookup_elem(prog->skel->maps.probe_hits, &slot, sizeof(slot), per_cpu,
 				 sizeof(per_cpu), 0) != 0)
 		return 0;
 	for (int i = 0; i < prog->n_cpus; i++)
 		total += per_cpu[i];
 	return total;
+}
+
+uint64_t alloc_program__probe_hits(const struct alloc_program *prog)
+{
+	uint64_t total = prog->retired_hits + alloc_program__hit_slot_read(prog, 0);
+
+	for (uint32_t slot = 1; slot < ALLOC_HIT_SLOTS; slot++)
+		if (prog->hit_slot_used[slot])
+			total += alloc_program__hit_slot_read(prog, slot);
+	return total;
+}
+
+int alloc_program__hit_slot_new(struct alloc_program *prog, uint32_t *slot)
+{
+	uint64_t zeros[prog->n_cpus];
+
+	memset(zeros, 0, sizeof(zeros));
+	for (uint32_t i = 1; i < ALLOC_HIT_SLOTS; i++) {
+		if (prog->hit_slot_used[i])
+			continue;
+		if (bpf_map__update_elem(prog->skel->maps.probe_hits, &i, sizeof(i), zeros,
+					 sizeof(zeros), 0) != 0)
+			return -errno;
+		prog->hit_slot_used[i] = true;
+		*slot = i;
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+void alloc_program__hit_slot_free(struct alloc_program *prog, uint32_t slot)
+{
+	if (slot == 0 || slot >= ALLOC_HIT_SLOTS || !prog->hit_slot_used[slot])
+		return;
+	prog->retired_hits += alloc_program__hit_slot_read(prog, slot);
+	prog->hit_slot_used[slot] = false;
 }
 
 int alloc_program__watch_processes(struct alloc_program *prog, char *err, size_t err_len)
@@ -453,4 +600,75 @@ int alloc_program__set_context(struct alloc_program *prog, pid_t pid,
 					    where, sizeof(*where), BPF_ANY);
 	ret = bpf_map__delete_elem(prog->skel->maps.context_procs, &key, sizeof(key), 0);
 	return ret == -ENOENT ? 0 : ret;
+}
+
+bool alloc_program__tracks_live(const struct alloc_program *prog)
+{
+	return prog->skel->rodata->track_live;
+}
+
+int alloc_program__for_each_live(struct alloc_program *prog, alloc_live_fn fn, void *ctx)
+{
+	struct alloc_live_key key, next;
+	struct alloc_live value;
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs), visited = 0, ret;
+	const void *prev = NULL;
+
+	/* get_next_key from a key that was deleted meanwhile restarts at the first key: a
+	 * bound on the visits keeps a busy map from looping forever. */
+	for (uint64_t bound = 2ull * bpf_map__max_entries(prog->skel->maps.live_allocs) + 16;
+	     bound; bound--) {
+		ret = bpf_map_get_next_key(fd, prev, &next);
+		if (ret)
+			return ret == -ENOENT || errno == ENOENT ? visited : -errno;
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &value))
+			continue; /* freed meanwhile */
+		visited++;
+		if (fn(&key, &value, ctx))
+			break;
+	}
+	return visited;
+}
+
+size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid)
+{
+	struct alloc_live_key key, next, *doomed = NULL, *grown;
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs);
+	size_t n = 0, cap = 0, dropped = 0;
+	const void *prev = NULL;
+
+	if (!prog->skel->rodata->track_live)
+		return 0;
+	/* Keys first, deletes after: a deleted key cannot lead get_next_key on. */
+	for (uint64_t bound = 2ull * bpf_map__max_entries(prog->skel->maps.live_allocs) + 16;
+	     bound && bpf_map_get_next_key(fd, prev, &next) == 0; bound--) {
+		key = next;
+		prev = &key;
+		if (key.pid != (uint32_t)pid)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 256;
+			grown = realloc(doomed, cap * sizeof(*doomed));
+			if (!grown)
+				break;
+			doomed = grown;
+		}
+		doomed[n++] = key;
+	}
+	dropped = alloc_program__delete_live(prog, doomed, n);
+	free(doomed);
+	return dropped;
+}
+
+size_t alloc_program__delete_live(struct alloc_program *prog, const struct alloc_live_key *keys,
+				  size_t n)
+{
+	int fd = bpf_map__fd(prog->skel->maps.live_allocs);
+	size_t dropped = 0;
+
+	for (size_t i = 0; i < n; i++)
+		dropped += bpf_map_delete_elem(fd, &keys[i]) == 0;
+	return dropped;
 }

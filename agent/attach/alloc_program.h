@@ -30,6 +30,8 @@ struct alloc_program_opts {
 	uint32_t caller_uid, caller_gid;
 	bool read_context;           /* read the sampled thread's request context (issue 15) */
 	uint32_t context_max_bytes;  /* OTel attribute bytes copied, <= ALLOC_CONTEXT_MAX_BYTES */
+	uint32_t live_entries;       /* in-use tracking (--inuse): the live_allocs map's size;
+					0: no tracking (the program keeps no live set) */
 };
 
 /* Checks kernel support (BTF, uprobes), privileges, then opens and loads the program. On
@@ -56,6 +58,15 @@ bool alloc_program__has_multi(const struct alloc_program *prog);
 int alloc_program__attach_multi(struct alloc_program *prog, pid_t pid, const char *path,
 				const uint64_t *offsets, const uint64_t *semaphores,
 				const uint64_t *cookies, size_t count, struct bpf_link **link);
+/* In-use on the transparent path (live_entries > 0 and a kernel with session uprobes, Linux
+ * 6.13+): whether entry points go into one session link per file, which also takes the free
+ * probes (ALLOC_COOKIE_FREE cookies) and tracks the pointers sampled calls return. */
+bool alloc_program__has_session(const struct alloc_program *prog);
+/* As alloc_program__attach_multi, without semaphores, for a session link: 0 with *link_fd set
+ * (close() detaches) or -errno; -EOPNOTSUPP when the program has no session links. */
+int alloc_program__attach_session(struct alloc_program *prog, pid_t pid, const char *path,
+				  const uint64_t *offsets, const uint64_t *cookies, size_t count,
+				  int *link_fd);
 /* The cooperative path (otel_memory:alloc USDT). A probe site's argument spec goes into the
  * program's table once (identical specs share an entry; at most ALLOC_MAX_USDT_SPECS
  * distinct ones, then -ENOSPC); *cookie is what its probe must report. Without multi links a
@@ -73,8 +84,14 @@ uint32_t alloc_program__unwind_table_rows(const struct alloc_program *prog);
 int alloc_program__unwind_procs_fd(const struct alloc_program *prog);
 int alloc_program__unwind_files_fd(const struct alloc_program *prog);
 void alloc_program__read_counters(const struct alloc_program *prog, struct alloc_counters *out);
-/* Allocator calls that hit a probe, summed over CPUs. */
+/* Allocator calls that hit a probe, summed over CPUs (and hit slots). */
 uint64_t alloc_program__probe_hits(const struct alloc_program *prog);
+/* Overhead budget: a probe_hits slot of its own for one process (its probes' cookies carry
+ * it, process_probes__attach_with), zeroed; -ENOSPC when all ALLOC_HIT_SLOTS - 1 are
+ * taken. Its hits so far; giving it back (its hits stay in the total; 0 is ignored). */
+int alloc_program__hit_slot_new(struct alloc_program *prog, uint32_t *slot);
+uint64_t alloc_program__hit_slot_read(const struct alloc_program *prog, uint32_t slot);
+void alloc_program__hit_slot_free(struct alloc_program *prog, uint32_t slot);
 
 /* Continuous mode: attach the exec and fork tracepoints whose notices (struct process_event)
  * arrive through the ring buffer process_events_fd names. 0 or -errno with a sentence. */
@@ -87,5 +104,17 @@ int alloc_program__set_profiled(struct alloc_program *prog, pid_t pid, bool prof
  * NULL, forget it. 0 or -errno. */
 int alloc_program__set_context(struct alloc_program *prog, pid_t pid,
 			       const struct context_proc *where);
+/* In-use tracking (bpf/live.bpf.h). Whether the program keeps a live set (live_entries > 0). */
+bool alloc_program__tracks_live(const struct alloc_program *prog);
+/* Calls fn once for each tracked live allocation (a snapshot: entries added or freed while it
+ * runs may or may not be seen); fn returns 0 to go on. Returns the number visited or -errno. */
+typedef int (*alloc_live_fn)(const struct alloc_live_key *key, const struct alloc_live *value,
+			     void *ctx);
+int alloc_program__for_each_live(struct alloc_program *prog, alloc_live_fn fn, void *ctx);
+/* Drops pid's live entries (it exited, or left the targets). Returns how many. */
+size_t alloc_program__forget_live(struct alloc_program *prog, pid_t pid);
+/* Drops the n entries keys names (gone already: not an error). Returns how many went. */
+size_t alloc_program__delete_live(struct alloc_program *prog, const struct alloc_live_key *keys,
+				  size_t n);
 
 #endif

@@ -6,8 +6,9 @@
  * found by je_mallocx and _rjem_mallocx (Rust's tikv-jemallocator).
  *
  * Entry points: each allocator's table of names below, looked up in .dynsym/.symtab, merged by
- * address. Never probed: free and its relatives (an allocation profile does not need them),
- * functions that only ask (nallocx, malloc_usable_size), and strdup-like helpers.
+ * address. Never probed: functions that only ask (nallocx, malloc_usable_size), and
+ * strdup-like helpers. Free and its relatives only for in-use profiles on the transparent path
+ * (allocators__find_free_points), which must see the frees of the pointers they sampled.
  *
  * Double counting is ruled out by reading code: every entry point's body is decoded, and its
  * direct calls and jumps are resolved to addresses of other entry points, through PLT stubs
@@ -164,6 +165,66 @@ static const struct entry_symbol mimalloc_symbols[] = {
 	{ "mi_new_realloc", ALLOC_ENTRY_REALLOC_ANY },
 };
 
+/* ---- frees (in-use on the transparent path): the pointer is the first argument of each ---- */
+
+static const struct entry_symbol standard_free_symbols[] = {
+	{ "free", ALLOC_ENTRY_MALLOC },
+	{ "cfree", ALLOC_ENTRY_MALLOC },
+	{ "free_sized", ALLOC_ENTRY_MALLOC },
+	{ "free_aligned_sized", ALLOC_ENTRY_MALLOC },
+};
+
+/* Every replaceable global operator delete: plain, sized, aligned, nothrow. Probed only where
+ * an allocator defines its own (libstdc++'s call free, probed in the malloc's file). */
+static const struct entry_symbol delete_symbols[] = {
+	{ "_ZdlPv", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPv", ALLOC_ENTRY_MALLOC },
+	{ "_ZdlPvm", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPvm", ALLOC_ENTRY_MALLOC },
+	{ "_ZdlPvRKSt9nothrow_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPvRKSt9nothrow_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdlPvSt11align_val_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPvSt11align_val_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdlPvmSt11align_val_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPvmSt11align_val_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdlPvSt11align_val_tRKSt9nothrow_t", ALLOC_ENTRY_MALLOC },
+	{ "_ZdaPvSt11align_val_tRKSt9nothrow_t", ALLOC_ENTRY_MALLOC },
+};
+
+static const struct entry_symbol jemalloc_free_symbols[] = {
+	{ "free", ALLOC_ENTRY_MALLOC },
+	{ "dallocx", ALLOC_ENTRY_MALLOC },
+	{ "sdallocx", ALLOC_ENTRY_MALLOC },
+	{ "free_sized", ALLOC_ENTRY_MALLOC },
+	{ "free_aligned_sized", ALLOC_ENTRY_MALLOC },
+};
+
+static const struct entry_symbol tcmalloc_free_symbols[] = {
+	{ "tc_free", ALLOC_ENTRY_MALLOC },
+	{ "tc_cfree", ALLOC_ENTRY_MALLOC },
+	{ "tc_free_sized", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete_nothrow", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray_nothrow", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete_sized", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray_sized", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete_aligned", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray_aligned", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete_sized_aligned", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray_sized_aligned", ALLOC_ENTRY_MALLOC },
+	{ "tc_delete_aligned_nothrow", ALLOC_ENTRY_MALLOC },
+	{ "tc_deletearray_aligned_nothrow", ALLOC_ENTRY_MALLOC },
+};
+
+static const struct entry_symbol mimalloc_free_symbols[] = {
+	{ "mi_free", ALLOC_ENTRY_MALLOC },
+	{ "mi_cfree", ALLOC_ENTRY_MALLOC },
+	{ "mi_free_size", ALLOC_ENTRY_MALLOC },
+	{ "mi_free_aligned", ALLOC_ENTRY_MALLOC },
+	{ "mi_free_size_aligned", ALLOC_ENTRY_MALLOC },
+};
+
 /* Which names an allocator answers to: its own (after its prefix), and, when it owns malloc,
  * the standard ones and operator new it overrides. Overrides come first so that aliases read
  * "malloc/tc_malloc". */
@@ -212,6 +273,41 @@ static size_t tables_of(const struct allocator_id *id, struct name_table *out)
 	return n;
 }
 
+/* As tables_of, for the frees. */
+static size_t free_tables_of(const struct allocator_id *id, struct name_table *out)
+{
+	size_t n = 0;
+
+#define ADD_TABLE(t, with_prefix) \
+	out[n++] = (struct name_table){ t, sizeof(t) / sizeof(t[0]), with_prefix }
+	switch (id->family) {
+	case ALLOCATOR_GLIBC:
+		ADD_TABLE(standard_free_symbols, false);
+		break;
+	case ALLOCATOR_JEMALLOC:
+		if (id->owns_malloc)
+			ADD_TABLE(delete_symbols, false);
+		ADD_TABLE(jemalloc_free_symbols, true);
+		break;
+	case ALLOCATOR_TCMALLOC:
+	case ALLOCATOR_MIMALLOC:
+		if (id->owns_malloc) {
+			ADD_TABLE(standard_free_symbols, false);
+			ADD_TABLE(delete_symbols, false);
+		}
+		if (id->family == ALLOCATOR_TCMALLOC)
+			ADD_TABLE(tcmalloc_free_symbols, false);
+		else
+			ADD_TABLE(mimalloc_free_symbols, false);
+		break;
+	case ALLOCATOR_CXX_NEW:
+	case ALLOCATOR_UNRECOGNIZED:
+		break;
+	}
+#undef ADD_TABLE
+	return n;
+}
+
 const char *alloc_entry_name(enum alloc_entry entry)
 {
 	if ((unsigned)entry >= ALLOC_ENTRY__COUNT)
@@ -242,7 +338,8 @@ uint16_t alloc_entry_read_regs(enum alloc_entry entry)
 		/* The alignment too: it decides whether the call is malloc's to count. */
 		return rdi | rsi;
 	case ALLOC_ENTRY_POSIX_MEMALIGN:
-		return rsi | X86_REG_BIT(X86_RDX);
+		/* memptr too: in-use reads the pointer from it at the return. */
+		return rdi | rsi | X86_REG_BIT(X86_RDX);
 	case ALLOC_ENTRY_CALLOC:
 		return rdi | rsi;
 	case ALLOC_ENTRY_REALLOC:
@@ -866,6 +963,43 @@ int allocators__find_entry_points(struct elf_file *f, const struct allocator_id 
 	}
 	*count = s->n;
 out:
+	got_names_free(&s->got);
+	free(s);
+	return ret;
+}
+
+int allocators__find_free_points(struct elf_file *f, const struct allocator_id *ids, size_t n_ids,
+				 struct entry_point *out, size_t max, size_t *count)
+{
+	struct search *s = calloc(1, sizeof(*s));
+	int ret = 0;
+
+	*count = 0;
+	if (!s)
+		return -ENOMEM;
+	s->f = f;
+	s->points = out;
+	s->max = max;
+	for (size_t k = 0; k < n_ids && ret == 0; k++) {
+		struct name_table tables[MAX_TABLES];
+		size_t n_tables = free_tables_of(&ids[k], tables);
+		char allocator[40];
+
+		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
+		for (size_t t = 0; t < n_tables && ret == 0; t++)
+			ret = add_table(s, tables[t].symbols, tables[t].count, &ids[k],
+					tables[t].prefixed ? ids[k].prefix : "", allocator);
+	}
+	if (ret == 0) {
+		/* Placement only: frees never count allocations, so no double-count rule. */
+		for (size_t i = 0; i < s->n; i++) {
+			examine(s, i);
+			out[i].frees = true;
+			out[i].probed = true;
+			out[i].relayed_alignment = 0;
+		}
+		*count = s->n;
+	}
 	got_names_free(&s->got);
 	free(s);
 	return ret;

@@ -63,6 +63,8 @@ struct entry_point {
 				       to the probed malloc named in relayed_to, which counts
 				       them (glibc: 16); 0 when none are */
 	char relayed_to[64];
+	bool frees;		  /* a free (allocators__find_free_points): entry is only its
+				     argument layout, the pointer first */
 };
 
 /* The attach cookie of a probed entry point: its kind and relayed alignment, as
@@ -91,6 +93,13 @@ const struct allocator_id *file_allocators__malloc_owner(const struct file_alloc
  * fit, -ENOMEM. An entry point whose code cannot be read is probed at its entry. */
 int allocators__find_entry_points(struct elf_file *f, const struct allocator_id *ids,
 				  size_t n_ids, struct entry_point *out, size_t max, size_t *count);
+
+/* In-use on the transparent path: the frees of the n_ids allocators ids (free, cfree,
+ * free_sized, operator delete where the allocator defines its own, jemalloc's sdallocx and
+ * dallocx, tcmalloc's and mimalloc's own names), merged by address, each with its probe
+ * placement and frees set, into out[max]. Returns 0 with *count set, -E2BIG, -ENOMEM. */
+int allocators__find_free_points(struct elf_file *f, const struct allocator_id *ids, size_t n_ids,
+				 struct entry_point *out, size_t max, size_t *count);
 
 /* The double-count rule on its own, for tests. calls[i] describes entry point i: its kind and
  * what its body reaches by a direct call or jump. A realloc-layout entry (given as

@@ -8,7 +8,7 @@
 
 struct alloc_program;
 
-/* Nanoseconds per probe hit (trap, program, countdown), the median of a few rounds. Takes
+/* Nanoseconds per probe hit (trap, program, countdown), the fastest of a few rounds. Takes
  * ~20 ms. Returns 0 or -errno; the program's probe-hit counter includes the calibration's
  * hits (read it before and after). */
 int probe_cost__measure(struct alloc_program *prog, double *ns_per_hit);

@@ -51,6 +51,7 @@ struct usdt_candidate {
 	char open_path[PATH_MAX + 32];
 	uint64_t offsets[MAX_USDT_SITES], semaphores[MAX_USDT_SITES];
 	struct usdt_probe_spec specs[MAX_USDT_SITES];
+	bool is_free[MAX_USDT_SITES]; /* an otel_memory:free site (in-use tracking) */
 	size_t n_sites;
 };
 
@@ -60,11 +61,16 @@ struct probed_file {
 	size_t first, count;        /* its probes: probes[first, first + count) */
 	size_t first_skipped, n_skipped; /* its unprobed entry points in skipped[] */
 	struct bpf_link *multi_link; /* the uprobe_multi link serving its probes, or NULL */
+	int session_fd;             /* --inuse on a kernel with session uprobes: the session link
+				       serving its probes and frees instead (-1: none) */
 };
 
 struct process_probes {
 	pid_t pid;
+	bool inuse;                 /* in-use tracking for this process (frees, returns) */
 	bool cooperative;           /* probes on otel_memory:alloc sites, not entry points */
+	uint32_t hit_slot;          /* entry points count their hits in this probe_hits slot */
+	bool paused;                /* links detached by process_probes__pause */
 	struct probed_file files[MAX_FILES];
 	size_t n_files;
 	struct attached_probe *probes;
@@ -88,6 +94,7 @@ struct candidates {
 	size_t count;
 	struct usdt_candidate usdt[MAX_FILES];
 	size_t n_usdt;
+	bool want_free; /* the program tracks live allocations: otel_memory:free sites too */
 	/* The first file that could not be opened, and why: when no malloc is found, that is
 	 * the likelier reason (no ptrace access to the process) than a stripped binary. */
 	int open_error;
@@ -130,6 +137,24 @@ static bool find_usdt_sites(struct candidates *c, const char *path, const char *
 		}
 		cand->offsets[cand->n_sites] = probe->file_offset;
 		cand->semaphores[cand->n_sites] = probe->semaphore_offset;
+		cand->is_free[cand->n_sites] = false;
+		cand->n_sites++;
+	}
+	/* In-use: the frees of the sampled pointers, otel_memory:free(ptr). */
+	probe = NULL;
+	while (c->want_free && cand->n_sites &&
+	       (probe = usdt_notes__find(notes, "otel_memory", "free", probe)) &&
+	       cand->n_sites < MAX_USDT_SITES) {
+		char why[256];
+
+		if (usdt_probe__spec(probe, 1, &cand->specs[cand->n_sites], why, sizeof(why))) {
+			log_debug("%s: otel_memory:free at 0x%llx is not used: %s", path,
+				  (unsigned long long)probe->file_offset, why);
+			continue;
+		}
+		cand->offsets[cand->n_sites] = probe->file_offset;
+		cand->semaphores[cand->n_sites] = probe->semaphore_offset;
+		cand->is_free[cand->n_sites] = true;
 		cand->n_sites++;
 	}
 	usdt_notes__free(notes);
@@ -411,6 +436,19 @@ static int attach_file(struct alloc_program *prog, struct process_probes *probes
 	uint64_t cookies[ALLOCATORS_MAX_ENTRY_POINTS];
 	int ret;
 
+	/* USDT sites (cooperative) stay on alloc_multi: their pointers come with the sample. */
+	if (alloc_program__has_session(prog) && probes->inuse &&
+	    probes->probes[file->first].point.entry != ALLOC_ENTRY_USDT_ALLOC) {
+		for (size_t i = 0; i < file->count; i++) {
+			offsets[i] = probe_offset(&probes->probes[file->first + i].point);
+			cookies[i] = probes->probes[file->first + i].cookie;
+		}
+		ret = alloc_program__attach_session(prog, probes->pid, open_path, offsets, cookies,
+						    file->count, &file->session_fd);
+		if (ret)
+			return attach_error(ret, probes, file, NULL, err, err_len);
+		return 0;
+	}
 	if (alloc_program__has_multi(prog)) {
 		for (size_t i = 0; i < file->count; i++) {
 			offsets[i] = probe_offset(&probes->probes[file->first + i].point);
@@ -453,12 +491,12 @@ static void describe_ids(const struct allocator_id *ids, size_t n, char *buf, si
 static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		    struct candidate *cand, bool wins, char *err, size_t err_len)
 {
-	struct entry_point points[ALLOCATORS_MAX_ENTRY_POINTS];
+	struct entry_point points[ALLOCATORS_MAX_ENTRY_POINTS], frees[ALLOCATORS_MAX_ENTRY_POINTS];
 	struct allocator_id ids[ALLOCATORS_MAX_PER_FILE];
 	struct attached_probe *grown_probes;
 	struct entry_point *grown_skipped;
 	struct probed_file *file;
-	size_t n_ids = 0, n_points, n_probed = 0;
+	size_t n_ids = 0, n_points, n_probed = 0, n_frees = 0;
 	int ret;
 
 	for (size_t i = 0; i < cand->set.count; i++)
@@ -479,8 +517,19 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		return 0; /* e.g. libstdc++: its operator new calls malloc */
 	if (probes->n_files == MAX_FILES)
 		return 0;
+	/* In-use on the transparent path: the frees go into the same session link. */
+	if (alloc_program__has_session(prog) && probes->inuse) {
+		ret = allocators__find_free_points(cand->elf, ids, n_ids, frees,
+						   ALLOCATORS_MAX_ENTRY_POINTS - n_probed, &n_frees);
+		if (ret) {
+			snprintf(err, err_len, "cannot find the free functions in %s: %s",
+				 cand->path, strerror(-ret));
+			return ret;
+		}
+	}
 
-	grown_probes = realloc(probes->probes, (probes->count + n_probed) * sizeof(*grown_probes));
+	grown_probes = realloc(probes->probes,
+			       (probes->count + n_probed + n_frees) * sizeof(*grown_probes));
 	if (!grown_probes)
 		return -ENOMEM;
 	probes->probes = grown_probes;
@@ -493,6 +542,7 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 	file = &probes->files[probes->n_files++];
 	memset(file, 0, sizeof(*file));
 	file->multi_link = NULL;
+	file->session_fd = -1;
 	snprintf(file->path, sizeof(file->path), "%s", cand->path);
 	file->first = probes->count;
 	file->first_skipped = probes->n_skipped;
@@ -500,7 +550,9 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 		if (points[i].probed) {
 			probes->probes[probes->count].point = points[i];
 			probes->probes[probes->count].link = NULL;
-			probes->probes[probes->count].cookie = entry_point__cookie(&points[i]);
+			probes->probes[probes->count].cookie =
+				entry_point__cookie(&points[i]) |
+				(uint64_t)probes->hit_slot << ALLOC_COOKIE_SLOT_SHIFT;
 			probes->probes[probes->count].semaphore_offset = 0;
 			probes->count++;
 			file->count++;
@@ -508,6 +560,15 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 			probes->skipped[probes->n_skipped++] = points[i];
 			file->n_skipped++;
 		}
+	}
+	for (size_t i = 0; i < n_frees; i++) {
+		probes->probes[probes->count] = (struct attached_probe){
+			.point = frees[i],
+			.cookie = ALLOC_COOKIE_FREE |
+				  (uint64_t)probes->hit_slot << ALLOC_COOKIE_SLOT_SHIFT,
+		};
+		probes->count++;
+		file->count++;
 	}
 	/* Name only the allocators that have probes here. */
 	{
@@ -533,8 +594,11 @@ static int add_file(struct alloc_program *prog, struct process_probes *probes,
 /* Detaches and forgets every probe of probes, keeping the struct for another attempt. */
 static void release_probes(struct process_probes *probes)
 {
-	for (size_t i = 0; i < probes->n_files; i++)
+	for (size_t i = 0; i < probes->n_files; i++) {
 		bpf_link__destroy(probes->files[i].multi_link);
+		if (probes->files[i].session_fd >= 0)
+			close(probes->files[i].session_fd);
+	}
 	for (size_t i = 0; i < probes->count; i++)
 		bpf_link__destroy(probes->probes[i].link);
 	free(probes->probes);
@@ -592,6 +656,7 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 
 		memset(file, 0, sizeof(*file));
 		file->multi_link = NULL;
+		file->session_fd = -1;
 		snprintf(file->path, sizeof(file->path), "%s", cand->path);
 		snprintf(file->allocators, sizeof(file->allocators),
 			 "otel_memory:alloc USDT, cooperative sampling");
@@ -607,8 +672,10 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 				return ret;
 			}
 			probe->point.entry = ALLOC_ENTRY_USDT_ALLOC;
+			if (cand->is_free[i])
+				probe->cookie |= ALLOC_COOKIE_USDT_FREE;
 			snprintf(probe->point.names, sizeof(probe->point.names),
-				 "otel_memory:alloc");
+				 cand->is_free[i] ? "otel_memory:free" : "otel_memory:alloc");
 			snprintf(probe->point.allocator, sizeof(probe->point.allocator),
 				 "otel_memory");
 			probe->point.file_offset = cand->offsets[i];
@@ -630,6 +697,15 @@ static int attach_usdt_files(struct alloc_program *prog, struct process_probes *
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len)
 {
+	const struct process_probes_opts opts = { .inuse = alloc_program__tracks_live(prog) };
+
+	return process_probes__attach_with(prog, pid, command, &opts, out, err, err_len);
+}
+
+int process_probes__attach_with(struct alloc_program *prog, pid_t pid, const char *command,
+				const struct process_probes_opts *opts, struct process_probes **out,
+				char *err, size_t err_len)
+{
 	struct candidates *cands;
 	bool winner[MAX_FILES], dynamic = false;
 	struct process_probes *probes;
@@ -645,6 +721,9 @@ int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *co
 		return -ENOMEM;
 	}
 	probes->pid = pid;
+	probes->inuse = opts->inuse && alloc_program__tracks_live(prog);
+	cands->want_free = probes->inuse;
+	probes->hit_slot = opts->hit_slot;
 	if (command)
 		ret = files_of_command(pid, command, cands, &dynamic, err, err_len);
 	else
@@ -716,6 +795,67 @@ void process_probes__free(struct process_probes *probes)
 	free(probes);
 }
 
+/* ---- duty cycle (overhead budget) ---------------------------------------------------- */
+
+int process_probes__pause(struct process_probes *probes, struct process_probes **detached)
+{
+	struct process_probes *husk;
+
+	*detached = NULL;
+	if (probes->paused)
+		return 0;
+	husk = calloc(1, sizeof(*husk));
+	if (!husk)
+		return -ENOMEM;
+	/* The husk holds only the links: its files and probes are copies whose links move. */
+	husk->pid = probes->pid;
+	husk->n_files = probes->n_files;
+	for (size_t i = 0; i < probes->n_files; i++) {
+		husk->files[i].multi_link = probes->files[i].multi_link;
+		probes->files[i].multi_link = NULL;
+	}
+	husk->probes = calloc(probes->count ? probes->count : 1, sizeof(*husk->probes));
+	if (!husk->probes) {
+		for (size_t i = 0; i < probes->n_files; i++)
+			probes->files[i].multi_link = husk->files[i].multi_link;
+		free(husk);
+		return -ENOMEM;
+	}
+	husk->count = probes->count;
+	for (size_t i = 0; i < probes->count; i++) {
+		husk->probes[i].link = probes->probes[i].link;
+		probes->probes[i].link = NULL;
+	}
+	probes->paused = true;
+	*detached = husk;
+	return 0;
+}
+
+int process_probes__resume(struct alloc_program *prog, struct process_probes *probes, char *err,
+			   size_t err_len)
+{
+	char open_path[PATH_MAX + 32];
+	int ret;
+
+	if (!probes->paused)
+		return 0;
+	for (size_t i = 0; i < probes->n_files; i++) {
+		root_path(probes->pid, probes->files[i].path, open_path, sizeof(open_path));
+		ret = attach_file(prog, probes, &probes->files[i], open_path, err, err_len);
+		if (ret) {
+			/* Whatever did attach stays; a later pause detaches it. */
+			return ret;
+		}
+	}
+	probes->paused = false;
+	return 0;
+}
+
+bool process_probes__paused(const struct process_probes *probes)
+{
+	return probes->paused;
+}
+
 size_t process_probes__count(const struct process_probes *probes)
 {
 	return probes->count;
@@ -726,7 +866,9 @@ size_t process_probes__links(const struct process_probes *probes)
 	size_t n = 0;
 
 	for (size_t i = 0; i < probes->n_files; i++)
-		n += probes->files[i].multi_link ? 1 : probes->files[i].count;
+		n += probes->files[i].multi_link || probes->files[i].session_fd >= 0
+			     ? 1
+			     : probes->files[i].count;
 	return n;
 }
 
@@ -783,13 +925,16 @@ void process_probes__describe(const struct process_probes *probes, FILE *out)
 
 		fprintf(out, "  %s (%s): %zu probes, %s\n", log_escaped(path, file->path),
 			file->allocators, file->count,
-			file->multi_link ? "one uprobe_multi link" : "one link each");
+			file->session_fd >= 0 ? "one session uprobe link (in-use)"
+			: file->multi_link    ? "one uprobe_multi link"
+					      : "one link each");
 		for (size_t i = file->first; i < file->first + file->count; i++) {
 			const struct entry_point *point = &probes->probes[i].point;
 
 			fprintf(out, "    %-24s %-14s +%-3u %-20s %s%s\n",
 				log_escaped(names, point->names),
-				alloc_entry_name(point->entry), point->placement.offset,
+				point->frees ? "free" : alloc_entry_name(point->entry),
+				point->placement.offset,
 				point->placement.insn_desc,
 				point->placement.emulated ? "emulated" : "single-stepped: ",
 				point->placement.emulated ? "" : point->placement.reason);
@@ -804,4 +949,13 @@ void process_probes__describe(const struct process_probes *probes, FILE *out)
 				log_escaped(names, probes->skipped[i].names),
 				log_escaped(counted_by, probes->skipped[i].counted_by));
 	}
+}
+
+size_t process_probes__frees(const struct process_probes *probes)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < probes->count; i++)
+		n += probes->probes[i].point.frees;
+	return n;
 }

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -29,6 +30,29 @@ struct process_probes;
  *   stripped static binary); others: the attach itself failed. */
 int process_probes__attach(struct alloc_program *prog, pid_t pid, const char *command,
 			   struct process_probes **out, char *err, size_t err_len);
+/* What process_probes__attach_with can change from process_probes__attach's defaults. */
+struct process_probes_opts {
+	/* In-use tracking (free probes, the session link) for this process: the continuous
+	 * agent's per-rule `inuse`; only when the program tracks live allocations.
+	 * process_probes__attach: alloc_program__tracks_live(prog). */
+	bool inuse;
+	/* The overhead budget: the probes' hits counted in this probe_hits slot
+	 * (alloc_program__hit_slot_new; 0: the shared slot). A cooperative process's USDT
+	 * probes always count in slot 0: they are never under a budget. */
+	uint32_t hit_slot;
+};
+int process_probes__attach_with(struct alloc_program *prog, pid_t pid, const char *command,
+				const struct process_probes_opts *opts, struct process_probes **out,
+				char *err, size_t err_len);
+/* The overhead budget's duty cycle. Pause moves every link into *detached, a probes object
+ * holding only links, for the caller to free off its loop (detach_queue__push: each link's
+ * detach waits for an RCU grace period); the probes' files and offsets stay. Resume attaches
+ * them again (-errno with a sentence in err; -ESRCH when the process is gone). Both do nothing
+ * when already in that state. */
+int process_probes__pause(struct process_probes *probes, struct process_probes **detached);
+int process_probes__resume(struct alloc_program *prog, struct process_probes *probes, char *err,
+			   size_t err_len);
+bool process_probes__paused(const struct process_probes *probes);
 /* Detaches every probe; accepts NULL. */
 void process_probes__free(struct process_probes *probes);
 
@@ -58,5 +82,7 @@ size_t process_probes__on_nop5(const struct process_probes *probes);
 /* Per file, one line per probe (entry names, offset, instruction, and why when not emulated),
  * then the entry points left unprobed and the function that counts for each. */
 void process_probes__describe(const struct process_probes *probes, FILE *out);
+/* Of the probes, those on frees (in-use on the transparent path, session links). */
+size_t process_probes__frees(const struct process_probes *probes);
 
 #endif

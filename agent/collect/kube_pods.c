@@ -121,6 +121,7 @@ struct container_entry {
 	char id[CONTAINER_ID_HEX];
 	const char *name;
 	size_t pod; /* index into pods */
+	const char *image; /* status image; NULL when absent */
 };
 
 struct pod_snapshot {
@@ -739,7 +740,8 @@ static const char *id_of_container_ref(const char *ref)
 	return id;
 }
 
-static int add_container(struct pod_list_reader *list, const char *id, const char *name)
+static int add_container(struct pod_list_reader *list, const char *id, const char *name,
+			 const char *image)
 {
 	struct pod_snapshot *snapshot = list->snapshot;
 	struct container_entry *entry;
@@ -751,14 +753,15 @@ static int add_container(struct pod_list_reader *list, const char *id, const cha
 	memcpy(entry->id, id, CONTAINER_ID_HEX);
 	entry->name = name;
 	entry->pod = snapshot->n_pods;
+	entry->image = image;
 	return 0;
 }
 
-/* One element of status.containerStatuses (or init-, ephemeral-): {name, containerID}. */
+/* One element of status.containerStatuses (or init-, ephemeral-): {name, containerID, image}. */
 static int read_container_status(struct pod_list_reader *list, size_t *n_in_pod)
 {
 	struct json_reader *r = &list->json;
-	const char *name = NULL, *ref = NULL, *id;
+	const char *name = NULL, *ref = NULL, *image = NULL, *id;
 	bool first = true;
 	unsigned seen = 0;
 	char key[32];
@@ -772,6 +775,9 @@ static int read_container_status(struct pod_list_reader *list, size_t *n_in_pod)
 		} else if (strcmp(key, "containerID") == 0) {
 			if (first_time(r, &seen, 2))
 				read_kept_string(list, &ref);
+		} else if (strcmp(key, "image") == 0) {
+			if (first_time(r, &seen, 4))
+				read_kept_string(list, &image);
 		} else {
 			json_skip_value(r);
 		}
@@ -785,7 +791,7 @@ static int read_container_status(struct pod_list_reader *list, size_t *n_in_pod)
 		return 0;
 	if (++*n_in_pod > MAX_CONTAINERS_PER_POD)
 		return json_fail(r, "more than 1024 containers in one pod");
-	return add_container(list, id, name);
+	return add_container(list, id, name, image);
 }
 
 static int read_container_statuses(struct pod_list_reader *list, size_t *n_in_pod)
@@ -1478,8 +1484,11 @@ static struct kube_container *copy_container(const struct pod_entry *pod,
 	struct kube_label *labels;
 	char *text;
 
+	const char *image = container->image ? container->image : "";
+
 	size += strlen(pod->namespace_name) + strlen(pod->name) + strlen(pod->uid) +
 		strlen(container->name) + strlen(pod->node) + service_len + 6;
+	size += strlen(image) + 1;
 	for (size_t i = 0; i < pod->n_labels; i++)
 		size += strlen(pod->labels[i].key) + strlen(pod->labels[i].value) + 2;
 	copy = malloc(size);
@@ -1509,6 +1518,7 @@ static struct kube_container *copy_container(const struct pod_entry *pod,
 		PUT(labels[i].key, pod->labels[i].key);
 		PUT(labels[i].value, pod->labels[i].value);
 	}
+	PUT(copy->image, image);
 #undef PUT
 	copy->labels = labels;
 	copy->n_labels = pod->n_labels;

@@ -59,6 +59,9 @@ struct kube_container {
 	const char *service_name;
 	const struct kube_label *labels; /* the pod's labels, sorted by key */
 	size_t n_labels;
+	/* The container's image as its status reports it ("ghcr.io/acme/app:2.14"); "" when
+	 * not reported. For the service_version label (collect/service_version.h). */
+	const char *image;
 };
 
 struct kube_pods_stats {

@@ -136,6 +136,29 @@ bool target_rules__match(const struct target_rules *rules, const struct process_
 	return true;
 }
 
+const struct target_rule *target_rules__matching_rule(const struct target_rules *rules,
+						      const struct process_info *process)
+{
+	char service[8];
+
+	if (!target_rules__match(rules, process, service, sizeof(service)))
+		return NULL;
+	for (size_t i = 0; i < rules->n_include; i++) {
+		if (rule_matches(&rules->include[i], process))
+			return &rules->include[i];
+	}
+	return NULL;
+}
+
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rule_matches(&rules->include[i], process))
+			return rules->include[i].max_cpu_percent;
+	return 0;
+}
+
 void target_rules__default_service(const struct process_info *process, char *service,
 				   size_t len)
 {
@@ -184,6 +207,10 @@ void target_rules__free_list(struct target_rule *rules, size_t n)
 		free(rules[i].namespace_name);
 		free(rules[i].pod_label);
 		free(rules[i].container);
+		free(rules[i].version);
+		free(rules[i].repository);
+		free(rules[i].git_ref);
+		free(rules[i].root_path);
 	}
 	free(rules);
 }
@@ -198,4 +225,20 @@ void target_rules__clear(struct target_rules *rules)
 	rules->n_include = 0;
 	rules->exclude = NULL;
 	rules->n_exclude = 0;
+}
+
+bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rule_matches(&rules->include[i], process))
+			return rules->include[i].inuse;
+	return false;
+}
+
+bool target_rules__any_inuse(const struct target_rules *rules)
+{
+	for (size_t i = 0; i < rules->n_include; i++)
+		if (rules->include[i].inuse)
+			return true;
+	return false;
 }

@@ -25,6 +25,18 @@ struct target_rule {
 	char *pod_label;      /* "KEY=VALUE": the pod has label KEY (exact) and its value matches
 				 the fnmatch(3) glob VALUE; the loader checks the form */
 	char *container;      /* fnmatch(3) glob on the container's name in the pod spec */
+	/* Labels of what the rule's processes run (include rules only; NULL: none). version
+	 * goes first in the service_version order (collect/service_version.h); repository,
+	 * git_ref and root_path become service_repository, service_git_ref and
+	 * service_root_path, the labels Pyroscope's source code integration reads. */
+	char *version;
+	char *repository;
+	char *git_ref;
+	char *root_path;
+	bool inuse;           /* include rules: in-use profiles for the processes it matches */
+	/* Not a matcher: the overhead budget (percent) of the processes this include rule
+	 * matches; 0: the host-wide overhead.max_cpu_percent; -1: none. */
+	double max_cpu_percent;
 };
 
 struct target_rules {
@@ -39,6 +51,21 @@ struct target_rules {
  * `service`, else target_rules__default_service. */
 bool target_rules__match(const struct target_rules *rules, const struct process_info *process,
 			 char *service, size_t len);
+
+/* The include rule that takes the process (the first that matches), when it is a target and
+ * there are include rules; NULL otherwise. Same decision as target_rules__match. */
+const struct target_rule *target_rules__matching_rule(const struct target_rules *rules,
+						      const struct process_info *process);
+/* Whether a target's in-use profiles are on: its first matching include rule says inuse
+ * (false without include rules). The rest of the decision is target_rules__match's. */
+bool target_rules__inuse(const struct target_rules *rules, const struct process_info *process);
+/* Whether any include rule asks for in-use profiles (the agent then tracks live allocations). */
+bool target_rules__any_inuse(const struct target_rules *rules);
+/* The overhead budget the first matching include rule sets for a target: its
+ * max_cpu_percent (-1: none), or 0 when it sets none (or no include rule matches): the
+ * host-wide overhead.max_cpu_percent applies. */
+double target_rules__max_cpu_percent(const struct target_rules *rules,
+				     const struct process_info *process);
 
 /* The service name a process gets when no rule names one: for a process in a known pod, the
  * pod's service name (its pyroscope.io/service_name annotation, else NAMESPACE/CONTAINER);

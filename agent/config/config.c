@@ -22,6 +22,7 @@
 #include "collect/kube_pods.h"
 #include "config/config.h"
 #include "config/units.h"
+#include "profile/label_limits.h"
 #include "util/grow.h"
 #include "util/small_file.h"
 
@@ -73,6 +74,9 @@ enum key_type {
 	KEY_NODE_NAME, /* a Kubernetes node name (a DNS subdomain), or "" */
 	KEY_POD_LABEL, /* "KEY=VALUE": a Kubernetes label key, '=', a glob on the value */
 	KEY_LISTEN,    /* "" or HOST:PORT as the metrics server takes it (listen_problem) */
+	KEY_LABEL_NAME,  /* "" or a label name as profiles.labels takes it (label_name_refused) */
+	KEY_LABEL_NAMES, /* a list of label names: pointer and count as for KEY_RULES */
+	KEY_PERCENT,   /* "none" (-1) or a percentage 0.01 .. 100, "%" optional; a double */
 };
 
 enum key_flags {
@@ -139,6 +143,8 @@ _Static_assert(CONFIG_MAX_STATIC_LABELS + 4 + 4 <= PYROSCOPE_MAX_LABELS,
 
 /* The one definition of every setting's name, default and range, for the file and (with .flag)
  * the command line alike. */
+static bool label_name_refused(const char *name, const char *quoted, char *why, size_t len);
+
 static const struct config_key agent_keys[] = {
 	{ "sampling.rate", KEY_SIZE, .min = 1, .max = SAMPLING_MAX_RATE,
 	  .default_text = SAMPLING_DEFAULT_RATE_TEXT,
@@ -155,6 +161,8 @@ static const struct config_key agent_keys[] = {
 	  CONFIG_FIELD(sampling.ringbuf_bytes), .flag = "ringbuf-size",
 	  .noun = "ring buffer size",
 	  .range_why = "the smallest holds one sample with the largest stack copy" },
+	{ "sampling.unwind_table_size", KEY_SIZE, .min = 1 * MIB, .max = 1 * GIB,
+	  .default_text = "16MiB", CONFIG_FIELD(sampling.unwind_table_bytes) },
 	{ "targets.include", KEY_RULES, CONFIG_ARRAY(targets.include, targets.n_include) },
 	{ "targets.exclude", KEY_RULES, KEY_EXCLUDE_RULES,
 	  CONFIG_ARRAY(targets.exclude, targets.n_exclude) },
@@ -195,6 +203,21 @@ static const struct config_key agent_keys[] = {
 	  .default_text = KUBE_PODS_DEFAULT_TOKEN_PATH, CONFIG_FIELD(kubernetes.token_path) },
 	{ "kubernetes.ca_path", KEY_ABS_PATH, .default_text = KUBE_PODS_DEFAULT_CA_PATH,
 	  CONFIG_FIELD(kubernetes.ca_path) },
+	/* Issue 15: versions and per-sample labels (profile/label_limits.h). */
+	{ "profiles.version_label", KEY_LABEL_NAME, .default_text = "service_version",
+	  CONFIG_FIELD(version_label) },
+	{ "sample_labels.keys", KEY_LABEL_NAMES,
+	  CONFIG_ARRAY(sample_labels.keys, sample_labels.n_keys) },
+	{ "sample_labels.max_keys", KEY_UINT, .min = 1, .max = LABEL_LIMITS_MAX_KEYS,
+	  .default_text = "8", CONFIG_FIELD(sample_labels.max_keys) },
+	{ "sample_labels.max_values", KEY_UINT, .min = 1, .max = 100000, .default_text = "100",
+	  CONFIG_FIELD(sample_labels.max_values) },
+	{ "sample_labels.max_value_bytes", KEY_UINT, .min = 8, .max = LABEL_LIMITS_MAX_VALUE_BYTES,
+	  .default_text = "64", CONFIG_FIELD(sample_labels.max_value_bytes) },
+	/* Overhead budget (attach/duty_cycle.h); a rule's max_cpu_percent overrides it. */
+	{ "overhead.max_cpu_percent", KEY_PERCENT, .default_text = "none", .example = "1",
+	  CONFIG_FIELD(overhead_max_cpu_percent), .flag = "max-overhead",
+	  .noun = "overhead budget" },
 	/* Request context (issue 15): what threads publish through the OTel thread context or
 	 * Custom Labels, read on the sampled path and kept as sample labels. */
 	{ "context.enabled", KEY_BOOL, .default_text = "true",
@@ -219,6 +242,19 @@ static const struct config_key rule_keys[] = {
 	{ "pod_label", KEY_POD_LABEL, .example = "app.kubernetes.io/name=checkout",
 	  RULE_FIELD(pod_label) },
 	{ "container", KEY_GLOB, .example = "app", RULE_FIELD(container) },
+	/* Issue 15: what the rule's processes run, as labels (collect/service_version.h). */
+	{ "version", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "2.14.1", RULE_FIELD(version) },
+	{ "repository", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "https://github.com/acme/shop",
+	  RULE_FIELD(repository) },
+	{ "git_ref", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "v2.14.1", RULE_FIELD(git_ref) },
+	{ "root_path", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "services/shop",
+	  RULE_FIELD(root_path) },
+	/* In-use profiles for what the rule matches (issue 16): a probe on every free on the
+	 * transparent path (docs/operations.md); the live map is made at start. */
+	{ "inuse", KEY_BOOL, KEY_INCLUDE_ONLY, .default_text = "false", RULE_FIELD(inuse) },
+	/* Not a matcher: the overhead budget of what the rule matches (0: the host-wide one). */
+	{ "max_cpu_percent", KEY_PERCENT, KEY_INCLUDE_ONLY, .example = "5",
+	  RULE_FIELD(max_cpu_percent) },
 };
 
 static const struct config_key sink_keys[] = {
@@ -306,7 +342,7 @@ static const struct key_table exclude_rule_table = {
 	.where = "in an exclude rule",
 	.forbidden_flags = KEY_INCLUDE_ONLY,
 	.forbidden_why = "not allowed in an exclude rule (excluded processes are never profiled, "
-			 "so they have no service)",
+			 "so they have no service and no in-use profile)",
 };
 /* Before its type is known, a sink is walked against every sink key (defaults). */
 static const struct key_table sink_table = {
@@ -490,6 +526,9 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		snprintf(buf, len, "a whole number from %llu to %llu", (unsigned long long)key->min,
 			 (unsigned long long)key->max);
 		break;
+	case KEY_PERCENT:
+		snprintf(buf, len, "a percentage from 0.01 to 100 like %s (or none)", example);
+		break;
 	case KEY_BOOL:
 		snprintf(buf, len, "true or false");
 		break;
@@ -553,6 +592,14 @@ static const char *expected_phrase(const struct config_key *key, char *buf, size
 		break;
 	case KEY_LISTEN:
 		snprintf(buf, len, "HOST:PORT like %s or [::1]:9464 (\"\" turns it off)", example);
+		break;
+	case KEY_LABEL_NAME:
+		snprintf(buf, len,
+			 "a label name matching [a-zA-Z_][a-zA-Z0-9_]* like %s (\"\" for none)",
+			 example);
+		break;
+	case KEY_LABEL_NAMES:
+		snprintf(buf, len, "a list of label names like [endpoint, tenant]");
 		break;
 	}
 	return buf;
@@ -634,6 +681,34 @@ static int parse_decimal(const char *text, uint64_t *value)
 	if (errno)
 		return -ERANGE;
 	if (*end)
+		return -EINVAL;
+	*value = parsed;
+	return 0;
+}
+
+/* "none" is -1; else a decimal number of percent, a '%' after it allowed, 0.01 .. 100. */
+static int parse_percent(const char *text, double *value)
+{
+	char number[32], *end;
+	size_t len = strlen(text);
+	double parsed;
+
+	if (strcmp(text, "none") == 0) {
+		*value = -1;
+		return 0;
+	}
+	if (len && text[len - 1] == '%')
+		len--;
+	if (len == 0 || len >= sizeof(number))
+		return -EINVAL;
+	memcpy(number, text, len);
+	number[len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		if (!isdigit((unsigned char)number[i]) && number[i] != '.')
+			return -EINVAL;
+	errno = 0;
+	parsed = strtod(number, &end);
+	if (errno || *end || parsed < 0.01 || parsed > 100)
 		return -EINVAL;
 	*value = parsed;
 	return 0;
@@ -931,6 +1006,10 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 			return fail_expected_text(ctx, key, path, mark, text);
 		*(bool *)field = flag;
 		return 0;
+	case KEY_PERCENT:
+		if (parse_percent(text, (double *)field))
+			return fail_expected_text(ctx, key, path, mark, text);
+		return 0;
 	case KEY_STRING:
 		return set_string(field, text);
 	case KEY_GLOB:
@@ -949,6 +1028,14 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 		if (!pod_label_selector_valid(text))
 			return fail_expected_text(ctx, key, path, mark, text);
 		return set_string(field, text);
+	case KEY_LABEL_NAME: {
+		char quoted[QUOTE_MAX + 8], why[512] = "";
+
+		if (text[0] && label_name_refused(text, quote(text, quoted, sizeof(quoted)), why,
+						  sizeof(why)))
+			return fail(ctx, mark, path, "%s", why);
+		return set_string(field, text);
+	}
 	case KEY_SERVICE:
 		if (!text[0] || strlen(text) > SERVICE_NAME_MAX)
 			return fail_expected_text(ctx, key, path, mark, text);
@@ -1011,6 +1098,7 @@ static int set_scalar(struct load_ctx *ctx, const struct config_key *key, const 
 	case KEY_LABELS:
 	case KEY_SINKS:
 	case KEY_HEADERS:
+	case KEY_LABEL_NAMES:
 		break;
 	}
 	return fail(ctx, mark, path, "internal error: key type %d is not a scalar", key->type);
@@ -1793,6 +1881,69 @@ static int parse_sinks(struct load_ctx *ctx, const struct config_key *key, const
 	return 0;
 }
 
+static void free_label_names(char **names, size_t n)
+{
+	for (size_t i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* KEY_LABEL_NAMES: a list of distinct label names, at most LABEL_LIMITS_MAX_KEYS. */
+static int parse_label_names(struct load_ctx *ctx, const struct config_key *key,
+			     const char *path, const yaml_node_t *node, void *base)
+{
+	char ***names = (char ***)((char *)base + key->offset);
+	size_t *count = (size_t *)((char *)base + key->count_offset);
+	char found[QUOTE_MAX + 8], item_path[PATH_MAX_LEN], why[512];
+	size_t n;
+
+	free_label_names(*names, *count);
+	*names = NULL;
+	*count = 0;
+	if (is_null(node))
+		return 0;
+	if (node->type != YAML_SEQUENCE_NODE)
+		return fail_expected(ctx, key, path, node->start_mark,
+				     describe_node(node, found, sizeof(found)));
+	n = node->data.sequence.items.top - node->data.sequence.items.start;
+	if (n > LABEL_LIMITS_MAX_KEYS)
+		return fail(ctx, node->start_mark, path, "expected at most %d label names, got %zu",
+			    LABEL_LIMITS_MAX_KEYS, n);
+	if (!n)
+		return 0;
+	/* Counted up front and zeroed, so config_free() can free a list cut short by an error. */
+	*names = calloc(n, sizeof(**names));
+	if (!*names)
+		return -ENOMEM;
+	*count = n;
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = node_at(ctx, node->data.sequence.items.start[i]);
+		const char *name;
+
+		if (snprintf(item_path, sizeof(item_path), "%s[%zu]", path, i) < 0)
+			item_path[0] = '\0';
+		if (!item || item->type != YAML_SCALAR_NODE || is_null(item) ||
+		    strlen((const char *)item->data.scalar.value) != item->data.scalar.length)
+			return fail(ctx, item ? item->start_mark : node->start_mark, item_path,
+				    "expected a label name like endpoint, got %s",
+				    describe_node(item, found, sizeof(found)));
+		name = (const char *)item->data.scalar.value;
+		why[0] = '\0';
+		if (label_name_refused(name, quote(name, found, sizeof(found)), why, sizeof(why)))
+			return fail(ctx, item->start_mark, item_path, "%s", why);
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp((*names)[j], name) == 0)
+				return fail(ctx, item->start_mark, item_path,
+					    "expected each label name once, got %s twice",
+					    quote(name, found, sizeof(found)));
+		}
+		(*names)[i] = strdup(name);
+		if (!(*names)[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int parse_value(struct load_ctx *ctx, const struct config_key *key, const char *path,
 		       const yaml_node_t *node, void *base)
 {
@@ -1808,6 +1959,8 @@ static int parse_value(struct load_ctx *ctx, const struct config_key *key, const
 		return parse_sinks(ctx, key, path, node, base);
 	case KEY_HEADERS:
 		return parse_string_map(ctx, key, path, node, base, &header_map);
+	case KEY_LABEL_NAMES:
+		return parse_label_names(ctx, key, path, node, base);
 	case KEY_SECRET:
 		/* Nothing of the value is quoted back: it is a secret. */
 		return fail(ctx, node->start_mark, path,
@@ -1850,6 +2003,8 @@ void config_free(struct agent_config *config)
 	target_rules__clear(&config->targets);
 	free(config->hostname);
 	free_labels(config->labels, config->n_labels);
+	free_label_names(config->sample_labels.keys, config->sample_labels.n_keys);
+	free(config->version_label);
 	free_sinks(config->sinks, config->n_sinks);
 	free(config->metrics_listen);
 	free(config->sampling.debuginfod_urls);

@@ -13,6 +13,7 @@
 #include "util/log.h"
 #include "collect/target_rules.h"
 #include "pipeline.h"
+#include "profile/label_limits.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/allocscope/allocscope.yaml"
 #define CONFIG_MAX_STATIC_LABELS 16
@@ -110,6 +111,14 @@ struct agent_config {
 	enum log_level log_level;  /* default info */
 
 	struct kubernetes_config kubernetes;
+
+	/* Issue 15 */
+	char *version_label;       /* default "service_version"; "": no version label */
+	struct label_limits_config sample_labels; /* sample_labels.*: per-sample label limits */
+	/* overhead.max_cpu_percent, --max-overhead: the host-wide overhead budget, in percent of
+	 * a process's own CPU time; -1 (none, the default) for no budget. A rule's
+	 * max_cpu_percent overrides it (attach/duty_cycle.h). */
+	double overhead_max_cpu_percent;
 };
 
 /* The built-in defaults (hostname filled in). Returns 0 or -ENOMEM. */

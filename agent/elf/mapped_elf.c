@@ -151,24 +151,48 @@ static int map_file(int fd, const struct stat *st, struct mapped_elf **out)
 	return 0;
 }
 
-/* Opens path read-only without blocking. A path inside another process's root
- * ("/proc/PID/root/...", a container's files) is resolved with that root as "/": an absolute
- * symlink the container put there (or swapped in after its map was read) must not lead the
- * root agent to the host's files, devices included. openat2 (Linux 5.6); older kernels open
- * it as a plain path. */
+/* The file an O_PATH descriptor names, opened read-only when it is a regular file; any other
+ * kind keeps its O_PATH descriptor (enough for fstat, which tells the caller what it is). A
+ * path comes from a target's maps, a saved maps text (`allocscope count`) or a debug link: a
+ * device named there must not be opened by root (opening a watchdog arms it, a tape rewinds on
+ * close), and an O_PATH open reaches no driver. */
+static int open_regular(int path_fd)
+{
+	char self[64];
+	struct stat st;
+	int fd;
+
+	if (path_fd < 0 || fstat(path_fd, &st) != 0 || !S_ISREG(st.st_mode))
+		return path_fd;
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", path_fd);
+	fd = open(self, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	{
+		int saved = errno;
+
+		close(path_fd);
+		errno = saved;
+	}
+	return fd;
+}
+
+/* Opens path read-only without blocking, and only if it is a regular file (open_regular). A
+ * path inside another process's root ("/proc/PID/root/...", a container's files) is resolved
+ * with that root as "/": an absolute symlink the container put there (or swapped in after its
+ * map was read) must not lead the root agent to the host's files, devices included. openat2
+ * (Linux 5.6); older kernels open it as a plain path. */
 static int open_file(const char *path)
 {
-	const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+	const int flags = O_PATH | O_CLOEXEC;
 	const char *p = path + strlen("/proc/");
 	char root[64];
 	int root_fd, fd;
 
 	if (strncmp(path, "/proc/", strlen("/proc/")) != 0 || !isdigit((unsigned char)*p))
-		return open(path, flags);
+		return open_regular(open(path, flags));
 	while (isdigit((unsigned char)*p))
 		p++;
 	if (strncmp(p, "/root/", strlen("/root/")) != 0 || (size_t)(p - path) > 32)
-		return open(path, flags);
+		return open_regular(open(path, flags));
 	snprintf(root, sizeof(root), "%.*s/root", (int)(p - path), path);
 	root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root_fd < 0)
@@ -189,7 +213,7 @@ static int open_file(const char *path)
 		close(root_fd);
 		errno = saved;
 	}
-	return fd;
+	return open_regular(fd);
 }
 
 int mapped_elf__open(const char *path, struct mapped_elf **out)
@@ -201,8 +225,8 @@ int mapped_elf__open(const char *path, struct mapped_elf **out)
 	*out = NULL;
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOTSUP;
-	/* O_NONBLOCK: a FIFO where a file should be (a target writes the directories its
-	 * binaries and debug links point into) must not block the open. */
+	/* A FIFO or device where a file should be (a target writes the directories its
+	 * binaries and debug links point into) is never opened for reading: see open_regular. */
 	fd = open_file(path);
 	if (fd < 0)
 		return -errno;

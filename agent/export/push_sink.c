@@ -1035,6 +1035,7 @@ static void push_sink_shape(const struct sink *sink, struct sink_shape *out)
 	const struct push_sink *ps = (const struct push_sink *)sink;
 
 	out->merge_processes = true;
+	out->inuse_apart = sink->ops == &parca_ops;
 	out->max_samples = ps->max_samples;
 	out->max_bytes = ps->max_profile_bytes;
 }

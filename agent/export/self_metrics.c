@@ -158,6 +158,7 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		{ "caller_unreadable", m->degraded_caller_unreadable },
 		{ "no_stack_copy", m->degraded_no_stack_copy },
 		{ "truncated", m->degraded_truncated },
+		{ "depth_limit", m->degraded_depth_limit },
 	};
 	for (size_t i = 0; i < sizeof(degraded) / sizeof(degraded[0]); i++)
 		metrics_text__sample(t, "allocscope_stacks_degraded_total",
@@ -203,8 +204,33 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 	      (double)m->processes_detaching);
 	gauge(t, "allocscope_services", "Services with tracked processes.",
 	      (double)m->services);
+	if (m->inuse_enabled) {
+		metrics_text__family(t, "allocscope_inuse_bytes", "gauge",
+				     "Estimated heap bytes live in a service at the last interval's "
+				     "in-use snapshot (rules with inuse: true).");
+		for (size_t i = 0; i < m->n_inuse; i++)
+			metrics_text__sample(t, "allocscope_inuse_bytes",
+					     (const char *const[]){ "service", m->inuse[i].service,
+								    NULL },
+					     m->inuse[i].bytes);
+		counter(t, "allocscope_inuse_untracked_total",
+			"Sampled allocations not tracked as live because the live map was full: "
+			"in-use estimates are low while it grows.",
+			(double)m->inuse_untracked);
+	}
 	counter(t, "allocscope_process_attaches_total", "Processes attached since start.",
 		(double)m->attaches);
+	gauge(t, "allocscope_overhead_budgeted_processes",
+	      "Processes under an overhead budget (overhead.max_cpu_percent) without an "
+	      "in-process sampler.",
+	      (double)m->processes_budgeted);
+	gauge(t, "allocscope_overhead_throttled_processes",
+	      "Processes over their overhead budget, probed part of the time (their estimates "
+	      "scaled by the inverse of the fraction).",
+	      (double)m->processes_throttled);
+	gauge(t, "allocscope_overhead_duty_fraction_min",
+	      "The lowest fraction of the time any process is probed now (1: none throttled).",
+	      m->duty_fraction_min);
 	metrics_text__family(t, "allocscope_processes_not_profiled_total", "counter",
 			     "Target processes that were not profiled, by reason.");
 	reasons(t, "allocscope_processes_not_profiled_total", &m->not_profiled);
@@ -228,6 +254,21 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		(double)m->stacks_trimmed);
 	counter(t, "allocscope_intervals_total", "Profiling intervals completed.",
 		(double)m->intervals);
+	counter(t, "allocscope_sample_labels_kept_total",
+		"Per-sample labels put on samples (values counted as \"other\" included).",
+		(double)m->sample_labels_kept);
+	counter(t, "allocscope_sample_labels_dropped_total",
+		"Per-sample labels left out: a key not in sample_labels.keys, or past "
+		"sample_labels.max_keys keys in a service's interval.",
+		(double)m->sample_labels_dropped);
+	counter(t, "allocscope_sample_label_values_other_total",
+		"Per-sample label values counted as \"other\": past sample_labels.max_values "
+		"distinct values of their key in a service's interval.",
+		(double)m->sample_label_values_other);
+	counter(t, "allocscope_sample_label_values_truncated_total",
+		"Per-sample label values cut to sample_labels.max_value_bytes, or with bytes that "
+		"were not UTF-8 replaced.",
+		(double)m->sample_label_values_truncated);
 
 	/* One sample per sink, labelled sink="TYPE", plus name="NAME" when the sink was given
 	 * a name other than its type. */

@@ -27,6 +27,11 @@ struct self_metrics_reasons {
 	size_t n;
 };
 
+struct self_metrics_service_bytes {
+	const char *service;
+	double bytes;
+};
+
 /* Everything is a value at the time of the snapshot; counters are totals since start. */
 struct self_metrics {
 	uint64_t samples;
@@ -35,6 +40,7 @@ struct self_metrics {
 	uint64_t dropped_weight_kept; /* drop notices: ringbuf_full drops whose weight is kept */
 	uint64_t degraded_frame_pointer_walk, degraded_caller_unreadable, degraded_no_stack_copy,
 		degraded_truncated;
+	uint64_t degraded_depth_limit; /* cut at the walk's depth limit, under [truncated] */
 	uint64_t allocations_uncounted;
 	uint64_t probe_hits;  /* the start-up calibration's already subtracted */
 	double probe_cost_ns; /* one hit, measured at start; 0 when it could not be */
@@ -59,7 +65,21 @@ struct self_metrics {
 	const struct metrics_server_stats *server;
 	size_t symbolizer_processes, symbolizer_files;
 	uint64_t sample_rate;
+	/* Overhead budget: processes with a duty cycle, those probed part of the time now, and
+	 * the lowest fraction of the time any is probed (1 when none is throttled). */
+	size_t processes_budgeted, processes_throttled;
+	double duty_fraction_min;
 	double interval_seconds;
+	/* Per-sample labels through their limits (profile/label_limits.h). */
+	uint64_t sample_labels_kept, sample_labels_dropped, sample_label_values_other,
+		sample_label_values_truncated;
+	/* In-use (a rule with inuse: true): bytes live per service at the last interval's
+	 * snapshot (borrowed names), and the sampled allocations the live map had no room for.
+	 * The families are left out when inuse_enabled is false. */
+	bool inuse_enabled;
+	const struct self_metrics_service_bytes *inuse;
+	size_t n_inuse;
+	uint64_t inuse_untracked;
 	/* Request context (issue 15): samples whose thread's record was skipped. */
 	uint64_t context_torn, context_unreadable;
 };

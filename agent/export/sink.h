@@ -63,6 +63,8 @@ struct sink_shape {
 	bool merge_processes; /* and no per-sample labels */
 	uint64_t max_samples; /* 0: no limit */
 	uint64_t max_bytes;   /* uncompressed; 0: no limit */
+	bool inuse_apart;     /* in-use as a profile of its own with duration 0 (Parca takes a
+				 profile with a duration for a delta, every type in it) */
 };
 
 struct sink;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alloc_profile.h"
+#include "label_limits.h"
 #include "util/hash.h"
 #include "pprof.h"
 #include "protobuf.h"
@@ -25,8 +26,6 @@
 #define MAX_FRAMES UNWIND_MAX_FRAMES /* the deepest walk, in the kernel */
 /* The frame address that stands for ALLOC_PROFILE_DROPPED_FRAME: no user pc is this. */
 #define DROPPED_PC UINT64_MAX
-/* Labels a sample may carry: service_name, hostname and the configured static labels. */
-#define ALLOC_PROFILE_MAX_LABELS 24
 /* Labels a sample may carry from its request context. */
 #define ALLOC_PROFILE_MAX_CONTEXT_LABELS 16
 
@@ -39,6 +38,18 @@ struct label_set {
 	struct pprof_label labels[]; /* strings follow the array */
 };
 
+/* The frame address of ALLOC_PROFILE_TRUNCATED_FRAME, a depth-cut stack's root. */
+#define TRUNCATED_PC (UINT64_MAX - 1)
+
+/* A frame the profile made up (dropped samples, a depth cut): never symbolized. */
+static bool synthetic_pc(uint64_t pc)
+{
+	return pc == DROPPED_PC || pc == TRUNCATED_PC;
+}
+/* Labels a sample may carry: service_name, hostname, pod and code labels and the configured
+ * static labels. */
+#define ALLOC_PROFILE_MAX_LABELS 32
+
 struct stack_record {
 	struct stack_record *next; /* hash chain */
 	uint64_t hash;
@@ -50,6 +61,10 @@ struct stack_record {
 	bool leaf_in_executable;
 	double bytes, objects;
 	uint64_t samples;
+	/* In-use (alloc_profile__inuse_*): the live estimate at the last snapshot and the one
+	 * before it, and the allocation time of the oldest live sample (0: none live). */
+	double inuse_bytes, inuse_objects, prev_inuse_bytes;
+	uint64_t oldest_live_ns;
 	uint64_t frames[];
 };
 
@@ -58,6 +73,17 @@ struct dropped_weight {
 	uint32_t pid;
 	uint64_t samples;
 	double bytes, objects;
+	double inuse_bytes, inuse_objects; /* live entries with no kept sample */
+};
+
+/* In-use: which stack each sample still possibly live was added to, by (pid, time_ns), the
+ * identity the kernel's live map gives (struct alloc_live). Open addressing; rebuilt without
+ * the entries a snapshot did not find live. */
+struct live_ref {
+	uint32_t pid;
+	uint32_t seen; /* the snapshot generation that last found it live */
+	uint64_t time_ns;
+	struct stack_record *rec; /* NULL: empty slot */
 };
 
 /* A process's executable as /proc/PID/exe named it when last read. */
@@ -85,10 +111,30 @@ struct alloc_profile {
 	size_t n_sites;
 	/* --skip-frames: wrappers the user names, matched against whole function names */
 	regex_t skip_frames;
+	/* Overhead budget: samples added now stand for this many times their weight (1/f of a
+	 * duty-cycled process's period; alloc_profile__set_scale). */
+	double weight_scale;
 	bool has_skip_frames;
 	/* Request-context label sets, and the one the next added stacks get. */
 	struct label_set *label_sets;
 	const struct label_set *current_labels;
+	/* In-use profiles (alloc_profile__enable_inuse) */
+	bool inuse;
+	struct live_ref *live_refs;
+	size_t n_live_refs, cap_live_refs; /* cap: a power of two */
+	uint32_t live_generation;
+	struct alloc_profile_inuse inuse_totals;
+	/* issue 15: labels per process, the per-sample labels' limiter, the grouped top table's
+	 * scratch (group of each site) */
+	struct process_label *process_labels;
+	size_t n_process_labels, cap_process_labels;
+	struct label_limits *label_limits;
+};
+
+/* A label all of a process's samples carry (alloc_profile__label_process). */
+struct process_label {
+	uint32_t pid;
+	char *key, *value;
 };
 
 static uint64_t hash_stack(uint32_t pid, const uint64_t *frames, size_t n)
@@ -129,6 +175,7 @@ int alloc_profile__new(uint64_t sample_rate, struct symbolizer *symbolizer,
 		return -ENOMEM;
 	profile->sample_rate = sample_rate;
 	profile->symbolizer = symbolizer;
+	profile->weight_scale = 1.0;
 	profile->n_buckets = 1024;
 	profile->buckets = calloc(profile->n_buckets, sizeof(*profile->buckets));
 	if (!profile->buckets) {
@@ -153,6 +200,13 @@ void alloc_profile__free(struct alloc_profile *profile)
 	free(profile->drops);
 	free(profile->sites);
 	free(profile->site_names);
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		free(profile->process_labels[i].key);
+		free(profile->process_labels[i].value);
+	}
+	free(profile->process_labels);
+	label_limits__free(profile->label_limits);
+	free(profile->live_refs);
 	if (profile->has_skip_frames)
 		regfree(&profile->skip_frames);
 	while (profile->label_sets) {
@@ -249,7 +303,9 @@ static void warm_symbols(struct alloc_profile *profile, const struct stack_recor
 	struct symbolized_frame frame;
 
 	for (uint32_t i = 0; i < rec->n_frames; i++)
-		symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0, &frame);
+		if (!synthetic_pc(rec->frames[i]))
+			symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
+					    &frame);
 }
 
 /* pid's executable: read now while the process lives (it may have exec'ed since), else the one
@@ -347,18 +403,20 @@ static struct stack_record *find_or_add_stack(struct alloc_profile *profile, uin
 	return rec;
 }
 
-int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
-				      const uint64_t *frames, size_t n_frames, uint64_t size,
-				      double weighted_bytes)
+/* alloc_profile__add_weighted_stack for n_frames already bounded (a depth cut's root frame
+ * may make them MAX_FRAMES + 1); out: the stack's record, when not NULL. */
+static int add_weighted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			size_t n_frames, uint64_t size, double weighted_bytes,
+			struct stack_record **out)
 {
 	double bytes = (double)(size ? size : 1);
 	struct stack_record *rec;
 
-	if (n_frames > MAX_FRAMES)
-		n_frames = MAX_FRAMES;
 	rec = find_or_add_stack(profile, pid, frames, n_frames);
 	if (!rec)
 		return -ENOMEM;
+	if (out)
+		*out = rec;
 	/* weighted_bytes / size is the same 1/p the kernel path's weight gives. */
 	rec->bytes += weighted_bytes;
 	rec->objects += weighted_bytes / bytes;
@@ -369,12 +427,43 @@ int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pi
 	return 0;
 }
 
+int alloc_profile__add_counted(struct alloc_profile *profile, uint32_t pid, const uint64_t *frames,
+			       size_t n_frames, uint64_t objects, uint64_t bytes)
+{
+	struct stack_record *rec;
+
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	rec = find_or_add_stack(profile, pid, frames, n_frames);
+	if (!rec)
+		return -ENOMEM;
+	rec->bytes += (double)bytes;
+	rec->objects += (double)objects;
+	rec->samples++;
+	profile->totals.samples++;
+	profile->totals.bytes += (double)bytes;
+	profile->totals.objects += (double)objects;
+	return 0;
+}
+
+int alloc_profile__add_weighted_stack(struct alloc_profile *profile, uint32_t pid,
+				      const uint64_t *frames, size_t n_frames, uint64_t size,
+				      double weighted_bytes)
+{
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	return add_weighted(profile, pid, frames, n_frames, size, weighted_bytes, NULL);
+}
+
+static int live_refs_put(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			 struct stack_record *rec);
+
 /* The bytes a sample of size stands for: bytes / p, p = 1 - exp(-size/R). */
 static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t size)
 {
 	double p = sampling_probability(size, profile->sample_rate);
 
-	return (double)(size ? size : 1) / p;
+	return (double)(size ? size : 1) / p * profile->weight_scale;
 }
 
 /* What a sample stands for: the weight the cooperative path's sampler gave it, or the
@@ -382,7 +471,7 @@ static double kernel_sample_weight(const struct alloc_profile *profile, uint64_t
 static double sample_weight(const struct alloc_profile *profile, const struct alloc_sample *sample)
 {
 	if (sample->weighted_bytes)
-		return (double)sample->weighted_bytes;
+		return (double)sample->weighted_bytes * profile->weight_scale;
 	return kernel_sample_weight(profile, sample->size);
 }
 
@@ -416,10 +505,45 @@ static void note_sampler_rate(struct alloc_profile *profile, uint64_t size, uint
 int alloc_profile__add_unwound(struct alloc_profile *profile, const struct alloc_sample *sample,
 			       const uint64_t *frames, size_t n_frames)
 {
+	struct stack_record *rec = NULL;
+	int ret;
+
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
 	if (sample->weighted_bytes)
 		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
-	return alloc_profile__add_weighted_stack(profile, sample->pid, frames, n_frames,
-						 sample->size, sample_weight(profile, sample));
+	ret = add_weighted(profile, sample->pid, frames, n_frames, sample->size,
+			   sample_weight(profile, sample), &rec);
+	if (!ret && profile->inuse)
+		ret = live_refs_put(profile, sample->pid, sample->time_ns, rec);
+	return ret;
+}
+
+int alloc_profile__add_depth_cut(struct alloc_profile *profile, const struct alloc_sample *sample,
+				 const uint64_t *frames, size_t n_frames)
+{
+	uint64_t cut[MAX_FRAMES + 1];
+	struct stack_record *rec = NULL;
+	int ret;
+
+	if (!n_frames)
+		return alloc_profile__add_unwound(profile, sample, frames, n_frames);
+	if (n_frames > MAX_FRAMES)
+		n_frames = MAX_FRAMES;
+	memcpy(cut, frames, n_frames * sizeof(*frames));
+	cut[n_frames] = TRUNCATED_PC;
+	if (sample->weighted_bytes)
+		note_sampler_rate(profile, sample->size, sample->weighted_bytes);
+	ret = add_weighted(profile, sample->pid, cut, n_frames + 1, sample->size,
+			   sample_weight(profile, sample), &rec);
+	if (!ret && profile->inuse)
+		ret = live_refs_put(profile, sample->pid, sample->time_ns, rec);
+	return ret;
+}
+
+bool alloc_profile_fp_walk_full(const struct alloc_sample *sample)
+{
+	return sample->stack_bytes >= (__s32)(ALLOC_MAX_STACK_DEPTH * sizeof(__u64));
 }
 
 int alloc_profile__add_dropped(struct alloc_profile *profile, const struct alloc_sample *sample)
@@ -474,6 +598,8 @@ static bool same_function(struct alloc_profile *profile, uint32_t pid, uint64_t 
 
 	if (a == b)
 		return true;
+	if (synthetic_pc(a) || synthetic_pc(b))
+		return false;
 	if (symbolizer__resolve(profile->symbolizer, pid, a, true, &fa) != 0 ||
 	    symbolizer__resolve(profile->symbolizer, pid, b, true, &fb) != 0)
 		return false;
@@ -499,7 +625,8 @@ static struct stack_record *dropped_record(struct alloc_profile *profile,
 			first = profile->stacks[i];
 	/* From the outermost frame in: the first main, the allocator's frame left out. */
 	for (size_t n = 0; first && n + 1 < first->n_frames && !keep; n++)
-		if (symbolizer__resolve(profile->symbolizer, d->pid,
+		if (!synthetic_pc(first->frames[first->n_frames - 1 - n]) &&
+		    symbolizer__resolve(profile->symbolizer, d->pid,
 					first->frames[first->n_frames - 1 - n], true, &frame) == 0 &&
 		    is_main_frame(&frame))
 			keep = n + 1;
@@ -532,6 +659,8 @@ static struct stack_record *dropped_record(struct alloc_profile *profile,
 	rec->bytes = d->bytes;
 	rec->objects = d->objects;
 	rec->samples = d->samples;
+	rec->inuse_bytes = d->inuse_bytes;
+	rec->inuse_objects = d->inuse_objects;
 	return rec;
 }
 
@@ -540,6 +669,8 @@ int alloc_profile__add(struct alloc_profile *profile, const struct alloc_sample 
 	uint64_t frames[MAX_FRAMES];
 	size_t n = build_frames(sample, frames);
 
+	if (alloc_profile_fp_walk_full(sample))
+		return alloc_profile__add_depth_cut(profile, sample, frames, n);
 	return alloc_profile__add_unwound(profile, sample, frames, n);
 }
 
@@ -669,7 +800,8 @@ static bool is_wrapper_name(const struct alloc_profile *profile, const char *nam
 	 * own): it allocates for whoever called liballoc. */
 	if (name[0] == '<' && strstr(name, " as core::alloc::global::GlobalAlloc>::"))
 		return true;
-	return profile->has_skip_frames && regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
+	return profile && profile->has_skip_frames &&
+	       regexec(&profile->skip_frames, name, 0, NULL, 0) == 0;
 }
 
 static bool is_allocator_function(const struct symbolized_frame *frame)
@@ -719,7 +851,7 @@ static void stack_site(struct alloc_profile *profile, const struct stack_record 
 	bool have_leaf = false;
 	char first_wrapper[160] = "";
 
-	for (uint32_t i = 0; i < rec->n_frames; i++) {
+	for (uint32_t i = 0; i < rec->n_frames && !synthetic_pc(rec->frames[i]); i++) {
 		bool ok = symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[i], i > 0,
 					      &frame) == 0;
 
@@ -784,10 +916,19 @@ static int compare_sites(const void *a, const void *b)
 	return strcmp(x->function, y->function);
 }
 
-int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
-			     size_t *count)
+static int compare_live_sites(const void *a, const void *b)
 {
-	size_t n = 0;
+	const struct alloc_site *x = a, *y = b;
+
+	if (x->inuse_bytes != y->inuse_bytes)
+		return x->inuse_bytes < y->inuse_bytes ? 1 : -1;
+	return strcmp(x->function, y->function);
+}
+
+static int collect_sites(struct alloc_profile *profile, bool live, struct alloc_site *out,
+			 size_t max, size_t *count)
+{
+	size_t n = 0, kept = 0;
 
 	*count = 0;
 	free(profile->sites);
@@ -812,21 +953,44 @@ int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *o
 		}
 		profile->sites[j].bytes += rec->bytes;
 		profile->sites[j].objects += rec->objects;
+		profile->sites[j].inuse_bytes += rec->inuse_bytes;
+		profile->sites[j].inuse_objects += rec->inuse_objects;
+		profile->sites[j].inuse_growth += rec->inuse_bytes - rec->prev_inuse_bytes;
+		if (rec->oldest_live_ns && (!profile->sites[j].oldest_live_ns ||
+					    rec->oldest_live_ns < profile->sites[j].oldest_live_ns))
+			profile->sites[j].oldest_live_ns = rec->oldest_live_ns;
 	}
-	if (profile->totals.dropped_samples) {
+	if (profile->totals.dropped_samples || profile->inuse_totals.untracked) {
 		snprintf(profile->site_names[n], sizeof(profile->site_names[n]), "%s",
 			 ALLOC_PROFILE_DROPPED_FRAME);
 		profile->sites[n].function = profile->site_names[n];
 		profile->sites[n].bytes = profile->totals.dropped_bytes;
 		profile->sites[n].objects = profile->totals.dropped_objects;
+		for (size_t i = 0; i < profile->n_drops; i++) {
+			profile->sites[n].inuse_bytes += profile->drops[i].inuse_bytes;
+			profile->sites[n].inuse_objects += profile->drops[i].inuse_objects;
+		}
 		n++;
 	}
 	profile->n_sites = n;
-	qsort(profile->sites, n, sizeof(*profile->sites), compare_sites);
-	for (size_t i = 0; i < n && i < max; i++)
-		out[i] = profile->sites[i];
-	*count = n < max ? n : max;
+	qsort(profile->sites, n, sizeof(*profile->sites), live ? compare_live_sites : compare_sites);
+	for (size_t i = 0; i < n && kept < max; i++)
+		if (!live || profile->sites[i].inuse_bytes > 0)
+			out[kept++] = profile->sites[i];
+	*count = kept;
 	return 0;
+}
+
+int alloc_profile__top_sites(struct alloc_profile *profile, struct alloc_site *out, size_t max,
+			     size_t *count)
+{
+	return collect_sites(profile, false, out, max, count);
+}
+
+int alloc_profile__top_live_sites(struct alloc_profile *profile, struct alloc_site *out,
+				  size_t max, size_t *count)
+{
+	return collect_sites(profile, true, out, max, count);
 }
 
 /* Mapping identities seen while writing, in first-seen order, with whether any of their
@@ -951,6 +1115,7 @@ struct profile_entry {
 	uint64_t hash;
 	const struct stack_record *rec; /* the first; its pid resolves the frames */
 	double bytes, objects;
+	double inuse_bytes, inuse_objects;
 	size_t order;			/* first-seen, for deterministic output */
 	struct frame_ref {
 		uint32_t slot;	  /* mapping_slot.index; UINT32_MAX without a mapping */
@@ -978,7 +1143,7 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 			size_t n_extra, struct mapping_table *mappings, bool merge,
 			struct entry_table *t)
 {
-	struct frame_ref refs[MAX_FRAMES];
+	struct frame_ref refs[MAX_FRAMES + 1]; /* + a depth cut's root frame */
 	struct symbolized_frame frame;
 	size_t n_records = profile->n_stacks + n_extra;
 	bool added;
@@ -1003,7 +1168,7 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 
 			refs[f].slot = UINT32_MAX;
 			refs[f].address = rec->frames[f];
-			if (rec->frames[f] != DROPPED_PC &&
+			if (!synthetic_pc(rec->frames[f]) &&
 			    symbolizer__resolve(profile->symbolizer, rec->pid, rec->frames[f],
 						f > 0, &frame) == 0 &&
 			    frame.mapping_key)
@@ -1039,6 +1204,8 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 		}
 		e->bytes += rec->bytes;
 		e->objects += rec->objects;
+		e->inuse_bytes += rec->inuse_bytes;
+		e->inuse_objects += rec->inuse_objects;
 	}
 	return 0;
 }
@@ -1061,21 +1228,25 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 			    const struct alloc_profile_output *output)
 {
 	const struct stack_record *rec = e->rec;
-	uint64_t location_ids[MAX_FRAMES];
+	uint64_t location_ids[MAX_FRAMES + 1]; /* + a depth cut's root frame */
 	struct symbolized_frame frame;
 	bool added;
 
 	for (uint32_t i = 0; i < rec->n_frames; i++) {
 		uint64_t mapping_id = 0;
 
-		if (rec->frames[i] == DROPPED_PC) {
+		if (synthetic_pc(rec->frames[i])) {
 			struct pprof_line line = { 0 };
 
 			line.function_id = pprof_builder__function(
-				builder, ALLOC_PROFILE_DROPPED_FRAME, NULL, NULL, 0);
-			location_ids[i] = line.function_id ? pprof_builder__location(
-								     builder, 0, DROPPED_PC, &line, 1)
-							   : 0;
+				builder,
+				rec->frames[i] == DROPPED_PC ? ALLOC_PROFILE_DROPPED_FRAME
+							     : ALLOC_PROFILE_TRUNCATED_FRAME,
+				NULL, NULL, 0);
+			location_ids[i] = line.function_id
+						  ? pprof_builder__location(builder, 0,
+									    rec->frames[i], &line, 1)
+						  : 0;
 			if (!location_ids[i])
 				return -ENOMEM;
 			continue;
@@ -1095,8 +1266,11 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 			return -ENOMEM;
 	}
 
-	int64_t values[2] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5) };
-	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1 + ALLOC_PROFILE_MAX_CONTEXT_LABELS];
+	int64_t values[4] = { (int64_t)(e->objects + 0.5), (int64_t)(e->bytes + 0.5),
+			      (int64_t)(e->inuse_objects + 0.5), (int64_t)(e->inuse_bytes + 0.5) };
+	size_t first = output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0;
+	struct pprof_label labels[ALLOC_PROFILE_MAX_LABELS + 1 + ALLOC_PROFILE_MAX_PROCESS_LABELS +
+				  ALLOC_PROFILE_MAX_CONTEXT_LABELS];
 	size_t n_labels = 0;
 
 	for (size_t i = 0; i < output->n_labels && n_labels < ALLOC_PROFILE_MAX_LABELS; i++)
@@ -1118,21 +1292,30 @@ static int add_entry_sample(struct alloc_profile *profile, struct pprof_builder 
 	}
 	if (output->pid_label && !output->merge_processes)
 		labels[n_labels++] = (struct pprof_label){ .key = "pid", .num = rec->pid };
-	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values, labels,
-					 n_labels);
+	for (size_t i = 0; i < profile->n_process_labels && !output->merge_processes; i++) {
+		if (profile->process_labels[i].pid == rec->pid)
+			labels[n_labels++] = (struct pprof_label){
+				.key = profile->process_labels[i].key,
+				.str = profile->process_labels[i].value,
+			};
+	}
+	return pprof_builder__add_sample(builder, location_ids, rec->n_frames, values + first,
+					 labels, n_labels);
 }
 
 /* The one sample that stands for the stacks left out, so that totals stay whole. */
 static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_table *t,
-			      size_t kept)
+			      size_t kept, size_t first)
 {
 	struct pprof_line line = { 0 };
-	int64_t values[2] = { 0, 0 };
+	int64_t values[4] = { 0, 0, 0, 0 };
 	uint64_t location_id;
 
 	for (size_t i = kept; i < t->count; i++) {
 		values[0] += (int64_t)(t->entries[i]->objects + 0.5);
 		values[1] += (int64_t)(t->entries[i]->bytes + 0.5);
+		values[2] += (int64_t)(t->entries[i]->inuse_objects + 0.5);
+		values[3] += (int64_t)(t->entries[i]->inuse_bytes + 0.5);
 	}
 	line.function_id = pprof_builder__function(builder, ALLOC_PROFILE_TRIMMED_FRAME, NULL,
 						   NULL, 0);
@@ -1141,7 +1324,7 @@ static int add_trimmed_sample(struct pprof_builder *builder, const struct entry_
 	location_id = pprof_builder__location(builder, 0, 0, &line, 1);
 	if (!location_id)
 		return -ENOMEM;
-	return pprof_builder__add_sample(builder, &location_id, 1, values, NULL, 0);
+	return pprof_builder__add_sample(builder, &location_id, 1, values + first, NULL, 0);
 }
 
 /* The first-seen mapping of the first process's executable (the first process whose stacks
@@ -1171,6 +1354,8 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	static const struct pprof_value_type sample_types[] = {
 		{ "alloc_objects", "count" },
 		{ "alloc_space", "bytes" },
+		{ "inuse_objects", "count" },
+		{ "inuse_space", "bytes" },
 	};
 	struct pprof_value_type period_type = { "space", "bytes" };
 	struct pprof_builder *builder;
@@ -1180,13 +1365,31 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	int ret = 0;
 
 	*out = NULL;
-	builder = pprof_builder__new(sample_types, 2, period_type, (int64_t)profile->sample_rate,
-				     "alloc_space");
+	/* With in-use, Go's heap-profile layout: four types, inuse_space shown first; or one
+	 * half of it (output->values). */
+	bool inuse_only = profile->inuse && output->values == ALLOC_PROFILE_VALUES_INUSE;
+	bool all = profile->inuse && output->values == ALLOC_PROFILE_VALUES_ALL;
+
+	builder = pprof_builder__new(sample_types + (inuse_only ? 2 : 0), all ? 4 : 2, period_type,
+				     (int64_t)profile->sample_rate,
+				     all || inuse_only ? "inuse_space" : "alloc_space");
 	if (!builder)
 		return -errno;
-	pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
+	if (inuse_only)
+		pprof_builder__set_time(builder, output->start_ns + output->duration_ns, 0);
+	else
+		pprof_builder__set_time(builder, output->start_ns, output->duration_ns);
 	for (size_t i = 0; output->comments && output->comments[i] && !ret; i++)
 		ret = pprof_builder__add_comment(builder, output->comments[i]);
+	if (!ret && profile->inuse && profile->inuse_totals.overflow) {
+		char line[200];
+
+		snprintf(line, sizeof(line),
+			 "in-use estimates are LOW: %llu sampled allocations were not tracked "
+			 "(the live map was full: raise --inuse-entries)",
+			 (unsigned long long)profile->inuse_totals.overflow);
+		ret = pprof_builder__add_comment(builder, line);
+	}
 	if (!ret && kept < entries->count) {
 		char line[160];
 
@@ -1241,7 +1444,8 @@ static int build_entries(struct alloc_profile *profile, const struct alloc_profi
 	for (size_t i = 0; i < kept && !ret; i++)
 		ret = add_entry_sample(profile, builder, mappings, entries->entries[i], output);
 	if (!ret && kept < entries->count)
-		ret = add_trimmed_sample(builder, entries, kept);
+		ret = add_trimmed_sample(builder, entries, kept,
+					 output->values == ALLOC_PROFILE_VALUES_INUSE ? 2 : 0);
 out:
 	if (ret) {
 		pprof_builder__free(builder);
@@ -1450,4 +1654,379 @@ int alloc_profile__use_labels(struct alloc_profile *profile, const struct pprof_
 	profile->label_sets = set;
 	profile->current_labels = set;
 	return 0;
+}
+/* ---- labels (issue 15) ---------------------------------------------------------------- */
+
+int alloc_profile__label_process(struct alloc_profile *profile, uint32_t pid, const char *key,
+				 const char *value)
+{
+	struct process_label *label = NULL;
+	size_t of_pid = 0;
+	char *copy;
+
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		if (profile->process_labels[i].pid != pid)
+			continue;
+		of_pid++;
+		if (strcmp(profile->process_labels[i].key, key) == 0)
+			label = &profile->process_labels[i];
+	}
+	copy = strdup(value);
+	if (!copy)
+		return -ENOMEM;
+	if (label) {
+		free(label->value);
+		label->value = copy;
+		return 0;
+	}
+	if (of_pid >= ALLOC_PROFILE_MAX_PROCESS_LABELS) {
+		free(copy);
+		return -ENOSPC;
+	}
+	if (array_grow((void **)&profile->process_labels, &profile->cap_process_labels,
+		       profile->n_process_labels, sizeof(*profile->process_labels), 8)) {
+		free(copy);
+		return -ENOMEM;
+	}
+	label = &profile->process_labels[profile->n_process_labels];
+	label->key = strdup(key);
+	if (!label->key) {
+		free(copy);
+		return -ENOMEM;
+	}
+	label->pid = pid;
+	label->value = copy;
+	profile->n_process_labels++;
+	return 0;
+}
+
+void alloc_profile__set_label_limits(struct alloc_profile *profile, struct label_limits *limits)
+{
+	label_limits__free(profile->label_limits);
+	profile->label_limits = limits;
+}
+
+int alloc_profile__admit_label(struct alloc_profile *profile, const char *key, const char *value,
+			       const char **key_out, const char **value_out)
+{
+	*key_out = *value_out = NULL;
+	if (!profile->label_limits)
+		return 0;
+	return label_limits__admit(profile->label_limits, key, value, key_out, value_out);
+}
+
+/* The value of key on pid's samples; "" when they do not carry it. Per-sample labels, once
+ * stored with the stacks, are looked up here too. */
+static const char *process_label_value(const struct alloc_profile *profile, uint32_t pid,
+				       const char *key)
+{
+	for (size_t i = 0; i < profile->n_process_labels; i++) {
+		const struct process_label *label = &profile->process_labels[i];
+
+		if (label->pid == pid && strcmp(label->key, key) == 0)
+			return label->value;
+	}
+	return "";
+}
+
+static int compare_grouped_sites(const void *a, const void *b)
+{
+	const struct alloc_site *x = a, *y = b;
+	int by_group;
+
+	if (x->group_bytes != y->group_bytes)
+		return x->group_bytes < y->group_bytes ? 1 : -1;
+	by_group = strcmp(x->group, y->group);
+	if (by_group)
+		return by_group;
+	return compare_sites(a, b);
+}
+
+/* Adds weight to the (group, site name) row, creating it; rows are profile->sites. */
+static void add_grouped(struct alloc_profile *profile, size_t *n, const char *group,
+			const char *name, double bytes, double objects)
+{
+	size_t j;
+
+	for (j = 0; j < *n; j++) {
+		if (strcmp(profile->sites[j].group, group) == 0 &&
+		    strcmp(profile->site_names[j], name) == 0)
+			break;
+	}
+	if (j == *n) {
+		snprintf(profile->site_names[j], sizeof(profile->site_names[j]), "%s", name);
+		profile->sites[j].function = profile->site_names[j];
+		profile->sites[j].group = group;
+		(*n)++;
+	}
+	profile->sites[j].bytes += bytes;
+	profile->sites[j].objects += objects;
+}
+
+int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char *key,
+				      size_t per_group, struct alloc_site *out, size_t max,
+				      size_t *count)
+{
+	size_t n = 0, filled = 0, in_group = 0;
+
+	*count = 0;
+	free(profile->sites);
+	free(profile->site_names);
+	profile->sites = calloc(profile->n_stacks + profile->n_drops + 1, sizeof(*profile->sites));
+	profile->site_names =
+	    calloc(profile->n_stacks + profile->n_drops + 1, sizeof(*profile->site_names));
+	if (!profile->sites || !profile->site_names)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		const struct stack_record *rec = profile->stacks[i];
+		char name[160];
+
+		stack_site(profile, rec, name, sizeof(name));
+		add_grouped(profile, &n, process_label_value(profile, rec->pid, key), name,
+			    rec->bytes, rec->objects);
+	}
+	for (size_t i = 0; i < profile->n_drops; i++)
+		add_grouped(profile, &n, process_label_value(profile, profile->drops[i].pid, key),
+			    ALLOC_PROFILE_DROPPED_FRAME, profile->drops[i].bytes,
+			    profile->drops[i].objects);
+	/* Every row gets its group's totals, then rows sort by group, then by site. */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < n; j++) {
+			if (strcmp(profile->sites[j].group, profile->sites[i].group) != 0)
+				continue;
+			profile->sites[i].group_bytes += profile->sites[j].bytes;
+			profile->sites[i].group_objects += profile->sites[j].objects;
+		}
+	}
+	profile->n_sites = n;
+	qsort(profile->sites, n, sizeof(*profile->sites), compare_grouped_sites);
+	for (size_t i = 0; i < n && filled < max; i++) {
+		if (i > 0 && strcmp(profile->sites[i].group, profile->sites[i - 1].group) != 0)
+			in_group = 0;
+		if (in_group++ < per_group)
+			out[filled++] = profile->sites[i];
+	}
+	*count = filled;
+	return 0;
+}
+
+bool alloc_profile_is_allocator_function(const char *function, const char *system_name)
+{
+	return is_allocator_name(system_name && *system_name ? system_name : function);
+}
+
+bool alloc_profile_is_wrapper_function(const char *function, const char *system_name)
+{
+	return is_wrapper_name(NULL, function) ||
+	       (system_name && *system_name && is_wrapper_name(NULL, system_name));
+}
+
+/* ---- In-use: live samples by (pid, time_ns), snapshots ---- */
+
+int alloc_profile__enable_inuse(struct alloc_profile *profile)
+{
+	if (profile->inuse)
+		return 0;
+	profile->live_refs = calloc(1024, sizeof(*profile->live_refs));
+	if (!profile->live_refs)
+		return -ENOMEM;
+	profile->cap_live_refs = 1024;
+	profile->inuse = true;
+	return 0;
+}
+
+bool alloc_profile__has_inuse(const struct alloc_profile *profile)
+{
+	return profile->inuse;
+}
+
+static size_t live_slot(const struct alloc_profile *profile, uint32_t pid, uint64_t time_ns)
+{
+	size_t mask = profile->cap_live_refs - 1;
+	size_t i = (size_t)hash_mix64(time_ns ^ ((uint64_t)pid << 40)) & mask;
+
+	while (profile->live_refs[i].rec &&
+	       (profile->live_refs[i].pid != pid || profile->live_refs[i].time_ns != time_ns))
+		i = (i + 1) & mask;
+	return i;
+}
+
+/* Rebuilds the table at cap slots with the entries keep accepts. */
+static int live_refs_rebuild(struct alloc_profile *profile, size_t cap, uint32_t min_seen)
+{
+	struct live_ref *old = profile->live_refs;
+	size_t old_cap = profile->cap_live_refs;
+
+	profile->live_refs = calloc(cap, sizeof(*profile->live_refs));
+	if (!profile->live_refs) {
+		profile->live_refs = old;
+		return -ENOMEM;
+	}
+	profile->cap_live_refs = cap;
+	profile->n_live_refs = 0;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (!old[i].rec || old[i].seen < min_seen)
+			continue;
+		profile->live_refs[live_slot(profile, old[i].pid, old[i].time_ns)] = old[i];
+		profile->n_live_refs++;
+	}
+	free(old);
+	return 0;
+}
+
+static int live_refs_put(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			 struct stack_record *rec)
+{
+	size_t i;
+
+	if (2 * (profile->n_live_refs + 1) > profile->cap_live_refs &&
+	    live_refs_rebuild(profile, 2 * profile->cap_live_refs, 0))
+		return -ENOMEM;
+	i = live_slot(profile, pid, time_ns);
+	if (!profile->live_refs[i].rec)
+		profile->n_live_refs++;
+	/* Kept by the next snapshot only if that finds it live. */
+	profile->live_refs[i] = (struct live_ref){ .pid = pid, .time_ns = time_ns, .rec = rec,
+						   .seen = profile->live_generation };
+	return 0;
+}
+
+void alloc_profile__inuse_begin(struct alloc_profile *profile, uint64_t now_ns)
+{
+	struct alloc_profile_inuse *t = &profile->inuse_totals;
+
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		struct stack_record *rec = profile->stacks[i];
+
+		rec->prev_inuse_bytes = rec->inuse_bytes;
+		rec->inuse_bytes = 0;
+		rec->inuse_objects = 0;
+		rec->oldest_live_ns = 0;
+	}
+	for (size_t i = 0; i < profile->n_drops; i++) {
+		profile->drops[i].inuse_bytes = 0;
+		profile->drops[i].inuse_objects = 0;
+	}
+	profile->live_generation++;
+	t->prev_snapshot_ns = t->snapshot_ns;
+	t->snapshot_ns = now_ns;
+	t->bytes = 0;
+	t->objects = 0;
+	t->live_samples = 0;
+	t->untracked = 0;
+	t->snapshots++;
+}
+
+/* A live entry whose sample the profile never got (its record was dropped from the ring): its
+ * weight goes under the process's dropped frame. */
+static int add_untracked(struct alloc_profile *profile, uint32_t pid, double bytes,
+			 double objects)
+{
+	struct dropped_weight *d = NULL;
+
+	for (size_t i = profile->n_drops; i > 0 && !d; i--)
+		if (profile->drops[i - 1].pid == pid)
+			d = &profile->drops[i - 1];
+	if (!d) {
+		if (array_grow((void **)&profile->drops, &profile->cap_drops, profile->n_drops,
+			       sizeof(*profile->drops), 8))
+			return -ENOMEM;
+		d = &profile->drops[profile->n_drops++];
+		*d = (struct dropped_weight){ .pid = pid };
+	}
+	d->inuse_bytes += bytes;
+	d->inuse_objects += objects;
+	profile->inuse_totals.untracked++;
+	return 0;
+}
+
+int alloc_profile__inuse_add(struct alloc_profile *profile, uint32_t pid, uint64_t time_ns,
+			     uint64_t size, uint64_t weighted_bytes)
+{
+	struct alloc_profile_inuse *t = &profile->inuse_totals;
+	double bytes = weighted_bytes ? (double)weighted_bytes
+				      : kernel_sample_weight(profile, size);
+	double objects = bytes / (double)(size ? size : 1);
+	struct live_ref *ref;
+
+	if (!profile->inuse)
+		return 0;
+	t->live_samples++;
+	t->bytes += bytes;
+	t->objects += objects;
+	ref = &profile->live_refs[live_slot(profile, pid, time_ns)];
+	if (!ref->rec)
+		return add_untracked(profile, pid, bytes, objects);
+	ref->seen = profile->live_generation;
+	ref->rec->inuse_bytes += bytes;
+	ref->rec->inuse_objects += objects;
+	if (!ref->rec->oldest_live_ns || time_ns < ref->rec->oldest_live_ns)
+		ref->rec->oldest_live_ns = time_ns;
+	return 0;
+}
+
+void alloc_profile__inuse_end(struct alloc_profile *profile, uint64_t overflow)
+{
+	profile->inuse_totals.overflow = overflow;
+	/* Samples added before this snapshot and not found live were freed. Out of memory
+	 * here only keeps them a snapshot longer. */
+	size_t cap = profile->cap_live_refs;
+
+	while (cap > 1024 && 8 * profile->n_live_refs < cap)
+		cap /= 2;
+	(void)live_refs_rebuild(profile, cap, profile->live_generation);
+}
+
+void alloc_profile__inuse_totals(const struct alloc_profile *profile,
+				 struct alloc_profile_inuse *out)
+{
+	*out = profile->inuse_totals;
+}
+
+int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_profile **next_out)
+{
+	struct alloc_profile *next;
+	int ret;
+
+	*next_out = NULL;
+	if (!from->inuse || from->n_live_refs == 0)
+		return 0;
+	ret = alloc_profile__new(from->sample_rate, from->symbolizer, &next);
+	if (!ret)
+		ret = alloc_profile__enable_inuse(next);
+	/* The next interval's samples pass the same label bounds as a fresh profile's. */
+	if (!ret && from->label_limits)
+		ret = label_limits__new_like(from->label_limits, &next->label_limits);
+	for (size_t i = 0; ret == 0 && i < from->cap_live_refs; i++) {
+		const struct live_ref *ref = &from->live_refs[i];
+		struct stack_record *rec;
+
+		if (!ref->rec)
+			continue;
+		/* A live sample keeps its request context's labels in the next interval. */
+		ret = ref->rec->labels ? alloc_profile__use_labels(next, ref->rec->labels->labels,
+								   ref->rec->labels->count)
+				       : alloc_profile__use_labels(next, NULL, 0);
+		if (ret)
+			break;
+		rec = find_or_add_stack(next, ref->pid, ref->rec->frames, ref->rec->n_frames);
+		if (!rec) {
+			ret = -ENOMEM;
+			break;
+		}
+		rec->leaf_in_executable = ref->rec->leaf_in_executable;
+		ret = live_refs_put(next, ref->pid, ref->time_ns, rec);
+	}
+	if (ret) {
+		alloc_profile__free(next);
+		return ret;
+	}
+	next->current_labels = NULL;
+	*next_out = next;
+	return 0;
+}
+
+void alloc_profile__set_scale(struct alloc_profile *profile, double scale)
+{
+	profile->weight_scale = scale > 0 ? scale : 1.0;
 }

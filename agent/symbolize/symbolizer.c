@@ -201,6 +201,9 @@ struct resolved_chunk {
 struct sym_process {
 	pid_t pid;
 	bool gone;
+	/* Maps from a saved text (symbolizer__add_saved_process): files are opened by their
+	 * path, the maps are never re-read. */
+	bool saved;
 	/* Bumped by symbolizer__add_process: cached addresses of an older epoch may belong to
 	 * the image the process had before an exec. */
 	uint32_t epoch;
@@ -535,7 +538,8 @@ static int mark_changed_file(struct sym_mapping *m)
  * replaced (a package upgrade) or deleted: then the mapping itself, /proc/PID/map_files/,
  * is the only way to the right inode (it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN: the
  * unit grants the former). */
-static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct elf_file **out)
+static int open_mapped_file(pid_t pid, bool saved, const struct proc_map_entry *e,
+			    struct elf_file **out)
 {
 	char path[PATH_MAX + 64];
 	bool replaced = false;
@@ -543,6 +547,15 @@ static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct el
 	int n, ret;
 
 	*out = NULL;
+	if (saved) {
+		/* The process is gone: its files by path, as long as they are the ones it
+		 * mapped. */
+		if (e->deleted || stat(e->path, &st) != 0)
+			return -ENOENT;
+		if ((uint64_t)st.st_ino != e->inode)
+			return -ESTALE;
+		return elf_file__open(e->path, out);
+	}
 	if (!e->deleted) {
 		n = snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
 		if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0) {
@@ -564,7 +577,7 @@ static int open_mapped_file(pid_t pid, const struct proc_map_entry *e, struct el
 
 /* The shared sym_file for e, opening it when open_new is set. NULL when not cached and not
  * opened; *err is -ENOMEM when memory ran out. The caller takes a reference (file_hold). */
-static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid,
+static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid, bool saved,
 				       const struct proc_map_entry *e, bool open_new, int *err)
 {
 	struct sym_file *file;
@@ -581,7 +594,7 @@ static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid,
 	}
 	file->dev = entry_dev(e);
 	file->inode = e->inode;
-	file->open_error = open_mapped_file(pid, e, &file->elf);
+	file->open_error = open_mapped_file(pid, saved, e, &file->elf);
 	if (file->open_error == -ENOMEM) {
 		free(file);
 		*err = -ENOMEM;
@@ -595,14 +608,16 @@ static struct sym_file *file_for_entry(struct symbolizer *s, pid_t pid,
 	return file;
 }
 
+static int install_snapshot(struct symbolizer *s, struct sym_process *proc, struct proc_maps *pm);
+
 /* Re-reads the maps of proc into a new snapshot, reusing unchanged mappings. */
 static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 {
-	struct sym_mapping **maps = NULL;
 	struct proc_maps *pm = NULL;
-	size_t count, i;
-	int pass, ret;
+	int ret;
 
+	if (proc->saved)
+		return -ESRCH;
 	ret = proc_maps__read(proc->pid, &pm);
 	if (ret) {
 		if (ret == -ESRCH)
@@ -610,6 +625,16 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 		return ret;
 	}
 	proc->gone = false;
+	return install_snapshot(s, proc, pm);
+}
+
+/* Makes pm (taken over, freed here) proc's snapshot. */
+static int install_snapshot(struct symbolizer *s, struct sym_process *proc, struct proc_maps *pm)
+{
+	struct sym_mapping **maps = NULL;
+	size_t count, i;
+	int pass, ret = 0;
+
 	count = proc_maps__count(pm);
 	maps = calloc(count ? count : 1, sizeof(*maps));
 	if (!maps) {
@@ -641,7 +666,8 @@ static int snapshot_process(struct symbolizer *s, struct sym_process *proc)
 
 			if (maps[i]->file || !proc_map_entry__is_file(e))
 				continue;
-			file = file_for_entry(s, proc->pid, e, pass == 0 && e->executable, &ret);
+			file = file_for_entry(s, proc->pid, proc->saved, e,
+					      pass == 0 && e->executable, &ret);
 			if (ret)
 				goto out;
 			if (file) {
@@ -684,6 +710,34 @@ int symbolizer__add_process(struct symbolizer *s, pid_t pid)
 		return -ENOMEM;
 	proc->pid = pid;
 	ret = snapshot_process(s, proc);
+	if (!ret)
+		ret = pair_map__put(&s->processes, (uint64_t)pid, 0, proc);
+	if (ret)
+		process_free(s, proc);
+	return ret;
+}
+
+int symbolizer__add_saved_process(struct symbolizer *s, pid_t pid, const char *maps_text,
+				  size_t len)
+{
+	struct sym_process *proc;
+	struct proc_maps *pm = NULL;
+	int ret;
+
+	if (!s || pid <= 0 || !maps_text || pair_map__get(&s->processes, (uint64_t)pid, 0))
+		return -EINVAL;
+	ret = proc_maps__parse(maps_text, len, &pm);
+	if (ret)
+		return ret;
+	proc = calloc(1, sizeof(*proc));
+	if (!proc) {
+		proc_maps__free(pm);
+		return -ENOMEM;
+	}
+	proc->pid = pid;
+	proc->saved = true;
+	proc->gone = true;
+	ret = install_snapshot(s, proc, pm);
 	if (!ret)
 		ret = pair_map__put(&s->processes, (uint64_t)pid, 0, proc);
 	if (ret)

@@ -95,6 +95,14 @@ int symbolizer__set_debuginfod(struct symbolizer *s, const char *urls, unsigned 
  * A file that cannot be opened or parsed is not an error: its frames have no function. */
 int symbolizer__add_process(struct symbolizer *s, pid_t pid);
 
+/* Adds a process that is gone from a copy of its /proc/PID/maps it saved (`allocscope count`:
+ * liballocscope-count.so writes it at exit). pid is only the key the caller resolves with
+ * (never read from /proc): the files are opened by the paths in the text, in this process's
+ * mount namespace, and a file whose inode is not the one the text names is treated as
+ * replaced (no names). -EINVAL for a malformed text or a pid already known, -ENOMEM. */
+int symbolizer__add_saved_process(struct symbolizer *s, pid_t pid, const char *maps_text,
+				  size_t len);
+
 /* Forgets pid: its maps snapshot, mappings and resolved addresses. Files still mapped by
  * other known processes stay cached; files no known process maps any more are kept or closed
  * as described above, so memory and descriptors stay bounded. Call once the pid's samples are

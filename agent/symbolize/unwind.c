@@ -178,12 +178,13 @@ static bool read_stack(const struct unwind_input *in, uint64_t addr, uint64_t *v
 	return true;
 }
 
-/* Appends pc; false (and truncated) when pcs is full. */
+/* Appends pc; false (and truncated at the depth limit) when pcs is full. */
 static bool push_pc(uint64_t *pcs, size_t max_pcs, struct unwind_result *out, uint64_t pc,
 		    bool by_cfi)
 {
 	if (out->n_pcs >= max_pcs) {
 		out->truncated = true;
+		out->depth_cut = true;
 		return false;
 	}
 	pcs[out->n_pcs++] = pc;
@@ -1081,6 +1082,7 @@ static void kernel_frames(const struct unwind_input *in, uint64_t *pcs, size_t m
 	if (n > max_pcs) {
 		n = max_pcs;
 		out->truncated = true;
+		out->depth_cut = true;
 	}
 	for (i = 0; i < n; i++)
 		memcpy(&pcs[i], in->stack + i * sizeof(uint64_t), sizeof(uint64_t));
@@ -1088,6 +1090,9 @@ static void kernel_frames(const struct unwind_input *in, uint64_t *pcs, size_t m
 	out->cfi_frames = n ? (unsigned)(n - 1) : 0;
 	if (in->flags & ALLOC_SAMPLE_TRUNCATED)
 		out->truncated = true;
+	if ((in->flags & (ALLOC_SAMPLE_TRUNCATED | ALLOC_SAMPLE_DEPTH_CUT)) ==
+	    (ALLOC_SAMPLE_TRUNCATED | ALLOC_SAMPLE_DEPTH_CUT))
+		out->depth_cut = true;
 }
 
 /* One walk of in over p's session; p may be NULL (no process to take CFI from). */

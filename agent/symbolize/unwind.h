@@ -58,6 +58,10 @@ struct unwind_result {
 	 * neither CFI nor a usable frame pointer (any frame without CFI, in UNWIND_DWARF), read
 	 * memory outside the copy, or the walk went backwards (a loop). */
 	bool truncated;
+	/* ... and of those, the walk that had max_pcs frames (or the kernel's UNWIND_MAX_FRAMES,
+	 * ALLOC_SAMPLE_DEPTH_CUT) with more to go: a stack deeper than the limit, its innermost
+	 * frames kept. Set only with truncated. */
+	bool depth_cut;
 	/* How each caller frame (pcs[1..]) was found: CFI, or without it (the rbp chain, or the
 	 * return address at sp for the allocator's own frame). cfi_frames + fp_frames ==
 	 * n_pcs - 1 when n_pcs > 0. */

@@ -11,7 +11,16 @@
  *
  * Placement: the array is one address space of rows, handed out first-fit from a sorted list
  * of free extents; a file keeps its extent while any process maps it and afterwards until the
- * space is needed (least recently used first). */
+ * space is needed (least recently used first).
+ *
+ * An evicted file's extent is quarantined, not freed: a walk running on another CPU may have
+ * found the file (in a process's list or unwind_files) just before its entries went and still
+ * read its rows. Quarantined extents become free only after a grace period, when every BPF
+ * program that was running has returned: updating an element of a map-in-map waits for that
+ * (the kernel's maybe_wait_bpf_programs calls synchronize_rcu, and uprobe programs run under
+ * rcu_read_lock), so the tables own a one-slot array of maps for nothing else. The wait (some
+ * ms) is taken only when a file's rows would not fit otherwise, once for all quarantined
+ * extents. Without that map the quarantine is never lifted: such files get no table. */
 #include "symbolize/unwind_tables.h"
 
 #include <bpf/bpf.h>
@@ -24,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 /* x86-64 DWARF register numbers. */
 #define DWARF_REG_RBP 6
@@ -469,11 +479,14 @@ struct table_proc {
 
 struct unwind_tables {
 	int rows_fd, procs_fd, files_fd;
+	int grace_fd, grace_inner_fd; /* the one-slot array of maps; -1 without one */
 	struct unwind_row *rows; /* the mmapped array */
 	size_t map_bytes;
 	uint32_t max_rows;
 	struct extent *free_list; /* sorted, coalesced */
 	size_t n_free;
+	struct extent *quarantine; /* evicted, reusable after a grace period; unsorted */
+	size_t n_quarantine, cap_quarantine;
 	struct table_file *files;
 	size_t n_files, cap_files;
 	struct table_proc *procs;
@@ -494,6 +507,8 @@ int unwind_tables__new(int rows_fd, int procs_fd, int files_fd, uint32_t max_row
 	if (!t)
 		return -ENOMEM;
 	t->rows_fd = rows_fd;
+	t->grace_fd = -1;
+	t->grace_inner_fd = -1;
 	t->procs_fd = procs_fd;
 	t->files_fd = files_fd;
 	t->max_rows = max_rows;
@@ -516,6 +531,13 @@ int unwind_tables__new(int rows_fd, int procs_fd, int files_fd, uint32_t max_row
 	}
 	t->free_list[0] = (struct extent){ 0, max_rows };
 	t->n_free = 1;
+	t->grace_inner_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "unwind_grace_in", 4, 4, 1, NULL);
+	if (t->grace_inner_fd >= 0) {
+		LIBBPF_OPTS(bpf_map_create_opts, opts, .inner_map_fd = t->grace_inner_fd);
+
+		t->grace_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "unwind_grace", 4, 4, 1,
+					     &opts);
+	}
 	t->stats.rows_capacity = max_rows;
 	*out = t;
 	return 0;
@@ -534,7 +556,12 @@ void unwind_tables__free(struct unwind_tables *t)
 	free(t->procs);
 	free(t->files);
 	free(t->free_list);
+	free(t->quarantine);
 	free(t->scratch);
+	if (t->grace_fd >= 0)
+		close(t->grace_fd);
+	if (t->grace_inner_fd >= 0)
+		close(t->grace_inner_fd);
 	free(t);
 }
 
@@ -560,32 +587,95 @@ static uint32_t extent_alloc(struct unwind_tables *t, uint32_t count)
 	return UINT32_MAX;
 }
 
-static int extent_free(struct unwind_tables *t, uint32_t first, uint32_t count)
+/* Inserts [first, first + count) into a sorted, coalesced list of *n extents. */
+static int extent_insert(struct extent **listp, size_t *n, uint32_t first, uint32_t count)
 {
 	size_t i = 0;
 	struct extent *list;
 
-	while (i < t->n_free && t->free_list[i].first < first)
+	while (i < *n && (*listp)[i].first < first)
 		i++;
-	list = realloc(t->free_list, (t->n_free + 1) * sizeof(*list));
+	list = realloc(*listp, (*n + 1) * sizeof(*list));
 	if (!list)
 		return -ENOMEM;
-	t->free_list = list;
-	memmove(&list[i + 1], &list[i], (t->n_free - i) * sizeof(*list));
+	*listp = list;
+	memmove(&list[i + 1], &list[i], (*n - i) * sizeof(*list));
 	list[i] = (struct extent){ first, count };
-	t->n_free++;
+	(*n)++;
 	/* Coalesce with the next, then the previous. */
-	if (i + 1 < t->n_free && list[i].first + list[i].count == list[i + 1].first) {
+	if (i + 1 < *n && list[i].first + list[i].count == list[i + 1].first) {
 		list[i].count += list[i + 1].count;
-		memmove(&list[i + 1], &list[i + 2], (t->n_free - i - 2) * sizeof(*list));
-		t->n_free--;
+		memmove(&list[i + 1], &list[i + 2], (*n - i - 2) * sizeof(*list));
+		(*n)--;
 	}
 	if (i > 0 && list[i - 1].first + list[i - 1].count == list[i].first) {
 		list[i - 1].count += list[i].count;
-		memmove(&list[i], &list[i + 1], (t->n_free - i - 1) * sizeof(*list));
-		t->n_free--;
+		memmove(&list[i], &list[i + 1], (*n - i - 1) * sizeof(*list));
+		(*n)--;
 	}
 	return 0;
+}
+
+static int extent_quarantine(struct unwind_tables *t, uint32_t first, uint32_t count)
+{
+	if (t->n_quarantine == t->cap_quarantine) {
+		size_t cap = t->cap_quarantine ? t->cap_quarantine * 2 : 16;
+		struct extent *q = realloc(t->quarantine, cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		t->quarantine = q;
+		t->cap_quarantine = cap;
+	}
+	t->quarantine[t->n_quarantine++] = (struct extent){ first, count };
+	t->stats.rows_quarantined += count;
+	return 0;
+}
+
+/* Whether count rows would fit once the quarantine is lifted. */
+static bool fits_after_grace(const struct unwind_tables *t, uint32_t count)
+{
+	struct extent *merged = malloc((t->n_free ? t->n_free : 1) * sizeof(*merged));
+	size_t n = t->n_free, i;
+	bool fits = false;
+
+	if (!merged)
+		return false;
+	memcpy(merged, t->free_list, n * sizeof(*merged));
+	for (i = 0; i < t->n_quarantine; i++) {
+		if (extent_insert(&merged, &n, t->quarantine[i].first, t->quarantine[i].count)) {
+			free(merged);
+			return false;
+		}
+	}
+	for (i = 0; i < n && !fits; i++)
+		fits = merged[i].count >= count;
+	free(merged);
+	return fits;
+}
+
+/* Waits until no BPF program that might have read a quarantined extent's rows still runs,
+ * then frees those extents. -errno when the wait cannot be had (the quarantine stays). */
+static int lift_quarantine(struct unwind_tables *t)
+{
+	uint32_t zero = 0;
+	size_t i;
+
+	if (t->grace_fd < 0)
+		return -EOPNOTSUPP;
+	/* Returns once every BPF program that was running has returned (synchronize_rcu). */
+	if (bpf_map_update_elem(t->grace_fd, &zero, &t->grace_inner_fd, BPF_ANY) != 0)
+		return -errno;
+	t->stats.grace_periods++;
+	for (i = 0; i < t->n_quarantine; i++) {
+		if (extent_insert(&t->free_list, &t->n_free, t->quarantine[i].first,
+				  t->quarantine[i].count))
+			break;
+		t->stats.rows_quarantined -= t->quarantine[i].count;
+	}
+	memmove(t->quarantine, t->quarantine + i, (t->n_quarantine - i) * sizeof(*t->quarantine));
+	t->n_quarantine -= i;
+	return t->n_quarantine ? -ENOMEM : 0;
 }
 
 /* The unwind_files key of a file: the kernel's dev_t encoding (MKDEV) of what /proc/PID/maps
@@ -641,7 +731,7 @@ static bool evict_one(struct unwind_tables *t)
 		if (!victim || f->last_used < victim->last_used)
 			victim = f;
 	}
-	if (!victim || extent_free(t, victim->first, victim->count) != 0)
+	if (!victim || extent_quarantine(t, victim->first, victim->count) != 0)
 		return false;
 	if (victim->in_files_map) {
 		struct unwind_file_key key = file_key(victim);
@@ -709,6 +799,9 @@ static int file_get(struct unwind_tables *t, const struct unwind_table_mapping *
 		return 0;
 	}
 	while ((first = extent_alloc(t, (uint32_t)n_rows)) == UINT32_MAX) {
+		if (t->n_quarantine && fits_after_grace(t, (uint32_t)n_rows) &&
+		    lift_quarantine(t) == 0)
+			continue;
 		if (!evict_one(t)) {
 			free(rows);
 			f->failed = true;

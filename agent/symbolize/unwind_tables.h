@@ -10,7 +10,9 @@
  * Memory is bounded by the array: a file no process uses any more keeps its rows until the
  * space is needed, then the least recently used such file goes. A file whose rows do not fit,
  * or that has no usable CFI, gets no table: the kernel then sends a stack copy for samples
- * whose leaf is in it (counted by the program as a fallback). Not thread-safe. */
+ * whose leaf is in it (counted by the program as a fallback). An evicted file's rows are
+ * reused only after every BPF program then running has returned (a walk in flight on another
+ * CPU may still read them). Not thread-safe. */
 #ifndef ALLOCSCOPE_SYMBOLIZE_UNWIND_TABLES_H
 #define ALLOCSCOPE_SYMBOLIZE_UNWIND_TABLES_H
 
@@ -48,6 +50,8 @@ struct unwind_tables_stats {
 	size_t files_failed; /* files met that got no table */
 	size_t processes;
 	size_t rows_used, rows_capacity;
+	size_t rows_quarantined; /* evicted rows waiting for a grace period before reuse */
+	uint64_t grace_periods;  /* waits for running BPF programs before reusing rows */
 	uint64_t build_ns;   /* time spent building rows, in total */
 };
 

@@ -72,12 +72,19 @@ class Capture:
 
 def loop_under(mode, tmp, iterations):
     env = dict(os.environ)
-    if mode in ("preloaded", "sampling", "cooperative"):
+    if mode in ("preloaded", "sampling", "cooperative", "inuse", "inuse_heap"):
         env["LD_PRELOAD"] = SAMPLER
     if mode == "sampling":
         env["ALLOCSCOPE_SAMPLER_FORCE"] = "1"
+    # In-use tracking in the sampler (issue 16), no profiler: FORCE=2 raises the free probe's
+    # semaphore too. inuse_heap holds 512 MiB in 4 KiB blocks first (~1000 tracked samples),
+    # so every free consults the filter as in a real service.
+    if mode in ("inuse", "inuse_heap"):
+        env["ALLOCSCOPE_SAMPLER_FORCE"] = "2"
     # -P: the workload stops itself (SIGSTOP) once started, so a profiler can attach first.
     args = ["taskset", "-c", SERVER_CPU, WORKLOAD, "-B", str(iterations)]
+    if mode == "inuse_heap":
+        args += ["-H", "512"]
     if mode in ("cooperative", "transparent"):
         args.insert(4, "-P")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -159,6 +166,8 @@ def main():
         loop_modes = (("nothing", "nothing attached, no preload"),
                       ("preloaded", "sampler preloaded, no profiler"),
                       ("sampling", "sampler preloaded, sampling at 512KiB (FORCE)"),
+                      ("inuse", "... and tracking frees for in-use (FORCE=2)"),
+                      ("inuse_heap", "... with 512 MiB held, ~1000 samples tracked"),
                       ("cooperative", "sampler preloaded + allocscope on its USDT"),
                       ("transparent", "allocscope uprobes on malloc (no preload)"))
         loop_runs = {mode: [] for mode, _ in loop_modes}

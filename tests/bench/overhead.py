@@ -8,6 +8,10 @@ A tight malloc/free loop (build/workloads/malloc_loop) reports ns per iteration.
   - under allocscope sampling every allocation (--sample-rate 1: the sampled path);
 and, to show what placement is worth, an empty uprobe on aligned_alloc's first instruction
 (a cmpb the kernel must single-step) against one on the instruction allocscope moves to.
+In-use on the transparent path (--inuse, session uprobes): the allocation side with and
+without --inuse in a loop that never frees (non-sampled calls must not pay a return trap:
+the two agree), and the free probe's cost per free (malloc+free with and without --inuse,
+against an empty uprobe on free, the trap alone).
 
 Each figure is the median of several runs. Run as root; paste the table into
 docs/performance.md with the machine it ran on.
@@ -56,11 +60,12 @@ def function_offset(path, name):
     raise SystemExit(f"bench: {name} not found in {path}")
 
 
-def placements(env=None):
+def placements(env=None, args=()):
     """{function: probe offset} from allocscope's debug table for `true` (run with env: with
-    LD_PRELOAD naming another allocator, that allocator's table)."""
+    LD_PRELOAD naming another allocator, that allocator's table; args: with --inuse, the
+    frees too)."""
     tmp = "/tmp/allocscope-bench-placement.pb.gz"
-    out = subprocess.run([ALLOCSCOPE, "--log-level", "debug", "-o", tmp, "--", "true"],
+    out = subprocess.run([ALLOCSCOPE, "--log-level", "debug", *args, "-o", tmp, "--", "true"],
                          capture_output=True, text=True, env=env).stderr
     if os.path.exists(tmp):
         os.unlink(tmp)
@@ -193,6 +198,30 @@ def main():
     sampled_fp = median_of(lambda: run_loop([], allocscope_with(every + ["--unwind", "fp"])))
     rows.append(("allocscope, every call sampled, --unwind fp", sampled_fp, sampled_fp / floor))
 
+    # In-use on the transparent path. A non-sampled call under the session program must
+    # cost what it costs under alloc_multi: no return trap (a uretprobe on every call would
+    # add about one more trap, see the floor). The free probe is a trap on every free.
+    nofree = ["--no-free"]
+    base_nf = median_of(lambda: run_loop(nofree, iterations=2000000))
+    rows.append(("malloc only (--no-free), nothing attached", base_nf, None))
+    floor_nf = median_of(lambda: run_loop(nofree, empty_probe_at(malloc_entry +
+                                                                 offsets["malloc"])))
+    rows.append(("malloc only: empty uprobe at malloc (floor)", floor_nf, None))
+    alloc_only = median_of(lambda: run_loop(nofree, allocscope_with([])))
+    rows.append(("malloc only: allocscope, default rate", alloc_only, alloc_only / floor_nf))
+    alloc_only_inuse = median_of(lambda: run_loop(nofree, allocscope_with(["--inuse"])))
+    rows.append(("malloc only: allocscope --inuse (session uprobe, returns of sampled calls "
+                 "only)", alloc_only_inuse, alloc_only_inuse / floor_nf))
+    free_offsets = placements(args=["--inuse"])
+    free_entry = function_offset(LIBC, "free")
+    free_trap = median_of(lambda: run_loop([], empty_probe_at(free_entry +
+                                                              free_offsets["free"])))
+    rows.append((f"malloc+free: empty uprobe at free+{free_offsets['free']} (free probe floor)",
+                 free_trap, None))
+    inuse = median_of(lambda: run_loop([], allocscope_with(["--inuse"])))
+    rows.append(("malloc+free: allocscope --inuse, default rate (a free probe on every free)",
+                 inuse, inuse / floor))
+
     if shutil.which("bpftrace"):
         bt = median_of(lambda: run_loop([], bpftrace_stacks))
         rows.append(("bpftrace: malloc { @[ustack] = sum(arg0) } (every call)", bt, bt / floor))
@@ -235,6 +264,11 @@ def main():
     print(f"\nsampled-path cost in the target: {sampled - scope:,.0f} ns per sampled allocation "
           f"with the default unwinding (in-kernel CFI walk), {sampled_fp - scope:,.0f} ns with --unwind fp "
           f"(every-call-sampled minus default rate)")
+    print(f"in-use, transparent path: a non-sampled allocation costs "
+          f"{alloc_only_inuse - alloc_only:+,.1f} ns more with --inuse (a return trap on every "
+          f"call would add about one trap, {floor_nf - base_nf:,.0f} ns here); the free "
+          f"probe costs {inuse - scope:,.0f} ns per free (an empty uprobe on free: "
+          f"{free_trap - base:,.0f} ns)")
     agent_cost()
     print(f"single-stepped / emulated placement: {stepped / moved:.1f}x")
     return 0

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 from helpers import (ALLOC_SITES, ALLOCSCOPE, BUILD, MALLOC_LOOP, RATE, RATE_ARG, Workload,
-                     check_sites, go_pprof, parse_manifest, run, test)
+                     check_sites, go_pprof, parse_manifest, run, test, short_build_id)
 from pprof_reader import Profile
 
 FORK_WORKERS = os.path.join(BUILD, "workloads", "fork_workers")
@@ -260,8 +260,10 @@ def agent_profiles_a_workload_started_after_it(tmp):
             assert ("service_name", "sites") in labels, labels
             assert ("hostname", socket.gethostname()) in labels, labels
             assert ("env", "e2e") in labels, labels
+            # No rule version, no pod: the version is the executable's short build id.
+            assert ("service_version", short_build_id(ALLOC_SITES)) in labels, labels
             keys = {k for k, _ in labels}
-            assert keys == {"service_name", "hostname", "env"}, keys  # no pid by default
+            assert keys == {"service_name", "hostname", "env", "service_version"}, keys  # no pid
         assert agent.stop() == 0
     finally:
         agent.kill()

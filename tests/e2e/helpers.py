@@ -166,3 +166,12 @@ def check_reach_main(profile, sites, fraction=0.99, roots=("main", "start_thread
         assert complete >= fraction * total, \
             f"{site}: {complete} of {total} bytes from stacks that reach main"
 
+
+
+def short_build_id(path):
+    """The service_version the agent and the capture give a process of executable path when
+    nothing else names its version: the first 12 hex digits of its GNU build id."""
+    out = subprocess.run(["readelf", "-n", path], capture_output=True, text=True).stdout
+    match = re.search(r"Build ID: ([0-9a-f]+)", out)
+    assert match, f"{path} has no GNU build id"
+    return match.group(1)[:12]

@@ -25,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from agent_tests import Agent, agent_config, profiles_of, sample_labels, wait_for_profiles
-from helpers import ALLOC_SITES, ALLOCSCOPE, MALLOC_LOOP, ROOT, Workload, run, test
+from helpers import (ALLOC_SITES, ALLOCSCOPE, MALLOC_LOOP, ROOT, Workload, run, short_build_id,
+                     test)
 from pprof_reader import Profile
 
 NODE = "node-e2e"
@@ -100,8 +101,9 @@ class FakeApiServer:
         self.server.server_close()
 
 
-def pod(namespace, name, containers, labels=None, annotations=None, node=NODE):
-    """A pod as the API lists it; containers: {name: container id}."""
+def pod(namespace, name, containers, labels=None, annotations=None, node=NODE, image=None):
+    """A pod as the API lists it; containers: {name: container id}; image: what each
+    container's status reports running (absent when None)."""
     metadata = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
                 "labels": labels or {}}
     if annotations:
@@ -111,8 +113,9 @@ def pod(namespace, name, containers, labels=None, annotations=None, node=NODE):
         "spec": {"nodeName": node, "containers": [{"name": n, "image": "example/app:1"}
                                                   for n in containers]},
         "status": {"phase": "Running", "qosClass": "BestEffort",
-                   "containerStatuses": [{"name": n, "ready": True, "restartCount": 0,
-                                          "containerID": f"containerd://{cid}"}
+                   "containerStatuses": [dict({"name": n, "ready": True, "restartCount": 0,
+                                               "containerID": f"containerd://{cid}"},
+                                              **({"image": image} if image else {}))
                                          for n, cid in containers.items()]},
     }
 
@@ -219,11 +222,16 @@ def kube_pods_are_labelled_selected_and_named(tmp):
     checkout = FakeContainer("systemd")
     cart = FakeContainer("cgroupfs")
     stray = FakeContainer("systemd")  # a container the API does not know
+    # Versions: checkout's from its app.kubernetes.io/version label (before its image's tag),
+    # cart's from its image's tag.
     checkout_pod = pod("shop", "checkout-7d9f8b6c5-x2x4v", {"app": checkout.id},
-                       labels={"app.kubernetes.io/name": "checkout"},
-                       annotations={"pyroscope.io/service_name": "checkout"})
+                       labels={"app.kubernetes.io/name": "checkout",
+                               "app.kubernetes.io/version": "3.1.4"},
+                       annotations={"pyroscope.io/service_name": "checkout"},
+                       image="registry.example/shop/checkout:3.1.3")
     cart_pod = pod("shop", "cart-5c7b9d8f6-q8k2m", {"worker": cart.id},
-                   labels={"app.kubernetes.io/name": "cart"})
+                   labels={"app.kubernetes.io/name": "cart"},
+                   image="registry.example/shop/cart:2.0.7@sha256:" + "0" * 64)
     other_pod = pod("kube-system", "coredns-5d78c9869d-abcde",
                     {"coredns": "f" * 64})
     api.set_pods([checkout_pod, cart_pod, other_pod])
@@ -278,18 +286,21 @@ def kube_pods_are_labelled_selected_and_named(tmp):
     assert sorted(os.listdir(sinks)) == ["alloc_sites", "checkout", "shop_worker"], \
         os.listdir(sinks)
     union, each = labels_of(profiles_of(sinks, "checkout"))
-    assert all({k for k, _ in labels} == {"service_name", "hostname", "env"} | POD_LABEL_KEYS
+    assert all({k for k, _ in labels} == {"service_name", "hostname", "env",
+                                          "service_version"} | POD_LABEL_KEYS
                for labels in each), each
     assert union == {("service_name", "checkout"), ("hostname", NODE), ("env", "e2e"),
                      ("namespace", "shop"), ("pod", "checkout-7d9f8b6c5-x2x4v"),
-                     ("container", "app"), ("node", NODE)}, union
+                     ("container", "app"), ("node", NODE), ("service_version", "3.1.4")}, union
     union, _ = labels_of(profiles_of(sinks, "shop_worker"))
     assert union == {("service_name", "shop/worker"), ("hostname", NODE), ("env", "e2e"),
                      ("namespace", "shop"), ("pod", "cart-5c7b9d8f6-q8k2m"),
-                     ("container", "worker"), ("node", NODE)}, union
-    # Decided without pod metadata: named and labelled as on a host.
+                     ("container", "worker"), ("node", NODE), ("service_version", "2.0.7")}, \
+        union
+    # Decided without pod metadata: named and labelled as on a host, versioned by build id.
     union, _ = labels_of(profiles_of(sinks, "alloc_sites"))
-    assert union == {("service_name", "alloc_sites"), ("hostname", NODE), ("env", "e2e")}, union
+    assert union == {("service_name", "alloc_sites"), ("hostname", NODE), ("env", "e2e"),
+                     ("service_version", short_build_id(ALLOC_SITES))}, union
     # Every request carried the token and this node's field selector.
     requests = api.seen()
     assert requests and all(auth == f"Bearer {TOKEN}" for _, auth in requests), requests

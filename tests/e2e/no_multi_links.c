@@ -1,8 +1,10 @@
 /* Preloaded into allocscope by the e2e tests to play a kernel without uprobe_multi links (Linux
  * before 6.6), on a machine whose kernel has them: bpf() calls that create a uprobe_multi link
  * fail with EINVAL, as such a kernel answers. With NO_MULTI_LINKS=load, loading a program with
- * the uprobe_multi attach type fails too (a kernel or verifier that refuses the program). Every
- * other call goes to the C library's syscall(), which libbpf uses for bpf(). */
+ * the uprobe_multi attach type fails too (a kernel or verifier that refuses the program). With
+ * NO_MULTI_LINKS=session, only session uprobes are missing (Linux 6.6 to 6.12): loading a
+ * program as one and making its link fail with EINVAL, multi links work. Every other call goes
+ * to the C library's syscall(), which libbpf uses for bpf(). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 
 /* enum bpf_attach_type's BPF_TRACE_UPROBE_MULTI; Debian 12's UAPI headers predate it. */
 #define UPROBE_MULTI_ATTACH_TYPE 48
+#define UPROBE_SESSION_ATTACH_TYPE 57
 
 long syscall(long number, ...)
 {
@@ -28,7 +31,17 @@ long syscall(long number, ...)
 	va_end(ap);
 	if (!real_syscall)
 		real_syscall = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
-	if (number == SYS_bpf && mode) {
+	if (number == SYS_bpf && mode && strcmp(mode, "session") == 0) {
+		const union bpf_attr *attr = (const union bpf_attr *)args[1];
+
+		if ((args[0] == BPF_LINK_CREATE &&
+		     attr->link_create.attach_type == UPROBE_SESSION_ATTACH_TYPE) ||
+		    (args[0] == BPF_PROG_LOAD &&
+		     attr->expected_attach_type == UPROBE_SESSION_ATTACH_TYPE)) {
+			errno = EINVAL;
+			return -1;
+		}
+	} else if (number == SYS_bpf && mode) {
 		const union bpf_attr *attr = (const union bpf_attr *)args[1];
 
 		if (args[0] == BPF_LINK_CREATE &&

@@ -18,7 +18,7 @@ import sys
 import time
 
 from agent_tests import Agent, metric_key
-from helpers import MALLOC_LOOP, Workload, go_pprof, run, test
+from helpers import MALLOC_LOOP, Workload, go_pprof, run, short_build_id, test
 from pprof_reader import Profile
 
 RECEIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "receivers")
@@ -248,7 +248,8 @@ def push_pyroscope_delivers_labelled_profiles(tmp):
         assert labels[0] == ["__name__", "memory"], labels
         assert dict(labels) == {"__name__": "memory", "__delta__": "false",
                                 "service_name": "loop", "hostname": socket.gethostname(),
-                                "env": "e2e"}, labels
+                                "env": "e2e",
+                                "service_version": short_build_id(MALLOC_LOOP)}, labels
         samples = r["series"][0]["samples"]
         assert len(samples) == 1 and UUID_V4.match(samples[0]["id"]), samples
         ids.add(samples[0]["id"])
@@ -638,7 +639,8 @@ def push_to_pyroscope_and_parca_at_once(tmp):
         labels = labels_of(c)
         assert labels[0] == ["__name__", "memory"], labels
         assert dict(labels) == {"__name__": "memory", "service_name": "loop",
-                                "hostname": socket.gethostname(), "env": "e2e"}, labels
+                                "hostname": socket.gethostname(), "env": "e2e",
+                                "service_version": short_build_id(MALLOC_LOOP)}, labels
         assert c["tenant"] is None and not c["normalized"]
         assert len(c["series"][0]["samples"]) == 1
         profile = Profile(parca.profile_path(c))

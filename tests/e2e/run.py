@@ -739,6 +739,7 @@ def target_killed_mid_capture_still_gets_a_profile(tmp):
 
 import agent_tests  # noqa: E402,F401  (the continuous agent's tests run after these)
 import cooperative_tests  # noqa: E402,F401
+import inuse_tests  # noqa: E402,F401  (in-use profiles, issue 16)
 import push_tests  # noqa: E402,F401  (the Pyroscope and Parca push sinks)
 import pyroscope_tests  # noqa: E402,F401  (against a stand-in with Pyroscope's rules)
 import kube_tests  # noqa: E402,F401  (Kubernetes pod metadata, with a fake API server)
@@ -752,6 +753,13 @@ import site_tests  # noqa: E402,F401  (summary sites: wrappers skipped, public n
 import heaptrack_tests  # noqa: E402,F401  (sqlite3 against heaptrack's exact totals)
 import cxx_deep_tests  # noqa: E402,F401  (C++ template recursion and exceptions, no frame pointers)
 import drop_tests  # noqa: E402,F401  (a burst over a small ring: dropped samples keep their weight)
+import gate_tests  # noqa: E402,F401  (exact counting and the allocation gate, issue 18)
+import version_tests  # noqa: E402,F401  (service_version: capture --group-by, Parca filter and diff)
+import short_command_tests  # noqa: E402,F401  (commands that exit before the first drain)
+import dumpable_tests  # noqa: E402,F401  (no stack copy of a process that is not dumpable)
+import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame graph in Chromium)
+import depth_tests  # noqa: E402,F401  (stacks past the walk's depth limit end in [truncated])
+import budget_tests  # noqa: E402,F401  (the overhead budget: duty-cycled probes, issue 19)
 import context_tests  # noqa: E402,F401  (request context labels: OTel thread context, Custom Labels)
 
 

@@ -245,3 +245,14 @@ $(UNIT_FIXTURE_DIR)/unwind_target_dbgframe: $(UNIT_FIXTURE_DIR)/unwind_target_db
 	$(call msg,FIXTURE,$@)
 	$(Q)$(OBJCOPY) --strip-debug \
 		--add-gnu-debuglink=$(UNIT_FIXTURE_DIR)/unwind_target_dbgframe.debug $< $@
+
+# A Go runtime heap profile (test_report reads pprof written by others): built and run at test
+# time with the Go toolchain, standard library only (no module download).
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+UNIT_FIXTURES += $(UNIT_FIXTURE_DIR)/go_heap.pb.gz
+$(UNIT_FIXTURE_DIR)/go_heap.pb.gz: $(UNIT_FIXTURE_SRC)/go_heap.go
+	$(call msg,GO-RUN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)GOCACHE=$(abspath $(UNIT_FIXTURE_DIR))/gocache GOPATH=$(abspath $(UNIT_FIXTURE_DIR))/gopath \
+		GO111MODULE=off GOTOOLCHAIN=local \
+		GOFLAGS= $(GO) run $< $@

@@ -6,7 +6,9 @@
  * executable (a static glibc or jemalloc, Rust's _rjem_*). And of the pprof as sinks get it,
  * read back by a decoder written here: frames without symbols named by file and offset, a
  * service's processes merged for push, the coldest stacks folded into "(trimmed)" past the
- * limits with the totals kept. */
+ * limits with the totals kept. And of in-use snapshots: live entries joined to their samples
+ * by (pid, time), freed samples forgotten, growth between snapshots, entries without a kept
+ * sample and the live map's overflow counted. */
 #include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <zlib.h>
 
 #include "profile/alloc_profile.h"
+#include "profile/label_limits.h"
 #include "profile/pprof.h"
 #include "sampling.h"
 #include "symbolize/symbolizer.h"
@@ -272,6 +275,7 @@ struct decoded {
 	uint64_t raw_len; /* uncompressed */
 	int64_t objects[MAX_DECODED], bytes[MAX_DECODED];
 	uint64_t leaf_location[MAX_DECODED];
+	uint64_t root_location[MAX_DECODED]; /* the sample's last location */
 	const char *strings[MAX_DECODED * 2];
 	uint64_t function_name[MAX_DECODED];	/* by function id */
 	uint64_t location_function[MAX_DECODED]; /* by location id; 0: no line */
@@ -371,11 +375,16 @@ static bool on_sample(void *ctx, uint32_t field, int wire, uint64_t v, const uin
 	size_t i = s->d->n_samples;
 
 	if (field == 1) {
+		const uint8_t *end = data + len;
+
 		if (wire == 2) /* packed: the first is the leaf */
-			pb_varint(&data, data + len, &v);
+			pb_varint(&data, end, &v);
 		if (!s->first_location)
 			s->d->leaf_location[i] = v;
 		s->first_location = true;
+		s->d->root_location[i] = v;
+		while (wire == 2 && data < end && pb_varint(&data, end, &v))
+			s->d->root_location[i] = v;
 	}
 	if (field == 2) {
 		uint64_t values[2] = { 0, 0 };
@@ -463,6 +472,14 @@ static struct decoded *decode(const uint8_t *gz, size_t len)
 static const char *leaf_name(const struct decoded *d, size_t i)
 {
 	uint64_t function = d->location_function[d->leaf_location[i]];
+	uint64_t name = function < MAX_DECODED ? d->function_name[function] : 0;
+
+	return function && name < d->n_strings ? d->strings[name] : "";
+}
+
+static const char *root_name(const struct decoded *d, size_t i)
+{
+	uint64_t function = d->location_function[d->root_location[i]];
 	uint64_t name = function < MAX_DECODED ? d->function_name[function] : 0;
 
 	return function && name < d->n_strings ? d->strings[name] : "";
@@ -584,6 +601,44 @@ out:
 	decoded_free(d);
 	alloc_profile__free(a);
 	alloc_profile__free(b);
+}
+
+/* A stack cut at the depth limit keeps its frames under a root [truncated] frame (its weight
+ * is a kept sample's), and is its own stack: the same frames not cut are another sample. */
+static void test_depth_cut_stack_under_truncated_root(void)
+{
+	const uint64_t frames[] = { 0x1000, 0x2000, 0x3000 };
+	struct alloc_sample sample = { .pid = 1, .size = 3000 };
+	struct alloc_profile_output output = { .start_ns = 1, .duration_ns = 1 };
+	struct alloc_profile_totals totals;
+	struct alloc_profile *profile;
+	struct decoded *d = NULL;
+	size_t cut = 0, whole = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(alloc_profile__add_depth_cut(profile, &sample, frames, 3) == 0);
+	CHECK(alloc_profile__add_depth_cut(profile, &sample, frames, 3) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &sample, frames, 3) == 0);
+	alloc_profile__totals(profile, &totals);
+	CHECK_EQ_U64(totals.stacks, 2);
+	CHECK_EQ_U64(totals.samples, 3);
+	d = encode_and_decode(profile, &output);
+	if (!d)
+		goto out;
+	CHECK_EQ_U64(d->n_samples, 2);
+	for (size_t i = 0; i < d->n_samples; i++) {
+		if (strcmp(root_name(d, i), ALLOC_PROFILE_TRUNCATED_FRAME) == 0) {
+			cut++;
+			CHECK(d->objects[i] > 0 && d->bytes[i] > 0);
+		} else {
+			whole++;
+		}
+		CHECK(strcmp(leaf_name(d, i), ALLOC_PROFILE_TRUNCATED_FRAME) != 0);
+	}
+	CHECK(cut == 1 && whole == 1);
+out:
+	decoded_free(d);
+	alloc_profile__free(profile);
 }
 
 static void test_coldest_stacks_trimmed_totals_kept(void)
@@ -729,15 +784,205 @@ out:
 	CHECK(system(cmd) == 0);
 }
 
+/* Issue 15: the capture's top table grouped by a process label (service_version), largest
+ * group first; samples without the label form the group "". Per-sample labels go through
+ * the profile's limiter, and none are kept without one. */
+static void test_top_sites_grouped_by_label(void)
+{
+	const uint64_t site_a[] = { 0x1000, 0x2000 }, site_b[] = { 0x1000, 0x3000 };
+	struct label_limits_config config = { .max_keys = 2, .max_values = 1,
+					      .max_value_bytes = 16 };
+	struct label_limits *limits;
+	struct alloc_profile *profile;
+	struct alloc_site rows[8];
+	const char *k, *v;
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	if (!profile)
+		return;
+	CHECK(alloc_profile__label_process(profile, 1, "service_version", "old") == 0);
+	CHECK(alloc_profile__label_process(profile, 2, "service_version", "2.14") == 0);
+	CHECK(alloc_profile__label_process(profile, 2, "service_version", "new") == 0);
+	CHECK(alloc_profile__label_process(profile, 4, "service_version", "new") == 0);
+	for (int i = 0; i < 2; i++)
+		CHECK(alloc_profile__add_weighted_stack(profile, 1, site_a, 2, 100, 1000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 2, site_a, 2, 100, 1000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 2, site_b, 2, 100, 5000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 4, site_b, 2, 100, 500) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 3, site_b, 2, 100, 700) == 0);
+	CHECK(alloc_profile__top_sites_by_label(profile, "service_version", 8, rows, 8, &n) ==
+	      0);
+	CHECK_EQ_U64(n, 4);
+	if (n == 4) {
+		/* "new": pids 2 and 4, 6500 bytes; site_b (5500) before site_a (1000). */
+		CHECK_STR(rows[0].group, "new");
+		CHECK(rows[0].group_bytes == 6500 && rows[0].bytes == 5500);
+		CHECK_STR(rows[1].group, "new");
+		CHECK(rows[1].bytes == 1000);
+		CHECK(strcmp(rows[0].function, rows[1].function) != 0);
+		CHECK_STR(rows[2].group, "old");
+		CHECK(rows[2].group_bytes == 2000 && rows[2].bytes == 2000);
+		CHECK_STR(rows[3].group, "");
+		CHECK(rows[3].bytes == 700);
+	}
+	/* At most per_group rows of each group. */
+	CHECK(alloc_profile__top_sites_by_label(profile, "service_version", 1, rows, 8, &n) ==
+	      0);
+	CHECK_EQ_U64(n, 3);
+	/* Per-sample labels: left out without a limiter, bounded with one. */
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &k, &v) == 0);
+	CHECK(label_limits__new(&config, NULL, &limits) == 0);
+	alloc_profile__set_label_limits(profile, limits);
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &k, &v) == 1);
+	CHECK_STR(v, "/a");
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/b", &k, &v) == 1);
+	CHECK_STR(v, LABEL_LIMITS_OTHER);
+	alloc_profile__free(profile);
+}
+
+static struct alloc_sample live_sample(uint32_t pid, uint64_t time_ns, uint64_t size,
+				       uint64_t weighted_bytes)
+{
+	struct alloc_sample s;
+
+	memset(&s, 0, sizeof(s));
+	s.pid = pid;
+	s.time_ns = time_ns;
+	s.size = size;
+	s.weighted_bytes = weighted_bytes;
+	return s;
+}
+
+static void test_inuse_snapshots(void)
+{
+	const uint64_t site_a[] = { 0x1000, 0x2000 }, site_b[] = { 0x3000, 0x4000 };
+	struct alloc_sample a = live_sample(1, 10, 100, 0), b = live_sample(1, 20, 64, 6400),
+			    c = live_sample(2, 30, 64, 6400);
+	double wa = 100 / sampling_probability(100, RATE);
+	struct alloc_profile_totals totals;
+	struct alloc_profile_inuse inuse;
+	struct alloc_site sites[4];
+	struct alloc_profile *profile;
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(!alloc_profile__has_inuse(profile));
+	CHECK(alloc_profile__enable_inuse(profile) == 0);
+	CHECK(alloc_profile__has_inuse(profile));
+	CHECK(alloc_profile__add_unwound(profile, &a, site_a, 2) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &b, site_b, 2) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &c, site_b, 2) == 0);
+
+	/* Snapshot 1: a and b live (the kernel path's weight for a, b's own), c freed, and one
+	 * live entry whose sample never arrived (its record was dropped). */
+	alloc_profile__inuse_begin(profile, 1000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	CHECK(alloc_profile__inuse_add(profile, 1, 20, 64, 6400) == 0);
+	CHECK(alloc_profile__inuse_add(profile, 1, 999, 64, 640) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK(near(inuse.bytes, wa + 6400 + 640));
+	CHECK(near(inuse.objects, wa / 100 + 100 + 10));
+	CHECK_EQ_U64(inuse.live_samples, 3);
+	CHECK_EQ_U64(inuse.untracked, 1);
+	CHECK_EQ_U64(inuse.overflow, 5);
+	CHECK_EQ_U64(inuse.snapshot_ns, 1000);
+	CHECK_EQ_U64(inuse.prev_snapshot_ns, 0);
+	CHECK(alloc_profile__top_live_sites(profile, sites, 4, &n) == 0);
+	/* By inuse_space: a's site (~512 KiB at this rate), b's (6400; c was freed), the
+	 * dropped sample's. */
+	CHECK(n == 3);
+	if (n == 3) {
+		CHECK(near(sites[0].inuse_bytes, wa));
+		CHECK_EQ_U64(sites[0].oldest_live_ns, 10);
+		CHECK(near(sites[0].inuse_growth, wa));
+		CHECK(near(sites[1].inuse_bytes, 6400));
+		CHECK_EQ_U64(sites[1].oldest_live_ns, 20);
+	}
+	/* Allocation totals are not touched by snapshots. */
+	alloc_profile__totals(profile, &totals);
+	CHECK(near(totals.bytes, wa + 6400 + 6400));
+
+	/* Snapshot 2: a freed; b still live. a's site shrank by all it held. */
+	alloc_profile__inuse_begin(profile, 2000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 20, 64, 6400) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK(near(inuse.bytes, 6400));
+	CHECK_EQ_U64(inuse.prev_snapshot_ns, 1000);
+	CHECK_EQ_U64(inuse.snapshots, 2);
+	CHECK(alloc_profile__top_live_sites(profile, sites, 4, &n) == 0);
+	CHECK(n == 1);
+	if (n == 1)
+		CHECK(near(sites[0].inuse_bytes, 6400));
+
+	/* Snapshot 3: a sample forgotten as freed stays forgotten (its pointer reused by an
+	 * unsampled allocation is not it): an entry with its identity is untracked. */
+	alloc_profile__inuse_begin(profile, 3000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(profile, 5);
+	alloc_profile__inuse_totals(profile, &inuse);
+	CHECK_EQ_U64(inuse.untracked, 1);
+	alloc_profile__free(profile);
+}
+
+/* The daemon carries a service's live samples into its next interval's profile: that profile
+ * takes per-sample labels through the same bounds as a fresh one (the configured keys kept,
+ * values bounded per interval), not none at all. */
+static void test_carried_profile_keeps_label_limits(void)
+{
+	const uint64_t site[] = { 0x1000, 0x2000 };
+	char *keys[] = { (char *)"endpoint" };
+	const struct label_limits_config config = {
+		.keys = keys, .n_keys = 1, .max_keys = 1, .max_values = 1, .max_value_bytes = 64
+	};
+	struct alloc_sample a = live_sample(1, 10, 100, 0);
+	struct alloc_profile *profile = NULL, *next = NULL;
+	struct label_limits *limits = NULL;
+	const char *key, *value;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	CHECK(label_limits__new(&config, NULL, &limits) == 0);
+	if (!profile || !limits)
+		goto out;
+	alloc_profile__set_label_limits(profile, limits);
+	CHECK(alloc_profile__enable_inuse(profile) == 0);
+	CHECK(alloc_profile__admit_label(profile, "endpoint", "/a", &key, &value) == 1);
+	CHECK(alloc_profile__add_unwound(profile, &a, site, 2) == 0);
+	alloc_profile__inuse_begin(profile, 1000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(profile, 0);
+
+	CHECK(alloc_profile__carry_live(profile, &next) == 0);
+	CHECK(next != NULL);
+	if (!next)
+		goto out;
+	/* A new interval: its first value is kept, the second folds into "other"; a key not
+	 * configured is left out. */
+	CHECK(alloc_profile__admit_label(next, "endpoint", "/b", &key, &value) == 1);
+	CHECK(value && strcmp(value, "/b") == 0);
+	CHECK(alloc_profile__admit_label(next, "endpoint", "/c", &key, &value) == 1);
+	CHECK(value && strcmp(value, LABEL_LIMITS_OTHER) == 0);
+	CHECK(alloc_profile__admit_label(next, "tenant", "t1", &key, &value) == 0);
+out:
+	alloc_profile__free(next);
+	alloc_profile__free(profile);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
+	RUN(test_top_sites_grouped_by_label);
 	RUN(test_weighted_samples_keep_their_weight);
 	RUN(test_both_paths_agree_for_the_same_weight);
 	RUN(test_allocation_site);
 	RUN(test_unnamed_frames_named_by_file_and_offset);
 	RUN(test_dropped_samples_keep_their_weight);
+	RUN(test_depth_cut_stack_under_truncated_root);
 	RUN(test_coldest_stacks_trimmed_totals_kept);
 	RUN(test_processes_merged_for_push);
+	RUN(test_inuse_snapshots);
+	RUN(test_carried_profile_keeps_label_limits);
 	return unit_summary("alloc_profile");
 }

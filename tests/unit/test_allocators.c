@@ -599,8 +599,9 @@ static void read_registers(void)
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_PVALLOC), rdi);
 	/* Aligned entries: the alignment too, which decides whether malloc counts the call. */
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_MEMALIGN), rdi | rsi);
+	/* posix_memalign: memptr too, where in-use reads the pointer at the return. */
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_POSIX_MEMALIGN),
-		     rsi | X86_REG_BIT(X86_RDX));
+		     rdi | rsi | X86_REG_BIT(X86_RDX));
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_CALLOC), rdi | rsi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC), rdi | rsi);
 	CHECK_EQ_U64(alloc_entry_read_regs(ALLOC_ENTRY_REALLOC_ANY), rdi | rsi);

@@ -33,6 +33,7 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_EQ_U64(c->sampling.unwind, UNWIND_AUTO);
 	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 16 * 1024);
 	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 16 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind_table_bytes, 16 * 1024 * 1024);
 	CHECK_EQ_U64(c->targets.n_include, 0);
 	CHECK(c->targets.include == NULL);
 	CHECK_EQ_U64(c->targets.n_exclude, 0);
@@ -63,6 +64,11 @@ static void check_defaults(const struct agent_config *c)
 	CHECK_EQ_U64(c->kubernetes.refresh_interval_ms, 30000);
 	CHECK_STR(c->kubernetes.token_path, KUBE_PODS_DEFAULT_TOKEN_PATH);
 	CHECK_STR(c->kubernetes.ca_path, KUBE_PODS_DEFAULT_CA_PATH);
+	CHECK_STR(c->version_label, "service_version");
+	CHECK_EQ_U64(c->sample_labels.n_keys, 0);
+	CHECK_EQ_U64(c->sample_labels.max_keys, 8);
+	CHECK_EQ_U64(c->sample_labels.max_values, 100);
+	CHECK_EQ_U64(c->sample_labels.max_value_bytes, 64);
 }
 
 static void test_defaults(void)
@@ -172,6 +178,7 @@ static const char every_key[] = "sampling:\n"
 				"  unwind: dwarf\n"
 				"  stack_copy_size: 32KiB\n"
 				"  ringbuf_size: \"64MiB\"\n"
+				"  unwind_table_size: 64MiB\n"
 				"targets:\n"
 				"  include:\n"
 				"    - service: checkout\n"
@@ -235,6 +242,7 @@ static void test_every_key(void)
 	CHECK_EQ_U64(c->sampling.unwind, UNWIND_DWARF);
 	CHECK_EQ_U64(c->sampling.stack_copy_bytes, 32 * 1024);
 	CHECK_EQ_U64(c->sampling.ringbuf_bytes, 64 * 1024 * 1024);
+	CHECK_EQ_U64(c->sampling.unwind_table_bytes, 64 * 1024 * 1024);
 
 	CHECK_EQ_U64(c->targets.n_include, 2);
 	if (c->targets.n_include == 2) {
@@ -567,22 +575,23 @@ static void test_syntax_errors(void)
 		    "x.yaml:2:1: expected one YAML document, got a second one");
 	CHECK_ERROR("- sampling\n",
 		    "x.yaml:1:1: expected a mapping with keys sampling, targets, profiles, limits, "
-		    "sinks, metrics, log, symbolize, kubernetes, context, got a list");
+		    "sinks, metrics, log, symbolize, kubernetes, sample_labels, overhead, context, "
+		    "got a list");
 }
 
 static void test_unknown_keys(void)
 {
 	CHECK_ERROR("profiles:\n  intervl: 10s\n",
 		    "x.yaml:2:3: profiles.intervl: unknown key (known keys under profiles: "
-		    "interval, hostname, labels, pid_label)");
+		    "interval, hostname, labels, pid_label, version_label)");
 	CHECK_ERROR("# top\nsamplng:\n  rate: 1\n",
 		    "x.yaml:2:1: samplng: unknown key (known keys at the top level: sampling, "
 		    "targets, profiles, limits, sinks, metrics, log, symbolize, kubernetes, "
-		    "context)");
+		    "sample_labels, overhead, context)");
 	CHECK_ERROR("targets:\n  include:\n    - exe: /bin/sh\n",
 		    "x.yaml:3:7: targets.include[0].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container)");
+		    "container, version, repository, git_ref, root_path, inuse, max_cpu_percent)");
 	CHECK_ERROR("targets:\n  exclude:\n    - {process_name: a}\n    - {exe: /bin/sh}\n",
 		    "x.yaml:4:8: targets.exclude[1].exe: unknown key (known keys in an exclude "
 		    "rule: executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
@@ -612,7 +621,7 @@ static void test_wrong_kinds(void)
 {
 	CHECK_ERROR("sampling: [1]\n",
 		    "x.yaml:1:11: sampling: expected a mapping (with keys rate, unwind, "
-		    "stack_copy_size, ringbuf_size), got a list");
+		    "stack_copy_size, ringbuf_size, unwind_table_size), got a list");
 	CHECK_ERROR(
 	    "limits: 5\n",
 	    "x.yaml:1:9: limits: expected a mapping (with keys max_processes, max_services, "
@@ -680,6 +689,9 @@ static void test_out_of_range(void)
 	CHECK_ERROR("sampling:\n  ringbuf_size: 2GiB\n",
 		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
 		    "1GiB, got \"2GiB\"");
+	CHECK_ERROR("sampling:\n  unwind_table_size: 2GiB\n",
+		    "x.yaml:2:22: sampling.unwind_table_size: expected a size from 1MiB to 1GiB, "
+		    "got \"2GiB\"");
 	/* A ring smaller than the largest sample record would drop every sample. */
 	CHECK_ERROR("sampling:\n  ringbuf_size: 64KiB\n",
 		    "x.yaml:2:17: sampling.ringbuf_size: expected a power of two from 128KiB to "
@@ -739,7 +751,14 @@ static void test_rule_errors(void)
 		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      service: shell\n",
 		    "x.yaml:4:7: targets.exclude[0].service: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service)");
+		    "(excluded processes are never profiled, so they have no service and no in-use "
+		    "profile)");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      inuse: true\n",
+		    "x.yaml:4:7: targets.exclude[0].inuse: not allowed in an exclude rule "
+		    "(excluded processes are never profiled, so they have no service and no in-use "
+		    "profile)");
+	CHECK_ERROR("targets:\n  include:\n    - {process_name: x, inuse: maybe}\n",
+		    "x.yaml:3:32: targets.include[0].inuse: expected true or false, got \"maybe\"");
 	CHECK_ERROR("targets:\n  include:\n    - cgroup: system.slice\n",
 		    "x.yaml:3:15: targets.include[0].cgroup: expected an absolute path like "
 		    "/system.slice/app.service, got \"system.slice\"");
@@ -1069,7 +1088,7 @@ static void test_no_output_without_error_buffer(void)
 		    "profiles:\n  labels: {a: b}\n",
 		    "x.yaml:4:8: targets.include[1].exe: unknown key (known keys in a rule: "
 		    "service, executable, process_name, cgroup, systemd_unit, namespace, pod_label, "
-		    "container)");
+		    "container, version, repository, git_ref, root_path, inuse, max_cpu_percent)");
 	CHECK_ERROR("profiles:\n  labels: {a: b, c: d, service_name: e}\n",
 		    "x.yaml:2:24: profiles.labels: expected a label name other than service_name, "
 		    "hostname and pid (the agent sets those), got \"service_name\"");
@@ -1095,6 +1114,8 @@ static void test_flags_are_the_file_keys(void)
 		{ "log-level", "log", "level", { "debug", "error", "loud", "", NULL } },
 		{ "debuginfod", "symbolize", "debuginfod_urls",
 		  { "https://debuginfod.debian.net", "", "a b", NULL } },
+		{ "max-overhead", "overhead", "max_cpu_percent",
+		  { "5", "0.5%", "none", "0", "200", "x", NULL } },
 		{ "context", "context", "enabled", { "true", "false", "off", "maybe", "", NULL } },
 		{ "context-trace-ids", "context", "trace_ids", { "true", "no", "2", NULL } },
 		{ "context-max-record-bytes", "context", "max_record_bytes",
@@ -1177,6 +1198,111 @@ static void test_flag_messages(void)
 	config_free(c);
 }
 
+/* Issue 15: versions and code labels per rule, the version label's name, sample label
+ * limits; each mistake named with its position. */
+static void test_version_and_sample_label_keys(void)
+{
+	struct agent_config *c;
+	const char *yaml =
+	    "targets:\n"
+	    "  include:\n"
+	    "    - executable: /usr/bin/shop\n"
+	    "      version: \"2.14\"\n"
+	    "      repository: https://github.com/acme/shop\n"
+	    "      git_ref: v2.14\n"
+	    "      root_path: services/shop\n"
+	    "profiles:\n"
+	    "  version_label: release\n"
+	    "sample_labels:\n"
+	    "  keys: [endpoint, tenant]\n"
+	    "  max_values: 5\n"
+	    "  max_value_bytes: 16\n";
+
+	c = load(yaml);
+	if (c) {
+		CHECK_STR(c->targets.include[0].version, "2.14");
+		CHECK_STR(c->targets.include[0].repository, "https://github.com/acme/shop");
+		CHECK_STR(c->targets.include[0].git_ref, "v2.14");
+		CHECK_STR(c->targets.include[0].root_path, "services/shop");
+		CHECK_STR(c->version_label, "release");
+		CHECK_EQ_U64(c->sample_labels.n_keys, 2);
+		CHECK_STR(c->sample_labels.keys[1], "tenant");
+		CHECK_EQ_U64(c->sample_labels.max_values, 5);
+		CHECK_EQ_U64(c->sample_labels.max_value_bytes, 16);
+		config_free(c);
+	}
+	c = load("profiles:\n  version_label: \"\"\n");
+	if (c)
+		CHECK_STR(c->version_label, "");
+	config_free(c);
+	CHECK_ERROR("profiles:\n  version_label: service-version\n",
+		    "x.yaml:2:18: profiles.version_label: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"service-version\"");
+	CHECK_ERROR("profiles:\n  version_label: service_name\n",
+		    "x.yaml:2:18: profiles.version_label: expected a label name other than "
+		    "service_name, hostname and pid (the agent sets those), got \"service_name\"");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: a\n      version: \"1\"\n",
+		    "x.yaml:4:7: targets.exclude[0].version: not allowed in an exclude rule "
+		    "(excluded processes are never profiled, so they have no service and no "
+		    "in-use profile)");
+	CHECK_ERROR("targets:\n  include:\n    - version: \"1\"\n",
+		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
+		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
+	CHECK_ERROR("sample_labels:\n  keys: [endpoint, http.route]\n",
+		    "x.yaml:2:20: sample_labels.keys[1]: expected a label name matching "
+		    "[a-zA-Z_][a-zA-Z0-9_]*, got \"http.route\"");
+	CHECK_ERROR("sample_labels:\n  keys: [a, a]\n",
+		    "x.yaml:2:13: sample_labels.keys[1]: expected each label name once, got \"a\" "
+		    "twice");
+	CHECK_ERROR("sample_labels:\n  keys: endpoint\n",
+		    "x.yaml:2:9: sample_labels.keys: expected a list of label names like "
+		    "[endpoint, tenant], got \"endpoint\"");
+	CHECK_ERROR("sample_labels:\n  max_values: 0\n",
+		    "x.yaml:2:15: sample_labels.max_values: expected a whole number from 1 to "
+		    "100000, got \"0\"");
+	CHECK_ERROR("sample_labels:\n  max_keys: 33\n",
+		    "x.yaml:2:13: sample_labels.max_keys: expected a whole number from 1 to 32, "
+		    "got \"33\"");
+}
+
+/* The overhead budget: host-wide, per rule, and the values refused. */
+static void test_overhead_budget(void)
+{
+	struct agent_config *c = load("overhead:\n  max_cpu_percent: 2.5%\n"
+				      "targets:\n  include:\n    - process_name: redis*\n"
+				      "      max_cpu_percent: 20\n    - process_name: nginx\n"
+				      "      max_cpu_percent: none\n    - process_name: app\n");
+
+	CHECK(c != NULL);
+	if (c) {
+		CHECK(c->overhead_max_cpu_percent == 2.5);
+		CHECK(c->targets.n_include == 3);
+		CHECK(c->targets.include[0].max_cpu_percent == 20);
+		CHECK(c->targets.include[1].max_cpu_percent == -1);
+		CHECK(c->targets.include[2].max_cpu_percent == 0); /* the host-wide one */
+		config_free(c);
+	}
+	c = load("");
+	CHECK(c && c->overhead_max_cpu_percent < 0); /* none by default */
+	config_free(c);
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 0\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"0\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 150%\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"150%\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: -5\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"-5\"");
+	CHECK_ERROR("overhead:\n  max_cpu_percent: 5 percent\n",
+		    "x.yaml:2:20: overhead.max_cpu_percent: expected a percentage from 0.01 to 100 "
+		    "like 1 (or none), got \"5 percent\"");
+	CHECK_ERROR("targets:\n  include:\n    - process_name: redis\n"
+		    "      max_cpu_percent: 1e3\n",
+		    "x.yaml:4:24: targets.include[0].max_cpu_percent: expected a percentage from "
+		    "0.01 to 100 like 5 (or none), got \"1e3\"");
+}
+
 int main(void)
 {
 	/* The agent reads it as kubernetes.node_name's default; the cases set it themselves. */
@@ -1212,5 +1338,7 @@ int main(void)
 	RUN(test_no_output_without_error_buffer);
 	RUN(test_flags_are_the_file_keys);
 	RUN(test_flag_messages);
+	RUN(test_version_and_sample_label_keys);
+	RUN(test_overhead_budget);
 	return unit_summary("config");
 }

@@ -488,6 +488,8 @@ static void test_containerd_pods(void)
 		CHECK_STR(c->container, "app");
 		CHECK_STR(c->node, "node-a");
 		CHECK_STR(c->service_name, "shop/app");
+		/* The status's image, for the service_version label's image tag. */
+		CHECK_STR(c->image, "registry.example.com/shop/checkout:1.8.3");
 		CHECK_EQ_U64(c->n_labels, 3);
 		if (c->n_labels == 3) {
 			/* Sorted by key. */
@@ -512,6 +514,7 @@ static void test_containerd_pods(void)
 	c = lookup_eventually(pods, ID_ENVOY);
 	if (c) {
 		CHECK_STR(c->container, "envoy");
+		CHECK_STR(c->image, "docker.io/envoyproxy/envoy:v1.31.2");
 		CHECK_STR(c->service_name, "shop/envoy");
 		CHECK_STR(c->pod, "checkout-7d9c5b7f8-x2x9q");
 	}

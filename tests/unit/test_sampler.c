@@ -933,6 +933,88 @@ static bool find_build_files(void)
 	return true;
 }
 
+/* (5) In-use tracking (sampler/live_set.c): with the free probe's semaphore raised (FORCE=2)
+ * and every allocation sampled (rate 1), the tracked set is exactly the blocks kept alive,
+ * otel_memory:free fires for exactly the blocks freed, a full set is counted, a forked child
+ * starts empty, and without the free semaphore (FORCE=1) nothing is tracked. */
+struct live_stats {
+	uint64_t tracked, overflow, freed, kept;
+};
+
+static bool parse_live(const char *out, const char *prefix, struct live_stats *st)
+{
+	char key[64];
+
+	memset(st, 0, sizeof(*st));
+	snprintf(key, sizeof(key), "%skept_blocks", prefix);
+	output_value(out, key, &st->kept);
+	for (const char *line = out; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		unsigned long long t, o, f;
+		size_t plen = strlen(prefix);
+
+		if (strncmp(line, prefix, plen) == 0 &&
+		    sscanf(line + plen, "live_tracked %llu live_overflow %llu frees_fired %llu", &t,
+			   &o, &f) == 3) {
+			st->tracked = t;
+			st->overflow = o;
+			st->freed = f;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool run_live(const char *force, const char *size_env, const char *args,
+		     struct workload_run *run)
+{
+	char preload_env[PATH_MAX + 16], force_env[64];
+	const char *env[] = {preload_env, force_env, "ALLOCSCOPE_SAMPLE_RATE=1", size_env, NULL};
+
+	snprintf(preload_env, sizeof(preload_env), "LD_PRELOAD=%s", sampler_path);
+	snprintf(force_env, sizeof(force_env), "ALLOCSCOPE_SAMPLER_FORCE=%s", force);
+	return run_workload(env, args, run) && run->status == 0;
+}
+
+static void test_live_set(void)
+{
+	struct workload_run run;
+	struct live_stats st = {0}, child = {0};
+	bool ran;
+
+	/* The process's own few allocations outside the loop (thread start-up) stay live. */
+	ran = run_live("2", NULL, "-t 4 -n 100000 -s 64 -K 10", &run) &&
+	      parse_live(run.out, "", &st);
+	report(ran && st.kept == 40000 && st.tracked >= 40000 && st.tracked <= 40000 + 16 &&
+		       st.freed == 360000 && st.overflow == 0,
+	       "in-use, 4 threads keeping 1 block in 10: %" PRIu64 " tracked for %" PRIu64
+	       " kept, %" PRIu64 " frees fired for 360000 freed, %" PRIu64 " overflow",
+	       st.tracked, st.kept, st.freed, st.overflow);
+	ran = run_live("2", NULL, "-n 100000 -s 64,128,256 -a realloc", &run) &&
+	      parse_live(run.out, "", &st);
+	report(ran && st.freed == 100000 && st.tracked <= 4,
+	       "in-use, a realloc chain of 100000: %" PRIu64 " frees fired (each realloc frees the "
+	       "block before; realloc(p, 0) the last), %" PRIu64 " tracked at the end",
+	       st.freed, st.tracked);
+	ran = run_live("2", "ALLOCSCOPE_LIVE_SET_SIZE=1024", "-n 10000 -s 64 -K 2", &run) &&
+	      parse_live(run.out, "", &st);
+	report(ran && st.tracked == 768 && st.overflow >= 5000 - 768,
+	       "in-use, a 1024-slot set with 5000 blocks kept: %" PRIu64 " tracked (3/4 of the "
+	       "slots), %" PRIu64 " overflow counted",
+	       st.tracked, st.overflow);
+	ran = run_live("2", NULL, "-t 2 -n 100000 -s 64 -K 10 -f", &run) &&
+	      parse_live(run.out, "child ", &child) && parse_live(run.out, "", &st);
+	report(ran && child.kept == 10000 && child.tracked == 10000 && child.freed == 90000 &&
+		       st.tracked >= 20000 && st.tracked <= 20000 + 16,
+	       "in-use across fork: the child tracks %" PRIu64 " for its %" PRIu64
+	       " kept (nothing of the parent's), the parent %" PRIu64 " for 20000",
+	       child.tracked, child.kept, st.tracked);
+	ran = run_live("1", NULL, "-n 100000 -s 64 -K 10", &run) && parse_live(run.out, "", &st);
+	report(ran && st.tracked == 0 && st.freed == 0,
+	       "no free listener (FORCE=1): %" PRIu64 " tracked, %" PRIu64 " frees fired",
+	       st.tracked, st.freed);
+}
+
 static void test_build_files(void)
 {
 	CHECK(find_build_files());
@@ -951,5 +1033,6 @@ int main(void)
 	RUN(test_threads_fork_dlopen);
 	RUN(test_other_allocators);
 	RUN(test_sample_rate_variable);
+	RUN(test_live_set);
 	return unit_summary("test_sampler");
 }

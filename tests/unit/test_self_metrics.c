@@ -58,6 +58,7 @@ static void test_snapshot_becomes_families(void)
 		.dropped_weight_kept = 5,
 		.dropped_unattributed = 2,
 		.degraded_truncated = 5,
+		.degraded_depth_limit = 15,
 		.probe_hits = 200,
 		.probe_cost_ns = 500,
 		.processes_attached = 9,
@@ -69,16 +70,25 @@ static void test_snapshot_becomes_families(void)
 		.server = &server,
 		.sample_rate = 524288,
 		.interval_seconds = 60,
+		.sample_labels_kept = 11,
+		.sample_labels_dropped = 12,
+		.sample_label_values_other = 13,
+		.sample_label_values_truncated = 14,
 	};
 	struct metrics_text t = { 0 };
 
 	self_metrics__render(&m, &t);
 	CHECK(metrics_text__error(&t) == 0);
 	CHECK(sample(&t, "allocscope_samples_total") == 1000);
+	CHECK(sample(&t, "allocscope_sample_labels_kept_total") == 11);
+	CHECK(sample(&t, "allocscope_sample_labels_dropped_total") == 12);
+	CHECK(sample(&t, "allocscope_sample_label_values_other_total") == 13);
+	CHECK(sample(&t, "allocscope_sample_label_values_truncated_total") == 14);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"ringbuf_full\"}") == 7);
 	CHECK(sample(&t, "allocscope_samples_dropped_weight_kept_total") == 5);
 	CHECK(sample(&t, "allocscope_samples_dropped_total{reason=\"unattributed\"}") == 2);
 	CHECK(sample(&t, "allocscope_stacks_degraded_total{reason=\"truncated\"}") == 5);
+	CHECK(sample(&t, "allocscope_stacks_degraded_total{reason=\"depth_limit\"}") == 15);
 	CHECK(sample(&t, "allocscope_probe_hits_total") == 200);
 	/* hits times the cost: 200 * 500 ns */
 	CHECK(sample(&t, "allocscope_estimated_overhead_seconds_total") > 0.9999e-4);

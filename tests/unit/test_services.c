@@ -327,6 +327,77 @@ static void test_interval_fails_only_when_every_sink_refuses(void)
 	services__free(t);
 }
 
+/* Issue 15: two versions of one program are two series, each labelled with its version and
+ * the rule's code labels; a static label of the same name gives way to the service's own. */
+static void test_versions_are_series_with_code_labels(void)
+{
+	const char *const v1[] = { "2.13", "https://github.com/acme/shop", "v2.13", NULL };
+	const char *const v2[] = { "2.14", "https://github.com/acme/shop", "v2.14", NULL };
+	const char *const none[] = { "", NULL, NULL, NULL };
+	struct config_label statics[] = { { "service_repository", "https://example.com/all" },
+					  { "env", "prod" } };
+	struct fake_sink push = { .base.ops = &fake_ops, .shape.merge_processes = true };
+	struct sink *sinks[] = { &push.base };
+	struct services_interval interval = {
+		.sinks = sinks,
+		.n_sinks = 1,
+		.hostname = "h",
+		.labels = statics,
+		.n_labels = 2,
+		.sample_rate = RATE,
+		.max_label_value_bytes = 64,
+		.version_label = "release",
+	};
+	struct services_written written;
+	struct services *t;
+	struct service *a, *b, *c;
+
+	CHECK(services__new(&t) == 0);
+	a = services__get_versioned(t, "shop", NULL, v1, &limits);
+	b = services__get_versioned(t, "shop", NULL, v2, &limits);
+	c = services__get_versioned(t, "shop", NULL, none, &limits);
+	CHECK(a && b && c);
+	CHECK(a != b && a != c && b != c);
+	CHECK(services__get_versioned(t, "shop", NULL, v1, &limits) == a);
+	CHECK(services__get(t, "shop", NULL, &limits) == c);
+	CHECK_STR(b->code_labels[SERVICE_CODE_VERSION], "2.14");
+	CHECK(!c->code_labels[SERVICE_CODE_VERSION]);
+	add_sample(a, 1);
+	add_sample(b, 2);
+	add_sample(c, 3);
+	services__write_interval(t, &interval, &written);
+	CHECK_EQ_U64(written.written, 3);
+	CHECK_EQ_U64(push.n_records, 3);
+	for (size_t i = 0; i < push.n_records; i++) {
+		const struct recorded *r = &push.records[i];
+		const char *version = label(r, "release");
+
+		CHECK_STR(label(r, "env"), "prod");
+		CHECK(!label(r, "service_version") && !label(r, "service_root_path"));
+		if (!version) {
+			/* No code labels: the host-wide static label stays. */
+			CHECK_STR(label(r, "service_repository"), "https://example.com/all");
+			CHECK(!label(r, "service_git_ref"));
+			continue;
+		}
+		CHECK(strcmp(version, "2.13") == 0 || strcmp(version, "2.14") == 0);
+		CHECK_STR(label(r, "service_repository"), "https://github.com/acme/shop");
+		CHECK_STR(label(r, "service_git_ref"), version[3] == '3' ? "v2.13" : "v2.14");
+		/* Once: the static label of the same name is left out. */
+		CHECK_EQ_U64(r->n_labels, 6);
+	}
+	/* The default name, and "" for none. */
+	add_sample(a, 1);
+	interval.version_label = NULL;
+	services__write_interval(t, &interval, &written);
+	CHECK_STR(label(&push.records[3], "service_version"), "2.13");
+	add_sample(a, 1);
+	interval.version_label = "";
+	services__write_interval(t, &interval, &written);
+	CHECK(!label(&push.records[4], "service_version") && !label(&push.records[4], "release"));
+	services__free(t);
+}
+
 int main(void)
 {
 	RUN(test_processes_of_one_name_share_a_service);
@@ -336,5 +407,6 @@ int main(void)
 	RUN(test_prune_removes_services_without_processes);
 	RUN(test_interval_labels_each_service_profile);
 	RUN(test_interval_fails_only_when_every_sink_refuses);
+	RUN(test_versions_are_series_with_code_labels);
 	return unit_summary("services");
 }

@@ -519,6 +519,28 @@ static void test_include_by_each_matcher(void)
 	CHECK(!matches(&rules, &shell, NULL));
 }
 
+/* In-use follows the first matching include rule alone, as the service name does. */
+static void test_inuse_from_the_first_matching_rule(void)
+{
+	struct target_rule include[] = {
+		{ .executable = "/usr/bin/redis-*", .inuse = true },
+		{ .systemd_unit = "*.service" },
+		{ .process_name = "restic", .inuse = true },
+	};
+	struct target_rules rules = { .include = include, .n_include = 3 };
+	struct target_rules none = { 0 };
+
+	make_processes();
+	CHECK(target_rules__any_inuse(&rules));
+	CHECK(!target_rules__any_inuse(&none));
+	CHECK(target_rules__inuse(&rules, &redis));
+	CHECK(!target_rules__inuse(&rules, &nginx));
+	/* backup.service matches the unit rule first: that rule says no. */
+	CHECK(!target_rules__inuse(&rules, &backup));
+	CHECK(!target_rules__inuse(&rules, &shell));
+	CHECK(!target_rules__inuse(&none, &redis));
+}
+
 static void test_unknown_facts_match_no_glob(void)
 {
 	struct target_rule any_exe = { .executable = "*" };
@@ -984,6 +1006,7 @@ int main(void)
 	RUN(test_unit_of_cgroup_too_long);
 	RUN(test_no_include_rules_match_all);
 	RUN(test_include_by_each_matcher);
+	RUN(test_inuse_from_the_first_matching_rule);
 	RUN(test_unknown_facts_match_no_glob);
 	RUN(test_all_matchers_of_a_rule_must_match);
 	RUN(test_exclusion_wins);

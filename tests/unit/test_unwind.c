@@ -890,7 +890,7 @@ static void check_cuts(struct unwinder *u, const struct target *t, enum unwind_m
 		in.stack_len = slot;
 		CHECK(unwinder__unwind(u, &in, mode, pcs, MAX_PCS, &r) == 0);
 		CHECK_EQ_U64(r.n_pcs, k);
-		CHECK(r.truncated);
+		CHECK(r.truncated && !r.depth_cut);
 		CHECK(memcmp(pcs, full_pcs, r.n_pcs * sizeof(pcs[0])) == 0);
 		checked++;
 		slot += 8;
@@ -899,13 +899,46 @@ static void check_cuts(struct unwinder *u, const struct target *t, enum unwind_m
 	CHECK(checked >= 4);
 	in.stack_len = 7;
 	CHECK(unwinder__unwind(u, &in, mode, pcs, MAX_PCS, &r) == 0);
-	CHECK(r.n_pcs == 1 && r.truncated);
-	/* max_pcs caps the walk, which is then incomplete. */
+	CHECK(r.n_pcs == 1 && r.truncated && !r.depth_cut);
+	/* max_pcs caps the walk, which is then incomplete: cut at the depth limit. */
 	in.stack_len = t->stack_len;
 	CHECK(unwinder__unwind(u, &in, mode, pcs, 3, &r) == 0);
 	CHECK(r.n_pcs == 3 && r.truncated && memcmp(pcs, full_pcs, 3 * sizeof(pcs[0])) == 0);
+	CHECK(r.depth_cut);
 	CHECK(unwinder__unwind(u, &in, mode, pcs, full.n_pcs, &r) == 0);
-	CHECK(r.n_pcs == full.n_pcs && !r.truncated);
+	CHECK(r.n_pcs == full.n_pcs && !r.truncated && !r.depth_cut);
+}
+
+/* The frames the kernel walked come back as they are; its flags say whether the walk stopped
+ * early and whether that was the depth limit (a stack deeper than UNWIND_MAX_FRAMES). */
+static void test_kernel_frames_depth_cut(void)
+{
+	const uint64_t frames[] = { 0x401000, 0x401234, 0x405678 };
+	const uint64_t regs[ALLOC_REG__COUNT] = { 0x401000, 0x7ffc0000 };
+	struct unwind_input in = {
+		.regs = regs,
+		.stack = (const uint8_t *)frames,
+		.stack_len = sizeof(frames),
+		.flags = ALLOC_SAMPLE_KERNEL_FRAMES,
+	};
+	struct unwinder *u = NULL;
+	struct unwind_result r;
+	uint64_t pcs[8];
+
+	CHECK(unwinder__new(&u) == 0);
+	CHECK(unwinder__unwind(u, &in, UNWIND_KERNEL, pcs, 8, &r) == 0);
+	CHECK(r.n_pcs == 3 && !r.truncated && !r.depth_cut && pcs[2] == frames[2]);
+	in.flags = ALLOC_SAMPLE_KERNEL_FRAMES | ALLOC_SAMPLE_TRUNCATED;
+	CHECK(unwinder__unwind(u, &in, UNWIND_KERNEL, pcs, 8, &r) == 0);
+	CHECK(r.n_pcs == 3 && r.truncated && !r.depth_cut);
+	in.flags = ALLOC_SAMPLE_KERNEL_FRAMES | ALLOC_SAMPLE_TRUNCATED | ALLOC_SAMPLE_DEPTH_CUT;
+	CHECK(unwinder__unwind(u, &in, UNWIND_KERNEL, pcs, 8, &r) == 0);
+	CHECK(r.n_pcs == 3 && r.truncated && r.depth_cut);
+	/* More frames than the caller has room for: cut at its limit. */
+	in.flags = ALLOC_SAMPLE_KERNEL_FRAMES;
+	CHECK(unwinder__unwind(u, &in, UNWIND_KERNEL, pcs, 2, &r) == 0);
+	CHECK(r.n_pcs == 2 && r.truncated && r.depth_cut);
+	unwinder__free(u);
 }
 
 static void test_truncated_copy(void)
@@ -1315,6 +1348,7 @@ int main(void)
 	RUN(test_remove_process);
 	RUN(test_many_processes);
 	RUN(test_truncated_copy);
+	RUN(test_kernel_frames_depth_cut);
 	RUN(test_garbage);
 	RUN(test_cost);
 	RUN(test_cost_shared_files);

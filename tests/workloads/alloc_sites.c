@@ -7,6 +7,12 @@
  *     --wait     print "ready PID" and wait for SIGUSR1 before allocating (attach first)
  *     --deep     only site_deep_recursion: an allocation 200 frames of 1 KiB below main
  *     --scale N  multiply every site's call count by N (default 1)
+ *     --rounds N --round-ms M  a steady workload: the sites' calls spread evenly over N
+ *                rounds, round r starting at r x M ms on the clock whatever the previous one
+ *                took (the overhead budget's duty cycle scales estimates by wall time); the
+ *                manifest then has a line per site and round
+ *     --spin-us U  and U microseconds of CPU work without allocating in each round (a process
+ *                whose probes cost it a share of its CPU, not many times it)
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -14,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static long scale = 1;
@@ -198,6 +205,27 @@ static void run_threads(long n)
 	manifest("site_thread_malloc", 256, 2 * n);
 }
 
+/* CPU work without allocations: spins until the process has used us more microseconds. */
+static void spin(long us)
+{
+	struct timespec ts;
+	long long until;
+
+	if (us <= 0)
+		return;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	until = (long long)ts.tv_sec * 1000000000 + ts.tv_nsec + us * 1000ll;
+	do
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	while ((long long)ts.tv_sec * 1000000000 + ts.tv_nsec < until);
+}
+
+/* Round r's part of total calls over rounds, spread so that every round gets its share. */
+static long share(long total, long r, long rounds)
+{
+	return total * (r + 1) / rounds - total * r / rounds;
+}
+
 static void on_start(int sig)
 {
 	started = 1;
@@ -206,6 +234,7 @@ static void on_start(int sig)
 int main(int argc, char **argv)
 {
 	int wait = 0, deep = 0;
+	long rounds = 1, round_ms = 0, spin_us = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--deep") == 0)
@@ -214,8 +243,15 @@ int main(int argc, char **argv)
 			wait = 1;
 		else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
 			scale = atol(argv[++i]);
+		else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+			rounds = atol(argv[++i]);
+		else if (strcmp(argv[i], "--round-ms") == 0 && i + 1 < argc)
+			round_ms = atol(argv[++i]);
+		else if (strcmp(argv[i], "--spin-us") == 0 && i + 1 < argc)
+			spin_us = atol(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--wait] [--deep] [--scale N]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--wait] [--deep] [--scale N] [--rounds N "
+				"--round-ms M]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -238,16 +274,32 @@ int main(int argc, char **argv)
 		printf("done\n");
 		return 0;
 	}
-	site_malloc_small(200000 * scale);
-	site_calloc(20000 * scale);
-	site_malloc_large(100 * scale);
-	site_realloc(5000 * scale);
-	site_realloc_null(20000 * scale);
-	site_aligned_alloc(10000 * scale);
-	site_posix_memalign(5000 * scale);
-	site_valloc(5000 * scale);
-	site_inlined(10000 * scale);
-	run_threads(50000 * scale);
+	if (rounds < 1)
+		rounds = 1;
+	struct timespec begin;
+
+	clock_gettime(CLOCK_MONOTONIC, &begin);
+	for (long r = 0; r < rounds; r++) {
+		if (round_ms) {
+			long long at = (long long)begin.tv_sec * 1000000000 + begin.tv_nsec +
+				       (long long)r * round_ms * 1000000;
+			struct timespec when = { at / 1000000000, at % 1000000000 };
+
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &when, NULL))
+				;
+		}
+		site_malloc_small(share(200000 * scale, r, rounds));
+		site_calloc(share(20000 * scale, r, rounds));
+		site_malloc_large(share(100 * scale, r, rounds));
+		site_realloc(share(5000 * scale, r, rounds));
+		site_realloc_null(share(20000 * scale, r, rounds));
+		site_aligned_alloc(share(10000 * scale, r, rounds));
+		site_posix_memalign(share(5000 * scale, r, rounds));
+		site_valloc(share(5000 * scale, r, rounds));
+		site_inlined(share(10000 * scale, r, rounds));
+		run_threads(share(50000 * scale, r, rounds));
+		spin(spin_us);
+	}
 	printf("done\n");
 	return 0;
 }

@@ -23,6 +23,11 @@
  *            breakpoint on the probe while the process waits
  *   -B N     benchmark instead: N malloc(64)+free pairs, five rounds, prints
  *            "ns_per_pair MEDIAN min MIN"
+ *   -K N     keep one block in N alive to the end instead of freeing it (not the realloc
+ *            APIs); adds "kept_blocks K kept_bytes B" and the sampler's in-use line
+ *            "live_tracked T live_overflow O frees_fired F" (same prefix as the statistics)
+ *   -H MIB   before -B, hold MIB mebibytes alive in 4 KiB blocks (a heap with tracked
+ *            samples, so that free's filter is consulted as in a real service)
  * Exit status: 0, or 2 when an allocation or a requested dlopen failed. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -72,12 +77,17 @@ static struct {
 	const char *dlopen_lib;
 	const char *dlopen_first;
 	long bench;
+	long keep_every;
+	long hold_mib;
 } opt = {.threads = 1, .per_thread = 100000, .sizes = {64}, .size_count = 1};
 
 static long progress; /* allocations done by all threads, updated every 1024 */
 static int threads_done;
 static int failures;				  /* allocations that failed */
 static void *volatile sink;			  /* keeps the compiler from removing allocations */
+static __thread void *kept_head;		  /* -K: kept blocks, linked through themselves */
+static __thread long kept_countdown;
+static uint64_t kept_blocks, kept_bytes;
 static volatile size_t huge_count = SIZE_MAX / 2; /* hidden from the compiler's size checks */
 
 /* Allocates size bytes through api; *block is the realloc chain's current block. Returns
@@ -131,6 +141,14 @@ static size_t allocate_once(enum api api, size_t size, void **block)
 		return 0;
 	}
 	sink = ptr;
+	if (opt.keep_every && size >= sizeof(void *) && ++kept_countdown == opt.keep_every) {
+		kept_countdown = 0;
+		*(void **)ptr = kept_head;
+		kept_head = ptr;
+		__atomic_fetch_add(&kept_blocks, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&kept_bytes, size, __ATOMIC_RELAXED);
+		return size;
+	}
 	free(ptr);
 	return size;
 }
@@ -190,11 +208,19 @@ static void print_stats(const char *prefix, uint64_t allocated)
 	       (unsigned long long)stats.sampled, (unsigned long long)stats.weighted_bytes,
 	       (unsigned long long)allocated);
 	printf("%ssample_rate %llu\n", prefix, (unsigned long long)stats.sample_rate);
+	if (opt.keep_every)
+		printf("%skept_blocks %llu kept_bytes %llu\n", prefix,
+		       (unsigned long long)kept_blocks, (unsigned long long)kept_bytes);
+	printf("%slive_tracked %llu live_overflow %llu frees_fired %llu\n", prefix,
+	       (unsigned long long)stats.live_tracked, (unsigned long long)stats.live_overflow,
+	       (unsigned long long)stats.frees_fired);
 }
 
 /* The child of -f: one thread's work, its own report, exit. */
 static void run_child(void)
 {
+	kept_blocks = 0;
+	kept_bytes = 0;
 	uint64_t allocated = run_allocations(opt.per_thread);
 
 	print_stats("child ", allocated);
@@ -249,6 +275,14 @@ static int run_bench(long pairs)
 {
 	double rounds[5];
 
+	for (long i = 0; i < opt.hold_mib * 256; i++) {
+		void **block = malloc(4096);
+
+		if (!block)
+			return 2;
+		*block = kept_head;
+		kept_head = block;
+	}
 	for (long i = 0; i < 100000; i++) {
 		sink = malloc(64);
 		free(sink);
@@ -298,7 +332,7 @@ int main(int argc, char **argv)
 	int c, status = 0, exit_code = 0;
 	pid_t child = -1;
 
-	while ((c = getopt(argc, argv, "t:n:s:a:fd:S:PB:")) != -1) {
+	while ((c = getopt(argc, argv, "t:n:s:a:fd:S:PB:K:H:")) != -1) {
 		switch (c) {
 		case 't':
 			opt.threads = atoi(optarg);
@@ -333,10 +367,16 @@ int main(int argc, char **argv)
 		case 'B':
 			opt.bench = atol(optarg);
 			break;
+		case 'K':
+			opt.keep_every = atol(optarg);
+			break;
+		case 'H':
+			opt.hold_mib = atol(optarg);
+			break;
 		default:
 			fprintf(stderr,
 				"usage: %s [-t N] [-n N] [-s LIST] [-a API] [-f] [-d LIB] "
-				"[-S PATH] [-P] [-B N]\n",
+				"[-S PATH] [-P] [-B N] [-K N] [-H MIB]\n",
 				argv[0]);
 			return 64;
 		}
