@@ -134,7 +134,7 @@ int pipeline__open(const struct sampling_opts *opts, const struct pipeline_calle
 		struct request_context_opts context_opts = {
 			.enabled = opts->context_enabled,
 			.labels = { .trace_ids = opts->context_trace_ids,
-				    .max_value_bytes = opts->context_max_value_bytes },
+				    .max_value_bytes = CONTEXT_LABELS_MAX_VALUE_BYTES },
 		};
 
 		ret = request_contexts__new(p->program, &context_opts, &p->contexts);
@@ -212,19 +212,36 @@ int pipeline__set_label_limits(struct pipeline *p, const struct label_limits_con
 static int add_sample(struct pipeline *p, struct alloc_profile *profile,
 		      const struct alloc_sample *sample);
 
-/* The sample's request context becomes the labels of the stack it adds. */
+/* The sample's request context becomes the labels of the stack it adds. Its attributes pass
+ * the profile's label limiter (sample_labels.*: the keys kept, values past max_values as
+ * "other", values cut, each counted for /metrics); trace_id and span_id, asked for with
+ * context.trace_ids to link a span to its profile, are kept whole. */
 int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 			 const struct alloc_sample *sample)
 {
+	struct pprof_label admitted[CONTEXT_LABELS_MAX];
 	struct context_labels labels;
+	size_t n = 0;
 	int ret;
 
 	if (sample->flags & ALLOC_SAMPLE_DROPPED || !p->contexts)
 		return add_sample(p, profile, sample);
 	request_contexts__labels(p->contexts, sample, &labels);
-	if (!labels.count)
+	for (size_t i = 0; i < labels.count; i++) {
+		const char *key, *value;
+
+		if (i < labels.n_ids) {
+			admitted[n++] = labels.labels[i];
+			continue;
+		}
+		/* Left out (0), or out of memory: the sample still counts, without it. */
+		if (alloc_profile__admit_label(profile, labels.labels[i].key, labels.labels[i].str,
+					       &key, &value) == 1)
+			admitted[n++] = (struct pprof_label){ .key = key, .str = value };
+	}
+	if (!n)
 		return add_sample(p, profile, sample);
-	ret = alloc_profile__use_labels(profile, labels.labels, labels.count);
+	ret = alloc_profile__use_labels(profile, admitted, n);
 	if (ret == 0)
 		ret = add_sample(p, profile, sample);
 	alloc_profile__use_labels(profile, NULL, 0);

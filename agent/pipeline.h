@@ -39,12 +39,11 @@ struct sampling_opts {
 				       DEBUGINFOD_URLS environment variable; "": none. Owned by
 				       the configuration the struct sits in. */
 	/* Request context (issue 15): context.enabled, context.trace_ids,
-	 * context.max_record_bytes (OTel attribute bytes copied per sample),
-	 * context.max_value_bytes (label values cut at a UTF-8 boundary). */
+	 * context.max_record_bytes (OTel attribute bytes copied per sample). Its labels pass the
+	 * profile's label limiter (sample_labels.*: keys, values, value length). */
 	bool context_enabled;
 	bool context_trace_ids;
 	uint32_t context_max_record_bytes;
-	uint32_t context_max_value_bytes;
 };
 
 /* Whose processes the program may sample: set when allocscope acts for a caller who is not

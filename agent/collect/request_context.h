@@ -25,7 +25,7 @@ struct request_contexts;
 
 struct request_context_opts {
 	bool enabled;              /* context.enabled */
-	struct context_label_opts labels; /* context.trace_ids, context.max_value_bytes */
+	struct context_label_opts labels; /* context.trace_ids; values whole */
 };
 
 int request_contexts__new(struct alloc_program *prog, const struct request_context_opts *opts,

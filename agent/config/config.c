@@ -211,9 +211,11 @@ static const struct config_key agent_keys[] = {
 	{ "sample_labels.max_keys", KEY_UINT, .min = 1, .max = LABEL_LIMITS_MAX_KEYS,
 	  .default_text = "8", CONFIG_FIELD(sample_labels.max_keys) },
 	{ "sample_labels.max_values", KEY_UINT, .min = 1, .max = 100000, .default_text = "100",
-	  CONFIG_FIELD(sample_labels.max_values) },
+	  CONFIG_FIELD(sample_labels.max_values), .flag = "label-max-values",
+	  .noun = "label value count" },
 	{ "sample_labels.max_value_bytes", KEY_UINT, .min = 8, .max = LABEL_LIMITS_MAX_VALUE_BYTES,
-	  .default_text = "64", CONFIG_FIELD(sample_labels.max_value_bytes) },
+	  .default_text = "64", CONFIG_FIELD(sample_labels.max_value_bytes),
+	  .flag = "label-max-value-bytes", .noun = "label value length" },
 	/* Overhead budget (attach/duty_cycle.h); a rule's max_cpu_percent overrides it. */
 	{ "overhead.max_cpu_percent", KEY_PERCENT, .default_text = "none", .example = "1",
 	  CONFIG_FIELD(overhead_max_cpu_percent), .flag = "max-overhead",
@@ -227,9 +229,6 @@ static const struct config_key agent_keys[] = {
 	{ "context.max_record_bytes", KEY_UINT, .min = 0, .max = ALLOC_CONTEXT_MAX_BYTES,
 	  .default_text = "256", CONFIG_FIELD(sampling.context_max_record_bytes),
 	  .flag = "context-max-record-bytes", .noun = "context record size" },
-	{ "context.max_value_bytes", KEY_UINT, .min = 8, .max = 128, .default_text = "64",
-	  CONFIG_FIELD(sampling.context_max_value_bytes), .flag = "context-max-value-bytes",
-	  .noun = "context value length" },
 };
 
 static const struct config_key rule_keys[] = {

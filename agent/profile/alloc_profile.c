@@ -1715,11 +1715,15 @@ int alloc_profile__admit_label(struct alloc_profile *profile, const char *key, c
 	return label_limits__admit(profile->label_limits, key, value, key_out, value_out);
 }
 
-/* The value of key on pid's samples; "" when they do not carry it. Per-sample labels, once
- * stored with the stacks, are looked up here too. */
-static const char *process_label_value(const struct alloc_profile *profile, uint32_t pid,
-				       const char *key)
+/* The value of key on a sample of pid with the per-sample labels set (NULL: none): the
+ * sample's own (its request context) first, else its process's; "" when it carries neither. */
+static const char *sample_label_value(const struct alloc_profile *profile, uint32_t pid,
+				      const struct label_set *set, const char *key)
 {
+	for (size_t i = 0; set && i < set->count; i++) {
+		if (strcmp(set->labels[i].key, key) == 0)
+			return set->labels[i].str;
+	}
 	for (size_t i = 0; i < profile->n_process_labels; i++) {
 		const struct process_label *label = &profile->process_labels[i];
 
@@ -1782,11 +1786,12 @@ int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char 
 		char name[160];
 
 		stack_site(profile, rec, name, sizeof(name));
-		add_grouped(profile, &n, process_label_value(profile, rec->pid, key), name,
-			    rec->bytes, rec->objects);
+		add_grouped(profile, &n, sample_label_value(profile, rec->pid, rec->labels, key),
+			    name, rec->bytes, rec->objects);
 	}
 	for (size_t i = 0; i < profile->n_drops; i++)
-		add_grouped(profile, &n, process_label_value(profile, profile->drops[i].pid, key),
+		add_grouped(profile, &n,
+			    sample_label_value(profile, profile->drops[i].pid, NULL, key),
 			    ALLOC_PROFILE_DROPPED_FRAME, profile->drops[i].bytes,
 			    profile->drops[i].objects);
 	/* Every row gets its group's totals, then rows sort by group, then by site. */

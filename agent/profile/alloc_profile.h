@@ -262,8 +262,9 @@ int alloc_profile__admit_label(struct alloc_profile *profile, const char *key, c
 /* The top table grouped by a label's value: groups by alloc_space, largest first, each with
  * its largest per_group sites (group, group_bytes and group_objects set). Fills up to max
  * rows; *count gets how many. Pointers live until the next top_sites call. A sample's value
- * is its process's label (alloc_profile__label_process); samples without the label form the
- * group "". 0 or -ENOMEM. */
+ * is its own label (its request context, alloc_profile__use_labels), else its process's
+ * (alloc_profile__label_process); samples without the label (dropped samples' weight among
+ * them) form the group "". 0 or -ENOMEM. */
 int alloc_profile__top_sites_by_label(struct alloc_profile *profile, const char *key,
 				      size_t per_group, struct alloc_site *out, size_t max,
 				      size_t *count);

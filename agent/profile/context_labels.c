@@ -97,14 +97,16 @@ void context_labels__decode(const struct alloc_context *ctx, const char *const *
 	size_t off = 0;
 
 	out->count = 0;
+	out->n_ids = 0;
 	if (ctx->kind == ALLOC_CONTEXT_NONE || ctx->status != ALLOC_CONTEXT_OK)
 		return;
-	if (max_value > 128)
-		max_value = 128;
+	if (max_value > CONTEXT_LABELS_MAX_VALUE_BYTES)
+		max_value = CONTEXT_LABELS_MAX_VALUE_BYTES;
 	if (ctx->kind == ALLOC_CONTEXT_OTEL) {
 		if (opts->trace_ids) {
 			add_hex(out, "trace_id", ctx->trace_id, sizeof(ctx->trace_id));
 			add_hex(out, "span_id", ctx->span_id, sizeof(ctx->span_id));
+			out->n_ids = out->count;
 		}
 		/* {key index, length, value}...; an attribute the copy cut keeps what it has. */
 		while (off + 2 <= n) {

@@ -239,9 +239,105 @@ def context_dynamic_tls_of_a_dlopened_library(tmp):
 
 @test
 def context_values_are_cut_to_the_configured_length(tmp):
-    """--context-max-value-bytes 8: every endpoint label is its value's first 8 bytes."""
+    """--label-max-value-bytes 8 (sample_labels.max_value_bytes, the label limiter's cut):
+    every endpoint label is its value's first 8 bytes."""
     _, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "300", *DELAY], "cut",
-                      extra=("--context-max-value-bytes", "8"))
+                      extra=("--label-max-value-bytes", "8"))
     endpoints = {s["labels"]["endpoint"] for s in Profile(path).samples
                  if "endpoint" in s["labels"]}
     assert endpoints == {"GET /rep", "POST /or", "GET /hea"}, endpoints
+
+
+def endpoint_truths(manifest, rate):
+    """{endpoint or '(none)': (bytes truth, tolerance)} and the whole's (truth, tolerance)."""
+    classes = defaultdict(list)
+    for (_, endpoint, _), cls in manifest.items():
+        classes["(none)" if endpoint == "-" else endpoint] += cls
+    truths = {e: expected_with_tolerance(c, rate)[:2] for e, c in classes.items()}
+    whole = expected_with_tolerance([c for cls in classes.values() for c in cls], rate)[:2]
+    return truths, whole
+
+
+@test
+def context_capture_groups_by_endpoint(tmp):
+    """capture --group-by endpoint: the summary's top table has one group per endpoint the
+    requests published (and "(none)" for the work between requests), each group's share of
+    the bytes within the sampling tolerance of the workload's truth, under it its own
+    handler."""
+    result, _ = capture(tmp, [CONTEXT_REQUESTS, "--requests", "1000", *DELAY], "groups",
+                        extra=("--group-by", "endpoint", "--top", "3"))
+    groups = re.findall(r"^\s*[\d.]+ \S+\s+([\d.]+)%\s+\d+\s+endpoint=(.+?)\s*$",
+                        result.stdout, re.M)
+    assert groups, result.stdout
+    shares = {name: float(share) for share, name in groups}
+    truths, (whole, whole_tol) = endpoint_truths(parse_context_manifest(result.stdout),
+                                                 CTX_RATE)
+    assert set(shares) == set(truths), (shares, result.stdout)
+    for name, (truth, tol) in truths.items():
+        want = 100 * truth / whole
+        # The share's error: the group's and the whole's, plus the printed rounding.
+        allowed = 100 * tol / whole + want * whole_tol / whole + 0.1
+        assert abs(shares[name] - want) <= allowed, (name, shares[name], want, allowed)
+    # Each group's first row is its handler.
+    handler = {"GET /reports/export": "export_report", "POST /orders": "create_order",
+               "GET /health": "health_check", "(none)": "idle_work"}
+    for name, function in handler.items():
+        block = result.stdout.split(f"endpoint={name}", 1)[1].splitlines()[1]
+        assert function in block, (name, block)
+
+
+def other_endpoints(profile, kept):
+    """With max_values `kept` of 3 endpoints, in one profile (one limiter): the first values
+    seen keep theirs, every later one is "other", so a handler's samples carry one value.
+    Returns whether "other" is there."""
+    by_function = defaultdict(set)
+    for sample in profile.samples:
+        names = [n for n in profile.stack_functions(sample)
+                 if n in ("export_report", "create_order", "health_check")]
+        if names and "endpoint" in sample["labels"]:
+            by_function[names[0]].add(sample["labels"]["endpoint"])
+    values = set().union(*by_function.values()) if by_function else set()
+    assert len(values - {"other"}) <= kept, dict(by_function)
+    assert all(len(v) == 1 for v in by_function.values()), dict(by_function)
+    return "other" in values
+
+
+@test
+def context_values_past_max_values_become_other(tmp):
+    """--label-max-values 2 with three endpoints published: two endpoints keep their value,
+    the third's samples carry endpoint="other", the summary counts them; trace and span ids
+    (context.trace_ids) are not bounded by it."""
+    result, path = capture(tmp, [CONTEXT_REQUESTS, "--requests", "600", "--trace", *DELAY],
+                           "other", extra=("--label-max-values", "2",
+                                           "--context-trace-ids", "true"))
+    profile = Profile(path)
+    assert other_endpoints(profile, kept=2), "no endpoint became other"
+    tenants = {s["labels"].get("tenant") for s in profile.samples} - {None}
+    assert tenants == {"acme", "globex"}, tenants
+    other = re.search(r"^\s*(\d+) sample label values counted as \"other\"", result.stdout,
+                      re.M)
+    assert other and int(other.group(1)) > 0, result.stdout
+    spans = {s["labels"].get("span_id") for s in profile.samples} - {None}
+    assert len(spans) > 50 and "other" not in spans, len(spans)
+
+
+@test
+def context_values_past_max_values_counted_in_metrics(tmp):
+    """The agent with sample_labels.max_values: 2: in a service's profile of an interval its
+    third endpoint is "other", and allocscope_sample_label_values_other_total counts it."""
+    sinks = os.path.join(tmp, "profiles")
+    agent = Agent(tmp, agent_config(sinks, include_executable(CONTEXT_REQUESTS, "shop"),
+                                    rate=CTX_RATE_ARG,
+                                    extra="sample_labels:\n  max_values: 2\n"))
+    try:
+        result = run([CONTEXT_REQUESTS, "--requests", "1000", "--delay-ms", "1000"],
+                     timeout=300)
+        assert result.returncode == 0, result.stderr
+        agent.wait_all_exited_and_flushed(timeout=60)
+        wait_for_profiles(sinks, "shop")
+        found = [other_endpoints(Profile(p), kept=2) for p in profiles_of(sinks, "shop")]
+        assert any(found), found
+        other = agent.metric("allocscope_sample_label_values_other_total")
+        assert other and other > 0, agent.metrics()
+    finally:
+        agent.stop()

@@ -841,6 +841,49 @@ static void test_top_sites_grouped_by_label(void)
 	alloc_profile__free(profile);
 }
 
+/* --group-by endpoint: a sample's request-context labels (alloc_profile__use_labels, as the
+ * pipeline sets them from what the limiter admitted) group it, ahead of its process's label;
+ * one process's samples split by endpoint. */
+static void test_top_sites_grouped_by_request_context(void)
+{
+	const uint64_t site_a[] = { 0x1000, 0x2000 }, site_b[] = { 0x1000, 0x3000 };
+	const struct pprof_label reports[] = { { .key = "endpoint", .str = "GET /reports" },
+					       { .key = "tenant", .str = "acme" } };
+	const struct pprof_label orders[] = { { .key = "endpoint", .str = "POST /orders" } };
+	struct alloc_profile *profile;
+	struct alloc_site rows[8];
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	if (!profile)
+		return;
+	CHECK(alloc_profile__label_process(profile, 1, "endpoint", "process-wide") == 0);
+	CHECK(alloc_profile__use_labels(profile, reports, 2) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 1, site_a, 2, 100, 4000) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 1, site_b, 2, 100, 1000) == 0);
+	CHECK(alloc_profile__use_labels(profile, orders, 1) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 1, site_a, 2, 100, 3000) == 0);
+	CHECK(alloc_profile__use_labels(profile, NULL, 0) == 0);
+	CHECK(alloc_profile__add_weighted_stack(profile, 1, site_b, 2, 100, 500) == 0);
+	CHECK(alloc_profile__top_sites_by_label(profile, "endpoint", 8, rows, 8, &n) == 0);
+	CHECK_EQ_U64(n, 4);
+	if (n == 4) {
+		CHECK_STR(rows[0].group, "GET /reports");
+		CHECK(rows[0].group_bytes == 5000 && rows[0].bytes == 4000);
+		CHECK_STR(rows[1].group, "GET /reports");
+		CHECK(rows[1].bytes == 1000);
+		CHECK_STR(rows[2].group, "POST /orders");
+		CHECK(rows[2].group_bytes == 3000);
+		/* No context: the process's value. */
+		CHECK_STR(rows[3].group, "process-wide");
+		CHECK(rows[3].group_bytes == 500);
+	}
+	CHECK(alloc_profile__top_sites_by_label(profile, "tenant", 8, rows, 8, &n) == 0);
+	CHECK(n == 4 && strcmp(rows[0].group, "acme") == 0 && rows[0].group_bytes == 5000 &&
+	      strcmp(rows[2].group, "") == 0 && rows[2].group_bytes == 3500);
+	alloc_profile__free(profile);
+}
+
 static struct alloc_sample live_sample(uint32_t pid, uint64_t time_ns, uint64_t size,
 				       uint64_t weighted_bytes)
 {
@@ -970,6 +1013,48 @@ out:
 	alloc_profile__free(profile);
 }
 
+/* A live sample carried into the next interval keeps its request context's labels: its
+ * inuse weight stays under its endpoint (it had none in the carried profile). */
+static void test_carried_live_sample_keeps_its_labels(void)
+{
+	const uint64_t site[] = { 0x1000, 0x2000 };
+	const struct pprof_label labels[] = { { .key = "endpoint", .str = "GET /reports" } };
+	struct alloc_sample a = live_sample(1, 10, 100, 0), b = live_sample(1, 20, 100, 0);
+	struct alloc_profile *profile = NULL, *next = NULL;
+	struct alloc_site rows[4];
+	size_t n = 0;
+
+	CHECK(alloc_profile__new(RATE, NULL, &profile) == 0);
+	if (!profile)
+		return;
+	CHECK(alloc_profile__enable_inuse(profile) == 0);
+	CHECK(alloc_profile__use_labels(profile, labels, 1) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &a, site, 2) == 0);
+	CHECK(alloc_profile__use_labels(profile, NULL, 0) == 0);
+	CHECK(alloc_profile__add_unwound(profile, &b, site, 2) == 0);
+	alloc_profile__inuse_begin(profile, 1000);
+	CHECK(alloc_profile__inuse_add(profile, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(profile, 0);
+	CHECK(alloc_profile__carry_live(profile, &next) == 0);
+	if (!next)
+		goto out;
+	/* The next interval's samples without context do not inherit the carried labels. */
+	CHECK(alloc_profile__add_unwound(next, &b, site, 2) == 0);
+	alloc_profile__inuse_begin(next, 2000);
+	CHECK(alloc_profile__inuse_add(next, 1, 10, 100, 0) == 0);
+	alloc_profile__inuse_end(next, 0);
+	CHECK(alloc_profile__top_sites_by_label(next, "endpoint", 4, rows, 4, &n) == 0);
+	CHECK_EQ_U64(n, 2);
+	if (n == 2) {
+		/* The carried stack (inuse only: no alloc weight this interval) and the new one. */
+		CHECK(strcmp(rows[0].group, "") == 0 && rows[0].bytes > 0);
+		CHECK_STR(rows[1].group, "GET /reports");
+	}
+out:
+	alloc_profile__free(next);
+	alloc_profile__free(profile);
+}
+
 int main(void)
 {
 	RUN(test_kernel_samples_are_unbiased_by_rate);
@@ -984,5 +1069,7 @@ int main(void)
 	RUN(test_processes_merged_for_push);
 	RUN(test_inuse_snapshots);
 	RUN(test_carried_profile_keeps_label_limits);
+	RUN(test_top_sites_grouped_by_request_context);
+	RUN(test_carried_live_sample_keeps_its_labels);
 	return unit_summary("alloc_profile");
 }

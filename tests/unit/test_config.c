@@ -1114,14 +1114,16 @@ static void test_flags_are_the_file_keys(void)
 		{ "log-level", "log", "level", { "debug", "error", "loud", "", NULL } },
 		{ "debuginfod", "symbolize", "debuginfod_urls",
 		  { "https://debuginfod.debian.net", "", "a b", NULL } },
+		{ "label-max-values", "sample_labels", "max_values",
+		  { "1", "100000", "0", "100001", "x", NULL } },
+		{ "label-max-value-bytes", "sample_labels", "max_value_bytes",
+		  { "8", "1024", "7", "1025", "64KiB", NULL } },
 		{ "max-overhead", "overhead", "max_cpu_percent",
 		  { "5", "0.5%", "none", "0", "200", "x", NULL } },
 		{ "context", "context", "enabled", { "true", "false", "off", "maybe", "", NULL } },
 		{ "context-trace-ids", "context", "trace_ids", { "true", "no", "2", NULL } },
 		{ "context-max-record-bytes", "context", "max_record_bytes",
 		  { "0", "256", "257", "64KiB", "-1", NULL } },
-		{ "context-max-value-bytes", "context", "max_value_bytes",
-		  { "8", "128", "7", "129", "x", NULL } },
 	};
 	size_t n_flags = 0;
 	char short_flag;
