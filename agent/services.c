@@ -150,7 +150,8 @@ static bool same_shape(const struct sink *sink, const struct sink_shape *shape)
 	sink__shape(sink, &other);
 	return other.merge_processes == shape->merge_processes &&
 	       other.max_samples == shape->max_samples && other.max_bytes == shape->max_bytes &&
-	       other.inuse_apart == shape->inuse_apart;
+	       other.inuse_apart == shape->inuse_apart &&
+	       other.series_per_label_set == shape->series_per_label_set;
 }
 
 /* A label value as sent: valid UTF-8, at most max_label_value_bytes (value is a buffer of
@@ -191,6 +192,166 @@ static void note_trimmed(struct services *t, const struct services_interval *in,
 	t->trim_logged = true;
 }
 
+/* ---- one series per request-context label set (a sink with series_per_label_set) ---- */
+
+/* Labels of one series: a label set's, trace_id and span_id left out (one series per request
+ * is what a limiter exists to prevent; Pyroscope keeps span_id a sample label too). */
+#define SERIES_MAX_LABELS 16
+
+struct label_series {
+	size_t n;
+	struct pprof_label labels[SERIES_MAX_LABELS]; /* the profile's strings */
+	double weight;
+};
+
+struct label_series_list {
+	struct label_series *list;
+	size_t n, cap;
+	size_t kept; /* list[0 .. kept): a series each; the rest go without labels */
+	int error;
+};
+
+static void series_key(const struct pprof_label *labels, size_t n, struct label_series *out)
+{
+	out->n = 0;
+	for (size_t i = 0; i < n && out->n < SERIES_MAX_LABELS; i++) {
+		if (strcmp(labels[i].key, "trace_id") == 0 || strcmp(labels[i].key, "span_id") == 0)
+			continue;
+		out->labels[out->n++] = labels[i];
+	}
+}
+
+static bool same_series(const struct label_series *a, const struct label_series *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->labels[i].key, b->labels[i].key) != 0 ||
+		    strcmp(a->labels[i].str, b->labels[i].str) != 0)
+			return false;
+	return true;
+}
+
+static int collect_series(const struct pprof_label *labels, size_t n, double weight, void *ctx)
+{
+	struct label_series_list *l = ctx;
+	struct label_series key;
+
+	series_key(labels, n, &key);
+	if (!key.n)
+		return 0;
+	for (size_t i = 0; i < l->n; i++) {
+		if (same_series(&l->list[i], &key)) {
+			l->list[i].weight += weight;
+			return 0;
+		}
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		struct label_series *grown = realloc(l->list, cap * sizeof(*grown));
+
+		if (!grown) {
+			l->error = -ENOMEM;
+			return -ENOMEM;
+		}
+		l->list = grown;
+		l->cap = cap;
+	}
+	key.weight = weight;
+	l->list[l->n++] = key;
+	return 0;
+}
+
+static int heavier_series(const void *a, const void *b)
+{
+	const struct label_series *x = a, *y = b;
+
+	return x->weight < y->weight ? 1 : x->weight > y->weight ? -1 : 0;
+}
+
+/* What one encoding takes: the stacks of one series (only), or of none of the kept ones. */
+struct series_select {
+	const struct label_series_list *all;
+	const struct label_series *only; /* NULL: the series without labels */
+};
+
+static bool select_series(const struct pprof_label *labels, size_t n, void *ctx)
+{
+	const struct series_select *sel = ctx;
+	struct label_series key;
+
+	series_key(labels, n, &key);
+	if (sel->only)
+		return same_series(&key, sel->only);
+	for (size_t i = 0; i < sel->all->kept; i++)
+		if (same_series(&key, &sel->all->list[i]))
+			return false;
+	return true;
+}
+
+/* Encodes s's profile for the sinks of shape from sink i on (the stacks sel selects: NULL,
+ * all) and hands it to each of them with record's labels. In-use apart (Parca): the
+ * interval's delta, then the snapshot on its own. A selection without a sample is not sent. */
+static void submit_series(struct services *t, const struct services_interval *in,
+			  struct service *s, size_t i, const struct sink_shape *shape,
+			  struct series_select *sel, const char *const *comments,
+			  const struct pprof_label *sample_labels, size_t n_labels,
+			  struct profile_record *record, uint32_t *failed_sinks, bool *built)
+{
+	static const enum alloc_profile_values parts_apart[] = { ALLOC_PROFILE_VALUES_ALLOC,
+								 ALLOC_PROFILE_VALUES_INUSE };
+	static const enum alloc_profile_values parts_whole[] = { ALLOC_PROFILE_VALUES_ALL };
+	bool apart = shape->inuse_apart && alloc_profile__has_inuse(s->profile);
+	const enum alloc_profile_values *parts = apart ? parts_apart : parts_whole;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int ret;
+
+	for (size_t part = 0; part < (apart ? 2u : 1u); part++) {
+		struct alloc_profile_result result = { 0 };
+		struct alloc_profile_output output = {
+			.start_ns = in->start_wall_ns,
+			.duration_ns = in->duration_ns,
+			.comments = comments,
+			/* Per-sample labels only repeat the series labels of a push. */
+			.labels = shape->merge_processes ? NULL : sample_labels,
+			.n_labels = shape->merge_processes ? 0 : n_labels,
+			.pid_label = in->pid_label && !shape->merge_processes,
+			.merge_processes = shape->merge_processes,
+			.max_samples = (size_t)shape->max_samples,
+			.max_bytes = shape->max_bytes,
+			.result = &result,
+			.values = parts[part],
+			.select = sel ? select_series : NULL,
+			.select_ctx = sel,
+		};
+
+		ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
+		if (ret) {
+			t->stats.encode_errors++;
+			log_error("cannot encode the profile of service %s: %s", s->name,
+				  strerror(-ret));
+			*failed_sinks |= shape_mask(in, shape, i);
+			continue;
+		}
+		*built = true;
+		note_trimmed(t, in, s, i, &result);
+		if (sel && result.samples == 0) {
+			free(data);
+			data = NULL;
+			continue;
+		}
+		record->pprof_gz = data;
+		record->pprof_gz_len = len;
+		for (size_t j = i; j < in->n_sinks; j++)
+			if (same_shape(in->sinks[j], shape) &&
+			    sink__submit(in->sinks[j], record) != 0)
+				*failed_sinks |= 1u << j;
+		free(data);
+		data = NULL;
+	}
+}
+
 static int submit_profile(struct services *t, const struct services_interval *in,
 			  struct service *s)
 {
@@ -206,10 +367,7 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	char line1[128], line2[1200], line3[256];
 	const char *comments[] = { line1, line2, line3, NULL };
 	size_t n = 0, n_values = 0;
-	uint8_t *data = NULL;
-	size_t len = 0;
 	uint32_t failed_sinks = 0; /* bit j: sink j took nothing (at most CONFIG_MAX_SINKS) */
-	int ret;
 	bool built = false;
 
 	/* Every value goes through the one helper that makes it valid UTF-8 and cuts it at a
@@ -270,9 +428,10 @@ static int submit_profile(struct services *t, const struct services_interval *in
 	};
 	/* One encoding per shape the sinks ask for (sink.h): the directory sink keeps each
 	 * process apart, push sinks take the processes merged and bounded to their server's
-	 * limits; sinks of the same shape share one encoding. */
+	 * limits; sinks of the same shape share one encoding. A sink that keeps no sample labels
+	 * (Parca) gets one profile per request-context label set, its labels series labels. */
 	for (size_t i = 0; i < in->n_sinks; i++) {
-		struct alloc_profile_result result = { 0 };
+		struct label_series_list series = { 0 };
 		struct sink_shape shape;
 		bool encoded_before = false;
 
@@ -281,50 +440,44 @@ static int submit_profile(struct services *t, const struct services_interval *in
 			encoded_before = same_shape(in->sinks[j], &shape);
 		if (encoded_before)
 			continue;
-
-		/* In-use apart (Parca): the interval's delta, then the snapshot on its own. */
-		bool apart = shape.inuse_apart && alloc_profile__has_inuse(s->profile);
-		static const enum alloc_profile_values parts_apart[] = {
-			ALLOC_PROFILE_VALUES_ALLOC, ALLOC_PROFILE_VALUES_INUSE
-		};
-		static const enum alloc_profile_values parts_whole[] = { ALLOC_PROFILE_VALUES_ALL };
-		const enum alloc_profile_values *parts = apart ? parts_apart : parts_whole;
-
-		for (size_t part = 0; part < (apart ? 2u : 1u); part++) {
-			struct alloc_profile_output output = {
-				.start_ns = in->start_wall_ns,
-				.duration_ns = in->duration_ns,
-				.comments = comments,
-				/* Per-sample labels only repeat the series labels of a push. */
-				.labels = shape.merge_processes ? NULL : sample_labels,
-				.n_labels = shape.merge_processes ? 0 : n,
-				.pid_label = in->pid_label && !shape.merge_processes,
-				.merge_processes = shape.merge_processes,
-				.max_samples = (size_t)shape.max_samples,
-				.max_bytes = shape.max_bytes,
-				.result = &result,
-				.values = parts[part],
-			};
-
-			ret = alloc_profile__encode_pprof(s->profile, &output, &data, &len);
-			if (ret) {
-				t->stats.encode_errors++;
-				log_error("cannot encode the profile of service %s: %s", s->name,
-					  strerror(-ret));
-				failed_sinks |= shape_mask(in, &shape, i);
-				continue;
-			}
-			built = true;
-			note_trimmed(t, in, s, i, &result);
-			record.pprof_gz = data;
-			record.pprof_gz_len = len;
-			for (size_t j = i; j < in->n_sinks; j++)
-				if (same_shape(in->sinks[j], &shape) &&
-				    sink__submit(in->sinks[j], &record) != 0)
-					failed_sinks |= 1u << j;
-			free(data);
-			data = NULL;
+		if (shape.series_per_label_set &&
+		    alloc_profile__for_each_label_set(s->profile, collect_series, &series) == 0 &&
+		    series.n) {
+			qsort(series.list, series.n, sizeof(*series.list), heavier_series);
+			series.kept = series.n < SERVICES_MAX_LABEL_SERIES ? series.n
+									  : SERVICES_MAX_LABEL_SERIES;
+			t->stats.label_series_folded += series.n - series.kept;
+		} else if (series.error) {
+			log_warn("the profile of service %s goes as one series, its request-context "
+				 "labels left to the samples: out of memory", s->name);
 		}
+		/* series.kept: the rest, labelled none. */
+		for (size_t k = 0; k <= series.kept; k++) {
+			struct series_select sel = { &series, k < series.kept ? &series.list[k]
+									 : NULL };
+			struct profile_label series_labels[MAX_LABELS + SERIES_MAX_LABELS];
+			char series_values[SERIES_MAX_LABELS][SERVICES_MAX_LABEL_VALUE + 1];
+			size_t n_series = n;
+
+			memcpy(series_labels, labels, n * sizeof(labels[0]));
+			for (size_t l = 0; sel.only && l < sel.only->n; l++) {
+				bool taken = false;
+
+				for (size_t m = 0; m < n && !taken; m++)
+					taken = strcmp(labels[m].key, sel.only->labels[l].key) == 0;
+				if (taken)
+					continue;
+				label_value(t, in, series_values[l], sel.only->labels[l].str);
+				series_labels[n_series++] = (struct profile_label){
+					sel.only->labels[l].key, series_values[l]
+				};
+			}
+			record.labels = series_labels;
+			record.n_labels = n_series;
+			submit_series(t, in, s, i, &shape, series.kept ? &sel : NULL, comments,
+				      sample_labels, n, &record, &failed_sinks, &built);
+		}
+		free(series.list);
 	}
 	if (built)
 		t->stats.profiles_built++;

@@ -33,6 +33,10 @@ enum { SERVICE_CODE_VERSION, SERVICE_CODE_REPOSITORY, SERVICE_CODE_GIT_REF,
 #define SERVICES_OVERFLOW "other"
 /* The longest label value services__get and the interval's labels keep, in bytes. */
 #define SERVICES_MAX_LABEL_VALUE 1024
+/* Series a service's profile is split into per interval for a sink that keeps no sample
+ * labels (Parca), one per request-context label set (trace_id and span_id left out), the
+ * largest first; the sets past it go in the series without labels. */
+#define SERVICES_MAX_LABEL_SERIES 64
 
 struct service {
 	char *name; /* already cut to the label length limit */
@@ -67,6 +71,9 @@ struct services_stats {
 	uint64_t profiles_built;         /* services whose interval profile encoded */
 	uint64_t encode_errors;
 	uint64_t stacks_trimmed;         /* folded to keep push sinks' profiles within bounds */
+	uint64_t label_series_folded;    /* request-context label sets past
+					    SERVICES_MAX_LABEL_SERIES, sent in the service's
+					    series without them */
 };
 
 struct services;

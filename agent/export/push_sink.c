@@ -1036,6 +1036,10 @@ static void push_sink_shape(const struct sink *sink, struct sink_shape *out)
 
 	out->merge_processes = true;
 	out->inuse_apart = sink->ops == &parca_ops;
+	/* Parca v0.28 stores the values of series labels only (pkg/normalizer); Pyroscope's
+	 * distributor splits a profile into series by its sample labels itself (pprofsplit,
+	 * span_id kept a sample label), so it takes them in one profile. */
+	out->series_per_label_set = sink->ops == &parca_ops;
 	out->max_samples = ps->max_samples;
 	out->max_bytes = ps->max_profile_bytes;
 }

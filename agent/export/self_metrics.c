@@ -269,6 +269,10 @@ void self_metrics__render(const struct self_metrics *m, struct metrics_text *t)
 		"Per-sample label values cut to sample_labels.max_value_bytes, or with bytes that "
 		"were not UTF-8 replaced.",
 		(double)m->sample_label_values_truncated);
+	counter(t, "allocscope_label_series_folded_total",
+		"Request-context label sets past the 64 series a service's interval profile is "
+		"split into for Parca, sent in its series without those labels.",
+		(double)m->label_series_folded);
 
 	/* One sample per sink, labelled sink="TYPE", plus name="NAME" when the sink was given
 	 * a name other than its type. */

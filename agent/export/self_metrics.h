@@ -82,6 +82,8 @@ struct self_metrics {
 	uint64_t inuse_untracked;
 	/* Request context (issue 15): samples whose thread's record was skipped. */
 	uint64_t context_torn, context_unreadable;
+	/* Request-context label sets past the series a Parca push splits a service into. */
+	uint64_t label_series_folded;
 };
 
 /* Appends every family to t (an allocation failure shows in metrics_text__error). */

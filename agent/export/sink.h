@@ -65,6 +65,8 @@ struct sink_shape {
 	uint64_t max_bytes;   /* uncompressed; 0: no limit */
 	bool inuse_apart;     /* in-use as a profile of its own with duration 0 (Parca takes a
 				 profile with a duration for a delta, every type in it) */
+	bool series_per_label_set; /* one profile per request-context label set, its labels
+				      series labels (Parca keeps no sample label values) */
 };
 
 struct sink;

@@ -34,6 +34,7 @@
 struct label_set {
 	struct label_set *next;
 	uint64_t hash;
+	double weight; /* scratch of alloc_profile__for_each_label_set */
 	size_t count;
 	struct pprof_label labels[]; /* strings follow the array */
 };
@@ -1139,10 +1140,21 @@ static void entry_table_free(struct entry_table *t)
 /* Groups the stacks (the profile's, then the dropped samples' records in extra) into entries:
  * one per stack, or with merge one per distinct code path over all processes. Fills the
  * mapping table as it goes. */
-static int group_stacks(struct alloc_profile *profile, struct stack_record *const *extra,
-			size_t n_extra, struct mapping_table *mappings, bool merge,
-			struct entry_table *t)
+/* Whether output takes rec (output->select on its request-context labels). */
+static bool selected(const struct alloc_profile_output *output, const struct stack_record *rec)
 {
+	if (!output->select)
+		return true;
+	return rec->labels ? output->select(rec->labels->labels, rec->labels->count,
+					    output->select_ctx)
+			   : output->select(NULL, 0, output->select_ctx);
+}
+
+static int group_stacks(struct alloc_profile *profile, struct stack_record *const *extra,
+			size_t n_extra, const struct alloc_profile_output *output,
+			struct mapping_table *mappings, struct entry_table *t)
+{
+	bool merge = output->merge_processes;
 	struct frame_ref refs[MAX_FRAMES + 1]; /* + a depth cut's root frame */
 	struct symbolized_frame frame;
 	size_t n_records = profile->n_stacks + n_extra;
@@ -1163,6 +1175,8 @@ static int group_stacks(struct alloc_profile *profile, struct stack_record *cons
 					     rec->labels ? rec->labels->hash : 0);
 		struct profile_entry *e;
 
+		if (!selected(output, rec))
+			continue;
 		for (uint32_t f = 0; f < rec->n_frames; f++) {
 			struct mapping_slot *slot = NULL;
 
@@ -1495,8 +1509,7 @@ static int build_pprof(struct alloc_profile *profile, const struct alloc_profile
 	}
 	ret = mapping_table_init(&mappings, total_frames);
 	if (!ret)
-		ret = group_stacks(profile, dropped, n_dropped, &mappings, output->merge_processes,
-				   &entries);
+		ret = group_stacks(profile, dropped, n_dropped, output, &mappings, &entries);
 	if (ret)
 		goto out;
 	kept = entries.count;
@@ -2029,6 +2042,26 @@ int alloc_profile__carry_live(const struct alloc_profile *from, struct alloc_pro
 	next->current_labels = NULL;
 	*next_out = next;
 	return 0;
+}
+
+int alloc_profile__for_each_label_set(struct alloc_profile *profile,
+				      alloc_profile_label_set_fn fn, void *ctx)
+{
+	int ret = 0;
+
+	for (struct label_set *set = profile->label_sets; set; set = set->next)
+		set->weight = -1; /* no stack: not reported */
+	for (size_t i = 0; i < profile->n_stacks; i++) {
+		struct label_set *set = (struct label_set *)profile->stacks[i]->labels;
+
+		if (set)
+			set->weight = (set->weight < 0 ? 0 : set->weight) +
+				      profile->stacks[i]->bytes + profile->stacks[i]->inuse_bytes;
+	}
+	for (struct label_set *set = profile->label_sets; set && !ret; set = set->next)
+		if (set->weight >= 0)
+			ret = fn(set->labels, set->count, set->weight, ctx);
+	return ret;
 }
 
 void alloc_profile__set_scale(struct alloc_profile *profile, double scale)

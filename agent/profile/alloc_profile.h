@@ -129,6 +129,14 @@ void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_pro
  * (then the stacks added next carry none). */
 int alloc_profile__use_labels(struct alloc_profile *profile, const struct pprof_label *labels,
 			      size_t n_labels);
+/* Calls fn for each distinct request-context label set the profile's stacks carry (not the
+ * empty one), with the alloc_space plus inuse_space of those stacks; stops at the first
+ * non-zero fn returns, and returns it (else 0). */
+typedef int (*alloc_profile_label_set_fn)(const struct pprof_label *labels, size_t n,
+					  double bytes, void *ctx);
+int alloc_profile__for_each_label_set(struct alloc_profile *profile,
+				      alloc_profile_label_set_fn fn, void *ctx);
+
 /* Overhead budget: the samples added from now on stand for scale times their weight (1/f for a
  * process probed a fraction f of the time); 1 again for everything else. */
 void alloc_profile__set_scale(struct alloc_profile *profile, double scale);
@@ -188,6 +196,11 @@ struct alloc_profile_output {
 	uint64_t max_bytes;
 	struct alloc_profile_result *result; /* may be NULL */
 	enum alloc_profile_values values;    /* ALL unless a sink wants in-use apart */
+	/* Only the stacks whose request-context labels (alloc_profile__use_labels; n 0: none,
+	 * as for dropped samples' weight) select accepts; NULL: every stack. A push sink sends
+	 * each label set as a series of its own (alloc_profile__for_each_label_set). */
+	bool (*select)(const struct pprof_label *labels, size_t n, void *ctx);
+	void *select_ctx;
 };
 
 /* Writes the gzipped pprof atomically. Returns 0 or -errno. */

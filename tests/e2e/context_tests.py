@@ -8,10 +8,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import defaultdict
 
 from agent_tests import (Agent, agent_config, include_executable, profiles_of,
                          wait_for_profiles)
+from backend_tests import Server, Window, merged
+from push_tests import Receiver
+from pyroscope_tests import wait_all_pushed
 from helpers import (ALLOCSCOPE, BUILD, ROOT, expected_with_tolerance, go_pprof, run, test)
 from pprof_reader import Profile
 
@@ -341,3 +345,102 @@ def context_values_past_max_values_counted_in_metrics(tmp):
         assert other and other > 0, agent.metrics()
     finally:
         agent.stop()
+
+
+def wait_parca_drained(agent, timeout=60):
+    """Waits until the parca sink has nothing queued and delivered something (with one
+    series per label set it sends more profiles than the agent builds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queued = agent.metric("allocscope_sink_queue_length", sink="parca")
+        written = agent.metric("allocscope_sink_profiles_written_total", sink="parca")
+        if queued == 0 and written:
+            return written
+        assert time.monotonic() < deadline, \
+            f"parca sink: {queued} queued, {written} written:\n" + \
+            "\n".join(re.findall(r"parca sink: .*", agent.log())[-5:])
+        time.sleep(0.2)
+
+
+@test
+def context_labels_filter_in_parca(tmp):
+    """Through the real Parca (which keeps the values of series labels only): the agent
+    pushes one series per request-context label set of a service, so a query by endpoint or
+    by tenant gives that slice: its handler's bytes within the sampling tolerance, no other
+    handler's; the service's series together still hold every handler. The Pyroscope
+    stand-in (the real server cannot be built here) is pushed one profile with the labels on
+    its samples, which Pyroscope's distributor splits into one series per endpoint."""
+    server = Server("parca")
+    receiver = Receiver("pyroscope", tmp)
+    window = Window()
+    sinks = os.path.join(tmp, "profiles")
+    config = f"""
+sampling:
+  rate: {CTX_RATE_ARG}
+  ringbuf_size: {BIG_RING}
+targets:
+{include_executable(CONTEXT_REQUESTS, "shop")}
+profiles:
+  interval: 1s
+sinks:
+  - type: directory
+    path: {sinks}
+  - type: parca
+    url: {server.url}
+    max_backoff: 1s
+  - type: pyroscope
+    url: http://127.0.0.1:{receiver.port}
+    max_backoff: 1s
+metrics:
+  listen: 127.0.0.1:0
+log:
+  level: debug
+symbolize:
+  debuginfod_urls: ""
+"""
+    try:
+        agent = Agent(tmp, config)
+        try:
+            result = run([CONTEXT_REQUESTS, "--requests", "1000", "--delay-ms", "1000"],
+                         timeout=300)
+            assert result.returncode == 0, result.stderr
+            agent.wait_all_exited_and_flushed(timeout=60)
+            written = wait_parca_drained(agent)
+            built = wait_all_pushed(agent, receiver)
+            assert written > built, (written, built)  # more series than services
+        finally:
+            agent.stop()
+            receiver.stop()
+        stored = {dict(map(tuple, split)).get("endpoint")
+                  for r in receiver.accepted() for one in r["outcome"]["stored"]
+                  for split in one["split"]}
+        assert stored >= {"GET /health", "GET /reports/export", "POST /orders"}, stored
+        manifest = parse_context_manifest(result.stdout)
+        labels = server.get("/profiles/labels", **window.params())["labelNames"]
+        assert "endpoint" in labels and "tenant" in labels, labels
+        values = server.get("/profiles/labels/endpoint/values", **window.params())["labelValues"]
+        assert sorted(values) == ["GET /health", "GET /reports/export", "POST /orders"], values
+        # Each slice: every handler's bytes as the manifest has them under its labels
+        # (none where it has none: no label leaks into another request's series).
+        slices = [("endpoint", e) for e in values] + [("tenant", "globex")]
+        for key, value in slices:
+            selector = f'{{service_name="shop", {key}="{value}"}}'
+            profile = merged(server, window, selector, tmp)
+            assert profile, f"nothing in Parca for {selector}"
+            totals = profile.totals_by_function(0)
+            for function in ("export_report", "create_order", "health_check", "idle_work"):
+                classes = [c for (f, e, t), cls in manifest.items() for c in cls
+                           if f == function and {"endpoint": e, "tenant": t}[key] == value]
+                got = totals.get(function, 0)
+                if not classes:
+                    assert got == 0, (selector, function, got)
+                    continue
+                truth, tol = expected_with_tolerance(classes, CTX_RATE)[:2]
+                print(f"     {selector}: {function} {got:.0f} (truth {truth:.0f} +- {tol:.0f})")
+                assert abs(got - truth) <= tol, (selector, function, got, truth, tol)
+        whole = merged(server, window, '{service_name="shop"}', tmp).totals_by_function(0)
+        for function in ("export_report", "create_order", "health_check", "idle_work"):
+            assert whole.get(function, 0) > 0, (function, whole)
+    finally:
+        receiver.stop()
+        server.stop()

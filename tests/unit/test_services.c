@@ -10,6 +10,7 @@
 #include "services.h"
 #include "export/sink.h"
 #include "profile/alloc_profile.h"
+#include "profile/pprof.h"
 
 #define RATE 4096
 
@@ -142,7 +143,7 @@ static void test_prune_removes_services_without_processes(void)
 
 /* ---- intervals ---------------------------------------------------------------------- */
 
-#define MAX_RECORDS 8
+#define MAX_RECORDS 80
 
 struct recorded {
 	char service[64];
@@ -398,6 +399,100 @@ static void test_versions_are_series_with_code_labels(void)
 	services__free(t);
 }
 
+/* A sink that keeps no sample labels (Parca) gets one profile per request-context label set,
+ * its labels series labels (span_id left out: sets that differ only by it are one series;
+ * a label the service already has stays the service's); the stacks without context go in
+ * the series without them. A sink whose server splits by sample labels itself (Pyroscope)
+ * gets the one profile. Past SERVICES_MAX_LABEL_SERIES sets, the lightest are folded. */
+static void test_label_sets_are_series_for_parca(void)
+{
+	const uint64_t frames[] = { 0x1000, 0x2000, 0x3000 };
+	const struct pprof_label a1[] = { { .key = "endpoint", .str = "/a" },
+					  { .key = "tenant", .str = "acme" },
+					  { .key = "span_id", .str = "00000000000004d2" } };
+	const struct pprof_label a2[] = { { .key = "endpoint", .str = "/a" },
+					  { .key = "tenant", .str = "acme" },
+					  { .key = "span_id", .str = "000000000000162e" } };
+	const struct pprof_label b[] = { { .key = "endpoint", .str = "/b" },
+					 { .key = "hostname", .str = "spoofed" } };
+	struct fake_sink parca = { .base.ops = &fake_ops,
+				   .shape = { .merge_processes = true,
+					      .series_per_label_set = true } };
+	struct fake_sink pyroscope = { .base.ops = &fake_ops, .shape.merge_processes = true };
+	struct sink *sinks[] = { &parca.base, &pyroscope.base };
+	struct services_interval interval = {
+		.sinks = sinks, .n_sinks = 2, .hostname = "host-1", .sample_rate = RATE,
+		.max_label_value_bytes = 64, .start_wall_ns = 1000, .duration_ns = 1000000000,
+	};
+	struct services_written written;
+	struct services_stats stats;
+	struct services *t;
+	struct service *shop;
+	bool seen_a = false, seen_b = false, seen_none = false;
+
+	CHECK(services__new(&t) == 0);
+	shop = services__get(t, "shop", NULL, &limits);
+	CHECK(shop && alloc_profile__new(RATE, NULL, &shop->profile) == 0);
+	if (!shop || !shop->profile)
+		goto out;
+	CHECK(alloc_profile__use_labels(shop->profile, a1, 3) == 0);
+	CHECK(alloc_profile__add_stack(shop->profile, 1, frames, 3, 100) == 0);
+	CHECK(alloc_profile__use_labels(shop->profile, a2, 3) == 0);
+	CHECK(alloc_profile__add_stack(shop->profile, 1, frames, 3, 100) == 0);
+	CHECK(alloc_profile__use_labels(shop->profile, b, 2) == 0);
+	CHECK(alloc_profile__add_stack(shop->profile, 1, frames, 3, 100) == 0);
+	CHECK(alloc_profile__use_labels(shop->profile, NULL, 0) == 0);
+	CHECK(alloc_profile__add_stack(shop->profile, 1, frames, 3, 100) == 0);
+	services__write_interval(t, &interval, &written);
+	CHECK_EQ_U64(written.written, 1);
+	CHECK_EQ_U64(pyroscope.n_records, 1);
+	CHECK(pyroscope.n_records == 1 && !label(&pyroscope.records[0], "endpoint"));
+	CHECK_EQ_U64(parca.n_records, 3);
+	for (size_t i = 0; i < parca.n_records; i++) {
+		const struct recorded *r = &parca.records[i];
+		const char *endpoint = label(r, "endpoint");
+
+		CHECK_STR(label(r, "service_name"), "shop");
+		CHECK_STR(label(r, "hostname"), "host-1");
+		CHECK(!label(r, "span_id") && r->pprof_len > 0);
+		if (!endpoint) {
+			seen_none = true;
+			CHECK(!label(r, "tenant"));
+		} else if (strcmp(endpoint, "/a") == 0) {
+			seen_a = true;
+			CHECK_STR(label(r, "tenant"), "acme");
+		} else if (strcmp(endpoint, "/b") == 0) {
+			seen_b = true;
+			CHECK(!label(r, "tenant"));
+		}
+	}
+	CHECK(seen_a && seen_b && seen_none);
+
+	/* Every stack labelled: no empty series; past the cap, the lightest sets folded. */
+	CHECK(alloc_profile__new(RATE, NULL, &shop->profile) == 0);
+	parca.n_records = 0;
+	for (int i = 0; shop->profile && i < SERVICES_MAX_LABEL_SERIES + 6; i++) {
+		char value[16];
+		const struct pprof_label one[] = { { .key = "endpoint", .str = value } };
+
+		snprintf(value, sizeof(value), "/e%d", i);
+		CHECK(alloc_profile__use_labels(shop->profile, one, 1) == 0);
+		CHECK(alloc_profile__add_stack(shop->profile, 1, frames, 3, 1000 - i) == 0);
+	}
+	services__write_interval(t, &interval, &written);
+	CHECK_EQ_U64(parca.n_records, SERVICES_MAX_LABEL_SERIES + 1);
+	services__stats(t, &stats);
+	CHECK_EQ_U64(stats.label_series_folded, 6);
+	/* The folded ones: the lightest, sent without labels. */
+	for (size_t i = 0; i < parca.n_records && i < MAX_RECORDS; i++) {
+		const char *endpoint = label(&parca.records[i], "endpoint");
+
+		CHECK(!endpoint || atoi(endpoint + 2) < SERVICES_MAX_LABEL_SERIES);
+	}
+out:
+	services__free(t);
+}
+
 int main(void)
 {
 	RUN(test_processes_of_one_name_share_a_service);
@@ -408,5 +503,6 @@ int main(void)
 	RUN(test_interval_labels_each_service_profile);
 	RUN(test_interval_fails_only_when_every_sink_refuses);
 	RUN(test_versions_are_series_with_code_labels);
+	RUN(test_label_sets_are_series_for_parca);
 	return unit_summary("services");
 }

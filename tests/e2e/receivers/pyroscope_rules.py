@@ -422,9 +422,12 @@ def check(request_series, tenant, limiter, limits=LIMITS, now=None):
             normalize(p, notes)
             # The series labels are checked as the profile is split by sample labels
             # (distributor.go visitSampleSeries -> pprofsplit -> ValidateLabels).
-            for one in series_of(p, labels):
+            split = series_of(p, labels)
+            for one in split:
                 validate_labels(one, limits)
             stored.append({"labels": [[text(n), text(v)] for n, v in labels],
+                           # the series the distributor makes of it (sample labels joined)
+                           "split": [[[text(n), text(v)] for n, v in one] for one in split],
                            "samples": len(p["samples"]), "size": size,
                            "profile_types": profile_types(p, dict(labels)[b"__name__"]),
                            "notes": notes})
