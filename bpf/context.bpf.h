@@ -173,26 +173,32 @@ static __always_inline bool target_dumpable(void);
 
 /* Fills rec's context area from the current thread. Cheap when the process publishes
  * nothing: one hash lookup. With only_caller, a process that is not dumpable keeps its
- * context, like its stack memory, to itself. */
-static __noinline void read_thread_context(struct alloc_context *out)
+ * context, like its stack memory, to itself.
+ *
+ * A global function: the verifier checks it once, on its own. Static, it was checked again
+ * at every call site in every state that reaches it, which made loading the program with
+ * the kernel walk take a second of CPU. */
+__noinline int read_thread_context(struct alloc_context *out)
 {
 	struct task_struct *task;
 	struct context_proc *proc;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 fsbase, slot, record;
 
+	if (!out)
+		return 0;
 	out->kind = ALLOC_CONTEXT_NONE;
 	out->status = ALLOC_CONTEXT_OK;
 	out->bytes = 0;
 	if (!read_context || (only_caller && !target_dumpable()))
-		return;
+		return 0;
 	proc = bpf_map_lookup_elem(&context_procs, &tgid);
 	if (!proc)
-		return;
+		return 0;
 	task = (struct task_struct *)bpf_get_current_task();
 	fsbase = BPF_CORE_READ(task, thread.fsbase);
 	if (!fsbase)
-		return;
+		return 0;
 	__builtin_memset(out->trace_id, 0, sizeof(out->trace_id));
 	__builtin_memset(out->span_id, 0, sizeof(out->span_id));
 #pragma unroll
@@ -210,8 +216,9 @@ static __noinline void read_thread_context(struct alloc_context *out)
 			read_otel_context(out, record);
 		else
 			read_custom_labels(out, record);
-		return;
+		return 0;
 	}
+	return 0;
 }
 
 #endif

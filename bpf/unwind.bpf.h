@@ -360,6 +360,10 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	rec->regs[ALLOC_REG_R14] = ctx->r14;
 	rec->regs[ALLOC_REG_R15] = ctx->r15;
 
+	/* Before the walk, where the verifier has one state to check it in (after it, every
+	 * outcome of the walk is one more); and before the sequence check, which covers it. */
+	read_thread_context(&rec->context);
+
 	/* One iteration more than frames kept: it tells a stack of exactly UNWIND_MAX_FRAMES
 	 * frames from a deeper one cut at the limit. */
 	bpf_loop(UNWIND_MAX_FRAMES + 1, unwind_step, &w, 0);
@@ -370,7 +374,6 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	/* Not even the allocator's caller: the copy and the agent's unwinder may do better. */
 	if (n <= 1 && w.truncated)
 		goto fallback;
-	read_thread_context(&rec->context); /* before the sequence check: it covers this too */
 	rec->stack_copy_bytes = n * sizeof(__u64);
 	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0) |
 		     (w.depth_cut ? ALLOC_SAMPLE_DEPTH_CUT : 0);
