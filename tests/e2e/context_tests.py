@@ -1,7 +1,7 @@
 """End-to-end tests of request context (issue 15): programs publish the endpoint and tenant of
 the request each thread serves, through the OpenTelemetry thread context (our
-liballocscope-context) or the Custom Labels ABI (Polar Signals' custom-labels crate, built from
-crates.io here), and every sampled allocation carries them as pprof labels: per-endpoint and
+liballocscope-context, or Datadog's libdd-otel-thread-ctx crate) or the Custom Labels ABI
+(Polar Signals' custom-labels crate; both crates built from crates.io here), and every sampled allocation carries them as pprof labels: per-endpoint and
 per-tenant totals hold within the sampling tolerance, a thread's next request never inherits a
 label, and a torn record (valid = 0) is skipped and counted. Imported by run.py."""
 import os
@@ -24,6 +24,7 @@ CONTEXT_REQUESTS_STATIC = os.path.join(BUILD, "workloads", "context_requests_sta
 CONTEXT_REQUESTS_DLOPEN = os.path.join(BUILD, "workloads", "context_requests_dlopen")
 CUSTOM_LABELS_SRC = os.path.join(ROOT, "tests", "workloads", "custom_labels_requests")
 CUSTOM_LABELS_TARGET = os.path.join(BUILD, "cargo-context")
+OTEL_THREAD_CTX_SRC = os.path.join(ROOT, "tests", "workloads", "otel_thread_ctx_requests")
 # 64-byte health checks must be sampled often enough for the tolerance's normal approximation.
 CTX_RATE, CTX_RATE_ARG = 4096, "4KiB"
 BIG_RING = "512MiB"
@@ -177,18 +178,23 @@ def context_labels_through_the_agent(tmp):
         agent.stop()
 
 
-def build_custom_labels_program():
-    """Builds the custom-labels program with cargo, fetching the crate from crates.io (the
-    target directory under build/ caches it between runs). A failure fails the test: the
+def build_cargo_program(source, binary, what):
+    """Builds the program in `source` with cargo, fetching its crates from crates.io (the target
+    directory under build/ caches them between runs). A failure fails the test: the
     interoperability it checks cannot be skipped."""
     cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
-    assert os.path.exists(cargo), "cargo not found: the Custom Labels interop test needs it"
+    assert os.path.exists(cargo), f"cargo not found: the {what} interop test needs it " \
+        "(scripts/install-deps installs one)"
     env = dict(os.environ, CARGO_TARGET_DIR=CUSTOM_LABELS_TARGET)
-    result = subprocess.run([cargo, "build", "--release", "--quiet"], cwd=CUSTOM_LABELS_SRC,
+    result = subprocess.run([cargo, "build", "--release", "--quiet", "--locked"], cwd=source,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, \
-        f"cannot build the custom-labels program (crates.io reachable?):\n{result.stderr}"
-    return os.path.join(CUSTOM_LABELS_TARGET, "release", "custom_labels_requests")
+        f"cannot build the {what} program (crates.io reachable?):\n{result.stderr}"
+    return os.path.join(CUSTOM_LABELS_TARGET, "release", binary)
+
+
+def build_custom_labels_program():
+    return build_cargo_program(CUSTOM_LABELS_SRC, "custom_labels_requests", "custom-labels")
 
 
 @test
@@ -201,6 +207,28 @@ def context_custom_labels_from_the_crate(tmp):
     assert re.search(r"publishes request context \(Custom Labels v1\) in "
                      r"\S+/custom_labels_requests", result.stderr), result.stderr
     check_context_totals([Profile(path)], parse_context_manifest(result.stdout), CTX_RATE)
+
+
+@test
+def context_otel_thread_ctx_from_datadogs_crate(tmp):
+    """A Rust program labelled with Datadog's writer of the OpenTelemetry thread context
+    (libdd-otel-thread-ctx, TLSDESC variable otel_thread_ctx_v1 in the executable), its key
+    names published in the OpenTelemetry process context by libdd-library-config: the
+    endpoint and tenant it sets reach the profile under those names, per (endpoint, tenant)
+    within tolerance, none outside requests, whether a thread attaches a new record per
+    request or updates one in place; the attribute libdatadog always puts first
+    (datadog.local_root_span_id, key index 0) comes through under its published name."""
+    program = build_cargo_program(OTEL_THREAD_CTX_SRC, "otel_thread_ctx_requests",
+                                  "libdd-otel-thread-ctx")
+    result, path = capture(tmp, [program, "1000"], "otel_thread_ctx")
+    assert re.search(r"publishes request context \(OpenTelemetry thread context\) in "
+                     r"\S+/otel_thread_ctx_requests", result.stderr), result.stderr
+    profile = Profile(path)
+    check_context_totals([profile], parse_context_manifest(result.stdout), CTX_RATE)
+    roots = {s["labels"].get("datadog_local_root_span_id") for s in profile.samples} - {None}
+    # One root span id per thread (1 .. 4); the in-place threads' idle record has 0.
+    assert {f"{n:016x}" for n in range(1, 5)} <= roots <= \
+        {f"{n:016x}" for n in range(0, 5)}, roots
 
 
 @test
