@@ -11,15 +11,18 @@
  * SIZE COUNT" (- for no label), for the test to compare against the profile.
  *
  * With --trace, each request also publishes a trace and span id; --delay-ms waits before the
- * first request.
+ * first request. With --undumpable, the process turns its dumpable flag off
+ * (prctl(PR_SET_DUMPABLE, 0), as keepers of secrets do) after that wait, before the first
+ * request: a profiler acting for an unprivileged caller must then read none of its memory.
  *
  *   context_requests [--threads N] [--requests N] [--switch] [--torn] [--trace]
- *                    [--delay-ms N] */
+ *                    [--delay-ms N] [--undumpable] */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "allocscope_context.h"
@@ -219,6 +222,7 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
 	pthread_t threads[64];
+	int undumpable = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
@@ -233,10 +237,12 @@ int main(int argc, char **argv)
 			tracing = 1;
 		else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc)
 			delay_ms = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--undumpable") == 0)
+			undumpable = 1;
 		else {
 			fprintf(stderr,
 				"usage: %s [--threads N] [--requests N] [--switch] [--torn] "
-				"[--trace] [--delay-ms N]\n",
+				"[--trace] [--delay-ms N] [--undumpable]\n",
 				argv[0]);
 			return 2;
 		}
@@ -255,6 +261,10 @@ int main(int argc, char **argv)
 	 * library: give it that moment before the first request. */
 	if (delay_ms > 0)
 		usleep((useconds_t)delay_ms * 1000);
+	if (undumpable && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		perror("prctl(PR_SET_DUMPABLE, 0)");
+		return 1;
+	}
 	for (int i = 0; i < n_threads; i++)
 		pthread_create(&threads[i], NULL, worker, (void *)(uintptr_t)(i + 1));
 	for (int i = 0; i < n_threads; i++)
