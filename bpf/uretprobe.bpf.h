@@ -15,8 +15,8 @@
  *
  * So every return address read from the user stack goes through uretprobe_original(), which
  * gives the replaced address back when the word is the trampoline and a pending return of the
- * task was set at that very slot. The frame-pointer walk of bpf_get_stack needs none of this:
- * the kernel fixes its frames itself (Linux 6.11+). What this cannot resolve (a return
+ * task was set at that very slot. The frame-pointer walk of bpf_get_stack is left as it is:
+ * recent kernels fix its frames themselves. What this cannot resolve (a return
  * instance past the search's bound) the agent cuts the stack at, never taking the trampoline
  * for a caller. */
 #ifndef ALLOCSCOPE_URETPROBE_BPF_H
@@ -48,8 +48,10 @@ static __always_inline __u64 uretprobe_trampoline(void)
 
 /* The return address the kernel's trampoline replaced at slot, the stack address ra was read
  * from; ra itself when it is not the trampoline, or when no pending return of this task was
- * set at slot (then the agent sees the trampoline and cuts the stack there). */
-static __noinline __u64 uretprobe_original(__u64 trampoline, __u64 slot, __u64 ra)
+ * set at slot (then the agent sees the trampoline and cuts the stack there). A global
+ * function: the verifier checks it once, not at each of its callers (a static one tripled
+ * the program's load time), and it needs nothing a kernel with uprobes lacks. */
+__noinline __u64 uretprobe_original(__u64 trampoline, __u64 slot, __u64 ra)
 {
 	struct task_struct *task;
 	struct return_instance *ri;
@@ -68,9 +70,12 @@ static __noinline __u64 uretprobe_original(__u64 trampoline, __u64 slot, __u64 r
 	return ra;
 }
 
-/* The stack copy of a sample, [sp, sp + copied): each slot where a pending return of this
- * task replaced the return address gets the original back, so that the agent's unwinder
- * reads the real return addresses. */
+/* The stack copy of a sample, [sp, sp + copied): each slot where one of the task's newest
+ * pending returns replaced the return address gets the original back, so that the agent's
+ * unwinder reads the real return addresses (the loop is checked at each caller of
+ * submit_sample: 8 keeps the load time near what it was; the agent cuts a stack at an older
+ * one). */
+#define URETPROBE_COPY_PENDING 8
 static __always_inline void uretprobe_fix_copy(__u64 trampoline, __u64 sp, __u8 *copy,
 					       __u32 copied, __u32 copy_size)
 {
@@ -81,7 +86,7 @@ static __always_inline void uretprobe_fix_copy(__u64 trampoline, __u64 sp, __u8 
 		return;
 	task = (struct task_struct *)bpf_get_current_task();
 	ri = BPF_CORE_READ(task, utask, return_instances);
-	for (int i = 0; i < URETPROBE_MAX_PENDING && ri; i++) {
+	for (int i = 0; i < URETPROBE_COPY_PENDING && ri; i++) {
 		__u64 slot = BPF_CORE_READ(ri, stack);
 		__u64 original = BPF_CORE_READ(ri, orig_ret_vaddr), off;
 

@@ -13,8 +13,8 @@ default mode and with --unwind dwarf and fp: every site within the sampling tole
 import os
 import signal
 
-from helpers import (ALLOC_SITES, ALLOCSCOPE, RATE, RATE_ARG, Workload, check_sites,
-                     parse_manifest, run, start_allocscope, test)
+from helpers import (ALLOC_SITES, ALLOCSCOPE, RATE, RATE_ARG, Workload, check_reach_main,
+                     check_sites, parse_manifest, run, start_allocscope, test)
 from pprof_reader import Profile
 
 
@@ -53,6 +53,8 @@ def profile_sites(tmp, name, unwind, no_aslr):
     profile = Profile(out_path)
     try:
         check_sites(profile, parse_manifest(result.stdout), rate)
+        # And past it: the walk goes on from the real return address to main.
+        check_reach_main(profile, ["site_realloc_null"])
     except AssertionError as e:
         return f"{name}: {e}"
     # No site is an address: the summary names every row.
