@@ -252,8 +252,7 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
  * the stack, the heap, no mapping, the trampoline a return probe left where the address was):
  * from there on the frames are garbage. *cut says whether it cut; *n is then the frames kept.
  * 0 or -ENOMEM. */
-static int cut_at_non_code(struct pipeline *p, pid_t pid, const uint64_t *pcs, size_t *n,
-			   bool *cut)
+static int cut_at_non_code(struct pipeline *p, pid_t pid, const uint64_t *pcs, size_t *n, bool *cut)
 {
 	int ret;
 

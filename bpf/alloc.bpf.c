@@ -284,8 +284,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 			__sync_fetch_and_add(&counters.caller_errors, 1);
 		}
 		/* A return probe on a function that tail-jumped here put its trampoline at *sp. */
-		rec->caller_address = uretprobe_original(trampoline, PT_REGS_SP(ctx),
-							 rec->caller_address);
+		rec->caller_address =
+		    uretprobe_original(trampoline, PT_REGS_SP(ctx), rec->caller_address);
 	}
 	if (walk_frame_pointers) {
 		rec->stack_bytes =

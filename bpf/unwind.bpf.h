@@ -355,7 +355,7 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	w.trampoline = uretprobe_trampoline();
 	if (at_entry)
 		rec->caller_address =
-			uretprobe_original(w.trampoline, PT_REGS_SP(ctx), rec->caller_address);
+		    uretprobe_original(w.trampoline, PT_REGS_SP(ctx), rec->caller_address);
 	rec->stack_bytes = 0;
 	rec->regs[ALLOC_REG_IP] = w.ip;
 	rec->regs[ALLOC_REG_SP] = w.sp;

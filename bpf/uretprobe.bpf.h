@@ -76,8 +76,8 @@ __noinline __u64 uretprobe_original(__u64 trampoline, __u64 slot, __u64 ra)
  * submit_sample: 8 keeps the load time near what it was; the agent cuts a stack at an older
  * one). */
 #define URETPROBE_COPY_PENDING 8
-static __always_inline void uretprobe_fix_copy(__u64 trampoline, __u64 sp, __u8 *copy,
-					       __u32 copied, __u32 copy_size)
+static __always_inline void uretprobe_fix_copy(__u64 trampoline, __u64 sp, __u8 *copy, __u32 copied,
+					       __u32 copy_size)
 {
 	struct task_struct *task;
 	struct return_instance *ri;

@@ -934,8 +934,9 @@ int symbolizer__is_code(struct symbolizer *s, pid_t pid, uint64_t addr)
 			m = find_mapping(proc->maps, proc->count, addr - 1);
 		}
 	}
+	/* Gone since the snapshot: maybe a library it loaded since. Saved maps are all there is. */
 	if (!m)
-		return proc->gone ? 1 : 0; /* gone: a library it loaded since, or not code */
+		return proc->gone && !proc->saved ? 1 : 0;
 	/* The trampoline is the page's first byte: addr - 1 may be in the mapping below. */
 	m_at = find_mapping(proc->maps, proc->count, addr);
 	if (m_at && is_uprobes_page(m_at))

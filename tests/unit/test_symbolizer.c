@@ -611,11 +611,11 @@ out:
 static void test_symbolizer_is_code(void)
 {
 	static const char maps[] =
-		"7f0000000000-7f0000001000 r-xp 00000000 00:00 0 \n"
-		"7f0000001000-7f0000002000 --xp 00000000 00:00 0                          [uprobes]\n"
-		"7f0000010000-7f0000012000 r-xp 00000000 00:00 0                          [vdso]\n"
-		"7f0000020000-7f0000030000 rw-p 00000000 00:00 0 \n"
-		"7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0                          [stack]\n";
+	    "7f0000000000-7f0000001000 r-xp 00000000 00:00 0 \n"
+	    "7f0000001000-7f0000002000 --xp 00000000 00:00 0                          [uprobes]\n"
+	    "7f0000010000-7f0000012000 r-xp 00000000 00:00 0                          [vdso]\n"
+	    "7f0000020000-7f0000030000 rw-p 00000000 00:00 0 \n"
+	    "7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0                          [stack]\n";
 	const pid_t pid = 0x7f000010;
 	struct symbolizer *s = symbolizer__new();
 
@@ -623,13 +623,13 @@ static void test_symbolizer_is_code(void)
 	if (!s)
 		return;
 	CHECK_EQ_U64(symbolizer__add_saved_process(s, pid, maps, strlen(maps)), 0);
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000000123), 1);	/* JIT code */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000010456), 1);	/* [vdso] */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001000), 0);	/* the trampoline */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001010), 0);	/* in [uprobes] */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000020100), 0);	/* data */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7fffffffe000), 0);	/* the stack */
-	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000005000), 0);	/* no mapping */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000000123), 1); /* JIT code */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000010456), 1); /* [vdso] */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001000), 0); /* the trampoline */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001010), 0); /* in [uprobes] */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000020100), 0); /* data */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7fffffffe000), 0); /* the stack */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000005000), 0); /* no mapping */
 	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0), 0);
 	CHECK_EQ_U64(symbolizer__is_code(NULL, pid, 0x7f0000000123), -EINVAL);
 	symbolizer__free(s);
