@@ -248,10 +248,58 @@ int pipeline__add_sample(struct pipeline *p, struct alloc_profile *profile,
 	return ret;
 }
 
+/* Ends the stack before its first return address that is not in code (symbolizer__is_code:
+ * the stack, the heap, no mapping, the trampoline a return probe left where the address was):
+ * from there on the frames are garbage. *cut says whether it cut; *n is then the frames kept.
+ * 0 or -ENOMEM. */
+static int cut_at_non_code(struct pipeline *p, pid_t pid, const uint64_t *pcs, size_t *n, bool *cut)
+{
+	int ret;
+
+	*cut = false;
+	for (size_t i = 1; i < *n; i++) {
+		ret = symbolizer__is_code(p->symbolizer, pid, pcs[i]);
+		if (ret < 0)
+			return ret;
+		if (ret == 0) {
+			*n = i;
+			*cut = true;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* --unwind fp: the kernel's frame-pointer walk and the caller at *sp, as they came, up to a
+ * return address that is not in code. */
+static int add_fp_sample(struct pipeline *p, struct alloc_profile *profile,
+			 const struct alloc_sample *sample)
+{
+	uint64_t frames[ALLOC_MAX_STACK_DEPTH + 1];
+	size_t n = alloc_profile_fp_frames(sample, frames);
+	bool cut;
+	int ret;
+
+	ret = cut_at_non_code(p, (pid_t)sample->pid, frames, &n, &cut);
+	if (ret)
+		return ret;
+	if (cut) {
+		p->truncated_unwinds++;
+		return alloc_profile__add_unwound(profile, sample, frames, n);
+	}
+	if (alloc_profile_fp_walk_full(sample)) {
+		p->depth_cut_unwinds++;
+		return alloc_profile__add_depth_cut(profile, sample, frames, n);
+	}
+	return alloc_profile__add_unwound(profile, sample, frames, n);
+}
+
 static int add_sample(struct pipeline *p, struct alloc_profile *profile,
 		      const struct alloc_sample *sample)
 {
 	uint64_t pcs[UNWIND_MAX_PCS];
+	size_t n_pcs;
+	bool cut;
 	struct unwind_input input = {
 		.pid = (pid_t)sample->pid,
 		.tid = (pid_t)sample->tid,
@@ -266,20 +314,31 @@ static int add_sample(struct pipeline *p, struct alloc_profile *profile,
 	/* A drop notice: its weight, under [dropped samples], weighted as a kept sample. */
 	if (sample->flags & ALLOC_SAMPLE_DROPPED)
 		return alloc_profile__add_dropped(profile, sample);
-	if (!p->unwinder) {
-		p->depth_cut_unwinds += alloc_profile_fp_walk_full(sample);
-		return alloc_profile__add(profile, sample);
-	}
+	if (!p->unwinder)
+		return add_fp_sample(p, profile, sample);
 	ret = unwinder__unwind(p->unwinder, &input, p->opts.unwind, pcs,
 			       sizeof(pcs) / sizeof(pcs[0]), &result);
 	if (ret)
 		return ret;
+	n_pcs = result.n_pcs;
+	ret = cut_at_non_code(p, input.pid, pcs, &n_pcs, &cut);
+	if (ret)
+		return ret;
+	if (cut) {
+		result.n_pcs = n_pcs;
+		result.truncated = true;
+		result.depth_cut = false;
+	}
 	/* A walk that cannot get past the allocator still has the direct caller the program
-	 * read at *sp. */
+	 * read at *sp, when that is in code. */
 	if (result.n_pcs < 2 && sample->caller_address) {
 		pcs[0] = sample->regs[ALLOC_REG_IP];
 		pcs[1] = sample->caller_address;
-		result.n_pcs = 2;
+		n_pcs = 2;
+		ret = cut_at_non_code(p, input.pid, pcs, &n_pcs, &cut);
+		if (ret)
+			return ret;
+		result.n_pcs = n_pcs;
 	}
 	if (result.depth_cut) {
 		p->depth_cut_unwinds++;

@@ -136,6 +136,7 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 
 #include "context.bpf.h"
 #include "live.bpf.h"
+#include "uretprobe.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -251,7 +252,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 				    __u32 entry, bool at_entry)
 {
 	struct alloc_sample *rec;
-	__u64 pid_tgid;
+	__u64 pid_tgid, trampoline;
 	long err;
 
 	if (only_caller && !runs_as_caller()) {
@@ -265,6 +266,7 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		submit_drop(size, weighted_bytes, entry);
 		return 0;
 	}
+	trampoline = uretprobe_trampoline();
 	pid_tgid = bpf_get_current_pid_tgid();
 	rec->pid = pid_tgid >> 32;
 	rec->tid = (__u32)pid_tgid;
@@ -281,6 +283,9 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 			rec->caller_address = 0;
 			__sync_fetch_and_add(&counters.caller_errors, 1);
 		}
+		/* A return probe on a function that tail-jumped here put its trampoline at *sp. */
+		rec->caller_address =
+		    uretprobe_original(trampoline, PT_REGS_SP(ctx), rec->caller_address);
 	}
 	if (walk_frame_pointers) {
 		rec->stack_bytes =
@@ -297,6 +302,8 @@ static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weigh
 		__sync_fetch_and_add(&counters.not_dumpable, 1);
 	} else {
 		copy_user_stack(ctx, rec);
+		uretprobe_fix_copy(trampoline, PT_REGS_SP(ctx), rec->stack_copy,
+				   rec->stack_copy_bytes, stack_copy_size);
 	}
 	read_thread_context(&rec->context);
 	__sync_fetch_and_add(&counters.samples, 1);

@@ -68,6 +68,7 @@ struct unwind_walk {
 	struct unwind_proc *proc; /* NULL: the agent has not installed the process's list */
 	struct alloc_sample *rec; /* in the scratch buffer, with room for the frames */
 	__u64 ip, sp, bp;
+	__u64 trampoline; /* the process's return-probe trampoline, 0 for none (uretprobe.bpf.h) */
 	__u32 n;        /* frames written */
 	bool activation; /* ip is where the frame is (leaf, or interrupted by a signal), not a
 			    return address: look it up as is rather than at ip - 1 */
@@ -293,6 +294,7 @@ static long unwind_step(__u32 index, void *ctx)
 		w->truncated = true;
 		return 1;
 	}
+	ra = uretprobe_original(w->trampoline, cfa - 8, ra);
 	if (row->rbp_rule == UNWIND_RBP_SAVED) {
 		if (!unwind_read(cfa + (__s64)row->rbp_offset, &value)) {
 			w->truncated = true;
@@ -350,6 +352,10 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 		rec->caller_address = 0;
 		__sync_fetch_and_add(&counters.caller_errors, 1);
 	}
+	w.trampoline = uretprobe_trampoline();
+	if (at_entry)
+		rec->caller_address =
+		    uretprobe_original(w.trampoline, PT_REGS_SP(ctx), rec->caller_address);
 	rec->stack_bytes = 0;
 	rec->regs[ALLOC_REG_IP] = w.ip;
 	rec->regs[ALLOC_REG_SP] = w.sp;

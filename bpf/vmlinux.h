@@ -80,6 +80,29 @@ struct mm_struct___flags_bitmap {
 struct thread_struct {
 	unsigned long fsbase;
 };
+/* A pending return probe (kernel/events/uprobes.c): where the kernel's trampoline took the
+ * place of a return address (stack: the slot's address, the sp at the probed entry) and the
+ * address it replaced. A task's pending ones, newest first, hang from its uprobe_task. The
+ * trampoline sits at the start of the process's uprobes page (xol_area), which mm_struct
+ * embeds in an anonymous struct: CO-RE finds the field through it. (uretprobe.bpf.h) */
+struct return_instance {
+	unsigned long stack;
+	unsigned long orig_ret_vaddr;
+	struct return_instance *next;
+};
+struct uprobe_task {
+	struct return_instance *return_instances;
+};
+struct xol_area {
+	unsigned long vaddr;
+};
+struct uprobes_state {
+	struct xol_area *xol_area;
+};
+struct mm_struct___uprobes {
+	struct uprobes_state uprobes_state;
+};
+
 /* Only the fields the programs read; every access is relocated by field name. */
 struct task_struct {
 	int pid;
@@ -87,6 +110,7 @@ struct task_struct {
 	const struct cred *real_cred;
 	struct thread_struct thread;
 	struct mm_struct *mm;
+	struct uprobe_task *utask;
 };
 
 /* What the in-kernel unwinder reads of a mapping it meets outside the process's list: the

@@ -542,6 +542,11 @@ int alloc_profile__add_depth_cut(struct alloc_profile *profile, const struct all
 	return ret;
 }
 
+size_t alloc_profile_fp_frames(const struct alloc_sample *sample, uint64_t *frames)
+{
+	return build_frames(sample, frames);
+}
+
 bool alloc_profile_fp_walk_full(const struct alloc_sample *sample)
 {
 	return sample->stack_bytes >= (__s32)(ALLOC_MAX_STACK_DEPTH * sizeof(__u64));

@@ -120,6 +120,11 @@ int alloc_profile__add_depth_cut(struct alloc_profile *profile, const struct all
  * ALLOC_MAX_STACK_DEPTH frames: the stack went deeper (or was exactly that deep). */
 bool alloc_profile_fp_walk_full(const struct alloc_sample *sample);
 
+/* The stack alloc_profile__add builds from sample (the kernel's frame-pointer walk and the
+ * caller read at *sp), leaf first, into frames (room for ALLOC_MAX_STACK_DEPTH + 1): for a
+ * caller that checks the frames before adding them with alloc_profile__add_unwound. */
+size_t alloc_profile_fp_frames(const struct alloc_sample *sample, uint64_t *frames);
+
 void alloc_profile__totals(const struct alloc_profile *profile, struct alloc_profile_totals *out);
 
 /* Sample labels (strings) from a request context for the stacks added next, until the next

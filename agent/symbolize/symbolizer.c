@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "util/hash.h"
 #include "symbolize/debuginfo.h"
@@ -209,6 +210,9 @@ struct sym_process {
 	uint32_t epoch;
 	struct sym_mapping **maps; /* the current snapshot, sorted by start */
 	size_t count;
+	/* When symbolizer__is_code last re-read the maps for an address outside them: a stray
+	 * address in every sample re-reads them at most every SYM_CODE_REREAD_NS. */
+	uint64_t code_reread_ns;
 
 	/* Owned by the process, freed with it: */
 	struct sym_mapping **mappings; /* every mapping of every snapshot */
@@ -879,6 +883,65 @@ static void fill_frame(const struct resolved_addr *r, struct symbolized_frame *o
 	out->has_line_numbers = r->has_line_numbers;
 	out->has_inline_frames = r->has_inline_frames;
 	out->unnamed_memory = m->unnamed;
+}
+
+#define SYM_CODE_REREAD_NS (10 * 1000000ull)
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The kernel's return-probe page: its first slot is the trampoline a return probe puts in
+ * place of a return address, and nothing there is anyone's caller. */
+static bool is_uprobes_page(const struct sym_mapping *m)
+{
+	return m->inode == 0 && m->path && strcmp(m->path, "[uprobes]") == 0;
+}
+
+int symbolizer__is_code(struct symbolizer *s, pid_t pid, uint64_t addr)
+{
+	struct sym_process *proc;
+	struct sym_mapping *m, *m_at;
+	uint64_t now;
+	int ret;
+
+	if (!s || pid <= 0)
+		return -EINVAL;
+	if (addr == 0)
+		return 0;
+	proc = pair_map__get(&s->processes, (uint64_t)pid, 0);
+	if (!proc) {
+		ret = symbolizer__add_process(s, pid);
+		if (ret)
+			return ret == -ENOMEM ? ret : 1;
+		proc = pair_map__get(&s->processes, (uint64_t)pid, 0);
+		if (!proc)
+			return -ENOMEM;
+	}
+	/* Inside the call instruction, as symbolizer__resolve looks a return address up. */
+	m = find_mapping(proc->maps, proc->count, addr - 1);
+	if (!m && !proc->gone && !proc->saved) {
+		now = now_ns();
+		if (!proc->code_reread_ns || now - proc->code_reread_ns >= SYM_CODE_REREAD_NS) {
+			proc->code_reread_ns = now;
+			ret = snapshot_process(s, proc);
+			if (ret == -ENOMEM)
+				return ret;
+			m = find_mapping(proc->maps, proc->count, addr - 1);
+		}
+	}
+	/* Gone since the snapshot: maybe a library it loaded since. Saved maps are all there is. */
+	if (!m)
+		return proc->gone && !proc->saved ? 1 : 0;
+	/* The trampoline is the page's first byte: addr - 1 may be in the mapping below. */
+	m_at = find_mapping(proc->maps, proc->count, addr);
+	if (m_at && is_uprobes_page(m_at))
+		return 0;
+	return m->executable && !is_uprobes_page(m);
 }
 
 int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_return_address,

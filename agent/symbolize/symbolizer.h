@@ -128,4 +128,14 @@ size_t symbolizer__file_count(const struct symbolizer *s);
 int symbolizer__resolve(struct symbolizer *s, pid_t pid, uint64_t addr, bool is_return_address,
 			struct symbolized_frame *out);
 
+/* Whether addr, a return address read from pid's stack, can be one: 1 when the byte before it
+ * (its call instruction) lies in an executable mapping of pid other than the kernel's
+ * [uprobes] page, whose trampoline takes the place of return addresses under a return probe;
+ * 0 when not (the stack, the heap, no mapping, the trampoline), and then the frame is no
+ * caller. An address outside the snapshot re-reads /proc/PID/maps as symbolizer__resolve
+ * does, at most every 10 ms. 1 too when that cannot tell (pid is gone and was never seen, or
+ * the address is outside the last snapshot of a process gone since: a library it loaded
+ * later): the frame is kept as it was. -EINVAL, -ENOMEM. */
+int symbolizer__is_code(struct symbolizer *s, pid_t pid, uint64_t addr);
+
 #endif

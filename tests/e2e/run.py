@@ -761,6 +761,7 @@ import report_tests  # noqa: E402,F401  (allocscope report|diff and the flame gr
 import depth_tests  # noqa: E402,F401  (stacks past the walk's depth limit end in [truncated])
 import budget_tests  # noqa: E402,F401  (the overhead budget: duty-cycled probes, issue 19)
 import context_tests  # noqa: E402,F401  (request context labels: OTel thread context, Custom Labels)
+import noaslr_tests  # noqa: E402,F401  (callers behind other tools' return probes, with and without ASLR)
 
 
 def main():

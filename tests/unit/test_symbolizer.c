@@ -605,6 +605,36 @@ out:
 /* A saved maps text is data that a command dropped to another user wrote: a line naming a
  * device (its inode given right) must not make root open it (opening a watchdog arms it, a
  * tape rewinds). Opens of /dev/null are watched through inotify: none may happen. */
+/* A return address is a caller only in code: not on the stack or the heap, not outside every
+ * mapping, and not the trampoline a return probe leaves in its place (the [uprobes] page's
+ * first byte, even with code just below it). */
+static void test_symbolizer_is_code(void)
+{
+	static const char maps[] =
+	    "7f0000000000-7f0000001000 r-xp 00000000 00:00 0 \n"
+	    "7f0000001000-7f0000002000 --xp 00000000 00:00 0                          [uprobes]\n"
+	    "7f0000010000-7f0000012000 r-xp 00000000 00:00 0                          [vdso]\n"
+	    "7f0000020000-7f0000030000 rw-p 00000000 00:00 0 \n"
+	    "7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0                          [stack]\n";
+	const pid_t pid = 0x7f000010;
+	struct symbolizer *s = symbolizer__new();
+
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_U64(symbolizer__add_saved_process(s, pid, maps, strlen(maps)), 0);
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000000123), 1); /* JIT code */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000010456), 1); /* [vdso] */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001000), 0); /* the trampoline */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000001010), 0); /* in [uprobes] */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000020100), 0); /* data */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7fffffffe000), 0); /* the stack */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0x7f0000005000), 0); /* no mapping */
+	CHECK_EQ_U64(symbolizer__is_code(s, pid, 0), 0);
+	CHECK_EQ_U64(symbolizer__is_code(NULL, pid, 0x7f0000000123), -EINVAL);
+	symbolizer__free(s);
+}
+
 static void test_symbolizer_saved_process_device(void)
 {
 	const pid_t key = 0x7f000011;
@@ -1275,6 +1305,7 @@ int main(void)
 	RUN(test_symbolizer_deleted_executable);
 	RUN(test_symbolizer_bad_input);
 	RUN(test_symbolizer_saved_process);
+	RUN(test_symbolizer_is_code);
 	RUN(test_symbolizer_saved_process_device);
 	RUN(test_symbolizer_remove_process);
 	RUN(test_symbolizer_removed_pid_starts_fresh);
