@@ -41,6 +41,9 @@ struct alloc_program {
 	bool multi_links;           /* uprobe_multi links, else one perf-event uprobe per probe */
 	bool session_links;         /* --inuse and the kernel has session uprobes: entry points
 				       and frees in one alloc_session link per file */
+	pid_t first_session_pid;    /* the first process given a session link; another one gets
+				       the warning below, once */
+	bool warned_sessions;
 	/* The USDT argument specs written to the usdt_specs map so far, by index: processes
 	 * running the same sampler share one. */
 	struct usdt_probe_spec usdt_specs[ALLOC_MAX_USDT_SPECS];
@@ -434,6 +437,21 @@ int alloc_program__attach_session(struct alloc_program *prog, pid_t pid, const c
 	if (fd < 0)
 		return fd;
 	*link_fd = fd;
+	/* A session link filtered to one pid still asks for the return in every other process
+	 * where the same file offset is probed: the kernel does not run the program there
+	 * (kernel/trace/bpf_trace.c, uprobe_prog_run) and takes the handler's "0" as "trap the
+	 * return". So with two in-use processes sharing an allocator, each pays a return trap on
+	 * every allocation call for the other's link (measured: docs/performance.md). */
+	if (!prog->first_session_pid) {
+		prog->first_session_pid = pid;
+	} else if (prog->first_session_pid != pid && !prog->warned_sessions) {
+		prog->warned_sessions = true;
+		log_warn("in-use profiles on the transparent path for more than one process: every "
+			 "process whose allocator another in-use process also uses pays a return "
+			 "trap on each allocation call (a kernel behaviour of pid-filtered session "
+			 "uprobes; about one more probe hit per call). For several in-use processes, "
+			 "preload liballocscope-sampler.so (docs/operations.md)");
+	}
 	return 0;
 }
 

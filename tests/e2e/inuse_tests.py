@@ -232,3 +232,32 @@ def inuse_agent_snapshots_per_interval_through_parca(tmp):
         assert not problems, "\n".join(problems)
     finally:
         assert server.stop() == 0
+
+
+@test
+def inuse_on_two_transparent_processes_warns_of_return_traps(tmp):
+    """A session link filtered to one pid still makes the kernel trap the return in the other
+    processes the same offsets are probed in (kernel/trace/bpf_trace.c, uprobe_prog_run), so
+    two transparent in-use processes sharing glibc each pay a return trap per allocation call
+    for the other's link: the user is told once, with the way out. One process: no warning."""
+    from helpers import MALLOC_LOOP, Workload, finish_allocscope, start_allocscope
+
+    warning = "pays a return trap on each allocation call"
+    for n in (1, 2):
+        loops = [Workload([MALLOC_LOOP, "--iterations", "20000", "--no-free"])
+                 for _ in range(n)]
+        args = ["--inuse", "-o", f"{tmp}/two-{n}.pb.gz"]
+        for w in loops:
+            args += ["--pid", str(w.pid)]
+        proc, seen = start_allocscope(args)
+        for w in loops:
+            w.start()
+        for w in loops:
+            w.finish()
+        code, out, err = finish_allocscope(proc, seen)
+        assert code == 0, f"exit {code}: {err}"
+        if n == 1:
+            assert warning not in err, err
+        else:
+            assert err.count(warning) == 1, err
+            assert "liballocscope-sampler.so" in err, err
