@@ -138,6 +138,10 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 		struct timespec a, b;
 		int ret;
 
+		/* What entered the live set between the last forget and the detach taking
+		 * effect lost its frees too. */
+		if (dc->opts.inuse)
+			alloc_program__forget_live(dc->prog, dc->pid);
 		clock_gettime(CLOCK_MONOTONIC, &a);
 		ret = process_probes__resume(dc->prog, dc->probes, err, err_len);
 		clock_gettime(CLOCK_MONOTONIC, &b);
@@ -307,6 +311,8 @@ int64_t duty_cycle__tick(struct duty_cycle *dc, int64_t now_ms,
 		if (process_probes__pause(dc->probes, detached) == 0) {
 			dc->window_closed = true;
 			dc->window_closed_at = now_ms;
+			if (dc->opts.inuse)
+				alloc_program__forget_live(dc->prog, dc->pid);
 		}
 	}
 	if (now_ms >= dc->period_start + dc->period_ms) {

@@ -115,6 +115,12 @@ struct duty_cycle_opts {
 	int64_t period_ms;
 	duty_cycle_add_fn add;
 	void *add_ctx;
+	/* In-use tracking (free probes) for the process. Its frees go unseen while its probes
+	 * are detached, so the live set it has would keep what it frees meanwhile: it is dropped
+	 * (alloc_program__forget_live) at each detach and again before each attach. While
+	 * throttled, its in-use is not known (the caller leaves it out of snapshots); once
+	 * released, it counts what was allocated since. */
+	bool inuse;
 };
 
 /* For pid, whose probes count their hits in slot (owned from now on: given back by free).
