@@ -959,7 +959,8 @@ static void print_budget(const struct capture *cap)
 		       "(%.1f%% if probed all the time; a hit %.0f ns, %s)%s\n",
 		       cap->opts->max_overhead_percent, (int)t->pid, log_escaped(comm, t->comm),
 		       100 * st->mean_fraction, st->mean_fraction, st->min_fraction,
-		       100 * st->probe_share, 100 * st->probe_share_full, st->ns_per_hit,
+		       100 * st->probe_share, 100 * st->probe_share_full,
+		       st->ns_per_hit > 0 ? st->ns_per_hit : cap->ns_per_hit,
 		       st->cost_measured ? "measured in it" : "as calibrated",
 		       t->throttled ? "; throttled: its estimates are scaled by the inverse of the "
 				      "fraction"
