@@ -136,21 +136,22 @@ static void test_cost_measured_in_the_process(void)
 {
 	struct duty_cycle_cost cost = { 0 };
 	struct duty_cycle_period p = period(50, 950, 0.3, 100, 0, 3000);
-	double c = duty_cycle__measure_cost(&cost, &p, 1000);
+	/* The controller: a window of 50 ms with 5000 hits and 15 ms of own CPU. */
+	struct duty_cycle_input in = {
+		.hits = 5000, .window_ns = 50 * MS, .window_cpu_ns = p.window_cpu_ns,
+		.rest_ns = 950 * MS, .rest_cpu_ns = 285 * MS, .budget = 0.01,
+	};
+	double c = duty_cycle__measure_cost(&cost, &p, 1000), f_calibrated, f_measured;
 
 	CHECK(fabs(c - 3000) < 1);
 	CHECK(cost.periods == 1);
-	/* The controller with each cost: a window of 50 ms with 5000 hits and 15 ms of own CPU. */
-	struct duty_cycle_input in = {
-		.hits = 5000, .window_ns = 50 * MS, .rest_ns = 950 * MS,
-		.rest_cpu_ns = 285 * MS, .budget = 0.01,
-	};
+	/* With the calibrated cost the same window would have looked like this. */
 	in.ns_per_hit = 1000;
 	in.window_cpu_ns = 15 * MS + 5000 * 1000;
-	double f_calibrated = duty_cycle__next_fraction(&in);
+	f_calibrated = duty_cycle__next_fraction(&in);
 	in.ns_per_hit = c;
 	in.window_cpu_ns = p.window_cpu_ns;
-	double f_measured = duty_cycle__next_fraction(&in);
+	f_measured = duty_cycle__next_fraction(&in);
 
 	CHECK(fabs(f_measured - f_calibrated / 3) < 1e-6);
 	CHECK(fabs(share(f_measured, 0.3, 0.3, 0.3) - 0.01) < 1e-9);
