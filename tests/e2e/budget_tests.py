@@ -353,3 +353,37 @@ def budget_duty_cycle_leaves_the_agents_own_descriptors_alone(tmp):
         os.close(write_end)
         loop.kill()
         loop.wait()
+
+
+@test
+def agent_leaves_a_throttled_process_out_of_its_services_in_use(tmp):
+    """The continuous agent with a rule asking for in-use and a budget: the throttled
+    process's in-use is left out of its service's snapshots (its frees go unseen while its
+    probes are detached), and the profile's comment says so next to the budget's."""
+    import os
+    from agent_tests import Agent, agent_config, wait_for_profiles
+    from helpers import Workload
+
+    sinks = os.path.join(tmp, "profiles")
+    include = (f"  include:\n    - executable: {MALLOC_LOOP}\n      service: loop\n"
+               f"      max_cpu_percent: 5\n      inuse: true\n")
+    agent = Agent(tmp, agent_config(sinks, include, interval="3s", rate="64KiB"))
+    loop = Workload([MALLOC_LOOP, "--size", "65536", "--iterations", "2000000000"])
+    try:
+        agent.wait_attached(loop.pid, "loop")
+        loop.start()
+        agent.wait_for(r"service loop: pid \d+ \(malloc_loop\) is over its overhead budget",
+                       timeout=30)
+        paths = wait_for_profiles(sinks, "loop", count=3, timeout=40)
+        profiles = [Profile(p) for p in paths[1:]]  # written once it was throttled
+        comments = [c for p in profiles for c in p.comments]
+        assert any("in-use leaves out a process while it is throttled" in c
+                   for c in comments), comments
+        for profile in profiles:
+            assert "inuse_space" in [t for t, _ in profile.sample_types], profile.sample_types
+            assert inuse_space(profile) == 0, \
+                f"in-use of a throttled process in its service's profile: {inuse_space(profile)}"
+        loop.kill()
+    finally:
+        loop.kill()
+        agent.stop()
