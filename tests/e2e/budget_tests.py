@@ -42,10 +42,11 @@ def budget_leaves_a_quiet_process_probed_all_the_time(tmp):
 
 @test
 def budget_throttles_a_busy_process_within_a_period_and_releases_it(tmp):
-    # Quiet for 1.5 s, then a malloc loop (probes cost it many times its own CPU), then quiet.
+    # Quiet for 1.5 s, then a malloc loop (probes cost it many times its own CPU), then quiet
+    # for longer than the longest period (a 20 ms window stretches it to 5 s) and one more.
     result = budgeted(["--max-overhead", "100", "-o", f"{tmp}/busy.pb.gz"],
                       [MALLOC_LOOP, "--quiet-before", "1500", "--iterations", "60000000",
-                       "--quiet-after", "4000"])
+                       "--quiet-after", "7000"])
     seen = periods(result.stderr)
     busy = [i for i, p in enumerate(seen) if p[1] >= 20000]
     assert busy, f"no busy period: {seen}"
@@ -109,10 +110,13 @@ def budget_keeps_duty_cycled_estimates_within_the_widened_tolerance(tmp):
     # round (~500 calls at up to ~5 us a trap on a loaded VM) ends well before the next one
     # starts: rounds that fell behind in the window would make the estimates low (measured
     # with 7,600 calls every 60 ms: 10-20% low).
+    # 600 us of work a round: the fraction stays near a quarter with a first period of
+    # 200 ms (with 300 us it came to 0.11, leaving the rarest class under 25 expected
+    # samples).
     rounds = 1500
     result = budgeted(["--max-overhead", "20", "--sample-rate", RATE_ARG, "-o", out],
                       [ALLOC_SITES, "--scale", "2", "--rounds", str(rounds), "--round-ms", "4",
-                       "--spin-us", "300"])
+                       "--spin-us", "600"])
     seen = periods(result.stderr)
     assert any(p[3] < 0.9 for p in seen), f"never throttled: {seen}"
     print(f"      periods {seen}")
