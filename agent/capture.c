@@ -58,6 +58,10 @@ struct target {
 	struct duty_cycle_stats duty_stats;
 	bool throttled;     /* at some point */
 	bool throttled_now;
+	/* --inuse and throttled at some point: its live set was dropped at each detach (its
+	 * frees go unseen then), so its in-use is left out while throttled and counts only what
+	 * it allocated since its last release (ms into the capture) once released. */
+	int64_t inuse_since_ms;
 };
 
 struct capture {
@@ -323,6 +327,7 @@ static int attach_budgeted(struct capture *cap, struct target *t, const char *co
 		.period_ms = DUTY_CYCLE_PERIOD_MS,
 		.add = add_scaled,
 		.add_ctx = cap,
+		.inuse = alloc_program__tracks_live(prog),
 	};
 	uint32_t slot = 0;
 	int ret;
@@ -637,6 +642,8 @@ static void tick_duty_cycles(struct capture *cap)
 		if (changed) {
 			log_duty_change(cap, t);
 			duty_cycle__stats(t->duty, &t->duty_stats);
+			if (t->throttled_now && t->duty_stats.fraction >= 1.0)
+				t->inuse_since_ms = now;
 			t->throttled_now = t->duty_stats.fraction < 1.0;
 			t->throttled |= t->throttled_now;
 		}
@@ -678,6 +685,10 @@ static int add_live(const struct alloc_live_key *key, const struct alloc_live *v
 {
 	struct capture *cap = ctx;
 
+	/* A throttled target's live set holds at most its current window: not its in-use. */
+	for (size_t i = 0; i < cap->n_targets; i++)
+		if (cap->targets[i].pid == (pid_t)key->pid && cap->targets[i].throttled_now)
+			return 0;
 	if (alloc_profile__inuse_add(cap->profile, key->pid, value->time_ns, value->size,
 				     value->weighted_bytes) != 0)
 		cap->handler_errors++;
@@ -888,6 +899,23 @@ static void print_leak_table(struct capture *cap, struct alloc_site *sites, size
 		printf("in-use estimates are LOW: %llu sampled allocations were not tracked (the "
 		       "live map was full: raise --inuse-entries)\n",
 		       (unsigned long long)inuse.overflow);
+	for (size_t i = 0; i < cap->n_targets; i++) {
+		const struct target *t = &cap->targets[i];
+		char comm[64];
+
+		if (!t->throttled)
+			continue;
+		if (t->throttled_now)
+			printf("in-use of pid %d (%s): unknown, left out: the overhead budget "
+			       "throttles it (its frees go unseen while its probes are detached)\n",
+			       (int)t->pid, log_escaped(comm, t->comm));
+		else
+			printf("in-use of pid %d (%s): only what it allocated since %.1f s into the "
+			       "capture, when the overhead budget stopped throttling it (its frees "
+			       "went unseen while its probes were detached)\n",
+			       (int)t->pid, log_escaped(comm, t->comm),
+			       (double)t->inuse_since_ms / 1e3);
+	}
 	if (alloc_profile__top_live_sites(cap->profile, sites, rows, &n) != 0 || n == 0)
 		return;
 	printf("\n%14s %7s %13s %11s %16s  %s\n", "inuse_space", "share", "inuse_objects",
@@ -928,10 +956,12 @@ static void print_budget(const struct capture *cap)
 		}
 		printf("overhead budget %.3g%%: pid %d (%s) probed %.1f%% of the time (duty "
 		       "fraction %.3f, lowest %.3f); estimated probe cost %.2f%% of its CPU "
-		       "(%.1f%% if probed all the time)%s\n",
+		       "(%.1f%% if probed all the time; a hit %.0f ns, %s)%s\n",
 		       cap->opts->max_overhead_percent, (int)t->pid, log_escaped(comm, t->comm),
 		       100 * st->mean_fraction, st->mean_fraction, st->min_fraction,
 		       100 * st->probe_share, 100 * st->probe_share_full,
+		       st->ns_per_hit > 0 ? st->ns_per_hit : cap->ns_per_hit,
+		       st->cost_measured ? "measured in it" : "as calibrated",
 		       t->throttled ? "; throttled: its estimates are scaled by the inverse of the "
 				      "fraction"
 				    : "");
@@ -1075,6 +1105,15 @@ static void budget_comment(const struct capture *cap, char *buf, size_t len)
 						 "inverse;",
 						 (int)t->pid, t->duty_stats.mean_fraction,
 						 t->duty_stats.min_fraction);
+		if (used < len && cap->opts->inuse && t->throttled_now)
+			used += (size_t)snprintf(buf + used, len - used,
+						 " its in-use unknown (throttled: frees unseen), "
+						 "left out;");
+		else if (used < len && cap->opts->inuse)
+			used += (size_t)snprintf(buf + used, len - used,
+						 " its in-use only since %.1f s (frees unseen "
+						 "while throttled);",
+						 (double)t->inuse_since_ms / 1e3);
 	}
 }
 

@@ -272,6 +272,9 @@ static int add_live(const struct alloc_live_key *key, const struct alloc_live *v
 		pass->orphans[pass->n_orphans++] = *key;
 		return 0;
 	}
+	/* Its live set holds at most its current window: not its in-use. */
+	if (process_tracker__throttled(d->tracker, (pid_t)key->pid))
+		return 0;
 	if (!s->profile) {
 		/* Nothing allocated this interval and nothing carried: a profile of its own. */
 		if (new_service_profile(d, s) != 0) {

@@ -223,6 +223,7 @@ static bool try_attach(struct process_tracker *t, struct tracked_process *p)
 			.period_ms = DUTY_CYCLE_PERIOD_MS,
 			.add = t->deps.add_scaled,
 			.add_ctx = t->deps.add_ctx,
+			.inuse = p->inuse,
 		};
 
 		if (duty_cycle__new(prog, p->probes, p->pid, slot, &opts, monotonic_ms(),
@@ -753,6 +754,17 @@ struct service *process_tracker__service_of(struct process_tracker *t, pid_t pid
 	struct tracked_process *p = find_process(t, pid);
 
 	return p ? p->service : NULL;
+}
+
+bool process_tracker__throttled(struct process_tracker *t, pid_t pid)
+{
+	struct tracked_process *p = find_process(t, pid);
+	struct duty_cycle_stats st;
+
+	if (!p || !p->duty)
+		return false;
+	duty_cycle__stats(p->duty, &st);
+	return st.fraction < 1.0;
 }
 
 void process_tracker__forget_released(struct process_tracker *t)

@@ -131,6 +131,9 @@ void process_tracker__poll_pods(struct process_tracker *t, int64_t now_ms);
 
 /* The service of a tracked process; NULL when pid is not tracked. */
 struct service *process_tracker__service_of(struct process_tracker *t, pid_t pid);
+/* Whether pid's probes are under a duty cycle now (the overhead budget): its in-use is
+ * unknown then (its frees go unseen while detached) and left out of snapshots. */
+bool process_tracker__throttled(struct process_tracker *t, pid_t pid);
 /* Forgets the symbolization state of the processes released since the last call (unless
  * their pid is tracked again). */
 void process_tracker__forget_released(struct process_tracker *t);

@@ -414,8 +414,12 @@ static int submit_profile(struct services *t, const struct services_interval *in
 		snprintf(line2, sizeof(line2), "service %s on %s", s->name, values[0]);
 	if (s->duty_fraction > 0)
 		snprintf(line3, sizeof(line3), "overhead budget: processes probed part of the "
-			 "time (down to a fraction %.3f), their estimates scaled by the inverse",
-			 s->duty_fraction);
+			 "time (down to a fraction %.3f), their estimates scaled by the inverse%s",
+			 s->duty_fraction,
+			 s->inuse ? "; in-use leaves out a process while it is throttled (its frees "
+				    "go unseen) and counts only what it allocated since its release "
+				    "after"
+				  : "");
 	else
 		comments[2] = NULL;
 

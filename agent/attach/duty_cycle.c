@@ -42,6 +42,31 @@ double duty_cycle__next_fraction(const struct duty_cycle_input *in)
 	return next;
 }
 
+double duty_cycle__measure_cost(struct duty_cycle_cost *cost, const struct duty_cycle_period *p,
+				double calibrated)
+{
+	double w = (double)p->window_ns, r = (double)p->rest_ns, measured;
+
+	if (p->window_ns >= DUTY_CYCLE_COST_MIN_WINDOW_MS * 1000000ull &&
+	    p->rest_ns >= DUTY_CYCLE_COST_MIN_REST_MS * 1000000ull) {
+		double extra = (double)p->window_hits - (double)p->rest_hits * w / r;
+
+		/* A window with no more hits than the rest (a process that went quiet) says
+		 * nothing about their cost. */
+		if (extra > 0) {
+			cost->excess_cpu_ns = cost->excess_cpu_ns * DUTY_CYCLE_COST_DECAY +
+					      (double)p->window_cpu_ns -
+					      (double)p->rest_cpu_ns * w / r;
+			cost->extra_hits = cost->extra_hits * DUTY_CYCLE_COST_DECAY + extra;
+			cost->periods++;
+		}
+	}
+	if (cost->extra_hits < DUTY_CYCLE_COST_MIN_HITS)
+		return calibrated;
+	measured = cost->excess_cpu_ns / cost->extra_hits;
+	return measured > calibrated ? measured : calibrated;
+}
+
 int duty_cycle__cpu_ns(pid_t pid, uint64_t *ns)
 {
 	struct timespec ts;
@@ -69,6 +94,12 @@ struct duty_cycle {
 	double window_start;        /* ms: the attach's middle (breakpoints go in one by one) */
 	bool window_closed;
 	uint64_t hits_start, cpu_start, cpu_window_end;
+	/* For measuring the cost of a hit: the window from the end of the attach (every probe
+	 * in) to the detach, and the hits at each end. */
+	double attached_at;         /* ms */
+	uint64_t hits_attached, cpu_attached, hits_window_end;
+	struct duty_cycle_cost cost;
+	double ns_per_hit;          /* in use: calibrated or measured */
 	uint64_t cpu_last;          /* the latest reading: what is known once the process is gone */
 
 	struct alloc_sample **held; /* copies, this period's */
@@ -94,7 +125,7 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 {
 	dc->period_start = now;
 	dc->window_closed = false;
-	dc->period_ms = dc->opts.period_ms;
+	dc->period_ms = dc->stats.periods ? dc->opts.period_ms : DUTY_CYCLE_FIRST_PERIOD_MS;
 	if (dc->fraction * (double)dc->period_ms < DUTY_CYCLE_MIN_WINDOW_MS)
 		dc->period_ms = (int64_t)(DUTY_CYCLE_MIN_WINDOW_MS / dc->fraction + 0.5);
 	if (dc->period_ms > DUTY_CYCLE_MAX_PERIOD_MS)
@@ -107,6 +138,10 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 		struct timespec a, b;
 		int ret;
 
+		/* What entered the live set between the last forget and the detach taking
+		 * effect lost its frees too. */
+		if (dc->opts.inuse)
+			alloc_program__forget_live(dc->prog, dc->pid);
 		clock_gettime(CLOCK_MONOTONIC, &a);
 		ret = process_probes__resume(dc->prog, dc->probes, err, err_len);
 		clock_gettime(CLOCK_MONOTONIC, &b);
@@ -117,6 +152,14 @@ static void begin_period(struct duty_cycle *dc, int64_t now, int *attach_error, 
 			*attach_error = ret;
 		dc->window_start += ((double)(b.tv_sec - a.tv_sec) * 1e3 +
 				     (double)(b.tv_nsec - a.tv_nsec) / 1e6) / 2;
+		dc->attached_at = (double)now + ((double)(b.tv_sec - a.tv_sec) * 1e3 +
+						 (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+		dc->hits_attached = alloc_program__hit_slot_read(dc->prog, dc->slot);
+		dc->cpu_attached = read_cpu(dc);
+	} else {
+		dc->attached_at = (double)now;
+		dc->hits_attached = dc->hits_start;
+		dc->cpu_attached = dc->cpu_start;
 	}
 	dc->window_end = (int64_t)(dc->window_start + dc->fraction * (double)dc->period_ms + 0.5);
 }
@@ -135,7 +178,7 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 	uint64_t hits = alloc_program__hit_slot_read(dc->prog, dc->slot) - dc->hits_start;
 	uint64_t cpu_end = read_cpu(dc);
 	double length = (double)(now - dc->period_start), time_fraction = 1.0, f_eff;
-	double probe_ns = (double)hits * dc->opts.ns_per_hit, own;
+	double probe_ns, own;
 	struct duty_cycle_input in;
 	double window_ms;
 	size_t held;
@@ -148,6 +191,27 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 		time_fraction = ((double)dc->window_closed_at - dc->window_start) / length;
 	if (time_fraction <= 0)
 		time_fraction = DUTY_CYCLE_MIN_FRACTION;
+	if (dc->window_closed && dc->window_closed_at > dc->attached_at &&
+	    dc->cpu_window_end >= dc->cpu_attached && cpu_end >= dc->cpu_window_end) {
+		struct duty_cycle_period p = {
+			.window_ns = (uint64_t)(((double)dc->window_closed_at - dc->attached_at) *
+						1e6),
+			.window_cpu_ns = dc->cpu_window_end - dc->cpu_attached,
+			.window_hits = dc->hits_window_end - dc->hits_attached,
+			.rest_ns = (uint64_t)(now - dc->window_closed_at) * 1000000ull,
+			.rest_cpu_ns = cpu_end - dc->cpu_window_end,
+			.rest_hits = hits - (dc->hits_window_end - dc->hits_start),
+		};
+
+		dc->ns_per_hit = duty_cycle__measure_cost(&dc->cost, &p, dc->opts.ns_per_hit);
+		log_debug("pid %d: window %.1f ms, CPU %.2f ms, %llu hits; rest %.1f ms, CPU "
+			  "%.2f ms, %llu hits; a hit costs %.0f ns (calibrated %.0f)",
+			  (int)dc->pid, (double)p.window_ns / 1e6, (double)p.window_cpu_ns / 1e6,
+			  (unsigned long long)p.window_hits, (double)p.rest_ns / 1e6,
+			  (double)p.rest_cpu_ns / 1e6, (unsigned long long)p.rest_hits,
+			  dc->ns_per_hit, dc->opts.ns_per_hit);
+	}
+	probe_ns = (double)hits * dc->ns_per_hit;
 	f_eff = time_fraction;
 	held = dc->n_held;
 	release_held(dc, 1.0 / f_eff);
@@ -168,7 +232,7 @@ static void end_period(struct duty_cycle *dc, int64_t now)
 		window_ms = 1;
 	in = (struct duty_cycle_input){
 		.hits = hits,
-		.ns_per_hit = dc->opts.ns_per_hit,
+		.ns_per_hit = dc->ns_per_hit,
 		.window_ns = (uint64_t)(window_ms * 1e6),
 		.window_cpu_ns = dc->cpu_window_end - dc->cpu_start,
 		.rest_ns = dc->window_closed && length > window_ms
@@ -204,6 +268,7 @@ int duty_cycle__new(struct alloc_program *prog, struct process_probes *probes, p
 	if (dc->opts.period_ms <= 0)
 		dc->opts.period_ms = DUTY_CYCLE_PERIOD_MS;
 	dc->fraction = 1.0;
+	dc->ns_per_hit = dc->opts.ns_per_hit;
 	dc->stats.min_fraction = 1.0;
 	begin_period(dc, now_ms, NULL, NULL, 0);
 	*out = dc;
@@ -242,9 +307,12 @@ int64_t duty_cycle__tick(struct duty_cycle *dc, int64_t now_ms,
 	read_cpu(dc); /* kept up to date for the period a process's exit cuts short */
 	if (dc->fraction < 1.0 && !dc->window_closed && now_ms >= dc->window_end) {
 		dc->cpu_window_end = read_cpu(dc);
+		dc->hits_window_end = alloc_program__hit_slot_read(dc->prog, dc->slot);
 		if (process_probes__pause(dc->probes, detached) == 0) {
 			dc->window_closed = true;
 			dc->window_closed_at = now_ms;
+			if (dc->opts.inuse)
+				alloc_program__forget_live(dc->prog, dc->pid);
 		}
 	}
 	if (now_ms >= dc->period_start + dc->period_ms) {
@@ -293,4 +361,6 @@ void duty_cycle__stats(const struct duty_cycle *dc, struct duty_cycle_stats *out
 	out->mean_fraction = dc->time_ms > 0 ? dc->fraction_ms / dc->time_ms : 1.0;
 	out->probe_share = dc->own_ns > 0 ? dc->probe_ns / dc->own_ns : 0;
 	out->probe_share_full = dc->own_ns > 0 ? dc->probe_full_ns / dc->own_ns : 0;
+	out->ns_per_hit = dc->ns_per_hit;
+	out->cost_measured = dc->ns_per_hit > dc->opts.ns_per_hit;
 }

@@ -2,9 +2,12 @@
  * probes would cost it more than the budget is probed only part of the time. Each period
  * (DUTY_CYCLE_PERIOD_MS) starts with its probes attached; after a fraction f of the period they
  * are detached until the next one. f is chosen period by period from what the last one showed:
- * the probe hits counted in the process's own probe_hits slot times the calibrated cost of a
- * hit (attach/probe_cost.h), against the process's own CPU time (its CPU-time clock, probes
- * excluded).
+ * the probe hits counted in the process's own probe_hits slot times the cost of a hit, against
+ * the process's own CPU time (its CPU-time clock, probes excluded). The cost of a hit is the
+ * larger of the one calibrated at start (attach/probe_cost.h: a cache-hot loop in the agent)
+ * and the one measured in the process itself from its throttled periods (the CPU rate the
+ * window shows beyond the rest's, per extra hit: duty_cycle__measure_cost), since a hit in a
+ * real program (a cold path, caches and TLB polluted) costs more than in the calibration loop.
  *
  * The samples of a throttled period are held until the period ends and then weighted by
  * 1/f, f the share of the period's wall time the probes were attached (measured, not planned):
@@ -28,6 +31,9 @@ struct process_probes;
 /* One period: attach, detach, and their RCU grace period (~80 ms, in a worker) at most once a
  * second per throttled process. Measured: see docs/operations.md. */
 #define DUTY_CYCLE_PERIOD_MS 1000
+/* The first period, probed whole before anything is known: short, so that a busy process is
+ * throttled before it has paid much (a second at full cost is 1.5 points of a 20 s Redis run). */
+#define DUTY_CYCLE_FIRST_PERIOD_MS 200
 /* The shortest window, about what an attach takes on a busy machine (5 to 22 ms measured,
  * docs/operations.md): below it the period is stretched (window / fraction), up to
  * DUTY_CYCLE_MAX_PERIOD_MS. */
@@ -48,7 +54,7 @@ struct process_probes;
  * the period (0 when attached throughout), and the process's CPU time in each. */
 struct duty_cycle_input {
 	uint64_t hits;          /* probe hits in the period (all in the window) */
-	double ns_per_hit;      /* calibrated cost of one */
+	double ns_per_hit;      /* cost of one (duty_cycle__measure_cost) */
 	uint64_t window_ns, window_cpu_ns; /* CPU time probes included */
 	uint64_t rest_ns, rest_cpu_ns;
 	double budget;          /* allowed probe time / the process's own CPU time, e.g. 0.05 */
@@ -64,6 +70,40 @@ struct duty_cycle_input {
  * pure function. */
 double duty_cycle__next_fraction(const struct duty_cycle_input *in);
 
+/* The cost of a hit measured in one throttled process. Each period with a window and a rest
+ * compares them: the window's CPU beyond what the rest's CPU rate predicts for its length,
+ * against the window's hits beyond what the rest's hit rate predicts (stray hits in the rest,
+ * before the detach takes effect, count against it). Sums decay by DUTY_CYCLE_COST_DECAY a
+ * period, so the cost follows the last few periods, each weighted by its hits (a ratio of
+ * sums, not a mean of noisy ratios). This holds for a process with CPU to spare, whose work
+ * follows its load (a server): probed, it spends more CPU on the same work. A process whose
+ * CPU is saturated spends the same CPU either way (its window shows no excess) and keeps the
+ * calibrated cost; its overhead is the work it does not do, not CPU it spends. */
+#define DUTY_CYCLE_COST_DECAY 0.75
+/* What the decayed sums need before the measured cost is believed: this many extra hits, and
+ * windows (from the end of the attach to the detach) and rests of at least these lengths
+ * (shorter ones give CPU rates too noisy to compare). */
+#define DUTY_CYCLE_COST_MIN_HITS 2000.0
+#define DUTY_CYCLE_COST_MIN_WINDOW_MS 10
+#define DUTY_CYCLE_COST_MIN_REST_MS 200
+
+struct duty_cycle_cost {
+	double excess_cpu_ns; /* decayed sums over the periods measured */
+	double extra_hits;
+	uint64_t periods;     /* periods that contributed */
+};
+
+struct duty_cycle_period {
+	uint64_t window_ns, window_cpu_ns, window_hits; /* probes attached */
+	uint64_t rest_ns, rest_cpu_ns, rest_hits;       /* detached */
+};
+
+/* Adds one period to cost (a period without a long enough window and rest adds nothing) and
+ * returns the cost of a hit to use from now on: the measured one when the sums hold enough
+ * hits and it is above calibrated, else calibrated. A pure function of its inputs. */
+double duty_cycle__measure_cost(struct duty_cycle_cost *cost, const struct duty_cycle_period *p,
+				double calibrated);
+
 struct duty_cycle;
 
 /* Adds a held sample to its profile weighted scale times (1/f_eff). 0 or -errno. */
@@ -71,10 +111,16 @@ typedef int (*duty_cycle_add_fn)(const struct alloc_sample *sample, double scale
 
 struct duty_cycle_opts {
 	double budget;       /* fraction, > 0 */
-	double ns_per_hit;
+	double ns_per_hit;   /* calibrated */
 	int64_t period_ms;
 	duty_cycle_add_fn add;
 	void *add_ctx;
+	/* In-use tracking (free probes) for the process. Its frees go unseen while its probes
+	 * are detached, so the live set it has would keep what it frees meanwhile: it is dropped
+	 * (alloc_program__forget_live) at each detach and again before each attach. While
+	 * throttled, its in-use is not known (the caller leaves it out of snapshots); once
+	 * released, it counts what was allocated since. */
+	bool inuse;
 };
 
 /* For pid, whose probes count their hits in slot (owned from now on: given back by free).
@@ -108,6 +154,8 @@ struct duty_cycle_stats {
 	uint64_t hits;            /* over all periods */
 	double probe_share;       /* estimated probe time / own CPU time, over all periods */
 	double probe_share_full;  /* the same had it been attached all the time */
+	double ns_per_hit;        /* the cost of a hit used now: calibrated or measured */
+	bool cost_measured;       /* ns_per_hit is the one measured in the process */
 };
 void duty_cycle__stats(const struct duty_cycle *dc, struct duty_cycle_stats *out);
 

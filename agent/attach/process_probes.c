@@ -807,17 +807,22 @@ int process_probes__pause(struct process_probes *probes, struct process_probes *
 	husk = calloc(1, sizeof(*husk));
 	if (!husk)
 		return -ENOMEM;
-	/* The husk holds only the links: its files and probes are copies whose links move. */
+	/* The husk holds only the links: its files and probes are copies whose links move,
+	 * the session links (in-use) with the rest. */
 	husk->pid = probes->pid;
 	husk->n_files = probes->n_files;
 	for (size_t i = 0; i < probes->n_files; i++) {
 		husk->files[i].multi_link = probes->files[i].multi_link;
+		husk->files[i].session_fd = probes->files[i].session_fd;
 		probes->files[i].multi_link = NULL;
+		probes->files[i].session_fd = -1;
 	}
 	husk->probes = calloc(probes->count ? probes->count : 1, sizeof(*husk->probes));
 	if (!husk->probes) {
-		for (size_t i = 0; i < probes->n_files; i++)
+		for (size_t i = 0; i < probes->n_files; i++) {
 			probes->files[i].multi_link = husk->files[i].multi_link;
+			probes->files[i].session_fd = husk->files[i].session_fd;
+		}
 		free(husk);
 		return -ENOMEM;
 	}

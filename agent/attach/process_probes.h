@@ -44,7 +44,8 @@ struct process_probes_opts {
 int process_probes__attach_with(struct alloc_program *prog, pid_t pid, const char *command,
 				const struct process_probes_opts *opts, struct process_probes **out,
 				char *err, size_t err_len);
-/* The overhead budget's duty cycle. Pause moves every link into *detached, a probes object
+/* The overhead budget's duty cycle. Pause moves every link (session links too: the frees of
+ * an in-use process go unseen while paused) into *detached, a probes object
  * holding only links, for the caller to free off its loop (detach_queue__push: each link's
  * detach waits for an RCU grace period); the probes' files and offsets stay. Resume attaches
  * them again (-errno with a sentence in err; -ESRCH when the process is gone). Both do nothing

@@ -109,6 +109,9 @@ struct config_key {
 	char short_flag;
 	const char *noun;
 	const char *range_why;
+	/* KEY_INCLUDE_ONLY: what an excluded process, never profiled, has none of ("no
+	 * service"), for the exclude rule's refusal. */
+	const char *excluded_lacks;
 };
 
 /* A set of keys that one kind of YAML mapping may hold. */
@@ -232,7 +235,8 @@ static const struct config_key agent_keys[] = {
 };
 
 static const struct config_key rule_keys[] = {
-	{ "service", KEY_SERVICE, KEY_INCLUDE_ONLY, RULE_FIELD(service) },
+	{ "service", KEY_SERVICE, KEY_INCLUDE_ONLY, RULE_FIELD(service),
+	  .excluded_lacks = "no service" },
 	{ "executable", KEY_GLOB, .example = "/usr/bin/redis-*", RULE_FIELD(executable) },
 	{ "process_name", KEY_GLOB, .example = "nginx", RULE_FIELD(process_name) },
 	{ "cgroup", KEY_ABS_PATH, .example = "/system.slice/app.service", RULE_FIELD(cgroup) },
@@ -242,18 +246,21 @@ static const struct config_key rule_keys[] = {
 	  RULE_FIELD(pod_label) },
 	{ "container", KEY_GLOB, .example = "app", RULE_FIELD(container) },
 	/* Issue 15: what the rule's processes run, as labels (collect/service_version.h). */
-	{ "version", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "2.14.1", RULE_FIELD(version) },
+	{ "version", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "2.14.1", RULE_FIELD(version),
+	  .excluded_lacks = "no profiles to label" },
 	{ "repository", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "https://github.com/acme/shop",
-	  RULE_FIELD(repository) },
-	{ "git_ref", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "v2.14.1", RULE_FIELD(git_ref) },
+	  RULE_FIELD(repository), .excluded_lacks = "no profiles to label" },
+	{ "git_ref", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "v2.14.1", RULE_FIELD(git_ref),
+	  .excluded_lacks = "no profiles to label" },
 	{ "root_path", KEY_TEXT, KEY_INCLUDE_ONLY, .example = "services/shop",
-	  RULE_FIELD(root_path) },
+	  RULE_FIELD(root_path), .excluded_lacks = "no profiles to label" },
 	/* In-use profiles for what the rule matches (issue 16): a probe on every free on the
 	 * transparent path (docs/operations.md); the live map is made at start. */
-	{ "inuse", KEY_BOOL, KEY_INCLUDE_ONLY, .default_text = "false", RULE_FIELD(inuse) },
+	{ "inuse", KEY_BOOL, KEY_INCLUDE_ONLY, .default_text = "false", RULE_FIELD(inuse),
+	  .excluded_lacks = "no in-use profile" },
 	/* Not a matcher: the overhead budget of what the rule matches (0: the host-wide one). */
 	{ "max_cpu_percent", KEY_PERCENT, KEY_INCLUDE_ONLY, .example = "5",
-	  RULE_FIELD(max_cpu_percent) },
+	  RULE_FIELD(max_cpu_percent), .excluded_lacks = "no probes and no overhead to budget" },
 };
 
 static const struct config_key sink_keys[] = {
@@ -340,8 +347,9 @@ static const struct key_table exclude_rule_table = {
 	.n_keys = ARRAY_SIZE(rule_keys),
 	.where = "in an exclude rule",
 	.forbidden_flags = KEY_INCLUDE_ONLY,
-	.forbidden_why = "not allowed in an exclude rule (excluded processes are never profiled, "
-			 "so they have no service and no in-use profile)",
+	/* Followed by " (excluded processes are never profiled, so they have " and the key's
+	 * excluded_lacks. */
+	.forbidden_why = "not allowed in an exclude rule",
 };
 /* Before its type is known, a sink is walked against every sink key (defaults). */
 static const struct key_table sink_table = {
@@ -1305,6 +1313,10 @@ static int walk_mapping(struct load_ctx *ctx, const yaml_node_t *mapping,
 					*seen |= 1ull << i;
 			}
 		}
+		if (key && (key->flags & table->forbidden_flags) && key->excluded_lacks)
+			return fail(ctx, key_node->start_mark, full_path,
+				    "%s (excluded processes are never profiled, so they have %s)",
+				    table->forbidden_why, key->excluded_lacks);
 		if (key && (key->flags & table->forbidden_flags))
 			return fail(ctx, key_node->start_mark, full_path, "%s",
 				    table->forbidden_why);

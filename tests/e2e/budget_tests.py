@@ -42,10 +42,11 @@ def budget_leaves_a_quiet_process_probed_all_the_time(tmp):
 
 @test
 def budget_throttles_a_busy_process_within_a_period_and_releases_it(tmp):
-    # Quiet for 1.5 s, then a malloc loop (probes cost it many times its own CPU), then quiet.
+    # Quiet for 1.5 s, then a malloc loop (probes cost it many times its own CPU), then quiet
+    # for longer than the longest period (a 20 ms window stretches it to 5 s) and one more.
     result = budgeted(["--max-overhead", "100", "-o", f"{tmp}/busy.pb.gz"],
                       [MALLOC_LOOP, "--quiet-before", "1500", "--iterations", "60000000",
-                       "--quiet-after", "4000"])
+                       "--quiet-after", "7000"])
     seen = periods(result.stderr)
     busy = [i for i, p in enumerate(seen) if p[1] >= 20000]
     assert busy, f"no busy period: {seen}"
@@ -109,10 +110,13 @@ def budget_keeps_duty_cycled_estimates_within_the_widened_tolerance(tmp):
     # round (~500 calls at up to ~5 us a trap on a loaded VM) ends well before the next one
     # starts: rounds that fell behind in the window would make the estimates low (measured
     # with 7,600 calls every 60 ms: 10-20% low).
+    # 600 us of work a round: the fraction stays near a quarter with a first period of
+    # 200 ms (with 300 us it came to 0.11, leaving the rarest class under 25 expected
+    # samples).
     rounds = 1500
     result = budgeted(["--max-overhead", "20", "--sample-rate", RATE_ARG, "-o", out],
                       [ALLOC_SITES, "--scale", "2", "--rounds", str(rounds), "--round-ms", "4",
-                       "--spin-us", "300"])
+                       "--spin-us", "600"])
     seen = periods(result.stderr)
     assert any(p[3] < 0.9 for p in seen), f"never throttled: {seen}"
     print(f"      periods {seen}")
@@ -240,3 +244,150 @@ def budget_bad_values_are_refused(tmp):
         assert result.returncode == 2, (value, result.returncode, result.stderr)
         assert "overhead budget" in result.stderr and "0.01 to 100" in result.stderr, \
             result.stderr
+
+
+def inuse_budgeted(tmp, name, loop_args):
+    """--inuse --max-overhead 5 on a malloc loop of 64 KiB blocks, each freed at once: what is
+    truly live at its exit is nothing. Returns (result, periods, profile), or None when the
+    kernel has no session uprobes (no in-use on the transparent path)."""
+    out = f"{tmp}/{name}.pb.gz"
+    result = budgeted(["--inuse", "--max-overhead", "5", "--sample-rate", "64KiB", "-o", out],
+                      [MALLOC_LOOP, "--size", "65536"] + loop_args, timeout=300)
+    if "session uprobes" not in result.stderr.split("profiling pid", 1)[-1].split("\n")[0]:
+        print("  (skipped: no session uprobes on this kernel)")
+        return None
+    seen = periods(result.stderr)
+    throttled = [p for p in seen[1:] if p[3] < 0.3]
+    assert seen and throttled, f"never throttled: {seen}"
+    # Probed whole, the first period shows the loop's hits per ms of its CPU with every probe
+    # in (per CPU ms, not wall ms: the loop's share of this shared machine varies). Throttled,
+    # the hits are its windows' only, a fraction of that: the session link (allocation and
+    # free probes in one) goes with the pause like any other link, instead of staying
+    # attached (and being attached again on top at every resume).
+    full = seen[0][1] / seen[0][2]
+    throttled_rate = sum(p[1] for p in throttled) / sum(p[2] for p in throttled)
+    assert throttled_rate <= 0.5 * full, \
+        f"{throttled_rate:.0f} hits per CPU ms throttled, {full:.0f} probed whole: the " \
+        f"probes stayed attached; periods: {seen}"
+    return result, seen, Profile(out)
+
+
+def inuse_space(profile):
+    index = [t for t, _ in profile.sample_types].index("inuse_space")
+    return sum(s["values"][index] for s in profile.samples)
+
+
+@test
+def budget_with_inuse_detaches_the_frees_and_leaves_in_use_out_while_throttled(tmp):
+    """In-use on the transparent path under a budget: a throttled process's probes, frees
+    included, are detached out of its windows, so its frees go unseen then and a live set
+    kept across would hold what it freed. While it is throttled its in-use is unknown: left
+    out of the profile, and the summary and the profile's comment say so."""
+    got = inuse_budgeted(tmp, "throttled", ["--iterations", "150000000"])
+    if not got:
+        return
+    result, _, profile = got
+    assert re.search(r"in-use of pid \d+ \(malloc_loop\): unknown, left out: the overhead "
+                     r"budget throttles it", result.stdout), result.stdout
+    assert inuse_space(profile) == 0, f"in-use of a throttled process: {inuse_space(profile)}"
+    assert any("in-use unknown (throttled: frees unseen)" in c for c in profile.comments), \
+        profile.comments
+
+
+@test
+def budget_with_inuse_counts_in_use_again_from_the_release(tmp):
+    """Throttled, then quiet (released): its in-use counts what it allocated since the
+    release, when its live set was dropped, and the summary says from when. The loop freed
+    every block, before and after: nothing is in use at its exit."""
+    got = inuse_budgeted(tmp, "released", ["--iterations", "150000000", "--quiet-after", "3000"])
+    if not got:
+        return
+    result, seen, profile = got
+    assert seen[-1][4] == 1.0, f"not released: {seen}"
+    assert re.search(r"in-use of pid \d+ \(malloc_loop\): only what it allocated since "
+                     r"[\d.]+ s into the capture", result.stdout), result.stdout
+    assert inuse_space(profile) == 0, f"freed blocks counted in use: {inuse_space(profile)}"
+    assert any("its in-use only since" in c for c in profile.comments), profile.comments
+
+
+@test
+def budget_duty_cycle_leaves_the_agents_own_descriptors_alone(tmp):
+    """Pausing a process's probes hands its links to a detach worker. The agent's stdin (a
+    pipe here) is still its stdin after many pauses: the worker closes the links it was given
+    and nothing else (a descriptor closed under another part of the agent would make it read
+    or write the wrong file)."""
+    import os
+    import subprocess
+    import time
+
+    log = f"{tmp}/agent.log"
+    loop = subprocess.Popen([MALLOC_LOOP, "--iterations", "20000000000"],
+                            stdout=subprocess.DEVNULL)
+    read_end, write_end = os.pipe()
+    with open(log, "w") as f:
+        agent = subprocess.Popen([ALLOCSCOPE, "--log-level", "debug", "--max-overhead", "5",
+                                  "-o", f"{tmp}/fds.pb.gz", "--pid", str(loop.pid)],
+                                 stdin=read_end, stdout=f, stderr=subprocess.STDOUT)
+    os.close(read_end)
+    try:
+        stdin_before = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = open(log).read()
+            if stdin_before is None and "allocscope: sampling" in text:
+                stdin_before = os.readlink(f"/proc/{agent.pid}/fd/0")
+            if len(periods(text)) >= 5:
+                break
+            assert agent.poll() is None, text[-2000:]
+            time.sleep(0.2)
+        seen = periods(open(log).read())
+        assert len(seen) >= 5 and any(p[3] < 0.5 for p in seen), f"not throttled: {seen}"
+        stdin_now = os.readlink(f"/proc/{agent.pid}/fd/0") \
+            if os.path.exists(f"/proc/{agent.pid}/fd/0") else "(closed)"
+        assert stdin_before and stdin_before.startswith("pipe:"), stdin_before
+        assert stdin_now == stdin_before, \
+            f"the agent's stdin was {stdin_before}, now {stdin_now} after {len(seen)} periods"
+    finally:
+        agent.send_signal(2)
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        os.close(write_end)
+        loop.kill()
+        loop.wait()
+
+
+@test
+def agent_leaves_a_throttled_process_out_of_its_services_in_use(tmp):
+    """The continuous agent with a rule asking for in-use and a budget: the throttled
+    process's in-use is left out of its service's snapshots (its frees go unseen while its
+    probes are detached), and the profile's comment says so next to the budget's."""
+    import os
+    from agent_tests import Agent, agent_config, wait_for_profiles
+    from helpers import Workload
+
+    sinks = os.path.join(tmp, "profiles")
+    include = (f"  include:\n    - executable: {MALLOC_LOOP}\n      service: loop\n"
+               f"      max_cpu_percent: 5\n      inuse: true\n")
+    agent = Agent(tmp, agent_config(sinks, include, interval="3s", rate="64KiB"))
+    loop = Workload([MALLOC_LOOP, "--size", "65536", "--iterations", "2000000000"])
+    try:
+        agent.wait_attached(loop.pid, "loop")
+        loop.start()
+        agent.wait_for(r"service loop: pid \d+ \(malloc_loop\) is over its overhead budget",
+                       timeout=30)
+        paths = wait_for_profiles(sinks, "loop", count=3, timeout=40)
+        profiles = [Profile(p) for p in paths[1:]]  # written once it was throttled
+        comments = [c for p in profiles for c in p.comments]
+        assert any("in-use leaves out a process while it is throttled" in c
+                   for c in comments), comments
+        for profile in profiles:
+            assert "inuse_space" in [t for t, _ in profile.sample_types], profile.sample_types
+            assert inuse_space(profile) == 0, \
+                f"in-use of a throttled process in its service's profile: {inuse_space(profile)}"
+        loop.kill()
+    finally:
+        loop.kill()
+        agent.stop()

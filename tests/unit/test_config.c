@@ -751,12 +751,14 @@ static void test_rule_errors(void)
 		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      service: shell\n",
 		    "x.yaml:4:7: targets.exclude[0].service: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service and no in-use "
-		    "profile)");
+		    "(excluded processes are never profiled, so they have no service)");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      inuse: true\n",
 		    "x.yaml:4:7: targets.exclude[0].inuse: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service and no in-use "
-		    "profile)");
+		    "(excluded processes are never profiled, so they have no in-use profile)");
+	CHECK_ERROR("targets:\n  exclude:\n    - process_name: bash\n      max_cpu_percent: 5\n",
+		    "x.yaml:4:7: targets.exclude[0].max_cpu_percent: not allowed in an exclude "
+		    "rule (excluded processes are never profiled, so they have no probes and no "
+		    "overhead to budget)");
 	CHECK_ERROR("targets:\n  include:\n    - {process_name: x, inuse: maybe}\n",
 		    "x.yaml:3:32: targets.include[0].inuse: expected true or false, got \"maybe\"");
 	CHECK_ERROR("targets:\n  include:\n    - cgroup: system.slice\n",
@@ -1245,8 +1247,7 @@ static void test_version_and_sample_label_keys(void)
 		    "service_name, hostname and pid (the agent sets those), got \"service_name\"");
 	CHECK_ERROR("targets:\n  exclude:\n    - process_name: a\n      version: \"1\"\n",
 		    "x.yaml:4:7: targets.exclude[0].version: not allowed in an exclude rule "
-		    "(excluded processes are never profiled, so they have no service and no "
-		    "in-use profile)");
+		    "(excluded processes are never profiled, so they have no profiles to label)");
 	CHECK_ERROR("targets:\n  include:\n    - version: \"1\"\n",
 		    "x.yaml:3:7: targets.include[0]: a rule needs at least one of executable, "
 		    "process_name, cgroup, systemd_unit, namespace, pod_label, container");

@@ -112,6 +112,121 @@ static void test_no_budget(void)
 	CHECK(next(400000, 1000, 1000, 1200, 0, 0) == 1.0);
 }
 
+/* One period for the cost of a hit: own CPU at own_rate of a CPU throughout, hits at
+ * window_rate and rest_rate per ms, each costing ns_per_hit of CPU. */
+static struct duty_cycle_period period(uint64_t window_ms, uint64_t rest_ms, double own_rate,
+				       uint64_t window_rate, uint64_t rest_rate, double ns_per_hit)
+{
+	struct duty_cycle_period p = {
+		.window_ns = window_ms * MS,
+		.window_hits = window_ms * window_rate,
+		.rest_ns = rest_ms * MS,
+		.rest_hits = rest_ms * rest_rate,
+	};
+
+	p.window_cpu_ns = (uint64_t)(own_rate * (double)p.window_ns +
+				     (double)p.window_hits * ns_per_hit);
+	p.rest_cpu_ns = (uint64_t)(own_rate * (double)p.rest_ns + (double)p.rest_hits * ns_per_hit);
+	return p;
+}
+
+/* A server with CPU to spare whose hits cost three times the calibration (Redis on a busy
+ * machine): one period shows it, and the controller then allows a third of the fraction. */
+static void test_cost_measured_in_the_process(void)
+{
+	struct duty_cycle_cost cost = { 0 };
+	struct duty_cycle_period p = period(50, 950, 0.3, 100, 0, 3000);
+	/* The controller: a window of 50 ms with 5000 hits and 15 ms of own CPU. */
+	struct duty_cycle_input in = {
+		.hits = 5000, .window_ns = 50 * MS, .window_cpu_ns = p.window_cpu_ns,
+		.rest_ns = 950 * MS, .rest_cpu_ns = 285 * MS, .budget = 0.01,
+	};
+	double c = duty_cycle__measure_cost(&cost, &p, 1000), f_calibrated, f_measured;
+
+	CHECK(fabs(c - 3000) < 1);
+	CHECK(cost.periods == 1);
+	/* With the calibrated cost the same window would have looked like this. */
+	in.ns_per_hit = 1000;
+	in.window_cpu_ns = 15 * MS + 5000 * 1000;
+	f_calibrated = duty_cycle__next_fraction(&in);
+	in.ns_per_hit = c;
+	in.window_cpu_ns = p.window_cpu_ns;
+	f_measured = duty_cycle__next_fraction(&in);
+
+	CHECK(fabs(f_measured - f_calibrated / 3) < 1e-6);
+	CHECK(fabs(share(f_measured, 0.3, 0.3, 0.3) - 0.01) < 1e-9);
+}
+
+/* Hits in the rest (the detach takes effect late) raise its CPU rate too; they are counted
+ * against the window's, not taken for the process's own work. */
+static void test_stray_hits_in_the_rest(void)
+{
+	struct duty_cycle_cost cost = { 0 };
+	struct duty_cycle_period p = period(50, 950, 0.3, 100, 2, 3000);
+
+	CHECK(fabs(duty_cycle__measure_cost(&cost, &p, 1000) - 3000) < 1);
+}
+
+/* Hits cheaper than the calibration says, or a window whose CPU rate is no higher than the
+ * rest's (a process whose CPU is saturated): the calibration stands, it is the floor. */
+static void test_calibration_is_the_floor(void)
+{
+	struct duty_cycle_cost cost = { 0 };
+	struct duty_cycle_period cheap = period(50, 950, 0.3, 100, 0, 500);
+	struct duty_cycle_period saturated = {
+		.window_ns = 50 * MS, .window_cpu_ns = 50 * MS, .window_hits = 45000,
+		.rest_ns = 950 * MS, .rest_cpu_ns = 950 * MS, .rest_hits = 0,
+	};
+
+	CHECK(duty_cycle__measure_cost(&cost, &cheap, 1000) == 1000);
+	cost = (struct duty_cycle_cost){ 0 };
+	CHECK(duty_cycle__measure_cost(&cost, &saturated, 1000) == 1000);
+	CHECK(cost.periods == 1);
+}
+
+/* Too little to go on: few hits wait for more periods; windows or rests too short to give a
+ * CPU rate, and windows with no more hits than the rest (gone quiet), add nothing. */
+static void test_cost_needs_enough_to_go_on(void)
+{
+	struct duty_cycle_cost cost = { 0 };
+	struct duty_cycle_period few = period(50, 950, 0.3, 20, 0, 3000); /* 1000 hits */
+	struct duty_cycle_period short_window = period(DUTY_CYCLE_COST_MIN_WINDOW_MS - 1, 950,
+						       0.3, 1000, 0, 3000);
+	struct duty_cycle_period short_rest = period(50, DUTY_CYCLE_COST_MIN_REST_MS - 1, 0.3, 100,
+						     0, 3000);
+	struct duty_cycle_period quiet = period(50, 950, 0.3, 1, 1, 3000);
+
+	CHECK(duty_cycle__measure_cost(&cost, &few, 1000) == 1000);
+	CHECK(duty_cycle__measure_cost(&cost, &few, 1000) == 1000); /* 1750 */
+	CHECK(fabs(duty_cycle__measure_cost(&cost, &few, 1000) - 3000) < 1); /* 2312 */
+	cost = (struct duty_cycle_cost){ 0 };
+	CHECK(duty_cycle__measure_cost(&cost, &short_window, 1000) == 1000);
+	CHECK(duty_cycle__measure_cost(&cost, &short_rest, 1000) == 1000);
+	CHECK(duty_cycle__measure_cost(&cost, &quiet, 1000) == 1000);
+	CHECK(cost.periods == 0);
+}
+
+/* The cost follows the last few periods: once hits get cheaper (the machine quieter), the
+ * measured cost comes down within a few periods, to the calibration at the least. */
+static void test_cost_follows_recent_periods(void)
+{
+	struct duty_cycle_cost cost = { 0 };
+	struct duty_cycle_period dear = period(50, 950, 0.3, 100, 0, 4000);
+	struct duty_cycle_period cheaper = period(50, 950, 0.3, 100, 0, 2000);
+	struct duty_cycle_period cheap = period(50, 950, 0.3, 100, 0, 800);
+	double c = 0;
+
+	for (int i = 0; i < 10; i++)
+		c = duty_cycle__measure_cost(&cost, &dear, 1000);
+	CHECK(fabs(c - 4000) < 1);
+	for (int i = 0; i < 20; i++)
+		c = duty_cycle__measure_cost(&cost, &cheaper, 1000);
+	CHECK(fabs(c - 2000) < 20);
+	for (int i = 0; i < 20; i++)
+		c = duty_cycle__measure_cost(&cost, &cheap, 1000);
+	CHECK(c == 1000);
+}
+
 int main(void)
 {
 	RUN(test_quiet_process_keeps_full_time);
@@ -122,5 +237,10 @@ int main(void)
 	RUN(test_fraction_falls_with_load_and_has_a_floor);
 	RUN(test_probe_estimate_above_cpu);
 	RUN(test_no_budget);
+	RUN(test_cost_measured_in_the_process);
+	RUN(test_stray_hits_in_the_rest);
+	RUN(test_calibration_is_the_floor);
+	RUN(test_cost_needs_enough_to_go_on);
+	RUN(test_cost_follows_recent_periods);
 	return unit_summary("duty_cycle");
 }
