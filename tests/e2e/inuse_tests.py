@@ -93,10 +93,8 @@ def inuse_cooperative_estimates_each_site(tmp):
 
 @test
 def inuse_cooperative_estimates_each_site_jemalloc(tmp):
-    """The same in front of jemalloc (LD_PRELOAD="sampler libjemalloc.so.2"), if installed."""
-    if not JEMALLOC:
-        print("  (skipped: libjemalloc.so.2 not installed)")
-        return
+    """The same in front of jemalloc (LD_PRELOAD="sampler libjemalloc.so.2"; scripts/install-deps installs it)."""
+    assert JEMALLOC, "libjemalloc.so.2 is not installed: run scripts/install-deps"
     check_inuse_capture(tmp, "jemalloc", preload_after=JEMALLOC)
 
 
@@ -144,11 +142,9 @@ def inuse_without_session_uprobes_says_so_and_profiles_allocations(tmp):
 
 @test
 def inuse_transparent_estimates_each_site_jemalloc(tmp):
-    """The transparent path in front of jemalloc (LD_PRELOAD=libjemalloc.so.2), if installed:
+    """The transparent path in front of jemalloc (LD_PRELOAD=libjemalloc.so.2; scripts/install-deps installs it):
     its own entry points and frees (free, sdallocx, ...) probed in libjemalloc."""
-    if not JEMALLOC:
-        print("  (skipped: libjemalloc.so.2 not installed)")
-        return
+    assert JEMALLOC, "libjemalloc.so.2 is not installed: run scripts/install-deps"
     result = check_inuse_capture(tmp, "transparent-jemalloc", preload_after=JEMALLOC,
                                  cooperative=False)
     assert "libjemalloc" in result.stderr, result.stderr
