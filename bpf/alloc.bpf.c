@@ -244,12 +244,14 @@ static __always_inline bool target_dumpable(void)
 	 stack_copy_size)
 
 /* A record with a stack copy, reserved in the ring at its largest (COPY_RECORD_BYTES) and
- * filled in place: header, registers, the context if any, the copy. */
+ * filled in place: header, registers, the context area, the copy. The context section is the
+ * whole area whenever context is read (its head says whether the thread published any): the
+ * reservation holds it either way, and the copy then starts at a constant offset, which keeps
+ * the verifier's work on the copy's reads what it was. */
 static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
 					       __u64 weighted_bytes, __u32 entry, bool at_entry)
 {
 	struct alloc_record *rec;
-	__u64 context_room;
 	__u8 *stack;
 
 	rec = bpf_ringbuf_reserve(&samples, COPY_RECORD_BYTES, 0);
@@ -263,22 +265,11 @@ static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
 	record_regs(ctx, (__u64 *)(rec + 1));
 	rec->regs_bytes = ALLOC_RECORD_REGS_BYTES;
 	if (read_context) {
-		struct alloc_context *context =
-			(struct alloc_context *)((__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES);
-
-		read_thread_context(context);
-		rec->context_bytes = record_context_bytes(context);
+		read_thread_context(
+			(struct alloc_context *)((__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES));
+		rec->context_bytes = sizeof(struct alloc_context);
 	}
-	/* The copy starts after the context, 8-byte aligned, within the room reserved for it
-	 * (said where the verifier sees it, on the register the copy uses). */
-	context_room = (rec->context_bytes + 7) & ~7u;
-	barrier_var(context_room);
-	if (context_room > COPY_RECORD_CONTEXT_ROOM) {
-		context_room = 0;
-		rec->context_bytes = 0;
-	}
-	barrier_var(context_room);
-	stack = (__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES + context_room;
+	stack = (__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES + COPY_RECORD_CONTEXT_ROOM;
 	if (only_caller && !target_dumpable()) {
 		/* The registers only (where the agent's walk starts), no stack memory. */
 		__sync_fetch_and_add(&counters.not_dumpable, 1);

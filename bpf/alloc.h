@@ -151,16 +151,18 @@ struct alloc_sample {
  *   fp        fp_bytes: the frame-pointer walk's __u64 pcs, leaf first (--unwind fp only)
  *   context   context_bytes: 0 when the thread published no request context, else the head
  *             of struct alloc_context (ALLOC_CONTEXT_HEAD_BYTES) and its first context.bytes
- *             of data[]
+ *             of data[]; a record with a stack copy, whose reservation holds the whole area
+ *             anyway, carries all of it whenever context is read (its head's kind says
+ *             whether the thread published any)
  *   stack     stack_bytes: the copy of the top of the user stack from regs[ALLOC_REG_SP] up
  *             or, with ALLOC_SAMPLE_KERNEL_FRAMES, the __u64 pcs the kernel walked, leaf first
  * A record carries only what its mode uses: with the kernel walk, the header, the context if
  * any and the pcs (64 + 8 bytes a frame without context); with frame pointers, the header
  * and the walk's pcs. A record with a stack copy is reserved at a size fixed at load (the
- * ring's reservation must be a constant: header, regs, room for a context when context is
- * read, the configured copy): its stack section holds the bytes copied, and the record may
- * end with room left unfilled (a shorter copy, no context). The reader rejects (and counts) a
- * record whose sections do not fit in it or break these bounds; it reads nothing past them. */
+ * ring's reservation must be a constant: header, regs, the context area when context is read,
+ * the configured copy): its stack section holds the bytes copied, and the record may end with
+ * room left unfilled (a shorter copy). The reader rejects (and counts) a record whose sections
+ * do not fit in it or break these bounds; it reads nothing past them. */
 struct alloc_record {
 	__u32 pid;               /* as in struct alloc_sample */
 	__u32 tid;

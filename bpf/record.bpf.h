@@ -36,16 +36,15 @@ struct {
 } record_scratch_buf SEC(".maps");
 
 /* The context section's length for a context read into c: 0 when the thread published none,
- * else the area's head and the data it filled. */
+ * else the area's head and the data it filled (read_thread_context keeps that within the
+ * area; a record that claimed more would be refused by the reader, and every offset built
+ * from it is masked). Without a branch: the kernel walk follows, and two states entering it
+ * (with and without context) made the verifier check it twice. */
 static __always_inline __u32 record_context_bytes(const struct alloc_context *c)
 {
-	__u32 bytes = c->bytes;
+	__u32 present = ((__u32)c->kind + 255) >> 8; /* 0 for ALLOC_CONTEXT_NONE, else 1 */
 
-	if (c->kind == ALLOC_CONTEXT_NONE)
-		return 0;
-	if (bytes > ALLOC_CONTEXT_MAX_BYTES)
-		bytes = ALLOC_CONTEXT_MAX_BYTES;
-	return ALLOC_CONTEXT_HEAD_BYTES + bytes;
+	return (ALLOC_CONTEXT_HEAD_BYTES + ((__u32)c->bytes & 511)) & -present;
 }
 
 /* Fills the header's fields every record has; the caller sets flags and section lengths. */
