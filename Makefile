@@ -394,6 +394,7 @@ bench: $(BUILD)/allocscope $(WORKLOAD_BINS) $(BUILD)/bench/empty_probe $(SAMPLER
 	$(Q)python3 tests/bench/unwind_memory.py
 	$(Q)python3 tests/bench/report.py
 	$(Q)python3 tests/bench/context.py
+	$(Q)python3 tests/bench/records.py
 
 demo: $(BUILD)/allocscope $(WORKLOAD_BINS)
 	$(Q)DEMO_PROFILE=$(BUILD)/demo-alloc.pb.gz scripts/demo

@@ -973,6 +973,18 @@ static void print_budget(const struct capture *cap)
 		       "docs/operations.md)\n");
 }
 
+/* What a sample cost in the kernel-to-agent ring: records carry only the sections their
+ * mode uses (bpf/alloc.h), so this is the number to size --ringbuf-size by. */
+static void print_record_size(const struct capture *cap)
+{
+	uint64_t records, bytes;
+
+	pipeline__record_stats(cap->pipeline, &records, &bytes);
+	if (records)
+		printf("sample records: %llu, %.0f bytes each on average in the ring buffer\n",
+		       (unsigned long long)records, (double)bytes / (double)records);
+}
+
 static void print_summary(struct capture *cap, const struct alloc_counters *counters,
 			  int64_t duration_ms)
 {
@@ -1000,6 +1012,7 @@ static void print_summary(struct capture *cap, const struct alloc_counters *coun
 		       log_escaped(comm, cap->targets[i].comm),
 		       log_escaped(allocators, cap->targets[i].allocators));
 	print_budget(cap);
+	print_record_size(cap);
 	if (rows > sizeof(sites) / sizeof(sites[0]))
 		rows = sizeof(sites) / sizeof(sites[0]);
 	if (totals.samples && cap->opts->group_by) {

@@ -426,6 +426,11 @@ uint64_t pipeline__malformed(const struct pipeline *p)
 	return sample_reader__malformed(p->reader);
 }
 
+void pipeline__record_stats(const struct pipeline *p, uint64_t *records, uint64_t *bytes)
+{
+	sample_reader__record_stats(p->reader, records, bytes);
+}
+
 uint64_t pipeline__truncated_unwinds(const struct pipeline *p)
 {
 	return p->truncated_unwinds;

@@ -115,5 +115,7 @@ uint64_t pipeline__truncated_unwinds(const struct pipeline *p);
 /* Stacks cut at the walk's depth limit (UNWIND_MAX_FRAMES; ALLOC_MAX_STACK_DEPTH with unwind
  * fp): innermost frames kept under ALLOC_PROFILE_TRUNCATED_FRAME. */
 uint64_t pipeline__depth_cut_unwinds(const struct pipeline *p);
+/* Sample records read from the ring and their bytes (sample_reader__record_stats). */
+void pipeline__record_stats(const struct pipeline *p, uint64_t *records, uint64_t *bytes);
 
 #endif

@@ -135,8 +135,9 @@ static __always_inline void submit_drop(__u64 size, __u64 weighted_bytes, __u32 
 }
 
 #include "context.bpf.h"
-#include "live.bpf.h"
 #include "uretprobe.bpf.h"
+#include "record.bpf.h"
+#include "live.bpf.h"
 #include "unwind.bpf.h"
 
 static __always_inline __u64 next_interval(void)
@@ -144,40 +145,32 @@ static __always_inline __u64 next_interval(void)
 	return sampling_next_interval(bpf_get_prandom_u32(), sample_rate, log2_frac_q16);
 }
 
-/* Registers and the top of the user stack, for CFI unwinding in the agent. The copy is as
- * long as configured or, when the stack ends sooner (a read crossing the end of the mapping
- * fails), the longest halving of it that fits, topped up with the smaller halvings that still
- * fit after it (8 KiB, then 4 KiB at +8 KiB, 2 KiB at +12 KiB, ... down to 256 bytes): the copy
- * reaches within 256 bytes of the stack's end, where main's caller and main often are. Each
- * size and offset tried is a constant for the verifier (the configured size is). */
-static __always_inline void copy_user_stack_regs(struct pt_regs *ctx, struct alloc_sample *rec)
+/* Registers, for CFI unwinding in the agent: its walk starts from them. */
+static __always_inline void record_regs(struct pt_regs *ctx, __u64 *regs)
 {
-	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
-	rec->regs[ALLOC_REG_SP] = PT_REGS_SP(ctx);
-	rec->regs[ALLOC_REG_BP] = ctx->bp;
-	rec->regs[ALLOC_REG_BX] = ctx->bx;
-	rec->regs[ALLOC_REG_R12] = ctx->r12;
-	rec->regs[ALLOC_REG_R13] = ctx->r13;
-	rec->regs[ALLOC_REG_R14] = ctx->r14;
-	rec->regs[ALLOC_REG_R15] = ctx->r15;
-	rec->flags = 0;
+	regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
+	regs[ALLOC_REG_SP] = PT_REGS_SP(ctx);
+	regs[ALLOC_REG_BP] = ctx->bp;
+	regs[ALLOC_REG_BX] = ctx->bx;
+	regs[ALLOC_REG_R12] = ctx->r12;
+	regs[ALLOC_REG_R13] = ctx->r13;
+	regs[ALLOC_REG_R14] = ctx->r14;
+	regs[ALLOC_REG_R15] = ctx->r15;
 }
 
-static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sample *rec)
+/* The top of the user stack into stack, which has room for stack_copy_size bytes; returns the
+ * bytes copied. The copy is as long as configured or, when the stack ends sooner (a read
+ * crossing the end of the mapping fails), the longest halving of it that fits, topped up with
+ * the smaller halvings that still fit after it (8 KiB, then 4 KiB at +8 KiB, 2 KiB at +12 KiB,
+ * ... down to 256 bytes): the copy reaches within 256 bytes of the stack's end, where main's
+ * caller and main often are. Each size and offset tried is a constant for the verifier (the
+ * configured size is). */
+static __always_inline __u32 copy_user_stack(struct pt_regs *ctx, __u8 *stack)
 {
 	__u64 sp = PT_REGS_SP(ctx);
 	__u32 size = stack_copy_size;
 	__u32 copied = 0;
 
-	rec->regs[ALLOC_REG_IP] = PT_REGS_IP(ctx);
-	rec->regs[ALLOC_REG_SP] = sp;
-	rec->regs[ALLOC_REG_BP] = ctx->bp;
-	rec->regs[ALLOC_REG_BX] = ctx->bx;
-	rec->regs[ALLOC_REG_R12] = ctx->r12;
-	rec->regs[ALLOC_REG_R13] = ctx->r13;
-	rec->regs[ALLOC_REG_R14] = ctx->r14;
-	rec->regs[ALLOC_REG_R15] = ctx->r15;
-	rec->flags = 0;
 #pragma unroll
 	for (int i = 0; i < 9; i++) {
 		__u32 try_size = size >> i;
@@ -186,13 +179,12 @@ static __always_inline void copy_user_stack(struct pt_regs *ctx, struct alloc_sa
 			break;
 		if (copied > ALLOC_MAX_STACK_COPY - try_size || copied + try_size > size)
 			continue;
-		if (bpf_probe_read_user(rec->stack_copy + copied, try_size,
-					(void *)(sp + copied)) == 0)
+		if (bpf_probe_read_user(stack + copied, try_size, (void *)(sp + copied)) == 0)
 			copied += try_size;
 	}
-	rec->stack_copy_bytes = copied;
 	if (size && !copied)
 		__sync_fetch_and_add(&counters.stack_copy_errors, 1);
+	return copied;
 }
 
 /* With only_caller: whether the current process still runs with the caller's uids and gids
@@ -245,71 +237,120 @@ static __always_inline bool target_dumpable(void)
 	return (flags & 3) == 1; /* MMF_DUMPABLE_MASK; SUID_DUMP_USER */
 }
 
-/* One sampled allocation to the ring buffer. At a function's entry (at_entry) the return
- * address sits at *sp, where the frame-pointer walk does not see it because the allocator has
- * not pushed its frame yet; a USDT site is inside a function, where *sp is anything. */
+/* The room a stack-copy record reserves for a context section: all of the area when context
+ * is read at all (the reservation's size is a constant), none otherwise. */
+#define COPY_RECORD_CONTEXT_ROOM (read_context ? sizeof(struct alloc_context) : 0)
+#define COPY_RECORD_BYTES                                                                          \
+	(sizeof(struct alloc_record) + ALLOC_RECORD_REGS_BYTES + COPY_RECORD_CONTEXT_ROOM +        \
+	 stack_copy_size)
+
+/* A record with a stack copy, reserved in the ring at its largest (COPY_RECORD_BYTES) and
+ * filled in place: header, registers, the context area, the copy. The context section is the
+ * whole area whenever context is read (its head says whether the thread published any): the
+ * reservation holds it either way, and the copy then starts at a constant offset, which keeps
+ * the verifier's work on the copy's reads what it was. */
+static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
+					       __u64 weighted_bytes, __u32 entry, bool at_entry)
+{
+	struct alloc_record *rec;
+	__u64 trampoline;
+	__u8 *stack;
+
+	rec = bpf_ringbuf_reserve(&samples, COPY_RECORD_BYTES, 0);
+	if (!rec) {
+		submit_drop(size, weighted_bytes, entry);
+		return;
+	}
+	trampoline = uretprobe_trampoline();
+	record_header(rec, size, weighted_bytes, entry);
+	track_live_sample(ctx, rec);
+	record_caller(ctx, rec, at_entry, trampoline);
+	record_regs(ctx, (__u64 *)(rec + 1));
+	rec->regs_bytes = ALLOC_RECORD_REGS_BYTES;
+	if (read_context) {
+		read_thread_context(
+			(struct alloc_context *)((__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES));
+		rec->context_bytes = sizeof(struct alloc_context);
+	}
+	stack = (__u8 *)(rec + 1) + ALLOC_RECORD_REGS_BYTES + COPY_RECORD_CONTEXT_ROOM;
+	if (only_caller && !target_dumpable()) {
+		/* The registers only (where the agent's walk starts), no stack memory. */
+		__sync_fetch_and_add(&counters.not_dumpable, 1);
+	} else {
+		rec->stack_bytes = copy_user_stack(ctx, stack);
+		/* Return addresses a return probe's trampoline replaced, given back. */
+		uretprobe_fix_copy(trampoline, PT_REGS_SP(ctx), stack, rec->stack_bytes,
+				   stack_copy_size);
+	}
+	__sync_fetch_and_add(&counters.samples, 1);
+	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
+					? BPF_RB_FORCE_WAKEUP
+					: BPF_RB_NO_WAKEUP);
+}
+
+/* A record without a stack copy (--unwind fp, or no copy configured), built in the scratch
+ * area and sent at its length: header, the frame-pointer walk's pcs, the context if any. */
+static __always_inline void submit_walk_record(struct pt_regs *ctx, __u64 size,
+					       __u64 weighted_bytes, __u32 entry, bool at_entry)
+{
+	struct record_scratch *scratch;
+	struct alloc_record *rec;
+	__u32 zero = 0;
+	__u64 seq, fp_bytes = 0, context_bytes;
+	long got;
+
+	scratch = bpf_map_lookup_elem(&record_scratch_buf, &zero);
+	if (!scratch) {
+		submit_drop(size, weighted_bytes, entry);
+		return;
+	}
+	seq = __sync_fetch_and_add(&scratch->seq, 1) + 1;
+	rec = (struct alloc_record *)scratch->words;
+	record_header(rec, size, weighted_bytes, entry);
+	track_live_sample(ctx, rec);
+	record_caller(ctx, rec, at_entry, uretprobe_trampoline());
+	if (walk_frame_pointers) {
+		got = bpf_get_stack(ctx, &scratch->words[RECORD_HEADER_WORDS],
+				    ALLOC_MAX_STACK_DEPTH * sizeof(__u64), BPF_F_USER_STACK);
+		rec->fp_status = (__s32)got;
+		if (got < 0)
+			__sync_fetch_and_add(&counters.stack_errors, 1);
+		else if (got <= ALLOC_MAX_STACK_DEPTH * sizeof(__u64))
+			fp_bytes = got & ~7ul;
+	}
+	rec->fp_bytes = fp_bytes;
+	read_thread_context(&scratch->context);
+	context_bytes = record_context_bytes(&scratch->context);
+	barrier_var(context_bytes);
+	if (context_bytes > sizeof(struct alloc_context))
+		context_bytes = 0;
+	barrier_var(context_bytes);
+	fp_bytes &= (UNWIND_MAX_FRAMES - 1) * 8; /* <= 127 words already; for the verifier */
+	if (context_bytes &&
+	    bpf_probe_read_kernel((__u8 *)&scratch->words[RECORD_HEADER_WORDS] + fp_bytes,
+				  context_bytes, &scratch->context))
+		context_bytes = 0;
+	rec->context_bytes = context_bytes;
+	record_send(scratch, seq, sizeof(*rec) + fp_bytes + ((context_bytes + 7) & ~7ul), size,
+		    weighted_bytes, entry);
+}
+
+/* One sampled allocation to the ring buffer: walked in the kernel with the unwind tables when
+ * it can be, else with a stack copy when one is configured, else with the frame-pointer walk
+ * (or no stack at all). at_entry: the probe is at a function's entry (not a USDT site). */
 static __noinline int submit_sample(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
 				    __u32 entry, bool at_entry)
 {
-	struct alloc_sample *rec;
-	__u64 pid_tgid, trampoline;
-	long err;
-
 	if (only_caller && !runs_as_caller()) {
 		__sync_fetch_and_add(&counters.not_permitted, 1);
 		return 0;
 	}
 	if (kernel_unwind && unwind_and_submit(ctx, size, weighted_bytes, entry, at_entry))
 		return 0;
-	rec = bpf_ringbuf_reserve(&samples, sizeof(*rec) + stack_copy_size, 0);
-	if (!rec) {
-		submit_drop(size, weighted_bytes, entry);
-		return 0;
-	}
-	trampoline = uretprobe_trampoline();
-	pid_tgid = bpf_get_current_pid_tgid();
-	rec->pid = pid_tgid >> 32;
-	rec->tid = (__u32)pid_tgid;
-	rec->size = size;
-	rec->time_ns = bpf_ktime_get_ns();
-	rec->weighted_bytes = weighted_bytes;
-	rec->entry = entry;
-	track_live_sample(ctx, rec);
-	rec->caller_address = 0;
-	if (at_entry) {
-		err = bpf_probe_read_user(&rec->caller_address, sizeof(rec->caller_address),
-					  (void *)PT_REGS_SP(ctx));
-		if (err) {
-			rec->caller_address = 0;
-			__sync_fetch_and_add(&counters.caller_errors, 1);
-		}
-		/* A return probe on a function that tail-jumped here put its trampoline at *sp. */
-		rec->caller_address =
-		    uretprobe_original(trampoline, PT_REGS_SP(ctx), rec->caller_address);
-	}
-	if (walk_frame_pointers) {
-		rec->stack_bytes =
-			bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), BPF_F_USER_STACK);
-		if (rec->stack_bytes < 0)
-			__sync_fetch_and_add(&counters.stack_errors, 1);
-	} else {
-		rec->stack_bytes = 0;
-	}
-	if (only_caller && stack_copy_size && !target_dumpable()) {
-		/* The registers only (where the agent's walk starts), no stack memory. */
-		copy_user_stack_regs(ctx, rec);
-		rec->stack_copy_bytes = 0;
-		__sync_fetch_and_add(&counters.not_dumpable, 1);
-	} else {
-		copy_user_stack(ctx, rec);
-		uretprobe_fix_copy(trampoline, PT_REGS_SP(ctx), rec->stack_copy,
-				   rec->stack_copy_bytes, stack_copy_size);
-	}
-	read_thread_context(&rec->context);
-	__sync_fetch_and_add(&counters.samples, 1);
-	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
-					? BPF_RB_FORCE_WAKEUP
-					: BPF_RB_NO_WAKEUP);
+	if (stack_copy_size)
+		submit_copy_record(ctx, size, weighted_bytes, entry, at_entry);
+	else
+		submit_walk_record(ctx, size, weighted_bytes, entry, at_entry);
 	return 0;
 }
 

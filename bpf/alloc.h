@@ -116,11 +116,12 @@ struct context_proc {
 };
 #define CONTEXT_MAX_PROCS 16384
 
-/* One sampled allocation, as written to the ring buffer. stack[] holds the frame-pointer walk
- * (leaf first, stack[0] is the probed instruction); the direct caller, which that walk misses
- * at a function's entry, travels separately in caller_address. When the agent unwinds with
- * CFI, regs[] and stack_copy[] carry what it needs: the record then is
- * sizeof(struct alloc_sample) + the configured stack copy size. */
+/* One sampled allocation as the agent's stages see it: agent/collect/sample_reader.c decodes
+ * each ring record (struct alloc_record, below) into this form, checking every length first.
+ * stack[] holds the frame-pointer walk (leaf first, stack[0] is the probed instruction); the
+ * direct caller, which that walk misses at a function's entry, travels separately in
+ * caller_address. When the agent unwinds with CFI, regs[] and stack_copy[] carry what it
+ * needs. Never crosses the ring: the decoded record has room for the largest stack copy. */
 struct alloc_sample {
 	__u32 pid;               /* tgid */
 	__u32 tid;
@@ -141,6 +142,49 @@ struct alloc_sample {
 				    with ALLOC_SAMPLE_KERNEL_FRAMES the frames the kernel
 				    walked: stack_copy_bytes / 8 pcs, leaf first */
 };
+
+/* One sampled allocation as it crosses the samples ring: this 64-byte header, then the
+ * sections it says it carries, in this order, each starting 8-byte aligned (a length that is
+ * not a multiple of 8 is followed by padding to the next section):
+ *   regs      regs_bytes: 0, or ALLOC_RECORD_REGS_BYTES: ALLOC_REG__COUNT __u64s (only with
+ *             a stack copy, where the agent's unwinder starts from them)
+ *   fp        fp_bytes: the frame-pointer walk's __u64 pcs, leaf first (--unwind fp only)
+ *   context   context_bytes: 0 when the thread published no request context, else the head
+ *             of struct alloc_context (ALLOC_CONTEXT_HEAD_BYTES) and its first context.bytes
+ *             of data[]; a record with a stack copy, whose reservation holds the whole area
+ *             anyway, carries all of it whenever context is read (its head's kind says
+ *             whether the thread published any)
+ *   stack     stack_bytes: the copy of the top of the user stack from regs[ALLOC_REG_SP] up
+ *             or, with ALLOC_SAMPLE_KERNEL_FRAMES, the __u64 pcs the kernel walked, leaf first
+ * A record carries only what its mode uses: with the kernel walk, the header, the context if
+ * any and the pcs (64 + 8 bytes a frame without context); with frame pointers, the header
+ * and the walk's pcs. A record with a stack copy is reserved at a size fixed at load (the
+ * ring's reservation must be a constant: header, regs, the context area when context is read,
+ * the configured copy): its stack section holds the bytes copied, and the record may end with
+ * room left unfilled (a shorter copy). The reader rejects (and counts) a record whose sections
+ * do not fit in it or break these bounds; it reads nothing past them. */
+struct alloc_record {
+	__u32 pid;               /* as in struct alloc_sample */
+	__u32 tid;
+	__u64 size;
+	__u64 caller_address;
+	__u64 time_ns;
+	__u64 weighted_bytes;
+	__u32 entry;
+	__u32 flags;             /* ALLOC_SAMPLE_* */
+	__s32 fp_status;         /* the frame-pointer walk: bytes walked, or a negative errno;
+				    0 when there was no walk */
+	__u16 regs_bytes;
+	__u16 fp_bytes;          /* <= ALLOC_MAX_STACK_DEPTH * 8, a multiple of 8 */
+	__u32 stack_bytes;       /* <= ALLOC_MAX_STACK_COPY, or UNWIND_MAX_FRAMES * 8 pcs */
+	__u16 context_bytes;     /* 0, or ALLOC_CONTEXT_HEAD_BYTES + context.bytes */
+	__u16 reserved;
+};
+#define ALLOC_RECORD_REGS_BYTES (ALLOC_REG__COUNT * 8)
+#define ALLOC_CONTEXT_HEAD_BYTES 32 /* struct alloc_context up to data[] */
+_Static_assert(sizeof(struct alloc_record) == 64, "the record header is 64 bytes");
+_Static_assert(sizeof(struct alloc_context) == ALLOC_CONTEXT_HEAD_BYTES + ALLOC_CONTEXT_MAX_BYTES,
+	       "the context section is the area's head and its data");
 
 /* The kernel walked the stack with the unwind tables: stack_copy[] holds __u64 pcs (pcs[0] =
  * regs[ALLOC_REG_IP], then return addresses), and the record is only as long as they are. */
@@ -252,7 +296,8 @@ struct unwind_file_entry {
  * the largest stack copy), whatever --stack-copy-size or --unwind say. */
 #define ALLOC_RINGBUF_RECORD_HEADER 8
 #define ALLOC_SAMPLE_MAX_RECORD                                                                    \
-	((sizeof(struct alloc_sample) + ALLOC_MAX_STACK_COPY + ALLOC_RINGBUF_RECORD_HEADER + 7) &  \
+	((sizeof(struct alloc_record) + ALLOC_RECORD_REGS_BYTES + ALLOC_MAX_STACK_COPY +           \
+	  sizeof(struct alloc_context) + ALLOC_RINGBUF_RECORD_HEADER + 7) &                        \
 	 ~7ul)
 #define ALLOC_POW2_SMEAR1(x) ((x) | ((x) >> 1))
 #define ALLOC_POW2_SMEAR2(x) (ALLOC_POW2_SMEAR1(x) | (ALLOC_POW2_SMEAR1(x) >> 2))

@@ -64,7 +64,7 @@ static __always_inline bool usdt_pointer(struct pt_regs *ctx, __u64 cookie, __u6
 }
 
 /* A sampled allocation just recorded as rec: remember it as live until its free. */
-static __always_inline void track_live_sample(struct pt_regs *ctx, const struct alloc_sample *rec)
+static __always_inline void track_live_sample(struct pt_regs *ctx, const struct alloc_record *rec)
 {
 	struct alloc_live_key key = {};
 	struct alloc_live value;

@@ -13,13 +13,15 @@
  *
  * Only the sampled path gets here. A leaf in a mapping without a table (none built, or the
  * file is unknown) is not walked: the caller sends the stack copy instead (counted as a
- * fallback). The frames are built in a per-CPU scratch record and sent with
- * bpf_ringbuf_output at their own length; uprobe programs can be preempted (not migrated), so
- * a rare interleaving of two samples on one CPU can garble one record's frames. */
+ * fallback). The frames are built in a per-CPU scratch record (record.bpf.h) after the header
+ * and the thread's context, and sent with bpf_ringbuf_output at their own length; uprobe
+ * programs can be preempted (not migrated), so a rare interleaving of two samples on one CPU
+ * can overwrite a record: it is then sent as a drop notice. */
 #ifndef ALLOCSCOPE_UNWIND_BPF_H
 #define ALLOCSCOPE_UNWIND_BPF_H
 
 #include "alloc.h"
+#include "record.bpf.h"
 
 /* Set by the agent before load: walk in the kernel where a table exists. */
 const volatile bool kernel_unwind = false;
@@ -48,25 +50,10 @@ struct {
 	__type(value, struct unwind_file_entry);
 } unwind_files SEC(".maps");
 
-/* The record being built: the sample header, then (in its stack_copy[]) the frames. A uprobe
- * program can be preempted and another run on the same CPU: seq counts the walks begun on
- * this CPU, so a walk whose record was overwritten meanwhile knows it. */
-struct unwind_scratch {
-	__u64 seq;
-	__u64 words[sizeof(struct alloc_sample) / 8 + UNWIND_MAX_FRAMES];
-};
-_Static_assert(sizeof(struct alloc_sample) % 8 == 0, "frames follow the header aligned");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct unwind_scratch);
-} unwind_scratch_buf SEC(".maps");
-
 struct unwind_walk {
 	struct unwind_proc *proc; /* NULL: the agent has not installed the process's list */
-	struct alloc_sample *rec; /* in the scratch buffer, with room for the frames */
+	__u64 *words;   /* the scratch record */
+	__u32 frames;   /* the word where the frames start: after the header and the context */
 	__u64 ip, sp, bp;
 	__u64 trampoline; /* the process's return-probe trampoline, 0 for none (uretprobe.bpf.h) */
 	__u32 n;        /* frames written */
@@ -242,7 +229,8 @@ static long unwind_step(__u32 index, void *ctx)
 		w->depth_cut = true;
 		return 1;
 	}
-	((__u64 *)w->rec->stack_copy)[n & (UNWIND_MAX_FRAMES - 1)] = w->ip;
+	w->words[(w->frames & (RECORD_CONTEXT_WORDS - 1)) + RECORD_HEADER_WORDS +
+		 (n & (UNWIND_MAX_FRAMES - 1))] = w->ip;
 	w->n = n + 1;
 
 	lookup = w->activation ? w->ip : w->ip - 1;
@@ -312,21 +300,21 @@ static long unwind_step(__u32 index, void *ctx)
 	return ra ? 0 : 1;
 }
 
-/* Walks the sampled thread's stack and sends the record. Returns true when sent (or lost to
- * a full ring: sent as a drop notice), false when the caller should send a stack copy instead. */
+/* Walks the sampled thread's stack and sends the record: the header, the thread's context
+ * when it published one, and the pcs. Returns true when sent (or lost to a full ring or a
+ * preemption: sent as a drop notice), false when the caller should send a stack copy instead. */
 static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 weighted_bytes,
 					 __u32 entry, bool at_entry)
 {
 	struct unwind_walk w = {};
-	struct alloc_sample *rec;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32, zero = 0, n;
-	struct unwind_scratch *scratch;
+	struct alloc_record *rec;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, n, context_bytes;
+	struct record_scratch *scratch;
 	struct unwind_mapping m;
 	__u64 seq;
 
 	w.proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
-	scratch = bpf_map_lookup_elem(&unwind_scratch_buf, &zero);
+	scratch = bpf_map_lookup_elem(&record_scratch_buf, &zero);
 	if (!scratch)
 		goto fallback;
 	w.ip = PT_REGS_IP(ctx);
@@ -338,37 +326,21 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 		goto fallback;
 
 	seq = __sync_fetch_and_add(&scratch->seq, 1) + 1;
-	rec = (struct alloc_sample *)scratch->words;
-	w.rec = rec;
-	rec->pid = tgid;
-	rec->tid = (__u32)pid_tgid;
-	rec->size = size;
-	rec->time_ns = bpf_ktime_get_ns();
-	rec->weighted_bytes = weighted_bytes;
-	rec->entry = entry;
+	rec = (struct alloc_record *)scratch->words;
+	w.words = scratch->words;
+	record_header(rec, size, weighted_bytes, entry);
 	track_live_sample(ctx, rec);
-	rec->caller_address = 0;
-	if (at_entry && !unwind_read(PT_REGS_SP(ctx), &rec->caller_address)) {
-		rec->caller_address = 0;
-		__sync_fetch_and_add(&counters.caller_errors, 1);
-	}
 	w.trampoline = uretprobe_trampoline();
-	if (at_entry)
-		rec->caller_address =
-		    uretprobe_original(w.trampoline, PT_REGS_SP(ctx), rec->caller_address);
-	rec->stack_bytes = 0;
-	rec->regs[ALLOC_REG_IP] = w.ip;
-	rec->regs[ALLOC_REG_SP] = w.sp;
-	rec->regs[ALLOC_REG_BP] = w.bp;
-	rec->regs[ALLOC_REG_BX] = ctx->bx;
-	rec->regs[ALLOC_REG_R12] = ctx->r12;
-	rec->regs[ALLOC_REG_R13] = ctx->r13;
-	rec->regs[ALLOC_REG_R14] = ctx->r14;
-	rec->regs[ALLOC_REG_R15] = ctx->r15;
+	record_caller(ctx, rec, at_entry, w.trampoline);
 
 	/* Before the walk, where the verifier has one state to check it in (after it, every
-	 * outcome of the walk is one more); and before the sequence check, which covers it. */
-	read_thread_context(&rec->context);
+	 * outcome of the walk is one more); and before the sequence check, which covers it. The
+	 * context goes right after the header, the frames after it. */
+	read_thread_context((struct alloc_context *)&scratch->words[RECORD_HEADER_WORDS]);
+	context_bytes = record_context_bytes(
+		(struct alloc_context *)&scratch->words[RECORD_HEADER_WORDS]);
+	rec->context_bytes = context_bytes;
+	w.frames = (context_bytes + 7) / 8;
 
 	/* One iteration more than frames kept: it tells a stack of exactly UNWIND_MAX_FRAMES
 	 * frames from a deeper one cut at the limit. */
@@ -380,26 +352,16 @@ static __noinline bool unwind_and_submit(struct pt_regs *ctx, __u64 size, __u64 
 	/* Not even the allocator's caller: the copy and the agent's unwinder may do better. */
 	if (n <= 1 && w.truncated)
 		goto fallback;
-	rec->stack_copy_bytes = n * sizeof(__u64);
+	rec->stack_bytes = n * sizeof(__u64);
 	rec->flags = ALLOC_SAMPLE_KERNEL_FRAMES | (w.truncated ? ALLOC_SAMPLE_TRUNCATED : 0) |
 		     (w.depth_cut ? ALLOC_SAMPLE_DEPTH_CUT : 0);
 	__sync_fetch_and_add(&counters.kernel_unwinds, 1);
 	if (w.truncated)
 		__sync_fetch_and_add(&counters.unwind_truncated, 1);
-	/* Another walk on this CPU began since ours: the record may hold its frames. */
-	if (scratch->seq != seq) {
-		__sync_fetch_and_add(&counters.unwind_preempted, 1);
-		send_drop_notice(size, weighted_bytes, entry);
-		return true;
-	}
-	if (bpf_ringbuf_output(&samples, rec, sizeof(*rec) + n * sizeof(__u64),
-			       bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
-				       ? BPF_RB_FORCE_WAKEUP
-				       : BPF_RB_NO_WAKEUP)) {
-		submit_drop(size, weighted_bytes, entry);
-		return true;
-	}
-	__sync_fetch_and_add(&counters.samples, 1);
+	record_send(scratch, seq,
+		    sizeof(*rec) + (__u64)(w.frames & (RECORD_CONTEXT_WORDS - 1)) * 8 +
+			    (__u64)n * sizeof(__u64),
+		    size, weighted_bytes, entry);
 	return true;
 fallback:
 	__sync_fetch_and_add(&counters.unwind_fallbacks, 1);

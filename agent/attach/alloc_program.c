@@ -286,6 +286,11 @@ int alloc_program__load(const struct alloc_program_opts *opts, struct alloc_prog
 	int ret;
 
 	*out = NULL;
+	if (opts->walk_frame_pointers && opts->stack_copy_bytes) {
+		snprintf(err, err_len, "cannot load the probes: a sample carries either the "
+				       "frame-pointer walk or a stack copy, not both");
+		return -EINVAL;
+	}
 	libbpf_set_print(libbpf_log);
 	ret = check_kernel(err, err_len);
 	if (ret)

@@ -19,7 +19,8 @@ struct bpf_program;
 struct alloc_program_opts {
 	uint64_t sample_rate;        /* mean bytes between samples */
 	uint32_t ringbuf_bytes;      /* power of two, at least one page */
-	bool walk_frame_pointers;    /* the kernel's frame-pointer walk in every sample */
+	bool walk_frame_pointers;    /* the kernel's frame-pointer walk in every sample; only
+					without a stack copy (a record carries one or the other) */
 	uint32_t stack_copy_bytes;   /* registers + this much user stack per sample (0: none);
 					a power of two up to ALLOC_MAX_STACK_COPY */
 	bool kernel_unwind;          /* walk stacks in the kernel with unwind tables where the
