@@ -249,7 +249,7 @@ static __always_inline bool target_dumpable(void)
  * whole area whenever context is read (its head says whether the thread published any): the
  * reservation holds it either way, and the copy then starts at a constant offset, which keeps
  * the verifier's work on the copy's reads what it was. */
-static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
+__noinline int submit_copy_record(struct pt_regs *ctx, __u64 size,
 					       __u64 weighted_bytes, __u32 entry, bool at_entry)
 {
 	struct alloc_record *rec;
@@ -259,7 +259,7 @@ static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
 	rec = bpf_ringbuf_reserve(&samples, COPY_RECORD_BYTES, 0);
 	if (!rec) {
 		submit_drop(size, weighted_bytes, entry);
-		return;
+		return 0;
 	}
 	trampoline = uretprobe_trampoline();
 	record_header(rec, size, weighted_bytes, entry);
@@ -286,11 +286,12 @@ static __always_inline void submit_copy_record(struct pt_regs *ctx, __u64 size,
 	bpf_ringbuf_submit(rec, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > wakeup_bytes
 					? BPF_RB_FORCE_WAKEUP
 					: BPF_RB_NO_WAKEUP);
+	return 0;
 }
 
 /* A record without a stack copy (--unwind fp, or no copy configured), built in the scratch
  * area and sent at its length: header, the frame-pointer walk's pcs, the context if any. */
-static __always_inline void submit_walk_record(struct pt_regs *ctx, __u64 size,
+__noinline int submit_walk_record(struct pt_regs *ctx, __u64 size,
 					       __u64 weighted_bytes, __u32 entry, bool at_entry)
 {
 	struct record_scratch *scratch;
@@ -302,7 +303,7 @@ static __always_inline void submit_walk_record(struct pt_regs *ctx, __u64 size,
 	scratch = bpf_map_lookup_elem(&record_scratch_buf, &zero);
 	if (!scratch) {
 		submit_drop(size, weighted_bytes, entry);
-		return;
+		return 0;
 	}
 	seq = __sync_fetch_and_add(&scratch->seq, 1) + 1;
 	rec = (struct alloc_record *)scratch->words;
@@ -333,6 +334,7 @@ static __always_inline void submit_walk_record(struct pt_regs *ctx, __u64 size,
 	rec->context_bytes = context_bytes;
 	record_send(scratch, seq, sizeof(*rec) + fp_bytes + ((context_bytes + 7) & ~7ul), size,
 		    weighted_bytes, entry);
+	return 0;
 }
 
 /* One sampled allocation to the ring buffer: walked in the kernel with the unwind tables when
