@@ -236,75 +236,59 @@ struct name_table {
 
 #define MAX_TABLES 3
 
-static size_t tables_of(const struct allocator_id *id, struct name_table *out)
+/* An allocator family's entry points and its frees, side by side: one list of which families
+ * a file's allocator is made of serves both. */
+struct table_pair {
+	struct name_table alloc, free;
+};
+
+#define TABLE(t, with_prefix) { t, sizeof(t) / sizeof(t[0]), with_prefix }
+static const struct table_pair standard_tables = { TABLE(standard_symbols, false),
+						   TABLE(standard_free_symbols, false) };
+static const struct table_pair cxx_tables = { TABLE(new_symbols, false),
+					      TABLE(delete_symbols, false) };
+static const struct table_pair jemalloc_tables = { TABLE(jemalloc_symbols, true),
+						   TABLE(jemalloc_free_symbols, true) };
+static const struct table_pair tcmalloc_tables = { TABLE(tcmalloc_symbols, false),
+						   TABLE(tcmalloc_free_symbols, false) };
+static const struct table_pair mimalloc_tables = { TABLE(mimalloc_symbols, false),
+						   TABLE(mimalloc_free_symbols, false) };
+#undef TABLE
+
+/* The name tables of id's entry points (frees false) or of its frees (frees true). */
+static size_t tables_of(const struct allocator_id *id, bool frees, struct name_table *out)
 {
+	const struct table_pair *pairs[MAX_TABLES];
 	size_t n = 0;
 
-#define ADD_TABLE(t, with_prefix) \
-	out[n++] = (struct name_table){ t, sizeof(t) / sizeof(t[0]), with_prefix }
 	switch (id->family) {
 	case ALLOCATOR_GLIBC:
-		ADD_TABLE(standard_symbols, false);
+		pairs[n++] = &standard_tables;
 		break;
 	case ALLOCATOR_JEMALLOC:
 		/* Its own operator new (jemalloc_cpp) exists only in unprefixed C++ builds. */
 		if (id->owns_malloc)
-			ADD_TABLE(new_symbols, false);
-		ADD_TABLE(jemalloc_symbols, true);
+			pairs[n++] = &cxx_tables;
+		pairs[n++] = &jemalloc_tables;
 		break;
 	case ALLOCATOR_TCMALLOC:
 	case ALLOCATOR_MIMALLOC:
 		if (id->owns_malloc) {
-			ADD_TABLE(standard_symbols, false);
-			ADD_TABLE(new_symbols, false);
+			pairs[n++] = &standard_tables;
+			pairs[n++] = &cxx_tables;
 		}
-		if (id->family == ALLOCATOR_TCMALLOC)
-			ADD_TABLE(tcmalloc_symbols, false);
-		else
-			ADD_TABLE(mimalloc_symbols, false);
+		pairs[n++] = id->family == ALLOCATOR_TCMALLOC ? &tcmalloc_tables : &mimalloc_tables;
 		break;
 	case ALLOCATOR_CXX_NEW:
-		ADD_TABLE(new_symbols, false);
+		/* libstdc++'s operator new calls malloc; its delete calls free, probed there. */
+		if (!frees)
+			pairs[n++] = &cxx_tables;
 		break;
 	case ALLOCATOR_UNRECOGNIZED:
 		break;
 	}
-#undef ADD_TABLE
-	return n;
-}
-
-/* As tables_of, for the frees. */
-static size_t free_tables_of(const struct allocator_id *id, struct name_table *out)
-{
-	size_t n = 0;
-
-#define ADD_TABLE(t, with_prefix) \
-	out[n++] = (struct name_table){ t, sizeof(t) / sizeof(t[0]), with_prefix }
-	switch (id->family) {
-	case ALLOCATOR_GLIBC:
-		ADD_TABLE(standard_free_symbols, false);
-		break;
-	case ALLOCATOR_JEMALLOC:
-		if (id->owns_malloc)
-			ADD_TABLE(delete_symbols, false);
-		ADD_TABLE(jemalloc_free_symbols, true);
-		break;
-	case ALLOCATOR_TCMALLOC:
-	case ALLOCATOR_MIMALLOC:
-		if (id->owns_malloc) {
-			ADD_TABLE(standard_free_symbols, false);
-			ADD_TABLE(delete_symbols, false);
-		}
-		if (id->family == ALLOCATOR_TCMALLOC)
-			ADD_TABLE(tcmalloc_free_symbols, false);
-		else
-			ADD_TABLE(mimalloc_free_symbols, false);
-		break;
-	case ALLOCATOR_CXX_NEW:
-	case ALLOCATOR_UNRECOGNIZED:
-		break;
-	}
-#undef ADD_TABLE
+	for (size_t i = 0; i < n; i++)
+		out[i] = frees ? pairs[i]->free : pairs[i]->alloc;
 	return n;
 }
 
@@ -922,7 +906,7 @@ int allocators__find_entry_points(struct elf_file *f, const struct allocator_id 
 	s->max = max;
 	for (size_t k = 0; k < n_ids && ret == 0; k++) {
 		struct name_table tables[MAX_TABLES];
-		size_t n_tables = tables_of(&ids[k], tables);
+		size_t n_tables = tables_of(&ids[k], false, tables);
 		char allocator[40];
 
 		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
@@ -982,7 +966,7 @@ int allocators__find_free_points(struct elf_file *f, const struct allocator_id *
 	s->max = max;
 	for (size_t k = 0; k < n_ids && ret == 0; k++) {
 		struct name_table tables[MAX_TABLES];
-		size_t n_tables = free_tables_of(&ids[k], tables);
+		size_t n_tables = tables_of(&ids[k], true, tables);
 		char allocator[40];
 
 		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
