@@ -68,7 +68,13 @@ def check_inuse_capture(tmp, name, preload_after=(), cooperative=True):
     assert [t for t, _ in profile.sample_types] == \
         ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"], profile.sample_types
     # Allocation totals are what they were without --inuse; in-use is what stays live.
-    check_values(profile, manifest(result.stdout, "alloc"), 1, 0, "alloc")
+    try:
+        check_values(profile, manifest(result.stdout, "alloc"), 1, 0, "alloc")
+    except AssertionError as e:
+        # The capture's own summary says where the weight went (seen once, not reproduced).
+        summary = result.stdout.split("allocscope:", 1)[-1]
+        raise AssertionError(f"{e}\ncapture summary:\nallocscope:{summary}\n"
+                             f"stderr:\n{result.stderr[-2000:]}") from None
     live = manifest(result.stdout, "live")
     inuse = check_values(profile, live, 3, 2, "inuse")
     for freed in ("free_site", "aligned_free_site"):
