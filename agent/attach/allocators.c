@@ -892,6 +892,24 @@ static void relay_target(const struct entry_point *points, size_t n, struct entr
 	point->relayed_alignment = 0;
 }
 
+/* Looks up every name of ids' entry points (frees false) or frees (frees true) into s. */
+static int add_tables(struct search *s, const struct allocator_id *ids, size_t n_ids, bool frees)
+{
+	int ret = 0;
+
+	for (size_t k = 0; k < n_ids && ret == 0; k++) {
+		struct name_table tables[MAX_TABLES];
+		size_t n_tables = tables_of(&ids[k], frees, tables);
+		char allocator[40];
+
+		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
+		for (size_t t = 0; t < n_tables && ret == 0; t++)
+			ret = add_table(s, tables[t].symbols, tables[t].count, &ids[k],
+					tables[t].prefixed ? ids[k].prefix : "", allocator);
+	}
+	return ret;
+}
+
 int allocators__find_entry_points(struct elf_file *f, const struct allocator_id *ids,
 				  size_t n_ids, struct entry_point *out, size_t max, size_t *count)
 {
@@ -904,16 +922,7 @@ int allocators__find_entry_points(struct elf_file *f, const struct allocator_id 
 	s->f = f;
 	s->points = out;
 	s->max = max;
-	for (size_t k = 0; k < n_ids && ret == 0; k++) {
-		struct name_table tables[MAX_TABLES];
-		size_t n_tables = tables_of(&ids[k], false, tables);
-		char allocator[40];
-
-		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
-		for (size_t t = 0; t < n_tables && ret == 0; t++)
-			ret = add_table(s, tables[t].symbols, tables[t].count, &ids[k],
-					tables[t].prefixed ? ids[k].prefix : "", allocator);
-	}
+	ret = add_tables(s, ids, n_ids, false);
 	if (ret)
 		goto out;
 	for (size_t i = 0; i < s->n; i++) {
@@ -964,16 +973,7 @@ int allocators__find_free_points(struct elf_file *f, const struct allocator_id *
 	s->f = f;
 	s->points = out;
 	s->max = max;
-	for (size_t k = 0; k < n_ids && ret == 0; k++) {
-		struct name_table tables[MAX_TABLES];
-		size_t n_tables = tables_of(&ids[k], true, tables);
-		char allocator[40];
-
-		allocator_id__describe(&ids[k], allocator, sizeof(allocator));
-		for (size_t t = 0; t < n_tables && ret == 0; t++)
-			ret = add_table(s, tables[t].symbols, tables[t].count, &ids[k],
-					tables[t].prefixed ? ids[k].prefix : "", allocator);
-	}
+	ret = add_tables(s, ids, n_ids, true);
 	if (ret == 0) {
 		/* Placement only: frees never count allocations, so no double-count rule. */
 		for (size_t i = 0; i < s->n; i++) {
